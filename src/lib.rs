@@ -1,0 +1,13 @@
+//! sipfront: a SIP signalling edge proxy and B2BUA for trunk termination.
+//!
+//! The crate is a sans-IO core (`sip`, `transaction`, `endpoint`) wrapped by a
+//! thin tokio shell (`transport`, `main.rs`). See ARCHITECTURE.md in the shared
+//! folder for the layering; dependencies point down this list.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod config;
+pub mod endpoint;
+pub mod sip;
+pub mod transaction;
+pub mod transport;
