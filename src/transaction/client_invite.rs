@@ -73,7 +73,8 @@ impl ClientInvite {
         self.timers.next_deadline()
     }
 
-    /// The deadline of one timer (tests and diagnostics).
+    /// The deadline of one timer (tests).
+    #[cfg(test)]
     pub(crate) fn timer(&self, timer: Timer) -> Option<Instant> {
         self.timers.get(timer)
     }

@@ -60,18 +60,22 @@
 //! * **Responses go back to the request's source address** (symmetric
 //!   response routing, RFC 3581 style), over the transport it came on.
 
-// Until the manager lands the machines are only used by their tests.
-#![allow(dead_code)]
-
 mod action;
 mod client_invite;
 mod client_non_invite;
+mod key;
+mod manager;
 mod server_invite;
 mod server_non_invite;
 mod timer;
 
 pub use client_invite::ClientInviteState;
 pub use client_non_invite::ClientNonInviteState;
+pub use key::{HostPort, KeyError, Rfc2543Id, Role, TransactionKey};
+pub use manager::{
+    ClientInput, RequestError, ServerInput, TransactionEvent, TransactionState, Transactions,
+    Transmit,
+};
 pub use server_invite::ServerInviteState;
 pub use server_non_invite::ServerNonInviteState;
 pub use timer::{Timer, TimerConfig};

@@ -1,0 +1,185 @@
+//! Transaction matching keys: RFC 3261 §17.1.3 (responses to client
+//! transactions), §17.2.3 (requests to server transactions, including the RFC
+//! 2543 fallback when the branch lacks the `z9hG4bK` cookie) and §9.2 (CANCEL).
+//!
+//! The key is a struct of typed parts, not a formatted string, so matching is
+//! one `HashMap` lookup and nothing is re-parsed.
+
+use crate::sip::{Message, Method, ParseError, Via};
+
+/// Which side of the exchange a transaction is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We sent the request (§17.1).
+    Client,
+    /// We received the request (§17.2).
+    Server,
+}
+
+/// The sent-by of a Via (`host[:port]`), normalised for comparison: host names
+/// lower-cased, IP literals in canonical form. The port is kept as written
+/// (absent and 5060 differ, as a literal comparison of sent-by requires).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// Host (name lower-cased, IPv6 in brackets).
+    pub host: String,
+    /// Port, when present.
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    fn of(via: &Via<'_>) -> HostPort {
+        HostPort {
+            host: via.host.to_string().to_ascii_lowercase(),
+            port: via.port,
+        }
+    }
+}
+
+/// RFC 2543 fallback identity (§17.2.3): used when the top Via branch lacks
+/// the RFC 3261 magic cookie.
+///
+/// The top Via's sent-by and branch are in the [`TransactionKey`] itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Rfc2543Id {
+    /// Request-URI, as written.
+    pub request_uri: String,
+    /// Call-ID.
+    pub call_id: Box<[u8]>,
+    /// From tag.
+    pub from_tag: Option<String>,
+    /// To tag of the request (None for an initial INVITE). An ACK is looked up
+    /// with its own To tag, then with none, and then must carry the To tag of
+    /// the response we sent.
+    pub to_tag: Option<String>,
+    /// CSeq number.
+    pub cseq: u32,
+}
+
+/// Identifies one transaction (RFC 3261 §17.1.3 / §17.2.3).
+///
+/// For RFC 3261 peers: branch + sent-by + method, where ACK matches INVITE
+/// (an ACK for a non-2xx belongs to the INVITE's transaction) and CANCEL is its
+/// own method (a CANCEL is a separate transaction, §9.2). For RFC 2543 peers
+/// `rfc2543` carries the fallback identity as well.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TransactionKey {
+    /// Client or server side.
+    pub role: Role,
+    /// Top Via branch (empty when absent).
+    pub branch: String,
+    /// Top Via sent-by.
+    pub sent_by: HostPort,
+    /// Method the transaction was created for (never ACK).
+    pub method: Method,
+    /// RFC 2543 fallback identity, when the branch lacks the magic cookie.
+    pub rfc2543: Option<Box<Rfc2543Id>>,
+}
+
+/// Why no key could be derived from a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A request was expected (server side) but a response came, or vice versa.
+    #[error("wrong kind of message (request vs response)")]
+    WrongKind,
+    /// A header needed for matching (Via, CSeq, From, To, Call-ID) is bad.
+    #[error("cannot match transaction: {0}")]
+    Parse(#[from] ParseError),
+}
+
+impl KeyError {
+    /// The response a server should answer an unmatchable request with
+    /// (400 for a bad header), when one can be sent at all.
+    pub fn status(&self) -> crate::sip::StatusCode {
+        match self {
+            KeyError::Parse(e) => e.status(),
+            KeyError::WrongKind => crate::sip::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// ACK is matched as the INVITE it acknowledges (§17.2.3).
+fn fold_ack(method: &Method) -> Method {
+    match method {
+        Method::Ack => Method::Invite,
+        m => m.clone(),
+    }
+}
+
+impl TransactionKey {
+    /// Key of the server transaction `req` belongs to (§17.2.3). For an ACK
+    /// this is the key of the INVITE (for RFC 2543, with the ACK's To tag);
+    /// see [`TransactionKey::with_method`] for CANCEL → INVITE.
+    ///
+    /// # Errors
+    /// [`KeyError`] when `req` is a response or its Via/CSeq/From/To/Call-ID
+    /// cannot be parsed.
+    pub fn server(req: &Message) -> Result<TransactionKey, KeyError> {
+        let method = req.method().ok_or(KeyError::WrongKind)?;
+        let via = req.top_via()?;
+        let rfc2543 = if via.is_rfc3261_branch() {
+            None
+        } else {
+            Some(Box::new(Rfc2543Id {
+                request_uri: req.request_uri_str().unwrap_or("").to_owned(),
+                call_id: req.call_id()?.into(),
+                from_tag: req.from()?.tag().map(str::to_owned),
+                to_tag: req.to()?.tag().map(str::to_owned),
+                cseq: req.cseq()?.seq,
+            }))
+        };
+        Ok(TransactionKey {
+            role: Role::Server,
+            branch: via.branch().unwrap_or("").to_owned(),
+            sent_by: HostPort::of(&via),
+            method: fold_ack(method),
+            rfc2543,
+        })
+    }
+
+    /// Key of the client transaction `msg` belongs to: for a response, by top
+    /// Via branch and sent-by and the CSeq method (§17.1.3); for a request we
+    /// are about to send, by its own top Via and method.
+    ///
+    /// # Errors
+    /// [`KeyError::Parse`] when the top Via or CSeq cannot be parsed.
+    pub fn client(msg: &Message) -> Result<TransactionKey, KeyError> {
+        let via = msg.top_via()?;
+        let method = match msg.method() {
+            Some(m) => fold_ack(m),
+            None => fold_ack(&msg.cseq()?.method),
+        };
+        Ok(TransactionKey {
+            role: Role::Client,
+            branch: via.branch().unwrap_or("").to_owned(),
+            sent_by: HostPort::of(&via),
+            method,
+            rfc2543: None,
+        })
+    }
+
+    /// The same key for another method: CANCEL → INVITE finds the transaction
+    /// a CANCEL cancels (§9.2: same branch and sent-by; for RFC 2543 the same
+    /// Request-URI, tags, Call-ID and CSeq number).
+    pub fn with_method(&self, method: Method) -> TransactionKey {
+        TransactionKey {
+            method,
+            ..self.clone()
+        }
+    }
+
+    /// The same key with another RFC 2543 To tag (ACK lookup).
+    pub(crate) fn with_to_tag(&self, to_tag: Option<String>) -> TransactionKey {
+        let mut k = self.clone();
+        if let Some(id) = k.rfc2543.as_mut() {
+            id.to_tag = to_tag;
+        }
+        k
+    }
+
+    /// Whether this key uses the RFC 2543 fallback.
+    pub fn is_rfc2543(&self) -> bool {
+        self.rfc2543.is_some()
+    }
+}
