@@ -97,12 +97,4 @@ pub enum RespondError {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::time::Instant;
-
-    /// The fake clock's origin. The only clock read in this module: tests need
-    /// one real `Instant` to add durations to; time never advances by itself.
-    pub(crate) fn origin() -> Instant {
-        Instant::now()
-    }
-}
+pub(crate) mod tests;
