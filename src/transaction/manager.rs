@@ -223,9 +223,9 @@ struct Tx {
 /// * **Inputs** (mutators): [`handle_request`](Self::handle_request),
 ///   [`handle_response`](Self::handle_response), [`respond`](Self::respond),
 ///   [`send_request`](Self::send_request), [`transport_error`](Self::transport_error)
-///   and [`handle_timeout`](Self::handle_timeout). Each takes `now`; time
-///   only moves forward (a `now` earlier than a previous one is treated as
-///   that earlier instant, never as a reason to panic).
+///   and [`handle_timeout`](Self::handle_timeout). Each takes `now`, which
+///   must not go backwards; if it does, new deadlines are computed from the
+///   `now` given and nothing panics.
 /// * **Outputs**: after *every* input, drain [`poll_transmit`](Self::poll_transmit)
 ///   until `None` (send each), then [`poll_event`](Self::poll_event) until
 ///   `None` (deliver to the TU), then re-arm the one wake-up timer to
@@ -258,14 +258,9 @@ pub struct Transactions {
 }
 
 impl Transactions {
-    /// An empty manager. Zero T1/T2 values are raised to 1 ms (a zero
-    /// retransmission interval would never let time advance), and T2 to at
-    /// least T1.
+    /// An empty manager. The config is [`TimerConfig::sanitized`] first.
     pub fn new(cfg: TimerConfig) -> Self {
-        let mut cfg = cfg;
-        let floor = std::time::Duration::from_millis(1);
-        cfg.t1 = cfg.t1.max(floor);
-        cfg.t2 = cfg.t2.max(cfg.t1);
+        let cfg = cfg.sanitized();
         Transactions {
             cfg,
             by_key: HashMap::new(),
@@ -296,6 +291,18 @@ impl Transactions {
     /// Whether `key` names a live transaction (the `accepts`-style lookup).
     pub fn contains(&self, key: &TransactionKey) -> bool {
         self.by_key.contains_key(key)
+    }
+
+    /// Whether `msg` belongs to a live transaction (str0m's `accepts`): a
+    /// request to a server transaction (an ACK to its INVITE's), a response
+    /// to a client transaction. Malformed messages belong to none.
+    pub fn accepts(&self, msg: &Message) -> bool {
+        let key = if msg.is_request() {
+            TransactionKey::server(msg)
+        } else {
+            TransactionKey::client(msg)
+        };
+        key.is_ok_and(|k| self.by_key.contains_key(&k))
     }
 
     /// The state of a live transaction.

@@ -44,6 +44,24 @@ impl Default for TimerConfig {
 }
 
 impl TimerConfig {
+    /// The config with every value clamped to something usable: T1 between
+    /// 1 ms and 1 h (a zero interval would never let time advance), T2 at
+    /// least T1, every other value at most one day. No deadline computed from
+    /// a sanitised config can overflow `Instant` arithmetic in practice.
+    pub fn sanitized(self) -> TimerConfig {
+        let day = Duration::from_secs(86_400);
+        let t1 = self
+            .t1
+            .clamp(Duration::from_millis(1), Duration::from_secs(3600));
+        TimerConfig {
+            t1,
+            t2: self.t2.clamp(t1, day),
+            t4: self.t4.min(day),
+            timer_c: self.timer_c.min(day),
+            timer_d: self.timer_d.min(day),
+        }
+    }
+
     /// 64·T1: Timers B, F, H, J (UDP), L and M (default 32 s).
     pub fn t1x64(&self) -> Duration {
         self.t1.saturating_mul(64)
@@ -170,6 +188,22 @@ mod tests {
         assert_eq!(c.t2, Duration::from_secs(4));
         assert_eq!(c.t4, Duration::from_secs(5));
         assert_eq!(c.t1x64(), Duration::from_secs(32));
+    }
+
+    #[test]
+    fn sanitized_clamps() {
+        let c = TimerConfig {
+            t1: Duration::ZERO,
+            t2: Duration::ZERO,
+            t4: Duration::MAX,
+            timer_c: Duration::MAX,
+            timer_d: Duration::MAX,
+        }
+        .sanitized();
+        assert_eq!(c.t1, Duration::from_millis(1));
+        assert_eq!(c.t2, c.t1);
+        assert_eq!(c.t4, Duration::from_secs(86_400));
+        assert_eq!(TimerConfig::default().sanitized(), TimerConfig::default());
     }
 
     #[test]
