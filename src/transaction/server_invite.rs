@@ -233,7 +233,7 @@ mod tests {
         let mut tx = ServerInvite::new(TimerConfig::default(), false, t0);
         assert!(tx.on_invite(&mut out) == ServerInviteInput::Retransmission);
         assert!(out.is_empty(), "nothing to resend before the TU answers");
-        tx.respond(486, t0, &mut out).unwrap();
+        assert_eq!(tx.respond(486, t0, &mut out), Ok(()));
         assert_eq!(out, [Action::SendResponse]);
         let fired = run_until(&mut tx, t0, t0 + ms(100_000));
         let sends: Vec<_> = fired
@@ -259,12 +259,12 @@ mod tests {
         let t0 = origin();
         let mut out = Actions::new();
         let mut tx = ServerInvite::new(TimerConfig::default(), false, t0);
-        tx.respond(180, t0, &mut out).unwrap();
+        assert_eq!(tx.respond(180, t0, &mut out), Ok(()));
         out.clear();
         tx.on_invite(&mut out);
         assert_eq!(out, [Action::SendResponse], "last provisional resent");
         out.clear();
-        tx.respond(404, t0 + ms(10), &mut out).unwrap();
+        assert_eq!(tx.respond(404, t0 + ms(10), &mut out), Ok(()));
         assert_eq!(
             tx.respond(500, t0, &mut out),
             Err(RespondError::InvalidState)
@@ -295,7 +295,7 @@ mod tests {
         let t0 = origin();
         let mut out = Actions::new();
         let mut tx = ServerInvite::new(TimerConfig::default(), true, t0);
-        tx.respond(603, t0, &mut out).unwrap();
+        assert_eq!(tx.respond(603, t0, &mut out), Ok(()));
         assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)), "only H");
         out.clear();
         tx.on_ack(t0 + ms(5), &mut out);
@@ -307,8 +307,8 @@ mod tests {
         let t0 = origin();
         let mut out = Actions::new();
         let mut tx = ServerInvite::new(TimerConfig::default(), false, t0);
-        tx.respond(200, t0, &mut out).unwrap();
-        tx.respond(200, t0 + ms(500), &mut out).unwrap();
+        assert_eq!(tx.respond(200, t0, &mut out), Ok(()));
+        assert_eq!(tx.respond(200, t0 + ms(500), &mut out), Ok(()));
         assert_eq!(out, [Action::SendResponse, Action::SendResponse]);
         assert_eq!(
             tx.respond(486, t0, &mut out),

@@ -164,7 +164,7 @@ mod tests {
         let mut tx = ServerNonInvite::new(TimerConfig::default(), false, t0);
         tx.on_request(&mut out);
         assert!(out.is_empty());
-        tx.respond(100, t0, &mut out).unwrap();
+        assert_eq!(tx.respond(100, t0, &mut out), Ok(()));
         assert_eq!(tx.state(), ServerNonInviteState::Proceeding);
         out.clear();
         tx.on_request(&mut out);
@@ -176,7 +176,7 @@ mod tests {
         let t0 = origin();
         let mut out = Actions::new();
         let mut tx = ServerNonInvite::new(TimerConfig::default(), false, t0);
-        tx.respond(200, t0 + ms(1), &mut out).unwrap();
+        assert_eq!(tx.respond(200, t0 + ms(1), &mut out), Ok(()));
         assert_eq!(
             tx.respond(200, t0, &mut out),
             Err(RespondError::InvalidState)
@@ -201,7 +201,7 @@ mod tests {
         let t0 = origin();
         let mut out = Actions::new();
         let mut tx = ServerNonInvite::new(TimerConfig::default(), true, t0);
-        tx.respond(481, t0, &mut out).unwrap();
+        assert_eq!(tx.respond(481, t0, &mut out), Ok(()));
         assert_eq!(out, [Action::SendResponse, Action::Terminated]);
     }
 

@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn table_takes_earliest_first() {
-        let t0 = Instant::now();
+        let t0 = crate::transaction::tests::origin();
         let mut t = TimerTable::default();
         t.set(Timer::B, t0 + Duration::from_secs(32));
         t.set(Timer::A, t0 + Duration::from_millis(500));
