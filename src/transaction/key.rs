@@ -29,8 +29,10 @@ pub struct HostPort {
 
 impl HostPort {
     fn of(via: &Via<'_>) -> HostPort {
+        let mut host = via.host.to_string();
+        host.make_ascii_lowercase();
         HostPort {
-            host: via.host.to_string().to_ascii_lowercase(),
+            host,
             port: via.port,
         }
     }

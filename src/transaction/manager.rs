@@ -553,6 +553,12 @@ impl Transactions {
         self.events.pop_front()
     }
 
+    /// Entries in the timer heap, live and stale (tests of the bound).
+    #[cfg(test)]
+    pub(crate) fn heap_len(&self) -> usize {
+        self.heap.len()
+    }
+
     // ---- internals -------------------------------------------------------
 
     fn handle_ack(&mut self, key: TransactionKey, now: Instant) -> ServerInput {

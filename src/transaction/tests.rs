@@ -729,6 +729,28 @@ fn server_invite_silent_tu_guarded_by_c() {
     );
 }
 
+#[test]
+fn timer_heap_stays_bounded_under_rescheduling() {
+    let mut h = Harness::new();
+    let invite = request(Method::Invite, "z9hG4bKi7", 1, Transport::Udp);
+    let key = new_key(h.req_in(&invite, Transport::Udp));
+    let ringing = response(&invite, 180);
+    for _ in 0..10_000 {
+        h.advance(ms(1));
+        // Each provisional restarts C: one new heap entry, one stale.
+        assert_eq!(h.respond(&key, &ringing), Ok(()));
+    }
+    assert!(
+        h.txs.heap_len() <= 2 * h.txs.len() + 65,
+        "{}",
+        h.txs.heap_len()
+    );
+    assert_eq!(
+        h.txs.poll_timeout(),
+        Some(h.now + TimerConfig::default().timer_c)
+    );
+}
+
 // ---- matching: CANCEL, RFC 2543, invalid --------------------------------
 
 #[test]
