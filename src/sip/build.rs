@@ -1,0 +1,561 @@
+//! Building messages from typed values (RFC 3261 §8.1.1 requests, §8.2.6
+//! responses, §17.1.1.3 ACK for non-2xx, §9.1 CANCEL, §8.1.1.7 branch,
+//! §19.3 tags and Call-IDs). Never string surgery on received text: header
+//! values are copied from parsed spans, and CR/LF in caller-supplied values
+//! is replaced by SP so no header can be injected.
+
+use super::header::HeaderName;
+use super::message::Message;
+use super::method::Method;
+use super::status::StatusCode;
+use super::transport::Transport;
+use super::via::MAGIC_COOKIE;
+use bytes::{BufMut, Bytes, BytesMut};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+
+fn random_token(n: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+/// A fresh RFC 3261 branch: `z9hG4bK` + 16 random alphanumerics.
+pub fn new_branch() -> String {
+    let mut s = String::with_capacity(MAGIC_COOKIE.len() + 16);
+    s.push_str(MAGIC_COOKIE);
+    s.push_str(&random_token(16));
+    s
+}
+
+/// A fresh From/To tag (12 random alphanumerics, > 32 bits of randomness).
+pub fn new_tag() -> String {
+    random_token(12)
+}
+
+/// A fresh Call-ID `random@host`.
+pub fn new_call_id(host: &str) -> String {
+    let mut s = random_token(20);
+    if !host.is_empty() {
+        s.push('@');
+        s.push_str(host);
+    }
+    s
+}
+
+/// Writes `value`, replacing CR/LF by SP (header injection guard).
+fn put_clean(out: &mut BytesMut, value: &[u8]) {
+    if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
+        out.put_slice(value);
+        return;
+    }
+    for &b in value {
+        out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+    }
+}
+
+/// Writes a received header value with folding collapsed to one SP.
+fn put_unfolded(out: &mut BytesMut, value: &[u8]) {
+    let mut in_break = false;
+    for &b in value {
+        if b == b'\r' || b == b'\n' || (in_break && (b == b' ' || b == b'\t')) {
+            if !in_break {
+                out.put_u8(b' ');
+            }
+            in_break = true;
+        } else {
+            in_break = false;
+            out.put_u8(b);
+        }
+    }
+}
+
+fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    put_unfolded(out, value);
+    out.put_slice(b"\r\n");
+}
+
+fn put_content_length(out: &mut BytesMut, len: usize) {
+    out.put_slice(b"Content-Length: ");
+    out.put_slice(itoa_buf(len as u64).as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+fn itoa_buf(n: u64) -> String {
+    n.to_string()
+}
+
+/// Copies every header named `name` from `msg`, in order.
+fn copy_all(out: &mut BytesMut, msg: &Message, name: &HeaderName) {
+    for v in msg.headers(name) {
+        put_header(out, name.as_str(), v);
+    }
+}
+
+/// Copies the first `name` header of `msg`, if any.
+fn copy_first(out: &mut BytesMut, msg: &Message, name: &HeaderName) {
+    if let Some(v) = msg.header(name) {
+        put_header(out, name.as_str(), v);
+    }
+}
+
+/// Writes the top Via value only (first element of the first Via header).
+fn copy_top_via(out: &mut BytesMut, msg: &Message) {
+    if let Some(v) = msg.header(&HeaderName::Via) {
+        let top = super::lex::CommaSplit::new(v).next().unwrap_or(v);
+        put_header(out, "Via", top);
+    }
+}
+
+/// Builds a response to a request (RFC 3261 §8.2.6).
+///
+/// Copies all Via headers in order, From, To (adding the tag if To has none),
+/// Call-ID and CSeq; then the extra headers in the order given; Content-Type
+/// and Content-Length last.
+#[derive(Clone, Debug)]
+pub struct ResponseBuilder {
+    req: Message,
+    status: StatusCode,
+    reason: Option<String>,
+    to_tag: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Option<(String, Bytes)>,
+}
+
+impl ResponseBuilder {
+    /// A response with `status` to `req`.
+    pub fn new(req: &Message, status: StatusCode) -> Self {
+        ResponseBuilder {
+            req: req.clone(),
+            status,
+            reason: None,
+            to_tag: None,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Reason phrase (default: the canonical one).
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_owned());
+        self
+    }
+
+    /// To tag to add when the request's To has none.
+    pub fn to_tag(mut self, tag: &str) -> Self {
+        self.to_tag = Some(tag.to_owned());
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a `Server` header.
+    pub fn server(self, product: &str) -> Self {
+        self.header("Server", product)
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &str, body: Bytes) -> Self {
+        self.body = Some((content_type.to_owned(), body));
+        self
+    }
+
+    /// Writes the response.
+    pub fn build(self) -> Bytes {
+        let req = &self.req;
+        let reason = self
+            .reason
+            .as_deref()
+            .unwrap_or_else(|| self.status.canonical_reason());
+        let extra: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        let body_len = self
+            .body
+            .as_ref()
+            .map_or(0, |(ct, b)| ct.len() + b.len() + 16);
+        let mut out = BytesMut::with_capacity(req.head_len() + extra + body_len + 64);
+        out.put_slice(b"SIP/2.0 ");
+        out.put_slice(self.status.0.to_string().as_bytes());
+        out.put_u8(b' ');
+        put_clean(&mut out, reason.as_bytes());
+        out.put_slice(b"\r\n");
+        copy_all(&mut out, req, &HeaderName::Via);
+        copy_first(&mut out, req, &HeaderName::From);
+        if let Some(to) = req.header(&HeaderName::To) {
+            out.put_slice(b"To: ");
+            put_unfolded(&mut out, to);
+            let has_tag = req.to().map(|t| t.tag().is_some()).unwrap_or(true);
+            if let (false, Some(tag)) = (has_tag, self.to_tag.as_deref()) {
+                out.put_slice(b";tag=");
+                put_clean(&mut out, tag.as_bytes());
+            }
+            out.put_slice(b"\r\n");
+        }
+        copy_first(&mut out, req, &HeaderName::CallId);
+        copy_first(&mut out, req, &HeaderName::CSeq);
+        for (n, v) in &self.headers {
+            put_clean(&mut out, n.as_bytes());
+            out.put_slice(b": ");
+            put_clean(&mut out, v.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        match &self.body {
+            Some((ct, body)) => {
+                out.put_slice(b"Content-Type: ");
+                put_clean(&mut out, ct.as_bytes());
+                out.put_slice(b"\r\n");
+                put_content_length(&mut out, body.len());
+                out.put_slice(b"\r\n");
+                out.put_slice(body);
+            }
+            None => {
+                put_content_length(&mut out, 0);
+                out.put_slice(b"\r\n");
+            }
+        }
+        out.freeze()
+    }
+}
+
+fn put_request_line(out: &mut BytesMut, method: &str, uri: &[u8]) {
+    put_clean(out, method.as_bytes());
+    out.put_u8(b' ');
+    put_clean(out, uri);
+    out.put_slice(b" SIP/2.0\r\n");
+}
+
+/// ACK for a non-2xx final response to an INVITE we sent (RFC 3261 §17.1.1.3):
+/// same Request-URI, Call-ID, From and CSeq number (method ACK), the top Via
+/// only, the INVITE's Route headers, and To from the response.
+pub fn ack_for_non_2xx(invite: &Message, response: &Message) -> Bytes {
+    derived_request(invite, "ACK", Some(response))
+}
+
+/// CANCEL for an INVITE we sent (RFC 3261 §9.1): same Request-URI, Call-ID,
+/// From, To and CSeq number (method CANCEL), top Via only, Route headers.
+pub fn cancel_for(invite: &Message) -> Bytes {
+    derived_request(invite, "CANCEL", None)
+}
+
+fn derived_request(invite: &Message, method: &str, response: Option<&Message>) -> Bytes {
+    let mut out = BytesMut::with_capacity(invite.head_len() + 64);
+    let uri = invite.request_uri_str().unwrap_or("");
+    put_request_line(&mut out, method, uri.as_bytes());
+    copy_top_via(&mut out, invite);
+    copy_all(&mut out, invite, &HeaderName::Route);
+    let mf = invite.max_forwards().ok().flatten().unwrap_or(70);
+    out.put_slice(b"Max-Forwards: ");
+    out.put_slice(mf.to_string().as_bytes());
+    out.put_slice(b"\r\n");
+    copy_first(&mut out, invite, &HeaderName::From);
+    copy_first(&mut out, response.unwrap_or(invite), &HeaderName::To);
+    copy_first(&mut out, invite, &HeaderName::CallId);
+    let seq = invite.cseq().map(|c| c.seq).unwrap_or(0);
+    out.put_slice(b"CSeq: ");
+    out.put_slice(seq.to_string().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(method.as_bytes());
+    out.put_slice(b"\r\n");
+    put_content_length(&mut out, 0);
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// The Via a [`RequestBuilder`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViaSpec {
+    /// Transport token.
+    pub transport: Transport,
+    /// sent-by (`host:port`, IPv6 in brackets).
+    pub sent_by: String,
+    /// Branch; use [`new_branch`].
+    pub branch: String,
+    /// Add the RFC 3581 `rport` flag.
+    pub rport: bool,
+}
+
+/// A request from typed parts (B2BUA legs, OPTIONS pings).
+///
+/// Header order written: Via(s), Route(s), Max-Forwards, From, To, Call-ID,
+/// CSeq, Contact, extra headers, Content-Type, Content-Length.
+#[derive(Clone, Debug)]
+pub struct RequestBuilder {
+    method: Method,
+    uri: String,
+    vias: Vec<ViaSpec>,
+    max_forwards: u32,
+    from: Option<(String, Option<String>)>,
+    to: Option<(String, Option<String>)>,
+    call_id: Option<String>,
+    cseq: u32,
+    contact: Option<String>,
+    routes: Vec<String>,
+    headers: Vec<(String, String)>,
+    body: Option<(String, Bytes)>,
+}
+
+impl RequestBuilder {
+    /// A request for `method` to `uri` (Max-Forwards 70, CSeq 1 by default).
+    pub fn new(method: Method, uri: &str) -> Self {
+        RequestBuilder {
+            method,
+            uri: uri.to_owned(),
+            vias: Vec::new(),
+            max_forwards: 70,
+            from: None,
+            to: None,
+            call_id: None,
+            cseq: 1,
+            contact: None,
+            routes: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds a Via (the first one added is the top one).
+    pub fn via(mut self, transport: Transport, sent_by: &str, branch: &str, rport: bool) -> Self {
+        self.vias.push(ViaSpec {
+            transport,
+            sent_by: sent_by.to_owned(),
+            branch: branch.to_owned(),
+            rport,
+        });
+        self
+    }
+
+    /// Max-Forwards.
+    pub fn max_forwards(mut self, n: u32) -> Self {
+        self.max_forwards = n;
+        self
+    }
+
+    /// From address (`"Name" <sip:...>` or a bare URI) and tag.
+    pub fn from(mut self, addr: &str, tag: Option<&str>) -> Self {
+        self.from = Some((addr.to_owned(), tag.map(str::to_owned)));
+        self
+    }
+
+    /// To address and optional tag.
+    pub fn to(mut self, addr: &str, tag: Option<&str>) -> Self {
+        self.to = Some((addr.to_owned(), tag.map(str::to_owned)));
+        self
+    }
+
+    /// Call-ID (default: a fresh one).
+    pub fn call_id(mut self, call_id: &str) -> Self {
+        self.call_id = Some(call_id.to_owned());
+        self
+    }
+
+    /// CSeq number (the method is the request's).
+    pub fn cseq(mut self, seq: u32) -> Self {
+        self.cseq = seq;
+        self
+    }
+
+    /// Contact address.
+    pub fn contact(mut self, contact: &str) -> Self {
+        self.contact = Some(contact.to_owned());
+        self
+    }
+
+    /// Appends a Route value.
+    pub fn route(mut self, route: &str) -> Self {
+        self.routes.push(route.to_owned());
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &str, body: Bytes) -> Self {
+        self.body = Some((content_type.to_owned(), body));
+        self
+    }
+
+    fn put_addr(out: &mut BytesMut, name: &str, addr: &str, tag: Option<&str>) {
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        let bare = !addr.contains('<');
+        if bare && tag.is_some() {
+            // addr-spec with params must be wrapped (RFC 3261 §20.10)
+            out.put_u8(b'<');
+            put_clean(out, addr.as_bytes());
+            out.put_u8(b'>');
+        } else {
+            put_clean(out, addr.as_bytes());
+        }
+        if let Some(t) = tag {
+            out.put_slice(b";tag=");
+            put_clean(out, t.as_bytes());
+        }
+        out.put_slice(b"\r\n");
+    }
+
+    /// Writes the request.
+    pub fn build(self) -> Bytes {
+        let extra: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .chain(self.routes.iter().map(|r| r.len() + 9))
+            .sum();
+        let body_len = self
+            .body
+            .as_ref()
+            .map_or(0, |(ct, b)| ct.len() + b.len() + 16);
+        let mut out = BytesMut::with_capacity(320 + self.uri.len() * 2 + extra + body_len);
+        put_request_line(&mut out, self.method.as_str(), self.uri.as_bytes());
+        for v in &self.vias {
+            out.put_slice(b"Via: SIP/2.0/");
+            out.put_slice(v.transport.as_str().as_bytes());
+            out.put_u8(b' ');
+            put_clean(&mut out, v.sent_by.as_bytes());
+            out.put_slice(b";branch=");
+            put_clean(&mut out, v.branch.as_bytes());
+            if v.rport {
+                out.put_slice(b";rport");
+            }
+            out.put_slice(b"\r\n");
+        }
+        for r in &self.routes {
+            out.put_slice(b"Route: ");
+            put_clean(&mut out, r.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"Max-Forwards: ");
+        out.put_slice(self.max_forwards.to_string().as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some((addr, tag)) = &self.from {
+            Self::put_addr(&mut out, "From", addr, tag.as_deref());
+        }
+        if let Some((addr, tag)) = &self.to {
+            Self::put_addr(&mut out, "To", addr, tag.as_deref());
+        }
+        let call_id = self.call_id.clone().unwrap_or_else(|| new_call_id(""));
+        out.put_slice(b"Call-ID: ");
+        put_clean(&mut out, call_id.as_bytes());
+        out.put_slice(b"\r\nCSeq: ");
+        out.put_slice(self.cseq.to_string().as_bytes());
+        out.put_u8(b' ');
+        put_clean(&mut out, self.method.as_str().as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(c) = &self.contact {
+            out.put_slice(b"Contact: ");
+            put_clean(&mut out, c.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        for (n, v) in &self.headers {
+            put_clean(&mut out, n.as_bytes());
+            out.put_slice(b": ");
+            put_clean(&mut out, v.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        match &self.body {
+            Some((ct, body)) => {
+                out.put_slice(b"Content-Type: ");
+                put_clean(&mut out, ct.as_bytes());
+                out.put_slice(b"\r\n");
+                put_content_length(&mut out, body.len());
+                out.put_slice(b"\r\n");
+                out.put_slice(body);
+            }
+            None => {
+                put_content_length(&mut out, 0);
+                out.put_slice(b"\r\n");
+            }
+        }
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::uri::Host;
+
+    fn invite() -> Message {
+        let b = RequestBuilder::new(Method::Invite, "sip:bob@biloxi.com")
+            .via(Transport::Udp, "10.0.0.1:5060", "z9hG4bKabc", true)
+            .route("<sip:p1.example;lr>")
+            .from("\"Alice\" <sip:alice@atlanta.com>", Some("ftag"))
+            .to("sip:bob@biloxi.com", None)
+            .call_id("cid@10.0.0.1")
+            .cseq(7)
+            .contact("<sip:alice@10.0.0.1>")
+            .header("Subject", "hi\r\nInjected: yes")
+            .body("application/sdp", Bytes::from_static(b"v=0\r\n"))
+            .build();
+        Message::parse(b).unwrap()
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let m = invite();
+        assert_eq!(m.method(), Some(&Method::Invite));
+        assert_eq!(m.request_uri().unwrap().user, Some("bob"));
+        let v = m.top_via().unwrap();
+        assert_eq!(v.branch(), Some("z9hG4bKabc"));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.host, Host::V4("10.0.0.1".parse().unwrap()));
+        assert_eq!(m.from().unwrap().tag(), Some("ftag"));
+        assert_eq!(m.call_id().unwrap(), b"cid@10.0.0.1");
+        assert_eq!(m.cseq().unwrap().seq, 7);
+        assert_eq!(&m.body()[..], b"v=0\r\n");
+        assert_eq!(m.routes().count(), 1);
+        assert!(m.header(&HeaderName::from_bytes(b"Injected")).is_none());
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let req = invite();
+        let r = ResponseBuilder::new(&req, StatusCode::BUSY_HERE)
+            .to_tag("totag")
+            .server("sipfront")
+            .build();
+        let resp = Message::parse(r).unwrap();
+        assert_eq!(resp.status(), Some(StatusCode::BUSY_HERE));
+        assert_eq!(resp.reason(), Some(&b"Busy Here"[..]));
+        assert_eq!(resp.to().unwrap().tag(), Some("totag"));
+        assert_eq!(resp.top_via().unwrap().branch(), Some("z9hG4bKabc"));
+        assert_eq!(resp.cseq().unwrap(), req.cseq().unwrap());
+        assert_eq!(resp.content_length(), Some(0));
+
+        let ack = Message::parse(ack_for_non_2xx(&req, &resp)).unwrap();
+        assert_eq!(ack.method(), Some(&Method::Ack));
+        assert_eq!(ack.cseq().unwrap().seq, 7);
+        assert_eq!(ack.cseq().unwrap().method, Method::Ack);
+        assert_eq!(ack.to().unwrap().tag(), Some("totag"));
+        assert_eq!(ack.top_via().unwrap().branch(), Some("z9hG4bKabc"));
+        assert_eq!(ack.routes().count(), 1);
+        assert_eq!(ack.request_uri_str(), Some("sip:bob@biloxi.com"));
+
+        let cancel = Message::parse(cancel_for(&req)).unwrap();
+        assert_eq!(cancel.method(), Some(&Method::Cancel));
+        assert_eq!(cancel.to().unwrap().tag(), None);
+        assert_eq!(cancel.cseq().unwrap().method, Method::Cancel);
+    }
+
+    #[test]
+    fn fresh_ids() {
+        assert!(new_branch().starts_with("z9hG4bK"));
+        assert_ne!(new_tag(), new_tag());
+        assert!(new_call_id("h").ends_with("@h"));
+    }
+}

@@ -1,0 +1,267 @@
+//! Lexical helpers shared by the typed views (RFC 3261 §25.1 basic rules):
+//! linear white space (folding included), tokens, quoted strings, comma lists
+//! and `;name=value` parameter lists.
+//!
+//! Folded header lines keep their CRLF inside the value span; every helper here
+//! treats CR and LF like SP, so typed views borrow from the buffer even when a
+//! header was folded.
+
+/// SP, HT, CR or LF: white space once folding is taken into account.
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// RFC 3261 `token` characters.
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// Trims LWS on both ends of a byte slice.
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |e| e + 1);
+    s.get(start..end).unwrap_or_default()
+}
+
+/// Trims LWS on both ends of a str.
+pub(crate) fn trim_str(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\r', '\n'])
+}
+
+/// Skips leading LWS.
+pub(crate) fn skip_lws(s: &str) -> &str {
+    s.trim_start_matches([' ', '\t', '\r', '\n'])
+}
+
+/// Splits off the leading run of token characters.
+pub(crate) fn take_token(s: &str) -> (&str, &str) {
+    let end = s.bytes().position(|b| !is_token(b)).unwrap_or(s.len());
+    s.split_at_checked(end).unwrap_or((s, ""))
+}
+
+/// Splits a string that starts with `"` into (content without quotes, rest).
+/// Backslash escapes one byte. Returns `None` when the quote is unterminated.
+pub(crate) fn take_quoted(s: &str) -> Option<(&str, &str)> {
+    let bytes = s.as_bytes();
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => i += 2,
+            b'"' => {
+                let inner = s.get(1..i)?;
+                let rest = s.get(i + 1..)?;
+                return Some((inner, rest));
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Removes quoted-pair escapes (`\x` -> `x`) from the inside of a quoted string.
+pub(crate) fn unescape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Iterator over the elements of a comma-separated header value, splitting only
+/// at commas outside quoted strings and `<...>`. Elements are LWS-trimmed.
+#[derive(Clone, Debug)]
+pub(crate) struct CommaSplit<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> CommaSplit<'a> {
+    pub(crate) fn new(value: &'a [u8]) -> Self {
+        CommaSplit { rest: Some(value) }
+    }
+}
+
+impl<'a> Iterator for CommaSplit<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.rest?;
+        let mut in_quote = false;
+        let mut in_angle = false;
+        let mut i = 0;
+        while let Some(&b) = s.get(i) {
+            match b {
+                b'\\' if in_quote => i += 1,
+                b'"' => in_quote = !in_quote,
+                b'<' if !in_quote => in_angle = true,
+                b'>' if !in_quote => in_angle = false,
+                b',' if !in_quote && !in_angle => {
+                    self.rest = s.get(i + 1..);
+                    return Some(trim(s.get(..i).unwrap_or_default()));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.rest = None;
+        Some(trim(s))
+    }
+}
+
+/// A `;`-separated parameter list (`;name=value;flag`), validated at creation
+/// so that iteration cannot fail. Names compare case-insensitively; quoted
+/// values are returned without their quotes (escapes kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Params<'a> {
+    raw: &'a str,
+}
+
+impl<'a> Params<'a> {
+    /// Validates `raw` (the text after the first `;`, may be empty).
+    pub(crate) fn parse(raw: &'a str) -> Option<Params<'a>> {
+        let p = Params { raw };
+        let mut it = ParamIter { rest: raw };
+        while !it.rest.is_empty() {
+            it.next_checked()?;
+        }
+        Some(p)
+    }
+
+    /// The raw text of the list, without the leading `;`.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        trim_str(self.raw).is_empty()
+    }
+
+    /// Iterates `(name, value)` pairs; `value` is `None` for flags.
+    pub fn iter(&self) -> ParamIter<'a> {
+        ParamIter { rest: self.raw }
+    }
+
+    /// Looks a parameter up by name (case-insensitive).
+    ///
+    /// # Returns
+    /// `None` if absent, `Some(None)` for a flag, `Some(Some(v))` for `name=v`.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the parameter is present (as a flag or with a value).
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// Iterator over a [`Params`] list.
+#[derive(Clone, Debug)]
+pub struct ParamIter<'a> {
+    rest: &'a str,
+}
+
+impl<'a> ParamIter<'a> {
+    /// Next parameter; `None` on a syntax error (only possible before validation).
+    fn next_checked(&mut self) -> Option<(&'a str, Option<&'a str>)> {
+        let s = skip_lws(self.rest);
+        let s = s.strip_prefix(';').map_or(s, skip_lws);
+        let (name, after) = take_token(s);
+        if name.is_empty() {
+            return None;
+        }
+        let after = skip_lws(after);
+        let (value, after) = if let Some(v) = after.strip_prefix('=') {
+            let v = skip_lws(v);
+            if v.starts_with('"') {
+                take_quoted(v).map(|(q, r)| (Some(q), r))?
+            } else {
+                // token, or an IPv6 reference / host with ':' and '[]'
+                let end = v
+                    .bytes()
+                    .position(|b| !(is_token(b) || matches!(b, b':' | b'[' | b']' | b'/' | b'@')))
+                    .unwrap_or(v.len());
+                let (val, r) = v.split_at_checked(end)?;
+                if val.is_empty() {
+                    return None;
+                }
+                (Some(val), r)
+            }
+        } else {
+            (None, after)
+        };
+        let after = skip_lws(after);
+        if !(after.is_empty() || after.starts_with(';')) {
+            return None;
+        }
+        self.rest = after;
+        Some((name, value))
+    }
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = (&'a str, Option<&'a str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if trim_str(self.rest).is_empty() {
+            return None;
+        }
+        let r = self.next_checked();
+        if r.is_none() {
+            self.rest = "";
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comma_split_respects_quotes_and_angles() {
+        let v: Vec<&[u8]> = CommaSplit::new(b"\"a, b\" <sip:x,y@h>;q=1 , <sip:z@h>").collect();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1], b"<sip:z@h>");
+    }
+
+    #[test]
+    fn params() {
+        let p = Params::parse("branch=z9hG4bK1 ; rport;received=1.2.3.4;x=\"a;b\"").unwrap();
+        assert_eq!(p.get("BRANCH"), Some(Some("z9hG4bK1")));
+        assert_eq!(p.get("rport"), Some(None));
+        assert_eq!(p.get("x"), Some(Some("a;b")));
+        assert_eq!(p.get("nope"), None);
+        assert!(Params::parse("a=\"open").is_none());
+        assert!(Params::parse("=x").is_none());
+        assert!(Params::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn quoted() {
+        assert_eq!(take_quoted("\"a\\\"b\" rest"), Some(("a\\\"b", " rest")));
+        assert_eq!(unescape("a\\\"b"), "a\"b");
+        assert_eq!(take_quoted("\"abc\\"), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! Addresses in From, To, Contact, Route and Record-Route (RFC 3261 §20.10,
+//! §20.20, §20.39, §20.30, §20.34, §25.1 name-addr / addr-spec).
+
+use super::lex::{self, Params};
+use super::uri::Uri;
+use std::borrow::Cow;
+
+/// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
+///
+/// In the addr-spec form everything after the first `;` is a header parameter,
+/// not a URI parameter (RFC 3261 §20.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameAddr<'a> {
+    /// Display name: the inside of a quoted string (escapes kept) or the token
+    /// run before `<`. `None` when absent.
+    pub display: Option<&'a str>,
+    /// The address.
+    pub uri: Uri<'a>,
+    /// Header parameters (`tag`, `expires`, `q`, `+sip.instance` ...).
+    pub params: Params<'a>,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one value (one element of a comma list).
+    ///
+    /// # Errors
+    /// `None` on unterminated quotes or `<`, an invalid URI or bad params.
+    pub fn parse(value: &'a [u8]) -> Option<NameAddr<'a>> {
+        let s = std::str::from_utf8(lex::trim(value)).ok()?;
+        let (display, after_display) = if s.starts_with('"') {
+            let (d, rest) = lex::take_quoted(s)?;
+            let rest = lex::skip_lws(rest);
+            if !rest.starts_with('<') {
+                return None;
+            }
+            (Some(d), rest)
+        } else if let Some(lt) = s.find('<') {
+            let (d, rest) = s.split_at_checked(lt)?;
+            let d = lex::trim_str(d);
+            if d.contains(['"', '>']) {
+                return None;
+            }
+            ((!d.is_empty()).then_some(d), rest)
+        } else {
+            (None, s)
+        };
+        if let Some(inner) = after_display.strip_prefix('<') {
+            let (uri, rest) = inner.split_once('>')?;
+            let uri = Uri::parse(lex::trim_str(uri))?;
+            let rest = lex::skip_lws(rest);
+            let params = if rest.is_empty() {
+                ""
+            } else {
+                rest.strip_prefix(';')?
+            };
+            Some(NameAddr {
+                display,
+                uri,
+                params: Params::parse(params)?,
+            })
+        } else {
+            let (uri, params) = after_display.split_once(';').unwrap_or((after_display, ""));
+            let uri = lex::trim_str(uri);
+            if uri.contains(['>', '"', '?', ',']) {
+                return None;
+            }
+            Some(NameAddr {
+                display: None,
+                uri: Uri::parse(uri)?,
+                params: Params::parse(params)?,
+            })
+        }
+    }
+
+    /// The `tag` parameter (dialog identification, RFC 3261 §19.3).
+    pub fn tag(&self) -> Option<&'a str> {
+        self.params.get("tag").flatten()
+    }
+
+    /// The display name with quoted-pair escapes removed.
+    pub fn display_unescaped(&self) -> Option<Cow<'a, str>> {
+        self.display.map(lex::unescape)
+    }
+
+    /// Contact `expires` parameter (RFC 3261 §10.2.1.1).
+    pub fn expires(&self) -> Option<u32> {
+        self.params
+            .get("expires")
+            .flatten()
+            .and_then(|e| e.parse().ok())
+    }
+
+    /// Contact `q` parameter in thousandths (`q=0.5` -> 500).
+    pub fn q(&self) -> Option<u16> {
+        let q = self.params.get("q").flatten()?;
+        let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+        if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut milli: u16 = match int {
+            "0" => 0,
+            "1" => 1000,
+            _ => return None,
+        };
+        let mut scale = 100;
+        for d in frac.bytes() {
+            milli += u16::from(d - b'0') * scale;
+            scale /= 10;
+        }
+        (milli <= 1000).then_some(milli)
+    }
+
+    /// The `+sip.instance` parameter (RFC 5626), quotes removed.
+    pub fn instance(&self) -> Option<&'a str> {
+        self.params.get("+sip.instance").flatten()
+    }
+}
+
+/// One Contact value: an address or the `*` wildcard (REGISTER removal, §10.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Contact<'a> {
+    /// `Contact: *`
+    Wildcard,
+    /// An address.
+    Addr(NameAddr<'a>),
+}
+
+impl<'a> Contact<'a> {
+    /// Parses one Contact element.
+    pub fn parse(value: &'a [u8]) -> Option<Contact<'a>> {
+        if lex::trim(value) == b"*" {
+            Some(Contact::Wildcard)
+        } else {
+            NameAddr::parse(value).map(Contact::Addr)
+        }
+    }
+
+    /// The address, unless this is the wildcard.
+    pub fn addr(&self) -> Option<&NameAddr<'a>> {
+        match self {
+            Contact::Wildcard => None,
+            Contact::Addr(a) => Some(a),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::uri::{Host, Scheme};
+
+    #[test]
+    fn forms() {
+        let n =
+            NameAddr::parse(b"\"Bob \\\"B\\\" Smith\" <sip:bob@biloxi.com>;tag=a6c85cf").unwrap();
+        assert_eq!(n.display, Some("Bob \\\"B\\\" Smith"));
+        assert_eq!(n.display_unescaped().unwrap(), "Bob \"B\" Smith");
+        assert_eq!(n.tag(), Some("a6c85cf"));
+        assert_eq!(n.uri.host, Host::Name("biloxi.com"));
+
+        let n = NameAddr::parse(b"sip:alice@atlanta.com;tag=1928301774").unwrap();
+        assert_eq!(n.tag(), Some("1928301774"));
+        assert!(n.uri.params.is_empty());
+
+        let n = NameAddr::parse(b"Anonymous <sip:c8oqz84zk7z@privacy.org>;tag=hyh8").unwrap();
+        assert_eq!(n.display, Some("Anonymous"));
+
+        let n = NameAddr::parse(b"<tel:+12125550101>").unwrap();
+        assert_eq!(n.uri.scheme, Scheme::Tel);
+        assert_eq!(n.tag(), None);
+    }
+
+    #[test]
+    fn contact_params() {
+        let c = Contact::parse(
+            b"<sip:u@10.0.0.1:5060;transport=tcp>;expires=3600;q=0.7;+sip.instance=\"<urn:uuid:1>\"",
+        )
+        .unwrap();
+        let a = c.addr().unwrap();
+        assert_eq!(a.expires(), Some(3600));
+        assert_eq!(a.q(), Some(700));
+        assert_eq!(a.instance(), Some("<urn:uuid:1>"));
+        assert_eq!(a.uri.transport_param(), Some("tcp"));
+        assert_eq!(Contact::parse(b" * "), Some(Contact::Wildcard));
+    }
+
+    #[test]
+    fn bad() {
+        assert!(NameAddr::parse(b"\"unterminated <sip:a@b>").is_none());
+        assert!(NameAddr::parse(b"<sip:a@b").is_none());
+        assert!(NameAddr::parse(b"").is_none());
+        assert!(NameAddr::parse(b"<sip:a@b> junk").is_none());
+    }
+}

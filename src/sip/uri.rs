@@ -1,0 +1,310 @@
+//! URIs: `sip:`/`sips:` (RFC 3261 §19.1), `tel:` (RFC 3966), IPv6 references
+//! (RFC 5118), and a pass-through form for other absolute URIs.
+
+use super::lex::{is_lws, Params};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// URI scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `sip:`
+    Sip,
+    /// `sips:`
+    Sips,
+    /// `tel:` (RFC 3966)
+    Tel,
+    /// Any other absolute URI (`mailto:`, `urn:` ...). Not acceptable as a
+    /// Request-URI (416), allowed in headers.
+    Other,
+}
+
+/// A host: a name or a parsed IP address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Host<'a> {
+    /// A domain name (or, for `tel:`/other schemes, the empty string).
+    Name(&'a str),
+    /// IPv4 address.
+    V4(Ipv4Addr),
+    /// IPv6 reference (written `[...]` on the wire).
+    V6(Ipv6Addr),
+}
+
+impl Host<'_> {
+    /// The address, when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match *self {
+            Host::V4(a) => Some(IpAddr::V4(a)),
+            Host::V6(a) => Some(IpAddr::V6(a)),
+            Host::Name(_) => None,
+        }
+    }
+
+    /// Parses `host` (name, IPv4, or `[IPv6]`).
+    pub(crate) fn parse(s: &str) -> Option<Host<'_>> {
+        if let Some(inner) = s.strip_prefix('[') {
+            let inner = inner.strip_suffix(']')?;
+            return inner.parse::<Ipv6Addr>().ok().map(Host::V6);
+        }
+        if s.is_empty() {
+            return None;
+        }
+        if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            if let Ok(a) = s.parse::<Ipv4Addr>() {
+                return Some(Host::V4(a));
+            }
+        }
+        if s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            Some(Host::Name(s))
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::V4(a) => write!(f, "{a}"),
+            Host::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// Splits `host[:port]` (host may be `[v6]`; SWS around `:` allowed, as in Via
+/// sent-by) and parses both.
+pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
+    let (host, rest) = if s.starts_with('[') {
+        let close = s.find(']')?;
+        s.split_at_checked(close + 1)?
+    } else {
+        match s.find(|c: char| c == ':' || is_lws(c as u8)) {
+            Some(i) => s.split_at_checked(i)?,
+            None => (s, ""),
+        }
+    };
+    let host = Host::parse(host)?;
+    let rest = super::lex::trim_str(rest);
+    if rest.is_empty() {
+        return Some((host, None));
+    }
+    let port = super::lex::trim_str(rest.strip_prefix(':')?);
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((host, Some(port.parse().ok()?)))
+}
+
+/// A parsed URI borrowing from the message buffer.
+///
+/// For `tel:` URIs the number is in `user` and `host` is `Name("")`; for
+/// other schemes only `scheme` and [`Uri::as_str`] are meaningful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Uri<'a> {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// User part (escapes kept), or the telephone number for `tel:`.
+    pub user: Option<&'a str>,
+    /// Password after `user:` (deprecated by RFC 3261 but legal).
+    pub password: Option<&'a str>,
+    /// Host.
+    pub host: Host<'a>,
+    /// Explicit port.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`).
+    pub params: Params<'a>,
+    /// Header part after `?`, raw.
+    pub headers: Option<&'a str>,
+    raw: &'a str,
+}
+
+impl<'a> Uri<'a> {
+    /// Parses an absolute URI.
+    ///
+    /// # Errors
+    /// `None` if the text is not a well-formed sip/sips/tel URI or an absolute
+    /// URI of another scheme.
+    pub fn parse(raw: &'a str) -> Option<Uri<'a>> {
+        let (scheme_s, rest) = raw.split_once(':')?;
+        let scheme = if scheme_s.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_s.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_s.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else {
+            let ok = scheme_s
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic())
+                && scheme_s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+            if !ok || rest.is_empty() || rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return None;
+            }
+            return Some(Uri {
+                scheme: Scheme::Other,
+                user: None,
+                password: None,
+                host: Host::Name(""),
+                port: None,
+                params: Params::default(),
+                headers: None,
+                raw,
+            });
+        };
+        if rest
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"')
+        {
+            return None;
+        }
+        if scheme == Scheme::Tel {
+            let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+            let ok = !number.is_empty()
+                && number.bytes().all(|b| {
+                    b.is_ascii_hexdigit()
+                        || matches!(
+                            b,
+                            b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w'
+                        )
+                });
+            if !ok {
+                return None;
+            }
+            return Some(Uri {
+                scheme,
+                user: Some(number),
+                password: None,
+                host: Host::Name(""),
+                port: None,
+                params: Params::parse(params)?,
+                headers: None,
+                raw,
+            });
+        }
+        let (main, headers) = match rest.split_once('?') {
+            Some((m, h)) => (m, Some(h)),
+            None => (rest, None),
+        };
+        let (userinfo, hostpart) = match main.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, main),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => {
+                let (user, pw) = match u.split_once(':') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (u, None),
+                };
+                if user.is_empty() {
+                    return None;
+                }
+                (Some(user), pw)
+            }
+            None => (None, None),
+        };
+        let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
+        if hostport.bytes().any(is_lws) {
+            return None;
+        }
+        let (host, port) = parse_hostport(hostport)?;
+        Some(Uri {
+            scheme,
+            user,
+            password,
+            host,
+            port,
+            params: Params::parse(params)?,
+            headers,
+            raw,
+        })
+    }
+
+    /// The URI text exactly as received.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// The telephone number of a `tel:` URI.
+    pub fn tel_number(&self) -> Option<&'a str> {
+        (self.scheme == Scheme::Tel).then_some(self.user).flatten()
+    }
+
+    /// Whether the scheme is one we route (sip, sips, tel).
+    pub fn is_supported(&self) -> bool {
+        self.scheme != Scheme::Other
+    }
+
+    /// The `transport` URI parameter.
+    pub fn transport_param(&self) -> Option<&'a str> {
+        self.params.get("transport").flatten()
+    }
+
+    /// Whether the `lr` (loose routing) flag is present.
+    pub fn is_loose_route(&self) -> bool {
+        self.params.contains("lr")
+    }
+}
+
+impl fmt::Display for Uri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_full() {
+        let u =
+            Uri::parse("sip:alice:secret@example.com:5070;transport=tcp;lr?subject=hi").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("secret"));
+        assert_eq!(u.host, Host::Name("example.com"));
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.transport_param(), Some("tcp"));
+        assert!(u.is_loose_route());
+        assert_eq!(u.headers, Some("subject=hi"));
+    }
+
+    #[test]
+    fn ipv6_and_ipv4() {
+        let u = Uri::parse("sips:[2001:db8::10]:5061").unwrap();
+        assert_eq!(u.host, Host::V6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port, Some(5061));
+        let u = Uri::parse("sip:10.0.0.1").unwrap();
+        assert_eq!(u.host, Host::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert!(Uri::parse("sip:[2001:db8::10").is_none());
+        assert!(Uri::parse("sip:host:99999").is_none());
+        assert!(Uri::parse("sip:host:").is_none());
+    }
+
+    #[test]
+    fn tel_and_other() {
+        let u = Uri::parse("tel:+1-212-555-0101;phone-context=example.com").unwrap();
+        assert_eq!(u.tel_number(), Some("+1-212-555-0101"));
+        assert_eq!(u.params.get("phone-context"), Some(Some("example.com")));
+        let u = Uri::parse("mailto:bob@example.com").unwrap();
+        assert_eq!(u.scheme, Scheme::Other);
+        assert!(!u.is_supported());
+        assert!(Uri::parse("nocolon").is_none());
+        assert!(Uri::parse("sip:a b@host").is_none());
+    }
+
+    #[test]
+    fn user_with_semicolon_and_escapes() {
+        let u = Uri::parse("sip:+1212;npdi@h.example;user=phone").unwrap();
+        assert_eq!(u.user, Some("+1212;npdi"));
+        assert_eq!(u.params.get("user"), Some(Some("phone")));
+        let u = Uri::parse("sip:sip%3Auser%40example.com@example.net").unwrap();
+        assert_eq!(u.user, Some("sip%3Auser%40example.com"));
+    }
+}
