@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ListenTransport};
@@ -204,7 +203,8 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Transports {
     shared: Arc<Shared>,
-    udp: Arc<Vec<Arc<UdpSocket>>>,
+    /// Per UDP listen address: its address and the socket used for sending.
+    udp: Arc<Vec<(SocketAddr, std::net::UdpSocket)>>,
     udp_local: Vec<SocketAddr>,
     tcp_local: Vec<SocketAddr>,
     shutdown: ShutdownHandle,
@@ -237,14 +237,12 @@ impl Transports {
                 ListenTransport::Udp => {
                     let sockets = udp::bind(l.address, &shared.limits)
                         .map_err(|e| bind_error("udp", l.address, e))?;
-                    let local = sockets.first().map_or(Ok(l.address), |s| s.local_addr())?;
-                    tracing::info!(%local, receivers = sockets.len(), "listening on UDP");
+                    let local = sockets.local;
+                    tracing::info!(%local, receivers = sockets.receivers.len(), "listening on UDP");
                     udp_local.push(local);
-                    for (i, s) in sockets.into_iter().enumerate() {
+                    udp.push((local, sockets.sender));
+                    for s in sockets.receivers {
                         let s = Arc::new(s);
-                        if i == 0 {
-                            udp.push(s.clone());
-                        }
                         tokio::spawn(udp::receive_loop(
                             s,
                             local,
@@ -313,12 +311,9 @@ impl Transports {
         let socket = self
             .udp
             .iter()
-            .find(|s| {
-                s.local_addr()
-                    .is_ok_and(|a| a.is_ipv4() == out.dest.is_ipv4())
-            })
+            .find(|(a, _)| a.is_ipv4() == out.dest.is_ipv4())
             .or_else(|| self.udp.first());
-        let Some(socket) = socket else {
+        let Some((_, socket)) = socket else {
             self.shared.send_failed(
                 out.dest,
                 Transport::Udp,
@@ -327,7 +322,7 @@ impl Transports {
             );
             return;
         };
-        match socket.try_send_to(&out.bytes, out.dest) {
+        match socket.send_to(&out.bytes, out.dest) {
             Ok(_) => TransportStats::inc(&self.shared.stats.udp_sent),
             Err(e) => self
                 .shared
@@ -335,3 +330,6 @@ impl Transports {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

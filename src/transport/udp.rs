@@ -18,7 +18,11 @@ use tokio::net::UdpSocket;
 use super::{Inbound, Shared, Shutdown, TransportEvent, TransportLimits, TransportStats};
 use crate::sip::Transport;
 
-fn socket(addr: SocketAddr, limits: &TransportLimits, reuse_port: bool) -> io::Result<UdpSocket> {
+fn socket(
+    addr: SocketAddr,
+    limits: &TransportLimits,
+    reuse_port: bool,
+) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -34,7 +38,19 @@ fn socket(addr: SocketAddr, limits: &TransportLimits, reuse_port: bool) -> io::R
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
+}
+
+/// Bound UDP sockets for one listen address.
+pub(super) struct Bound {
+    /// The receive sockets (SO_REUSEPORT siblings).
+    pub(super) receivers: Vec<UdpSocket>,
+    /// A duplicate of the first socket's descriptor, non-blocking, used for
+    /// sending: a plain `sendto` with no readiness bookkeeping, so
+    /// `Transports::send` stays synchronous and never waits.
+    pub(super) sender: std::net::UdpSocket,
+    /// The bound address (real port when the config said 0).
+    pub(super) local: SocketAddr,
 }
 
 /// Binds `limits.udp_receivers` sockets to `addr` (SO_REUSEPORT), or one if
@@ -42,13 +58,15 @@ fn socket(addr: SocketAddr, limits: &TransportLimits, reuse_port: bool) -> io::R
 ///
 /// # Errors
 /// The first socket cannot be bound.
-pub(super) fn bind(addr: SocketAddr, limits: &TransportLimits) -> io::Result<Vec<UdpSocket>> {
+pub(super) fn bind(addr: SocketAddr, limits: &TransportLimits) -> io::Result<Bound> {
     let n = limits.udp_receivers.max(1);
     let first = socket(addr, limits, n > 1)?;
-    let bound = first.local_addr()?;
-    let mut sockets = vec![first];
+    let local = first.local_addr()?;
+    let sender = first.try_clone()?;
+    let bound = local;
+    let mut sockets = vec![UdpSocket::from_std(first)?];
     for _ in 1..n {
-        match socket(bound, limits, true) {
+        match socket(bound, limits, true).and_then(UdpSocket::from_std) {
             Ok(s) => sockets.push(s),
             Err(e) => {
                 tracing::debug!(%bound, "extra SO_REUSEPORT socket not bound: {e}");
@@ -56,7 +74,11 @@ pub(super) fn bind(addr: SocketAddr, limits: &TransportLimits) -> io::Result<Vec
             }
         }
     }
-    Ok(sockets)
+    Ok(Bound {
+        receivers: sockets,
+        sender,
+        local,
+    })
 }
 
 fn is_keepalive(b: &[u8]) -> bool {
