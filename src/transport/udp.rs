@@ -27,7 +27,8 @@ fn socket(
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    s.set_reuse_address(true)?;
+    // No SO_REUSEADDR: on Linux it lets a second process bind the same UDP
+    // address silently.
     #[cfg(unix)]
     if reuse_port {
         s.set_reuse_port(true)?;
@@ -60,6 +61,12 @@ pub(super) struct Bound {
 /// The first socket cannot be bound.
 pub(super) fn bind(addr: SocketAddr, limits: &TransportLimits) -> io::Result<Bound> {
     let n = limits.udp_receivers.max(1);
+    if n > 1 && addr.port() != 0 {
+        // SO_REUSEPORT would let us share the port with another process that
+        // also set it (a second sipfront): probe with a plain socket first so
+        // that case fails with "address in use" like any other.
+        drop(socket(addr, limits, false)?);
+    }
     let first = socket(addr, limits, n > 1)?;
     let local = first.local_addr()?;
     let sender = first.try_clone()?;
@@ -135,5 +142,29 @@ pub(super) async fn receive_loop(
         if shared.events.try_send(ev).is_err() {
             TransportStats::inc(&shared.stats.dropped_queue_full);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn address_in_use_is_an_error_despite_reuseport() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let limits = TransportLimits {
+            udp_receivers: 2,
+            ..TransportLimits::default()
+        };
+        let err = bind(addr, &limits).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        // Once free, all receivers bind.
+        drop(taken);
+        let b = bind(addr, &limits).unwrap();
+        assert_eq!(b.local, addr);
+        assert_eq!(b.receivers.len(), 2);
+        // And a second sipfront on the same address is refused.
+        assert!(bind(addr, &limits).is_err());
     }
 }
