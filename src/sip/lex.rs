@@ -12,14 +12,34 @@ pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+const fn token_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+}
+
+static TOKEN: [bool; 256] = token_table();
+
 /// RFC 3261 `token` characters.
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(b)]
+}
+
+/// Splits at the first occurrence of an ASCII byte, dropping it.
+#[inline]
+pub(crate) fn split_byte(s: &str, c: u8) -> Option<(&str, &str)> {
+    let i = memchr::memchr(c, s.as_bytes())?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 /// Trims LWS on both ends of a byte slice.
@@ -31,12 +51,17 @@ pub(crate) fn trim(s: &[u8]) -> &[u8] {
 
 /// Trims LWS on both ends of a str.
 pub(crate) fn trim_str(s: &str) -> &str {
-    s.trim_matches([' ', '\t', '\r', '\n'])
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |e| e + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 /// Skips leading LWS.
+#[inline]
 pub(crate) fn skip_lws(s: &str) -> &str {
-    s.trim_start_matches([' ', '\t', '\r', '\n'])
+    let i = s.bytes().position(|c| !is_lws(c)).unwrap_or(s.len());
+    s.get(i..).unwrap_or("")
 }
 
 /// Splits off the leading run of token characters.
@@ -104,6 +129,10 @@ impl<'a> Iterator for CommaSplit<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
+        if memchr::memchr3(b',', b'"', b'<', s).is_none() {
+            self.rest = None;
+            return Some(trim(s));
+        }
         let mut in_quote = false;
         let mut in_angle = false;
         let mut i = 0;

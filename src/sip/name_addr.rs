@@ -34,10 +34,10 @@ impl<'a> NameAddr<'a> {
                 return None;
             }
             (Some(d), rest)
-        } else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = memchr::memchr(b'<', s.as_bytes()) {
             let (d, rest) = s.split_at_checked(lt)?;
             let d = lex::trim_str(d);
-            if d.contains(['"', '>']) {
+            if d.bytes().any(|b| b == b'"' || b == b'>') {
                 return None;
             }
             ((!d.is_empty()).then_some(d), rest)
@@ -45,7 +45,7 @@ impl<'a> NameAddr<'a> {
             (None, s)
         };
         if let Some(inner) = after_display.strip_prefix('<') {
-            let (uri, rest) = inner.split_once('>')?;
+            let (uri, rest) = lex::split_byte(inner, b'>')?;
             let uri = Uri::parse(lex::trim_str(uri))?;
             let rest = lex::skip_lws(rest);
             let params = if rest.is_empty() {
@@ -61,7 +61,7 @@ impl<'a> NameAddr<'a> {
         } else {
             let (uri, params) = after_display.split_once(';').unwrap_or((after_display, ""));
             let uri = lex::trim_str(uri);
-            if uri.contains(['>', '"', '?', ',']) {
+            if uri.bytes().any(|b| matches!(b, b'>' | b'"' | b'?' | b',')) {
                 return None;
             }
             Some(NameAddr {

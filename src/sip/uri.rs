@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (RFC 3261 §19.1), `tel:` (RFC 3966), IPv6 references
 //! (RFC 5118), and a pass-through form for other absolute URIs.
 
-use super::lex::{is_lws, Params};
+use super::lex::{is_lws, split_byte, Params};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -77,14 +77,16 @@ impl fmt::Display for Host<'_> {
 /// Splits `host[:port]` (host may be `[v6]`; SWS around `:` allowed, as in Via
 /// sent-by) and parses both.
 pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
-    let (host, rest) = if s.starts_with('[') {
-        let close = s.find(']')?;
+    let b = s.as_bytes();
+    let (host, rest) = if b.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', b)?;
         s.split_at_checked(close + 1)?
     } else {
-        match s.find(|c: char| c == ':' || is_lws(c as u8)) {
-            Some(i) => s.split_at_checked(i)?,
-            None => (s, ""),
-        }
+        let i = b
+            .iter()
+            .position(|&c| c == b':' || is_lws(c))
+            .unwrap_or(b.len());
+        s.split_at_checked(i)?
     };
     let host = Host::parse(host)?;
     let rest = super::lex::trim_str(rest);
@@ -128,14 +130,32 @@ impl<'a> Uri<'a> {
     /// `None` if the text is not a well-formed sip/sips/tel URI or an absolute
     /// URI of another scheme.
     pub fn parse(raw: &'a str) -> Option<Uri<'a>> {
-        let (scheme_s, rest) = raw.split_once(':')?;
-        let scheme = if scheme_s.eq_ignore_ascii_case("sip") {
-            Scheme::Sip
-        } else if scheme_s.eq_ignore_ascii_case("sips") {
-            Scheme::Sips
-        } else if scheme_s.eq_ignore_ascii_case("tel") {
-            Scheme::Tel
-        } else {
+        let (scheme_s, rest) = split_byte(raw, b':')?;
+        let scheme = match scheme_s.len() {
+            3 if scheme_s.eq_ignore_ascii_case("sip") => Scheme::Sip,
+            4 if scheme_s.eq_ignore_ascii_case("sips") => Scheme::Sips,
+            3 if scheme_s.eq_ignore_ascii_case("tel") => Scheme::Tel,
+            _ => Scheme::Other,
+        };
+        // One pass: reject CTL/SP/<>" and note the first '?' and the last '@' before it.
+        let mut question = None;
+        let mut at = None;
+        for (i, &b) in rest.as_bytes().iter().enumerate() {
+            if b <= b' '
+                || b == 0x7f
+                || (scheme != Scheme::Other && matches!(b, b'<' | b'>' | b'"'))
+            {
+                return None;
+            }
+            if question.is_none() {
+                if b == b'?' {
+                    question = Some(i);
+                } else if b == b'@' {
+                    at = Some(i);
+                }
+            }
+        }
+        if scheme == Scheme::Other {
             let ok = scheme_s
                 .bytes()
                 .next()
@@ -143,11 +163,11 @@ impl<'a> Uri<'a> {
                 && scheme_s
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-            if !ok || rest.is_empty() || rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            if !ok || rest.is_empty() {
                 return None;
             }
             return Some(Uri {
-                scheme: Scheme::Other,
+                scheme,
                 user: None,
                 password: None,
                 host: Host::Name(""),
@@ -156,15 +176,9 @@ impl<'a> Uri<'a> {
                 headers: None,
                 raw,
             });
-        };
-        if rest
-            .bytes()
-            .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"')
-        {
-            return None;
         }
         if scheme == Scheme::Tel {
-            let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+            let (number, params) = split_byte(rest, b';').unwrap_or((rest, ""));
             let ok = !number.is_empty()
                 && number.bytes().all(|b| {
                     b.is_ascii_hexdigit()
@@ -187,31 +201,25 @@ impl<'a> Uri<'a> {
                 raw,
             });
         }
-        let (main, headers) = match rest.split_once('?') {
-            Some((m, h)) => (m, Some(h)),
+        let (main, headers) = match question {
+            Some(q) => (rest.get(..q)?, Some(rest.get(q + 1..)?)),
             None => (rest, None),
         };
-        let (userinfo, hostpart) = match main.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, main),
-        };
-        let (user, password) = match userinfo {
-            Some(u) => {
-                let (user, pw) = match u.split_once(':') {
-                    Some((a, b)) => (a, Some(b)),
-                    None => (u, None),
+        let (user, password, hostpart) = match at {
+            Some(a) => {
+                let userinfo = main.get(..a)?;
+                let (user, pw) = match split_byte(userinfo, b':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (userinfo, None),
                 };
                 if user.is_empty() {
                     return None;
                 }
-                (Some(user), pw)
+                (Some(user), pw, main.get(a + 1..)?)
             }
-            None => (None, None),
+            None => (None, None, main),
         };
-        let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
-        if hostport.bytes().any(is_lws) {
-            return None;
-        }
+        let (hostport, params) = split_byte(hostpart, b';').unwrap_or((hostpart, ""));
         let (host, port) = parse_hostport(hostport)?;
         Some(Uri {
             scheme,

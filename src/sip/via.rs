@@ -60,7 +60,7 @@ impl<'a> Via<'a> {
             return None;
         }
         let rest = lex::skip_lws(rest);
-        let (sent_by, params) = rest.split_once(';').unwrap_or((rest, ""));
+        let (sent_by, params) = lex::split_byte(rest, b';').unwrap_or((rest, ""));
         let (host, port) = parse_hostport(lex::trim_str(sent_by))?;
         Some(Via {
             protocol,
