@@ -187,3 +187,25 @@ async fn oversize_datagram_dropped_and_counted() {
     drop(t);
     timeout(T, ctl.shutdown()).await.unwrap();
 }
+
+#[tokio::test]
+async fn idle_tcp_connection_is_closed_and_reported() {
+    let limits = TransportLimits {
+        tcp_idle_timeout: Duration::from_millis(200),
+        ..TransportLimits::default()
+    };
+    let (t, mut rx, ctl) = start_with(limits).await;
+    let tcp = *t.tcp_addrs().first().unwrap();
+    let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let mut buf = [0u8; 16];
+    // The server closes after the idle timeout: EOF on our side.
+    let n = timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0);
+    assert!(matches!(
+        next_event(&mut rx).await,
+        TransportEvent::Closed { .. }
+    ));
+    assert_eq!(t.tcp_connections(), 0);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
