@@ -1,1 +1,378 @@
-fn main() {}
+//! The `sipfront` binary: CLI (SPEC §1) and the wiring of the tokio shell.
+//!
+//! This is the only place (with the transport tasks) that reads the clock or
+//! spawns tasks: sockets feed the core task, the core task owns the sans-IO
+//! endpoint and drains its actions back to the sockets, and one `Sleep` is
+//! reset to the core's next deadline (ARCHITECTURE.md, "Sans-IO core, thin
+//! async shell"; STYLE.md point 7).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sipfront::config::Config;
+
+/// SIP signalling edge proxy and B2BUA for trunk termination.
+#[derive(Debug, Parser)]
+#[command(name = "sipfront", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run in the foreground.
+    Run {
+        /// Config file [default: config/sipfront.toml if present, else the built-in copy].
+        #[arg(long, short = 'c', value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config (and the files it references); exit 1 on error.
+    Check {
+        /// Config file [default: config/sipfront.toml if present, else the built-in copy].
+        #[arg(long, short = 'c', value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(config.as_deref()),
+        Command::Run { config } => run(config.as_deref()),
+    }
+}
+
+/// `sipfront check`: prints `OK: <file>: <summary>` or every error, one per line.
+fn check(path: Option<&Path>) -> ExitCode {
+    match Config::resolve(path) {
+        Ok(cfg) => {
+            println!("OK: {}: {}", cfg.source, cfg.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `sipfront run`.
+fn run(path: Option<&Path>) -> ExitCode {
+    init_logging();
+    let cfg = match Config::resolve(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(source = %cfg.source, "config loaded: {}", cfg.summary());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sipfront")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(shell::serve(cfg, path.map(Path::to_path_buf))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The async shell: sockets, the core task, signals.
+mod shell {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use sipfront::config::Config;
+    use sipfront::transport::{
+        Shutdown, ShutdownController, TransportEvent, TransportLimits, Transports,
+    };
+    use tokio::sync::mpsc;
+
+    use super::stateless::Endpoint;
+
+    /// Inbound queue between the sockets and the core task.
+    const EVENT_QUEUE: usize = 16 * 1024;
+    /// Events the core handles per wake before draining and re-arming its timer.
+    const EVENTS_PER_WAKE: usize = 256;
+    /// How long shutdown waits for the socket tasks.
+    const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// The shell's clock: tokio's, so tests with paused time drive it too.
+    /// The only place time is read; the core gets it as an argument.
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    /// Binds the sockets, runs the core task, handles signals until asked to stop.
+    pub(crate) async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
+        let controller = ShutdownController::new();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let transports =
+            Transports::start(&cfg, TransportLimits::default(), events_tx, &controller)
+                .await
+                .map_err(|e| format!("cannot start: {e}"))?;
+        let mut signals =
+            Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        tracing::info!(
+            udp = ?transports.udp_addrs(),
+            tcp = ?transports.tcp_addrs(),
+            "sipfront {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+        let core = tokio::spawn(core_loop(
+            Endpoint::new(cfg.server.public_address.clone()),
+            events_rx,
+            transports,
+            controller.subscribe(),
+        ));
+
+        loop {
+            match signals.next().await {
+                Signal::Stop(name) => {
+                    tracing::info!("{name}: shutting down");
+                    break;
+                }
+                Signal::Reload => match Config::resolve(path.as_deref()) {
+                    Ok(new) => tracing::info!(
+                        source = %new.source,
+                        "SIGHUP: config re-read and valid ({}); applying changes to a running \
+                         process is not implemented yet, the running config stays",
+                        new.summary()
+                    ),
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("SIGHUP: {e}");
+                        }
+                        tracing::error!("SIGHUP: config rejected; the running config stays");
+                    }
+                },
+            }
+        }
+
+        if tokio::time::timeout(SHUTDOWN_GRACE, controller.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some socket tasks did not stop within {SHUTDOWN_GRACE:?}");
+        }
+        let _ = core.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// The core task: the only owner of the endpoint. Each wake handles a
+    /// bounded batch of events (or the timer), drains what the endpoint wants
+    /// sent, and re-arms one `Sleep` at `poll_timeout()` (quinn's `drive_timer`).
+    async fn core_loop(
+        mut endpoint: Endpoint,
+        mut events: mpsc::Receiver<TransportEvent>,
+        transports: Transports,
+        mut shutdown: Shutdown,
+    ) {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => break,
+                _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    let now = now();
+                    endpoint.handle_event(ev, now);
+                    for _ in 1..EVENTS_PER_WAKE {
+                        match events.try_recv() {
+                            Ok(ev) => endpoint.handle_event(ev, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            while let Some(out) = endpoint.poll_transmit() {
+                transports.send(out);
+            }
+            match endpoint.poll_timeout() {
+                Some(deadline) => {
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
+                    armed = true;
+                }
+                None => armed = false,
+            }
+        }
+        tracing::debug!("core task stopped");
+    }
+
+    /// What a signal asks for.
+    enum Signal {
+        Stop(&'static str),
+        Reload,
+    }
+
+    /// SIGTERM/SIGINT stop, SIGHUP reloads.
+    struct Signals {
+        #[cfg(unix)]
+        term: tokio::signal::unix::Signal,
+        #[cfg(unix)]
+        int: tokio::signal::unix::Signal,
+        #[cfg(unix)]
+        hup: tokio::signal::unix::Signal,
+    }
+
+    impl Signals {
+        #[cfg(unix)]
+        fn new() -> std::io::Result<Signals> {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+
+        #[cfg(not(unix))]
+        fn new() -> std::io::Result<Signals> {
+            Ok(Signals {})
+        }
+
+        #[cfg(unix)]
+        async fn next(&mut self) -> Signal {
+            tokio::select! {
+                _ = self.term.recv() => Signal::Stop("SIGTERM"),
+                _ = self.int.recv() => Signal::Stop("SIGINT"),
+                _ = self.hup.recv() => Signal::Reload,
+            }
+        }
+
+        #[cfg(not(unix))]
+        async fn next(&mut self) -> Signal {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop("Ctrl-C")
+        }
+    }
+}
+
+/// A stand-in for the sans-IO `endpoint::Endpoint` (being written on main):
+/// answers each parsed request statelessly (OPTIONS `200`, Max-Forwards 0
+/// `483`, anything else `501`) and ignores responses. Same calling contract:
+/// `handle_*(…, now)`, then drain `poll_transmit`, then `poll_timeout`.
+mod stateless {
+    use std::collections::VecDeque;
+    use std::time::Instant;
+
+    use sipfront::sip::build::{new_tag, ResponseBuilder};
+    use sipfront::sip::{Message, Method, StatusCode};
+    use sipfront::transport::{Inbound, Outbound, TransportEvent};
+
+    /// Methods this stand-in advertises.
+    const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+
+    /// The stand-in endpoint.
+    pub(crate) struct Endpoint {
+        server: String,
+        out: VecDeque<Outbound>,
+        parse_errors: u64,
+    }
+
+    impl Endpoint {
+        /// A fresh endpoint; `_public_address` will go in Via/Contact later.
+        pub(crate) fn new(_public_address: String) -> Endpoint {
+            Endpoint {
+                server: format!("sipfront/{}", env!("CARGO_PKG_VERSION")),
+                out: VecDeque::new(),
+                parse_errors: 0,
+            }
+        }
+
+        /// Feeds one transport event.
+        pub(crate) fn handle_event(&mut self, ev: TransportEvent, now: Instant) {
+            match ev {
+                TransportEvent::Inbound(inbound) => self.handle(inbound, now),
+                TransportEvent::SendFailed { dest, error, .. } => {
+                    tracing::debug!(%dest, ?error, "send failed");
+                }
+                TransportEvent::Closed { conn, peer } => {
+                    tracing::debug!(%conn, %peer, "connection closed");
+                }
+            }
+        }
+
+        /// Handles one received message.
+        pub(crate) fn handle(&mut self, inbound: Inbound, _now: Instant) {
+            let msg = match Message::parse(inbound.bytes.clone()) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.parse_errors += 1;
+                    tracing::debug!(peer = %inbound.peer, "unparsable message dropped: {e}");
+                    return;
+                }
+            };
+            let Some(method) = msg.method() else { return };
+            let status = match method {
+                Method::Ack => return,
+                Method::Options => StatusCode(200),
+                _ if matches!(msg.max_forwards(), Ok(Some(0))) => StatusCode(483),
+                _ => StatusCode(501),
+            };
+            let mut resp = ResponseBuilder::new(&msg, status)
+                .to_tag(&new_tag())
+                .server(&self.server);
+            if *method == Method::Options {
+                resp = resp
+                    .header("Allow", ALLOW)
+                    .header("Accept", "application/sdp");
+            }
+            // RFC 3581 symmetric response: back to the source address, on the
+            // same connection for streams.
+            self.out.push_back(Outbound {
+                bytes: resp.build(),
+                dest: inbound.peer,
+                transport: inbound.transport,
+                conn: inbound.conn,
+            });
+        }
+
+        /// No timers in the stand-in.
+        pub(crate) fn handle_timeout(&mut self, _now: Instant) {}
+
+        /// Next message to send.
+        pub(crate) fn poll_transmit(&mut self) -> Option<Outbound> {
+            self.out.pop_front()
+        }
+
+        /// Next deadline (none: the stand-in has no timers).
+        pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+}

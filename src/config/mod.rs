@@ -1,1 +1,161 @@
-//! config (to be built).
+//! Configuration: the SPEC §2 TOML file, its rate table, and line-accurate errors.
+//!
+//! Loading is three steps: deserialize into the plain serde types of
+//! [`schema`] (syntax and type errors, located by the `toml` crate's spans),
+//! [`validate`](validate::validate) the cross-field rules (located by looking
+//! the key path up in a span-preserving `toml_edit` parse, see
+//! [`SpanIndex`]), then load the `[rates]` CSV. The result is one immutable
+//! [`Config`] value; SIGHUP builds a new one and a bad file never replaces the
+//! running one.
+
+mod error;
+mod rates;
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, ConfigErrors, SpanIndex};
+pub use rates::{Rate, RateTable};
+pub use schema::{
+    ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,
+    ListenConfig, ListenTransport, RatesConfig, ServerConfig, StoreConfig, SyncConfig, TrunkConfig,
+    UpstreamConfig, WebhooksConfig,
+};
+
+/// The default config path (SPEC §1), relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/sipfront.toml";
+
+/// The shipped `config/sipfront.toml`, built in so `sipfront run` works with no files.
+pub const EMBEDDED_CONFIG: &str = include_str!("../../config/sipfront.toml");
+
+/// The shipped `config/sipfront.toml`'s rate table, used by the embedded
+/// config when its `[rates] file` is not on disk.
+pub const EMBEDDED_RATES: &str = include_str!("../../config/rates.csv");
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// The file cannot be read, does not parse, or fails validation; every
+    /// error names the file, line and key.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(ConfigError {
+                file: name.clone(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            })
+        })?;
+        Config::parse(&text, ConfigSource::File(path.to_owned()))
+    }
+
+    /// The configuration built into the binary.
+    ///
+    /// # Errors
+    /// Only if the shipped file is broken (a test guards against that).
+    pub fn default_embedded() -> Result<Config, ConfigErrors> {
+        Config::parse(EMBEDDED_CONFIG, ConfigSource::Embedded)
+    }
+
+    /// What `sipfront run`/`check` use: `path` if given; else
+    /// [`DEFAULT_PATH`] if it exists; else the embedded copy.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn resolve(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        match path {
+            Some(p) => Config::load(p),
+            None if Path::new(DEFAULT_PATH).is_file() => Config::load(Path::new(DEFAULT_PATH)),
+            None => Config::default_embedded(),
+        }
+    }
+
+    /// Parses and validates config text; `source` names it in errors and
+    /// decides the embedded rates fallback.
+    ///
+    /// # Errors
+    /// All syntax, type, validation and rate-file errors found.
+    pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigErrors> {
+        let file = source.to_string();
+        let index = SpanIndex::new(text);
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => (
+                    Some(index.line_of(span.start)),
+                    index.path_at(span.start).unwrap_or("").to_owned(),
+                ),
+                None => (None, String::new()),
+            };
+            ConfigErrors::one(ConfigError {
+                file: file.clone(),
+                line,
+                key,
+                message: error::friendly(e.message()),
+            })
+        })?;
+        cfg.source = source;
+        let mut errors = validate::validate(&mut cfg, &file, &index)
+            .err()
+            .unwrap_or_default();
+        if let Some(rates) = &cfg.rates {
+            match load_rates(&rates.file, &cfg.source) {
+                Ok(t) => cfg.rate_table = t,
+                Err(RatesError::Read(msg)) => errors.push(ConfigError {
+                    file: file.clone(),
+                    line: index.line_of_path("rates.file"),
+                    key: "rates.file".to_owned(),
+                    message: msg,
+                }),
+                Err(RatesError::Parse(list)) => errors.extend(list),
+            }
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// A one-line summary for the startup log.
+    pub fn summary(&self) -> String {
+        let listen: Vec<String> = self
+            .listen
+            .iter()
+            .map(|l| format!("{}:{}", l.transport, l.address))
+            .collect();
+        format!(
+            "listen [{}], http {}, {} trunks, {} DIDs, {} upstreams, {} rates",
+            listen.join(", "),
+            self.http.address,
+            self.trunk.len(),
+            self.did.len(),
+            self.upstream.len(),
+            self.rate_table.len()
+        )
+    }
+}
+
+enum RatesError {
+    Read(String),
+    Parse(Vec<ConfigError>),
+}
+
+fn load_rates(path: &PathBuf, source: &ConfigSource) -> Result<RateTable, RatesError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => RateTable::parse(&text, &path.display().to_string()).map_err(RatesError::Parse),
+        Err(_) if *source == ConfigSource::Embedded => {
+            RateTable::parse(EMBEDDED_RATES, "<embedded>/config/rates.csv")
+                .map_err(RatesError::Parse)
+        }
+        Err(e) => Err(RatesError::Read(format!(
+            "cannot read rates file `{}`: {e}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

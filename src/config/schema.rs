@@ -1,0 +1,485 @@
+//! The TOML schema of SPEC §2, as plain serde types.
+//!
+//! Every table is `deny_unknown_fields` so a typo (`max_chanels`) is an error
+//! with a line number instead of a silently ignored setting. Every field that
+//! has a sensible value has a default, so a minimal file (even an empty one)
+//! gives a working single-node setup. Checks that need more than one field
+//! live in `validate.rs`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use super::rates::RateTable;
+
+/// The whole configuration: the file's tables plus what loading resolved
+/// (the rate table, where it came from).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: identity and process behaviour.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[listen]]`: SIP sockets. Default: UDP and TCP on `127.0.0.1:5060`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<ListenConfig>,
+    /// `[http]`: the control API.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[store]`: persistence.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// `[rates]`: the rate table file. Absent: empty table (off-net calls get 404).
+    #[serde(default)]
+    pub rates: Option<RatesConfig>,
+    /// `[[upstream]]`: carriers and outbound proxies.
+    #[serde(default)]
+    pub upstream: Vec<UpstreamConfig>,
+    /// `[[trunk]]`: customer trunks.
+    #[serde(default)]
+    pub trunk: Vec<TrunkConfig>,
+    /// `[[did]]`: inbound numbers.
+    #[serde(default)]
+    pub did: Vec<DidConfig>,
+    /// `[sync]` (SPEC §7): pull trunks from a remote API.
+    #[serde(default)]
+    pub sync: Option<SyncConfig>,
+    /// `[webhooks]` (SPEC §7): global call-status webhook.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    /// The parsed `[rates]` file (empty without `[rates]`).
+    #[serde(skip)]
+    pub rate_table: RateTable,
+    /// Where this configuration was read from.
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// Where a configuration came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The copy of `config/sipfront.toml` built into the binary.
+    #[default]
+    Embedded,
+    /// A file on disk.
+    File(PathBuf),
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Embedded => f.write_str("<embedded>/config/sipfront.toml"),
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Digest realm.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Host or IP written in Via/Contact toward peers.
+    #[serde(default = "default_public_address")]
+    pub public_address: String,
+    /// Seconds calls may continue after SIGTERM before both legs get BYE.
+    #[serde(default = "default_drain_s")]
+    pub drain_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            realm: default_realm(),
+            public_address: default_public_address(),
+            drain_s: default_drain_s(),
+        }
+    }
+}
+
+/// Transport of a `[[listen]]` entry (`udp` | `tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenTransport {
+    /// Datagrams.
+    Udp,
+    /// Streams with Content-Length framing.
+    Tcp,
+}
+
+impl fmt::Display for ListenTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenTransport::Udp => "udp",
+            ListenTransport::Tcp => "tcp",
+        })
+    }
+}
+
+/// `[[listen]]`: one SIP socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// `udp` or `tcp`.
+    pub transport: ListenTransport,
+    /// `IP:port` to bind.
+    pub address: SocketAddr,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `IP:port` of the control API.
+    #[serde(default = "default_http_address")]
+    pub address: SocketAddr,
+    /// `[[http.api_key]]`: who may call the API.
+    #[serde(default)]
+    pub api_key: Vec<ApiKeyConfig>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            address: default_http_address(),
+            api_key: Vec::new(),
+        }
+    }
+}
+
+/// `[[http.api_key]]`: one API key (plain or as SHA-256 hex).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Label shown in logs.
+    pub name: String,
+    /// The key in clear.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Hex SHA-256 of the key, so the file need not hold the secret.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Allowed source addresses or networks; empty: any source.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpNet>,
+    /// A disabled key answers 401.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file (relative to the working directory).
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// `postgres://…` for multi-node; when set, `path` is unused.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+            url: None,
+        }
+    }
+}
+
+/// `[rates]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatesConfig {
+    /// CSV `prefix,per_minute[,name]` (relative to the working directory).
+    pub file: PathBuf,
+}
+
+/// `[[upstream]]`: a carrier or outbound proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name.
+    pub name: String,
+    /// `sip:host[:port][;transport=udp|tcp]`.
+    pub uri: String,
+    /// Lower is tried first.
+    #[serde(default = "one_u32")]
+    pub priority: u32,
+    /// Share among equal priorities.
+    #[serde(default = "one_u32")]
+    pub weight: u32,
+    /// OPTIONS health-check interval; 0 disables.
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_s: u32,
+    /// Requests from its IP (any port) are inbound DID calls.
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+/// `[[trunk]]`: a customer trunk (PBX or softphone account).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Numeric id; omitted: one more than the largest id before it.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// SIP login (digest username); omitted: generated from the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub label: String,
+    /// Digest password; may be empty for IP-authenticated trunks.
+    #[serde(default)]
+    pub password: String,
+    /// Caller ID put on calls when `passthrough` is false.
+    #[serde(default)]
+    pub callerid: String,
+    /// Only `allowed_ips` may use the trunk.
+    #[serde(default)]
+    pub ip_restrict: bool,
+    /// Addresses or networks for `ip_restrict`.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpNet>,
+    /// Non-empty IP: IP authentication, no digest.
+    #[serde(default)]
+    pub host_request: String,
+    /// Put the DID in the To header of inbound B-legs.
+    #[serde(default)]
+    pub didinfo_enabled: bool,
+    /// Enforce `call_limit`.
+    #[serde(default)]
+    pub call_restrict: bool,
+    /// Maximum call duration in seconds.
+    #[serde(default = "default_call_limit")]
+    pub call_limit: u64,
+    /// Enforce `max_call_cost`.
+    #[serde(default)]
+    pub cost_limit: bool,
+    /// USD per call.
+    #[serde(default)]
+    pub max_call_cost: f64,
+    /// Enforce `max_channels`.
+    #[serde(default)]
+    pub channels_restrict: bool,
+    /// Concurrent outbound calls.
+    #[serde(default)]
+    pub max_channels: u32,
+    /// Apply `rewrite_cond`/`rewrite_prefix`.
+    #[serde(default)]
+    pub rewrite_enabled: bool,
+    /// Leading digits deleted from the dialled number.
+    #[serde(default)]
+    pub rewrite_cond: String,
+    /// Digits then added in front.
+    #[serde(default)]
+    pub rewrite_prefix: String,
+    /// Keep the caller's own number (alias `multiple_numbers`).
+    #[serde(default, alias = "multiple_numbers")]
+    pub passthrough: bool,
+}
+
+impl TrunkConfig {
+    /// The trunk id (resolved by loading; 0 only on an unvalidated value).
+    pub fn id(&self) -> u64 {
+        self.id.unwrap_or(0)
+    }
+
+    /// The SIP login (resolved by loading; empty only on an unvalidated value).
+    pub fn login(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+}
+
+/// `[[did]]`: an inbound number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DidConfig {
+    /// E.164 digits without `+`.
+    pub number: String,
+    /// Concurrent inbound calls; 0: no limit.
+    #[serde(default)]
+    pub channels: u32,
+    /// Webhook for this DID's calls; empty: none.
+    #[serde(default)]
+    pub call_status_url: String,
+    /// Where calls go, tried by priority.
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// One DID destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// 1 = SIP URI, 4 = PSTN number (via upstreams), 5 = trunk by its login.
+    pub transport: u8,
+    /// The URI, number or trunk login.
+    pub destination: String,
+    /// Lower is tried first.
+    #[serde(default = "one_u32")]
+    pub priority: u32,
+}
+
+/// `[sync]` (SPEC §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Remote `/v1/trunks`-shaped endpoint.
+    pub url: String,
+    /// API key for it.
+    #[serde(default)]
+    pub appid: String,
+    /// Pull interval.
+    #[serde(default = "default_sync_interval")]
+    pub interval_s: u64,
+}
+
+/// `[webhooks]` (SPEC §7).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Global call-status webhook; empty: none.
+    #[serde(default)]
+    pub call_status_url: String,
+}
+
+/// An IP address or CIDR network (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length (32/128 for a single address).
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            None => max,
+            Some(l) => match l.trim().parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("`{s}`: prefix length must be 0..={max}")),
+            },
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_listen() -> Vec<ListenConfig> {
+    let address = SocketAddr::from(([127, 0, 0, 1], 5060));
+    vec![
+        ListenConfig {
+            transport: ListenTransport::Udp,
+            address,
+        },
+        ListenConfig {
+            transport: ListenTransport::Tcp,
+            address,
+        },
+    ]
+}
+
+fn default_realm() -> String {
+    "sipfront.local".to_owned()
+}
+fn default_public_address() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_drain_s() -> u64 {
+    30
+}
+fn default_http_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/sipfront.db")
+}
+fn default_ping_interval() -> u32 {
+    30
+}
+fn default_call_limit() -> u64 {
+    3600
+}
+fn default_sync_interval() -> u64 {
+    60
+}
+fn one_u32() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipnet_parse_and_contains() {
+        let n: IpNet = "10.1.0.0/16".parse().unwrap_or(IpNet {
+            addr: IpAddr::from([0, 0, 0, 0]),
+            prefix: 32,
+        });
+        assert!(n.contains("10.1.2.3".parse().unwrap_or(n.addr)));
+        assert!(!n.contains(IpAddr::from([10, 2, 0, 1])));
+        assert!("1.2.3.4/33".parse::<IpNet>().is_err());
+        assert!("nope".parse::<IpNet>().is_err());
+        let all: IpNet = "0.0.0.0/0".parse().unwrap_or(n);
+        assert!(all.contains(IpAddr::from([8, 8, 8, 8])));
+        let v6: IpNet = "2001:db8::/32".parse().unwrap_or(n);
+        assert!(v6.contains("2001:db8::1".parse().unwrap_or(n.addr)));
+    }
+}

@@ -1,0 +1,202 @@
+//! Config loading tests: defaults, the shipped file and its examples, and
+//! that every kind of error names the right line and key.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, ConfigSource::File(PathBuf::from("t.toml")))
+}
+
+fn err(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const GOOD_TRUNK: &str = "[[trunk]]\nid = 1\nname = \"36465\"\npassword = \"x\"\n";
+
+#[test]
+fn empty_file_gets_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.listen[0].address.to_string(), "127.0.0.1:5060");
+    assert_eq!(c.http.address.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.store.path, PathBuf::from("data/sipfront.db"));
+    assert_eq!(c.server.realm, "sipfront.local");
+    assert_eq!(c.server.drain_s, 30);
+    assert!(c.rate_table.is_empty());
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::default_embedded().unwrap();
+    assert_eq!(c.source, ConfigSource::Embedded);
+    assert_eq!(c.listen.len(), 2);
+    assert!(c.rate_table.lookup("12125550000").is_some());
+}
+
+#[test]
+fn shipped_examples_validate() {
+    // Uncomment the example section of the shipped file.
+    let text: String = EMBEDDED_CONFIG
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::parse(&text, ConfigSource::Embedded).unwrap();
+    assert_eq!(c.trunk.len(), 1);
+    assert_eq!(c.trunk[0].login(), "36465");
+    assert_eq!(c.trunk[0].max_channels, 10);
+    assert_eq!(c.did[0].destinations[0].transport, 5);
+    assert_eq!(c.upstream[0].name, "carrier-a");
+    assert_eq!(c.http.api_key[0].key.as_deref(), Some("change-me"));
+}
+
+#[test]
+fn multiple_numbers_alias() {
+    let c = parse(&format!("{GOOD_TRUNK}multiple_numbers = true\n")).unwrap();
+    assert!(c.trunk[0].passthrough);
+}
+
+#[test]
+fn trunk_ids_and_names_resolved() {
+    let c = parse("[[trunk]]\nid = 7\npassword = \"a\"\n[[trunk]]\nhost_request = \"192.0.2.1\"\n")
+        .unwrap();
+    assert_eq!(c.trunk[0].login(), "10007");
+    assert_eq!(c.trunk[1].id(), 8);
+    assert_eq!(c.trunk[1].login(), "10008");
+}
+
+#[test]
+fn type_error_names_line_and_key() {
+    let e = err(&format!("# comment\n{GOOD_TRUNK}max_channels = \"10\"\n"));
+    assert_eq!(
+        e,
+        ["t.toml:6: trunk[0].max_channels: expected an integer, found string \"10\""]
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let e = err(&format!("{GOOD_TRUNK}max_chanels = 10\n"));
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("t.toml:5: trunk[0].max_chanels: unknown field `max_chanels`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn syntax_error_names_line() {
+    let e = err("[server]\nrealm = \"x\"\ndrain_s = = 3\n");
+    assert!(e[0].starts_with("t.toml:3"), "{e:?}");
+}
+
+#[test]
+fn bad_transport_and_address() {
+    let e = err("[[listen]]\ntransport = \"sctp\"\naddress = \"127.0.0.1:5060\"\n");
+    assert!(
+        e[0].starts_with("t.toml:2: listen[0].transport: unknown variant `sctp`"),
+        "{e:?}"
+    );
+    let e = err("[[listen]]\ntransport = \"udp\"\naddress = \"localhost\"\n");
+    assert!(e[0].starts_with("t.toml:3: listen[0].address:"), "{e:?}");
+}
+
+#[test]
+fn missing_field_names_table() {
+    let e = err("[server]\n\n[[upstream]]\nname = \"a\"\n");
+    assert!(
+        e[0].starts_with("t.toml:3: upstream[0]: missing field `uri`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_lines() {
+    let text = "\
+[[http.api_key]]
+name = \"admin\"
+
+[[upstream]]
+name = \"a\"
+uri = \"http://x\"
+
+[[trunk]]
+id = 1
+name = \"100\"
+password = \"p\"
+
+[[trunk]]
+id = 1
+name = \"100\"
+
+[[did]]
+number = \"12x\"
+destinations = [ { transport = 5, destination = \"nobody\" }, { transport = 3, destination = \"x\", priority = 2 } ]
+";
+    let e = err(text);
+    assert_eq!(
+        e,
+        [
+            "t.toml:1: http.api_key[0]: needs `key` or `key_sha256`",
+            "t.toml:6: upstream[0].uri: `http://x` must start with sip: or sips:",
+            "t.toml:14: trunk[1].id: duplicate trunk id 1 (also trunk[0])",
+            "t.toml:15: trunk[1].name: duplicate trunk name `100` (also trunk[0])",
+            "t.toml:13: trunk[1].password: a trunk needs a password (digest) or host_request (IP authentication)",
+            "t.toml:18: did[0].number: `12x` must be digits (E.164 without +)",
+            "t.toml:19: did[0].destinations[0].destination: no trunk with name `nobody`",
+            "t.toml:19: did[0].destinations[1].transport: 3 is not 1 (SIP URI), 4 (PSTN) or 5 (trunk)",
+        ]
+    );
+}
+
+#[test]
+fn rates_file_errors_name_csv_line() {
+    let dir = std::env::temp_dir().join(format!("sipfront-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("rates.csv");
+    std::fs::write(&csv, "1,0.01\n44,abc\n").unwrap();
+    let text = format!("[rates]\nfile = {:?}\n", csv.display().to_string());
+    let e = err(&text);
+    assert_eq!(
+        e,
+        [format!(
+            "{}:2: per_minute: `abc` must be a number >= 0",
+            csv.display()
+        )]
+    );
+    let missing = format!(
+        "[rates]\nfile = {:?}\n",
+        dir.join("nope.csv").display().to_string()
+    );
+    let e = err(&missing);
+    assert!(
+        e[0].starts_with("t.toml:2: rates.file: cannot read rates file"),
+        "{e:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn api_key_sha256_checked() {
+    let e = err("[[http.api_key]]\nname = \"a\"\nkey_sha256 = \"abc\"\n");
+    assert_eq!(
+        e,
+        ["t.toml:3: http.api_key[0].key_sha256: must be 64 hex digits (SHA-256)"]
+    );
+    let ok = format!(
+        "[[http.api_key]]\nname = \"a\"\nkey_sha256 = \"{}\"\nallowed_ips = [\"10.0.0.0/8\"]\n",
+        "a".repeat(64)
+    );
+    assert!(parse(&ok).is_ok());
+    let e = err("[[http.api_key]]\nname = \"a\"\nkey = \"k\"\nallowed_ips = [\"10.0.0.0/40\"]\n");
+    assert!(
+        e[0].starts_with("t.toml:4: http.api_key[0].allowed_ips"),
+        "{e:?}"
+    );
+}

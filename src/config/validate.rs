@@ -1,0 +1,331 @@
+//! Semantic checks run after the file deserialized: cross-field rules,
+//! uniqueness, references between tables. Also resolves omitted trunk ids and
+//! logins. Every error is located with the [`SpanIndex`] of the same text.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use super::error::{ConfigError, SpanIndex};
+use super::schema::Config;
+
+/// Collects errors with their key path; lines are filled in at the end.
+struct Errors<'a> {
+    file: &'a str,
+    index: &'a SpanIndex,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        self.list.push(ConfigError {
+            file: self.file.to_owned(),
+            line: self.index.line_of_path(&key),
+            key,
+            message: message.into(),
+        });
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Minimal `sip:`/`sips:` URI shape check: scheme, a host, an optional
+/// numeric port, `transport=` (if any) udp or tcp. Full parsing is the SIP
+/// parser's job when the URI is used.
+pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+        .ok_or_else(|| format!("`{uri}` must start with sip: or sips:"))?;
+    let (hostport, params) = rest.split_once(';').unwrap_or((rest, ""));
+    let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{uri}`: unclosed IPv6 bracket"))?;
+        if let Some(p) = after.strip_prefix(':') {
+            p.parse::<u16>()
+                .map_err(|_| format!("`{uri}`: bad port `{p}`"))?;
+        }
+        h
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => {
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{uri}`: bad port `{p}`"))?;
+                h
+            }
+            None => hostport,
+        }
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("`{uri}`: missing or bad host"));
+    }
+    for p in params.split(';').filter(|p| !p.is_empty()) {
+        if let Some(t) = p.strip_prefix("transport=") {
+            if !t.eq_ignore_ascii_case("udp") && !t.eq_ignore_ascii_case("tcp") {
+                return Err(format!("`{uri}`: transport must be udp or tcp"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks `cfg` and resolves omitted trunk ids/logins.
+///
+/// # Errors
+/// Every problem found, each located by key path and line.
+pub(crate) fn validate(
+    cfg: &mut Config,
+    file: &str,
+    index: &SpanIndex,
+) -> Result<(), Vec<ConfigError>> {
+    let mut e = Errors {
+        file,
+        index,
+        list: Vec::new(),
+    };
+
+    // [server]
+    if cfg.server.realm.trim().is_empty() {
+        e.push("server.realm", "must not be empty");
+    }
+    let pa = &cfg.server.public_address;
+    if pa.is_empty() || pa.contains(|c: char| c.is_whitespace() || ";<>,\"@".contains(c)) {
+        e.push(
+            "server.public_address",
+            format!("`{pa}` is not a host name or IP address"),
+        );
+    }
+
+    // [[listen]]
+    if cfg.listen.is_empty() {
+        e.push("listen", "at least one [[listen]] socket is needed");
+    }
+    let mut seen = HashSet::new();
+    for (i, l) in cfg.listen.iter().enumerate() {
+        if !seen.insert((l.transport, l.address)) {
+            e.push(
+                format!("listen[{i}].address"),
+                format!("{} {} is listed twice", l.transport, l.address),
+            );
+        }
+    }
+
+    // [http]
+    let mut names = HashSet::new();
+    for (i, k) in cfg.http.api_key.iter().enumerate() {
+        let p = format!("http.api_key[{i}]");
+        if k.name.trim().is_empty() {
+            e.push(format!("{p}.name"), "must not be empty");
+        } else if !names.insert(k.name.as_str()) {
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate api key name `{}`", k.name),
+            );
+        }
+        match (&k.key, &k.key_sha256) {
+            (None, None) => e.push(p.clone(), "needs `key` or `key_sha256`"),
+            (Some(_), Some(_)) => e.push(
+                format!("{p}.key_sha256"),
+                "give `key` or `key_sha256`, not both",
+            ),
+            (Some(key), None) if key.is_empty() => e.push(format!("{p}.key"), "must not be empty"),
+            (None, Some(h)) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                e.push(format!("{p}.key_sha256"), "must be 64 hex digits (SHA-256)")
+            }
+            _ => {}
+        }
+    }
+
+    // [store]
+    if let Some(url) = &cfg.store.url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            e.push("store.url", format!("`{url}` must be a postgres:// URL"));
+        }
+    } else if cfg.store.path.as_os_str().is_empty() {
+        e.push("store.path", "must not be empty");
+    }
+
+    // [[upstream]]
+    let mut names = HashSet::new();
+    for (i, u) in cfg.upstream.iter().enumerate() {
+        let p = format!("upstream[{i}]");
+        if u.name.trim().is_empty() {
+            e.push(format!("{p}.name"), "must not be empty");
+        } else if !names.insert(u.name.as_str()) {
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate upstream name `{}`", u.name),
+            );
+        }
+        if let Err(m) = check_sip_uri(&u.uri) {
+            e.push(format!("{p}.uri"), m);
+        }
+        if u.weight == 0 {
+            e.push(format!("{p}.weight"), "must be at least 1");
+        }
+    }
+
+    // [[trunk]]: resolve ids first (omitted: one more than the largest before it).
+    let mut next_id = 1u64;
+    let mut ids: HashMap<u64, usize> = HashMap::new();
+    for (i, t) in cfg.trunk.iter_mut().enumerate() {
+        let id = *t.id.get_or_insert(next_id);
+        if id == 0 {
+            e.push(format!("trunk[{i}].id"), "must be at least 1");
+        }
+        if let Some(first) = ids.insert(id, i) {
+            e.push(
+                format!("trunk[{i}].id"),
+                format!("duplicate trunk id {id} (also trunk[{first}])"),
+            );
+        }
+        next_id = next_id.max(id.saturating_add(1));
+        if t.name.as_deref().map_or(true, str::is_empty) {
+            t.name = Some(format!("{}", 10_000u64.saturating_add(id)));
+        }
+    }
+    let mut logins: HashMap<String, usize> = HashMap::new();
+    for (i, t) in cfg.trunk.iter().enumerate() {
+        let p = format!("trunk[{i}]");
+        let login = t.login();
+        if login.contains(|c: char| c.is_whitespace() || "@:;<>\"".contains(c)) {
+            e.push(
+                format!("{p}.name"),
+                format!("`{login}` is not a valid SIP login"),
+            );
+        } else if let Some(first) = logins.insert(login.to_owned(), i) {
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate trunk name `{login}` (also trunk[{first}])"),
+            );
+        }
+        if !t.host_request.is_empty() && t.host_request.parse::<IpAddr>().is_err() {
+            e.push(
+                format!("{p}.host_request"),
+                format!("`{}` must be an IP address or empty", t.host_request),
+            );
+        }
+        if t.password.is_empty() && t.host_request.is_empty() {
+            e.push(
+                format!("{p}.password"),
+                "a trunk needs a password (digest) or host_request (IP authentication)",
+            );
+        }
+        if !t.callerid.is_empty() && !is_digits(t.callerid.trim_start_matches('+')) {
+            e.push(format!("{p}.callerid"), "must be digits (E.164 without +)");
+        }
+        for (k, v) in [
+            ("rewrite_cond", &t.rewrite_cond),
+            ("rewrite_prefix", &t.rewrite_prefix),
+        ] {
+            if !v.is_empty() && !is_digits(v) {
+                e.push(format!("{p}.{k}"), "must be digits");
+            }
+        }
+        if !t.max_call_cost.is_finite() || t.max_call_cost < 0.0 {
+            e.push(format!("{p}.max_call_cost"), "must be a number >= 0");
+        }
+        if t.call_restrict && t.call_limit == 0 {
+            e.push(
+                format!("{p}.call_limit"),
+                "must be > 0 when call_restrict is true",
+            );
+        }
+        if t.ip_restrict && t.allowed_ips.is_empty() {
+            e.push(
+                format!("{p}.allowed_ips"),
+                "ip_restrict is true but allowed_ips is empty: nobody could call",
+            );
+        }
+    }
+
+    // [[did]]
+    let mut numbers = HashSet::new();
+    for (i, d) in cfg.did.iter().enumerate() {
+        let p = format!("did[{i}]");
+        if !is_digits(&d.number) {
+            e.push(
+                format!("{p}.number"),
+                format!("`{}` must be digits (E.164 without +)", d.number),
+            );
+        } else if !numbers.insert(d.number.as_str()) {
+            e.push(
+                format!("{p}.number"),
+                format!("duplicate DID `{}`", d.number),
+            );
+        }
+        let mut prios = HashSet::new();
+        for (j, dest) in d.destinations.iter().enumerate() {
+            let q = format!("{p}.destinations[{j}]");
+            match dest.transport {
+                1 => {
+                    if let Err(m) = check_sip_uri(&dest.destination) {
+                        e.push(format!("{q}.destination"), m);
+                    }
+                }
+                4 => {
+                    if !is_digits(dest.destination.trim_start_matches('+')) {
+                        e.push(
+                            format!("{q}.destination"),
+                            "a PSTN destination must be digits",
+                        );
+                    }
+                }
+                5 => {
+                    if !logins.contains_key(&dest.destination) {
+                        e.push(
+                            format!("{q}.destination"),
+                            format!("no trunk with name `{}`", dest.destination),
+                        );
+                    }
+                }
+                other => e.push(
+                    format!("{q}.transport"),
+                    format!("{other} is not 1 (SIP URI), 4 (PSTN) or 5 (trunk)"),
+                ),
+            }
+            if !prios.insert(dest.priority) {
+                e.push(
+                    format!("{q}.priority"),
+                    format!("priority {} is used twice in this DID", dest.priority),
+                );
+            }
+        }
+    }
+
+    // [sync]
+    if let Some(s) = &cfg.sync {
+        if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+            e.push("sync.url", "must be an http:// or https:// URL");
+        }
+        if s.interval_s == 0 {
+            e.push("sync.interval_s", "must be at least 1");
+        }
+    }
+
+    if e.list.is_empty() {
+        Ok(())
+    } else {
+        Err(e.list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uris() {
+        assert!(check_sip_uri("sip:127.0.0.1:5080;transport=udp").is_ok());
+        assert!(check_sip_uri("sips:gw.example.com").is_ok());
+        assert!(check_sip_uri("sip:alice@[2001:db8::1]:5060").is_ok());
+        assert!(check_sip_uri("http://x").is_err());
+        assert!(check_sip_uri("sip::5060").is_err());
+        assert!(check_sip_uri("sip:h:99999").is_err());
+        assert!(check_sip_uri("sip:h;transport=sctp").is_err());
+    }
+}

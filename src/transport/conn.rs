@@ -1,0 +1,155 @@
+//! The TCP connection table: remote address → open connection, so responses
+//! and new requests to an address reuse the connection it is on (RFC 3261
+//! §18.2.2, §18.1.1).
+//!
+//! A plain `HashMap` behind a `std::sync::Mutex`: every operation is a short
+//! lookup or insert with no `.await` inside the lock, and connection churn is
+//! far below message rates, so a sharded map buys nothing yet.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// Identifies one stream connection for its whole life (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// One entry: who it is and where its writer task takes bytes from.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnEntry {
+    pub(crate) id: ConnId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) tx: mpsc::Sender<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_peer: HashMap<SocketAddr, ConnId>,
+    by_id: HashMap<ConnId, ConnEntry>,
+}
+
+/// Open connections by id and by remote address.
+#[derive(Debug, Default)]
+pub(crate) struct ConnTable {
+    next: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+impl ConnTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent
+        // in a way that matters (each operation is one or two inserts), so a
+        // poisoned lock is used as is.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh id.
+    pub(crate) fn next_id(&self) -> ConnId {
+        ConnId(self.next.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Registers a connection; it becomes the one used for its peer.
+    pub(crate) fn insert(&self, entry: ConnEntry) {
+        let mut t = self.lock();
+        t.by_peer.insert(entry.peer, entry.id);
+        t.by_id.insert(entry.id, entry);
+    }
+
+    /// Removes a connection (the peer mapping only if it still points to it).
+    pub(crate) fn remove(&self, id: ConnId) {
+        let mut t = self.lock();
+        if let Some(e) = t.by_id.remove(&id) {
+            if t.by_peer.get(&e.peer) == Some(&id) {
+                t.by_peer.remove(&e.peer);
+            }
+        }
+    }
+
+    /// The connection with this id.
+    pub(crate) fn get(&self, id: ConnId) -> Option<ConnEntry> {
+        self.lock().by_id.get(&id).cloned()
+    }
+
+    /// The connection to this remote address.
+    #[cfg(test)]
+    pub(crate) fn by_peer(&self, peer: SocketAddr) -> Option<ConnEntry> {
+        let t = self.lock();
+        t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)).cloned()
+    }
+
+    /// Looks up `peer`, or registers the entry made by `make` for it, in one
+    /// critical section (so two sends to a new peer open one connection).
+    /// Returns the entry and whether it is new.
+    pub(crate) fn get_or_insert_with(
+        &self,
+        peer: SocketAddr,
+        make: impl FnOnce(ConnId) -> ConnEntry,
+    ) -> (ConnEntry, bool) {
+        let mut t = self.lock();
+        if let Some(e) = t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)) {
+            return (e.clone(), false);
+        }
+        let id = self.next_id();
+        let e = make(id);
+        t.by_peer.insert(peer, id);
+        t.by_id.insert(id, e.clone());
+        (e, true)
+    }
+
+    /// Number of connections.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(t: &ConnTable, peer: SocketAddr) -> ConnEntry {
+        ConnEntry {
+            id: t.next_id(),
+            peer,
+            tx: mpsc::channel(1).0,
+        }
+    }
+
+    #[test]
+    fn reuse_and_replace() {
+        let t = ConnTable::default();
+        let peer: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let a = entry(&t, peer);
+        t.insert(a.clone());
+        assert_eq!(t.by_peer(peer).unwrap().id, a.id);
+        let b = entry(&t, peer);
+        t.insert(b.clone());
+        assert_eq!(t.by_peer(peer).unwrap().id, b.id);
+        // Removing the older one keeps the peer mapping of the newer.
+        t.remove(a.id);
+        assert_eq!(t.by_peer(peer).unwrap().id, b.id);
+        t.remove(b.id);
+        assert!(t.by_peer(peer).is_none());
+        assert_eq!(t.len(), 0);
+        let (c, new) = t.get_or_insert_with(peer, |id| ConnEntry {
+            id,
+            peer,
+            tx: mpsc::channel(1).0,
+        });
+        assert!(new);
+        let (d, new) = t.get_or_insert_with(peer, |_| unreachable!());
+        assert!(!new);
+        assert_eq!(c.id, d.id);
+        assert!(t.get(c.id).is_some());
+    }
+}

@@ -1,0 +1,211 @@
+//! Socket-layer tests on loopback: outbound TCP connect and reuse, inbound
+//! messages on that connection, send failures reported as events, UDP both
+//! ways, and shutdown completing.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::time::timeout;
+
+use super::*;
+use crate::config::ConfigSource;
+
+const T: Duration = Duration::from_secs(5);
+
+const MSG: &str = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+type Started = (
+    Transports,
+    mpsc::Receiver<TransportEvent>,
+    ShutdownController,
+);
+
+async fn start() -> Started {
+    start_with(TransportLimits::default()).await
+}
+
+async fn start_with(limits: TransportLimits) -> Started {
+    let cfg = Config::parse(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:0\"\n[[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:0\"\n",
+        ConfigSource::Embedded,
+    )
+    .unwrap();
+    let ctl = ShutdownController::new();
+    let (tx, rx) = mpsc::channel(64);
+    let t = Transports::start(&cfg, limits, tx, &ctl).await.unwrap();
+    (t, rx, ctl)
+}
+
+async fn next_event(rx: &mut mpsc::Receiver<TransportEvent>) -> TransportEvent {
+    timeout(T, rx.recv()).await.unwrap().unwrap()
+}
+
+fn out(dest: SocketAddr, transport: Transport, conn: Option<ConnId>) -> Outbound {
+    Outbound {
+        bytes: Bytes::from_static(MSG.as_bytes()),
+        dest,
+        transport,
+        conn,
+    }
+}
+
+#[tokio::test]
+async fn outbound_tcp_connects_once_and_is_reused_both_ways() {
+    let (t, mut rx, ctl) = start().await;
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest = peer.local_addr().unwrap();
+
+    t.send(out(dest, Transport::Tcp, None));
+    t.send(out(dest, Transport::Tcp, None));
+    let (mut s, _) = timeout(T, peer.accept()).await.unwrap().unwrap();
+    let mut got = vec![0u8; MSG.len() * 2];
+    timeout(T, s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, [MSG.as_bytes(), MSG.as_bytes()].concat());
+    assert_eq!(t.tcp_connections(), 1);
+    // No second connection was opened.
+    assert!(timeout(Duration::from_millis(200), peer.accept())
+        .await
+        .is_err());
+
+    // The peer sends a request on that connection: it comes in tagged with it.
+    s.write_all(MSG.as_bytes()).await.unwrap();
+    let TransportEvent::Inbound(inb) = next_event(&mut rx).await else {
+        panic!("expected inbound")
+    };
+    assert_eq!(inb.transport, Transport::Tcp);
+    assert_eq!(inb.peer, dest);
+    assert_eq!(&inb.bytes[..], MSG.as_bytes());
+    let conn = inb.conn.unwrap();
+
+    // A response on that connection id goes back on it.
+    t.send(out(dest, Transport::Tcp, Some(conn)));
+    let mut one = vec![0u8; MSG.len()];
+    timeout(T, s.read_exact(&mut one)).await.unwrap().unwrap();
+
+    // Peer closes: the core hears about it and the table forgets it.
+    drop(s);
+    loop {
+        if let TransportEvent::Closed { conn: c, peer: p } = next_event(&mut rx).await {
+            assert_eq!((c, p), (conn, dest));
+            break;
+        }
+    }
+    assert_eq!(t.tcp_connections(), 0);
+
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_connect_is_reported_not_panicked() {
+    let (t, mut rx, ctl) = start().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    t.send(out(closed, Transport::Tcp, None));
+    match next_event(&mut rx).await {
+        TransportEvent::SendFailed {
+            dest, transport, ..
+        } => {
+            assert_eq!(dest, closed);
+            assert_eq!(transport, Transport::Tcp);
+        }
+        other => panic!("expected SendFailed, got {other:?}"),
+    }
+    assert_eq!(t.stats().send_errors.load(Ordering::Relaxed), 1);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn udp_both_ways() {
+    let (t, mut rx, ctl) = start().await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dest = peer.local_addr().unwrap();
+    t.send(out(dest, Transport::Udp, None));
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = timeout(T, peer.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], MSG.as_bytes());
+    assert_eq!(from, t.udp_addrs()[0]);
+
+    peer.send_to(MSG.as_bytes(), t.udp_addrs()[0])
+        .await
+        .unwrap();
+    let TransportEvent::Inbound(inb) = next_event(&mut rx).await else {
+        panic!("expected inbound")
+    };
+    assert_eq!(
+        (inb.transport, inb.peer, inb.conn),
+        (Transport::Udp, dest, None)
+    );
+    assert_eq!(inb.local, t.udp_addrs()[0]);
+
+    // Oversize datagram: dropped and counted.
+    peer.send_to(&vec![b'x'; 65_507], t.udp_addrs()[0])
+        .await
+        .ok();
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn oversize_outbound_is_refused() {
+    let (t, mut rx, ctl) = start().await;
+    let mut o = out("127.0.0.1:9".parse().unwrap(), Transport::Tcp, None);
+    o.bytes = Bytes::from(vec![b'x'; crate::sip::MAX_MESSAGE_SIZE + 1]);
+    t.send(o);
+    assert!(matches!(
+        next_event(&mut rx).await,
+        TransportEvent::SendFailed {
+            error: io::ErrorKind::InvalidInput,
+            ..
+        }
+    ));
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn oversize_datagram_dropped_and_counted() {
+    let limits = TransportLimits {
+        max_message: 1000,
+        ..TransportLimits::default()
+    };
+    let (t, mut rx, ctl) = start_with(limits).await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.send_to(&[b'x'; 2000], t.udp_addrs()[0]).await.unwrap();
+    peer.send_to(MSG.as_bytes(), t.udp_addrs()[0])
+        .await
+        .unwrap();
+    let TransportEvent::Inbound(inb) = next_event(&mut rx).await else {
+        panic!("expected inbound")
+    };
+    assert_eq!(&inb.bytes[..], MSG.as_bytes());
+    assert_eq!(t.stats().dropped_too_large.load(Ordering::Relaxed), 1);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_tcp_connection_is_closed_and_reported() {
+    let limits = TransportLimits {
+        tcp_idle_timeout: Duration::from_millis(200),
+        ..TransportLimits::default()
+    };
+    let (t, mut rx, ctl) = start_with(limits).await;
+    let tcp = *t.tcp_addrs().first().unwrap();
+    let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let mut buf = [0u8; 16];
+    // The server closes after the idle timeout: EOF on our side.
+    let n = timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0);
+    assert!(matches!(
+        next_event(&mut rx).await,
+        TransportEvent::Closed { .. }
+    ));
+    assert_eq!(t.tcp_connections(), 0);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole sipfront test suite, from a fresh machine: installs what the tests
+# need when it is missing (SIPp), then format, lint, build and every test.
+# CI runs this through .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v sipp >/dev/null 2>&1; then
+    echo "== installing SIPp (Debian package sip-tester)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester </dev/null
+fi
+for comp in rustfmt clippy; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+        rustup component add "$comp"
+    fi
+done
+
+echo "== sipp: $(command -v sipp)"
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo build (the binary the integration tests start)"
+cargo build --bins
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+echo "== cargo test --doc"
+cargo test --doc 2>&1 | tee -a "$log"
+echo "== cargo test --all-targets"
+cargo test --all-targets 2>&1 | tee -a "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"

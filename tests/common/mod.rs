@@ -1,0 +1,188 @@
+//! Shared helpers for the integration tests: start the real `sipfront`
+//! binary on a temporary config with OS-chosen loopback ports, learn the
+//! ports from its "ready" log line, stop it on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sipfront");
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sipfront-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running sipfront. Killed (by its own pid) on drop.
+pub struct Server {
+    child: Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// The config file it runs on (rewrite it, then send SIGHUP).
+    pub config: PathBuf,
+    _dir: TempDir,
+}
+
+/// Config listening on UDP and TCP 127.0.0.1 with ports chosen by the OS.
+pub const LOOPBACK_CONFIG: &str = r#"
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:0"
+
+[[listen]]
+transport = "tcp"
+address = "127.0.0.1:0"
+
+[http]
+address = "127.0.0.1:0"
+"#;
+
+fn addr_after(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(key)? + key.len();
+    let rest = line.get(start..)?;
+    let end = rest.find(']')?;
+    rest.get(..end)?.split(',').next()?.trim().parse().ok()
+}
+
+impl Server {
+    /// Starts sipfront on `config` and waits (up to 20 s) for it to be ready.
+    pub fn start(config: &str) -> Server {
+        let dir = TempDir::new("srv");
+        let cfg = dir.write("sipfront.toml", config);
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info,sipfront=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sipfront");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(" ready") {
+                    let _ = tx.send(line.clone());
+                }
+                log2.lock().map(|mut l| l.push(line)).ok();
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sipfront did not become ready; log:\n{}",
+                    log.lock().map(|l| l.join("\n")).unwrap_or_default()
+                );
+            }
+        };
+        let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
+        let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
+        Server {
+            child,
+            udp,
+            tcp,
+            log,
+            config: cfg,
+            _dir: dir,
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains `needle` (true) or `timeout` passes.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a signal to this server's process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal OPTIONS request with a Via naming `transport` and `local`.
+pub fn options(transport: &str, local: SocketAddr, target: SocketAddr, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:{target} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:test@{local}>;tag=t{branch}\r\n\
+         To: <sip:{target}>\r\n\
+         Call-ID: {branch}@test\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
