@@ -9,10 +9,13 @@ use super::message::Message;
 use super::method::Method;
 use super::status::StatusCode;
 use super::transport::Transport;
-use super::via::MAGIC_COOKIE;
+use super::uri::Host;
+use super::via::{Via, MAGIC_COOKIE};
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 fn random_token(n: usize) -> String {
     rand::thread_rng()
@@ -96,6 +99,71 @@ fn copy_all(out: &mut BytesMut, msg: &Message, name: &HeaderName) {
     }
 }
 
+/// Copies the Via headers of `req`, the top value rewritten with
+/// `received`/`rport` for `source` (see [`ResponseBuilder::received`]).
+fn put_vias_received(out: &mut BytesMut, req: &Message, source: SocketAddr) {
+    let mut vias = req.headers(&HeaderName::Via);
+    let Some(first) = vias.next() else { return };
+    let mut values = super::lex::CommaSplit::new(first);
+    out.put_slice(b"Via: ");
+    match values.next().map(Via::parse) {
+        Some(Ok(top)) => put_via_received(out, &top, source),
+        _ => put_unfolded(out, first),
+    }
+    for rest in values {
+        out.put_slice(b", ");
+        put_unfolded(out, super::lex::trim(rest));
+    }
+    out.put_slice(b"\r\n");
+    for v in vias {
+        put_header(out, "Via", v);
+    }
+}
+
+/// Writes one Via value from its parts with `received`/`rport` set.
+fn put_via_received(out: &mut BytesMut, via: &Via<'_>, source: SocketAddr) {
+    let mut text = String::with_capacity(96);
+    let _ = write!(
+        text,
+        "{}/{}/{} {}",
+        via.protocol, via.version, via.transport, via.host
+    );
+    if let Some(port) = via.port {
+        let _ = write!(text, ":{port}");
+    }
+    let rport = via.rport().is_some();
+    for (name, value) in via.params.iter() {
+        if name.eq_ignore_ascii_case("received") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("rport") {
+            let _ = write!(text, ";rport={}", source.port());
+            continue;
+        }
+        text.push(';');
+        text.push_str(name);
+        if let Some(v) = value {
+            let plain = v
+                .bytes()
+                .all(|b| super::lex::is_token(b) || matches!(b, b':' | b'[' | b']' | b'/' | b'@'));
+            let _ = if plain {
+                write!(text, "={v}")
+            } else {
+                write!(text, "=\"{v}\"")
+            };
+        }
+    }
+    let sent_by_is_source = match via.host {
+        Host::V4(a) => std::net::IpAddr::V4(a) == source.ip(),
+        Host::V6(a) => std::net::IpAddr::V6(a) == source.ip(),
+        Host::Name(_) => false,
+    };
+    if rport || !sent_by_is_source {
+        let _ = write!(text, ";received={}", source.ip());
+    }
+    put_clean(out, text.as_bytes());
+}
+
 /// Copies the first `name` header of `msg`, if any.
 fn copy_first(out: &mut BytesMut, msg: &Message, name: &HeaderName) {
     if let Some(v) = msg.header(name) {
@@ -122,6 +190,7 @@ pub struct ResponseBuilder {
     status: StatusCode,
     reason: Option<String>,
     to_tag: Option<String>,
+    source: Option<SocketAddr>,
     headers: Vec<(String, String)>,
     body: Option<(String, Bytes)>,
 }
@@ -134,9 +203,19 @@ impl ResponseBuilder {
             status,
             reason: None,
             to_tag: None,
+            source: None,
             headers: Vec::new(),
             body: None,
         }
+    }
+
+    /// The address the request came from: the top Via of the response gets
+    /// `received` (RFC 3261 §18.2.1, when it differs from sent-by) and a
+    /// value for an empty `rport` (RFC 3581 §4, which also makes `received`
+    /// mandatory), so a UA behind NAT learns how we see it.
+    pub fn received(mut self, source: SocketAddr) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Reason phrase (default: the canonical one).
@@ -190,7 +269,10 @@ impl ResponseBuilder {
         out.put_u8(b' ');
         put_clean(&mut out, reason.as_bytes());
         out.put_slice(b"\r\n");
-        copy_all(&mut out, req, &HeaderName::Via);
+        match self.source {
+            Some(source) => put_vias_received(&mut out, req, source),
+            None => copy_all(&mut out, req, &HeaderName::Via),
+        }
         copy_first(&mut out, req, &HeaderName::From);
         if let Some(to) = req.header(&HeaderName::To) {
             out.put_slice(b"To: ");

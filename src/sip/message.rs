@@ -157,7 +157,16 @@ fn eq_ci(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-fn parse_start(buf: &Bytes, s: usize, e: usize) -> Result<Start, ParseError> {
+/// How strictly a message is indexed: `Strict` for everything we act on,
+/// `Reply` to salvage enough of a broken request to answer it (RFC 3261
+/// §8.2.6 needs only Via, From, To, Call-ID and CSeq).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    Reply,
+}
+
+fn parse_start(buf: &Bytes, s: usize, e: usize, mode: Mode) -> Result<Start, ParseError> {
     let line = buf.get(s..e).ok_or(ParseError::BadStartLine)?;
     if memchr::memchr(0, line).is_some() {
         return Err(ParseError::InvalidByte);
@@ -219,7 +228,7 @@ fn parse_start(buf: &Bytes, s: usize, e: usize) -> Result<Start, ParseError> {
     }
     let [m, u, v] = parts;
     let version = line.get(v.0..v.1).ok_or(ParseError::BadStartLine)?;
-    if !eq_ci(version, b"SIP/2.0") {
+    if mode == Mode::Strict && !eq_ci(version, b"SIP/2.0") {
         return Err(if version.get(..4).is_some_and(|p| eq_ci(p, b"SIP/")) {
             ParseError::BadVersion
         } else {
@@ -233,6 +242,7 @@ fn parse_start(buf: &Bytes, s: usize, e: usize) -> Result<Start, ParseError> {
     let uri = line.get(u.0..u.1).ok_or(ParseError::BadRequestUri)?;
     let uri = std::str::from_utf8(uri).map_err(|_| ParseError::BadRequestUri)?;
     match Uri::parse(uri) {
+        _ if mode == Mode::Reply => {}
         None => return Err(ParseError::BadRequestUri),
         Some(u) if u.scheme == Scheme::Other => return Err(ParseError::UnsupportedUriScheme),
         Some(_) => {}
@@ -260,7 +270,37 @@ impl Message {
     ///
     /// # Errors
     /// See [`ParseError`].
-    pub fn parse_with_limit(mut buf: Bytes, max: usize) -> Result<Message, ParseError> {
+    pub fn parse_with_limit(buf: Bytes, max: usize) -> Result<Message, ParseError> {
+        let msg = Self::index(buf, max, Mode::Strict)?;
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    /// Salvages a request that [`Message::parse`] rejected, so that it can be
+    /// answered with the error (`400`, `505`, `416` ...).
+    ///
+    /// Tolerates a wrong SIP version, a bad Request-URI, duplicate or bad
+    /// Content-Length and other header faults, but insists on what a response
+    /// must copy (RFC 3261 §8.2.6): a parseable top Via, From, To, Call-ID
+    /// and CSeq. The input must already be bounded by the transport.
+    ///
+    /// # Returns
+    /// `None` for responses and for requests that cannot be answered.
+    pub fn parse_for_reply(buf: Bytes) -> Option<Message> {
+        let msg = Self::index(buf, usize::MAX, Mode::Reply).ok()?;
+        if !msg.is_request() {
+            return None;
+        }
+        msg.top_via().ok()?;
+        msg.cseq().ok()?;
+        msg.call_id().ok()?;
+        msg.from().ok()?;
+        msg.to().ok()?;
+        Some(msg)
+    }
+
+    /// Indexes the start line and header fields; `validate` is separate.
+    fn index(mut buf: Bytes, max: usize, mode: Mode) -> Result<Message, ParseError> {
         let max = max.min(u32::MAX as usize - 1);
         if buf.len() > max {
             return Err(ParseError::TooLarge {
@@ -275,7 +315,7 @@ impl Message {
             .position(|&c| c != b'\r' && c != b'\n')
             .ok_or(ParseError::Empty)?;
         let (le, next) = line_at(b, pos).ok_or(ParseError::UnterminatedHeaders)?;
-        let start = parse_start(&buf, pos, le)?;
+        let start = parse_start(&buf, pos, le, mode)?;
         pos = next;
 
         let mut headers: SmallVec<[HeaderSpan; 32]> = SmallVec::new();
@@ -355,7 +395,7 @@ impl Message {
             if let Some((slot, single)) = slot {
                 if *slot == NONE {
                     *slot = idx;
-                } else if single {
+                } else if single && mode == Mode::Strict {
                     return Err(ParseError::DuplicateHeader(
                         HeaderName::from_id(id).unwrap_or(HeaderName::Other(Bytes::new())),
                     ));
@@ -375,6 +415,7 @@ impl Message {
         }
         let avail = b.len().saturating_sub(body_start);
         let (body_end, content_length) = match headers.get(hot.content_length as usize) {
+            Some(_) if mode == Mode::Reply => (b.len(), None),
             Some(h) => {
                 let v = b.get(h.value.range()).ok_or(ParseError::BadContentLength)?;
                 let cl = cseq::parse_u32(lex::trim(v)).ok_or(ParseError::BadContentLength)?;
@@ -395,7 +436,6 @@ impl Message {
             body: Span::new(body_start, body_end),
             content_length,
         };
-        msg.validate()?;
         Ok(msg)
     }
 
