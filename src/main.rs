@@ -116,7 +116,7 @@ mod shell {
     };
     use tokio::sync::mpsc;
 
-    use super::stateless::Endpoint;
+    use sipfront::endpoint::{Endpoint, EndpointConfig};
 
     /// Inbound queue between the sockets and the core task.
     const EVENT_QUEUE: usize = 16 * 1024;
@@ -148,7 +148,7 @@ mod shell {
             env!("CARGO_PKG_VERSION")
         );
         let core = tokio::spawn(core_loop(
-            Endpoint::new(cfg.server.public_address.clone()),
+            Endpoint::new(EndpointConfig::default()),
             events_rx,
             transports,
             controller.subscribe(),
@@ -278,101 +278,6 @@ mod shell {
         async fn next(&mut self) -> Signal {
             let _ = tokio::signal::ctrl_c().await;
             Signal::Stop("Ctrl-C")
-        }
-    }
-}
-
-/// A stand-in for the sans-IO `endpoint::Endpoint` (being written on main):
-/// answers each parsed request statelessly (OPTIONS `200`, Max-Forwards 0
-/// `483`, anything else `501`) and ignores responses. Same calling contract:
-/// `handle_*(…, now)`, then drain `poll_transmit`, then `poll_timeout`.
-mod stateless {
-    use std::collections::VecDeque;
-    use std::time::Instant;
-
-    use sipfront::sip::build::{new_tag, ResponseBuilder};
-    use sipfront::sip::{Message, Method, StatusCode};
-    use sipfront::transport::{Inbound, Outbound, TransportEvent};
-
-    /// Methods this stand-in advertises.
-    const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
-
-    /// The stand-in endpoint.
-    pub(crate) struct Endpoint {
-        server: String,
-        out: VecDeque<Outbound>,
-        parse_errors: u64,
-    }
-
-    impl Endpoint {
-        /// A fresh endpoint; `_public_address` will go in Via/Contact later.
-        pub(crate) fn new(_public_address: String) -> Endpoint {
-            Endpoint {
-                server: format!("sipfront/{}", env!("CARGO_PKG_VERSION")),
-                out: VecDeque::new(),
-                parse_errors: 0,
-            }
-        }
-
-        /// Feeds one transport event.
-        pub(crate) fn handle_event(&mut self, ev: TransportEvent, now: Instant) {
-            match ev {
-                TransportEvent::Inbound(inbound) => self.handle(inbound, now),
-                TransportEvent::SendFailed { dest, error, .. } => {
-                    tracing::debug!(%dest, ?error, "send failed");
-                }
-                TransportEvent::Closed { conn, peer } => {
-                    tracing::debug!(%conn, %peer, "connection closed");
-                }
-            }
-        }
-
-        /// Handles one received message.
-        pub(crate) fn handle(&mut self, inbound: Inbound, _now: Instant) {
-            let msg = match Message::parse(inbound.bytes.clone()) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.parse_errors += 1;
-                    tracing::debug!(peer = %inbound.peer, "unparsable message dropped: {e}");
-                    return;
-                }
-            };
-            let Some(method) = msg.method() else { return };
-            let status = match method {
-                Method::Ack => return,
-                Method::Options => StatusCode(200),
-                _ if matches!(msg.max_forwards(), Ok(Some(0))) => StatusCode(483),
-                _ => StatusCode(501),
-            };
-            let mut resp = ResponseBuilder::new(&msg, status)
-                .to_tag(&new_tag())
-                .server(&self.server);
-            if *method == Method::Options {
-                resp = resp
-                    .header("Allow", ALLOW)
-                    .header("Accept", "application/sdp");
-            }
-            // RFC 3581 symmetric response: back to the source address, on the
-            // same connection for streams.
-            self.out.push_back(Outbound {
-                bytes: resp.build(),
-                dest: inbound.peer,
-                transport: inbound.transport,
-                conn: inbound.conn,
-            });
-        }
-
-        /// No timers in the stand-in.
-        pub(crate) fn handle_timeout(&mut self, _now: Instant) {}
-
-        /// Next message to send.
-        pub(crate) fn poll_transmit(&mut self) -> Option<Outbound> {
-            self.out.pop_front()
-        }
-
-        /// Next deadline (none: the stand-in has no timers).
-        pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-            None
         }
     }
 }

@@ -50,7 +50,7 @@ fn tcp_client(server: &Server) -> (TcpStream, SocketAddr) {
 }
 
 #[test]
-fn udp_options_200_and_other_methods_501() {
+fn udp_options_200_known_methods_405_unknown_501() {
     let server = Server::start(LOOPBACK_CONFIG);
     let c = udp_client();
     let local = c.local_addr().expect("local");
@@ -62,7 +62,11 @@ fn udp_options_200_and_other_methods_501() {
     let r = recv_text(&c);
     assert!(r.starts_with("SIP/2.0 200 OK\r\n"), "{r}");
     assert!(
-        r.contains(&format!("Via: SIP/2.0/UDP {local};branch=z9hG4bKa1;rport")),
+        r.contains(&format!(
+            "Via: SIP/2.0/UDP {local};branch=z9hG4bKa1;rport={};received={}",
+            local.port(),
+            local.ip()
+        )),
         "{r}"
     );
     assert!(r.contains("To: <sip:"), "{r}");
@@ -71,6 +75,11 @@ fn udp_options_200_and_other_methods_501() {
 
     let info = options("UDP", local, server.udp, "a2").replace("OPTIONS", "INFO");
     c.send_to(info.as_bytes(), server.udp).expect("send");
+    let r = recv_text(&c);
+    assert!(r.starts_with("SIP/2.0 405 "), "{r}");
+    assert!(r.contains("\r\nAllow: "), "{r}");
+    let unknown = options("UDP", local, server.udp, "a3").replace("OPTIONS", "FROB");
+    c.send_to(unknown.as_bytes(), server.udp).expect("send");
     assert!(recv_text(&c).starts_with("SIP/2.0 501 "));
 }
 

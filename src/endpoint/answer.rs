@@ -1,0 +1,109 @@
+//! Answers owed by any SIP element before policy: the order of checks is
+//! RFC 3261 §8.2 (method, then `Require`) preceded by the proxy's
+//! Max-Forwards check (§16.3 step 3), as Kamailio scripts do it.
+
+use bytes::Bytes;
+
+use super::{EndpointConfig, Inbound};
+use crate::sip::build::{self, ResponseBuilder};
+use crate::sip::{HeaderName, Message, Method, ParseError, StatusCode};
+
+/// Methods we act on today; sent in `Allow` (RFC 3261 §20.5).
+pub const ALLOW: &str = "OPTIONS, ACK, CANCEL";
+
+/// Option tags we support (RFC 3261 §19.2); a `Require` naming any other gets `420`.
+pub const SUPPORTED: &[&str] = &[];
+
+/// What the SDP-less core accepts in bodies (RFC 3261 §11.2).
+const ACCEPT: &str = "application/sdp";
+
+/// A response we originate, with its status for counting.
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) bytes: Bytes,
+}
+
+/// The answer to a well-formed request that opened a new server transaction.
+///
+/// ACK never reaches here: it opens no transaction (RFC 3261 §17.2.3).
+pub(super) fn answer(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Answer {
+    let (status, builder) = decide(req);
+    let builder = builder
+        .received(inbound.peer)
+        .to_tag(&build::new_tag())
+        .server(&cfg.server_header);
+    Answer {
+        status,
+        bytes: builder.build(),
+    }
+}
+
+fn decide(req: &Message) -> (StatusCode, ResponseBuilder) {
+    let respond = |status| (status, ResponseBuilder::new(req, status));
+    if let Ok(Some(0)) = req.max_forwards() {
+        return respond(StatusCode::TOO_MANY_HOPS);
+    }
+    let method = req.method().cloned().unwrap_or(Method::Other(Bytes::new()));
+    // §8.2.2.3: Require is not checked on CANCEL (and ACK never gets here).
+    if method != Method::Cancel {
+        let unsupported = unsupported_tags(req);
+        if !unsupported.is_empty() {
+            let (status, b) = respond(StatusCode::BAD_EXTENSION);
+            return (status, b.header("Unsupported", &unsupported.join(", ")));
+        }
+    }
+    match method {
+        Method::Options => {
+            let (status, b) = respond(StatusCode::OK);
+            let b = b
+                .header("Allow", ALLOW)
+                .header("Accept", ACCEPT)
+                .header("Supported", &SUPPORTED.join(", "));
+            (status, b)
+        }
+        // A CANCEL that matched no INVITE server transaction (§9.2).
+        Method::Cancel => respond(StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST),
+        Method::Other(_) => respond(StatusCode::NOT_IMPLEMENTED),
+        _ => {
+            let (status, b) = respond(StatusCode::METHOD_NOT_ALLOWED);
+            (status, b.header("Allow", ALLOW))
+        }
+    }
+}
+
+/// Option tags in `Require` and `Proxy-Require` that we do not support.
+fn unsupported_tags(req: &Message) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in [HeaderName::Require, HeaderName::ProxyRequire] {
+        for value in req.headers(&name) {
+            for tag in value.split(|&c| c == b',') {
+                let tag = String::from_utf8_lossy(tag.trim_ascii());
+                if !tag.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(&tag)) {
+                    out.push(tag.into_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The answer to a request that failed to parse, when one can be addressed.
+///
+/// Responses are never answered, and a request without a parseable top Via,
+/// From, To, Call-ID and CSeq cannot be answered (RFC 3261 §8.2.6): those are
+/// dropped. The reason phrase says what was wrong, so a person reading a
+/// trace sees why.
+pub(super) fn reject(
+    raw: &Bytes,
+    err: &ParseError,
+    inbound: &Inbound,
+    cfg: &EndpointConfig,
+) -> Option<Bytes> {
+    let req = Message::parse_for_reply(raw.clone())?;
+    let b = ResponseBuilder::new(&req, err.status())
+        .reason(err.reason())
+        .received(inbound.peer)
+        .to_tag(&build::new_tag())
+        .server(&cfg.server_header);
+    Some(b.build())
+}

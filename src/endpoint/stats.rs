@@ -1,0 +1,33 @@
+//! Counters of what the endpoint did with the traffic it saw.
+//!
+//! Plain integers: the endpoint is owned by one task, so no atomics are
+//! needed here; the shell copies them out for `/metrics`.
+
+use crate::sip::StatusCode;
+
+/// What the endpoint has seen and done since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages handed to [`super::Endpoint::handle`].
+    pub received: u64,
+    /// Messages that failed to parse.
+    pub parse_errors: u64,
+    /// Malformed messages dropped because no response could be addressed.
+    pub dropped: u64,
+    /// Responses matching no client transaction.
+    pub unmatched_responses: u64,
+    /// Messages the transport could not send.
+    pub send_failures: u64,
+    /// Final responses we originated, by class: index 0 = 2xx … 4 = 6xx.
+    pub answered: [u64; 5],
+}
+
+impl Stats {
+    pub(super) fn count_answer(&mut self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).saturating_sub(2);
+        if let Some(n) = self.answered.get_mut(class) {
+            *n += 1;
+        }
+    }
+}
