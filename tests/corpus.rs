@@ -9,6 +9,9 @@ use sipfront::sip::{Contact, HeaderName, Host, Message, Scheme};
 use std::path::Path;
 use toml::Value;
 
+mod common;
+use common::touch_everything;
+
 fn host_str(h: &Host<'_>) -> String {
     h.to_string()
 }
@@ -25,65 +28,6 @@ fn i(v: &Value, key: &str) -> i64 {
 
 fn opt(o: Option<&str>) -> &str {
     o.unwrap_or("")
-}
-
-/// Calls every accessor; used to prove none panics on accepted input.
-fn touch_everything(m: &Message) {
-    let _ = (
-        m.is_request(),
-        m.method(),
-        m.request_uri(),
-        m.status(),
-        m.reason(),
-    );
-    let _ = (
-        m.call_id(),
-        m.cseq(),
-        m.max_forwards(),
-        m.content_length(),
-        m.body(),
-    );
-    let _ = (
-        m.content_type(),
-        m.expires(),
-        m.head_len(),
-        m.header_count(),
-    );
-    if let Ok(v) = m.top_via() {
-        let _ = (
-            v.branch(),
-            v.received(),
-            v.rport(),
-            v.sent_by(),
-            v.maddr(),
-            v.ttl(),
-        );
-        let _ = (v.is_rfc3261_branch(), v.transport_kind());
-    }
-    for v in m.vias().flatten() {
-        let _ = v.params.iter().count();
-    }
-    for n in [m.from(), m.to()].into_iter().flatten() {
-        let _ = (
-            n.tag(),
-            n.display_unescaped(),
-            n.expires(),
-            n.q(),
-            n.instance(),
-        );
-    }
-    for c in m.contacts().flatten() {
-        if let Some(a) = c.addr() {
-            let _ = (a.q(), a.expires(), a.uri.transport_param());
-        }
-    }
-    let _ = m.routes().count() + m.record_routes().count();
-    let _ = (m.authorization(), m.proxy_authorization());
-    let _ = (m.www_authenticate(), m.proxy_authenticate());
-    for (name, value) in m.all_headers() {
-        let _ = m.header_unfolded(&name);
-        let _ = (m.header(&name), value.len());
-    }
 }
 
 fn check_ok(file: &str, case: &toml::Table, m: &Message, input: &[u8]) {

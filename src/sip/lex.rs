@@ -163,13 +163,67 @@ pub struct Params<'a> {
     raw: &'a str,
 }
 
+/// Which grammar parameter values follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grammar {
+    /// Header `generic-param`: token / host / quoted-string (RFC 3261 §25.1);
+    /// bare IPv6 (`received`) allows `:`.
+    Header,
+    /// URI `uri-parameter`: paramchar (unreserved, escaped, `[]/:&+$`).
+    Uri,
+    /// Union of both, used when iterating an already validated list.
+    Any,
+}
+
+impl Grammar {
+    #[inline]
+    fn value_char(self, b: u8) -> bool {
+        let header = is_token(b) || b == b':';
+        let uri = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'['
+                    | b']'
+                    | b'/'
+                    | b':'
+                    | b'&'
+                    | b'+'
+                    | b'$'
+            );
+        match self {
+            Grammar::Header => header,
+            Grammar::Uri => uri,
+            Grammar::Any => header || uri,
+        }
+    }
+}
+
 impl<'a> Params<'a> {
-    /// Validates `raw` (the text after the first `;`, may be empty).
+    /// Validates `raw` (the text after the first `;`, may be empty) as header
+    /// parameters.
     pub(crate) fn parse(raw: &'a str) -> Option<Params<'a>> {
+        Self::parse_with(raw, Grammar::Header)
+    }
+
+    /// Validates `raw` as URI parameters.
+    pub(crate) fn parse_uri(raw: &'a str) -> Option<Params<'a>> {
+        Self::parse_with(raw, Grammar::Uri)
+    }
+
+    fn parse_with(raw: &'a str, g: Grammar) -> Option<Params<'a>> {
         let p = Params { raw };
         let mut it = ParamIter { rest: raw };
         while !it.rest.is_empty() {
-            it.next_checked()?;
+            it.next_checked(g)?;
         }
         Some(p)
     }
@@ -213,7 +267,7 @@ pub struct ParamIter<'a> {
 
 impl<'a> ParamIter<'a> {
     /// Next parameter; `None` on a syntax error (only possible before validation).
-    fn next_checked(&mut self) -> Option<(&'a str, Option<&'a str>)> {
+    fn next_checked(&mut self, g: Grammar) -> Option<(&'a str, Option<&'a str>)> {
         let s = skip_lws(self.rest);
         let s = s.strip_prefix(';').map_or(s, skip_lws);
         let (name, after) = take_token(s);
@@ -223,14 +277,22 @@ impl<'a> ParamIter<'a> {
         let after = skip_lws(after);
         let (value, after) = if let Some(v) = after.strip_prefix('=') {
             let v = skip_lws(v);
-            if v.starts_with('"') {
+            if v.starts_with('"') && g != Grammar::Uri {
                 take_quoted(v).map(|(q, r)| (Some(q), r))?
-            } else {
-                // token, or an IPv6 reference / host with ':' and '[]'
-                let end = v
+            } else if v.starts_with('[') && g == Grammar::Header {
+                // IPv6 reference as a host value
+                let close = memchr::memchr(b']', v.as_bytes())?;
+                let (val, r) = v.split_at_checked(close + 1)?;
+                let inner = val.get(1..close)?;
+                if !inner
                     .bytes()
-                    .position(|b| !(is_token(b) || matches!(b, b':' | b'[' | b']' | b'/' | b'@')))
-                    .unwrap_or(v.len());
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return None;
+                }
+                (Some(val), r)
+            } else {
+                let end = v.bytes().position(|b| !g.value_char(b)).unwrap_or(v.len());
                 let (val, r) = v.split_at_checked(end)?;
                 if val.is_empty() {
                     return None;
@@ -256,7 +318,7 @@ impl<'a> Iterator for ParamIter<'a> {
         if trim_str(self.rest).is_empty() {
             return None;
         }
-        let r = self.next_checked();
+        let r = self.next_checked(Grammar::Any);
         if r.is_none() {
             self.rest = "";
         }

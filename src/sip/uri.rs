@@ -196,7 +196,7 @@ impl<'a> Uri<'a> {
                 password: None,
                 host: Host::Name(""),
                 port: None,
-                params: Params::parse(params)?,
+                params: Params::parse_uri(params)?,
                 headers: None,
                 raw,
             });
@@ -227,7 +227,7 @@ impl<'a> Uri<'a> {
             password,
             host,
             port,
-            params: Params::parse(params)?,
+            params: Params::parse_uri(params)?,
             headers,
             raw,
         })
