@@ -40,7 +40,8 @@ fn rsip_fields(bytes: &[u8]) -> Option<Fields> {
         request_uri,
         call_id,
         cseq: (cseq.seq, cseq.method.to_string()),
-        branch: via.branch().map(|b| b.to_string()),
+        // rsip keeps the SWS allowed around "=" (RFC 3261 §25.1 EQUAL)
+        branch: via.branch().map(|b| b.to_string().trim().to_owned()),
     })
 }
 

@@ -7,32 +7,86 @@
 //! header was folded.
 
 /// SP, HT, CR or LF: white space once folding is taken into account.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_lws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    is(b, LWS)
 }
 
-const fn token_table() -> [bool; 256] {
-    let mut t = [false; 256];
+/// Character classes, one table lookup per byte on the hot paths.
+pub(crate) const TOKEN: u8 = 1;
+/// SP, HT, CR, LF.
+pub(crate) const LWS: u8 = 2;
+/// Host name characters: alphanumeric, `-`, `.`, `_`.
+pub(crate) const HOST: u8 = 4;
+/// Allowed anywhere in a sip/sips/tel URI: visible ASCII or UTF-8 except `<>"`.
+pub(crate) const URI: u8 = 8;
+/// URI `paramchar` (RFC 3261 §25.1).
+pub(crate) const URI_PARAM: u8 = 16;
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
+        let mut c = 0;
+        if b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
+            )
+        {
+            c |= TOKEN;
+        }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            c |= LWS;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            c |= HOST;
+        }
+        if b > b' ' && b != 0x7f && !matches!(b, b'<' | b'>' | b'"') {
+            c |= URI;
+        }
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'['
+                    | b']'
+                    | b'/'
+                    | b':'
+                    | b'&'
+                    | b'+'
+                    | b'$'
+            )
+        {
+            c |= URI_PARAM;
+        }
+        t[i] = c;
         i += 1;
     }
     t
 }
 
-static TOKEN: [bool; 256] = token_table();
+static CLASS: [u8; 256] = class_table();
+
+/// Whether `b` is in any of the classes in `mask`.
+#[inline(always)]
+pub(crate) fn is(b: u8, mask: u8) -> bool {
+    CLASS[usize::from(b)] & mask != 0
+}
 
 /// RFC 3261 `token` characters.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_token(b: u8) -> bool {
-    TOKEN[usize::from(b)]
+    is(b, TOKEN)
 }
 
 /// Splits at the first occurrence of an ASCII byte, dropping it.

@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (RFC 3261 §19.1), `tel:` (RFC 3966), IPv6 references
 //! (RFC 5118), and a pass-through form for other absolute URIs.
 
-use super::lex::{is_lws, split_byte, Params};
+use super::lex::{self, split_byte, Params};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -84,7 +84,7 @@ pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
     } else {
         let i = b
             .iter()
-            .position(|&c| c == b':' || is_lws(c))
+            .position(|&c| !lex::is(c, lex::HOST))
             .unwrap_or(b.len());
         s.split_at_checked(i)?
     };
@@ -137,25 +137,11 @@ impl<'a> Uri<'a> {
             3 if scheme_s.eq_ignore_ascii_case("tel") => Scheme::Tel,
             _ => Scheme::Other,
         };
-        // One pass: reject CTL/SP/<>" and note the first '?' and the last '@' before it.
-        let mut question = None;
-        let mut at = None;
-        for (i, &b) in rest.as_bytes().iter().enumerate() {
-            if b <= b' '
-                || b == 0x7f
-                || (scheme != Scheme::Other && matches!(b, b'<' | b'>' | b'"'))
-            {
+        let rb = rest.as_bytes();
+        if scheme == Scheme::Other {
+            if rb.iter().any(|&b| b <= b' ' || b == 0x7f) {
                 return None;
             }
-            if question.is_none() {
-                if b == b'?' {
-                    question = Some(i);
-                } else if b == b'@' {
-                    at = Some(i);
-                }
-            }
-        }
-        if scheme == Scheme::Other {
             let ok = scheme_s
                 .bytes()
                 .next()
@@ -176,6 +162,9 @@ impl<'a> Uri<'a> {
                 headers: None,
                 raw,
             });
+        }
+        if !rb.iter().all(|&b| lex::is(b, lex::URI)) {
+            return None;
         }
         if scheme == Scheme::Tel {
             let (number, params) = split_byte(rest, b';').unwrap_or((rest, ""));
@@ -201,6 +190,8 @@ impl<'a> Uri<'a> {
                 raw,
             });
         }
+        let question = memchr::memchr(b'?', rb);
+        let at = memchr::memrchr(b'@', rb.get(..question.unwrap_or(rb.len()))?);
         let (main, headers) = match question {
             Some(q) => (rest.get(..q)?, Some(rest.get(q + 1..)?)),
             None => (rest, None),
