@@ -92,7 +92,8 @@ pub(crate) fn is_token(b: u8) -> bool {
 /// Splits at the first occurrence of an ASCII byte, dropping it.
 #[inline]
 pub(crate) fn split_byte(s: &str, c: u8) -> Option<(&str, &str)> {
-    let i = memchr::memchr(c, s.as_bytes())?;
+    // Values are short: a plain loop beats memchr's dispatch here.
+    let i = s.bytes().position(|b| b == c)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
@@ -225,38 +226,14 @@ enum Grammar {
     Header,
     /// URI `uri-parameter`: paramchar (unreserved, escaped, `[]/:&+$`).
     Uri,
-    /// Union of both, used when iterating an already validated list.
-    Any,
 }
 
 impl Grammar {
-    #[inline]
+    #[inline(always)]
     fn value_char(self, b: u8) -> bool {
-        let header = is_token(b) || b == b':';
-        let uri = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'_'
-                    | b'.'
-                    | b'!'
-                    | b'~'
-                    | b'*'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'%'
-                    | b'['
-                    | b']'
-                    | b'/'
-                    | b':'
-                    | b'&'
-                    | b'+'
-                    | b'$'
-            );
         match self {
-            Grammar::Header => header,
-            Grammar::Uri => uri,
-            Grammar::Any => header || uri,
+            Grammar::Header => is_token(b) || b == b':',
+            Grammar::Uri => is(b, URI_PARAM),
         }
     }
 }
@@ -368,15 +345,52 @@ impl<'a> ParamIter<'a> {
 impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a str, Option<&'a str>);
 
+    /// Splits the next parameter off an already validated list: one pass
+    /// that only tracks quotes, `;` and the first `=`.
     fn next(&mut self) -> Option<Self::Item> {
-        if trim_str(self.rest).is_empty() {
+        let b = self.rest.as_bytes();
+        let mut i = 0;
+        while b.get(i).is_some_and(|&c| c == b';' || is_lws(c)) {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.rest = "";
             return None;
         }
-        let r = self.next_checked(Grammar::Any);
-        if r.is_none() {
-            self.rest = "";
+        let start = i;
+        let mut eq = None;
+        let mut in_quote = false;
+        while let Some(&c) = b.get(i) {
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if c == b';' {
+                break;
+            } else if c == b'=' && eq.is_none() {
+                eq = Some(i);
+            }
+            i += 1;
         }
-        r
+        let end = i.min(b.len());
+        let item = self.rest.get(start..end)?;
+        self.rest = self.rest.get(end..).unwrap_or("");
+        match eq {
+            None => Some((trim_str(item), None)),
+            Some(e) => {
+                let name = trim_str(item.get(..e - start)?);
+                let value = trim_str(item.get(e - start + 1..)?);
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                Some((name, Some(value)))
+            }
+        }
     }
 }
 

@@ -79,25 +79,67 @@ impl fmt::Display for Host<'_> {
 pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
     let b = s.as_bytes();
     let (host, rest) = if b.first() == Some(&b'[') {
-        let close = memchr::memchr(b']', b)?;
-        s.split_at_checked(close + 1)?
+        let close = b.iter().position(|&c| c == b']')?;
+        let (h, r) = s.split_at_checked(close + 1)?;
+        (Host::parse(h)?, r)
     } else {
-        let i = b
-            .iter()
-            .position(|&c| !lex::is(c, lex::HOST))
-            .unwrap_or(b.len());
-        s.split_at_checked(i)?
+        // one pass: host characters, noting whether it could be an IPv4 literal
+        let mut i = 0;
+        let mut numeric = true;
+        while let Some(&c) = b.get(i) {
+            if !lex::is(c, lex::HOST) {
+                break;
+            }
+            numeric &= c.is_ascii_digit() || c == b'.';
+            i += 1;
+        }
+        let (h, r) = s.split_at_checked(i)?;
+        if h.is_empty() {
+            return None;
+        }
+        let host = match numeric.then(|| parse_v4(h.as_bytes())).flatten() {
+            Some(a) => Host::V4(a),
+            None => Host::Name(h),
+        };
+        (host, r)
     };
-    let host = Host::parse(host)?;
-    let rest = super::lex::trim_str(rest);
+    let rest = lex::trim_str(rest);
     if rest.is_empty() {
         return Some((host, None));
     }
-    let port = super::lex::trim_str(rest.strip_prefix(':')?);
-    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+    let port = lex::trim_str(rest.strip_prefix(':')?);
+    if port.is_empty() || port.len() > 5 {
         return None;
     }
-    Some((host, Some(port.parse().ok()?)))
+    let mut n: u32 = 0;
+    for c in port.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    Some((host, Some(u16::try_from(n).ok()?)))
+}
+
+/// Dotted-quad IPv4 (no leading-zero or range tricks beyond 0..=255).
+fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = b.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &d in p {
+            v = v * 10 + u16::from(d.wrapping_sub(b'0'));
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
 }
 
 /// A parsed URI borrowing from the message buffer.
