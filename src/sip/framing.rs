@@ -4,7 +4,7 @@
 //! [`crate::sip::Message::parse`]. "Need more bytes" is kept apart from
 //! "close the connection".
 
-use super::header::lookup;
+use super::header::{lookup, HeaderName};
 use super::lex;
 
 /// What the front of a stream buffer holds.
@@ -30,6 +30,24 @@ pub enum FrameError {
     Invalid(&'static str),
 }
 
+/// Folds one (possibly continued) piece of a Content-Length value into `digits`.
+fn cl_part(part: &[u8], digits: &mut Option<usize>) -> Result<(), FrameError> {
+    let t = lex::trim(part);
+    if t.is_empty() {
+        return Ok(());
+    }
+    if digits.is_some() || t.len() > 10 || !t.iter().all(u8::is_ascii_digit) {
+        return Err(FrameError::Invalid("bad Content-Length"));
+    }
+    *digits = t.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    });
+    if digits.is_none() {
+        return Err(FrameError::Invalid("bad Content-Length"));
+    }
+    Ok(())
+}
+
 /// Content-Length value from one header section (`None` if absent).
 fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
     let mut found: Option<usize> = None;
@@ -42,31 +60,19 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
             continue; // continuation line
         }
         let name = lex::trim(line.get(..colon).unwrap_or_default());
-        if lookup(name) != Some(7) {
+        if lookup(name) != HeaderName::ContentLength.known_id() {
             continue;
         }
-        // value plus any folded continuation lines
+        // value plus any folded continuation lines (no allocation)
         let mut digits: Option<usize> = None;
-        let mut parts = vec![line.get(colon + 1..).unwrap_or_default()];
+        cl_part(line.get(colon + 1..).unwrap_or_default(), &mut digits)?;
         while let Some(next) = lines.peek() {
             if next.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-                parts.push(next);
+                cl_part(next, &mut digits)?;
                 lines.next();
             } else {
                 break;
             }
-        }
-        for part in parts {
-            let t = lex::trim(part);
-            if t.is_empty() {
-                continue;
-            }
-            if digits.is_some() || t.len() > 10 || !t.iter().all(u8::is_ascii_digit) {
-                return Err(FrameError::Invalid("bad Content-Length"));
-            }
-            digits = t.iter().try_fold(0usize, |n, &d| {
-                n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
-            });
         }
         let v = digits.ok_or(FrameError::Invalid("bad Content-Length"))?;
         if found.is_some_and(|f| f != v) {

@@ -7,38 +7,93 @@
 //! header was folded.
 
 /// SP, HT, CR or LF: white space once folding is taken into account.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_lws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    is(b, LWS)
 }
 
-const fn token_table() -> [bool; 256] {
-    let mut t = [false; 256];
+/// Character classes, one table lookup per byte on the hot paths.
+pub(crate) const TOKEN: u8 = 1;
+/// SP, HT, CR, LF.
+pub(crate) const LWS: u8 = 2;
+/// Host name characters: alphanumeric, `-`, `.`, `_`.
+pub(crate) const HOST: u8 = 4;
+/// Allowed anywhere in a sip/sips/tel URI: visible ASCII or UTF-8 except `<>"`.
+pub(crate) const URI: u8 = 8;
+/// URI `paramchar` (RFC 3261 §25.1).
+pub(crate) const URI_PARAM: u8 = 16;
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
+        let mut c = 0;
+        if b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
+            )
+        {
+            c |= TOKEN;
+        }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            c |= LWS;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            c |= HOST;
+        }
+        if b > b' ' && b != 0x7f && !matches!(b, b'<' | b'>' | b'"') {
+            c |= URI;
+        }
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'['
+                    | b']'
+                    | b'/'
+                    | b':'
+                    | b'&'
+                    | b'+'
+                    | b'$'
+            )
+        {
+            c |= URI_PARAM;
+        }
+        t[i] = c;
         i += 1;
     }
     t
 }
 
-static TOKEN: [bool; 256] = token_table();
+static CLASS: [u8; 256] = class_table();
+
+/// Whether `b` is in any of the classes in `mask`.
+#[inline(always)]
+pub(crate) fn is(b: u8, mask: u8) -> bool {
+    CLASS[usize::from(b)] & mask != 0
+}
 
 /// RFC 3261 `token` characters.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_token(b: u8) -> bool {
-    TOKEN[usize::from(b)]
+    is(b, TOKEN)
 }
 
 /// Splits at the first occurrence of an ASCII byte, dropping it.
 #[inline]
 pub(crate) fn split_byte(s: &str, c: u8) -> Option<(&str, &str)> {
-    let i = memchr::memchr(c, s.as_bytes())?;
+    // Values are short: a plain loop beats memchr's dispatch here.
+    let i = s.bytes().position(|b| b == c)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
@@ -163,13 +218,43 @@ pub struct Params<'a> {
     raw: &'a str,
 }
 
+/// Which grammar parameter values follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grammar {
+    /// Header `generic-param`: token / host / quoted-string (RFC 3261 §25.1);
+    /// bare IPv6 (`received`) allows `:`.
+    Header,
+    /// URI `uri-parameter`: paramchar (unreserved, escaped, `[]/:&+$`).
+    Uri,
+}
+
+impl Grammar {
+    #[inline(always)]
+    fn value_char(self, b: u8) -> bool {
+        match self {
+            Grammar::Header => is_token(b) || b == b':',
+            Grammar::Uri => is(b, URI_PARAM),
+        }
+    }
+}
+
 impl<'a> Params<'a> {
-    /// Validates `raw` (the text after the first `;`, may be empty).
+    /// Validates `raw` (the text after the first `;`, may be empty) as header
+    /// parameters.
     pub(crate) fn parse(raw: &'a str) -> Option<Params<'a>> {
+        Self::parse_with(raw, Grammar::Header)
+    }
+
+    /// Validates `raw` as URI parameters.
+    pub(crate) fn parse_uri(raw: &'a str) -> Option<Params<'a>> {
+        Self::parse_with(raw, Grammar::Uri)
+    }
+
+    fn parse_with(raw: &'a str, g: Grammar) -> Option<Params<'a>> {
         let p = Params { raw };
         let mut it = ParamIter { rest: raw };
         while !it.rest.is_empty() {
-            it.next_checked()?;
+            it.next_checked(g)?;
         }
         Some(p)
     }
@@ -213,7 +298,7 @@ pub struct ParamIter<'a> {
 
 impl<'a> ParamIter<'a> {
     /// Next parameter; `None` on a syntax error (only possible before validation).
-    fn next_checked(&mut self) -> Option<(&'a str, Option<&'a str>)> {
+    fn next_checked(&mut self, g: Grammar) -> Option<(&'a str, Option<&'a str>)> {
         let s = skip_lws(self.rest);
         let s = s.strip_prefix(';').map_or(s, skip_lws);
         let (name, after) = take_token(s);
@@ -223,14 +308,22 @@ impl<'a> ParamIter<'a> {
         let after = skip_lws(after);
         let (value, after) = if let Some(v) = after.strip_prefix('=') {
             let v = skip_lws(v);
-            if v.starts_with('"') {
+            if v.starts_with('"') && g != Grammar::Uri {
                 take_quoted(v).map(|(q, r)| (Some(q), r))?
-            } else {
-                // token, or an IPv6 reference / host with ':' and '[]'
-                let end = v
+            } else if v.starts_with('[') && g == Grammar::Header {
+                // IPv6 reference as a host value
+                let close = memchr::memchr(b']', v.as_bytes())?;
+                let (val, r) = v.split_at_checked(close + 1)?;
+                let inner = val.get(1..close)?;
+                if !inner
                     .bytes()
-                    .position(|b| !(is_token(b) || matches!(b, b':' | b'[' | b']' | b'/' | b'@')))
-                    .unwrap_or(v.len());
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return None;
+                }
+                (Some(val), r)
+            } else {
+                let end = v.bytes().position(|b| !g.value_char(b)).unwrap_or(v.len());
                 let (val, r) = v.split_at_checked(end)?;
                 if val.is_empty() {
                     return None;
@@ -252,15 +345,52 @@ impl<'a> ParamIter<'a> {
 impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a str, Option<&'a str>);
 
+    /// Splits the next parameter off an already validated list: one pass
+    /// that only tracks quotes, `;` and the first `=`.
     fn next(&mut self) -> Option<Self::Item> {
-        if trim_str(self.rest).is_empty() {
+        let b = self.rest.as_bytes();
+        let mut i = 0;
+        while b.get(i).is_some_and(|&c| c == b';' || is_lws(c)) {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.rest = "";
             return None;
         }
-        let r = self.next_checked();
-        if r.is_none() {
-            self.rest = "";
+        let start = i;
+        let mut eq = None;
+        let mut in_quote = false;
+        while let Some(&c) = b.get(i) {
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if c == b';' {
+                break;
+            } else if c == b'=' && eq.is_none() {
+                eq = Some(i);
+            }
+            i += 1;
         }
-        r
+        let end = i.min(b.len());
+        let item = self.rest.get(start..end)?;
+        self.rest = self.rest.get(end..).unwrap_or("");
+        match eq {
+            None => Some((trim_str(item), None)),
+            Some(e) => {
+                let name = trim_str(item.get(..e - start)?);
+                let value = trim_str(item.get(e - start + 1..)?);
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                Some((name, Some(value)))
+            }
+        }
     }
 }
 

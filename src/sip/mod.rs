@@ -11,6 +11,36 @@
 //! * [`framing::check`] cuts messages out of a TCP stream by Content-Length.
 //! * [`build`] writes responses, ACK/CANCEL and requests from typed values.
 //! * [`Message::as_bytes`] re-emits a received message byte-exact.
+//!
+//! ```
+//! use sipfront::sip::{build, Bytes, Message, Method, StatusCode};
+//!
+//! let req = Message::parse(Bytes::from_static(
+//!     b"OPTIONS sip:gw.example.com SIP/2.0\r\n\
+//!       v: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK77;rport\r\n\
+//!       f: <sip:ping@192.0.2.1>;tag=a1\r\n\
+//!       t: <sip:gw.example.com>\r\n\
+//!       i: c1@192.0.2.1\r\n\
+//!       CSeq: 7 OPTIONS\r\n\
+//!       l: 0\r\n\r\n",
+//! ))?;
+//! assert_eq!(req.method(), Some(&Method::Options));
+//! let via = req.top_via()?;
+//! assert_eq!(via.branch(), Some("z9hG4bK77"));
+//! assert_eq!(via.rport(), Some(None)); // flag present, to be filled in
+//! assert_eq!(req.from()?.tag(), Some("a1"));
+//!
+//! let resp = build::ResponseBuilder::new(&req, StatusCode::OK)
+//!     .to_tag(&build::new_tag())
+//!     .header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
+//!     .build();
+//! let resp = Message::parse(resp)?;
+//! assert_eq!(resp.status(), Some(StatusCode::OK));
+//! assert!(resp.to()?.tag().is_some());
+//! # Ok::<(), sipfront::sip::ParseError>(())
+//! ```
+//!
+//! Errors carry the answer: [`ParseError::status`] is 400, 413, 416 or 505.
 
 pub mod auth;
 pub mod build;

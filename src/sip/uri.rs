@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (RFC 3261 §19.1), `tel:` (RFC 3966), IPv6 references
 //! (RFC 5118), and a pass-through form for other absolute URIs.
 
-use super::lex::{is_lws, split_byte, Params};
+use super::lex::{self, split_byte, Params};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -79,25 +79,67 @@ impl fmt::Display for Host<'_> {
 pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
     let b = s.as_bytes();
     let (host, rest) = if b.first() == Some(&b'[') {
-        let close = memchr::memchr(b']', b)?;
-        s.split_at_checked(close + 1)?
+        let close = b.iter().position(|&c| c == b']')?;
+        let (h, r) = s.split_at_checked(close + 1)?;
+        (Host::parse(h)?, r)
     } else {
-        let i = b
-            .iter()
-            .position(|&c| c == b':' || is_lws(c))
-            .unwrap_or(b.len());
-        s.split_at_checked(i)?
+        // one pass: host characters, noting whether it could be an IPv4 literal
+        let mut i = 0;
+        let mut numeric = true;
+        while let Some(&c) = b.get(i) {
+            if !lex::is(c, lex::HOST) {
+                break;
+            }
+            numeric &= c.is_ascii_digit() || c == b'.';
+            i += 1;
+        }
+        let (h, r) = s.split_at_checked(i)?;
+        if h.is_empty() {
+            return None;
+        }
+        let host = match numeric.then(|| parse_v4(h.as_bytes())).flatten() {
+            Some(a) => Host::V4(a),
+            None => Host::Name(h),
+        };
+        (host, r)
     };
-    let host = Host::parse(host)?;
-    let rest = super::lex::trim_str(rest);
+    let rest = lex::trim_str(rest);
     if rest.is_empty() {
         return Some((host, None));
     }
-    let port = super::lex::trim_str(rest.strip_prefix(':')?);
-    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+    let port = lex::trim_str(rest.strip_prefix(':')?);
+    if port.is_empty() || port.len() > 5 {
         return None;
     }
-    Some((host, Some(port.parse().ok()?)))
+    let mut n: u32 = 0;
+    for c in port.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    Some((host, Some(u16::try_from(n).ok()?)))
+}
+
+/// Dotted-quad IPv4 (no leading-zero or range tricks beyond 0..=255).
+fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = b.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &d in p {
+            v = v * 10 + u16::from(d.wrapping_sub(b'0'));
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
 }
 
 /// A parsed URI borrowing from the message buffer.
@@ -137,25 +179,11 @@ impl<'a> Uri<'a> {
             3 if scheme_s.eq_ignore_ascii_case("tel") => Scheme::Tel,
             _ => Scheme::Other,
         };
-        // One pass: reject CTL/SP/<>" and note the first '?' and the last '@' before it.
-        let mut question = None;
-        let mut at = None;
-        for (i, &b) in rest.as_bytes().iter().enumerate() {
-            if b <= b' '
-                || b == 0x7f
-                || (scheme != Scheme::Other && matches!(b, b'<' | b'>' | b'"'))
-            {
+        let rb = rest.as_bytes();
+        if scheme == Scheme::Other {
+            if rb.iter().any(|&b| b <= b' ' || b == 0x7f) {
                 return None;
             }
-            if question.is_none() {
-                if b == b'?' {
-                    question = Some(i);
-                } else if b == b'@' {
-                    at = Some(i);
-                }
-            }
-        }
-        if scheme == Scheme::Other {
             let ok = scheme_s
                 .bytes()
                 .next()
@@ -177,6 +205,9 @@ impl<'a> Uri<'a> {
                 raw,
             });
         }
+        if !rb.iter().all(|&b| lex::is(b, lex::URI)) {
+            return None;
+        }
         if scheme == Scheme::Tel {
             let (number, params) = split_byte(rest, b';').unwrap_or((rest, ""));
             let ok = !number.is_empty()
@@ -196,11 +227,13 @@ impl<'a> Uri<'a> {
                 password: None,
                 host: Host::Name(""),
                 port: None,
-                params: Params::parse(params)?,
+                params: Params::parse_uri(params)?,
                 headers: None,
                 raw,
             });
         }
+        let question = memchr::memchr(b'?', rb);
+        let at = memchr::memrchr(b'@', rb.get(..question.unwrap_or(rb.len()))?);
         let (main, headers) = match question {
             Some(q) => (rest.get(..q)?, Some(rest.get(q + 1..)?)),
             None => (rest, None),
@@ -227,7 +260,7 @@ impl<'a> Uri<'a> {
             password,
             host,
             port,
-            params: Params::parse(params)?,
+            params: Params::parse_uri(params)?,
             headers,
             raw,
         })

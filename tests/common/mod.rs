@@ -1,7 +1,12 @@
 //! Shared helpers for the integration tests: start the real `sipfront`
 //! binary on a temporary config with OS-chosen loopback ports, learn the
-//! ports from its "ready" log line, stop it on drop.
+//! ports from its "ready" log line, stop it on drop; and the parser's
+//! corpus helpers (`parsing`).
 #![allow(dead_code)]
+
+mod parsing;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use parsing::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

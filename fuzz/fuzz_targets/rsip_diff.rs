@@ -1,0 +1,71 @@
+//! Differential fuzz target: where rsip accepts a message (CRLF-only head,
+//! one value in the first Via header) and we accept it too, both must agree
+//! on method, Request-URI, Call-ID, CSeq and top Via branch. See
+//! tests/rsip_oracle.rs for why the other cases are not comparable.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use rsip::prelude::*;
+use sipfront::sip::{HeaderName, Message};
+
+fuzz_target!(|data: &[u8]| {
+    let head_end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(data.len());
+    let head = &data[..head_end];
+    if head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
+        return;
+    }
+    let Ok(theirs) = rsip::SipMessage::try_from(data) else {
+        return;
+    };
+    let Ok(ours) = Message::parse(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    let (Ok(cid), Ok(cseq), Ok(via)) = (
+        theirs.call_id_header(),
+        theirs.cseq_header(),
+        theirs.via_header(),
+    ) else {
+        return;
+    };
+    let (Ok(cseq), Ok(via)) = (cseq.typed(), via.typed()) else {
+        return;
+    };
+    if let rsip::SipMessage::Request(r) = &theirs {
+        assert_eq!(
+            ours.method().map(|m| m.to_string()),
+            Some(r.method.to_string())
+        );
+        assert_eq!(
+            ours.request_uri().map(|u| u.as_str().to_ascii_lowercase()),
+            Some(r.uri.to_string().to_ascii_lowercase())
+        );
+    }
+    assert_eq!(ours.call_id().ok(), Some(cid.value().trim().as_bytes()));
+    let c = ours.cseq().expect("validated");
+    assert_eq!(
+        (c.seq, c.method.to_string()),
+        (cseq.seq, cseq.method.to_string())
+    );
+    // rsip neither splits comma-separated Via values nor reads params after
+    // SWS before ';' (it then reports no branch): compare when it found one.
+    if let Some(theirs) = via.branch() {
+        if !ours
+            .header(&HeaderName::Via)
+            .unwrap_or_default()
+            .contains(&b',')
+        {
+            assert_eq!(
+                ours.top_via().expect("validated").branch(),
+                Some(theirs.to_string().trim())
+            );
+        }
+    }
+});
