@@ -1,5 +1,6 @@
-//! SIPp against the real binary: OPTIONS over UDP and over TCP must get 200
-//! (SPEC §5). SIPp is the field's standard peer; `./test.sh` installs it, so
+//! SIPp against the real binary over UDP and over TCP: OPTIONS must get 200,
+//! and the answers owed before any policy (483, 420, 505, 501, 481) must
+//! come back as SPEC §5 says. SIPp is the field's standard peer; `./test.sh` installs it, so
 //! its absence is a failure, not a skip.
 
 mod common;
@@ -22,9 +23,11 @@ fn sipp_path() -> String {
     }
 }
 
-/// Runs the OPTIONS scenario `CALLS` times; returns (exit code, stdout+stderr).
-fn run_sipp(target: SocketAddr, tcp: bool) -> (Option<i32>, String) {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/options.xml");
+/// Runs `tests/sipp/{scenario}` `CALLS` times; returns (exit code, stdout+stderr).
+fn run_sipp(scenario: &str, target: SocketAddr, tcp: bool) -> (Option<i32>, String) {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(scenario);
     let mut cmd = Command::new(sipp_path());
     cmd.arg("-sf")
         .arg(&scenario)
@@ -59,13 +62,13 @@ fn counter(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-fn assert_all_ok(server: &Server, target: SocketAddr, tcp: bool) {
-    let (code, text) = run_sipp(target, tcp);
+fn assert_all_ok(server: &Server, scenario: &str, target: SocketAddr, tcp: bool) {
+    let (code, text) = run_sipp(scenario, target, tcp);
     let ok = counter(&text, "Successful call");
     let failed = counter(&text, "Failed call");
     assert!(
         code == Some(0) && ok == Some(u64::from(CALLS)) && failed == Some(0),
-        "SIPp over {} to {target}: exit {code:?}, successful {ok:?}, failed {failed:?}\n\
+        "SIPp {scenario} over {} to {target}: exit {code:?}, successful {ok:?}, failed {failed:?}\n\
          --- sipp output ---\n{text}\n--- sipfront log ---\n{}",
         if tcp { "TCP" } else { "UDP" },
         server.log_text()
@@ -75,11 +78,23 @@ fn assert_all_ok(server: &Server, target: SocketAddr, tcp: bool) {
 #[test]
 fn options_over_udp_gets_200() {
     let server = Server::start(LOOPBACK_CONFIG);
-    assert_all_ok(&server, server.udp, false);
+    assert_all_ok(&server, "options.xml", server.udp, false);
 }
 
 #[test]
 fn options_over_tcp_gets_200() {
     let server = Server::start(LOOPBACK_CONFIG);
-    assert_all_ok(&server, server.tcp, true);
+    assert_all_ok(&server, "options.xml", server.tcp, true);
+}
+
+#[test]
+fn stateless_answers_over_udp() {
+    let server = Server::start(LOOPBACK_CONFIG);
+    assert_all_ok(&server, "stateless-errors.xml", server.udp, false);
+}
+
+#[test]
+fn stateless_answers_over_tcp() {
+    let server = Server::start(LOOPBACK_CONFIG);
+    assert_all_ok(&server, "stateless-errors.xml", server.tcp, true);
 }
