@@ -92,6 +92,35 @@ fn itoa_buf(n: u64) -> String {
     n.to_string()
 }
 
+/// Writes caller-supplied headers in order, then Content-Type (with a body)
+/// and Content-Length (always), the end of the head and the body.
+fn put_extra_and_body(
+    out: &mut BytesMut,
+    headers: &[(String, String)],
+    body: Option<&(String, Bytes)>,
+) {
+    for (n, v) in headers {
+        put_clean(out, n.as_bytes());
+        out.put_slice(b": ");
+        put_clean(out, v.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match body {
+        Some((ct, body)) => {
+            out.put_slice(b"Content-Type: ");
+            put_clean(out, ct.as_bytes());
+            out.put_slice(b"\r\n");
+            put_content_length(out, body.len());
+            out.put_slice(b"\r\n");
+            out.put_slice(body);
+        }
+        None => {
+            put_content_length(out, 0);
+            out.put_slice(b"\r\n");
+        }
+    }
+}
+
 /// Copies every header named `name` from `msg`, in order.
 fn copy_all(out: &mut BytesMut, msg: &Message, name: &HeaderName) {
     for v in msg.headers(name) {
@@ -286,26 +315,7 @@ impl ResponseBuilder {
         }
         copy_first(&mut out, req, &HeaderName::CallId);
         copy_first(&mut out, req, &HeaderName::CSeq);
-        for (n, v) in &self.headers {
-            put_clean(&mut out, n.as_bytes());
-            out.put_slice(b": ");
-            put_clean(&mut out, v.as_bytes());
-            out.put_slice(b"\r\n");
-        }
-        match &self.body {
-            Some((ct, body)) => {
-                out.put_slice(b"Content-Type: ");
-                put_clean(&mut out, ct.as_bytes());
-                out.put_slice(b"\r\n");
-                put_content_length(&mut out, body.len());
-                out.put_slice(b"\r\n");
-                out.put_slice(body);
-            }
-            None => {
-                put_content_length(&mut out, 0);
-                out.put_slice(b"\r\n");
-            }
-        }
+        put_extra_and_body(&mut out, &self.headers, self.body.as_ref());
         out.freeze()
     }
 }
@@ -543,26 +553,7 @@ impl RequestBuilder {
             put_clean(&mut out, c.as_bytes());
             out.put_slice(b"\r\n");
         }
-        for (n, v) in &self.headers {
-            put_clean(&mut out, n.as_bytes());
-            out.put_slice(b": ");
-            put_clean(&mut out, v.as_bytes());
-            out.put_slice(b"\r\n");
-        }
-        match &self.body {
-            Some((ct, body)) => {
-                out.put_slice(b"Content-Type: ");
-                put_clean(&mut out, ct.as_bytes());
-                out.put_slice(b"\r\n");
-                put_content_length(&mut out, body.len());
-                out.put_slice(b"\r\n");
-                out.put_slice(body);
-            }
-            None => {
-                put_content_length(&mut out, 0);
-                out.put_slice(b"\r\n");
-            }
-        }
+        put_extra_and_body(&mut out, &self.headers, self.body.as_ref());
         out.freeze()
     }
 }

@@ -61,6 +61,7 @@ pub fn touch_everything(m: &Message) {
         let _ = m.header_unfolded(&name);
         let _ = (m.header(&name), value.len());
     }
+    assert_eq!(m.as_bytes().len(), m.head_len() + m.body().len());
 }
 
 /// Parses arbitrary bytes and, when they parse, calls every accessor; also
