@@ -92,3 +92,21 @@ proptest! {
         feed(inputs);
     }
 }
+
+/// Inputs the endpoint fuzz target once failed on (`tests/fuzz_regressions/`,
+/// first byte = the target's mode byte: bit 0 TCP, bit 1 sent twice).
+#[test]
+fn fuzz_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("regression dir") {
+        let data = std::fs::read(entry.expect("entry").path()).expect("read");
+        let Some((&mode, msg)) = data.split_first() else {
+            continue;
+        };
+        let copies = 1 + usize::from(mode & 2 != 0);
+        feed(vec![(msg.to_vec(), mode & 1 == 1); copies]);
+        seen += 1;
+    }
+    assert!(seen > 0, "the regression inputs are there");
+}

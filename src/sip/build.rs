@@ -172,9 +172,8 @@ fn put_via_received(out: &mut BytesMut, via: &Via<'_>, source: SocketAddr) {
         text.push(';');
         text.push_str(name);
         if let Some(v) = value {
-            let plain = v
-                .bytes()
-                .all(|b| super::lex::is_token(b) || matches!(b, b':' | b'[' | b']' | b'/' | b'@'));
+            // Anything but a plain token goes back quoted, as it may have come.
+            let plain = v.bytes().all(super::lex::is_token);
             let _ = if plain {
                 write!(text, "={v}")
             } else {
