@@ -147,8 +147,14 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        let ep_cfg = EndpointConfig::from_config(
+            &cfg,
+            transports.udp_addrs().first().copied(),
+            transports.tcp_addrs().first().copied(),
+        )
+        .map_err(|e| format!("cannot start: {e}"))?;
         let core = tokio::spawn(core_loop(
-            Endpoint::new(EndpointConfig::default()),
+            Endpoint::new(ep_cfg),
             events_rx,
             transports,
             controller.subscribe(),
