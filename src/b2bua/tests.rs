@@ -46,13 +46,15 @@ impl H {
     }
 
     fn with(f: impl FnOnce(&mut EndpointConfig)) -> H {
-        let mut cfg = EndpointConfig::default();
-        cfg.upstreams = Upstreams::from_config(&[
-            upstream("one", &format!("sip:{B1}"), 1),
-            upstream("two", &format!("sip:{B2}"), 2),
-        ])
-        .unwrap();
-        cfg.trunks = TrunkIps::from_pairs(vec![("127.0.0.1".parse().unwrap(), 1)]);
+        let mut cfg = EndpointConfig {
+            upstreams: Upstreams::from_config(&[
+                upstream("one", &format!("sip:{B1}"), 1),
+                upstream("two", &format!("sip:{B2}"), 2),
+            ])
+            .unwrap(),
+            trunks: TrunkIps::from_pairs(vec![("127.0.0.1".parse().unwrap(), 1)]),
+            ..EndpointConfig::default()
+        };
         f(&mut cfg);
         H {
             ep: Endpoint::new(cfg),
