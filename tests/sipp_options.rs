@@ -12,20 +12,10 @@ use common::{Server, LOOPBACK_CONFIG};
 
 const CALLS: u32 = 20;
 
-fn sipp_path() -> String {
-    match Command::new("sipp").arg("-v").output() {
-        Ok(_) => "sipp".to_owned(),
-        Err(e) => panic!(
-            "SIPp (`sipp`) is not installed ({e}). Install it with \
-             `apt-get update && apt-get install -y sip-tester`, or run ./test.sh which does."
-        ),
-    }
-}
-
 /// Runs the OPTIONS scenario `CALLS` times; returns (exit code, stdout+stderr).
 fn run_sipp(target: SocketAddr, tcp: bool) -> (Option<i32>, String) {
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/options.xml");
-    let mut cmd = Command::new(sipp_path());
+    let mut cmd = Command::new(common::sipp_bin());
     cmd.arg("-sf")
         .arg(&scenario)
         .args(["-m", &CALLS.to_string()])
@@ -46,23 +36,10 @@ fn run_sipp(target: SocketAddr, tcp: bool) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-/// The cumulative column of a SIPp statistics line such as
-/// `  Successful call        |        0                  |        20   `.
-fn counter(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with(name))?
-        .split('|')
-        .nth(2)?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn assert_all_ok(server: &Server, target: SocketAddr, tcp: bool) {
     let (code, text) = run_sipp(target, tcp);
-    let ok = counter(&text, "Successful call");
-    let failed = counter(&text, "Failed call");
+    let ok = common::sipp_counter(&text, "Successful call");
+    let failed = common::sipp_counter(&text, "Failed call");
     assert!(
         code == Some(0) && ok == Some(u64::from(CALLS)) && failed == Some(0),
         "SIPp over {} to {target}: exit {code:?}, successful {ok:?}, failed {failed:?}\n\
