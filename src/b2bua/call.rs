@@ -281,7 +281,7 @@ impl Call {
             phase: Phase::Trying,
             a,
             b,
-            a_invite: inv.clone(),
+            a_invite: inv.detached(),
             a_invite_key: n.key,
             a_answered: false,
             attempts: Vec::new(),
@@ -851,7 +851,7 @@ impl Call {
         let purpose = Purpose::Relay {
             from: side,
             server: key.clone(),
-            request: req.clone(),
+            request: req.detached(),
         };
         if fx.request(b, &leg, purpose).is_none() {
             if method == Method::Invite {
