@@ -205,7 +205,17 @@ mod shell {
     ) {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
-        let mut armed = false;
+        // Starts the endpoint's own timers (upstream OPTIONS pings).
+        endpoint.handle_timeout(now());
+        while let Some(out) = endpoint.poll_transmit() {
+            transports.send(out);
+        }
+        let mut armed = endpoint.poll_timeout().is_some_and(|deadline| {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            true
+        });
         loop {
             tokio::select! {
                 biased;

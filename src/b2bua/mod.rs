@@ -21,6 +21,7 @@
 
 mod admission;
 mod call;
+mod health;
 mod leg;
 mod table;
 
@@ -41,6 +42,7 @@ pub use call::Phase;
 pub use leg::{Local, Side};
 
 use call::{Call, Fx, NewCall};
+use health::Health;
 use table::{CallId, DialogKey, SessionTable};
 
 /// Settings of the B2BUA.
@@ -135,6 +137,7 @@ pub struct B2bua {
     heap: BinaryHeap<Reverse<(Instant, CallId)>>,
     rng: u64,
     stats: B2buaStats,
+    health: Health,
 }
 
 impl B2bua {
@@ -149,6 +152,7 @@ impl B2bua {
             heap: BinaryHeap::new(),
             rng: seed,
             stats: B2buaStats::default(),
+            health: Health::default(),
         }
     }
 
@@ -197,7 +201,11 @@ impl B2bua {
 
     /// The earliest instant `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        let calls = self.heap.peek().map(|Reverse((at, _))| *at);
+        match (calls, self.health.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn reply(
@@ -330,6 +338,11 @@ impl B2bua {
 
     /// A response the transaction layer delivered for client transaction `key`.
     pub fn handle_response(&mut self, msg: &Message, key: &TransactionKey, now: Instant) {
+        if let Some(status) = msg.status() {
+            if self.health.on_response(key, status, &mut self.upstreams) {
+                return;
+            }
+        }
         let Some((id, purpose)) = self.table.clients.get(key).cloned() else {
             return;
         };
@@ -341,11 +354,17 @@ impl B2bua {
     pub fn handle_transaction_event(&mut self, ev: &TransactionEvent, now: Instant) {
         match ev {
             TransactionEvent::Timeout { key, .. } | TransactionEvent::TransportError { key } => {
+                if self.health.on_failure(key, &mut self.upstreams) {
+                    return;
+                }
                 if let Some((id, purpose)) = self.table.clients.get(key).cloned() {
                     self.with_call(id, now, |call, fx| call.on_no_response(&purpose, fx));
                 }
             }
             TransactionEvent::Terminated { key } => {
+                if self.health.on_terminated(key) {
+                    return;
+                }
                 if let Some((id, _)) = self.table.clients.remove(key) {
                     self.with_call(id, now, |call, _| call.open = call.open.saturating_sub(1));
                 }
@@ -370,8 +389,12 @@ impl B2bua {
             .collect()
     }
 
-    /// Fires call timers due at `now`.
+    /// Fires call timers and upstream pings due at `now`. The first call
+    /// starts the OPTIONS pings.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.health.arm(&self.upstreams, now);
+        self.health
+            .handle_timeout(&self.upstreams, &self.cfg.local, now, &mut self.actions);
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;

@@ -60,6 +60,13 @@ impl H {
             ep: Endpoint::new(cfg),
             now: Instant::now(),
         }
+        .started()
+    }
+
+    /// What main.rs does before its loop: the first `handle_timeout`.
+    fn started(mut self) -> H {
+        self.ep.handle_timeout(self.now);
+        self
     }
 
     fn feed(&mut self, from: &str, bytes: Bytes) -> Vec<(SocketAddr, Message)> {
@@ -550,4 +557,41 @@ fn late_offer_ack_carries_the_answer_to_b() {
     let out = h.feed(A, Bytes::from(ack));
     let b_ack = request_to(&out, B1, Method::Ack).expect("ACK to B");
     assert_eq!(&b_ack.body()[..], SDP.as_bytes());
+}
+
+#[test]
+fn options_pings_mark_upstreams_down_and_up() {
+    let mut h = H::with(|c| {
+        c.upstreams = Upstreams::from_config(&[
+            UpstreamConfig {
+                ping_interval_s: 30,
+                ..upstream("one", &format!("sip:{B1}"), 1)
+            },
+            upstream("two", &format!("sip:{B2}"), 2),
+        ])
+        .unwrap();
+    });
+    let out = h.take();
+    let ping = request_to(&out, B1, Method::Options).expect("first ping at start");
+    assert!(
+        request_to(&out, B2, Method::Options).is_none(),
+        "interval 0: not pinged"
+    );
+    // No answer: Timer F (32 s) marks it down.
+    h.advance(Duration::from_secs(33));
+    assert!(!h.ep.b2bua().upstreams().get(0).unwrap().up);
+    let out = h.feed(A, a_invite(SDP));
+    assert!(
+        request_to(&out, B2, Method::Invite).is_some(),
+        "down upstream skipped"
+    );
+    // The next ping is answered: up again.
+    let out = h.advance(Duration::from_secs(30));
+    let ping2 = request_to(&out, B1, Method::Options).expect("next ping");
+    assert_ne!(
+        ping2.top_via().unwrap().branch(),
+        ping.top_via().unwrap().branch()
+    );
+    h.feed(B1, ResponseBuilder::new(&ping2, StatusCode::OK).build());
+    assert!(h.ep.b2bua().upstreams().get(0).unwrap().up);
 }
