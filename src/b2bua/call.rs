@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::leg::{is_target_refresh, Leg, Side};
-use super::table::{DialogKey, Purpose};
+use super::table::{DialogKey, Purpose, Relay};
 use super::{Action, B2buaConfig};
 use crate::routing::Upstreams;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
@@ -166,6 +166,8 @@ pub(crate) struct Call {
     ended_at: Option<Instant>,
     /// Client transactions of this call still alive.
     pub(crate) open: usize,
+    /// Of those, B-leg INVITE attempts.
+    pub(crate) open_invites: usize,
     pub(crate) scheduled: Option<Instant>,
     /// The trunk the call came from.
     pub(crate) trunk: u64,
@@ -298,6 +300,7 @@ impl Call {
             max_end: now + cfg.max_call_duration,
             ended_at: None,
             open: 0,
+            open_invites: 0,
             scheduled: None,
             trunk: n.trunk,
         })
@@ -332,8 +335,12 @@ impl Call {
     /// Whether the call can leave the table.
     pub(crate) fn finished(&self, now: Instant, cfg: &B2buaConfig) -> bool {
         match (self.phase, self.ended_at) {
+            // INVITE client transactions left in Accepted (RFC 6026, 64·T1)
+            // do not keep an ended call: its BYE has been answered, so the
+            // peer stops retransmitting its 2xx. This keeps ended calls in
+            // the table for about T4 instead of 32 s.
             (Phase::Ended, Some(at)) => {
-                (self.open == 0 && self.ok.is_none()) || now >= at + cfg.linger
+                (self.open <= self.open_invites && self.ok.is_none()) || now >= at + cfg.linger
             }
             _ => false,
         }
@@ -705,11 +712,9 @@ impl Call {
         match purpose {
             Purpose::Invite { attempt } => self.on_invite_response(*attempt, resp, fx),
             Purpose::Cancel | Purpose::Bye => {}
-            Purpose::Relay {
-                from,
-                server,
-                request,
-            } => self.on_relay_response(*from, server, request, Some(resp), fx),
+            Purpose::Relay(r) => {
+                self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
+            }
         }
     }
 
@@ -718,11 +723,7 @@ impl Call {
         match purpose {
             Purpose::Invite { attempt } => self.on_invite_no_response(*attempt, fx),
             Purpose::Cancel | Purpose::Bye => {}
-            Purpose::Relay {
-                from,
-                server,
-                request,
-            } => self.on_relay_response(*from, server, request, None, fx),
+            Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
         }
     }
 
@@ -848,11 +849,11 @@ impl Call {
             b = b.body(&ct, body);
         }
         let leg = self.leg(to).clone();
-        let purpose = Purpose::Relay {
+        let purpose = Purpose::Relay(Box::new(Relay {
             from: side,
             server: key.clone(),
             request: req.detached(),
-        };
+        }));
         if fx.request(b, &leg, purpose).is_none() {
             if method == Method::Invite {
                 self.reinvite = false;

@@ -365,8 +365,14 @@ impl B2bua {
                 if self.health.on_terminated(key) {
                     return;
                 }
-                if let Some((id, _)) = self.table.clients.remove(key) {
-                    self.with_call(id, now, |call, _| call.open = call.open.saturating_sub(1));
+                if let Some((id, purpose)) = self.table.clients.remove(key) {
+                    let invite = matches!(purpose, table::Purpose::Invite { .. });
+                    self.with_call(id, now, |call, _| {
+                        call.open = call.open.saturating_sub(1);
+                        if invite {
+                            call.open_invites = call.open_invites.saturating_sub(1);
+                        }
+                    });
                 }
             }
         }
@@ -439,6 +445,9 @@ impl B2bua {
         let new = std::mem::take(&mut fx.new_clients);
         call.open += new.len();
         for (key, purpose) in new {
+            if matches!(purpose, table::Purpose::Invite { .. }) {
+                call.open_invites += 1;
+            }
             self.table.clients.insert(key, (id, purpose));
         }
         if call.finished(now, &self.cfg) {

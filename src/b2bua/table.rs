@@ -23,9 +23,6 @@ pub(crate) struct DialogKey {
 }
 
 /// Why we sent a client transaction: what to do with its responses.
-// Relay dominates in size; a Box would cost an allocation per relayed
-// request for no saving (most entries are INVITE attempts and BYEs, short-lived).
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum Purpose {
     /// The B-leg INVITE of fail-over attempt number `attempt`.
@@ -37,15 +34,20 @@ pub(crate) enum Purpose {
     Cancel,
     /// A BYE we originated (its response needs no action).
     Bye,
-    /// A request relayed from leg `from`; its response goes back on `server`.
-    Relay {
-        /// The leg the original request came from.
-        from: Side,
-        /// Its server transaction.
-        server: TransactionKey,
-        /// The original request (to build the response).
-        request: Message,
-    },
+    /// A request relayed from another leg (boxed: most entries are INVITE
+    /// attempts and BYEs, which need a few bytes).
+    Relay(Box<Relay>),
+}
+
+/// A request relayed from leg `from`; its response goes back on `server`.
+#[derive(Clone, Debug)]
+pub(crate) struct Relay {
+    /// The leg the original request came from.
+    pub(crate) from: Side,
+    /// Its server transaction.
+    pub(crate) server: TransactionKey,
+    /// The original request (to build the response).
+    pub(crate) request: Message,
 }
 
 /// All calls, with the three indexes that find them.

@@ -270,8 +270,12 @@ fn basic_call_relays_180_200_and_bye_from_a_ends_both() {
     assert_eq!(h.ep.b2bua().active_calls(), 0);
     let resp = ResponseBuilder::new(&bye, StatusCode::OK).build();
     assert!(h.feed(B1, resp).is_empty());
-    h.advance(Duration::from_secs(60));
-    assert!(h.ep.b2bua().is_empty(), "the call left the table");
+    h.advance(Duration::from_secs(6));
+    assert!(
+        h.ep.b2bua().is_empty(),
+        "the call left the table once its BYE transaction ended (Timer K), \
+         not 64·T1 later with the INVITE's"
+    );
 }
 
 #[test]
@@ -594,4 +598,17 @@ fn options_pings_mark_upstreams_down_and_up() {
     );
     h.feed(B1, ResponseBuilder::new(&ping2, StatusCode::OK).build());
     assert!(h.ep.b2bua().upstreams().get(0).unwrap().up);
+}
+
+#[test]
+#[ignore]
+fn print_sizes() {
+    eprintln!(
+        "Message {} Call {} Leg {} Purpose {} Action {}",
+        std::mem::size_of::<Message>(),
+        std::mem::size_of::<super::call::Call>(),
+        std::mem::size_of::<super::leg::Leg>(),
+        std::mem::size_of::<super::table::Purpose>(),
+        std::mem::size_of::<super::Action>()
+    );
 }
