@@ -780,6 +780,11 @@ impl Call {
         }
         let bytes = self.response(from, request, status, resp, fx.cfg);
         fx.respond(server, status, bytes);
+        // §12.2.1.2: 408 or 481 to an in-dialog request ends the dialog;
+        // the leg that failed gets no BYE, the other one does.
+        if matches!(status.0, 408 | 481) && request.method() != Some(&Method::Bye) {
+            self.end_call(Some(to), StatusCode::REQUEST_TIMEOUT, fx);
+        }
     }
 
     /// An in-dialog request (not ACK) from leg `side`.

@@ -612,3 +612,88 @@ fn print_sizes() {
         std::mem::size_of::<super::Action>()
     );
 }
+
+#[test]
+fn prack_is_relayed_with_rack_mapped_to_the_b_leg_invite() {
+    let mut h = H::new();
+    let invite = String::from_utf8_lossy(&a_invite(SDP)).replace(
+        "CSeq: 10 INVITE\r\n",
+        "CSeq: 10 INVITE\r\nSupported: 100rel\r\n",
+    );
+    let out = h.feed(A, Bytes::from(invite));
+    let inv = request_to(&out, B1, Method::Invite).unwrap();
+    assert!(text(&inv).contains("Supported: 100rel"));
+    let prov = ResponseBuilder::new(&inv, StatusCode(183))
+        .to_tag("btag")
+        .header("Contact", "<sip:uas@127.0.0.3:5080>")
+        .header("Require", "100rel")
+        .header("RSeq", "1")
+        .body("application/sdp", Bytes::from_static(SDP.as_bytes()))
+        .build();
+    let out = h.feed(B1, prov);
+    let relayed = out.iter().find(|(d, _)| *d == addr(A)).unwrap().1.clone();
+    assert!(text(&relayed).contains("RSeq: 1") && text(&relayed).contains("Require: 100rel"));
+    let tag = relayed.to().unwrap().tag().unwrap().to_owned();
+    let prack = String::from_utf8_lossy(&a_request(Method::Prack, 11, &tag, "z9hG4bKa-prack"))
+        .replace(
+            "CSeq: 11 PRACK\r\n",
+            "CSeq: 11 PRACK\r\nRAck: 1 10 INVITE\r\n",
+        );
+    let out = h.feed(A, Bytes::from(prack));
+    let b_prack = request_to(&out, B1, Method::Prack).expect("PRACK relayed");
+    let rack = String::from_utf8_lossy(b_prack.header(&HeaderName::from_bytes(b"RAck")).unwrap())
+        .into_owned();
+    assert_eq!(rack, format!("1 {} INVITE", inv.cseq().unwrap().seq));
+    assert_eq!(b_prack.to().unwrap().tag(), Some("btag"), "early dialog");
+    let out = h.feed(B1, ResponseBuilder::new(&b_prack, StatusCode::OK).build());
+    assert_eq!(status_to(&out, A), vec![200]);
+}
+
+#[test]
+fn update_in_early_dialog_is_relayed() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 180, ""));
+    let tag = out[0].1.to().unwrap().tag().unwrap().to_owned();
+    let out = h.feed(A, a_request(Method::Update, 11, &tag, "z9hG4bKa-upd"));
+    let upd = request_to(&out, B1, Method::Update).expect("UPDATE relayed");
+    assert!(
+        upd.header(&HeaderName::Contact).is_some(),
+        "target refresh carries our Contact"
+    );
+    let out = h.feed(B1, ResponseBuilder::new(&upd, StatusCode::OK).build());
+    assert_eq!(status_to(&out, A), vec![200]);
+}
+
+#[test]
+fn transport_error_fails_over_at_once() {
+    let mut h = H::new();
+    start(&mut h, SDP);
+    h.ep.handle_event(
+        crate::transport::TransportEvent::SendFailed {
+            dest: addr(B1),
+            transport: Transport::Udp,
+            conn: None,
+            error: std::io::ErrorKind::ConnectionRefused,
+        },
+        h.now,
+    );
+    let out = h.take();
+    assert!(request_to(&out, B2, Method::Invite).is_some());
+}
+
+#[test]
+fn in_dialog_timeout_ends_both_legs() {
+    let mut h = H::new();
+    let (_, tag) = answered(&mut h);
+    let out = h.feed(A, a_request(Method::Info, 11, &tag, "z9hG4bKa-info"));
+    assert!(request_to(&out, B1, Method::Info).is_some());
+    // B never answers: Timer F (32 s) ends the call, BYE to A only. (The
+    // 408 to A's INFO races A's own server-transaction guard, also 64·T1.)
+    let out = h.advance(Duration::from_secs(33));
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(
+        request_to(&out, B1, Method::Bye).is_none(),
+        "the dead leg gets no BYE"
+    );
+}
