@@ -359,6 +359,12 @@ impl B2bua {
                 }
                 if let Some((id, purpose)) = self.table.clients.get(key).cloned() {
                     self.with_call(id, now, |call, fx| call.on_no_response(&purpose, fx));
+                } else if let Some(&id) = self.table.invites.get(key) {
+                    // The A-leg INVITE's Timer C guard: ringing too long.
+                    // The B-leg is cancelled; the call cannot outlive it.
+                    self.with_call(id, now, |call, fx| {
+                        call.end_call(None, StatusCode::REQUEST_TIMEOUT, fx);
+                    });
                 }
             }
             TransactionEvent::Terminated { key } => {

@@ -697,3 +697,17 @@ fn in_dialog_timeout_ends_both_legs() {
         "the dead leg gets no BYE"
     );
 }
+
+#[test]
+fn ringing_forever_is_cancelled_by_timer_c() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 180, ""));
+    let out = h.advance(Duration::from_secs(181));
+    assert!(
+        request_to(&out, B1, Method::Cancel).is_some(),
+        "B-leg cancelled"
+    );
+    h.advance(Duration::from_secs(300));
+    assert!(h.ep.b2bua().is_empty(), "the call never stays forever");
+}
