@@ -992,8 +992,8 @@ impl Call {
 }
 
 impl Call {
-    /// Where the current B-leg attempt goes.
-    pub(crate) fn b_dest(&self) -> SocketAddr {
-        self.b.dest
+    /// Where and how the current B-leg attempt goes.
+    pub(crate) fn b_dest(&self) -> (SocketAddr, Transport) {
+        (self.b.dest, self.b.transport)
     }
 }

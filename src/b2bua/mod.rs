@@ -17,7 +17,7 @@
 //! * after each, drain [`poll_action`](B2bua::poll_action) until `None`;
 //! * `now` never goes backwards.
 //!
-//! The [`SessionTable`](table) is the single owner of active calls.
+//! The session table (`table.rs`) is the single owner of active calls.
 
 mod admission;
 mod call;
@@ -389,13 +389,16 @@ impl B2bua {
     /// the transaction layer, which fails them over). O(calls): only on
     /// send failures.
     pub fn clients_to(&self, dest: SocketAddr, transport: Transport) -> Vec<TransactionKey> {
-        let _ = transport;
         self.table
             .clients
             .iter()
             .filter(|(_, (id, p))| {
                 matches!(p, table::Purpose::Invite { .. })
-                    && self.table.calls.get(id).is_some_and(|c| c.b_dest() == dest)
+                    && self
+                        .table
+                        .calls
+                        .get(id)
+                        .is_some_and(|c| c.b_dest() == (dest, transport))
             })
             .map(|(k, _)| k.clone())
             .collect()
