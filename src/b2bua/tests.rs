@@ -711,3 +711,100 @@ fn ringing_forever_is_cancelled_by_timer_c() {
     h.advance(Duration::from_secs(300));
     assert!(h.ep.b2bua().is_empty(), "the call never stays forever");
 }
+
+mod random {
+    //! Random call flows: whatever order messages and timers come in, the
+    //! B2BUA never panics and every call leaves the table (dead-call safety).
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Invite(u8),
+        BResponse(u16),
+        ABye,
+        ACancel,
+        AAck,
+        BBye,
+        AReinvite,
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3).prop_map(Op::Invite),
+            prop::sample::select(vec![100u16, 180, 183, 200, 200, 408, 486, 487, 503, 407])
+                .prop_map(Op::BResponse),
+            Just(Op::ABye),
+            Just(Op::ACancel),
+            Just(Op::AAck),
+            Just(Op::BBye),
+            Just(Op::AReinvite),
+            (0u16..40_000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_flow_ends_and_leaves_the_table(ops in prop::collection::vec(op(), 1..30)) {
+            let mut h = H::with(|c| c.b2bua.max_call_duration = Duration::from_secs(600));
+            let mut b_inv: Option<Message> = None;
+            let mut a_tag = String::from("none");
+            let mut cseq = 10;
+            for op in ops {
+                let out = match op {
+                    Op::Invite(n) => {
+                        let inv = String::from_utf8_lossy(&a_invite(SDP))
+                            .replace("a-call@", &format!("a-call{n}@"))
+                            .replace("z9hG4bKa-inv", &format!("z9hG4bKa-inv{n}"));
+                        h.feed(A, Bytes::from(inv))
+                    }
+                    Op::BResponse(code) => match &b_inv {
+                        Some(inv) => h.feed(B1, b_response(inv, code, SDP)),
+                        None => Vec::new(),
+                    },
+                    Op::ABye | Op::AAck | Op::AReinvite => {
+                        cseq += 1;
+                        let (m, s) = match op {
+                            Op::ABye => (Method::Bye, cseq),
+                            Op::AAck => (Method::Ack, 10),
+                            _ => (Method::Invite, cseq),
+                        };
+                        h.feed(A, a_request(m, s, &a_tag, &format!("z9hG4bKr{cseq}")))
+                    }
+                    Op::ACancel => {
+                        let c = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
+                            .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv0", true)
+                            .from("<sip:alice@10.9.9.9>", Some("atag"))
+                            .to("<sip:12125551234@sipfront.local>", None)
+                            .call_id("a-call0@10.9.9.9")
+                            .cseq(10)
+                            .build();
+                        h.feed(A, c)
+                    }
+                    Op::BBye => match &b_inv {
+                        Some(inv) => h.feed(B1, b_request(inv, Method::Bye, 50, "z9hG4bKbb")),
+                        None => Vec::new(),
+                    },
+                    Op::Advance(ms) => h.advance(Duration::from_millis(u64::from(ms))),
+                };
+                for (d, m) in &out {
+                    if *d == addr(B1) && m.method() == Some(&Method::Invite) {
+                        b_inv = Some(m.clone());
+                    }
+                    if *d == addr(A) && !m.is_request() {
+                        if let Some(t) = m.to().ok().and_then(|t| t.tag().map(str::to_owned)) {
+                            a_tag = t;
+                        }
+                    }
+                }
+            }
+            // Longer than the maximum call duration plus every linger.
+            for _ in 0..20 {
+                h.advance(Duration::from_secs(60));
+            }
+            prop_assert!(h.ep.b2bua().is_empty(), "calls left: {}", h.ep.b2bua().len());
+        }
+    }
+}
