@@ -241,13 +241,28 @@ fn first_upstream_silent_second_answers() {
     drop(silent);
 }
 
+fn hold(tcp: bool) {
+    let port = free_port();
+    let transport = if tcp { "tcp" } else { "udp" };
+    let server = Server::start(&b2bua_config(&[(
+        format!("sip:127.0.0.1:{port};transport={transport}"),
+        1,
+    )]));
+    let mut uas = uas(port, Some("uas_hold.xml"), tcp, &["-m", "20"]);
+    let target = if tcp { server.tcp } else { server.udp };
+    uac_ok(&server, target, Some("uac_hold.xml"), 20, tcp, &[]);
+    uas_all_ok(&mut uas, 20);
+}
+
 #[test]
 fn hold_by_reinvite_from_each_side() {
-    let port = free_port();
-    let server = Server::start(&b2bua_config(&[(format!("sip:127.0.0.1:{port}"), 1)]));
-    let mut uas = uas(port, Some("uas_hold.xml"), false, &["-m", "20"]);
-    uac_ok(&server, server.udp, Some("uac_hold.xml"), 20, false, &[]);
-    uas_all_ok(&mut uas, 20);
+    hold(false);
+}
+
+/// Requests toward A (the callee's re-INVITE) reuse A's TCP connection.
+#[test]
+fn hold_by_reinvite_from_each_side_over_tcp() {
+    hold(true);
 }
 
 #[test]

@@ -18,6 +18,17 @@
 //! * `now` never goes backwards.
 //!
 //! The session table (`table.rs`) is the single owner of active calls.
+//!
+//! # Not yet here
+//! * Trunk policy beyond IP identification (digest, channels, rewrite,
+//!   cost/duration limits, caller ID: SPEC §3) and DID routing (SPEC §4):
+//!   trusted upstreams get `404`, others without `host_request` `403`.
+//! * DNS (RFC 3263): upstream hosts are IP literals.
+//! * `100rel` is relayed end to end (Supported/Require/RSeq/RAck) but not
+//!   offered by us, so an INVITE that *requires* it gets `420`.
+//! * Several early dialogs from a forking upstream share one A-leg tag; a
+//!   second 2xx with another tag is ACKed and BYEd.
+//! * CDRs, webhooks and `/v1/calls` read nothing from the table yet.
 
 mod admission;
 mod call;
