@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod b2bua;
 pub mod config;
 pub mod endpoint;
+pub mod routing;
 pub mod sip;
 pub mod transaction;
 pub mod transport;

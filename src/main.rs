@@ -147,8 +147,14 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        let ep_cfg = EndpointConfig::from_config(
+            &cfg,
+            transports.udp_addrs().first().copied(),
+            transports.tcp_addrs().first().copied(),
+        )
+        .map_err(|e| format!("cannot start: {e}"))?;
         let core = tokio::spawn(core_loop(
-            Endpoint::new(EndpointConfig::default()),
+            Endpoint::new(ep_cfg),
             events_rx,
             transports,
             controller.subscribe(),
@@ -199,7 +205,17 @@ mod shell {
     ) {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
-        let mut armed = false;
+        // Starts the endpoint's own timers (upstream OPTIONS pings).
+        endpoint.handle_timeout(now());
+        while let Some(out) = endpoint.poll_transmit() {
+            transports.send(out);
+        }
+        let mut armed = endpoint.poll_timeout().is_some_and(|deadline| {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            true
+        });
         loop {
             tokio::select! {
                 biased;

@@ -6,31 +6,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 
 use common::{Server, LOOPBACK_CONFIG};
 
 const CALLS: u32 = 20;
 
-fn sipp_path() -> String {
-    match Command::new("sipp").arg("-v").output() {
-        Ok(_) => "sipp".to_owned(),
-        Err(e) => panic!(
-            "SIPp (`sipp`) is not installed ({e}). Install it with \
-             `apt-get update && apt-get install -y sip-tester`, or run ./test.sh which does."
-        ),
-    }
-}
-
 /// Runs `tests/sipp/{scenario}` `CALLS` times; returns (exit code, stdout+stderr).
 fn run_sipp(scenario: &str, target: SocketAddr, tcp: bool) -> (Option<i32>, String) {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
-        .join(scenario);
-    let mut cmd = Command::new(sipp_path());
+    let mut cmd = Command::new(common::sipp_bin());
     cmd.arg("-sf")
-        .arg(&scenario)
+        .arg(common::scenario(scenario))
         .args(["-m", &CALLS.to_string()])
         .args(["-r", "50"])
         .args(["-i", "127.0.0.1", "-p", "0"])
@@ -49,23 +35,10 @@ fn run_sipp(scenario: &str, target: SocketAddr, tcp: bool) -> (Option<i32>, Stri
     (out.status.code(), text)
 }
 
-/// The cumulative column of a SIPp statistics line such as
-/// `  Successful call        |        0                  |        20   `.
-fn counter(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with(name))?
-        .split('|')
-        .nth(2)?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn assert_all_ok(server: &Server, scenario: &str, target: SocketAddr, tcp: bool) {
     let (code, text) = run_sipp(scenario, target, tcp);
-    let ok = counter(&text, "Successful call");
-    let failed = counter(&text, "Failed call");
+    let ok = common::sipp_counter(&text, "Successful call");
+    let failed = common::sipp_counter(&text, "Failed call");
     assert!(
         code == Some(0) && ok == Some(u64::from(CALLS)) && failed == Some(0),
         "SIPp {scenario} over {} to {target}: exit {code:?}, successful {ok:?}, failed {failed:?}\n\

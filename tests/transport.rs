@@ -73,7 +73,7 @@ fn udp_options_200_known_methods_405_unknown_501() {
     assert!(r.contains(";tag="), "{r}");
     assert!(r.contains("Call-ID: a1@test"), "{r}");
 
-    let info = options("UDP", local, server.udp, "a2").replace("OPTIONS", "INFO");
+    let info = options("UDP", local, server.udp, "a2").replace("OPTIONS", "SUBSCRIBE");
     c.send_to(info.as_bytes(), server.udp).expect("send");
     let r = recv_text(&c);
     assert!(r.starts_with("SIP/2.0 405 "), "{r}");

@@ -8,8 +8,9 @@ use super::{EndpointConfig, Inbound};
 use crate::sip::build::{self, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, ParseError, StatusCode};
 
-/// Methods we act on today; sent in `Allow` (RFC 3261 §20.5).
-pub const ALLOW: &str = "OPTIONS, ACK, CANCEL";
+/// Methods we act on today; sent in `Allow` (RFC 3261 §20.5). Everything
+/// but OPTIONS, INVITE, ACK and CANCEL only exists inside a call's dialog.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER";
 
 /// Option tags we support (RFC 3261 §19.2); a `Require` naming any other gets `420`.
 pub const SUPPORTED: &[&str] = &[];
@@ -38,20 +39,41 @@ pub(super) fn answer(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> 
     }
 }
 
-fn decide(req: &Message) -> (StatusCode, ResponseBuilder) {
+/// The answer owed before any processing (483, then 420), if one is.
+pub(super) fn precheck(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Option<Answer> {
+    let (status, builder) = early(req)?;
+    let builder = builder
+        .received(inbound.peer)
+        .to_tag(&build::new_tag())
+        .server(&cfg.server_header);
+    Some(Answer {
+        status,
+        bytes: builder.build(),
+    })
+}
+
+fn early(req: &Message) -> Option<(StatusCode, ResponseBuilder)> {
     let respond = |status| (status, ResponseBuilder::new(req, status));
     if let Ok(Some(0)) = req.max_forwards() {
-        return respond(StatusCode::TOO_MANY_HOPS);
+        return Some(respond(StatusCode::TOO_MANY_HOPS));
     }
-    let method = req.method().cloned().unwrap_or(Method::Other(Bytes::new()));
     // §8.2.2.3: Require is not checked on CANCEL (and ACK never gets here).
-    if method != Method::Cancel {
+    if req.method() != Some(&Method::Cancel) {
         let unsupported = unsupported_tags(req);
         if !unsupported.is_empty() {
             let (status, b) = respond(StatusCode::BAD_EXTENSION);
-            return (status, b.header("Unsupported", &unsupported.join(", ")));
+            return Some((status, b.header("Unsupported", &unsupported.join(", "))));
         }
     }
+    None
+}
+
+fn decide(req: &Message) -> (StatusCode, ResponseBuilder) {
+    if let Some(early) = early(req) {
+        return early;
+    }
+    let respond = |status| (status, ResponseBuilder::new(req, status));
+    let method = req.method().cloned().unwrap_or(Method::Other(Bytes::new()));
     match method {
         Method::Options => {
             let (status, b) = respond(StatusCode::OK);
@@ -63,6 +85,13 @@ fn decide(req: &Message) -> (StatusCode, ResponseBuilder) {
         }
         // A CANCEL that matched no INVITE server transaction (§9.2).
         Method::Cancel => respond(StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST),
+        // Dialog methods outside a dialog (§12.2.2).
+        Method::Bye
+        | Method::Update
+        | Method::Info
+        | Method::Prack
+        | Method::Notify
+        | Method::Refer => respond(StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST),
         Method::Other(_) => respond(StatusCode::NOT_IMPLEMENTED),
         _ => {
             let (status, b) = respond(StatusCode::METHOD_NOT_ALLOWED);

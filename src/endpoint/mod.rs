@@ -15,6 +15,12 @@
 //! behind NAT). The top Via of every response carries `received`/`rport`
 //! (RFC 3581 §4, RFC 3261 §18.2.1) so the UA learns its public address.
 //!
+//! Calls go to the [`B2bua`]: a new INVITE, every request with a To tag
+//! (in-dialog), the ACK for a 2xx, CANCEL, the responses and events of its
+//! client transactions, and transport send failures. The endpoint executes
+//! the B2BUA's actions against the transactions (RFC 3261 §17: the B2BUA is
+//! the TU of both sides).
+//!
 //! The calling contract is quinn's: after every `handle`/`handle_timeout`,
 //! drain `poll_transmit` until `None`, then re-arm one timer at
 //! `poll_timeout`. Time only moves forward and is always passed in.
@@ -23,9 +29,13 @@ mod answer;
 mod stats;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::sip::{Message, ParseError};
+use crate::b2bua::{Action, B2bua, B2buaConfig, Local, TrunkIps};
+use crate::config::Config;
+use crate::routing::{UpstreamError, Upstreams};
+use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
 
@@ -39,14 +49,54 @@ pub struct EndpointConfig {
     pub timers: TimerConfig,
     /// Value of the `Server` header on responses we originate.
     pub server_header: String,
+    /// The B2BUA's settings (our addresses, call limits).
+    pub b2bua: B2buaConfig,
+    /// Upstream gateways for calls.
+    pub upstreams: Upstreams,
+    /// IP-authenticated trunks.
+    pub trunks: TrunkIps,
 }
 
 impl Default for EndpointConfig {
     fn default() -> Self {
+        let local = Local {
+            public_address: "127.0.0.1".to_owned(),
+            udp_port: 5060,
+            tcp_port: 5060,
+        };
         EndpointConfig {
             timers: TimerConfig::default(),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
+            b2bua: B2buaConfig::new(local),
+            upstreams: Upstreams::default(),
+            trunks: TrunkIps::default(),
         }
+    }
+}
+
+impl EndpointConfig {
+    /// From the config file and the bound listen sockets (their ports go in
+    /// Via and Contact; with port 0 in the file only the bound one is known).
+    ///
+    /// # Errors
+    /// [`UpstreamError`] for an `[[upstream]]` the B2BUA cannot use.
+    pub fn from_config(
+        cfg: &Config,
+        udp: Option<SocketAddr>,
+        tcp: Option<SocketAddr>,
+    ) -> Result<EndpointConfig, UpstreamError> {
+        let mut out = EndpointConfig::default();
+        let udp_port = udp.map_or(5060, |a| a.port());
+        let local = Local {
+            public_address: cfg.server.public_address.clone(),
+            udp_port,
+            tcp_port: tcp.map_or(udp_port, |a| a.port()),
+        };
+        out.b2bua = B2buaConfig::new(local);
+        out.b2bua.server_header.clone_from(&out.server_header);
+        out.upstreams = Upstreams::from_config(&cfg.upstream)?;
+        out.trunks = TrunkIps::from_config(&cfg.trunk);
+        Ok(out)
     }
 }
 
@@ -61,6 +111,7 @@ impl Default for EndpointConfig {
 pub struct Endpoint {
     cfg: EndpointConfig,
     txns: Transactions,
+    b2bua: B2bua,
     outbox: VecDeque<Outbound>,
     stats: Stats,
 }
@@ -68,8 +119,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// A new endpoint with no transactions.
     pub fn new(cfg: EndpointConfig) -> Self {
+        let mut b2cfg = cfg.b2bua.clone();
+        b2cfg.timers = cfg.timers;
+        let seed = rand::random();
         Endpoint {
             txns: Transactions::new(cfg.timers),
+            b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.trunks.clone(), seed),
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),
@@ -81,15 +136,29 @@ impl Endpoint {
         &self.stats
     }
 
+    /// The B2BUA (session table, counters).
+    pub fn b2bua(&self) -> &B2bua {
+        &self.b2bua
+    }
+
     /// Feeds one event from the transport.
     pub fn handle_event(&mut self, event: TransportEvent, now: Instant) {
         match event {
             TransportEvent::Inbound(inbound) => self.handle(inbound, now),
-            TransportEvent::SendFailed { dest, error, .. } => {
-                // Transactions retransmit over UDP or time out (Timer B/F);
-                // mapping a failure to its transaction comes with the B2BUA.
+            TransportEvent::SendFailed {
+                dest,
+                error,
+                transport,
+                ..
+            } => {
+                // RFC 3261 §17.1.4: a transport error ends the client
+                // transactions sent there (the B-leg INVITE fails over).
                 self.stats.send_failures += 1;
                 tracing::debug!(%dest, ?error, "send failed");
+                for key in self.b2bua.clients_to(dest, transport) {
+                    self.txns.transport_error(&key, now);
+                }
+                self.drain_transactions(now);
             }
             TransportEvent::Closed { .. } => {}
         }
@@ -103,18 +172,23 @@ impl Endpoint {
             Ok(msg) => self.handle_response(msg, now),
             Err(err) => self.reject_malformed(&inbound, &err),
         }
-        self.drain_transactions();
+        self.drain_transactions(now);
     }
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txns.handle_timeout(now);
-        self.drain_transactions();
+        self.drain_transactions(now);
+        self.b2bua.handle_timeout(now);
+        self.drain_transactions(now);
     }
 
     /// The earliest instant at which `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.txns.poll_timeout()
+        match (self.txns.poll_timeout(), self.b2bua.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next message to put on the wire.
@@ -128,7 +202,20 @@ impl Endpoint {
             .handle_request(&msg, inbound.peer, inbound.transport, now)
         {
             ServerInput::NewRequest { key } => key,
+            ServerInput::CancelFor {
+                cancel,
+                invite: Some(invite),
+            } => {
+                if self.b2bua.handle_cancel(&msg, &cancel, &invite, now) {
+                    return;
+                }
+                cancel
+            }
             ServerInput::CancelFor { cancel, .. } => cancel,
+            ServerInput::Ack2xx { .. } => {
+                self.b2bua.handle_ack(&msg, now);
+                return;
+            }
             ServerInput::Invalid(err) => {
                 // `Message::parse` validated every header a key needs, so
                 // this is a bug, not traffic: count it, never crash.
@@ -138,10 +225,27 @@ impl Endpoint {
             }
             // A retransmission (answered by its transaction) or an ACK
             // that a transaction absorbed or whose dialog we do not have.
-            ServerInput::Absorbed { .. }
-            | ServerInput::AckForServerInvite { .. }
-            | ServerInput::Ack2xx { .. } => return,
+            ServerInput::Absorbed { .. } | ServerInput::AckForServerInvite { .. } => return,
         };
+        let is_cancel = msg.method() == Some(&Method::Cancel);
+        if !is_cancel {
+            if let Some(response) = answer::precheck(&msg, inbound, &self.cfg) {
+                self.stats.count_answer(response.status);
+                self.txns
+                    .respond(&key, response.bytes, response.status, now);
+                return;
+            }
+            let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
+            if in_dialog {
+                self.b2bua.handle_in_dialog(&msg, key, inbound.peer, now);
+                return;
+            }
+            if msg.method() == Some(&Method::Invite) {
+                self.b2bua
+                    .handle_invite(&msg, key, inbound.peer, inbound.transport, now);
+                return;
+            }
+        }
         let response = answer::answer(&msg, inbound, &self.cfg);
         self.stats.count_answer(response.status);
         self.txns
@@ -149,12 +253,11 @@ impl Endpoint {
     }
 
     fn handle_response(&mut self, msg: Message, now: Instant) {
-        if !matches!(
-            self.txns.handle_response(&msg, now),
-            ClientInput::Response { .. } | ClientInput::Absorbed { .. }
-        ) {
+        match self.txns.handle_response(&msg, now) {
+            ClientInput::Response { key } => self.b2bua.handle_response(&msg, &key, now),
+            ClientInput::Absorbed { .. } => {}
             // A B2BUA never forwards stray responses (RFC 3261 §17.1.3).
-            self.stats.unmatched_responses += 1;
+            ClientInput::Stray | ClientInput::Invalid(_) => self.stats.unmatched_responses += 1,
         }
     }
 
@@ -172,24 +275,65 @@ impl Endpoint {
         tracing::debug!(peer = %inbound.peer, error = %err, "malformed message");
     }
 
-    fn drain_transactions(&mut self) {
-        while let Some(Transmit {
-            dest,
-            transport,
-            bytes,
-        }) = self.txns.poll_transmit()
-        {
-            // TCP: the transport reuses the connection to `dest` (RFC 3261 §18).
-            self.outbox.push_back(Outbound {
+    /// Runs B2BUA actions and transaction outputs until both are quiet:
+    /// an action may create a transaction whose events feed the B2BUA again.
+    fn drain_transactions(&mut self, now: Instant) {
+        loop {
+            let mut progress = false;
+            while let Some(action) = self.b2bua.poll_action() {
+                progress = true;
+                self.execute(action, now);
+            }
+            while let Some(Transmit {
+                dest,
+                transport,
+                bytes,
+            }) = self.txns.poll_transmit()
+            {
+                // TCP: the transport reuses the connection to `dest` (RFC 3261 §18).
+                self.outbox.push_back(Outbound {
+                    bytes,
+                    dest,
+                    transport,
+                    conn: None,
+                });
+            }
+            while let Some(ev) = self.txns.poll_event() {
+                progress = true;
+                self.b2bua.handle_transaction_event(&ev, now);
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn execute(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Respond { key, status, bytes } => {
+                self.stats.count_answer(status);
+                self.txns.respond(&key, bytes, status, now);
+            }
+            Action::Request {
+                request,
+                dest,
+                transport,
+            } => {
+                if let Err(e) = self.txns.send_request(request, dest, transport, now) {
+                    tracing::debug!(%dest, error = %e, "request refused by the transaction layer");
+                }
+            }
+            Action::Send {
+                bytes,
+                dest,
+                transport,
+            } => self.outbox.push_back(Outbound {
                 bytes,
                 dest,
                 transport,
                 conn: None,
-            });
+            }),
         }
-        // Transaction events (timeouts, terminations) have no consumer until
-        // the B2BUA lands; draining keeps the queue bounded.
-        while self.txns.poll_event().is_some() {}
     }
 }
 

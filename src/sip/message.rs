@@ -486,6 +486,18 @@ impl Message {
         self.buf.clone()
     }
 
+    /// The same message in a buffer of its own. A received message is a
+    /// slice of a larger receive buffer; one kept for long (a call's INVITE)
+    /// would pin that whole buffer, so long-lived holders detach it. The
+    /// header index is reused (spans are offsets into the message), so this
+    /// is one copy, not a second parse.
+    pub fn detached(&self) -> Message {
+        Message {
+            buf: Bytes::copy_from_slice(&self.buf),
+            ..self.clone()
+        }
+    }
+
     /// Appends the message byte-exact to `out`.
     pub fn write_to(&self, out: &mut BytesMut) {
         out.put_slice(&self.buf);

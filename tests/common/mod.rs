@@ -191,3 +191,140 @@ pub fn options(transport: &str, local: SocketAddr, target: SocketAddr, branch: &
          Content-Length: 0\r\n\r\n"
     )
 }
+
+// ---- SIPp ----------------------------------------------------------------
+
+/// The `sipp` binary; its absence is a failure (./test.sh installs it).
+pub fn sipp_bin() -> &'static str {
+    if let Err(e) = Command::new("sipp").arg("-v").output() {
+        panic!(
+            "SIPp (`sipp`) is not installed ({e}). Install it with \
+             `apt-get update && apt-get install -y sip-tester`, or run ./test.sh which does."
+        );
+    }
+    "sipp"
+}
+
+/// A scenario file under `tests/sipp/`.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// The cumulative column of a SIPp statistics line such as
+/// `  Successful call        |        0                  |        20   `.
+pub fn sipp_counter(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(name))?
+        .split('|')
+        .nth(2)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A loopback port that was free a moment ago (UDP and TCP).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("local addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A SIPp running in the background (a UAS playing an upstream); killed by
+/// its own pid on drop.
+pub struct SippBg {
+    child: Child,
+    pub out: PathBuf,
+    _dir: TempDir,
+}
+
+impl SippBg {
+    /// Starts `sipp ARGS` with stdout/stderr to a file.
+    pub fn start(args: &[&str]) -> SippBg {
+        let dir = TempDir::new("sipp");
+        let out = dir.0.join("sipp.out");
+        let file = std::fs::File::create(&out).expect("create sipp output");
+        let err = file.try_clone().expect("clone file");
+        let child = Command::new(sipp_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .expect("start sipp");
+        // Let it bind before the caller starts.
+        std::thread::sleep(Duration::from_millis(300));
+        SippBg {
+            child,
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// The directory it runs in (message traces land here).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Waits (up to `timeout`) for it to exit; its exit code and output.
+    pub fn wait(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return (st.code(), self.text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (None, self.text())
+    }
+
+    /// Its output so far.
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for SippBg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a SIPp UAC to completion: (exit code, stdout+stderr, pid).
+pub fn sipp_run(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(sipp_bin())
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A sipfront config on OS-chosen ports with one IP-authenticated trunk for
+/// 127.0.0.1 and the given `[[upstream]]`s as (uri, priority).
+pub fn b2bua_config(upstreams: &[(String, u32)]) -> String {
+    let mut cfg = LOOPBACK_CONFIG.to_owned();
+    cfg.push_str(
+        "\n[[trunk]]\nid = 1\nname = \"pbx\"\npassword = \"x\"\nhost_request = \"127.0.0.1\"\n",
+    );
+    for (i, (uri, prio)) in upstreams.iter().enumerate() {
+        cfg.push_str(&format!(
+            "\n[[upstream]]\nname = \"up{i}\"\nuri = \"{uri}\"\npriority = {prio}\nping_interval_s = 0\n"
+        ));
+    }
+    cfg
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Load test of the B2BUA call path on loopback:
+#   SIPp UAC (a trunk's PBX, 127.0.0.1) -> sipfront -> SIPp UAS (the upstream).
+# Bounded in calls and time. Prints achieved calls/s, failed calls, sipfront
+# CPU ms per call (utime+stime from /proc/PID/stat) and its RSS.
+#
+# Usage: benches/load/run.sh [RATE_CPS=500] [SECONDS=10] [udp|tcp]
+# Env:   SIPFRONT=path/to/binary (default: target/release/sipfront, built if missing)
+set -euo pipefail
+
+RATE=${1:-500}
+SECS=${2:-10}
+TRANSPORT=${3:-udp}
+CALLS=$((RATE * SECS))
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${SIPFRONT:-$ROOT/target/release/sipfront}
+command -v sipp >/dev/null || { echo "sipp not installed (apt-get install -y sip-tester)" >&2; exit 1; }
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bin sipfront)
+
+WORK=$(mktemp -d /tmp/sipfront-load.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+SF_PORT=$(free_port); UAS_PORT=$(free_port)
+TFLAG=""; [ "$TRANSPORT" = tcp ] && TFLAG="-t t1"
+
+cat > "$WORK/sipfront.toml" <<TOML
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:$SF_PORT"
+[[listen]]
+transport = "tcp"
+address = "127.0.0.1:$SF_PORT"
+[http]
+address = "127.0.0.1:0"
+[[upstream]]
+name = "uas"
+uri = "sip:127.0.0.1:$UAS_PORT;transport=$TRANSPORT"
+ping_interval_s = 0
+[[trunk]]
+id = 1
+name = "load"
+password = "x"
+host_request = "127.0.0.1"
+TOML
+
+(cd "$WORK" && RUST_LOG=warn exec "$BIN" run --config "$WORK/sipfront.toml" 2>"$WORK/sipfront.log") &
+SF_PID=$!; PIDS+=("$SF_PID")
+for _ in $(seq 100); do grep -q ready "$WORK/sipfront.log" 2>/dev/null && break; sleep 0.1; done
+# RUST_LOG=warn hides the ready line: wait for the port instead.
+for _ in $(seq 50); do ss -lun 2>/dev/null | grep -q ":$SF_PORT " && break; sleep 0.1; done
+
+(cd "$WORK" && exec sipp -sn uas -i 127.0.0.1 -p "$UAS_PORT" $TFLAG -nostdin -buff_size 4194304 \
+   -timeout $((SECS + 40))s >"$WORK/uas.out" 2>&1) &
+UAS_PID=$!; PIDS+=("$UAS_PID")
+sleep 0.5
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SF_PID/stat"; }
+T0=$(cpu_ticks); START=$(date +%s.%N)
+set +e
+(cd "$WORK" && sipp -sn uac -s 12125551234 -i 127.0.0.1 $TFLAG -r "$RATE" -m "$CALLS" -l $((RATE * 4)) \
+   -nostdin -buff_size 4194304 -timeout $((SECS + 30))s -timeout_error \
+   "127.0.0.1:$SF_PORT" >"$WORK/uac.out" 2>&1)
+RC=$?
+set -e
+END=$(date +%s.%N); T1=$(cpu_ticks)
+RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SF_PID/status")
+HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$SF_PID/status")
+
+counter() { grep -E "^\s*$1" "$WORK/uac.out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}'; }
+OK=$(counter "Successful call"); FAILED=$(counter "Failed call")
+OK=${OK:-0}; FAILED=${FAILED:-unknown}
+python3 - "$OK" "$FAILED" "$START" "$END" "$T0" "$T1" "$TCK" "$RSS_KB" "$HWM_KB" "$RATE" "$SECS" "$TRANSPORT" "$RC" <<'PY'
+import sys
+ok, failed, start, end, t0, t1, tck, rss, hwm, rate, secs, tr, rc = sys.argv[1:]
+ok = int(ok); wall = float(end) - float(start)
+cpu_ms = (int(t1) - int(t0)) * 1000.0 / int(tck)
+print(f"target {rate} calls/s for {secs} s over {tr} (sipp uac exit {rc})")
+print(f"achieved calls/s : {ok / wall:.0f}  ({ok} successful in {wall:.1f} s)")
+print(f"failed calls     : {failed}")
+print(f"sipfront CPU     : {cpu_ms:.0f} ms total, {cpu_ms / max(ok, 1):.3f} ms per call")
+print(f"sipfront RSS     : {int(rss) / 1024:.1f} MiB now, {int(hwm) / 1024:.1f} MiB peak")
+PY

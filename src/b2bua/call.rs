@@ -1,0 +1,999 @@
+//! The call state machine (RFC 3261 §13–15 on each leg, §9 CANCEL,
+//! RFC 6026 2xx/ACK, RFC 3262 PRACK relay): one A-leg dialog where we are
+//! the UAS, one B-leg dialog where we are the UAC, and the rules that relay
+//! between them. Sans-IO: inputs carry `now`, outputs go to [`Fx`].
+//!
+//! Choices where the issue is silent (what FreeSWITCH / Kamailio+topos do):
+//! * BYE is answered `200` locally and a new BYE is sent on the other leg.
+//! * Each leg ACKs its own 2xx (per-leg ACK); for an offerless INVITE (late
+//!   offer) the B-leg ACK waits for the A-leg ACK so the SDP answer in it
+//!   reaches B.
+//! * A re-INVITE while another INVITE is in progress gets `491`.
+//! * 3xx from upstream is not relayed (its Contact would leak): `503`, like
+//!   401/407.
+//! * An attempt with no response at all within `no_answer_failover` is
+//!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
+//!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::leg::{is_target_refresh, Leg, Side};
+use super::table::{DialogKey, Purpose, Relay};
+use super::{Action, B2buaConfig};
+use crate::routing::Upstreams;
+use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
+use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
+use crate::transaction::TransactionKey;
+
+/// Headers copied from a relayed request (their content is end-to-end
+/// application data, not routing).
+const REQUEST_PASS: &[&[u8]] = &[
+    b"Event",
+    b"Subscription-State",
+    b"Refer-To",
+    b"Referred-By",
+    b"Info-Package",
+    b"Recv-Info",
+    b"Supported",
+    b"Allow",
+    b"Accept",
+    b"Session-Expires",
+    b"Min-SE",
+    b"Subject",
+    b"Privacy",
+];
+
+/// Headers copied from a relayed response.
+const RESPONSE_PASS: &[&[u8]] = &[
+    b"RSeq",
+    b"Require",
+    b"Supported",
+    b"Allow",
+    b"Accept",
+    b"Unsupported",
+    b"Retry-After",
+    b"Session-Expires",
+    b"Min-SE",
+];
+
+/// Effects of one input on a call.
+pub(crate) struct Fx<'a> {
+    pub(crate) actions: &'a mut std::collections::VecDeque<Action>,
+    /// Client transactions to index: (key, purpose).
+    pub(crate) new_clients: Vec<(TransactionKey, Purpose)>,
+    pub(crate) cfg: &'a B2buaConfig,
+    pub(crate) upstreams: &'a Upstreams,
+    pub(crate) now: Instant,
+}
+
+impl Fx<'_> {
+    fn respond(&mut self, key: &TransactionKey, status: StatusCode, bytes: Bytes) {
+        self.actions.push_back(Action::Respond {
+            key: key.clone(),
+            status,
+            bytes,
+        });
+    }
+
+    fn raw(&mut self, bytes: Bytes, dest: SocketAddr, transport: Transport) {
+        self.actions.push_back(Action::Send {
+            bytes,
+            dest,
+            transport,
+        });
+    }
+
+    /// Sends a request in a new client transaction; false if it did not build.
+    fn request(&mut self, b: RequestBuilder, leg: &Leg, purpose: Purpose) -> Option<Message> {
+        let msg = Message::parse(b.build()).ok()?;
+        self.request_msg(msg.clone(), leg.dest, leg.transport, purpose);
+        Some(msg)
+    }
+
+    fn request_msg(
+        &mut self,
+        msg: Message,
+        dest: SocketAddr,
+        transport: Transport,
+        purpose: Purpose,
+    ) {
+        let Ok(key) = TransactionKey::client(&msg) else {
+            return;
+        };
+        self.new_clients.push((key, purpose));
+        self.actions.push_back(Action::Request {
+            request: msg,
+            dest,
+            transport,
+        });
+    }
+}
+
+/// Where a call is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// B-leg INVITE sent, nothing relayed to A beyond `100`: fail-over allowed.
+    Trying,
+    /// A provisional was relayed to A.
+    Early,
+    /// A cancelled; waiting for the B-leg INVITE to end.
+    Cancelled,
+    /// 2xx relayed: both dialogs confirmed.
+    Confirmed,
+    /// Over; waiting for transactions to end before leaving the table.
+    Ended,
+}
+
+/// A 2xx we sent and retransmit until its ACK (RFC 3261 §13.3.1.4).
+#[derive(Debug)]
+struct PendingOk {
+    side: Side,
+    bytes: Bytes,
+    cseq: u32,
+    next: Option<Instant>,
+    interval: Duration,
+    give_up: Instant,
+    /// Late offer: the ACK owed to the other leg, sent with this ACK's body.
+    deferred_ack: Option<(Side, u32)>,
+}
+
+/// One call: both legs and the state that ties them.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) phase: Phase,
+    a: Leg,
+    b: Leg,
+    a_invite: Message,
+    a_invite_key: TransactionKey,
+    a_answered: bool,
+    /// The B-leg INVITE of each attempt so far.
+    attempts: Vec<Message>,
+    b_responded: bool,
+    plan: Vec<usize>,
+    attempt: usize,
+    attempt_deadline: Option<Instant>,
+    last_final: Option<(StatusCode, String)>,
+    cancel_pending: bool,
+    /// Last ACK sent on each leg for a 2xx: (CSeq, bytes), resent on 2xx retransmits.
+    ack_a: Option<(u32, Bytes)>,
+    ack_b: Option<(u32, Bytes)>,
+    ok: Option<PendingOk>,
+    reinvite: bool,
+    max_end: Instant,
+    ended_at: Option<Instant>,
+    /// Client transactions of this call still alive.
+    pub(crate) open: usize,
+    /// Of those, B-leg INVITE attempts.
+    pub(crate) open_invites: usize,
+    pub(crate) scheduled: Option<Instant>,
+    /// The trunk the call came from.
+    pub(crate) trunk: u64,
+}
+
+/// `"display" <uri>;params` without the tag parameter.
+fn addr_without_tag(na: &NameAddr<'_>) -> String {
+    let mut s = String::new();
+    if let Some(d) = na.display {
+        s.push('"');
+        s.push_str(d);
+        s.push_str("\" ");
+    }
+    s.push('<');
+    s.push_str(na.uri.as_str());
+    s.push('>');
+    for (name, value) in na.params.iter() {
+        if name.eq_ignore_ascii_case("tag") {
+            continue;
+        }
+        s.push(';');
+        s.push_str(name);
+        if let Some(v) = value {
+            s.push('=');
+            s.push_str(v);
+        }
+    }
+    s
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// What a failure from upstream becomes on the A-leg.
+fn map_failure(status: StatusCode) -> StatusCode {
+    match status.0 {
+        // Never leak upstream credentials challenges or redirect targets.
+        401 | 407 | 300..=399 => StatusCode::SERVICE_UNAVAILABLE,
+        _ => status,
+    }
+}
+
+/// 408, 5xx, or no response: try the next upstream (SPEC §3 "route").
+fn fails_over(status: StatusCode) -> bool {
+    status.0 == 408 || (500..=599).contains(&status.0)
+}
+
+/// The input needed to create a call.
+pub(crate) struct NewCall<'m> {
+    pub(crate) invite: &'m Message,
+    pub(crate) key: TransactionKey,
+    pub(crate) source: SocketAddr,
+    pub(crate) transport: Transport,
+    pub(crate) plan: Vec<usize>,
+    pub(crate) trunk: u64,
+}
+
+impl Call {
+    /// A call for a new INVITE, or the status to refuse it with.
+    pub(crate) fn new(n: NewCall<'_>, cfg: &B2buaConfig, now: Instant) -> Result<Call, StatusCode> {
+        let inv = n.invite;
+        let bad = StatusCode::BAD_REQUEST;
+        let from = inv.from().map_err(|_| bad)?;
+        let to = inv.to().map_err(|_| bad)?;
+        let ruri = inv.request_uri().ok_or(bad)?;
+        let call_id = lossy(inv.call_id().map_err(|_| bad)?);
+        let Some(user) = ruri.user.or(to.uri.user) else {
+            return Err(StatusCode::ADDRESS_INCOMPLETE);
+        };
+        let remote_target = match inv.contacts().next() {
+            Some(Ok(c)) => c.addr().map(|a| a.uri.as_str().to_owned()),
+            _ => None,
+        }
+        .unwrap_or_else(|| format!("sip:{}", n.source));
+        let a = Leg {
+            call_id,
+            local_tag: build::new_tag(),
+            remote_tag: from.tag().map(str::to_owned),
+            local_addr: addr_without_tag(&to),
+            remote_addr: addr_without_tag(&from),
+            remote_target,
+            route_set: inv
+                .headers(&HeaderName::RecordRoute)
+                .flat_map(super::leg::split_commas)
+                .collect(),
+            dest: n.source,
+            transport: n.transport,
+            local_cseq: 0,
+            invite_cseq: 0,
+        };
+        let from_user = from.uri.user.unwrap_or("anonymous");
+        let local = &cfg.local;
+        let local_addr = match from.display {
+            Some(d) => format!("\"{d}\" <sip:{from_user}@{}>", local.public_address),
+            None => format!("<sip:{from_user}@{}>", local.public_address),
+        };
+        let b = Leg {
+            call_id: build::new_call_id(&local.public_address),
+            local_tag: build::new_tag(),
+            remote_tag: None,
+            local_addr,
+            // Set per attempt; the user parts are kept here meanwhile.
+            remote_addr: to.uri.user.unwrap_or(user).to_owned(),
+            remote_target: user.to_owned(),
+            route_set: Vec::new(),
+            dest: n.source,
+            transport: Transport::Udp,
+            local_cseq: 0,
+            invite_cseq: 0,
+        };
+        Ok(Call {
+            phase: Phase::Trying,
+            a,
+            b,
+            a_invite: inv.detached(),
+            a_invite_key: n.key,
+            a_answered: false,
+            attempts: Vec::new(),
+            b_responded: false,
+            plan: n.plan,
+            attempt: 0,
+            attempt_deadline: None,
+            last_final: None,
+            cancel_pending: false,
+            ack_a: None,
+            ack_b: None,
+            ok: None,
+            reinvite: false,
+            max_end: now + cfg.max_call_duration,
+            ended_at: None,
+            open: 0,
+            open_invites: 0,
+            scheduled: None,
+            trunk: n.trunk,
+        })
+    }
+
+    pub(crate) fn dialog_key(&self, side: Side) -> DialogKey {
+        let leg = self.leg(side);
+        DialogKey {
+            call_id: leg.call_id.clone(),
+            local_tag: leg.local_tag.clone(),
+        }
+    }
+
+    pub(crate) fn a_invite_key(&self) -> &TransactionKey {
+        &self.a_invite_key
+    }
+
+    fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// Whether the call can leave the table.
+    pub(crate) fn finished(&self, now: Instant, cfg: &B2buaConfig) -> bool {
+        match (self.phase, self.ended_at) {
+            // INVITE client transactions left in Accepted (RFC 6026, 64·T1)
+            // do not keep an ended call: its BYE has been answered, so the
+            // peer stops retransmitting its 2xx. This keeps ended calls in
+            // the table for about T4 instead of 32 s.
+            (Phase::Ended, Some(at)) => {
+                (self.open <= self.open_invites && self.ok.is_none()) || now >= at + cfg.linger
+            }
+            _ => false,
+        }
+    }
+
+    /// The next instant `on_timeout` has work.
+    pub(crate) fn next_deadline(&self, cfg: &B2buaConfig) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut add = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        if self.phase == Phase::Trying && !self.b_responded {
+            add(self.attempt_deadline);
+        }
+        if let Some(ok) = &self.ok {
+            add(ok.next);
+            add(Some(ok.give_up));
+        }
+        match self.ended_at {
+            Some(at) => add(Some(at + cfg.linger)),
+            None => add(Some(self.max_end)),
+        }
+        d
+    }
+
+    // ---- responses we originate --------------------------------------
+
+    /// A response on `side` to `req`, built from our values; `relayed` is
+    /// the response from the other leg whose status, body and end-to-end
+    /// headers are carried over.
+    fn response(
+        &self,
+        side: Side,
+        req: &Message,
+        status: StatusCode,
+        relayed: Option<&Message>,
+        cfg: &B2buaConfig,
+    ) -> Bytes {
+        let leg = self.leg(side);
+        let mut b = ResponseBuilder::new(req, status)
+            .received(leg.dest)
+            .to_tag(&leg.local_tag)
+            .server(&cfg.server_header);
+        let method = req.method();
+        let is_initial = side == Side::A && req.to().is_ok_and(|t| t.tag().is_none());
+        if status.0 > 100 && status.0 < 300 {
+            if is_initial {
+                for rr in req.headers(&HeaderName::RecordRoute) {
+                    b = b.header("Record-Route", &lossy(rr));
+                }
+            }
+            if method.is_some_and(is_target_refresh) {
+                b = b.header("Contact", &cfg.local.contact(leg.transport));
+            }
+        }
+        if let Some(r) = relayed {
+            if let Some(reason) = r.reason() {
+                if status == r.status().unwrap_or(status) {
+                    b = b.reason(&lossy(reason));
+                }
+            }
+            for name in RESPONSE_PASS {
+                for v in r.headers(&HeaderName::from_bytes(name)) {
+                    b = b.header(&lossy(name), &lossy(v));
+                }
+            }
+            let body = r.body();
+            if !body.is_empty() {
+                let ct = r
+                    .content_type()
+                    .map_or_else(|| "application/sdp".to_owned(), lossy);
+                b = b.body(&ct, body);
+            }
+        }
+        b.build()
+    }
+
+    /// Final response on the A-leg INVITE.
+    fn answer_a(&mut self, status: StatusCode, relayed: Option<&Message>, fx: &mut Fx<'_>) {
+        if self.a_answered {
+            return;
+        }
+        if status.0 >= 200 {
+            self.a_answered = true;
+        }
+        let bytes = self.response(Side::A, &self.a_invite, status, relayed, fx.cfg);
+        let key = self.a_invite_key.clone();
+        fx.respond(&key, status, bytes);
+    }
+
+    // ---- B-leg INVITE attempts ---------------------------------------
+
+    /// Sends the INVITE of the current attempt; false when no upstream is left.
+    pub(crate) fn send_attempt(&mut self, fx: &mut Fx<'_>) -> bool {
+        loop {
+            let Some(&idx) = self.plan.get(self.attempt) else {
+                return false;
+            };
+            let Some(up) = fx.upstreams.get(idx) else {
+                self.attempt += 1;
+                continue;
+            };
+            // The user parts were kept in the address fields on creation.
+            let to_user = self.attempts.is_empty().then(|| self.b.remote_addr.clone());
+            let ruser = self
+                .attempts
+                .is_empty()
+                .then(|| self.b.remote_target.clone());
+            let (to_user, ruser) = match (to_user, ruser) {
+                (Some(t), Some(r)) => (t, r),
+                _ => (self.b_to_user(), self.b_ruser()),
+            };
+            let tparam = match up.transport {
+                Transport::Tcp => ";transport=tcp",
+                _ => "",
+            };
+            self.b.remote_addr = format!("<sip:{to_user}@{}>", up.hostport);
+            self.b.remote_target = format!("sip:{ruser}@{}{tparam}", up.hostport);
+            self.b.remote_tag = None;
+            self.b.route_set.clear();
+            self.b.dest = up.addr;
+            self.b.transport = up.transport;
+            let mf = self
+                .a_invite
+                .max_forwards()
+                .ok()
+                .flatten()
+                .unwrap_or(70)
+                .clamp(1, 71)
+                - 1;
+            let mut req = self
+                .b
+                .request(Method::Invite, &fx.cfg.local, None)
+                .max_forwards(mf);
+            for name in REQUEST_PASS {
+                for v in self.a_invite.headers(&HeaderName::from_bytes(name)) {
+                    req = req.header(&lossy(name), &lossy(v));
+                }
+            }
+            let body = self.a_invite.body();
+            if !body.is_empty() {
+                let ct = self
+                    .a_invite
+                    .content_type()
+                    .map_or_else(|| "application/sdp".to_owned(), lossy);
+                req = req.body(&ct, body);
+            }
+            let attempt = self.attempt;
+            let b = self.b.clone();
+            let Some(msg) = fx.request(req, &b, Purpose::Invite { attempt }) else {
+                self.attempt += 1;
+                continue;
+            };
+            self.attempts.push(msg);
+            self.b_responded = false;
+            self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
+            return true;
+        }
+    }
+
+    /// To user of the B-leg, from the address written by the first attempt.
+    fn b_to_user(&self) -> String {
+        NameAddr::parse(self.b.remote_addr.as_bytes())
+            .and_then(|n| n.uri.user.map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn b_ruser(&self) -> String {
+        crate::sip::Uri::parse(&self.b.remote_target)
+            .and_then(|u| u.user.map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The current attempt failed with `status` (None: no response).
+    fn fail_over(&mut self, status: Option<(StatusCode, String)>, fx: &mut Fx<'_>) {
+        if status.is_some() {
+            self.last_final = status;
+        }
+        self.attempt += 1;
+        if self.send_attempt(fx) {
+            return;
+        }
+        let status = self
+            .last_final
+            .as_ref()
+            .map_or(StatusCode::SERVICE_UNAVAILABLE, |(s, _)| map_failure(*s));
+        self.answer_a(status, None, fx);
+        self.end(fx);
+    }
+
+    /// ACK for a 2xx on `side` to the INVITE with CSeq `cseq` (§13.2.2.4).
+    fn send_ack(&mut self, side: Side, cseq: u32, body: Option<(String, Bytes)>, fx: &mut Fx<'_>) {
+        let local = fx.cfg.local.clone();
+        let leg = self.leg_mut(side);
+        let mut b = leg.request(Method::Ack, &local, Some(cseq));
+        if let Some((ct, body)) = body {
+            b = b.body(&ct, body);
+        }
+        let bytes = b.build();
+        fx.raw(bytes.clone(), leg.dest, leg.transport);
+        match side {
+            Side::A => self.ack_a = Some((cseq, bytes)),
+            Side::B => self.ack_b = Some((cseq, bytes)),
+        }
+    }
+
+    fn stored_ack(&self, side: Side) -> Option<&(u32, Bytes)> {
+        match side {
+            Side::A => self.ack_a.as_ref(),
+            Side::B => self.ack_b.as_ref(),
+        }
+    }
+
+    /// ACK and BYE a 2xx that opened a dialog we do not want (a crossing
+    /// CANCEL, an abandoned attempt, a second fork).
+    fn ack_and_bye(&mut self, resp: &Message, invite: &Message, fx: &mut Fx<'_>) {
+        let mut leg = self.b.clone();
+        leg.learn_from_response(resp);
+        let seq = invite.cseq().map_or(leg.invite_cseq, |c| c.seq);
+        let ack = leg.request(Method::Ack, &fx.cfg.local, Some(seq)).build();
+        fx.raw(ack, leg.dest, leg.transport);
+        let bye = leg.request(Method::Bye, &fx.cfg.local, None);
+        fx.request(bye, &leg, Purpose::Bye);
+        if leg.call_id == self.b.call_id {
+            self.b.local_cseq = leg.local_cseq;
+        }
+    }
+
+    fn send_cancel(&mut self, fx: &mut Fx<'_>) {
+        self.cancel_pending = false;
+        let Some(invite) = self.attempts.get(self.attempt) else {
+            return;
+        };
+        if let Ok(msg) = Message::parse(build::cancel_for(invite)) {
+            fx.request_msg(msg, self.b.dest, self.b.transport, Purpose::Cancel);
+        }
+    }
+
+    /// A response to one of our B-leg INVITE attempts.
+    fn on_invite_response(&mut self, attempt: usize, resp: &Message, fx: &mut Fx<'_>) {
+        let Some(status) = resp.status() else { return };
+        let Some(invite) = self.attempts.get(attempt).cloned() else {
+            return;
+        };
+        if attempt != self.attempt {
+            // Abandoned attempt answering late.
+            if status.is_success() {
+                self.ack_and_bye(resp, &invite, fx);
+            } else if status.is_provisional() {
+                if let Ok(msg) = Message::parse(build::cancel_for(&invite)) {
+                    let dest = self.b.dest;
+                    fx.request_msg(msg, dest, self.b.transport, Purpose::Cancel);
+                }
+            }
+            return;
+        }
+        self.b_responded = true;
+        let seq = invite.cseq().map_or(0, |c| c.seq);
+        match self.phase {
+            Phase::Trying | Phase::Early => {
+                if status.is_provisional() {
+                    if status.0 == 100 {
+                        return;
+                    }
+                    self.b.learn_from_response(resp);
+                    self.phase = Phase::Early;
+                    self.answer_a(status, Some(resp), fx);
+                } else if status.is_success() {
+                    self.b.learn_from_response(resp);
+                    self.phase = Phase::Confirmed;
+                    let late_offer = self.a_invite.body().is_empty();
+                    let deferred = if late_offer {
+                        Some((Side::B, seq))
+                    } else {
+                        self.send_ack(Side::B, seq, None, fx);
+                        None
+                    };
+                    let a_seq = self.a_invite.cseq().map_or(0, |c| c.seq);
+                    let bytes = self.response(Side::A, &self.a_invite, status, Some(resp), fx.cfg);
+                    self.a_answered = true;
+                    let key = self.a_invite_key.clone();
+                    fx.respond(&key, status, bytes.clone());
+                    self.start_ok(Side::A, bytes, a_seq, deferred, fx);
+                } else if self.phase == Phase::Trying && fails_over(status) {
+                    let reason = resp.reason().map(lossy).unwrap_or_default();
+                    self.fail_over(Some((status, reason)), fx);
+                } else {
+                    self.answer_a(
+                        map_failure(status),
+                        Some(resp).filter(|_| !matches!(status.0, 300..=399 | 401 | 407)),
+                        fx,
+                    );
+                    self.end(fx);
+                }
+            }
+            Phase::Cancelled => {
+                if status.is_provisional() {
+                    if self.cancel_pending {
+                        self.send_cancel(fx);
+                    }
+                } else if status.is_success() {
+                    // §9.1 race: the 2xx crossed our CANCEL.
+                    self.ack_and_bye(resp, &invite, fx);
+                    self.end(fx);
+                } else {
+                    self.end(fx);
+                }
+            }
+            Phase::Confirmed | Phase::Ended => {
+                if status.is_success() {
+                    let same_dialog = resp.to().ok().and_then(|t| t.tag().map(str::to_owned))
+                        == self.b.remote_tag;
+                    match self.stored_ack(Side::B) {
+                        Some((s, bytes)) if *s == seq && same_dialog => {
+                            let bytes = bytes.clone();
+                            fx.raw(bytes, self.b.dest, self.b.transport);
+                        }
+                        _ if !same_dialog => self.ack_and_bye(resp, &invite, fx),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_ok(
+        &mut self,
+        side: Side,
+        bytes: Bytes,
+        cseq: u32,
+        deferred_ack: Option<(Side, u32)>,
+        fx: &mut Fx<'_>,
+    ) {
+        let t1 = fx.cfg.timers.t1;
+        let reliable = self.leg(side).transport.is_reliable();
+        self.ok = Some(PendingOk {
+            side,
+            bytes,
+            cseq,
+            next: (!reliable).then(|| fx.now + t1),
+            interval: t1,
+            give_up: fx.now + fx.cfg.timers.t1x64(),
+            deferred_ack,
+        });
+    }
+
+    /// No response to the current attempt: timeout or transport error.
+    fn on_invite_no_response(&mut self, attempt: usize, fx: &mut Fx<'_>) {
+        if attempt != self.attempt {
+            return;
+        }
+        match self.phase {
+            Phase::Trying => self.fail_over(None, fx),
+            Phase::Early => {
+                self.answer_a(StatusCode::REQUEST_TIMEOUT, None, fx);
+                self.end(fx);
+            }
+            Phase::Cancelled => self.end(fx),
+            Phase::Confirmed | Phase::Ended => {}
+        }
+    }
+
+    // ---- inputs --------------------------------------------------------
+
+    /// A response on a client transaction of this call.
+    pub(crate) fn on_response(&mut self, purpose: &Purpose, resp: &Message, fx: &mut Fx<'_>) {
+        match purpose {
+            Purpose::Invite { attempt } => self.on_invite_response(*attempt, resp, fx),
+            Purpose::Cancel | Purpose::Bye => {}
+            Purpose::Relay(r) => {
+                self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
+            }
+        }
+    }
+
+    /// A client transaction of this call timed out or failed to send.
+    pub(crate) fn on_no_response(&mut self, purpose: &Purpose, fx: &mut Fx<'_>) {
+        match purpose {
+            Purpose::Invite { attempt } => self.on_invite_no_response(*attempt, fx),
+            Purpose::Cancel | Purpose::Bye => {}
+            Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
+        }
+    }
+
+    fn on_relay_response(
+        &mut self,
+        from: Side,
+        server: &TransactionKey,
+        request: &Message,
+        resp: Option<&Message>,
+        fx: &mut Fx<'_>,
+    ) {
+        let status = match resp {
+            Some(r) => match r.status() {
+                Some(s) => s,
+                None => return,
+            },
+            None => StatusCode::REQUEST_TIMEOUT,
+        };
+        if status.0 == 100 {
+            return;
+        }
+        let to = from.other();
+        let is_invite = request.method() == Some(&Method::Invite);
+        if is_invite && status.is_success() {
+            let Some(r) = resp else { return };
+            let seq = r.cseq().map_or(0, |c| c.seq);
+            if let Some((s, bytes)) = self.stored_ack(to) {
+                if *s == seq {
+                    let bytes = bytes.clone();
+                    let leg = self.leg(to);
+                    fx.raw(bytes, leg.dest, leg.transport);
+                    return;
+                }
+            }
+            if !self.reinvite {
+                return; // already relayed
+            }
+            self.reinvite = false;
+            self.leg_mut(to).learn_target(r);
+            let deferred = if request.body().is_empty() {
+                Some((to, seq))
+            } else {
+                self.send_ack(to, seq, None, fx);
+                None
+            };
+            let bytes = self.response(from, request, status, resp, fx.cfg);
+            fx.respond(server, status, bytes.clone());
+            let own_seq = request.cseq().map_or(0, |c| c.seq);
+            self.start_ok(from, bytes, own_seq, deferred, fx);
+            return;
+        }
+        if is_invite && status.is_final() {
+            self.reinvite = false;
+        }
+        let bytes = self.response(from, request, status, resp, fx.cfg);
+        fx.respond(server, status, bytes);
+        // §12.2.1.2: 408 or 481 to an in-dialog request ends the dialog;
+        // the leg that failed gets no BYE, the other one does.
+        if matches!(status.0, 408 | 481) && request.method() != Some(&Method::Bye) {
+            self.end_call(Some(to), StatusCode::REQUEST_TIMEOUT, fx);
+        }
+    }
+
+    /// An in-dialog request (not ACK) from leg `side`.
+    pub(crate) fn on_request(
+        &mut self,
+        side: Side,
+        req: &Message,
+        key: &TransactionKey,
+        fx: &mut Fx<'_>,
+    ) {
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        if method == Method::Bye {
+            let bytes = self.response(side, req, StatusCode::OK, None, fx.cfg);
+            fx.respond(key, StatusCode::OK, bytes);
+            if self.phase != Phase::Ended {
+                self.end_call(Some(side), StatusCode::REQUEST_TERMINATED, fx);
+            }
+            return;
+        }
+        let refuse = |this: &Self, status: StatusCode, fx: &mut Fx<'_>| {
+            let bytes = this.response(side, req, status, None, fx.cfg);
+            fx.respond(key, status, bytes);
+        };
+        if matches!(self.phase, Phase::Ended | Phase::Cancelled) {
+            return refuse(self, StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST, fx);
+        }
+        if method == Method::Invite {
+            if self.phase != Phase::Confirmed {
+                return refuse(self, StatusCode::REQUEST_PENDING, fx);
+            }
+            if self.reinvite || self.ok.is_some() {
+                return refuse(self, StatusCode::REQUEST_PENDING, fx);
+            }
+            refuse(self, StatusCode::TRYING, fx);
+            self.reinvite = true;
+        }
+        if is_target_refresh(&method) {
+            self.leg_mut(side).learn_target(req);
+        }
+        let to = side.other();
+        let local = fx.cfg.local.clone();
+        let target_invite_cseq = self.leg(to).invite_cseq;
+        let leg = self.leg_mut(to);
+        let mut b = leg.request(method.clone(), &local, None);
+        for name in REQUEST_PASS {
+            for v in req.headers(&HeaderName::from_bytes(name)) {
+                b = b.header(&lossy(name), &lossy(v));
+            }
+        }
+        if method == Method::Prack {
+            // RFC 3262 §7.2: RAck names the INVITE's CSeq of *this* leg.
+            if let Some(rack) = req.header(&HeaderName::from_bytes(b"RAck")) {
+                let text = lossy(rack);
+                let mut parts = text.split_whitespace();
+                if let (Some(rseq), Some(_), Some(m)) = (parts.next(), parts.next(), parts.next()) {
+                    b = b.header("RAck", &format!("{rseq} {target_invite_cseq} {m}"));
+                }
+            }
+        }
+        let body = req.body();
+        if !body.is_empty() {
+            let ct = req
+                .content_type()
+                .map_or_else(|| "application/sdp".to_owned(), lossy);
+            b = b.body(&ct, body);
+        }
+        let leg = self.leg(to).clone();
+        let purpose = Purpose::Relay(Box::new(Relay {
+            from: side,
+            server: key.clone(),
+            request: req.detached(),
+        }));
+        if fx.request(b, &leg, purpose).is_none() {
+            if method == Method::Invite {
+                self.reinvite = false;
+            }
+            refuse(self, StatusCode::SERVER_INTERNAL_ERROR, fx);
+        }
+    }
+
+    /// An ACK for a 2xx, from leg `side`.
+    pub(crate) fn on_ack(&mut self, side: Side, ack: &Message, fx: &mut Fx<'_>) {
+        let seq = ack.cseq().map_or(0, |c| c.seq);
+        let matches = self
+            .ok
+            .as_ref()
+            .is_some_and(|ok| ok.side == side && ok.cseq == seq);
+        if !matches {
+            return;
+        }
+        if let Some(ok) = self.ok.take() {
+            if let Some((to, cseq)) = ok.deferred_ack {
+                let body = ack.body();
+                let body = (!body.is_empty()).then(|| {
+                    let ct = ack
+                        .content_type()
+                        .map_or_else(|| "application/sdp".to_owned(), lossy);
+                    (ct, body)
+                });
+                self.send_ack(to, cseq, body, fx);
+            }
+        }
+    }
+
+    /// A CANCEL for the A-leg INVITE (§9.2): 200 to it, 487 to the INVITE,
+    /// CANCEL on the B-leg once it may be sent (after a provisional, §9.1).
+    pub(crate) fn on_cancel(&mut self, cancel: &Message, key: &TransactionKey, fx: &mut Fx<'_>) {
+        let bytes = self.response(Side::A, cancel, StatusCode::OK, None, fx.cfg);
+        fx.respond(key, StatusCode::OK, bytes);
+        if self.a_answered {
+            return;
+        }
+        self.end_call(None, StatusCode::REQUEST_TERMINATED, fx);
+    }
+
+    /// Ends the call from wherever it is: the A-leg INVITE gets `status` if
+    /// still unanswered, a pending B-leg INVITE is cancelled, confirmed legs
+    /// get BYE (except `skip`, which hung up itself).
+    pub(crate) fn end_call(&mut self, skip: Option<Side>, status: StatusCode, fx: &mut Fx<'_>) {
+        match self.phase {
+            Phase::Trying | Phase::Early => {
+                self.answer_a(status, None, fx);
+                self.phase = Phase::Cancelled;
+                if self.b_responded {
+                    self.send_cancel(fx);
+                } else {
+                    self.cancel_pending = true;
+                }
+                // The B-leg INVITE ends with 487, a crossing 2xx or Timer B.
+            }
+            Phase::Cancelled | Phase::Ended => {}
+            Phase::Confirmed => {
+                if let Some(ok) = self.ok.take() {
+                    if let Some((to, cseq)) = ok.deferred_ack {
+                        self.send_ack(to, cseq, None, fx);
+                    }
+                }
+                for side in [Side::A, Side::B] {
+                    if Some(side) == skip {
+                        continue;
+                    }
+                    let local = fx.cfg.local.clone();
+                    let leg = self.leg_mut(side);
+                    let bye = leg.request(Method::Bye, &local, None);
+                    let leg = leg.clone();
+                    fx.request(bye, &leg, Purpose::Bye);
+                }
+                self.end(fx);
+            }
+        }
+    }
+
+    fn end(&mut self, fx: &mut Fx<'_>) {
+        self.phase = Phase::Ended;
+        self.cancel_pending = false;
+        if self.ended_at.is_none() {
+            self.ended_at = Some(fx.now);
+        }
+    }
+
+    /// Timers: attempt fail-over, 2xx retransmission and ACK give-up,
+    /// maximum duration.
+    pub(crate) fn on_timeout(&mut self, fx: &mut Fx<'_>) {
+        let now = fx.now;
+        if self.phase == Phase::Trying
+            && !self.b_responded
+            && self.attempt_deadline.is_some_and(|d| d <= now)
+        {
+            self.attempt_deadline = None;
+            self.fail_over(None, fx);
+        }
+        let mut give_up = false;
+        if let Some(ok) = &mut self.ok {
+            if ok.give_up <= now {
+                give_up = true;
+            } else if ok.next.is_some_and(|n| n <= now) {
+                ok.interval = (ok.interval * 2).min(fx.cfg.timers.t2);
+                ok.next = Some(now + ok.interval);
+                let leg = match ok.side {
+                    Side::A => &self.a,
+                    Side::B => &self.b,
+                };
+                fx.actions.push_back(Action::Send {
+                    bytes: ok.bytes.clone(),
+                    dest: leg.dest,
+                    transport: leg.transport,
+                });
+            }
+        }
+        if give_up {
+            // §13.3.1.4: no ACK within 64·T1: the dialog is over.
+            self.end_call(None, StatusCode::REQUEST_TIMEOUT, fx);
+            self.ok = None;
+        }
+        if self.ended_at.is_none() && self.max_end <= now {
+            self.end_call(None, StatusCode::REQUEST_TIMEOUT, fx);
+            if self.phase == Phase::Cancelled {
+                // A B-leg INVITE that never ends must not keep the call.
+                self.end(fx);
+            }
+        }
+    }
+}
+
+impl Call {
+    /// Where and how the current B-leg attempt goes.
+    pub(crate) fn b_dest(&self) -> (SocketAddr, Transport) {
+        (self.b.dest, self.b.transport)
+    }
+}

@@ -1,0 +1,96 @@
+//! The session table: the single owner of active calls (ARCHITECTURE.md,
+//! "one owner per fact"). Every message finds its call with one `HashMap`
+//! lookup: in-dialog requests and ACKs by (Call-ID, our tag) of either leg
+//! (RFC 3261 §12: the dialog id as seen by us), responses by the key of the
+//! client transaction we sent (§17.1.3), CANCEL by the INVITE server
+//! transaction it cancels (§9.2).
+
+use std::collections::HashMap;
+
+use super::call::Call;
+use super::leg::Side;
+use crate::sip::Message;
+use crate::transaction::TransactionKey;
+
+/// Internal id of one call.
+pub(crate) type CallId = u64;
+
+/// A dialog as we see it: its Call-ID and our own tag on that leg.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DialogKey {
+    pub(crate) call_id: String,
+    pub(crate) local_tag: String,
+}
+
+/// Why we sent a client transaction: what to do with its responses.
+#[derive(Clone, Debug)]
+pub(crate) enum Purpose {
+    /// The B-leg INVITE of fail-over attempt number `attempt`.
+    Invite {
+        /// Index into the call's upstream plan.
+        attempt: usize,
+    },
+    /// A CANCEL we sent (its response needs no action).
+    Cancel,
+    /// A BYE we originated (its response needs no action).
+    Bye,
+    /// A request relayed from another leg (boxed: most entries are INVITE
+    /// attempts and BYEs, which need a few bytes).
+    Relay(Box<Relay>),
+}
+
+/// A request relayed from leg `from`; its response goes back on `server`.
+#[derive(Clone, Debug)]
+pub(crate) struct Relay {
+    /// The leg the original request came from.
+    pub(crate) from: Side,
+    /// Its server transaction.
+    pub(crate) server: TransactionKey,
+    /// The original request (to build the response).
+    pub(crate) request: Message,
+}
+
+/// All calls, with the three indexes that find them.
+#[derive(Debug, Default)]
+pub(crate) struct SessionTable {
+    pub(crate) calls: HashMap<CallId, Call>,
+    pub(crate) dialogs: HashMap<DialogKey, CallId>,
+    pub(crate) clients: HashMap<TransactionKey, (CallId, Purpose)>,
+    pub(crate) invites: HashMap<TransactionKey, CallId>,
+    next: CallId,
+}
+
+impl SessionTable {
+    /// Inserts a call and indexes both legs and the A-leg INVITE.
+    pub(crate) fn insert(&mut self, call: Call) -> CallId {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.dialogs.insert(call.dialog_key(Side::A), id);
+        self.dialogs.insert(call.dialog_key(Side::B), id);
+        self.invites.insert(call.a_invite_key().clone(), id);
+        self.calls.insert(id, call);
+        id
+    }
+
+    /// Removes a call and its dialog and INVITE indexes. Client transaction
+    /// entries go when their transactions terminate.
+    pub(crate) fn remove(&mut self, id: CallId) -> Option<Call> {
+        let call = self.calls.remove(&id)?;
+        self.dialogs.remove(&call.dialog_key(Side::A));
+        self.dialogs.remove(&call.dialog_key(Side::B));
+        self.invites.remove(call.a_invite_key());
+        Some(call)
+    }
+
+    /// The call and leg a dialog key names.
+    pub(crate) fn find_dialog(&self, key: &DialogKey) -> Option<(CallId, Side)> {
+        let id = *self.dialogs.get(key)?;
+        let call = self.calls.get(&id)?;
+        let side = if call.dialog_key(Side::A) == *key {
+            Side::A
+        } else {
+            Side::B
+        };
+        Some((id, side))
+    }
+}

@@ -1,0 +1,810 @@
+//! The B2BUA from raw bytes to raw bytes through the endpoint and the real
+//! transaction layer, with a fake clock (no sockets, no sleeping).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::UpstreamConfig;
+use crate::endpoint::{Endpoint, EndpointConfig};
+use crate::routing::Upstreams;
+use crate::sip::build::{RequestBuilder, ResponseBuilder};
+use crate::sip::{HeaderName, Message, Method, StatusCode, Transport};
+use crate::transport::Inbound;
+
+use super::TrunkIps;
+
+const A: &str = "127.0.0.1:5071";
+const B1: &str = "127.0.0.3:5080";
+const B2: &str = "127.0.0.4:5080";
+const SDP: &str = "v=0\r\no=a 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct H {
+    ep: Endpoint,
+    now: Instant,
+}
+
+fn upstream(name: &str, uri: &str, priority: u32) -> UpstreamConfig {
+    UpstreamConfig {
+        name: name.to_owned(),
+        uri: uri.to_owned(),
+        priority,
+        weight: 1,
+        ping_interval_s: 0,
+        trusted: false,
+    }
+}
+
+impl H {
+    fn new() -> H {
+        H::with(|_| {})
+    }
+
+    fn with(f: impl FnOnce(&mut EndpointConfig)) -> H {
+        let mut cfg = EndpointConfig {
+            upstreams: Upstreams::from_config(&[
+                upstream("one", &format!("sip:{B1}"), 1),
+                upstream("two", &format!("sip:{B2}"), 2),
+            ])
+            .unwrap(),
+            trunks: TrunkIps::from_pairs(vec![("127.0.0.1".parse().unwrap(), 1)]),
+            ..EndpointConfig::default()
+        };
+        f(&mut cfg);
+        H {
+            ep: Endpoint::new(cfg),
+            now: Instant::now(),
+        }
+        .started()
+    }
+
+    /// What main.rs does before its loop: the first `handle_timeout`.
+    fn started(mut self) -> H {
+        self.ep.handle_timeout(self.now);
+        self
+    }
+
+    fn feed(&mut self, from: &str, bytes: Bytes) -> Vec<(SocketAddr, Message)> {
+        self.ep.handle(
+            Inbound {
+                bytes,
+                peer: addr(from),
+                local: addr("127.0.0.1:5060"),
+                transport: Transport::Udp,
+                conn: None,
+            },
+            self.now,
+        );
+        self.take()
+    }
+
+    fn take(&mut self) -> Vec<(SocketAddr, Message)> {
+        let mut out = Vec::new();
+        while let Some(o) = self.ep.poll_transmit() {
+            out.push((
+                o.dest,
+                Message::parse(o.bytes).expect("we emit parseable SIP"),
+            ));
+        }
+        out
+    }
+
+    /// Moves the clock by `d`, firing every deadline on the way.
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, Message)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while let Some(t) = self.ep.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.ep.handle_timeout(self.now);
+            out.extend(self.take());
+        }
+        self.now = end;
+        out
+    }
+}
+
+fn text(m: &Message) -> String {
+    String::from_utf8_lossy(m.as_bytes()).into_owned()
+}
+
+fn status_to(out: &[(SocketAddr, Message)], dest: &str) -> Vec<u16> {
+    out.iter()
+        .filter(|(d, m)| *d == addr(dest) && !m.is_request())
+        .filter_map(|(_, m)| m.status().map(|s| s.0))
+        .collect()
+}
+
+fn request_to(out: &[(SocketAddr, Message)], dest: &str, method: Method) -> Option<Message> {
+    out.iter()
+        .find(|(d, m)| *d == addr(dest) && m.method() == Some(&method))
+        .map(|(_, m)| m.clone())
+}
+
+fn a_invite(body: &str) -> Bytes {
+    let mut b = RequestBuilder::new(Method::Invite, "sip:12125551234@sipfront.local")
+        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
+        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
+        .to("<sip:12125551234@sipfront.local>", None)
+        .call_id("a-call@10.9.9.9")
+        .cseq(10)
+        .contact("<sip:alice@10.9.9.9:5071>")
+        .header("Record-Route", "<sip:10.9.9.1;lr>");
+    if !body.is_empty() {
+        b = b.body("application/sdp", Bytes::copy_from_slice(body.as_bytes()));
+    }
+    b.build()
+}
+
+/// An in-dialog request from A (To carries the tag we gave A).
+fn a_request(method: Method, cseq: u32, our_tag: &str, branch: &str) -> Bytes {
+    RequestBuilder::new(method, "sip:sipfront@127.0.0.1:5060")
+        .via(Transport::Udp, "10.9.9.9:5071", branch, true)
+        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
+        .to("<sip:12125551234@sipfront.local>", Some(our_tag))
+        .call_id("a-call@10.9.9.9")
+        .cseq(cseq)
+        .contact("<sip:alice@10.9.9.9:5071>")
+        .build()
+}
+
+fn b_response(inv: &Message, status: u16, body: &str) -> Bytes {
+    let mut r = ResponseBuilder::new(inv, StatusCode(status))
+        .to_tag("btag")
+        .header("Contact", "<sip:uas@127.0.0.3:5080>");
+    if !body.is_empty() {
+        r = r.body("application/sdp", Bytes::copy_from_slice(body.as_bytes()));
+    }
+    r.build()
+}
+
+/// An in-dialog request from B, built from the B-leg INVITE it answered.
+fn b_request(inv: &Message, method: Method, cseq: u32, branch: &str) -> Bytes {
+    let from = inv.from().unwrap();
+    let to = inv.to().unwrap();
+    RequestBuilder::new(method, "sip:sipfront@127.0.0.1:5060")
+        .via(Transport::Udp, "127.0.0.3:5080", branch, true)
+        .from(&format!("<{}>", to.uri.as_str()), Some("btag"))
+        .to(&format!("<{}>", from.uri.as_str()), from.tag())
+        .call_id(std::str::from_utf8(inv.call_id().unwrap()).unwrap())
+        .cseq(cseq)
+        .contact("<sip:uas@127.0.0.3:5080>")
+        .build()
+}
+
+/// Sets up a call up to the B-leg INVITE; returns it.
+fn start(h: &mut H, body: &str) -> Message {
+    let out = h.feed(A, a_invite(body));
+    assert_eq!(status_to(&out, A), vec![100]);
+    request_to(&out, B1, Method::Invite).expect("B-leg INVITE to the first upstream")
+}
+
+/// A call up to confirmed and ACKed; returns (B INVITE, A's To tag).
+fn answered(h: &mut H) -> (Message, String) {
+    let inv = start(h, SDP);
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    let ok = out
+        .iter()
+        .find(|(d, m)| *d == addr(A) && m.status() == Some(StatusCode::OK))
+        .map(|(_, m)| m.clone())
+        .expect("200 relayed to A");
+    assert!(request_to(&out, B1, Method::Ack).is_some(), "B's 2xx ACKed");
+    let tag = ok.to().unwrap().tag().unwrap().to_owned();
+    let out = h.feed(A, a_request(Method::Ack, 10, &tag, "z9hG4bKa-ack"));
+    assert!(out.is_empty());
+    (inv, tag)
+}
+
+#[test]
+fn b_leg_invite_hides_the_a_side() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let t = text(&inv);
+    for leak in [
+        "a-call",
+        "atag",
+        "10.9.9.9:5071",
+        "z9hG4bKa-inv",
+        "10.9.9.1",
+        "alice@10.9.9.9",
+    ] {
+        assert!(!t.contains(leak), "B-leg INVITE leaks {leak}:\n{t}");
+    }
+    assert_eq!(
+        inv.request_uri_str(),
+        Some("sip:12125551234@127.0.0.3:5080")
+    );
+    let from = inv.from().unwrap();
+    assert_eq!(from.display, Some("Alice A"));
+    assert_eq!(from.uri.user, Some("alice"));
+    assert_eq!(inv.to().unwrap().uri.user, Some("12125551234"));
+    assert_eq!(&inv.body()[..], SDP.as_bytes(), "SDP unchanged");
+    assert!(inv.top_via().unwrap().rport().is_some());
+    let contact = String::from_utf8_lossy(inv.header(&HeaderName::Contact).unwrap()).into_owned();
+    assert_eq!(contact, "<sip:sipfront@127.0.0.1:5060;transport=udp>");
+    assert_eq!(inv.max_forwards().unwrap(), Some(69));
+}
+
+#[test]
+fn basic_call_relays_180_200_and_bye_from_a_ends_both() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 180, ""));
+    assert_eq!(status_to(&out, A), vec![180]);
+    let ringing = &out[0].1;
+    let t = text(ringing);
+    assert!(
+        !t.contains("btag") && !t.contains("127.0.0.3"),
+        "A-leg 180 leaks B:\n{t}"
+    );
+    assert!(
+        t.contains("Record-Route: <sip:10.9.9.1;lr>"),
+        "A's Record-Route echoed"
+    );
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    let ok = out.iter().find(|(d, _)| *d == addr(A)).unwrap().1.clone();
+    assert_eq!(ok.status(), Some(StatusCode::OK));
+    assert_eq!(&ok.body()[..], SDP.as_bytes());
+    assert_eq!(ok.cseq().unwrap().seq, 10);
+    let ack = request_to(&out, B1, Method::Ack).unwrap();
+    assert_eq!(ack.cseq().unwrap().seq, inv.cseq().unwrap().seq);
+    assert_eq!(ack.to().unwrap().tag(), Some("btag"));
+    assert_eq!(ack.request_uri_str(), Some("sip:uas@127.0.0.3:5080"));
+    let tag = ok.to().unwrap().tag().unwrap().to_owned();
+    assert!(h
+        .feed(A, a_request(Method::Ack, 10, &tag, "z9hG4bKa-ack"))
+        .is_empty());
+    assert_eq!(h.ep.b2bua().active_calls(), 1);
+
+    let out = h.feed(A, a_request(Method::Bye, 11, &tag, "z9hG4bKa-bye"));
+    assert_eq!(status_to(&out, A), vec![200]);
+    let bye = request_to(&out, B1, Method::Bye).expect("BYE on the B-leg");
+    assert_eq!(bye.cseq().unwrap().seq, inv.cseq().unwrap().seq + 1);
+    assert_eq!(h.ep.b2bua().active_calls(), 0);
+    let resp = ResponseBuilder::new(&bye, StatusCode::OK).build();
+    assert!(h.feed(B1, resp).is_empty());
+    h.advance(Duration::from_secs(6));
+    assert!(
+        h.ep.b2bua().is_empty(),
+        "the call left the table once its BYE transaction ended (Timer K), \
+         not 64·T1 later with the INVITE's"
+    );
+}
+
+#[test]
+fn bye_from_b_ends_both() {
+    let mut h = H::new();
+    let (inv, _) = answered(&mut h);
+    let out = h.feed(B1, b_request(&inv, Method::Bye, 1, "z9hG4bKb-bye"));
+    assert_eq!(status_to(&out, B1), vec![200]);
+    let bye = request_to(&out, A, Method::Bye).expect("BYE to A");
+    assert_eq!(bye.call_id().unwrap(), b"a-call@10.9.9.9");
+    assert_eq!(bye.to().unwrap().tag(), Some("atag"));
+    assert_eq!(bye.request_uri_str(), Some("sip:alice@10.9.9.9:5071"));
+    assert_eq!(bye.routes().count(), 1, "A's route set used toward A");
+    h.advance(Duration::from_secs(60));
+    assert!(h.ep.b2bua().is_empty());
+}
+
+#[test]
+fn two_xx_is_retransmitted_to_a_until_ack_and_b_retransmits_are_reacked() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    let tag = out
+        .iter()
+        .find(|(d, _)| *d == addr(A))
+        .and_then(|(_, m)| m.to().ok()?.tag().map(str::to_owned))
+        .unwrap();
+    let out = h.advance(Duration::from_millis(600));
+    assert_eq!(status_to(&out, A), vec![200], "retransmitted after T1");
+    let out = h.advance(Duration::from_millis(1000));
+    assert_eq!(status_to(&out, A), vec![200], "again after 2·T1");
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    assert!(
+        request_to(&out, B1, Method::Ack).is_some(),
+        "B's retransmitted 2xx re-ACKed"
+    );
+    h.feed(A, a_request(Method::Ack, 10, &tag, "z9hG4bKa-ack"));
+    let out = h.advance(Duration::from_secs(10));
+    assert!(
+        status_to(&out, A).is_empty(),
+        "no retransmission after the ACK"
+    );
+}
+
+#[test]
+fn missing_ack_ends_the_call_with_bye_on_both_legs() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 200, SDP));
+    let out = h.advance(Duration::from_secs(33));
+    assert!(request_to(&out, A, Method::Bye).is_some(), "BYE to A");
+    assert!(request_to(&out, B1, Method::Bye).is_some(), "BYE to B");
+    h.advance(Duration::from_secs(120));
+    assert!(h.ep.b2bua().is_empty());
+}
+
+#[test]
+fn cancel_after_180_gives_200_and_487_and_cancels_b() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 180, ""));
+    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
+        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
+        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
+        .to("<sip:12125551234@sipfront.local>", None)
+        .call_id("a-call@10.9.9.9")
+        .cseq(10)
+        .build();
+    let out = h.feed(A, cancel);
+    let mut got = status_to(&out, A);
+    got.sort_unstable();
+    assert_eq!(got, vec![200, 487]);
+    let b_cancel = request_to(&out, B1, Method::Cancel).expect("CANCEL on the B-leg");
+    assert_eq!(
+        b_cancel.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch()
+    );
+    let out = h.feed(B1, ResponseBuilder::new(&b_cancel, StatusCode::OK).build());
+    assert!(out.is_empty());
+    let out = h.feed(B1, b_response(&inv, 487, ""));
+    assert!(
+        request_to(&out, B1, Method::Ack).is_some(),
+        "487 ACKed by the transaction"
+    );
+    assert!(status_to(&out, A).is_empty());
+    h.advance(Duration::from_secs(60));
+    assert!(h.ep.b2bua().is_empty());
+}
+
+#[test]
+fn two_xx_crossing_cancel_is_acked_and_byed() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 183, SDP));
+    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
+        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
+        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
+        .to("<sip:12125551234@sipfront.local>", None)
+        .call_id("a-call@10.9.9.9")
+        .cseq(10)
+        .build();
+    h.feed(A, cancel);
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    assert!(request_to(&out, B1, Method::Ack).is_some());
+    let bye = request_to(&out, B1, Method::Bye).expect("crossing 2xx BYEd");
+    assert_eq!(bye.to().unwrap().tag(), Some("btag"));
+    assert!(status_to(&out, A).is_empty(), "A already has its 487");
+}
+
+#[test]
+fn busy_is_relayed_and_auth_challenges_become_503() {
+    for (from_b, to_a) in [
+        (486, 486),
+        (407, 503),
+        (401, 503),
+        (404, 404),
+        (302, 503),
+        (603, 603),
+    ] {
+        let mut h = H::new();
+        let inv = start(&mut h, SDP);
+        let out = h.feed(B1, b_response(&inv, from_b, ""));
+        assert_eq!(status_to(&out, A), vec![to_a], "{from_b}");
+        assert!(
+            request_to(&out, B2, Method::Invite).is_none(),
+            "no fail-over on {from_b}"
+        );
+    }
+}
+
+#[test]
+fn fail_over_on_503_then_second_upstream_answers() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 503, ""));
+    assert!(status_to(&out, A).is_empty(), "nothing relayed to A");
+    let inv2 = request_to(&out, B2, Method::Invite).expect("second upstream tried");
+    assert_eq!(
+        inv2.request_uri_str(),
+        Some("sip:12125551234@127.0.0.4:5080")
+    );
+    let out = h.feed(B2, b_response(&inv2, 200, SDP));
+    assert_eq!(status_to(&out, A), vec![200]);
+}
+
+#[test]
+fn fail_over_on_silence_and_last_final_when_all_fail() {
+    let mut h = H::new();
+    start(&mut h, SDP);
+    let out = h.advance(Duration::from_millis(5100));
+    let inv2 = request_to(&out, B2, Method::Invite).expect("silent first upstream skipped");
+    let out = h.feed(B2, b_response(&inv2, 500, ""));
+    assert_eq!(status_to(&out, A), vec![500], "last final response");
+
+    let mut h = H::new();
+    start(&mut h, SDP);
+    h.advance(Duration::from_millis(5100));
+    let out = h.advance(Duration::from_millis(5100));
+    assert_eq!(status_to(&out, A), vec![503], "no final at all: 503");
+}
+
+#[test]
+fn no_fail_over_after_a_provisional_was_relayed() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 180, ""));
+    let out = h.feed(B1, b_response(&inv, 503, ""));
+    assert_eq!(status_to(&out, A), vec![503]);
+    assert!(request_to(&out, B2, Method::Invite).is_none());
+}
+
+#[test]
+fn reinvite_from_a_is_relayed_with_its_own_cseq() {
+    let mut h = H::new();
+    let (inv, tag) = answered(&mut h);
+    let mut reinv = a_request(Method::Invite, 20, &tag, "z9hG4bKa-re");
+    let body = format!("{SDP}a=sendonly\r\n");
+    reinv = Bytes::from(String::from_utf8_lossy(&reinv).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    ));
+    let out = h.feed(A, reinv);
+    assert_eq!(status_to(&out, A), vec![100]);
+    let b_re = request_to(&out, B1, Method::Invite).expect("re-INVITE relayed");
+    assert_eq!(b_re.cseq().unwrap().seq, inv.cseq().unwrap().seq + 1);
+    assert_eq!(b_re.to().unwrap().tag(), Some("btag"));
+    assert_eq!(b_re.request_uri_str(), Some("sip:uas@127.0.0.3:5080"));
+    assert!(String::from_utf8_lossy(&b_re.body()).contains("a=sendonly"));
+    let out = h.feed(B1, b_response(&b_re, 200, SDP));
+    let ok = out.iter().find(|(d, _)| *d == addr(A)).unwrap().1.clone();
+    assert_eq!(ok.cseq().unwrap().seq, 20);
+    let ack = request_to(&out, B1, Method::Ack).expect("B's re-INVITE 2xx ACKed");
+    assert_eq!(ack.cseq().unwrap().seq, b_re.cseq().unwrap().seq);
+    h.feed(A, a_request(Method::Ack, 20, &tag, "z9hG4bKa-re-ack"));
+    let out = h.advance(Duration::from_secs(5));
+    assert!(status_to(&out, A).is_empty());
+}
+
+#[test]
+fn reinvite_from_b_and_info_are_relayed_back() {
+    let mut h = H::new();
+    let (inv, _) = answered(&mut h);
+    let out = h.feed(B1, b_request(&inv, Method::Invite, 7, "z9hG4bKb-re"));
+    let a_re = request_to(&out, A, Method::Invite).expect("re-INVITE to A");
+    assert_eq!(a_re.cseq().unwrap().seq, 1, "A-leg CSeq space of our own");
+    assert_eq!(a_re.call_id().unwrap(), b"a-call@10.9.9.9");
+    let resp = ResponseBuilder::new(&a_re, StatusCode::OK)
+        .header("Contact", "<sip:alice@10.9.9.9:5071>")
+        .build();
+    let out = h.feed(A, resp);
+    let ok = out.iter().find(|(d, _)| *d == addr(B1)).unwrap().1.clone();
+    assert_eq!(ok.status(), Some(StatusCode::OK));
+    assert_eq!(ok.cseq().unwrap().seq, 7);
+    assert!(!text(&ok).contains("10.9.9.9"), "A's Contact not leaked");
+    assert!(
+        request_to(&out, A, Method::Ack).is_none(),
+        "offerless re-INVITE: A's ACK waits for B's (it carries the answer)"
+    );
+    let out = h.feed(B1, b_request(&inv, Method::Ack, 7, "z9hG4bKb-re-ack"));
+    assert!(request_to(&out, A, Method::Ack).is_some());
+
+    let out = h.feed(B1, b_request(&inv, Method::Info, 8, "z9hG4bKb-info"));
+    let info = request_to(&out, A, Method::Info).expect("INFO relayed");
+    assert_eq!(info.cseq().unwrap().seq, 2);
+    let out = h.feed(A, ResponseBuilder::new(&info, StatusCode::OK).build());
+    assert_eq!(status_to(&out, B1), vec![200]);
+}
+
+#[test]
+fn unknown_dialog_gets_481() {
+    let mut h = H::new();
+    let out = h.feed(A, a_request(Method::Bye, 2, "nosuchtag", "z9hG4bKx"));
+    assert_eq!(status_to(&out, A), vec![481]);
+}
+
+#[test]
+fn max_duration_ends_both_legs() {
+    let mut h = H::with(|c| c.b2bua.max_call_duration = Duration::from_secs(90));
+    answered(&mut h);
+    let out = h.advance(Duration::from_secs(91));
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+    h.advance(Duration::from_secs(120));
+    assert!(h.ep.b2bua().is_empty());
+}
+
+#[test]
+fn admission_403_for_strangers_404_for_trusted_upstreams() {
+    let mut h = H::with(|c| c.trunks = TrunkIps::default());
+    let out = h.feed(A, a_invite(SDP));
+    assert_eq!(status_to(&out, A), vec![100, 403]);
+    let mut h = H::with(|c| {
+        c.upstreams = Upstreams::from_config(&[UpstreamConfig {
+            trusted: true,
+            ..upstream("carrier", "sip:127.0.0.1:5090", 1)
+        }])
+        .unwrap();
+    });
+    let out = h.feed(A, a_invite(SDP));
+    assert_eq!(status_to(&out, A), vec![100, 404]);
+}
+
+#[test]
+fn late_offer_ack_carries_the_answer_to_b() {
+    let mut h = H::new();
+    let inv = start(&mut h, "");
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    assert!(
+        request_to(&out, B1, Method::Ack).is_none(),
+        "B's ACK waits for A's answer"
+    );
+    let tag = out[0].1.to().unwrap().tag().unwrap().to_owned();
+    let ack = String::from_utf8_lossy(&a_request(Method::Ack, 10, &tag, "z9hG4bKa-ack")).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        ),
+    );
+    let out = h.feed(A, Bytes::from(ack));
+    let b_ack = request_to(&out, B1, Method::Ack).expect("ACK to B");
+    assert_eq!(&b_ack.body()[..], SDP.as_bytes());
+}
+
+#[test]
+fn options_pings_mark_upstreams_down_and_up() {
+    let mut h = H::with(|c| {
+        c.upstreams = Upstreams::from_config(&[
+            UpstreamConfig {
+                ping_interval_s: 30,
+                ..upstream("one", &format!("sip:{B1}"), 1)
+            },
+            upstream("two", &format!("sip:{B2}"), 2),
+        ])
+        .unwrap();
+    });
+    let out = h.take();
+    let ping = request_to(&out, B1, Method::Options).expect("first ping at start");
+    assert!(
+        request_to(&out, B2, Method::Options).is_none(),
+        "interval 0: not pinged"
+    );
+    // No answer: Timer F (32 s) marks it down.
+    h.advance(Duration::from_secs(33));
+    assert!(!h.ep.b2bua().upstreams().get(0).unwrap().up);
+    let out = h.feed(A, a_invite(SDP));
+    assert!(
+        request_to(&out, B2, Method::Invite).is_some(),
+        "down upstream skipped"
+    );
+    // The next ping is answered: up again.
+    let out = h.advance(Duration::from_secs(30));
+    let ping2 = request_to(&out, B1, Method::Options).expect("next ping");
+    assert_ne!(
+        ping2.top_via().unwrap().branch(),
+        ping.top_via().unwrap().branch()
+    );
+    h.feed(B1, ResponseBuilder::new(&ping2, StatusCode::OK).build());
+    assert!(h.ep.b2bua().upstreams().get(0).unwrap().up);
+}
+
+#[test]
+#[ignore]
+fn print_sizes() {
+    eprintln!(
+        "Message {} Call {} Leg {} Purpose {} Action {}",
+        std::mem::size_of::<Message>(),
+        std::mem::size_of::<super::call::Call>(),
+        std::mem::size_of::<super::leg::Leg>(),
+        std::mem::size_of::<super::table::Purpose>(),
+        std::mem::size_of::<super::Action>()
+    );
+}
+
+#[test]
+fn prack_is_relayed_with_rack_mapped_to_the_b_leg_invite() {
+    let mut h = H::new();
+    let invite = String::from_utf8_lossy(&a_invite(SDP)).replace(
+        "CSeq: 10 INVITE\r\n",
+        "CSeq: 10 INVITE\r\nSupported: 100rel\r\n",
+    );
+    let out = h.feed(A, Bytes::from(invite));
+    let inv = request_to(&out, B1, Method::Invite).unwrap();
+    assert!(text(&inv).contains("Supported: 100rel"));
+    let prov = ResponseBuilder::new(&inv, StatusCode(183))
+        .to_tag("btag")
+        .header("Contact", "<sip:uas@127.0.0.3:5080>")
+        .header("Require", "100rel")
+        .header("RSeq", "1")
+        .body("application/sdp", Bytes::from_static(SDP.as_bytes()))
+        .build();
+    let out = h.feed(B1, prov);
+    let relayed = out.iter().find(|(d, _)| *d == addr(A)).unwrap().1.clone();
+    assert!(text(&relayed).contains("RSeq: 1") && text(&relayed).contains("Require: 100rel"));
+    let tag = relayed.to().unwrap().tag().unwrap().to_owned();
+    let prack = String::from_utf8_lossy(&a_request(Method::Prack, 11, &tag, "z9hG4bKa-prack"))
+        .replace(
+            "CSeq: 11 PRACK\r\n",
+            "CSeq: 11 PRACK\r\nRAck: 1 10 INVITE\r\n",
+        );
+    let out = h.feed(A, Bytes::from(prack));
+    let b_prack = request_to(&out, B1, Method::Prack).expect("PRACK relayed");
+    let rack = String::from_utf8_lossy(b_prack.header(&HeaderName::from_bytes(b"RAck")).unwrap())
+        .into_owned();
+    assert_eq!(rack, format!("1 {} INVITE", inv.cseq().unwrap().seq));
+    assert_eq!(b_prack.to().unwrap().tag(), Some("btag"), "early dialog");
+    let out = h.feed(B1, ResponseBuilder::new(&b_prack, StatusCode::OK).build());
+    assert_eq!(status_to(&out, A), vec![200]);
+}
+
+#[test]
+fn update_in_early_dialog_is_relayed() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 180, ""));
+    let tag = out[0].1.to().unwrap().tag().unwrap().to_owned();
+    let out = h.feed(A, a_request(Method::Update, 11, &tag, "z9hG4bKa-upd"));
+    let upd = request_to(&out, B1, Method::Update).expect("UPDATE relayed");
+    assert!(
+        upd.header(&HeaderName::Contact).is_some(),
+        "target refresh carries our Contact"
+    );
+    let out = h.feed(B1, ResponseBuilder::new(&upd, StatusCode::OK).build());
+    assert_eq!(status_to(&out, A), vec![200]);
+}
+
+#[test]
+fn transport_error_fails_over_at_once() {
+    let mut h = H::new();
+    start(&mut h, SDP);
+    h.ep.handle_event(
+        crate::transport::TransportEvent::SendFailed {
+            dest: addr(B1),
+            transport: Transport::Udp,
+            conn: None,
+            error: std::io::ErrorKind::ConnectionRefused,
+        },
+        h.now,
+    );
+    let out = h.take();
+    assert!(request_to(&out, B2, Method::Invite).is_some());
+}
+
+#[test]
+fn in_dialog_timeout_ends_both_legs() {
+    let mut h = H::new();
+    let (_, tag) = answered(&mut h);
+    let out = h.feed(A, a_request(Method::Info, 11, &tag, "z9hG4bKa-info"));
+    assert!(request_to(&out, B1, Method::Info).is_some());
+    // B never answers: Timer F (32 s) ends the call, BYE to A only. (The
+    // 408 to A's INFO races A's own server-transaction guard, also 64·T1.)
+    let out = h.advance(Duration::from_secs(33));
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(
+        request_to(&out, B1, Method::Bye).is_none(),
+        "the dead leg gets no BYE"
+    );
+}
+
+#[test]
+fn ringing_forever_is_cancelled_by_timer_c() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 180, ""));
+    let out = h.advance(Duration::from_secs(181));
+    assert!(
+        request_to(&out, B1, Method::Cancel).is_some(),
+        "B-leg cancelled"
+    );
+    h.advance(Duration::from_secs(300));
+    assert!(h.ep.b2bua().is_empty(), "the call never stays forever");
+}
+
+mod random {
+    //! Random call flows: whatever order messages and timers come in, the
+    //! B2BUA never panics and every call leaves the table (dead-call safety).
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Invite(u8),
+        BResponse(u16),
+        ABye,
+        ACancel,
+        AAck,
+        BBye,
+        AReinvite,
+        Advance(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3).prop_map(Op::Invite),
+            prop::sample::select(vec![100u16, 180, 183, 200, 200, 408, 486, 487, 503, 407])
+                .prop_map(Op::BResponse),
+            Just(Op::ABye),
+            Just(Op::ACancel),
+            Just(Op::AAck),
+            Just(Op::BBye),
+            Just(Op::AReinvite),
+            (0u16..40_000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_flow_ends_and_leaves_the_table(ops in prop::collection::vec(op(), 1..30)) {
+            let mut h = H::with(|c| c.b2bua.max_call_duration = Duration::from_secs(600));
+            let mut b_inv: Option<Message> = None;
+            let mut a_tag = String::from("none");
+            let mut cseq = 10;
+            for op in ops {
+                let out = match op {
+                    Op::Invite(n) => {
+                        let inv = String::from_utf8_lossy(&a_invite(SDP))
+                            .replace("a-call@", &format!("a-call{n}@"))
+                            .replace("z9hG4bKa-inv", &format!("z9hG4bKa-inv{n}"));
+                        h.feed(A, Bytes::from(inv))
+                    }
+                    Op::BResponse(code) => match &b_inv {
+                        Some(inv) => h.feed(B1, b_response(inv, code, SDP)),
+                        None => Vec::new(),
+                    },
+                    Op::ABye | Op::AAck | Op::AReinvite => {
+                        cseq += 1;
+                        let (m, s) = match op {
+                            Op::ABye => (Method::Bye, cseq),
+                            Op::AAck => (Method::Ack, 10),
+                            _ => (Method::Invite, cseq),
+                        };
+                        h.feed(A, a_request(m, s, &a_tag, &format!("z9hG4bKr{cseq}")))
+                    }
+                    Op::ACancel => {
+                        let c = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
+                            .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv0", true)
+                            .from("<sip:alice@10.9.9.9>", Some("atag"))
+                            .to("<sip:12125551234@sipfront.local>", None)
+                            .call_id("a-call0@10.9.9.9")
+                            .cseq(10)
+                            .build();
+                        h.feed(A, c)
+                    }
+                    Op::BBye => match &b_inv {
+                        Some(inv) => h.feed(B1, b_request(inv, Method::Bye, 50, "z9hG4bKbb")),
+                        None => Vec::new(),
+                    },
+                    Op::Advance(ms) => h.advance(Duration::from_millis(u64::from(ms))),
+                };
+                for (d, m) in &out {
+                    if *d == addr(B1) && m.method() == Some(&Method::Invite) {
+                        b_inv = Some(m.clone());
+                    }
+                    if *d == addr(A) && !m.is_request() {
+                        if let Some(t) = m.to().ok().and_then(|t| t.tag().map(str::to_owned)) {
+                            a_tag = t;
+                        }
+                    }
+                }
+            }
+            // Longer than the maximum call duration plus every linger.
+            for _ in 0..20 {
+                h.advance(Duration::from_secs(60));
+            }
+            prop_assert!(h.ep.b2bua().is_empty(), "calls left: {}", h.ep.b2bua().len());
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Where calls go (ARCHITECTURE.md, `routing/`): upstream gateways chosen by
+//! priority then weight (SPEC §3 "route"), with a per-call fail-over plan.
+//! Sans-IO: randomness is an argument, so selection is testable.
+
+mod upstream;
+
+pub use upstream::{Upstream, UpstreamError, Upstreams};
