@@ -114,7 +114,13 @@ fn compare(name: &str, bytes: &[u8]) -> bool {
                 .header(&sipfront::sip::HeaderName::Via)
                 .unwrap_or_default();
             // It also drops params after SWS before ';' (reports no branch).
-            if first_via.contains(&b',') || theirs.branch.is_none() {
+            // And it cuts a branch at the first non-token character, where we
+            // are liberal (':' for bare IPv6 in received=).
+            let non_token = ours.branch.as_deref().is_some_and(|b| {
+                !b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
+            });
+            if first_via.contains(&b',') || theirs.branch.is_none() || non_token {
                 return true;
             }
             assert_eq!(
@@ -202,7 +208,15 @@ prop_compose! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    // Fixed seed: this compares against another parser's quirks, so CI runs
+    // the same cases every time; open-ended exploration is the rsip_diff
+    // fuzz target's job.
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5157_4f4e_7369_7066),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Well-formed generated requests: both parsers must accept and agree.
     #[test]

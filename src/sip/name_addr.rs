@@ -18,6 +18,8 @@ pub struct NameAddr<'a> {
     pub uri: Uri<'a>,
     /// Header parameters (`tag`, `expires`, `q`, `+sip.instance` ...).
     pub params: Params<'a>,
+    /// Whether `display` came from a quoted-string (escapes apply).
+    quoted: bool,
 }
 
 impl<'a> NameAddr<'a> {
@@ -57,6 +59,7 @@ impl<'a> NameAddr<'a> {
                 display,
                 uri,
                 params: Params::parse(params)?,
+                quoted: s.starts_with('"'),
             })
         } else {
             let (uri, params) = after_display.split_once(';').unwrap_or((after_display, ""));
@@ -68,6 +71,7 @@ impl<'a> NameAddr<'a> {
                 display: None,
                 uri: Uri::parse(uri)?,
                 params: Params::parse(params)?,
+                quoted: false,
             })
         }
     }
@@ -79,7 +83,11 @@ impl<'a> NameAddr<'a> {
 
     /// The display name with quoted-pair escapes removed.
     pub fn display_unescaped(&self) -> Option<Cow<'a, str>> {
-        self.display.map(lex::unescape)
+        if self.quoted {
+            self.display.map(lex::unescape)
+        } else {
+            self.display.map(Cow::Borrowed)
+        }
     }
 
     /// Contact `expires` parameter (RFC 3261 §10.2.1.1).
@@ -113,6 +121,35 @@ impl<'a> NameAddr<'a> {
     /// The `+sip.instance` parameter (RFC 5626), quotes removed.
     pub fn instance(&self) -> Option<&'a str> {
         self.params.get("+sip.instance").flatten()
+    }
+}
+
+impl std::fmt::Display for NameAddr<'_> {
+    /// Always the name-addr form (`"display" <uri>;params`), which is safe
+    /// for any URI (RFC 3261 §20.10).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(d) = self.display {
+            // Quoted-form displays keep their escapes and are valid as is;
+            // token-form ones are quoted, escaping '"' and '\\'.
+            if self.quoted {
+                write!(f, "\"{d}\" ")?;
+            } else {
+                f.write_str("\"")?;
+                for c in d.chars() {
+                    if c == '"' || c == '\\' {
+                        f.write_str("\\")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("\" ")?;
+            }
+        }
+        write!(f, "<{}>", self.uri)?;
+        let params = lex::trim_str(self.params.as_str());
+        if !params.is_empty() {
+            write!(f, ";{params}")?;
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +219,23 @@ mod tests {
         assert_eq!(a.instance(), Some("<urn:uuid:1>"));
         assert_eq!(a.uri.transport_param(), Some("tcp"));
         assert_eq!(Contact::parse(b" * "), Some(Contact::Wildcard));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for v in [
+            &b"\"Bob \\\"B\\\"\" <sip:bob@biloxi.com>;tag=a6c85cf"[..],
+            b"sip:alice@atlanta.com;tag=1928301774",
+            b"Anonymous <sip:c8oqz84zk7z@privacy.org>;tag=hyh8",
+            b"Back\\ <sip:a@b>",
+        ] {
+            let n = NameAddr::parse(v).unwrap();
+            let s = n.to_string();
+            let again = NameAddr::parse(s.as_bytes()).unwrap();
+            assert_eq!(again.tag(), n.tag(), "{s}");
+            assert_eq!(again.uri.as_str(), n.uri.as_str(), "{s}");
+            assert_eq!(again.display_unescaped(), n.display_unescaped(), "{s}");
+        }
     }
 
     #[test]

@@ -36,6 +36,38 @@ pub struct SentBy<'a> {
     pub port: Option<u16>,
 }
 
+impl std::fmt::Display for SentBy<'_> {
+    /// `host[:port]`, IPv6 in brackets: the form used in a Via and in
+    /// transaction keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}:{p}", self.host),
+            None => write!(f, "{}", self.host),
+        }
+    }
+}
+
+impl std::fmt::Display for Via<'_> {
+    /// Re-serialises in canonical spacing: `SIP/2.0/UDP host:port;params`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{} {}",
+            self.protocol,
+            self.version,
+            self.transport,
+            self.sent_by()
+        )?;
+        for (name, value) in self.params.iter() {
+            match value {
+                Some(v) => write!(f, ";{name}={v}")?,
+                None => write!(f, ";{name}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Via<'a> {
     /// Parses one Via value (one element of a comma list).
     ///
@@ -154,6 +186,16 @@ mod tests {
         assert_eq!(v.received(), Some("192.0.2.1"));
         assert_eq!(v.rport(), Some(Some(4321)));
         assert!(!v.is_rfc3261_branch());
+    }
+
+    #[test]
+    fn display() {
+        let v = Via::parse(b"SIP / 2.0 / UDP [::1] : 5070 ;branch=z9hG4bK1 ; rport").unwrap();
+        assert_eq!(v.sent_by().to_string(), "[::1]:5070");
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP [::1]:5070;branch=z9hG4bK1;rport"
+        );
     }
 
     #[test]
