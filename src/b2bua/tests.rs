@@ -601,19 +601,6 @@ fn options_pings_mark_upstreams_down_and_up() {
 }
 
 #[test]
-#[ignore]
-fn print_sizes() {
-    eprintln!(
-        "Message {} Call {} Leg {} Purpose {} Action {}",
-        std::mem::size_of::<Message>(),
-        std::mem::size_of::<super::call::Call>(),
-        std::mem::size_of::<super::leg::Leg>(),
-        std::mem::size_of::<super::table::Purpose>(),
-        std::mem::size_of::<super::Action>()
-    );
-}
-
-#[test]
 fn prack_is_relayed_with_rack_mapped_to_the_b_leg_invite() {
     let mut h = H::new();
     let invite = String::from_utf8_lossy(&a_invite(SDP)).replace(
