@@ -43,10 +43,18 @@ fuzz_target!(|data: &[u8]| {
             ours.method().map(|m| m.to_string()),
             Some(r.method.to_string())
         );
-        assert_eq!(
-            ours.request_uri().map(|u| u.as_str().to_ascii_lowercase()),
-            Some(r.uri.to_string().to_ascii_lowercase())
-        );
+        // rsip re-serialises the URI, so a port written `02` comes back `2`:
+        // compare the text only when our port is written canonically.
+        let uri = ours.request_uri().expect("validated");
+        if uri
+            .port
+            .is_none_or(|p| uri.as_str().contains(&format!(":{p}")))
+        {
+            assert_eq!(
+                uri.as_str().to_ascii_lowercase(),
+                r.uri.to_string().to_ascii_lowercase()
+            );
+        }
     }
     assert_eq!(ours.call_id().ok(), Some(cid.value().trim().as_bytes()));
     let c = ours.cseq().expect("validated");
