@@ -38,11 +38,12 @@ fuzz_target!(|data: &[u8]| {
     let (Ok(cseq), Ok(via)) = (cseq.typed(), via.typed()) else {
         return;
     };
+    // Methods are case-sensitive (RFC 3261 §7.1): we keep `INVItE` as an
+    // unknown method, rsip folds it into INVITE. Compare ignoring case.
+    let same_method = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     if let rsip::SipMessage::Request(r) = &theirs {
-        assert_eq!(
-            ours.method().map(|m| m.to_string()),
-            Some(r.method.to_string())
-        );
+        let m = ours.method().map(|m| m.to_string()).unwrap_or_default();
+        assert!(same_method(&m, &r.method.to_string()), "{m} vs {}", r.method);
         // rsip re-serialises the URI, so a port written `02` comes back `2`:
         // compare the text only when our port is written canonically.
         let uri = ours.request_uri().expect("validated");
@@ -58,10 +59,8 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(ours.call_id().ok(), Some(cid.value().trim().as_bytes()));
     let c = ours.cseq().expect("validated");
-    assert_eq!(
-        (c.seq, c.method.to_string()),
-        (cseq.seq, cseq.method.to_string())
-    );
+    assert_eq!(c.seq, cseq.seq);
+    assert!(same_method(&c.method.to_string(), &cseq.method.to_string()));
     // rsip neither splits comma-separated Via values nor reads params after
     // SWS before ';' (it then reports no branch): compare when it found one.
     // It also cuts a branch at the first non-token character (we allow ':').
