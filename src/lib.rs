@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod endpoint;
+pub mod policy;
 pub mod sip;
 pub mod transaction;
 pub mod transport;
