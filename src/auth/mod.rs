@@ -169,7 +169,6 @@ impl std::fmt::Debug for Ha1s {
 /// section per successful verification). Build a new one on every config
 /// swap with [`Authenticator::reload`], which keeps the secret and the
 /// replay table so nonces already handed out stay valid and non-replayable.
-#[derive(Debug)]
 pub struct Authenticator {
     realm: String,
     secret: [u8; 32],
@@ -177,6 +176,17 @@ pub struct Authenticator {
     dummy: Ha1s,
     nonce_ttl: u64,
     replay: Arc<Mutex<ReplayTable>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    /// Leaves out the secret and the HA1 values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .field("nonce_ttl", &self.nonce_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authenticator {

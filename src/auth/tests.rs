@@ -530,3 +530,12 @@ fn ip_restrict_limits_sources() {
     let none = trunk("ip_restrict = true");
     assert!(!ip_allowed(&none, SRC));
 }
+
+#[test]
+fn debug_output_hides_secret_and_ha1() {
+    let a = auth();
+    let s = format!("{a:?}");
+    assert!(s.contains("sipfront.local"));
+    assert!(!s.contains("[7, 7"));
+    assert!(!s.contains(&ha1(false, "36465", REALM, "s3cret")));
+}
