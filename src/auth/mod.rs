@@ -12,7 +12,8 @@
 //! 1. take `Proxy-Authorization` (or `Authorization` for REGISTER,
 //!    [`ChallengeKind::for_method`]); absent → answer 407/401 with
 //!    [`Authenticator::challenge`] (one header per returned value);
-//! 2. otherwise [`Authenticator::verify`]; on `Err(e)` answer `e.status()`,
+//! 2. otherwise [`Authenticator::verify`] (or [`Authenticator::verify_request`]
+//!    on the whole message, which does step 1's header choice); on `Err(e)` answer `e.status()`,
 //!    adding [`Authenticator::challenge`] with `stale = e.is_stale()` when
 //!    [`AuthError::challenge_kind`] is `Some`.
 //!
@@ -34,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
 use crate::config::TrunkConfig;
-use crate::sip::{DigestCredentials, Method, StatusCode};
+use crate::sip::{DigestCredentials, HeaderName, Message, Method, StatusCode};
 
 pub use digest::{ha1, response, Algorithm};
 pub use ip::{ip_allowed, IpAuth};
@@ -311,6 +312,44 @@ impl Authenticator {
                 )
             })
             .collect()
+    }
+
+    /// [`Authenticator::verify`] on a parsed request: takes the credentials
+    /// from `Proxy-Authorization` (`Authorization` for REGISTER), preferring
+    /// the header whose realm is ours when there are several (RFC 3261
+    /// §22.3: one per proxy realm). Headers that do not parse are skipped.
+    ///
+    /// # Errors
+    /// [`AuthError::Missing`] when the request has no usable header (or is
+    /// a response), else as [`Authenticator::verify`].
+    pub fn verify_request(
+        &self,
+        msg: &Message,
+        source: IpAddr,
+        now_unix: u64,
+    ) -> Result<TrunkId, AuthError> {
+        let Some(method) = msg.method() else {
+            return Err(AuthError::Missing(ChallengeKind::Proxy));
+        };
+        let kind = ChallengeKind::for_method(method);
+        let name = match kind {
+            ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
+            ChallengeKind::Www => HeaderName::Authorization,
+        };
+        let mut first = None;
+        for value in msg.headers(&name) {
+            let Ok(c) = DigestCredentials::parse(value) else {
+                continue;
+            };
+            if c.is_digest() && c.realm.as_deref() == Some(self.realm.as_str()) {
+                return self.verify(&c, method, source, now_unix);
+            }
+            first.get_or_insert(c);
+        }
+        match first {
+            Some(c) => self.verify(&c, method, source, now_unix),
+            None => Err(AuthError::Missing(kind)),
+        }
     }
 
     /// Verifies digest credentials from a request with `method` that came

@@ -539,3 +539,48 @@ fn debug_output_hides_secret_and_ha1() {
     assert!(!s.contains("[7, 7"));
     assert!(!s.contains(&ha1(false, "36465", REALM, "s3cret")));
 }
+
+fn request(method: &str, auth_headers: &[(&str, String)]) -> crate::sip::Message {
+    let mut m = format!(
+        "{method} sip:12125551234@sipfront.local SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds\r\n\
+         Max-Forwards: 70\r\nTo: <sip:12125551234@sipfront.local>\r\n\
+         From: <sip:36465@sipfront.local>;tag=1928301774\r\n\
+         Call-ID: a84b4c76e66710\r\nCSeq: 1 {method}\r\n"
+    );
+    for (name, value) in auth_headers {
+        m.push_str(&format!("{name}: {value}\r\n"));
+    }
+    m.push_str("Content-Length: 0\r\n\r\n");
+    crate::sip::Message::parse(crate::sip::Bytes::from(m)).unwrap()
+}
+
+#[test]
+fn verify_request_picks_header_by_method_and_realm() {
+    let a = auth();
+    let n = fresh_nonce(&a, T0);
+    let ours = client_header(Algorithm::Sha256, "36465", "s3cret", &n, 1, "INVITE");
+    let theirs = ours.replace("realm=\"sipfront.local\"", "realm=\"upstream\"");
+    let m = request(
+        "INVITE",
+        &[
+            ("Proxy-Authorization", theirs),
+            ("Proxy-Authorization", ours.clone()),
+        ],
+    );
+    assert_eq!(a.verify_request(&m, SRC, T0), Ok(TrunkId(1)));
+    // INVITE credentials in Authorization do not count: 407 challenge.
+    let m = request("INVITE", &[("Authorization", ours)]);
+    assert_eq!(
+        a.verify_request(&m, SRC, T0),
+        Err(AuthError::Missing(ChallengeKind::Proxy))
+    );
+    // REGISTER reads Authorization; none → 401 challenge.
+    let reg = client_header(Algorithm::Md5, "36465", "s3cret", &n, 2, "REGISTER");
+    let m = request("REGISTER", &[("Authorization", reg)]);
+    assert_eq!(a.verify_request(&m, SRC, T0), Ok(TrunkId(1)));
+    let e = a
+        .verify_request(&request("REGISTER", &[]), SRC, T0)
+        .unwrap_err();
+    assert_eq!(e.status().as_u16(), 401);
+}
