@@ -30,6 +30,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use subtle::ConstantTimeEq;
@@ -177,6 +178,8 @@ pub struct Authenticator {
     dummy: Ha1s,
     nonce_ttl: u64,
     replay: Arc<Mutex<ReplayTable>>,
+    /// Challenge serial, unique per nonce (shared across reloads).
+    serial: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -206,6 +209,7 @@ impl Authenticator {
             secret,
             trunks,
             Arc::new(Mutex::new(ReplayTable::new(DEFAULT_REPLAY_CAPACITY))),
+            Arc::new(AtomicU64::new(0)),
             DEFAULT_NONCE_TTL,
         )
     }
@@ -215,6 +219,7 @@ impl Authenticator {
         secret: [u8; 32],
         trunks: impl IntoIterator<Item = &'a TrunkConfig>,
         replay: Arc<Mutex<ReplayTable>>,
+        serial: Arc<AtomicU64>,
         nonce_ttl: u64,
     ) -> Authenticator {
         let mut users = HashMap::new();
@@ -241,6 +246,7 @@ impl Authenticator {
             dummy,
             nonce_ttl,
             replay,
+            serial,
         }
     }
 
@@ -256,6 +262,7 @@ impl Authenticator {
             self.secret,
             trunks,
             Arc::clone(&self.replay),
+            Arc::clone(&self.serial),
             self.nonce_ttl,
         )
     }
@@ -300,7 +307,8 @@ impl Authenticator {
         stale: bool,
     ) -> Vec<String> {
         let _ = kind; // same value for both headers; the kind picks the header name
-        let nonce = nonce::mint(&self.secret, source, now_unix);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let nonce = nonce::mint(&self.secret, source, now_unix, serial);
         let stale = if stale { ", stale=true" } else { "" };
         [Algorithm::Sha256, Algorithm::Md5]
             .into_iter()

@@ -1,10 +1,14 @@
 //! Stateless nonces (RFC 7616 §3.3 "nonce" and §5.4 on their construction)
 //! and the `nc` replay table (RFC 7616 §3.4 "nc", §5.5 replay attacks).
 //!
-//! A nonce is `<unix seconds, lowercase hex> "." <base64url(HMAC-SHA256(secret,
-//! seconds_be64 || source IP octets))>` with no padding. Checking it needs no
-//! state: recompute the MAC for the claimed time and the request's source
-//! address and compare in constant time. Expiry is `time + ttl`.
+//! A nonce is `<unix seconds> "." <serial> "." <base64url(HMAC-SHA256(secret,
+//! seconds_be64 || serial_be64 || source IP octets))>`, numbers in lowercase
+//! hex, base64 without padding. The serial is a per-process challenge counter:
+//! it makes every challenge's nonce unique, so two UAs behind one NAT
+//! address challenged in the same second do not share a nonce (and its `nc`
+//! sequence). Checking needs no state: recompute the MAC for the claimed
+//! time and serial and the request's source address and compare in constant
+//! time. Expiry is `time + ttl`.
 //!
 //! Replay protection is the only state: [`ReplayTable`] remembers, per nonce
 //! in use, the highest `nc` accepted, so a captured request cannot be sent
@@ -19,8 +23,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-/// Longest accepted nonce text (timestamp + dot + MAC); longer is invalid.
-const MAX_NONCE_LEN: usize = 16 + 1 + 43;
+/// Longest accepted nonce text (timestamp, serial, MAC and two dots).
+const MAX_NONCE_LEN: usize = 16 + 1 + 16 + 1 + 43;
 
 /// Base64url without padding (RFC 4648 §5).
 fn base64url(bytes: &[u8]) -> String {
@@ -42,13 +46,14 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-/// The MAC part of a nonce minted at `ts` for `source`.
-fn mac(secret: &[u8; 32], ts: u64, source: IpAddr) -> String {
+/// The MAC part of nonce number `serial` minted at `ts` for `source`.
+fn mac(secret: &[u8; 32], ts: u64, serial: u64, source: IpAddr) -> String {
     // HMAC accepts any key length; new_from_slice cannot fail for HMAC.
     let Ok(mut m) = Hmac::<Sha256>::new_from_slice(secret) else {
         return String::new();
     };
     m.update(&ts.to_be_bytes());
+    m.update(&serial.to_be_bytes());
     match source {
         IpAddr::V4(a) => m.update(&a.octets()),
         IpAddr::V6(a) => m.update(&a.octets()),
@@ -56,9 +61,21 @@ fn mac(secret: &[u8; 32], ts: u64, source: IpAddr) -> String {
     base64url(&m.finalize().into_bytes())
 }
 
-/// Mints the nonce for `source` at `now_unix`.
-pub(crate) fn mint(secret: &[u8; 32], source: IpAddr, now_unix: u64) -> String {
-    format!("{now_unix:x}.{}", mac(secret, now_unix, source))
+/// Mints nonce number `serial` for `source` at `now_unix`.
+pub(crate) fn mint(secret: &[u8; 32], source: IpAddr, now_unix: u64, serial: u64) -> String {
+    format!(
+        "{now_unix:x}.{serial:x}.{}",
+        mac(secret, now_unix, serial, source)
+    )
+}
+
+/// Parses a lowercase-hex number of 1–16 digits.
+fn hex_u64(s: &str) -> Option<u64> {
+    let ok = !s.is_empty() && s.len() <= 16;
+    if !ok || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 /// What a nonce check found.
@@ -84,20 +101,15 @@ pub(crate) fn check(
     if nonce.len() > MAX_NONCE_LEN {
         return NonceCheck::Invalid;
     }
-    let Some((ts_hex, tag)) = nonce.split_once('.') else {
+    let mut parts = nonce.splitn(3, '.');
+    let (Some(ts), Some(serial), Some(tag)) = (
+        parts.next().and_then(hex_u64),
+        parts.next().and_then(hex_u64),
+        parts.next(),
+    ) else {
         return NonceCheck::Invalid;
     };
-    if ts_hex.is_empty()
-        || !ts_hex
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return NonceCheck::Invalid;
-    }
-    let Ok(ts) = u64::from_str_radix(ts_hex, 16) else {
-        return NonceCheck::Invalid;
-    };
-    let expected = mac(secret, ts, source);
+    let expected = mac(secret, ts, serial, source);
     if !bool::from(expected.as_bytes().ct_eq(tag.as_bytes())) {
         return NonceCheck::Invalid;
     }

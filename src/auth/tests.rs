@@ -584,3 +584,28 @@ fn verify_request_picks_header_by_method_and_realm() {
         .unwrap_err();
     assert_eq!(e.status().as_u16(), 401);
 }
+
+#[test]
+fn two_uas_behind_one_address_get_their_own_nonces() {
+    let a = auth();
+    let n1 = fresh_nonce(&a, T0);
+    let n2 = fresh_nonce(&a, T0);
+    assert_ne!(n1, n2);
+    // Each UA counts nc from 1 on its own nonce; neither is a replay.
+    for n in [&n1, &n2] {
+        let h = client_header(Algorithm::Md5, "36465", "s3cret", n, 1, "INVITE");
+        assert_eq!(
+            verify_header(&a, &h, &Method::Invite, SRC, T0),
+            Ok(TrunkId(1))
+        );
+    }
+    // Changing the serial breaks the MAC.
+    let mut parts: Vec<&str> = n1.split('.').collect();
+    parts[1] = "ff";
+    let forged = parts.join(".");
+    let h = client_header(Algorithm::Md5, "36465", "s3cret", &forged, 1, "INVITE");
+    assert!(matches!(
+        verify_header(&a, &h, &Method::Invite, SRC, T0),
+        Err(AuthError::InvalidNonce(_))
+    ));
+}
