@@ -3,8 +3,10 @@
 //! Loaded once with the config and kept as an immutable value; errors name
 //! `file:line`. Blank lines, `#` comments and a leading `prefix,...` header
 //! line are allowed.
-
-use std::collections::HashMap;
+//!
+//! Lookup walks a decimal trie, one node per digit, so it costs
+//! O(digits of the number) whatever the table size, and loading is
+//! O(total prefix digits).
 
 use super::error::ConfigError;
 
@@ -19,11 +21,27 @@ pub struct Rate {
     pub name: String,
 }
 
+/// No child / no rate in the trie.
+const NONE: u32 = u32::MAX;
+
+/// One trie node: the child per next digit, and the rate ending here.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    next: [u32; 10],
+    rate: u32,
+}
+
+const EMPTY: Node = Node {
+    next: [NONE; 10],
+    rate: NONE,
+};
+
 /// Prefix → rate, looked up by longest matching prefix.
 #[derive(Debug, Clone, Default)]
 pub struct RateTable {
-    by_prefix: HashMap<String, Rate>,
-    longest: usize,
+    rates: Vec<Rate>,
+    /// Node 0 is the root (empty prefix) once anything is inserted.
+    nodes: Vec<Node>,
 }
 
 impl RateTable {
@@ -73,19 +91,14 @@ impl RateTable {
                     continue;
                 }
             };
-            if table.by_prefix.contains_key(prefix) {
+            let rate = Rate {
+                prefix: prefix.to_owned(),
+                per_minute,
+                name: name.to_owned(),
+            };
+            if !table.insert(rate) {
                 errors.push(err("prefix", format!("duplicate prefix `{prefix}`")));
-                continue;
             }
-            table.longest = table.longest.max(prefix.len());
-            table.by_prefix.insert(
-                prefix.to_owned(),
-                Rate {
-                    prefix: prefix.to_owned(),
-                    per_minute,
-                    name: name.to_owned(),
-                },
-            );
         }
         if errors.is_empty() {
             Ok(table)
@@ -94,23 +107,67 @@ impl RateTable {
         }
     }
 
-    /// The rate whose prefix is the longest prefix of `number`.
+    /// Adds `rate` under its (all-digit) prefix; false if that prefix
+    /// already has a rate (the table is unchanged then).
+    fn insert(&mut self, rate: Rate) -> bool {
+        if self.nodes.is_empty() {
+            self.nodes.push(EMPTY);
+        }
+        let mut at = 0usize;
+        for d in rate.prefix.bytes() {
+            let digit = usize::from(d.wrapping_sub(b'0'));
+            let new_index = u32::try_from(self.nodes.len()).unwrap_or(NONE);
+            let Some(slot) = self.nodes.get_mut(at).and_then(|n| n.next.get_mut(digit)) else {
+                return false; // not a digit: parse() has already refused it
+            };
+            let grow = *slot == NONE;
+            if grow {
+                *slot = new_index;
+            }
+            at = *slot as usize;
+            if grow {
+                self.nodes.push(EMPTY);
+            }
+        }
+        let index = u32::try_from(self.rates.len()).unwrap_or(NONE);
+        match self.nodes.get_mut(at) {
+            Some(node) if node.rate == NONE => {
+                node.rate = index;
+                self.rates.push(rate);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The rate whose prefix is the longest prefix of `number`; the walk
+    /// stops at the first non-digit. O(`number.len()`).
     pub fn lookup(&self, number: &str) -> Option<&Rate> {
-        let max = self.longest.min(number.len());
-        (1..=max)
-            .rev()
-            .filter_map(|n| number.get(..n))
-            .find_map(|p| self.by_prefix.get(p))
+        let mut node = self.nodes.first()?;
+        let mut best = node.rate;
+        for d in number.bytes() {
+            let Some(&next) = node.next.get(usize::from(d.wrapping_sub(b'0'))) else {
+                break;
+            };
+            let Some(n) = self.nodes.get(next as usize) else {
+                break;
+            };
+            node = n;
+            if node.rate != NONE {
+                best = node.rate;
+            }
+        }
+        self.rates.get(best as usize)
     }
 
     /// Number of rates.
     pub fn len(&self) -> usize {
-        self.by_prefix.len()
+        self.rates.len()
     }
 
     /// Whether there are no rates.
     pub fn is_empty(&self) -> bool {
-        self.by_prefix.is_empty()
+        self.rates.is_empty()
     }
 }
 
@@ -131,6 +188,34 @@ mod tests {
         assert_eq!(t.lookup("44207").unwrap().per_minute, 0.03);
         assert!(t.lookup("33").is_none());
         assert!(t.lookup("").is_none());
+        assert_eq!(t.lookup("1").unwrap().prefix, "1");
+        assert_eq!(t.lookup("121").unwrap().prefix, "1");
+        assert_eq!(t.lookup("1212").unwrap().name, "NYC");
+        // The walk stops at a non-digit: the digits before it still match.
+        assert_eq!(t.lookup("1212x5").unwrap().name, "NYC");
+        assert_eq!(t.lookup("+1212").map(|r| r.prefix.as_str()), None);
+        assert!(RateTable::default().lookup("1").is_none());
+    }
+
+    #[test]
+    fn agrees_with_a_linear_scan() {
+        let mut text = String::new();
+        for p in [
+            "1", "12", "123", "1234", "2", "21", "2199", "9", "99999", "0",
+        ] {
+            text.push_str(&format!("{p},0.{},n{p}\n", p.len()));
+        }
+        let t = RateTable::parse(&text, "r.csv").unwrap();
+        for num in [
+            "1", "12", "1239", "12345", "219", "21990", "999", "99999999", "0", "3", "",
+        ] {
+            let want = t
+                .rates
+                .iter()
+                .filter(|r| num.starts_with(r.prefix.as_str()))
+                .max_by_key(|r| r.prefix.len());
+            assert_eq!(t.lookup(num), want, "{num}");
+        }
     }
 
     #[test]
