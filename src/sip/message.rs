@@ -468,7 +468,7 @@ impl Message {
                 return Err(ParseError::MissingHeader(name));
             }
         }
-        let branch = self.top_via()?.branch().and_then(|b| self.span_of(b));
+        let branch = self.top_via_with_branch()?.1.and_then(|b| self.span_of(b));
         let cseq = self.cseq()?;
         if let Some(m) = self.method() {
             if *m != cseq.method {
@@ -476,8 +476,8 @@ impl Message {
             }
         }
         self.call_id()?;
-        let from_tag = self.from()?.tag().and_then(|t| self.span_of(t));
-        let to_tag = self.to()?.tag().and_then(|t| self.span_of(t));
+        let from_tag = self.name_addr_tag(self.hot.from, HeaderName::From)?;
+        let to_tag = self.name_addr_tag(self.hot.to, HeaderName::To)?;
         self.max_forwards()?;
         Ok(Cache {
             valid: true,
@@ -486,6 +486,25 @@ impl Message {
             to_tag,
             cseq: Some(cseq),
         })
+    }
+
+    /// `top_via()` plus its branch, one pass over the parameters.
+    fn top_via_with_branch(&self) -> Result<(Via<'_>, Option<&str>), ParseError> {
+        let v = self
+            .hot_value(self.hot.via)
+            .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
+        let first = CommaSplit::new(v).next().ok_or(ParseError::BadVia)?;
+        Via::parse_with_branch(first)
+    }
+
+    /// Validates a From/To value (as `from()`/`to()` do) and returns the
+    /// span of its tag.
+    fn name_addr_tag(&self, idx: u16, name: HeaderName) -> Result<Option<Span>, ParseError> {
+        let Some(v) = self.hot_value(idx) else {
+            return Err(ParseError::MissingHeader(name));
+        };
+        let (_, tag) = NameAddr::parse_with_tag(v).ok_or(ParseError::BadNameAddr(name))?;
+        Ok(tag.and_then(|t| self.span_of(t)))
     }
 
     /// The span of `s`, a sub-slice of the buffer.
