@@ -241,8 +241,28 @@ impl Grammar {
 impl<'a> Params<'a> {
     /// Validates `raw` (the text after the first `;`, may be empty) as header
     /// parameters.
+    #[cfg(test)]
     pub(crate) fn parse(raw: &'a str) -> Option<Params<'a>> {
         Self::parse_with(raw, Grammar::Header)
+    }
+
+    /// Validates `raw` as header parameters and, in the same pass, finds the
+    /// parameter `want` (the result [`Params::get`] would give).
+    pub(crate) fn parse_get(
+        raw: &'a str,
+        want: &str,
+    ) -> Option<(Params<'a>, Option<Option<&'a str>>)> {
+        let p = Params { raw };
+        let mut it = ParamIter { rest: raw };
+        let mut found = None;
+        while !it.rest.is_empty() {
+            let (name, value) = it.next_checked(Grammar::Header)?;
+            if found.is_none() && name.eq_ignore_ascii_case(want) {
+                found = Some(value);
+            }
+        }
+        debug_assert_eq!(found, p.get(want), "{raw:?}");
+        Some((p, found))
     }
 
     /// Validates `raw` as URI parameters.
@@ -415,6 +435,19 @@ mod tests {
         assert!(Params::parse("a=\"open").is_none());
         assert!(Params::parse("=x").is_none());
         assert!(Params::parse("").unwrap().is_empty());
+        for raw in [
+            "branch=z9hG4bK1 ; rport;received=1.2.3.4;x=\"a;b\"",
+            " ; BRANCH = \"q\\\"x\" ;branch=2",
+            "received=[2001:db8::1];branch;tag=x",
+            "a=b\r\n ;Tag=T1",
+            "",
+        ] {
+            for want in ["branch", "tag", "received", "x"] {
+                let (p, got) = Params::parse_get(raw, want).unwrap();
+                assert_eq!(got, p.get(want), "{raw:?} {want}");
+            }
+        }
+        assert!(Params::parse_get("a=\"open", "a").is_none());
     }
 
     #[test]

@@ -108,6 +108,20 @@ pub struct Message {
     hot: Hot,
     body: Span,
     content_length: Option<u32>,
+    cache: Cache,
+}
+
+/// What `validate` already parsed, kept so the hot accessors
+/// ([`Message::top_branch`], [`Message::from_tag`], [`Message::to_tag`],
+/// [`Message::cseq`]) do not parse it again. Empty (`valid == false`) for
+/// messages from [`Message::parse_for_reply`], whose accessors then parse.
+#[derive(Clone, Debug, Default)]
+struct Cache {
+    valid: bool,
+    branch: Option<Span>,
+    from_tag: Option<Span>,
+    to_tag: Option<Span>,
+    cseq: Option<CSeq>,
 }
 
 /// Finds the line starting at `pos`: returns (end of content excluding CR/LF,
@@ -271,8 +285,8 @@ impl Message {
     /// # Errors
     /// See [`ParseError`].
     pub fn parse_with_limit(buf: Bytes, max: usize) -> Result<Message, ParseError> {
-        let msg = Self::index(buf, max, Mode::Strict)?;
-        msg.validate()?;
+        let mut msg = Self::index(buf, max, Mode::Strict)?;
+        msg.cache = msg.validate()?;
         Ok(msg)
     }
 
@@ -435,12 +449,14 @@ impl Message {
             hot,
             body: Span::new(body_start, body_end),
             content_length,
+            cache: Cache::default(),
         };
         Ok(msg)
     }
 
-    /// Checks the headers needed to route or answer (RFC 3261 §8.1.1, §8.2.2).
-    fn validate(&self) -> Result<(), ParseError> {
+    /// Checks the headers needed to route or answer (RFC 3261 §8.1.1, §8.2.2)
+    /// and returns what it parsed on the way for the hot accessors.
+    fn validate(&self) -> Result<Cache, ParseError> {
         for (idx, name) in [
             (self.hot.via, HeaderName::Via),
             (self.hot.from, HeaderName::From),
@@ -452,7 +468,7 @@ impl Message {
                 return Err(ParseError::MissingHeader(name));
             }
         }
-        self.top_via()?;
+        let branch = self.top_via_with_branch()?.1.and_then(|b| self.span_of(b));
         let cseq = self.cseq()?;
         if let Some(m) = self.method() {
             if *m != cseq.method {
@@ -460,10 +476,47 @@ impl Message {
             }
         }
         self.call_id()?;
-        self.from()?;
-        self.to()?;
+        let from_tag = self.name_addr_tag(self.hot.from, HeaderName::From)?;
+        let to_tag = self.name_addr_tag(self.hot.to, HeaderName::To)?;
         self.max_forwards()?;
-        Ok(())
+        Ok(Cache {
+            valid: true,
+            branch,
+            from_tag,
+            to_tag,
+            cseq: Some(cseq),
+        })
+    }
+
+    /// `top_via()` plus its branch, one pass over the parameters.
+    fn top_via_with_branch(&self) -> Result<(Via<'_>, Option<&str>), ParseError> {
+        let v = self
+            .hot_value(self.hot.via)
+            .ok_or(ParseError::MissingHeader(HeaderName::Via))?;
+        let first = CommaSplit::new(v).next().ok_or(ParseError::BadVia)?;
+        Via::parse_with_branch(first)
+    }
+
+    /// Validates a From/To value (as `from()`/`to()` do) and returns the
+    /// span of its tag.
+    fn name_addr_tag(&self, idx: u16, name: HeaderName) -> Result<Option<Span>, ParseError> {
+        let Some(v) = self.hot_value(idx) else {
+            return Err(ParseError::MissingHeader(name));
+        };
+        let (_, tag) = NameAddr::parse_with_tag(v).ok_or(ParseError::BadNameAddr(name))?;
+        Ok(tag.and_then(|t| self.span_of(t)))
+    }
+
+    /// The span of `s`, a sub-slice of the buffer.
+    fn span_of(&self, s: &str) -> Option<Span> {
+        let start = (s.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
+        let end = start.checked_add(s.len())?;
+        (end <= self.buf.len()).then(|| Span::new(start, end))
+    }
+
+    /// A cached span as text (always UTF-8: it was a `&str` when cached).
+    fn cached_str(&self, s: Option<Span>) -> Option<&str> {
+        std::str::from_utf8(self.slice(s?)).ok()
     }
 
     fn slice(&self, s: Span) -> &[u8] {
@@ -647,6 +700,35 @@ impl Message {
         Via::parse(first)
     }
 
+    /// The top Via's `branch` parameter: the same as
+    /// `top_via()?.branch()`, but read from what [`Message::parse`] already
+    /// parsed (no re-parse). The transaction layer's hot path.
+    pub fn top_branch(&self) -> Option<&str> {
+        if self.cache.valid {
+            self.cached_str(self.cache.branch)
+        } else {
+            self.top_via().ok()?.branch()
+        }
+    }
+
+    /// The From `tag`: the same as `from()?.tag()`, without re-parsing.
+    pub fn from_tag(&self) -> Option<&str> {
+        if self.cache.valid {
+            self.cached_str(self.cache.from_tag)
+        } else {
+            self.from().ok()?.tag()
+        }
+    }
+
+    /// The To `tag`: the same as `to()?.tag()`, without re-parsing.
+    pub fn to_tag(&self) -> Option<&str> {
+        if self.cache.valid {
+            self.cached_str(self.cache.to_tag)
+        } else {
+            self.to().ok()?.tag()
+        }
+    }
+
     /// Call-ID value.
     ///
     /// # Errors
@@ -666,6 +748,9 @@ impl Message {
     /// # Errors
     /// `MissingHeader(CSeq)` or `BadCSeq`.
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        if let Some(c) = &self.cache.cseq {
+            return Ok(c.clone());
+        }
         let h = self
             .headers
             .get(self.hot.cseq as usize)
@@ -830,6 +915,13 @@ v=0\n";
         assert_eq!(m.cseq().unwrap().seq, 314159);
         assert_eq!(m.from().unwrap().tag(), Some("1928301774"));
         assert_eq!(m.to().unwrap().tag(), None);
+        assert_eq!(m.top_branch(), Some("z9hG4bK776asdhds"));
+        assert_eq!(m.from_tag(), Some("1928301774"));
+        assert_eq!(m.to_tag(), None);
+        let r = Message::parse_for_reply(Bytes::copy_from_slice(INVITE.as_bytes())).unwrap();
+        assert_eq!(r.top_branch(), Some("z9hG4bK776asdhds"));
+        assert_eq!(r.from_tag(), Some("1928301774"));
+        assert_eq!(r.cseq().unwrap(), m.cseq().unwrap());
         assert_eq!(m.max_forwards().unwrap(), Some(70));
         assert_eq!(m.content_length(), Some(4));
         assert_eq!(&m.body()[..], b"v=0\n");

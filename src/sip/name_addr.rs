@@ -28,6 +28,12 @@ impl<'a> NameAddr<'a> {
     /// # Errors
     /// `None` on unterminated quotes or `<`, an invalid URI or bad params.
     pub fn parse(value: &'a [u8]) -> Option<NameAddr<'a>> {
+        Self::parse_with_tag(value).map(|(n, _)| n)
+    }
+
+    /// [`NameAddr::parse`] that also returns [`NameAddr::tag`] (found in the
+    /// same pass over the parameters).
+    pub(crate) fn parse_with_tag(value: &'a [u8]) -> Option<(NameAddr<'a>, Option<&'a str>)> {
         let s = std::str::from_utf8(lex::trim(value)).ok()?;
         let (display, after_display) = if s.starts_with('"') {
             let (d, rest) = lex::take_quoted(s)?;
@@ -55,24 +61,29 @@ impl<'a> NameAddr<'a> {
             } else {
                 rest.strip_prefix(';')?
             };
-            Some(NameAddr {
+            let (params, tag) = Params::parse_get(params, "tag")?;
+            let n = NameAddr {
                 display,
                 uri,
-                params: Params::parse(params)?,
+                params,
                 quoted: s.starts_with('"'),
-            })
+            };
+            Some((n, tag.flatten()))
         } else {
             let (uri, params) = after_display.split_once(';').unwrap_or((after_display, ""));
             let uri = lex::trim_str(uri);
             if uri.bytes().any(|b| matches!(b, b'>' | b'"' | b'?' | b',')) {
                 return None;
             }
-            Some(NameAddr {
+            let uri = Uri::parse(uri)?;
+            let (params, tag) = Params::parse_get(params, "tag")?;
+            let n = NameAddr {
                 display: None,
-                uri: Uri::parse(uri)?,
-                params: Params::parse(params)?,
+                uri,
+                params,
                 quoted: false,
-            })
+            };
+            Some((n, tag.flatten()))
         }
     }
 

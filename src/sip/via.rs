@@ -75,10 +75,19 @@ impl<'a> Via<'a> {
     /// [`ParseError::BadVia`] on any syntax error.
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
         let s = std::str::from_utf8(lex::trim(value)).map_err(|_| ParseError::BadVia)?;
+        Self::parse_str(s).map(|(v, _)| v).ok_or(ParseError::BadVia)
+    }
+
+    /// [`Via::parse`] that also returns [`Via::branch`] (found in the same
+    /// pass over the parameters).
+    pub(crate) fn parse_with_branch(
+        value: &'a [u8],
+    ) -> Result<(Via<'a>, Option<&'a str>), ParseError> {
+        let s = std::str::from_utf8(lex::trim(value)).map_err(|_| ParseError::BadVia)?;
         Self::parse_str(s).ok_or(ParseError::BadVia)
     }
 
-    fn parse_str(s: &'a str) -> Option<Via<'a>> {
+    fn parse_str(s: &'a str) -> Option<(Via<'a>, Option<&'a str>)> {
         let (protocol, rest) = lex::take_token(s);
         let rest = lex::skip_lws(rest).strip_prefix('/')?;
         let (version, rest) = lex::take_token(lex::skip_lws(rest));
@@ -94,14 +103,16 @@ impl<'a> Via<'a> {
         let rest = lex::skip_lws(rest);
         let (sent_by, params) = lex::split_byte(rest, b';').unwrap_or((rest, ""));
         let (host, port) = parse_hostport(lex::trim_str(sent_by))?;
-        Some(Via {
+        let (params, branch) = Params::parse_get(params, "branch")?;
+        let via = Via {
             protocol,
             version,
             transport,
             host,
             port,
-            params: Params::parse(params)?,
-        })
+            params,
+        };
+        Some((via, branch.flatten()))
     }
 
     /// The `branch` parameter.
