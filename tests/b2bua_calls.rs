@@ -286,3 +286,36 @@ fn bye_for_unknown_call_gets_481() {
     let r = String::from_utf8_lossy(&buf[..n]);
     assert!(r.starts_with("SIP/2.0 481 "), "{r}");
 }
+
+/// An INVITE from a source that is no trunk gets `403`, and the log says
+/// which call was refused and why (operators read logs, not packet traces).
+#[test]
+fn refused_invite_is_answered_403_and_logged_with_the_reason() {
+    let server = Server::start(common::LOOPBACK_CONFIG);
+    let target = server.udp.to_string();
+    let (_, text) = sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125550199",
+        "-m",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-nostdin",
+        "-timeout",
+        "10s",
+        &target,
+    ]);
+    assert!(text.contains("403 Forbidden"), "SIPp saw no 403:\n{text}");
+    assert!(
+        server.wait_log(
+            "INVITE refused: source is not a known trunk",
+            Duration::from_secs(5)
+        ),
+        "no refusal line in the log:\n{}",
+        server.log_text()
+    );
+}

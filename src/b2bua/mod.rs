@@ -219,6 +219,26 @@ impl B2bua {
         }
     }
 
+    /// Answers a new INVITE with a failure, counts it, and logs why, so an
+    /// operator reading the log sees what happened to the call.
+    fn refuse(
+        &mut self,
+        msg: &Message,
+        key: &TransactionKey,
+        source: SocketAddr,
+        status: StatusCode,
+        why: &dyn std::fmt::Display,
+    ) {
+        self.stats.refused += 1;
+        tracing::info!(
+            call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+            %source,
+            status = status.as_u16(),
+            "INVITE refused: {why}"
+        );
+        self.reply(msg, key, source, status);
+    }
+
     fn reply(
         &mut self,
         req: &Message,
@@ -267,15 +287,14 @@ impl B2bua {
         let trunk = match self.trunks.identify(source.ip(), &self.upstreams) {
             Ok(t) => t,
             Err(refusal) => {
-                self.stats.refused += 1;
-                return self.reply(msg, &key, source, refusal.status());
+                return self.refuse(msg, &key, source, refusal.status(), &refusal);
             }
         };
         let seed = self.next_seed();
         let plan = self.upstreams.plan(seed);
         if plan.is_empty() {
-            self.stats.refused += 1;
-            return self.reply(msg, &key, source, StatusCode::SERVICE_UNAVAILABLE);
+            let why = "no upstream configured";
+            return self.refuse(msg, &key, source, StatusCode::SERVICE_UNAVAILABLE, &why);
         }
         let new = NewCall {
             invite: msg,
@@ -288,8 +307,8 @@ impl B2bua {
         let call = match Call::new(new, &self.cfg, now) {
             Ok(c) => c,
             Err(status) => {
-                self.stats.refused += 1;
-                return self.reply(msg, &key, source, status);
+                let why = "the INVITE cannot be relayed";
+                return self.refuse(msg, &key, source, status, &why);
             }
         };
         self.stats.calls += 1;
