@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::leg::{is_target_refresh, Leg, Side};
 use super::table::{DialogKey, Purpose, Relay};
-use super::{Action, B2buaConfig};
+use super::{Action, Admitted, B2buaConfig};
 use crate::routing::Upstreams;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
@@ -169,8 +169,13 @@ pub(crate) struct Call {
     /// Of those, B-leg INVITE attempts.
     pub(crate) open_invites: usize,
     pub(crate) scheduled: Option<Instant>,
-    /// The trunk the call came from.
-    pub(crate) trunk: u64,
+    /// The trunk the call came from and the terms it was admitted with.
+    pub(crate) terms: Admitted,
+    /// Whether the call holds one of its trunk's channels (kept by the
+    /// session table, which owns the counts).
+    pub(crate) channel: bool,
+    /// When the B-leg answered (the duration limit and billing start here).
+    answered_at: Option<Instant>,
 }
 
 /// `"display" <uri>;params` without the tag parameter.
@@ -223,7 +228,7 @@ pub(crate) struct NewCall<'m> {
     pub(crate) source: SocketAddr,
     pub(crate) transport: Transport,
     pub(crate) plan: Vec<usize>,
-    pub(crate) trunk: u64,
+    pub(crate) admitted: Admitted,
 }
 
 impl Call {
@@ -233,11 +238,9 @@ impl Call {
         let bad = StatusCode::BAD_REQUEST;
         let from = inv.from().map_err(|_| bad)?;
         let to = inv.to().map_err(|_| bad)?;
-        let ruri = inv.request_uri().ok_or(bad)?;
         let call_id = lossy(inv.call_id().map_err(|_| bad)?);
-        let Some(user) = ruri.user.or(to.uri.user) else {
-            return Err(StatusCode::ADDRESS_INCOMPLETE);
-        };
+        // SPEC §3: the rewritten number and the trunk's caller ID.
+        let number = n.admitted.decision.number.as_str();
         let remote_target = match inv.contacts().next() {
             Some(Ok(c)) => c.addr().map(|a| a.uri.as_str().to_owned()),
             _ => None,
@@ -259,7 +262,11 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
-        let from_user = from.uri.user.unwrap_or("anonymous");
+        let caller_id = n.admitted.decision.caller_id.as_str();
+        let from_user = match caller_id {
+            "" => from.uri.user.unwrap_or("anonymous"),
+            c => c,
+        };
         let local = &cfg.local;
         let local_addr = match from.display {
             Some(d) => format!("\"{d}\" <sip:{from_user}@{}>", local.public_address),
@@ -271,8 +278,8 @@ impl Call {
             remote_tag: None,
             local_addr,
             // Set per attempt; the user parts are kept here meanwhile.
-            remote_addr: to.uri.user.unwrap_or(user).to_owned(),
-            remote_target: user.to_owned(),
+            remote_addr: number.to_owned(),
+            remote_target: number.to_owned(),
             route_set: Vec::new(),
             dest: n.source,
             transport: Transport::Udp,
@@ -302,7 +309,9 @@ impl Call {
             open: 0,
             open_invites: 0,
             scheduled: None,
-            trunk: n.trunk,
+            terms: n.admitted,
+            channel: false,
+            answered_at: None,
         })
     }
 
@@ -482,6 +491,11 @@ impl Call {
                     req = req.header(&lossy(name), &lossy(v));
                 }
             }
+            let caller_id = &self.terms.decision.caller_id;
+            if !caller_id.is_empty() {
+                let pai = format!("<sip:{caller_id}@{}>", fx.cfg.local.public_address);
+                req = req.header("P-Asserted-Identity", &pai);
+            }
             let body = self.a_invite.body();
             if !body.is_empty() {
                 let ct = self
@@ -613,6 +627,11 @@ impl Call {
                 } else if status.is_success() {
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Confirmed;
+                    self.answered_at = Some(fx.now);
+                    if let Some(limit) = self.terms.decision.max_duration {
+                        // SPEC §3 "duration": BYE on both legs at that second.
+                        self.max_end = self.max_end.min(fx.now + limit);
+                    }
                     let late_offer = self.a_invite.body().is_empty();
                     let deferred = if late_offer {
                         Some((Side::B, seq))
@@ -982,6 +1001,13 @@ impl Call {
             self.ok = None;
         }
         if self.ended_at.is_none() && self.max_end <= now {
+            if self.phase == Phase::Confirmed {
+                tracing::info!(
+                    call_id = %self.a.call_id,
+                    trunk = self.terms.trunk.id(),
+                    "call ended by sipfront: maximum duration reached, BYE on both legs"
+                );
+            }
             self.end_call(None, StatusCode::REQUEST_TIMEOUT, fx);
             if self.phase == Phase::Cancelled {
                 // A B-leg INVITE that never ends must not keep the call.
@@ -992,6 +1018,12 @@ impl Call {
 }
 
 impl Call {
+    /// Whether the call holds a channel of its trunk: until the A-leg gets
+    /// a failure or the call ends.
+    pub(crate) fn holds_channel(&self) -> bool {
+        matches!(self.phase, Phase::Trying | Phase::Early | Phase::Confirmed)
+    }
+
     /// Where and how the current B-leg attempt goes.
     pub(crate) fn b_dest(&self) -> (SocketAddr, Transport) {
         (self.b.dest, self.b.transport)
