@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::leg::{is_target_refresh, Leg, Side};
 use super::table::{DialogKey, Purpose, Relay};
 use super::{Action, Admitted, B2buaConfig};
-use crate::routing::Upstreams;
+use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
@@ -65,7 +65,6 @@ pub(crate) struct Fx<'a> {
     /// Client transactions to index: (key, purpose).
     pub(crate) new_clients: Vec<(TransactionKey, Purpose)>,
     pub(crate) cfg: &'a B2buaConfig,
-    pub(crate) upstreams: &'a Upstreams,
     pub(crate) now: Instant,
 }
 
@@ -152,7 +151,7 @@ pub(crate) struct Call {
     /// The B-leg INVITE of each attempt so far.
     attempts: Vec<Message>,
     b_responded: bool,
-    plan: Vec<usize>,
+    plan: Vec<Hop>,
     attempt: usize,
     attempt_deadline: Option<Instant>,
     last_final: Option<(StatusCode, String)>,
@@ -227,7 +226,7 @@ pub(crate) struct NewCall<'m> {
     pub(crate) key: TransactionKey,
     pub(crate) source: SocketAddr,
     pub(crate) transport: Transport,
-    pub(crate) plan: Vec<usize>,
+    pub(crate) plan: Vec<Hop>,
     pub(crate) admitted: Admitted,
 }
 
@@ -239,8 +238,7 @@ impl Call {
         let from = inv.from().map_err(|_| bad)?;
         let to = inv.to().map_err(|_| bad)?;
         let call_id = lossy(inv.call_id().map_err(|_| bad)?);
-        // SPEC §3: the rewritten number and the trunk's caller ID.
-        let number = n.admitted.decision.number.as_str();
+        // SPEC §3: the trunk's caller ID (the number goes in per attempt).
         let remote_target = match inv.contacts().next() {
             Some(Ok(c)) => c.addr().map(|a| a.uri.as_str().to_owned()),
             _ => None,
@@ -277,9 +275,9 @@ impl Call {
             local_tag: build::new_tag(),
             remote_tag: None,
             local_addr,
-            // Set per attempt; the user parts are kept here meanwhile.
-            remote_addr: number.to_owned(),
-            remote_target: number.to_owned(),
+            // Set per attempt (send_attempt).
+            remote_addr: String::new(),
+            remote_target: String::new(),
             route_set: Vec::new(),
             dest: n.source,
             transport: Transport::Udp,
@@ -444,36 +442,19 @@ impl Call {
 
     // ---- B-leg INVITE attempts ---------------------------------------
 
-    /// Sends the INVITE of the current attempt; false when no upstream is left.
+    /// Sends the INVITE of the current attempt; false when no hop is left.
     pub(crate) fn send_attempt(&mut self, fx: &mut Fx<'_>) -> bool {
         loop {
-            let Some(&idx) = self.plan.get(self.attempt) else {
+            let Some(hop) = self.plan.get(self.attempt) else {
                 return false;
             };
-            let Some(up) = fx.upstreams.get(idx) else {
-                self.attempt += 1;
-                continue;
-            };
-            // The user parts were kept in the address fields on creation.
-            let to_user = self.attempts.is_empty().then(|| self.b.remote_addr.clone());
-            let ruser = self
-                .attempts
-                .is_empty()
-                .then(|| self.b.remote_target.clone());
-            let (to_user, ruser) = match (to_user, ruser) {
-                (Some(t), Some(r)) => (t, r),
-                _ => (self.b_to_user(), self.b_ruser()),
-            };
-            let tparam = match up.transport {
-                Transport::Tcp => ";transport=tcp",
-                _ => "",
-            };
-            self.b.remote_addr = format!("<sip:{to_user}@{}>", up.hostport);
-            self.b.remote_target = format!("sip:{ruser}@{}{tparam}", up.hostport);
+            let number = &self.terms.decision.number;
+            self.b.remote_addr = format!("<sip:{number}@{}>", hop.hostport);
+            self.b.remote_target = format!("sip:{number}@{}{}", hop.hostport, hop.uri_param());
+            self.b.dest = hop.addr;
+            self.b.transport = hop.transport;
             self.b.remote_tag = None;
             self.b.route_set.clear();
-            self.b.dest = up.addr;
-            self.b.transport = up.transport;
             let mf = self
                 .a_invite
                 .max_forwards()
@@ -515,19 +496,6 @@ impl Call {
             self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
             return true;
         }
-    }
-
-    /// To user of the B-leg, from the address written by the first attempt.
-    fn b_to_user(&self) -> String {
-        NameAddr::parse(self.b.remote_addr.as_bytes())
-            .and_then(|n| n.uri.user.map(str::to_owned))
-            .unwrap_or_default()
-    }
-
-    fn b_ruser(&self) -> String {
-        crate::sip::Uri::parse(&self.b.remote_target)
-            .and_then(|u| u.user.map(str::to_owned))
-            .unwrap_or_default()
     }
 
     /// The current attempt failed with `status` (None: no response).

@@ -42,14 +42,15 @@ mod table;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::policy::Route;
-use crate::routing::Upstreams;
+use crate::auth::TrunkId;
+use crate::policy::{OnNetTarget, Route};
+use crate::routing::{Hop, Upstream, Upstreams};
 use crate::sip::build::ResponseBuilder;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transaction::{TimerConfig, TransactionEvent, TransactionKey};
@@ -407,21 +408,10 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
-        if let Route::OnNet(target) = admitted.decision.route {
-            let why = format!(
-                "trunk {}: on-net call to {target:?} {} waits for the registrar",
-                admitted.trunk.id(),
-                admitted.decision.number
-            );
-            let r = Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why);
-            return self.refuse(msg, &key, source, r);
-        }
-        let seed = self.next_seed();
-        let plan = self.upstreams.plan(seed);
-        if plan.is_empty() {
-            let r = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &"no upstream configured");
-            return self.refuse(msg, &key, source, r);
-        }
+        let plan = match self.plan(&admitted) {
+            Ok(p) => p,
+            Err(r) => return self.refuse(msg, &key, source, r),
+        };
         let new = NewCall {
             invite: msg,
             key: key.clone(),
@@ -452,6 +442,44 @@ impl B2bua {
                 call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
             }
         });
+    }
+
+    /// The hops of an admitted call: upstreams by priority then weight
+    /// (off-net), or the other trunk's `host_request` address (on-net, until
+    /// the registrar gives trunks registered contacts).
+    fn plan(&mut self, admitted: &Admitted) -> Result<Vec<Hop>, Rejection> {
+        match admitted.decision.route {
+            Route::OffNet(_) => {
+                let seed = self.next_seed();
+                let plan: Vec<Hop> = (self.upstreams.plan(seed).iter())
+                    .filter_map(|&i| self.upstreams.get(i).map(Upstream::hop))
+                    .collect();
+                if plan.is_empty() {
+                    let why = "no upstream configured";
+                    return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &why));
+                }
+                Ok(plan)
+            }
+            Route::OnNet(OnNetTarget::Trunk(TrunkId(id))) => self
+                .admission
+                .trunk(id)
+                .and_then(|t| t.host_request.trim().parse::<IpAddr>().ok())
+                .map(|ip| vec![Hop::new(SocketAddr::new(ip, 5060), Transport::Udp)])
+                .ok_or_else(|| {
+                    let why = format!(
+                        "on-net call to trunk {id} ({}): it has no address until it registers",
+                        admitted.decision.number
+                    );
+                    Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why)
+                }),
+            Route::OnNet(OnNetTarget::Did) => {
+                let why = format!(
+                    "on-net call to our DID {}: DID routing is not built yet",
+                    admitted.decision.number
+                );
+                Err(Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why))
+            }
+        }
     }
 
     /// An in-dialog request (To tag present, not ACK) on server
@@ -611,7 +639,6 @@ impl B2bua {
             actions: &mut self.actions,
             new_clients: Vec::new(),
             cfg: &self.cfg,
-            upstreams: &self.upstreams,
             now,
         };
         f(call, &mut fx);

@@ -1061,3 +1061,19 @@ fn digest_trunk_is_challenged_then_admitted_and_a_replay_is_challenged_again() {
     assert_eq!(status_to(&out, A), vec![403]);
     assert!(out[0].1.header(&HeaderName::ProxyAuthenticate).is_none());
 }
+
+#[test]
+fn a_call_to_another_trunks_login_stays_on_net_without_rate_or_upstream() {
+    let other = "[[trunk]]\nid = 2\nname = \"36465\"\nhost_request = \"127.0.0.9\"\n";
+    let mut h =
+        H::with(|c| c.admission = admission(&trunk(&format!("cost_limit = true\n{other}"))));
+    let out = h.feed(A, a_invite_n(1, "36465", &[]));
+    assert_eq!(status_to(&out, A), vec![100]);
+    let inv = request_to(&out, "127.0.0.9:5060", Method::Invite).expect("to the other trunk");
+    assert_eq!(inv.request_uri_str(), Some("sip:36465@127.0.0.9:5060"));
+    // A trunk with no address yet (digest only, not registered): 480.
+    let other = "[[trunk]]\nid = 3\nname = \"36466\"\npassword = \"p\"\n";
+    let mut h = H::with(|c| c.admission = admission(&trunk(other)));
+    let out = h.feed(A, a_invite_n(1, "36466", &[]));
+    assert_eq!(status_to(&out, A), vec![480]);
+}
