@@ -9,8 +9,10 @@
 //! itself, also what the API reads from.
 
 mod record;
+mod store;
 
 #[cfg(test)]
 mod tests;
 
 pub use record::{billed_seconds, format_date, Cdr, Direction, Disposition};
+pub use store::{CdrError, CdrFilter, CdrStore, SCHEMA_VERSION};

@@ -1,6 +1,29 @@
 //! Pure helpers by table, then the store and the writer on real temp files.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use super::*;
+
+/// A fresh path under the temp dir; removes the file and its WAL on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sipfront-cdr-{}-{n}", std::process::id()));
+        TempDb(dir.join(format!("{name}.sqlite")))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
 
 fn cdr(i: u64) -> Cdr {
     Cdr {
@@ -105,4 +128,168 @@ fn disposition_from_final_status() {
     );
     assert_eq!(Direction::Placed.as_str(), "placed");
     assert_eq!(Direction::Received.as_str(), "received");
+}
+
+#[test]
+fn store_round_trips_every_field_and_uses_wal() {
+    let db = TempDb::new("roundtrip");
+    let mut store = CdrStore::open(&db.0).unwrap();
+    let mut a = cdr(1);
+    a.trunk_id = None;
+    a.destination = String::new();
+    a.disposition = Disposition::Busy;
+    a.sip_code = 486;
+    a.duration_s = 0;
+    a.per_minute = 0.0;
+    let b = Cdr {
+        call_id: "b'\"; DROP TABLE cdr; --".into(),
+        start_unix_ms: 1_709_210_096_000,
+        trunk_id: Some(u64::from(u32::MAX) + 1),
+        ..cdr(2)
+    };
+    store.insert(&[a.clone(), b.clone()]).unwrap();
+    // Oldest first, regardless of insert order.
+    assert_eq!(store.all().unwrap(), vec![b.clone(), a.clone()]);
+    assert_eq!(store.count().unwrap(), 2);
+
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // The columns the API and the lead's tests read directly.
+    let row: (String, String, i64, String, String, i64, f64, Option<i64>) = conn
+        .query_row(
+            "SELECT date, type, duration, disposition, to_number, sip_code, charge, trunk_id \
+             FROM cdr WHERE call_id = ?1",
+            [&b.call_id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        row,
+        (
+            "2024-02-29 12:34:56".into(),
+            "placed".into(),
+            2,
+            "answered".into(),
+            b.to.clone(),
+            200,
+            0.0004,
+            Some(4_294_967_296)
+        )
+    );
+}
+
+#[test]
+fn reopening_keeps_rows_and_schema() {
+    let db = TempDb::new("reopen");
+    CdrStore::open(&db.0).unwrap().insert(&[cdr(1)]).unwrap();
+    let mut again = CdrStore::open(&db.0).unwrap();
+    again.insert(&[cdr(2)]).unwrap();
+    assert_eq!(again.all().unwrap(), vec![cdr(1), cdr(2)]);
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    let idx: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'cdr_date'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(idx, 1);
+}
+
+#[test]
+fn newer_schema_is_refused_with_the_path() {
+    let db = TempDb::new("newer");
+    drop(CdrStore::open(&db.0).unwrap());
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    let err = CdrStore::open(&db.0).unwrap_err();
+    assert!(matches!(err, CdrError::NewerSchema { .. }), "{err}");
+    assert!(err.to_string().contains("newer.sqlite"), "{err}");
+}
+
+#[test]
+fn corrupt_row_is_an_error_not_a_panic() {
+    let db = TempDb::new("corrupt");
+    let mut store = CdrStore::open(&db.0).unwrap();
+    store.insert(&[cdr(1)]).unwrap();
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    conn.execute("UPDATE cdr SET type = 'sideways'", [])
+        .unwrap();
+    let err = store.all().unwrap_err();
+    assert!(
+        matches!(err, CdrError::Corrupt { column: "type", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn filter_by_direction_dates_and_page() {
+    let db = TempDb::new("filter");
+    let mut store = CdrStore::open(&db.0).unwrap();
+    let day = 86_400_000;
+    let base = 1_795_392_000_000; // 2026-11-23 00:00:00
+    let rows: Vec<Cdr> = (0..6)
+        .map(|i| Cdr {
+            start_unix_ms: base + (i / 2) * day + 3_600_000,
+            ..cdr(i)
+        })
+        .collect();
+    store.insert(&rows).unwrap();
+    let placed = CdrFilter {
+        direction: Some(Direction::Placed),
+        ..CdrFilter::default()
+    };
+    assert_eq!(
+        store.query(&placed).unwrap(),
+        vec![rows[0].clone(), rows[2].clone(), rows[4].clone()]
+    );
+    let one_day = CdrFilter {
+        from_date: Some("2026-11-24".into()),
+        to_date: Some("2026-11-24".into()),
+        ..CdrFilter::default()
+    };
+    assert_eq!(store.query(&one_day).unwrap(), rows[2..4].to_vec());
+    let page = CdrFilter {
+        limit: Some(2),
+        offset: 3,
+        ..CdrFilter::default()
+    };
+    assert_eq!(store.query(&page).unwrap(), rows[3..5].to_vec());
+    assert_eq!(store.count_matching(&page).unwrap(), 6);
+    assert_eq!(store.count_matching(&placed).unwrap(), 3);
+    let offset_only = CdrFilter {
+        offset: 5,
+        ..CdrFilter::default()
+    };
+    assert_eq!(store.query(&offset_only).unwrap(), rows[5..].to_vec());
+}
+
+#[test]
+fn open_creates_parent_dirs_and_reports_the_path() {
+    let db = TempDb::new("dirs");
+    let nested = db.0.with_file_name("a/b/c.sqlite");
+    CdrStore::open(&nested).unwrap();
+    assert!(nested.exists());
+    // A directory where the file should be cannot be opened.
+    let err = CdrStore::open(nested.parent().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("a/b"), "{err}");
 }
