@@ -10,9 +10,11 @@
 
 mod record;
 mod store;
+mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use record::{billed_seconds, format_date, Cdr, Direction, Disposition};
 pub use store::{CdrError, CdrFilter, CdrStore, SCHEMA_VERSION};
+pub use writer::{CdrSink, CdrWriter};

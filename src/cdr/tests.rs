@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
+use super::writer::Msg;
 use super::*;
 
 /// A fresh path under the temp dir; removes the file and its WAL on drop.
@@ -43,6 +45,14 @@ fn cdr(i: u64) -> Cdr {
         destination: "United Kingdom - London".into(),
         sip_trunk: "36465".into(),
         trunk_id: Some(7),
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -292,4 +302,97 @@ fn open_creates_parent_dirs_and_reports_the_path() {
     // A directory where the file should be cannot be opened.
     let err = CdrStore::open(nested.parent().unwrap()).unwrap_err();
     assert!(err.to_string().contains("a/b"), "{err}");
+}
+
+#[test]
+fn writer_commits_everything_from_four_threads() {
+    let db = TempDb::new("writer");
+    let (writer, sink) = CdrWriter::start(&db.0, 65_536).unwrap();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_500 {
+                    assert!(sink.record(cdr(t * 2_500 + i)));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    writer.shutdown().unwrap();
+    assert_eq!(sink.written(), 10_000);
+    assert_eq!(sink.dropped(), 0);
+    assert_eq!(sink.failed(), 0);
+    assert_eq!(CdrStore::open(&db.0).unwrap().count().unwrap(), 10_000);
+    // The writer is gone: further records are refused and counted.
+    assert!(!sink.record(cdr(1)));
+    assert_eq!(sink.dropped(), 1);
+}
+
+#[test]
+fn full_queue_drops_and_counts_without_blocking() {
+    // No thread drains this queue, so "full" is deterministic.
+    let (sink, rx) = CdrSink::channel(1);
+    assert!(sink.record(cdr(1)));
+    assert!(!sink.record(cdr(2)));
+    assert!(!sink.clone().record(cdr(3)));
+    assert_eq!(sink.dropped(), 2);
+    assert!(matches!(rx.try_recv(), Ok(Msg::Record(c)) if c == cdr(1)));
+    assert!(sink.record(cdr(4)));
+    drop(rx); // the writer died
+    assert!(!sink.record(cdr(5)));
+    assert_eq!(sink.dropped(), 3);
+    assert_eq!(sink.written(), 0);
+}
+
+#[test]
+fn disabled_sink_discards_quietly() {
+    let sink = CdrSink::disabled();
+    assert!(!sink.record(cdr(1)));
+    assert_eq!((sink.dropped(), sink.written(), sink.failed()), (0, 0, 0));
+}
+
+#[test]
+fn sink_is_send_and_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<CdrSink>();
+}
+
+#[test]
+fn insert_failure_is_counted_and_the_writer_keeps_going() {
+    let db = TempDb::new("failure");
+    let (writer, sink) = CdrWriter::start(&db.0, 16).unwrap();
+    let other = rusqlite::Connection::open(&db.0).unwrap();
+    other.execute_batch("DROP TABLE cdr").unwrap();
+    assert!(sink.record(cdr(1)));
+    wait_until("the failed insert", || sink.failed() == 1);
+    other.execute_batch(super::store::SCHEMA_V1).unwrap();
+    assert!(sink.record(cdr(2)));
+    wait_until("the next insert", || sink.written() == 1);
+    writer.shutdown().unwrap();
+    assert_eq!((sink.failed(), sink.written(), sink.dropped()), (1, 1, 0));
+    assert_eq!(CdrStore::open(&db.0).unwrap().all().unwrap(), vec![cdr(2)]);
+}
+
+#[test]
+fn shutdown_flushes_a_full_queue_and_drop_stops_too() {
+    let db = TempDb::new("flush");
+    let (writer, sink) = CdrWriter::start(&db.0, 4).unwrap();
+    let mut queued = 0;
+    for i in 0..2_000 {
+        queued += u64::from(sink.record(cdr(i)));
+    }
+    writer.shutdown().unwrap();
+    assert_eq!(sink.written(), queued);
+    assert_eq!(sink.dropped(), 2_000 - queued);
+
+    let (writer, sink) = CdrWriter::start(&db.0, 64).unwrap();
+    for i in 0..50 {
+        assert!(sink.record(cdr(i)));
+    }
+    drop(writer);
+    assert_eq!(sink.written(), 50);
+    assert_eq!(CdrStore::open(&db.0).unwrap().count().unwrap(), queued + 50);
 }
