@@ -9,7 +9,8 @@ use rusqlite::{params, Connection};
 
 use super::record::{format_date, Cdr, Direction, Disposition};
 
-/// Bumped, with a step in [`CdrStore::migrate`], whenever the schema changes.
+/// `PRAGMA user_version` of a current file; bumped, with a migration
+/// step, whenever the schema changes.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// How long a statement waits on another connection's lock before failing.
