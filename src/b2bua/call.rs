@@ -999,7 +999,13 @@ impl Call {
         let ended = self.ended_at?;
         let billed = self.answered_at.map_or(0, |at| {
             let ms = ended.saturating_duration_since(at).as_millis();
-            billed_seconds(u64::try_from(ms).unwrap_or(u64::MAX))
+            let secs = billed_seconds(u64::try_from(ms).unwrap_or(u64::MAX));
+            // A call we end at its limit is billed the limit, not the
+            // started second after it: max_call_cost is never exceeded.
+            match self.terms.decision.max_duration {
+                Some(limit) => secs.min(limit.as_secs()),
+                None => secs,
+            }
         });
         let answered = self.answered_at.is_some();
         let code = match self.a_final {

@@ -997,6 +997,11 @@ fn cost_derived_limit_ends_the_call() {
     assert!(request_to(&out, B1, Method::Bye).is_none());
     let out = h.advance(Duration::from_millis(200));
     assert!(request_to(&out, B1, Method::Bye).is_some());
+    // Billed the two minutes, not the started second after: exactly 0.18.
+    let cdr = std::iter::from_fn(|| h.ep.poll_cdr())
+        .last()
+        .expect("a CDR");
+    assert_eq!((cdr.duration_s, cdr.charge()), (120, 0.18));
 }
 
 /// The Proxy-Authorization a UA computes for `challenge` (MD5, nc 1).
