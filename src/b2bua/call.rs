@@ -934,6 +934,11 @@ impl Call {
         }
     }
 
+    /// Marks the call over even if its B-leg INVITE is still pending.
+    pub(crate) fn force_end(&mut self, fx: &mut Fx<'_>) {
+        self.end(fx);
+    }
+
     fn end(&mut self, fx: &mut Fx<'_>) {
         self.phase = Phase::Ended;
         self.cancel_pending = false;

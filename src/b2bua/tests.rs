@@ -1162,3 +1162,23 @@ fn reload_applies_to_new_calls_and_keeps_nonces_already_sent() {
     );
     assert!(request_to(&out, B1, Method::Invite).is_some(), "{out:?}");
 }
+
+#[test]
+fn hang_up_all_ends_every_call_and_records_each_at_once() {
+    let mut h = H::new();
+    answered(&mut h);
+    let out = h.feed(A, a_invite_n(2, "12125551234", &[]));
+    let ringing = request_to(&out, B1, Method::Invite).unwrap();
+    h.feed(B1, b_response(&ringing, 180, ""));
+    cdrs(&mut h);
+    h.ep.hang_up_all(h.now);
+    let out = h.take();
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Cancel).is_some());
+    assert!(status_to(&out, A).contains(&503));
+    let got = cdrs(&mut h);
+    let codes: Vec<u16> = got.iter().map(|c| c.sip_code).collect();
+    assert_eq!(codes.len(), 2, "{got:#?}");
+    assert!(codes.contains(&200) && codes.contains(&503), "{codes:?}");
+}
