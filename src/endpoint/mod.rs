@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
-use crate::routing::{UpstreamError, Upstreams};
+use crate::routing::{NoLocations, UpstreamError, Upstreams};
 use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
@@ -265,8 +265,14 @@ impl Endpoint {
                 return;
             }
             if msg.method() == Some(&Method::Invite) {
-                self.b2bua
-                    .handle_invite(&msg, key, inbound.peer, inbound.transport, now);
+                self.b2bua.handle_invite(
+                    &msg,
+                    key,
+                    inbound.peer,
+                    inbound.transport,
+                    &NoLocations,
+                    now,
+                );
                 return;
             }
         }
