@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod b2bua;
+pub mod cdr;
 pub mod config;
 pub mod endpoint;
 pub mod policy;

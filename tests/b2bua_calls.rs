@@ -287,17 +287,20 @@ fn bye_for_unknown_call_gets_481() {
     assert!(r.starts_with("SIP/2.0 481 "), "{r}");
 }
 
-/// An INVITE from a source that is no trunk gets `403`, and the log says
-/// which call was refused and why (operators read logs, not packet traces).
+/// An INVITE to a number with no rate gets `404`, and the log says which
+/// call was refused and why (operators read logs, not packet traces).
 #[test]
-fn refused_invite_is_answered_403_and_logged_with_the_reason() {
-    let server = Server::start(common::LOOPBACK_CONFIG);
+fn refused_invite_is_answered_and_logged_with_the_reason() {
+    let server = Server::start(&b2bua_config(&[(
+        "sip:127.0.0.1:9;transport=udp".into(),
+        1,
+    )]));
     let target = server.udp.to_string();
     let (_, text) = sipp_run(&[
         "-sn",
         "uac",
         "-s",
-        "12125550199",
+        "99999",
         "-m",
         "1",
         "-i",
@@ -309,10 +312,10 @@ fn refused_invite_is_answered_403_and_logged_with_the_reason() {
         "10s",
         &target,
     ]);
-    assert!(text.contains("403 Forbidden"), "SIPp saw no 403:\n{text}");
+    assert!(text.contains("404 Not Found"), "SIPp saw no 404:\n{text}");
     assert!(
         server.wait_log(
-            "INVITE refused: source is not a known trunk",
+            "INVITE refused: trunk 1 (pbx): no rate for `99999`",
             Duration::from_secs(5)
         ),
         "no refusal line in the log:\n{}",

@@ -296,8 +296,13 @@ impl Authenticator {
     }
 
     /// The challenge header values for a request from `source` (RFC 7616
-    /// §3.3, RFC 8760 §2.4): SHA-256 first, then MD5, both `qop="auth"` with
-    /// the same nonce. Put each in its own `kind.challenge_header()` header.
+    /// §3.3, RFC 8760 §2.4): MD5, then SHA-256, both `qop="auth"` with the
+    /// same nonce. Put each in its own `kind.challenge_header()` header.
+    ///
+    /// MD5 comes first for interoperability: many UAs (SIPp, older
+    /// chan_sip and softphones) read only the first challenge and fail on
+    /// an algorithm they do not know, while RFC 8760 UAs pick SHA-256
+    /// from the list whatever its place.
     /// `stale` adds `stale=true` (after [`AuthError::Stale`]).
     pub fn challenge(
         &self,
@@ -310,7 +315,7 @@ impl Authenticator {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let nonce = nonce::mint(&self.secret, source, now_unix, serial);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Sha256, Algorithm::Md5]
+        [Algorithm::Md5, Algorithm::Sha256]
             .into_iter()
             .map(|alg| {
                 format!(

@@ -166,17 +166,17 @@ fn algorithm_names() {
 // --- challenges -------------------------------------------------------------
 
 #[test]
-fn challenge_offers_sha256_then_md5_with_qop_auth() {
+fn challenge_offers_md5_then_sha256_with_qop_auth() {
     let a = auth();
     let c = a.challenge(ChallengeKind::Proxy, SRC, T0, false);
     assert_eq!(c.len(), 2);
     assert!(c[0].starts_with("Digest realm=\"sipfront.local\", nonce=\""));
-    assert!(c[0].contains("algorithm=SHA-256, qop=\"auth\""));
-    assert!(c[1].contains("algorithm=MD5, qop=\"auth\""));
+    assert!(c[0].contains("algorithm=MD5, qop=\"auth\""));
+    assert!(c[1].contains("algorithm=SHA-256, qop=\"auth\""));
     assert!(!c[0].contains("stale"));
     assert_eq!(nonce_of(&c[0]), nonce_of(&c[1]));
     // The challenge parses with our own parser.
-    let p = crate::sip::DigestChallenge::parse(c[0].as_bytes()).unwrap();
+    let p = crate::sip::DigestChallenge::parse(c[1].as_bytes()).unwrap();
     assert_eq!(p.algorithm.as_deref(), Some("SHA-256"));
     let s = a.challenge(ChallengeKind::Www, SRC, T0, true);
     assert!(s.iter().all(|v| v.ends_with(", stale=true")));

@@ -22,8 +22,8 @@ use bytes::Bytes;
 
 use super::leg::{is_target_refresh, Leg, Side};
 use super::table::{DialogKey, Purpose, Relay};
-use super::{Action, B2buaConfig};
-use crate::routing::Upstreams;
+use super::{Action, Admitted, B2buaConfig};
+use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
@@ -65,7 +65,6 @@ pub(crate) struct Fx<'a> {
     /// Client transactions to index: (key, purpose).
     pub(crate) new_clients: Vec<(TransactionKey, Purpose)>,
     pub(crate) cfg: &'a B2buaConfig,
-    pub(crate) upstreams: &'a Upstreams,
     pub(crate) now: Instant,
 }
 
@@ -152,7 +151,7 @@ pub(crate) struct Call {
     /// The B-leg INVITE of each attempt so far.
     attempts: Vec<Message>,
     b_responded: bool,
-    plan: Vec<usize>,
+    plan: Vec<Hop>,
     attempt: usize,
     attempt_deadline: Option<Instant>,
     last_final: Option<(StatusCode, String)>,
@@ -169,8 +168,13 @@ pub(crate) struct Call {
     /// Of those, B-leg INVITE attempts.
     pub(crate) open_invites: usize,
     pub(crate) scheduled: Option<Instant>,
-    /// The trunk the call came from.
-    pub(crate) trunk: u64,
+    /// The trunk the call came from and the terms it was admitted with.
+    pub(crate) terms: Admitted,
+    /// Whether the call holds one of its trunk's channels (kept by the
+    /// session table, which owns the counts).
+    pub(crate) channel: bool,
+    /// When the B-leg answered (the duration limit and billing start here).
+    answered_at: Option<Instant>,
 }
 
 /// `"display" <uri>;params` without the tag parameter.
@@ -222,8 +226,8 @@ pub(crate) struct NewCall<'m> {
     pub(crate) key: TransactionKey,
     pub(crate) source: SocketAddr,
     pub(crate) transport: Transport,
-    pub(crate) plan: Vec<usize>,
-    pub(crate) trunk: u64,
+    pub(crate) plan: Vec<Hop>,
+    pub(crate) admitted: Admitted,
 }
 
 impl Call {
@@ -233,11 +237,8 @@ impl Call {
         let bad = StatusCode::BAD_REQUEST;
         let from = inv.from().map_err(|_| bad)?;
         let to = inv.to().map_err(|_| bad)?;
-        let ruri = inv.request_uri().ok_or(bad)?;
         let call_id = lossy(inv.call_id().map_err(|_| bad)?);
-        let Some(user) = ruri.user.or(to.uri.user) else {
-            return Err(StatusCode::ADDRESS_INCOMPLETE);
-        };
+        // SPEC §3: the trunk's caller ID (the number goes in per attempt).
         let remote_target = match inv.contacts().next() {
             Some(Ok(c)) => c.addr().map(|a| a.uri.as_str().to_owned()),
             _ => None,
@@ -259,7 +260,11 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
-        let from_user = from.uri.user.unwrap_or("anonymous");
+        let caller_id = n.admitted.decision.caller_id.as_str();
+        let from_user = match caller_id {
+            "" => from.uri.user.unwrap_or("anonymous"),
+            c => c,
+        };
         let local = &cfg.local;
         let local_addr = match from.display {
             Some(d) => format!("\"{d}\" <sip:{from_user}@{}>", local.public_address),
@@ -270,9 +275,9 @@ impl Call {
             local_tag: build::new_tag(),
             remote_tag: None,
             local_addr,
-            // Set per attempt; the user parts are kept here meanwhile.
-            remote_addr: to.uri.user.unwrap_or(user).to_owned(),
-            remote_target: user.to_owned(),
+            // Set per attempt (send_attempt).
+            remote_addr: String::new(),
+            remote_target: String::new(),
             route_set: Vec::new(),
             dest: n.source,
             transport: Transport::Udp,
@@ -302,7 +307,9 @@ impl Call {
             open: 0,
             open_invites: 0,
             scheduled: None,
-            trunk: n.trunk,
+            terms: n.admitted,
+            channel: false,
+            answered_at: None,
         })
     }
 
@@ -435,36 +442,19 @@ impl Call {
 
     // ---- B-leg INVITE attempts ---------------------------------------
 
-    /// Sends the INVITE of the current attempt; false when no upstream is left.
+    /// Sends the INVITE of the current attempt; false when no hop is left.
     pub(crate) fn send_attempt(&mut self, fx: &mut Fx<'_>) -> bool {
         loop {
-            let Some(&idx) = self.plan.get(self.attempt) else {
+            let Some(hop) = self.plan.get(self.attempt) else {
                 return false;
             };
-            let Some(up) = fx.upstreams.get(idx) else {
-                self.attempt += 1;
-                continue;
-            };
-            // The user parts were kept in the address fields on creation.
-            let to_user = self.attempts.is_empty().then(|| self.b.remote_addr.clone());
-            let ruser = self
-                .attempts
-                .is_empty()
-                .then(|| self.b.remote_target.clone());
-            let (to_user, ruser) = match (to_user, ruser) {
-                (Some(t), Some(r)) => (t, r),
-                _ => (self.b_to_user(), self.b_ruser()),
-            };
-            let tparam = match up.transport {
-                Transport::Tcp => ";transport=tcp",
-                _ => "",
-            };
-            self.b.remote_addr = format!("<sip:{to_user}@{}>", up.hostport);
-            self.b.remote_target = format!("sip:{ruser}@{}{tparam}", up.hostport);
+            let number = &self.terms.decision.number;
+            self.b.remote_addr = format!("<sip:{number}@{}>", hop.hostport);
+            self.b.remote_target = format!("sip:{number}@{}{}", hop.hostport, hop.uri_param());
+            self.b.dest = hop.addr;
+            self.b.transport = hop.transport;
             self.b.remote_tag = None;
             self.b.route_set.clear();
-            self.b.dest = up.addr;
-            self.b.transport = up.transport;
             let mf = self
                 .a_invite
                 .max_forwards()
@@ -481,6 +471,11 @@ impl Call {
                 for v in self.a_invite.headers(&HeaderName::from_bytes(name)) {
                     req = req.header(&lossy(name), &lossy(v));
                 }
+            }
+            let caller_id = &self.terms.decision.caller_id;
+            if !caller_id.is_empty() {
+                let pai = format!("<sip:{caller_id}@{}>", fx.cfg.local.public_address);
+                req = req.header("P-Asserted-Identity", &pai);
             }
             let body = self.a_invite.body();
             if !body.is_empty() {
@@ -501,19 +496,6 @@ impl Call {
             self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
             return true;
         }
-    }
-
-    /// To user of the B-leg, from the address written by the first attempt.
-    fn b_to_user(&self) -> String {
-        NameAddr::parse(self.b.remote_addr.as_bytes())
-            .and_then(|n| n.uri.user.map(str::to_owned))
-            .unwrap_or_default()
-    }
-
-    fn b_ruser(&self) -> String {
-        crate::sip::Uri::parse(&self.b.remote_target)
-            .and_then(|u| u.user.map(str::to_owned))
-            .unwrap_or_default()
     }
 
     /// The current attempt failed with `status` (None: no response).
@@ -613,6 +595,11 @@ impl Call {
                 } else if status.is_success() {
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Confirmed;
+                    self.answered_at = Some(fx.now);
+                    if let Some(limit) = self.terms.decision.max_duration {
+                        // SPEC §3 "duration": BYE on both legs at that second.
+                        self.max_end = self.max_end.min(fx.now + limit);
+                    }
                     let late_offer = self.a_invite.body().is_empty();
                     let deferred = if late_offer {
                         Some((Side::B, seq))
@@ -982,6 +969,13 @@ impl Call {
             self.ok = None;
         }
         if self.ended_at.is_none() && self.max_end <= now {
+            if self.phase == Phase::Confirmed {
+                tracing::info!(
+                    call_id = %self.a.call_id,
+                    trunk = self.terms.trunk.id(),
+                    "call ended by sipfront: maximum duration reached, BYE on both legs"
+                );
+            }
             self.end_call(None, StatusCode::REQUEST_TIMEOUT, fx);
             if self.phase == Phase::Cancelled {
                 // A B-leg INVITE that never ends must not keep the call.
@@ -992,6 +986,12 @@ impl Call {
 }
 
 impl Call {
+    /// Whether the call holds a channel of its trunk: until the A-leg gets
+    /// a failure or the call ends.
+    pub(crate) fn holds_channel(&self) -> bool {
+        matches!(self.phase, Phase::Trying | Phase::Early | Phase::Confirmed)
+    }
+
     /// Where and how the current B-leg attempt goes.
     pub(crate) fn b_dest(&self) -> (SocketAddr, Transport) {
         (self.b.dest, self.b.transport)

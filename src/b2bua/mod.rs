@@ -19,10 +19,14 @@
 //!
 //! The session table (`table.rs`) is the single owner of active calls.
 //!
+//! Admission (`admission.rs`) applies SPEC §3 to every new INVITE before
+//! anything is sent on: identification, digest, then the trunk's policy.
+//! An admitted call keeps its terms (number, caller ID, duration limit,
+//! rate) to the end, whatever snapshot comes after.
+//!
 //! # Not yet here
-//! * Trunk policy beyond IP identification (digest, channels, rewrite,
-//!   cost/duration limits, caller ID: SPEC §3) and DID routing (SPEC §4):
-//!   trusted upstreams get `404`, others without `host_request` `403`.
+//! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
+//!   another trunk or a DID wait for the registrar (`480`).
 //! * DNS (RFC 3263): upstream hosts are IP literals.
 //! * `100rel` is relayed end to end (Supported/Require/RSeq/RAck) but not
 //!   offered by us, so an INVITE that *requires* it gets `420`.
@@ -38,17 +42,20 @@ mod table;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::routing::Upstreams;
+use crate::auth::TrunkId;
+use crate::policy::{OnNetTarget, Route};
+use crate::routing::{Hop, Upstream, Upstreams};
 use crate::sip::build::ResponseBuilder;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transaction::{TimerConfig, TransactionEvent, TransactionKey};
 
-pub use admission::{Refusal, TrunkIps};
+pub use admission::{Admission, Admitted, Refusal};
 pub use call::Phase;
 pub use leg::{Local, Side};
 
@@ -73,6 +80,44 @@ pub struct B2buaConfig {
     pub linger: Duration,
     /// `Server` header on our responses.
     pub server_header: String,
+    /// Maps `now` to wall-clock time (digest nonces, CDR dates).
+    pub wall: WallClock,
+}
+
+/// Wall-clock time as a function of the monotonic `now` the core is given:
+/// one reading of both clocks, taken by the shell at start. Keeps the core
+/// free of clock reads (tests pass any pair).
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// The monotonic instant of the reading.
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch at `at`.
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// Reads both clocks now (the shell's job, once).
+    pub fn now() -> WallClock {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        WallClock {
+            at: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    /// Milliseconds since the Unix epoch at `now`.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// Seconds since the Unix epoch at `now`.
+    pub fn unix_secs(&self, now: Instant) -> u64 {
+        self.unix_ms(now) / 1000
+    }
 }
 
 impl B2buaConfig {
@@ -86,6 +131,7 @@ impl B2buaConfig {
             no_answer_failover: Duration::from_secs(5),
             linger: timers.t1x64() + timers.t4 + Duration::from_secs(1),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
+            wall: WallClock::now(),
         }
     }
 }
@@ -126,6 +172,31 @@ pub enum Action {
     },
 }
 
+/// A failure answer to a new INVITE and why, for the log.
+#[derive(Debug)]
+struct Rejection {
+    status: StatusCode,
+    /// Reason phrase other than the canonical one.
+    reason: Option<String>,
+    /// Extra headers (digest challenges).
+    headers: Vec<(&'static str, String)>,
+    why: String,
+    /// A routine digest challenge (logged at debug, not info).
+    challenge: bool,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, why: &dyn std::fmt::Display) -> Rejection {
+        Rejection {
+            status,
+            reason: None,
+            headers: Vec::new(),
+            why: why.to_string(),
+            challenge: false,
+        }
+    }
+}
+
 /// Counters of the B2BUA.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct B2buaStats {
@@ -142,7 +213,7 @@ pub struct B2buaStats {
 pub struct B2bua {
     cfg: B2buaConfig,
     upstreams: Upstreams,
-    trunks: TrunkIps,
+    admission: Arc<Admission>,
     table: SessionTable,
     actions: VecDeque<Action>,
     heap: BinaryHeap<Reverse<(Instant, CallId)>>,
@@ -153,11 +224,16 @@ pub struct B2bua {
 
 impl B2bua {
     /// A B2BUA with no calls. `seed` drives the weighted upstream choice.
-    pub fn new(cfg: B2buaConfig, upstreams: Upstreams, trunks: TrunkIps, seed: u64) -> B2bua {
+    pub fn new(
+        cfg: B2buaConfig,
+        upstreams: Upstreams,
+        admission: Arc<Admission>,
+        seed: u64,
+    ) -> B2bua {
         B2bua {
             cfg,
             upstreams,
-            trunks,
+            admission,
             table: SessionTable::default(),
             actions: VecDeque::new(),
             heap: BinaryHeap::new(),
@@ -186,13 +262,21 @@ impl B2bua {
             .count()
     }
 
-    /// Calls of one trunk not yet ended (channel limits derive from this).
-    pub fn calls_of_trunk(&self, trunk: u64) -> usize {
-        self.table
-            .calls
-            .values()
-            .filter(|c| c.trunk == trunk && c.phase != Phase::Ended)
-            .count()
+    /// Outbound calls of one trunk holding a channel (SPEC §3 "channels"):
+    /// from the INVITE until the A-leg's final failure or the call's end.
+    pub fn calls_of_trunk(&self, trunk: u64) -> u32 {
+        self.table.channels(trunk)
+    }
+
+    /// Swaps in a new admission snapshot: new calls see it at once, calls
+    /// in progress keep the terms they were admitted with.
+    pub fn set_admission(&mut self, admission: Arc<Admission>) {
+        self.admission = admission;
+    }
+
+    /// The admission snapshot in force.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Counters.
@@ -221,22 +305,57 @@ impl B2bua {
 
     /// Answers a new INVITE with a failure, counts it, and logs why, so an
     /// operator reading the log sees what happened to the call.
-    fn refuse(
-        &mut self,
-        msg: &Message,
-        key: &TransactionKey,
-        source: SocketAddr,
-        status: StatusCode,
-        why: &dyn std::fmt::Display,
-    ) {
+    fn refuse(&mut self, msg: &Message, key: &TransactionKey, source: SocketAddr, r: Rejection) {
         self.stats.refused += 1;
-        tracing::info!(
-            call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
-            %source,
-            status = status.as_u16(),
-            "INVITE refused: {why}"
-        );
-        self.reply(msg, key, source, status);
+        let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default());
+        let status = r.status.as_u16();
+        let why = &r.why;
+        if r.challenge {
+            // Every digest call starts with one: not news for the log.
+            tracing::debug!(%call_id, %source, status, "INVITE challenged: {why}");
+        } else {
+            tracing::info!(%call_id, %source, status, "INVITE refused: {why}");
+        }
+        let mut b = ResponseBuilder::new(msg, r.status)
+            .received(source)
+            .to_tag(&crate::sip::build::new_tag())
+            .server(&self.cfg.server_header);
+        if let Some(reason) = &r.reason {
+            b = b.reason(reason);
+        }
+        for (name, value) in &r.headers {
+            b = b.header(name, value);
+        }
+        self.actions.push_back(Action::Respond {
+            key: key.clone(),
+            status: r.status,
+            bytes: b.build(),
+        });
+    }
+
+    /// The answer to an INVITE admission refused: a fresh digest challenge
+    /// (`407`, `stale=true` after an expired nonce) or the status of the
+    /// SPEC §3 row that failed, its reason phrase naming the limit.
+    fn rejection(&self, refusal: &Refusal, source: SocketAddr, now: Instant) -> Rejection {
+        let mut r = Rejection::new(refusal.status(), refusal);
+        match refusal {
+            Refusal::Auth(e) => {
+                if let Some(kind) = e.challenge_kind() {
+                    let now_unix = self.cfg.wall.unix_secs(now);
+                    let auth = self.admission.auth();
+                    r.headers = auth
+                        .challenge(kind, source.ip(), now_unix, e.is_stale())
+                        .into_iter()
+                        .map(|v| (kind.challenge_header(), v))
+                        .collect();
+                    // A first INVITE without credentials is the normal start.
+                    r.challenge = matches!(e, crate::auth::AuthError::Missing(_));
+                }
+            }
+            Refusal::Policy { denied, .. } => r.reason = Some(denied.reason_phrase().into_owned()),
+            _ => {}
+        }
+        r
     }
 
     fn reply(
@@ -266,8 +385,8 @@ impl B2bua {
         self.rng >> 11
     }
 
-    /// A new INVITE (no To tag) on server transaction `key`: `100 Trying`
-    /// at once, then admission, routing and the B-leg INVITE.
+    /// A new INVITE (no To tag) on server transaction `key`: admission
+    /// (SPEC §3), then `100 Trying`, routing and the B-leg INVITE.
     pub fn handle_invite(
         &mut self,
         msg: &Message,
@@ -276,6 +395,38 @@ impl B2bua {
         transport: Transport,
         now: Instant,
     ) {
+        let trusted = self.upstreams.is_trusted(source.ip());
+        let now_unix = self.cfg.wall.unix_secs(now);
+        let table = &self.table;
+        let admitted = self
+            .admission
+            .admit(msg, source.ip(), trusted, now_unix, |id| table.channels(id));
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(refusal) => {
+                let r = self.rejection(&refusal, source, now);
+                return self.refuse(msg, &key, source, r);
+            }
+        };
+        let plan = match self.plan(&admitted) {
+            Ok(p) => p,
+            Err(r) => return self.refuse(msg, &key, source, r),
+        };
+        let new = NewCall {
+            invite: msg,
+            key: key.clone(),
+            source,
+            transport,
+            plan,
+            admitted,
+        };
+        let call = match Call::new(new, &self.cfg, now) {
+            Ok(c) => c,
+            Err(status) => {
+                let r = Rejection::new(status, &"the INVITE cannot be relayed");
+                return self.refuse(msg, &key, source, r);
+            }
+        };
         let trying = ResponseBuilder::new(msg, StatusCode::TRYING)
             .received(source)
             .build();
@@ -284,33 +435,6 @@ impl B2bua {
             status: StatusCode::TRYING,
             bytes: trying,
         });
-        let trunk = match self.trunks.identify(source.ip(), &self.upstreams) {
-            Ok(t) => t,
-            Err(refusal) => {
-                return self.refuse(msg, &key, source, refusal.status(), &refusal);
-            }
-        };
-        let seed = self.next_seed();
-        let plan = self.upstreams.plan(seed);
-        if plan.is_empty() {
-            let why = "no upstream configured";
-            return self.refuse(msg, &key, source, StatusCode::SERVICE_UNAVAILABLE, &why);
-        }
-        let new = NewCall {
-            invite: msg,
-            key: key.clone(),
-            source,
-            transport,
-            plan,
-            trunk,
-        };
-        let call = match Call::new(new, &self.cfg, now) {
-            Ok(c) => c,
-            Err(status) => {
-                let why = "the INVITE cannot be relayed";
-                return self.refuse(msg, &key, source, status, &why);
-            }
-        };
         self.stats.calls += 1;
         let id = self.table.insert(call);
         self.with_call(id, now, |call, fx| {
@@ -318,6 +442,44 @@ impl B2bua {
                 call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
             }
         });
+    }
+
+    /// The hops of an admitted call: upstreams by priority then weight
+    /// (off-net), or the other trunk's `host_request` address (on-net, until
+    /// the registrar gives trunks registered contacts).
+    fn plan(&mut self, admitted: &Admitted) -> Result<Vec<Hop>, Rejection> {
+        match admitted.decision.route {
+            Route::OffNet(_) => {
+                let seed = self.next_seed();
+                let plan: Vec<Hop> = (self.upstreams.plan(seed).iter())
+                    .filter_map(|&i| self.upstreams.get(i).map(Upstream::hop))
+                    .collect();
+                if plan.is_empty() {
+                    let why = "no upstream configured";
+                    return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &why));
+                }
+                Ok(plan)
+            }
+            Route::OnNet(OnNetTarget::Trunk(TrunkId(id))) => self
+                .admission
+                .trunk(id)
+                .and_then(|t| t.host_request.trim().parse::<IpAddr>().ok())
+                .map(|ip| vec![Hop::new(SocketAddr::new(ip, 5060), Transport::Udp)])
+                .ok_or_else(|| {
+                    let why = format!(
+                        "on-net call to trunk {id} ({}): it has no address until it registers",
+                        admitted.decision.number
+                    );
+                    Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why)
+                }),
+            Route::OnNet(OnNetTarget::Did) => {
+                let why = format!(
+                    "on-net call to our DID {}: DID routing is not built yet",
+                    admitted.decision.number
+                );
+                Err(Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why))
+            }
+        }
     }
 
     /// An in-dialog request (To tag present, not ACK) on server
@@ -477,10 +639,12 @@ impl B2bua {
             actions: &mut self.actions,
             new_clients: Vec::new(),
             cfg: &self.cfg,
-            upstreams: &self.upstreams,
             now,
         };
         f(call, &mut fx);
+        if !call.holds_channel() {
+            table::release_channel(&mut self.table.channels, call);
+        }
         let new = std::mem::take(&mut fx.new_clients);
         call.open += new.len();
         for (key, purpose) in new {

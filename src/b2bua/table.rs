@@ -57,12 +57,19 @@ pub(crate) struct SessionTable {
     pub(crate) dialogs: HashMap<DialogKey, CallId>,
     pub(crate) clients: HashMap<TransactionKey, (CallId, Purpose)>,
     pub(crate) invites: HashMap<TransactionKey, CallId>,
+    /// Per trunk, calls holding a channel (ARCHITECTURE.md: channel counts
+    /// are derived from the session table, kept here as it changes).
+    pub(crate) channels: HashMap<u64, u32>,
     next: CallId,
 }
 
 impl SessionTable {
     /// Inserts a call and indexes both legs and the A-leg INVITE.
-    pub(crate) fn insert(&mut self, call: Call) -> CallId {
+    pub(crate) fn insert(&mut self, mut call: Call) -> CallId {
+        if call.holds_channel() {
+            call.channel = true;
+            *self.channels.entry(call.terms.trunk.id()).or_default() += 1;
+        }
         let id = self.next;
         self.next = self.next.wrapping_add(1);
         self.dialogs.insert(call.dialog_key(Side::A), id);
@@ -75,11 +82,17 @@ impl SessionTable {
     /// Removes a call and its dialog and INVITE indexes. Client transaction
     /// entries go when their transactions terminate.
     pub(crate) fn remove(&mut self, id: CallId) -> Option<Call> {
-        let call = self.calls.remove(&id)?;
+        let mut call = self.calls.remove(&id)?;
+        release_channel(&mut self.channels, &mut call);
         self.dialogs.remove(&call.dialog_key(Side::A));
         self.dialogs.remove(&call.dialog_key(Side::B));
         self.invites.remove(call.a_invite_key());
         Some(call)
+    }
+
+    /// Calls of `trunk` holding a channel.
+    pub(crate) fn channels(&self, trunk: u64) -> u32 {
+        self.channels.get(&trunk).copied().unwrap_or(0)
     }
 
     /// The call and leg a dialog key names.
@@ -92,5 +105,21 @@ impl SessionTable {
             Side::B
         };
         Some((id, side))
+    }
+}
+
+/// Gives `call`'s channel back (a failure answered, the end of the call,
+/// or its removal however that happened); a no-op if it holds none.
+pub(crate) fn release_channel(channels: &mut HashMap<u64, u32>, call: &mut Call) {
+    if !call.channel {
+        return;
+    }
+    call.channel = false;
+    let trunk = call.terms.trunk.id();
+    if let Some(n) = channels.get_mut(&trunk) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            channels.remove(&trunk);
+        }
     }
 }

@@ -13,7 +13,11 @@ use crate::sip::build::{RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, StatusCode, Transport};
 use crate::transport::Inbound;
 
-use super::TrunkIps;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigSource};
+
+use super::Admission;
 
 const A: &str = "127.0.0.1:5071";
 const B1: &str = "127.0.0.3:5080";
@@ -40,6 +44,16 @@ fn upstream(name: &str, uri: &str, priority: u32) -> UpstreamConfig {
     }
 }
 
+/// The trunk of most tests: IP-authenticated from 127.0.0.1 (A's address).
+const PBX_TRUNK: &str = "[[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n";
+
+/// An admission snapshot of `trunks` (TOML) with the shipped rate table.
+fn admission(trunks: &str) -> Arc<Admission> {
+    let text = format!("[rates]\nfile = \"config/rates.csv\"\n{trunks}");
+    let cfg = Config::parse(&text, ConfigSource::Embedded).unwrap();
+    Arc::new(Admission::new(&cfg, [7; 32]))
+}
+
 impl H {
     fn new() -> H {
         H::with(|_| {})
@@ -52,7 +66,7 @@ impl H {
                 upstream("two", &format!("sip:{B2}"), 2),
             ])
             .unwrap(),
-            trunks: TrunkIps::from_pairs(vec![("127.0.0.1".parse().unwrap(), 1)]),
+            admission: admission(PBX_TRUNK),
             ..EndpointConfig::default()
         };
         f(&mut cfg);
@@ -526,10 +540,17 @@ fn max_duration_ends_both_legs() {
 }
 
 #[test]
-fn admission_403_for_strangers_404_for_trusted_upstreams() {
-    let mut h = H::with(|c| c.trunks = TrunkIps::default());
+fn admission_challenges_strangers_and_404s_trusted_upstreams() {
+    let mut h = H::with(|c| c.admission = admission(""));
     let out = h.feed(A, a_invite(SDP));
-    assert_eq!(status_to(&out, A), vec![100, 403]);
+    assert_eq!(status_to(&out, A), vec![407], "no 100 before a challenge");
+    let challenges: Vec<String> = out[0]
+        .1
+        .headers(&HeaderName::ProxyAuthenticate)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(challenges.len(), 2, "{challenges:?}");
+    assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
     let mut h = H::with(|c| {
         c.upstreams = Upstreams::from_config(&[UpstreamConfig {
             trusted: true,
@@ -538,7 +559,7 @@ fn admission_403_for_strangers_404_for_trusted_upstreams() {
         .unwrap();
     });
     let out = h.feed(A, a_invite(SDP));
-    assert_eq!(status_to(&out, A), vec![100, 404]);
+    assert_eq!(status_to(&out, A), vec![404]);
 }
 
 #[test]
@@ -794,4 +815,265 @@ mod random {
             prop_assert!(h.ep.b2bua().is_empty(), "calls left: {}", h.ep.b2bua().len());
         }
     }
+}
+
+// ---- SPEC §3 admission and policy -------------------------------------
+
+/// `a_invite` as call number `n` (its own Call-ID and branch), to `number`.
+fn a_invite_n(n: u32, number: &str, extra: &[(&str, &str)]) -> Bytes {
+    let ruri = format!("sip:{number}@sipfront.local");
+    let mut b = RequestBuilder::new(Method::Invite, &ruri)
+        .via(
+            Transport::Udp,
+            "10.9.9.9:5071",
+            &format!("z9hG4bKa-{n}"),
+            true,
+        )
+        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
+        .to(&format!("<{ruri}>"), None)
+        .call_id(&format!("a-call-{n}@10.9.9.9"))
+        .cseq(10)
+        .contact("<sip:alice@10.9.9.9:5071>");
+    for (name, value) in extra {
+        b = b.header(name, value);
+    }
+    b.body("application/sdp", Bytes::from_static(SDP.as_bytes()))
+        .build()
+}
+
+fn trunk(extra: &str) -> String {
+    format!("{PBX_TRUNK}{extra}\n")
+}
+
+#[test]
+fn channel_limit_answers_503_naming_it_and_a_failed_call_gives_its_channel_back() {
+    let mut h = H::with(|c| {
+        c.admission = admission(&trunk("channels_restrict = true\nmax_channels = 2"));
+    });
+    let inv1 = request_to(
+        &h.feed(A, a_invite_n(1, "12125551234", &[])),
+        B1,
+        Method::Invite,
+    )
+    .expect("first call relayed");
+    let out = h.feed(A, a_invite_n(2, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "second call relayed"
+    );
+    let out = h.feed(A, a_invite_n(3, "12125551234", &[]));
+    assert_eq!(status_to(&out, A), vec![503]);
+    assert_eq!(
+        out[0].1.reason(),
+        Some(&b"Channel Limit Reached (max_channels 2)"[..])
+    );
+    assert_eq!(h.ep.b2bua().calls_of_trunk(1), 2);
+    // Call 1 fails upstream: its channel is free at once.
+    h.feed(B1, b_response(&inv1, 486, ""));
+    assert_eq!(h.ep.b2bua().calls_of_trunk(1), 1);
+    let out = h.feed(A, a_invite_n(4, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "fourth call relayed"
+    );
+}
+
+#[test]
+fn call_limit_sends_bye_on_both_legs_at_that_second_after_answer() {
+    let mut h = H::with(|c| {
+        c.admission = admission(&trunk("call_restrict = true\ncall_limit = 3"));
+    });
+    // Ringing time does not count: the limit starts at the answer.
+    h.advance(Duration::from_secs(0));
+    answered(&mut h);
+    let out = h.advance(Duration::from_millis(2_990));
+    assert!(request_to(&out, A, Method::Bye).is_none(), "too early");
+    let out = h.advance(Duration::from_millis(20));
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+    assert_eq!(h.ep.b2bua().calls_of_trunk(1), 0);
+}
+
+#[test]
+fn rewrite_and_fixed_caller_id_shape_the_b_leg() {
+    let mut h = H::with(|c| {
+        c.admission = admission(&trunk(
+            "rewrite_enabled = true\nrewrite_cond = \"00\"\nrewrite_prefix = \"\"\n\
+             callerid = \"+12121234567\"\npassthrough = false",
+        ));
+    });
+    let out = h.feed(A, a_invite_n(1, "00442071234567", &[]));
+    let inv = request_to(&out, B1, Method::Invite).expect("relayed");
+    assert_eq!(
+        inv.request_uri_str(),
+        Some("sip:442071234567@127.0.0.3:5080")
+    );
+    assert_eq!(inv.to().unwrap().uri.user, Some("442071234567"));
+    assert_eq!(inv.from().unwrap().uri.user, Some("12121234567"));
+    let pai = inv.header(&HeaderName::PAssertedIdentity).expect("PAI");
+    assert_eq!(pai, &b"<sip:12121234567@127.0.0.1>"[..]);
+}
+
+#[test]
+fn passthrough_keeps_a_numeric_caller_and_falls_back_to_callerid() {
+    let mut h = H::with(|c| {
+        c.admission = admission(&trunk("callerid = \"12120000000\"\npassthrough = true"));
+    });
+    // From is an extension; the PBX put the public number in PAI.
+    let pai = [("P-Asserted-Identity", "<sip:+15551230000@10.9.9.9>")];
+    let inv = request_to(
+        &h.feed(A, a_invite_n(1, "12125551234", &pai)),
+        B1,
+        Method::Invite,
+    )
+    .unwrap();
+    assert_eq!(inv.from().unwrap().uri.user, Some("15551230000"));
+    let inv = request_to(
+        &h.feed(A, a_invite_n(2, "12125551234", &[])),
+        B1,
+        Method::Invite,
+    )
+    .unwrap();
+    assert_eq!(inv.from().unwrap().uri.user, Some("12120000000"));
+}
+
+#[test]
+fn policy_refusals_answer_with_their_row_status() {
+    let cases = [
+        (
+            "cost_limit = true\nmax_call_cost = 0.05",
+            "447700900123",
+            403,
+        ), // 0.09/min
+        ("", "99999", 404), // no rate
+        ("", "12x34", 484),
+        (
+            "ip_restrict = true\nallowed_ips = [\"10.0.0.0/8\"]",
+            "12125551234",
+            403,
+        ),
+    ];
+    for (i, (extra, number, status)) in cases.into_iter().enumerate() {
+        let mut h = H::with(|c| c.admission = admission(&trunk(extra)));
+        let out = h.feed(A, a_invite_n(1, number, &[]));
+        assert_eq!(
+            status_to(&out, A),
+            vec![status],
+            "case {i}: {extra} / {number}"
+        );
+        assert!(request_to(&out, B1, Method::Invite).is_none());
+        assert_eq!(h.ep.b2bua().calls_of_trunk(1), 0);
+    }
+}
+
+#[test]
+fn cost_derived_limit_ends_the_call() {
+    // 0.18 USD at 0.09/min: two minutes.
+    let mut h = H::with(|c| {
+        c.admission = admission(&trunk("cost_limit = true\nmax_call_cost = 0.18"));
+    });
+    let inv = request_to(
+        &h.feed(A, a_invite_n(1, "447700900123", &[])),
+        B1,
+        Method::Invite,
+    )
+    .unwrap();
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    let ok = out
+        .iter()
+        .find(|(d, m)| *d == addr(A) && m.status() == Some(StatusCode::OK));
+    let tag = ok
+        .expect("200 to A")
+        .1
+        .to()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_owned();
+    let ack = a_request(Method::Ack, 10, &tag, "z9hG4bKa-ack");
+    let ack = String::from_utf8_lossy(&ack).replace("a-call@", "a-call-1@");
+    h.feed(A, Bytes::from(ack));
+    let out = h.advance(Duration::from_millis(119_900));
+    assert!(request_to(&out, B1, Method::Bye).is_none());
+    let out = h.advance(Duration::from_millis(200));
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+}
+
+/// The Proxy-Authorization a UA computes for `challenge` (MD5, nc 1).
+fn md5_credentials(challenge: &Message, user: &str, password: &str, uri: &str) -> String {
+    use crate::auth::{ha1, response, Algorithm};
+    let md5 = challenge
+        .headers(&HeaderName::ProxyAuthenticate)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .find(|v| v.contains("algorithm=MD5"))
+        .expect("an MD5 challenge");
+    let nonce = md5
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let ha1 = ha1(false, user, "sipfront.local", password);
+    let resp = response(
+        Algorithm::Md5,
+        &ha1,
+        nonce,
+        1,
+        "c0ffee",
+        "auth",
+        "INVITE",
+        uri,
+    );
+    format!(
+        "Digest username=\"{user}\", realm=\"sipfront.local\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\""
+    )
+}
+
+#[test]
+fn digest_trunk_is_challenged_then_admitted_and_a_replay_is_challenged_again() {
+    let digest = "[[trunk]]\nid = 7\nname = \"pbx1\"\npassword = \"s3cret\"\n";
+    let mut h = H::with(|c| c.admission = admission(digest));
+    let out = h.feed(A, a_invite_n(1, "12125551234", &[]));
+    assert_eq!(status_to(&out, A), vec![407]);
+    let uri = "sip:12125551234@sipfront.local";
+    let creds = md5_credentials(&out[0].1, "pbx1", "s3cret", uri);
+    let out = h.feed(
+        A,
+        a_invite_n(2, "12125551234", &[("Proxy-Authorization", &creds)]),
+    );
+    assert_eq!(status_to(&out, A), vec![100]);
+    assert!(request_to(&out, B1, Method::Invite).is_some());
+    assert_eq!(h.ep.b2bua().calls_of_trunk(7), 1);
+    // The same header again (same nonce and nc) on a new call.
+    let out = h.feed(
+        A,
+        a_invite_n(3, "12125551234", &[("Proxy-Authorization", &creds)]),
+    );
+    assert_eq!(status_to(&out, A), vec![407]);
+    assert!(request_to(&out, B1, Method::Invite).is_none());
+    // Wrong password: 403, and no challenge to retry with.
+    let out = h.feed(A, a_invite_n(4, "12125551234", &[]));
+    let wrong = md5_credentials(&out[0].1, "pbx1", "guess", uri);
+    let out = h.feed(
+        A,
+        a_invite_n(5, "12125551234", &[("Proxy-Authorization", &wrong)]),
+    );
+    assert_eq!(status_to(&out, A), vec![403]);
+    assert!(out[0].1.header(&HeaderName::ProxyAuthenticate).is_none());
+}
+
+#[test]
+fn a_call_to_another_trunks_login_stays_on_net_without_rate_or_upstream() {
+    let other = "[[trunk]]\nid = 2\nname = \"36465\"\nhost_request = \"127.0.0.9\"\n";
+    let mut h =
+        H::with(|c| c.admission = admission(&trunk(&format!("cost_limit = true\n{other}"))));
+    let out = h.feed(A, a_invite_n(1, "36465", &[]));
+    assert_eq!(status_to(&out, A), vec![100]);
+    let inv = request_to(&out, "127.0.0.9:5060", Method::Invite).expect("to the other trunk");
+    assert_eq!(inv.request_uri_str(), Some("sip:36465@127.0.0.9:5060"));
+    // A trunk with no address yet (digest only, not registered): 480.
+    let other = "[[trunk]]\nid = 3\nname = \"36466\"\npassword = \"p\"\n";
+    let mut h = H::with(|c| c.admission = admission(&trunk(other)));
+    let out = h.feed(A, a_invite_n(1, "36466", &[]));
+    assert_eq!(status_to(&out, A), vec![480]);
 }

@@ -32,7 +32,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::b2bua::{Action, B2bua, B2buaConfig, Local, TrunkIps};
+use std::sync::Arc;
+
+use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::config::Config;
 use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::{Message, Method, ParseError};
@@ -53,8 +55,8 @@ pub struct EndpointConfig {
     pub b2bua: B2buaConfig,
     /// Upstream gateways for calls.
     pub upstreams: Upstreams,
-    /// IP-authenticated trunks.
-    pub trunks: TrunkIps,
+    /// Who may call and on what terms (SPEC §3).
+    pub admission: Arc<Admission>,
 }
 
 impl Default for EndpointConfig {
@@ -69,7 +71,7 @@ impl Default for EndpointConfig {
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
             b2bua: B2buaConfig::new(local),
             upstreams: Upstreams::default(),
-            trunks: TrunkIps::default(),
+            admission: Arc::new(Admission::empty("sipfront.local", rand::random())),
         }
     }
 }
@@ -95,7 +97,7 @@ impl EndpointConfig {
         out.b2bua = B2buaConfig::new(local);
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
-        out.trunks = TrunkIps::from_config(&cfg.trunk);
+        out.admission = Arc::new(Admission::new(cfg, rand::random()));
         Ok(out)
     }
 }
@@ -124,7 +126,7 @@ impl Endpoint {
         let seed = rand::random();
         Endpoint {
             txns: Transactions::new(cfg.timers),
-            b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.trunks.clone(), seed),
+            b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::Hop;
 use crate::config::UpstreamConfig;
 use crate::sip::{Host, Transport, Uri};
 
@@ -71,15 +72,11 @@ impl Upstream {
             },
         };
         let port = uri.port.unwrap_or(5060);
-        let addr = SocketAddr::new(ip, port);
-        let hostport = match ip {
-            IpAddr::V4(a) => format!("{a}:{port}"),
-            IpAddr::V6(a) => format!("[{a}]:{port}"),
-        };
+        let hop = Hop::new(SocketAddr::new(ip, port), transport);
         Ok(Upstream {
             name: c.name.clone(),
-            addr,
-            hostport,
+            addr: hop.addr,
+            hostport: hop.hostport,
             transport,
             priority: c.priority,
             weight: c.weight,
@@ -87,6 +84,15 @@ impl Upstream {
             ping_interval_s: c.ping_interval_s,
             up: true,
         })
+    }
+
+    /// Where an attempt to this upstream goes.
+    pub fn hop(&self) -> Hop {
+        Hop {
+            addr: self.addr,
+            hostport: self.hostport.clone(),
+            transport: self.transport,
+        }
     }
 
     /// The host of the upstream as a [`Host`] (tests and logs).

@@ -314,10 +314,17 @@ pub fn sipp_run(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// The shipped rate table (`1` = USA/Canada at 0.01/min, …).
+pub fn shipped_rates() -> String {
+    format!("{}/config/rates.csv", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// A sipfront config on OS-chosen ports with one IP-authenticated trunk for
-/// 127.0.0.1 and the given `[[upstream]]`s as (uri, priority).
+/// 127.0.0.1, the shipped rate table, and the given `[[upstream]]`s as
+/// (uri, priority).
 pub fn b2bua_config(upstreams: &[(String, u32)]) -> String {
     let mut cfg = LOOPBACK_CONFIG.to_owned();
+    cfg.push_str(&format!("\n[rates]\nfile = \"{}\"\n", shipped_rates()));
     cfg.push_str(
         "\n[[trunk]]\nid = 1\nname = \"pbx\"\npassword = \"x\"\nhost_request = \"127.0.0.1\"\n",
     );

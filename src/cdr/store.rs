@@ -1,0 +1,385 @@
+//! The SQLite file behind the CDRs. Blocking: only the writer thread (and,
+//! later, the API on a blocking task) touches it, never the hot path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{params, Connection};
+
+use super::record::{format_date, Cdr, Direction, Disposition};
+
+/// `PRAGMA user_version` of a current file; bumped, with a migration
+/// step, whenever the schema changes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits on another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS cdr (
+    id          INTEGER PRIMARY KEY,
+    call_id     TEXT NOT NULL,
+    date        TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    from_number TEXT NOT NULL,
+    to_number   TEXT NOT NULL,
+    duration    INTEGER NOT NULL,
+    disposition TEXT NOT NULL,
+    sip_code    INTEGER NOT NULL,
+    charge      REAL NOT NULL,
+    per_minute  REAL NOT NULL,
+    destination TEXT NOT NULL,
+    sip_trunk   TEXT NOT NULL,
+    trunk_id    INTEGER NULL
+);
+CREATE INDEX IF NOT EXISTS cdr_date ON cdr (date);
+CREATE INDEX IF NOT EXISTS cdr_type_date ON cdr (type, date);
+";
+
+const INSERT: &str = "INSERT INTO cdr (call_id, date, ts_ms, type, from_number, to_number, \
+     duration, disposition, sip_code, charge, per_minute, destination, sip_trunk, trunk_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+const SELECT: &str = "SELECT id, call_id, ts_ms, type, from_number, to_number, duration, \
+     disposition, sip_code, per_minute, destination, sip_trunk, trunk_id FROM cdr";
+
+/// Everything that can go wrong with the store; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CdrError {
+    /// The parent directory could not be created.
+    #[error("CDR store {}: creating directory: {source}", path.display())]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite refused an open, a pragma, the migration or a statement.
+    #[error("CDR store {}: {source}", path.display())]
+    Sqlite {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer build with a schema we do not know.
+    #[error("CDR store {}: schema version {found} is newer than this build's {SCHEMA_VERSION}", path.display())]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+    },
+    /// A row holds a value no writer of ours would have stored.
+    #[error("CDR store {}: row {row_id}: bad {column} {value:?}", path.display())]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// Primary key of the row.
+        row_id: i64,
+        /// Column holding the bad value.
+        column: &'static str,
+        /// The value, as text.
+        value: String,
+    },
+    /// The writer thread could not be started.
+    #[error("CDR store {}: starting the writer thread: {source}", path.display())]
+    Spawn {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The writer thread panicked (a bug); records still queued are lost.
+    #[error("CDR store {}: the writer thread panicked", path.display())]
+    WriterPanicked {
+        /// The store file.
+        path: PathBuf,
+    },
+}
+
+/// Which rows [`CdrStore::query`] returns. The default is all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CdrFilter {
+    /// Only placed or only received calls.
+    pub direction: Option<Direction>,
+    /// Inclusive lower bound on `date`, compared as text: "2026-11-01" or
+    /// "2026-11-01 08:00:00".
+    pub from_date: Option<String>,
+    /// Inclusive upper bound on `date`; a bare day ("2026-11-23") includes
+    /// that whole day.
+    pub to_date: Option<String>,
+    /// At most this many rows.
+    pub limit: Option<u64>,
+    /// Skip this many rows first (for pages).
+    pub offset: u64,
+}
+
+/// An open CDR database.
+#[derive(Debug)]
+pub struct CdrStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl CdrStore {
+    /// Opens or creates the SQLite file (and its parent directories), sets
+    /// WAL (readers never block the writer), synchronous=NORMAL (safe with
+    /// WAL; a power cut may lose the last commits, not the file), a busy
+    /// timeout, and migrates the schema.
+    pub fn open(path: &Path) -> Result<CdrStore, CdrError> {
+        let owned = path.to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CdrError::Io {
+                path: owned.clone(),
+                source,
+            })?;
+        }
+        let sql = |source| CdrError::Sqlite {
+            path: owned.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // journal_mode answers with the mode now in force; read it as a row.
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        let mut store = CdrStore { conn, path: owned };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`]. Every step is idempotent,
+    /// so reopening a current file only reads `user_version`.
+    fn migrate(&mut self) -> Result<(), CdrError> {
+        let found: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if found > SCHEMA_VERSION {
+            return Err(CdrError::NewerSchema {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(|e| sqlite(&self.path, e))?;
+        tx.execute_batch(SCHEMA_V1)
+            .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .and_then(|()| tx.commit())
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// The file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Inserts many records in ONE transaction: all or none.
+    pub fn insert(&mut self, cdrs: &[Cdr]) -> Result<(), CdrError> {
+        let tx = self.conn.transaction().map_err(|e| sqlite(&self.path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(INSERT)
+                .map_err(|e| sqlite(&self.path, e))?;
+            for c in cdrs {
+                stmt.execute(params![
+                    c.call_id,
+                    format_date(c.start_unix_ms),
+                    to_i64(c.start_unix_ms),
+                    c.direction.as_str(),
+                    c.from,
+                    c.to,
+                    to_i64(c.duration_s),
+                    c.disposition.as_str(),
+                    c.sip_code,
+                    finite(c.charge()),
+                    finite(c.per_minute),
+                    c.destination,
+                    c.sip_trunk,
+                    c.trunk_id.map(to_i64),
+                ])
+                .map_err(|e| sqlite(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// All rows, oldest first.
+    pub fn all(&self) -> Result<Vec<Cdr>, CdrError> {
+        self.query(&CdrFilter::default())
+    }
+
+    /// The rows `filter` selects, oldest first.
+    pub fn query(&self, filter: &CdrFilter) -> Result<Vec<Cdr>, CdrError> {
+        let (clause, mut args) = where_clause(filter);
+        let mut sql = format!("{SELECT}{clause} ORDER BY ts_ms, id");
+        if filter.limit.is_some() || filter.offset > 0 {
+            sql.push_str(" LIMIT ? OFFSET ?");
+            // LIMIT -1 is SQLite's "no limit".
+            args.push(Value::Integer(filter.limit.map_or(-1, to_i64)));
+            args.push(Value::Integer(to_i64(filter.offset)));
+        }
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), RawRow::read)
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| self.err(e))?.into_cdr(&self.path)?);
+        }
+        Ok(out)
+    }
+
+    /// Number of rows.
+    pub fn count(&self) -> Result<u64, CdrError> {
+        self.count_matching(&CdrFilter::default())
+    }
+
+    /// Number of rows `filter` selects, ignoring its limit and offset (the
+    /// total a paginated listing reports).
+    pub fn count_matching(&self, filter: &CdrFilter) -> Result<u64, CdrError> {
+        let (clause, args) = where_clause(filter);
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM cdr{clause}"),
+                rusqlite::params_from_iter(args),
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CdrError {
+        sqlite(&self.path, source)
+    }
+}
+
+fn sqlite(path: &Path, source: rusqlite::Error) -> CdrError {
+    CdrError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// SQLite integers are i64; values past that are not real timestamps,
+/// durations or ids, so saturate rather than fail a whole batch over one.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// SQLite stores NaN as NULL, which the NOT NULL columns would refuse and so
+/// fail the whole batch: a bad rate is stored as 0 instead.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+fn where_clause(f: &CdrFilter) -> (String, Vec<Value>) {
+    let mut conds = Vec::new();
+    let mut args = Vec::new();
+    if let Some(d) = f.direction {
+        conds.push("type = ?");
+        args.push(Value::Text(d.as_str().to_owned()));
+    }
+    if let Some(from) = &f.from_date {
+        conds.push("date >= ?");
+        args.push(Value::Text(from.clone()));
+    }
+    if let Some(to) = &f.to_date {
+        conds.push("date <= ?");
+        // A bare day means through its last second.
+        let to = if to.len() == 10 {
+            format!("{to} 23:59:59")
+        } else {
+            to.clone()
+        };
+        args.push(Value::Text(to));
+    }
+    if conds.is_empty() {
+        (String::new(), args)
+    } else {
+        (format!(" WHERE {}", conds.join(" AND ")), args)
+    }
+}
+
+/// A row as SQLite holds it, converted to a [`Cdr`] outside the rusqlite
+/// callback so bad values become [`CdrError::Corrupt`] naming the column.
+struct RawRow {
+    id: i64,
+    call_id: String,
+    ts_ms: i64,
+    direction: String,
+    from: String,
+    to: String,
+    duration: i64,
+    disposition: String,
+    sip_code: i64,
+    per_minute: f64,
+    destination: String,
+    sip_trunk: String,
+    trunk_id: Option<i64>,
+}
+
+impl RawRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+        Ok(RawRow {
+            id: r.get(0)?,
+            call_id: r.get(1)?,
+            ts_ms: r.get(2)?,
+            direction: r.get(3)?,
+            from: r.get(4)?,
+            to: r.get(5)?,
+            duration: r.get(6)?,
+            disposition: r.get(7)?,
+            sip_code: r.get(8)?,
+            per_minute: r.get(9)?,
+            destination: r.get(10)?,
+            sip_trunk: r.get(11)?,
+            trunk_id: r.get(12)?,
+        })
+    }
+
+    fn into_cdr(self, path: &Path) -> Result<Cdr, CdrError> {
+        let bad = |column: &'static str, value: String| CdrError::Corrupt {
+            path: path.to_path_buf(),
+            row_id: self.id,
+            column,
+            value,
+        };
+        let direction =
+            Direction::parse(&self.direction).ok_or_else(|| bad("type", self.direction.clone()))?;
+        let disposition = Disposition::parse(&self.disposition)
+            .ok_or_else(|| bad("disposition", self.disposition.clone()))?;
+        let unsigned = |column, v: i64| u64::try_from(v).map_err(|_| bad(column, v.to_string()));
+        Ok(Cdr {
+            start_unix_ms: unsigned("ts_ms", self.ts_ms)?,
+            duration_s: unsigned("duration", self.duration)?,
+            sip_code: u16::try_from(self.sip_code)
+                .map_err(|_| bad("sip_code", self.sip_code.to_string()))?,
+            trunk_id: self.trunk_id.map(|v| unsigned("trunk_id", v)).transpose()?,
+            call_id: self.call_id,
+            direction,
+            from: self.from,
+            to: self.to,
+            disposition,
+            per_minute: self.per_minute,
+            destination: self.destination,
+            sip_trunk: self.sip_trunk,
+        })
+    }
+}
