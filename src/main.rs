@@ -116,6 +116,7 @@ mod shell {
     };
     use tokio::sync::mpsc;
 
+    use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::endpoint::{Endpoint, EndpointConfig};
 
     /// Inbound queue between the sockets and the core task.
@@ -124,6 +125,8 @@ mod shell {
     const EVENTS_PER_WAKE: usize = 256;
     /// How long shutdown waits for the socket tasks.
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+    /// CDRs queued for the store before new ones are dropped (and counted).
+    const CDR_QUEUE: usize = 65_536;
 
     /// The shell's clock: tokio's, so tests with paused time drive it too.
     /// The only place time is read; the core gets it as an argument.
@@ -133,6 +136,14 @@ mod shell {
 
     /// Binds the sockets, runs the core task, handles signals until asked to stop.
     pub(crate) async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
+        if let Some(url) = &cfg.store.url {
+            return Err(format!(
+                "cannot start: [store] url = \"{url}\": only the embedded SQLite store \
+                 ([store] path) is supported so far"
+            ));
+        }
+        let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
+            .map_err(|e| format!("cannot start: CDR store: {e}"))?;
         let controller = ShutdownController::new();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let transports =
@@ -153,11 +164,16 @@ mod shell {
             transports.tcp_addrs().first().copied(),
         )
         .map_err(|e| format!("cannot start: {e}"))?;
+        let (reload_tx, reload_rx) = mpsc::channel(4);
         let core = tokio::spawn(core_loop(
             Endpoint::new(ep_cfg),
-            events_rx,
+            Inputs {
+                events: events_rx,
+                reloads: reload_rx,
+                shutdown: controller.subscribe(),
+            },
             transports,
-            controller.subscribe(),
+            cdr_sink.clone(),
         ));
 
         loop {
@@ -167,12 +183,16 @@ mod shell {
                     break;
                 }
                 Signal::Reload => match Config::resolve(path.as_deref()) {
-                    Ok(new) => tracing::info!(
-                        source = %new.source,
-                        "SIGHUP: config re-read and valid ({}); applying changes to a running \
-                         process is not implemented yet, the running config stays",
-                        new.summary()
-                    ),
+                    Ok(new) => {
+                        tracing::info!(
+                            source = %new.source,
+                            "SIGHUP: config re-read ({}); new calls use its trunks, DIDs and \
+                             rates, calls in progress keep theirs; listen, upstream and store \
+                             changes need a restart",
+                            new.summary()
+                        );
+                        let _ = reload_tx.send(Box::new(new)).await;
+                    }
                     Err(errors) => {
                         for e in &errors.0 {
                             tracing::error!("SIGHUP: {e}");
@@ -190,8 +210,28 @@ mod shell {
             tracing::warn!("some socket tasks did not stop within {SHUTDOWN_GRACE:?}");
         }
         let _ = core.await;
-        tracing::info!("stopped");
+        // Everything the core queued is written before we exit.
+        let flushed = tokio::task::spawn_blocking(move || cdr_writer.shutdown()).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("CDR store: {e}"),
+            Err(e) => tracing::error!("CDR writer: {e}"),
+        }
+        tracing::info!(
+            cdrs_written = cdr_sink.written(),
+            cdrs_dropped = cdr_sink.dropped(),
+            cdrs_failed = cdr_sink.failed(),
+            "stopped"
+        );
         Ok(())
+    }
+
+    /// What the core task listens to besides its timer.
+    struct Inputs {
+        events: mpsc::Receiver<TransportEvent>,
+        /// New configurations (SIGHUP), already validated.
+        reloads: mpsc::Receiver<Box<Config>>,
+        shutdown: Shutdown,
     }
 
     /// The core task: the only owner of the endpoint. Each wake handles a
@@ -199,10 +239,15 @@ mod shell {
     /// sent, and re-arms one `Sleep` at `poll_timeout()` (quinn's `drive_timer`).
     async fn core_loop(
         mut endpoint: Endpoint,
-        mut events: mpsc::Receiver<TransportEvent>,
+        inputs: Inputs,
         transports: Transports,
-        mut shutdown: Shutdown,
+        cdrs: CdrSink,
     ) {
+        let Inputs {
+            mut events,
+            mut reloads,
+            mut shutdown,
+        } = inputs;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         // Starts the endpoint's own timers (upstream OPTIONS pings).
@@ -221,6 +266,7 @@ mod shell {
                 biased;
                 _ = shutdown.recv() => break,
                 _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
+                Some(cfg) = reloads.recv() => endpoint.reload(&cfg),
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     let now = now();
@@ -235,6 +281,15 @@ mod shell {
             }
             while let Some(out) = endpoint.poll_transmit() {
                 transports.send(out);
+            }
+            while let Some(cdr) = endpoint.poll_cdr() {
+                // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
+                if !cdrs.record(cdr) && cdrs.dropped().is_power_of_two() {
+                    tracing::warn!(
+                        dropped = cdrs.dropped(),
+                        "CDR queue full or store gone: call records are being dropped"
+                    );
+                }
             }
             match endpoint.poll_timeout() {
                 Some(deadline) => {

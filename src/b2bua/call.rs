@@ -22,7 +22,8 @@ use bytes::Bytes;
 
 use super::leg::{is_target_refresh, Leg, Side};
 use super::table::{DialogKey, Purpose, Relay};
-use super::{Action, Admitted, B2buaConfig};
+use super::{Action, Admitted, B2buaConfig, WallClock};
+use crate::cdr::{billed_seconds, Cdr, Direction, Disposition};
 use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
@@ -147,7 +148,8 @@ pub(crate) struct Call {
     b: Leg,
     a_invite: Message,
     a_invite_key: TransactionKey,
-    a_answered: bool,
+    /// The final status the A-leg INVITE got, once sent.
+    a_final: Option<StatusCode>,
     /// The B-leg INVITE of each attempt so far.
     attempts: Vec<Message>,
     b_responded: bool,
@@ -173,8 +175,12 @@ pub(crate) struct Call {
     /// Whether the call holds one of its trunk's channels (kept by the
     /// session table, which owns the counts).
     pub(crate) channel: bool,
+    /// When the INVITE arrived.
+    started_at: Instant,
     /// When the B-leg answered (the duration limit and billing start here).
     answered_at: Option<Instant>,
+    /// Whether this call's CDR was queued.
+    pub(crate) recorded: bool,
 }
 
 /// `"display" <uri>;params` without the tag parameter.
@@ -290,7 +296,7 @@ impl Call {
             b,
             a_invite: inv.detached(),
             a_invite_key: n.key,
-            a_answered: false,
+            a_final: None,
             attempts: Vec::new(),
             b_responded: false,
             plan: n.plan,
@@ -309,7 +315,9 @@ impl Call {
             scheduled: None,
             terms: n.admitted,
             channel: false,
+            started_at: now,
             answered_at: None,
+            recorded: false,
         })
     }
 
@@ -429,11 +437,11 @@ impl Call {
 
     /// Final response on the A-leg INVITE.
     fn answer_a(&mut self, status: StatusCode, relayed: Option<&Message>, fx: &mut Fx<'_>) {
-        if self.a_answered {
+        if self.a_final.is_some() {
             return;
         }
         if status.0 >= 200 {
-            self.a_answered = true;
+            self.a_final = Some(status);
         }
         let bytes = self.response(Side::A, &self.a_invite, status, relayed, fx.cfg);
         let key = self.a_invite_key.clone();
@@ -609,7 +617,7 @@ impl Call {
                     };
                     let a_seq = self.a_invite.cseq().map_or(0, |c| c.seq);
                     let bytes = self.response(Side::A, &self.a_invite, status, Some(resp), fx.cfg);
-                    self.a_answered = true;
+                    self.a_final = Some(status);
                     let key = self.a_invite_key.clone();
                     fx.respond(&key, status, bytes.clone());
                     self.start_ok(Side::A, bytes, a_seq, deferred, fx);
@@ -883,7 +891,7 @@ impl Call {
     pub(crate) fn on_cancel(&mut self, cancel: &Message, key: &TransactionKey, fx: &mut Fx<'_>) {
         let bytes = self.response(Side::A, cancel, StatusCode::OK, None, fx.cfg);
         fx.respond(key, StatusCode::OK, bytes);
-        if self.a_answered {
+        if self.a_final.is_some() {
             return;
         }
         self.end_call(None, StatusCode::REQUEST_TERMINATED, fx);
@@ -986,6 +994,42 @@ impl Call {
 }
 
 impl Call {
+    /// The call's record (SPEC §6), once it has ended.
+    pub(crate) fn cdr(&self, wall: &WallClock) -> Option<Cdr> {
+        let ended = self.ended_at?;
+        let billed = self.answered_at.map_or(0, |at| {
+            let ms = ended.saturating_duration_since(at).as_millis();
+            billed_seconds(u64::try_from(ms).unwrap_or(u64::MAX))
+        });
+        let answered = self.answered_at.is_some();
+        let code = match self.a_final {
+            Some(s) => s.0,
+            None => 500,
+        };
+        let rate = self.terms.decision.rate();
+        let caller = &self.terms.decision.caller_id;
+        Some(Cdr {
+            call_id: self.a.call_id.clone(),
+            start_unix_ms: wall.unix_ms(self.started_at),
+            direction: Direction::Placed,
+            from: if caller.is_empty() {
+                crate::sip::NameAddr::parse(self.b.local_addr.as_bytes())
+                    .and_then(|n| n.uri.user.map(str::to_owned))
+                    .unwrap_or_default()
+            } else {
+                caller.clone()
+            },
+            to: self.terms.decision.number.clone(),
+            duration_s: billed,
+            disposition: Disposition::from_final(code, answered),
+            sip_code: code,
+            per_minute: rate.map_or(0.0, |r| r.per_minute),
+            destination: rate.map_or_else(String::new, |r| r.name.clone()),
+            sip_trunk: self.terms.trunk.login().to_owned(),
+            trunk_id: Some(self.terms.trunk.id()),
+        })
+    }
+
     /// Whether the call holds a channel of its trunk: until the A-leg gets
     /// a failure or the call ends.
     pub(crate) fn holds_channel(&self) -> bool {

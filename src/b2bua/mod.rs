@@ -49,6 +49,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::auth::TrunkId;
+use crate::cdr::{Cdr, Direction, Disposition};
+use crate::config::TrunkConfig;
 use crate::policy::{OnNetTarget, Route};
 use crate::routing::{Hop, Upstream, Upstreams};
 use crate::sip::build::ResponseBuilder;
@@ -220,6 +222,8 @@ pub struct B2bua {
     rng: u64,
     stats: B2buaStats,
     health: Health,
+    /// CDRs of calls that ended, for the shell to queue to the store.
+    records: VecDeque<Cdr>,
 }
 
 impl B2bua {
@@ -240,6 +244,7 @@ impl B2bua {
             rng: seed,
             stats: B2buaStats::default(),
             health: Health::default(),
+            records: VecDeque::new(),
         }
     }
 
@@ -292,6 +297,12 @@ impl B2bua {
     /// The next action to execute.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The next call record (one per call attempt of a known trunk: SPEC
+    /// §6). Drain after each input, like `poll_action`.
+    pub fn poll_cdr(&mut self) -> Option<Cdr> {
+        self.records.pop_front()
     }
 
     /// The earliest instant `handle_timeout` has work.
@@ -405,12 +416,18 @@ impl B2bua {
             Ok(a) => a,
             Err(refusal) => {
                 let r = self.rejection(&refusal, source, now);
+                if let Refusal::Policy { trunk, .. } = &refusal {
+                    self.record_refusal(msg, trunk, None, r.status, now);
+                }
                 return self.refuse(msg, &key, source, r);
             }
         };
         let plan = match self.plan(&admitted) {
             Ok(p) => p,
-            Err(r) => return self.refuse(msg, &key, source, r),
+            Err(r) => {
+                self.record_refusal(msg, &admitted.trunk, Some(&admitted), r.status, now);
+                return self.refuse(msg, &key, source, r);
+            }
         };
         let new = NewCall {
             invite: msg,
@@ -420,9 +437,11 @@ impl B2bua {
             plan,
             admitted,
         };
+        let trunk = Arc::clone(&new.admitted.trunk);
         let call = match Call::new(new, &self.cfg, now) {
             Ok(c) => c,
             Err(status) => {
+                self.record_refusal(msg, &trunk, None, status, now);
                 let r = Rejection::new(status, &"the INVITE cannot be relayed");
                 return self.refuse(msg, &key, source, r);
             }
@@ -441,6 +460,46 @@ impl B2bua {
             if !call.send_attempt(fx) {
                 call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
             }
+        });
+    }
+
+    /// The CDR of an INVITE refused after its trunk was identified: failed,
+    /// no duration, no charge (SPEC §6; issue #4 "incl. policy rejections").
+    fn record_refusal(
+        &mut self,
+        msg: &Message,
+        trunk: &TrunkConfig,
+        admitted: Option<&Admitted>,
+        status: StatusCode,
+        now: Instant,
+    ) {
+        let user = |na: Option<crate::sip::NameAddr<'_>>| {
+            na.and_then(|n| n.uri.user.map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let (from, to) = match admitted {
+            Some(a) => (a.decision.caller_id.clone(), a.decision.number.clone()),
+            None => (
+                user(msg.from().ok()),
+                msg.request_uri()
+                    .and_then(|u| u.user.map(str::to_owned))
+                    .unwrap_or_else(|| user(msg.to().ok())),
+            ),
+        };
+        let rate = admitted.and_then(|a| a.decision.rate());
+        self.records.push_back(Cdr {
+            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
+            start_unix_ms: self.cfg.wall.unix_ms(now),
+            direction: Direction::Placed,
+            from,
+            to,
+            duration_s: 0,
+            disposition: Disposition::from_final(status.0, false),
+            sip_code: status.0,
+            per_minute: rate.map_or(0.0, |r| r.per_minute),
+            destination: rate.map_or_else(String::new, |r| r.name.clone()),
+            sip_trunk: trunk.login().to_owned(),
+            trunk_id: Some(trunk.id()),
         });
     }
 
@@ -644,6 +703,12 @@ impl B2bua {
         f(call, &mut fx);
         if !call.holds_channel() {
             table::release_channel(&mut self.table.channels, call);
+        }
+        if !call.recorded {
+            if let Some(cdr) = call.cdr(&self.cfg.wall) {
+                call.recorded = true;
+                self.records.push_back(cdr);
+            }
         }
         let new = std::mem::take(&mut fx.new_clients);
         call.open += new.len();

@@ -1077,3 +1077,83 @@ fn a_call_to_another_trunks_login_stays_on_net_without_rate_or_upstream() {
     let out = h.feed(A, a_invite_n(1, "36466", &[]));
     assert_eq!(status_to(&out, A), vec![480]);
 }
+
+// ---- CDRs (SPEC §6) ---------------------------------------------------
+
+fn cdrs(h: &mut H) -> Vec<crate::cdr::Cdr> {
+    std::iter::from_fn(|| h.ep.poll_cdr()).collect()
+}
+
+#[test]
+fn one_cdr_per_attempt_with_disposition_duration_and_charge() {
+    use crate::cdr::Disposition;
+    let mut h = H::with(|c| {
+        c.admission = admission(&trunk(
+            "call_restrict = true\ncall_limit = 61\nchannels_restrict = true\nmax_channels = 1\n\
+             callerid = \"12121234567\"",
+        ));
+    });
+    // Answered, ended by call_limit after 61 s at 0.012/min (prefix 1212).
+    answered(&mut h);
+    let out = h.feed(A, a_invite_n(9, "12125551234", &[]));
+    assert_eq!(status_to(&out, A), vec![503]);
+    h.advance(Duration::from_secs(62));
+    let out = h.feed(A, a_invite_n(10, "12125551234", &[]));
+    let inv = request_to(&out, B1, Method::Invite).unwrap();
+    h.feed(B1, b_response(&inv, 486, ""));
+    let got = cdrs(&mut h);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let refused = &got[0];
+    assert_eq!(
+        (refused.disposition, refused.sip_code, refused.duration_s),
+        (Disposition::Failed, 503, 0)
+    );
+    assert_eq!(refused.call_id, "a-call-9@10.9.9.9");
+    let ok = &got[1];
+    assert_eq!(ok.call_id, "a-call@10.9.9.9");
+    assert_eq!((ok.disposition, ok.sip_code), (Disposition::Answered, 200));
+    assert_eq!(ok.duration_s, 61);
+    assert_eq!(
+        (ok.from.as_str(), ok.to.as_str()),
+        ("12121234567", "12125551234")
+    );
+    assert_eq!(ok.per_minute, 0.012);
+    assert_eq!(ok.destination, "USA New York");
+    assert_eq!(ok.charge(), 0.0122);
+    assert_eq!((ok.sip_trunk.as_str(), ok.trunk_id), ("pbx", Some(1)));
+    let busy = &got[2];
+    assert_eq!((busy.disposition, busy.sip_code), (Disposition::Busy, 486));
+    // A challenge is not a call attempt of a known trunk: no CDR.
+    let mut h = H::with(|c| c.admission = admission(""));
+    h.feed(A, a_invite(SDP));
+    assert!(cdrs(&mut h).is_empty());
+}
+
+#[test]
+fn reload_applies_to_new_calls_and_keeps_nonces_already_sent() {
+    let text = |max: u32| {
+        format!(
+            "[rates]\nfile = \"config/rates.csv\"\n{PBX_TRUNK}channels_restrict = true\n\
+             max_channels = {max}\n[[trunk]]\nid = 7\nname = \"pbx1\"\npassword = \"s3cret\"\n"
+        )
+    };
+    let cfg = |max| Config::parse(&text(max), ConfigSource::Embedded).unwrap();
+    let mut h = H::with(|c| c.admission = Arc::new(Admission::new(&cfg(0), [7; 32])));
+    let out = h.feed(A, a_invite_n(1, "12125551234", &[]));
+    assert_eq!(status_to(&out, A), vec![503]);
+    // A digest client got a challenge before the reload…
+    let out = h.feed("127.0.0.2:5071", a_invite_n(2, "12125551234", &[]));
+    let creds = md5_credentials(&out[0].1, "pbx1", "s3cret", "sip:x@y");
+    h.ep.reload(&cfg(1));
+    let out = h.feed(A, a_invite_n(3, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "new limit applies"
+    );
+    // …and answers it after: still accepted.
+    let out = h.feed(
+        "127.0.0.2:5071",
+        a_invite_n(4, "12125551234", &[("Proxy-Authorization", &creds)]),
+    );
+    assert!(request_to(&out, B1, Method::Invite).is_some(), "{out:?}");
+}

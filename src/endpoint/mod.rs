@@ -22,8 +22,8 @@
 //! the TU of both sides).
 //!
 //! The calling contract is quinn's: after every `handle`/`handle_timeout`,
-//! drain `poll_transmit` until `None`, then re-arm one timer at
-//! `poll_timeout`. Time only moves forward and is always passed in.
+//! drain `poll_transmit` (and `poll_cdr`) until `None`, then re-arm one
+//! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
 mod stats;
@@ -35,6 +35,7 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
+use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::{Message, Method, ParseError};
@@ -191,6 +192,20 @@ impl Endpoint {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The next call record to queue to the store (drain after each input,
+    /// with `poll_transmit`).
+    pub fn poll_cdr(&mut self) -> Option<Cdr> {
+        self.b2bua.poll_cdr()
+    }
+
+    /// Applies a new configuration to new calls: trunks, DIDs and rates
+    /// (SPEC §2). Calls in progress keep their terms; nonces already sent
+    /// stay valid. Listen sockets and upstreams need a restart.
+    pub fn reload(&mut self, cfg: &Config) {
+        let admission = self.b2bua.admission().reload(cfg);
+        self.b2bua.set_admission(Arc::new(admission));
     }
 
     /// The next message to put on the wire.
