@@ -439,7 +439,10 @@ impl Rig {
             self.show()
         );
         match read_cdrs(&self.db) {
-            Ok(rows) => rows,
+            Ok(rows) => {
+                eprintln!("CDRs in {}: {rows:#?}", self.db.display());
+                rows
+            }
             Err(e) => panic!(
                 "reading CDRs from {}: {e}\n{}",
                 self.db.display(),
@@ -829,7 +832,19 @@ fn answer_to_bye(uac: &[Msg], uas: &[Msg]) -> (Option<f64>, Option<f64>) {
 }
 
 /// Neither side hangs up; sipfront sends BYE to both at `expect_s` ± 1 s.
-fn limited_call(tag: &str, trunk: &str, number: &str, expect_s: f64, per_minute: f64) {
+///
+/// The CDR bills that call at most `expect_s` seconds (sipfront itself ended
+/// it at that second; the BYE leaving a few ms later must not bill one more
+/// second) and, with `max_charge`, at most that much (SPEC §3 cost: "a call
+/// may cost at most `max_call_cost`").
+fn limited_call(
+    tag: &str,
+    trunk: &str,
+    number: &str,
+    expect_s: f64,
+    per_minute: f64,
+    max_charge: Option<f64>,
+) {
     let mut rig = Rig::start(tag, trunk);
     let _uas = rig.uas(&scenario("policy_uas.xml"), &["-m", "1"]);
     let timeout = (expect_s as u32) + 30;
@@ -869,7 +884,19 @@ fn limited_call(tag: &str, trunk: &str, number: &str, expect_s: f64, per_minute:
         ("answered", 200),
         "{show}"
     );
-    assert!(((c.duration as f64) - expect_s).abs() <= 1.0, "{show}");
+    assert!(
+        (c.duration as f64) <= expect_s && (c.duration as f64) >= expect_s - 1.0,
+        "a call ended by its {expect_s} s limit must be billed {} s or {expect_s} s, not {} s\n{show}",
+        expect_s - 1.0,
+        c.duration
+    );
+    if let Some(max) = max_charge {
+        assert!(
+            c.charge <= max + 1e-9,
+            "charge {} is over max_call_cost {max}\n{show}",
+            c.charge
+        );
+    }
     assert_eq!(c.per_minute, per_minute, "{show}");
     assert!(charge_ok(c), "{show}");
 }
@@ -882,6 +909,7 @@ fn call_limit_ends_the_call_with_bye_on_both_legs() {
         "12125551234",
         3.0,
         0.0125,
+        None,
     );
 }
 
@@ -894,6 +922,7 @@ fn cost_limit_duration_ends_the_call_after_60_s() {
         "442071234567",
         60.0,
         0.18,
+        Some(0.18),
     );
 }
 
