@@ -1119,3 +1119,34 @@ fn sipp_message_log_parses() {
     assert_eq!(m[1].cseq_method(), "INVITE");
     assert!((m[1].t - m[0].t - 1.0).abs() < 1e-6);
 }
+
+/// `passthrough = true`: the caller's own From user is kept when it is
+/// digits, else the trunk's `callerid` is used.
+#[test]
+fn passthrough_keeps_a_digit_caller_else_uses_callerid() {
+    let rig = Rig::start("passthrough", "passthrough = true\n");
+    let tpl = std::fs::read_to_string(scenario("auth_uac.xml")).expect("scenario");
+    let digits_uac = rig.dir.path().join("uac_digits.xml");
+    let from_digits = tpl.replace("From: sipp <sip:sipp@", "From: <sip:12125550000@");
+    assert_ne!(from_digits, tpl);
+    std::fs::write(&digits_uac, from_digits).expect("write");
+    for (tag, uac_sf, want) in [
+        ("digits", digits_uac.clone(), "12125550000"),
+        ("name", scenario("auth_uac.xml"), CALLERID),
+    ] {
+        let re = format!("sip:{want}@");
+        let sf = check_scenario(&rig.dir, &format!("uas_{tag}.xml"), &[("From", &re)]);
+        let mut uas = rig.uas(&sf, &["-m", "1"]);
+        let out = rig.uac(&uac_sf, "12125551234", tag, 20, &["-m", "1", "-d", "200"]);
+        let (code, text) = uas.wait(Duration::from_secs(10));
+        assert!(
+            out.all_ok(1)
+                && code == Some(0)
+                && sipp_counter(&text, "Successful call") == Some(1)
+                && sipp_counter(&text, "Failed call") == Some(0),
+            "{tag}: UAS wanted From {want}: exit {code:?}\n{text}\n{}\n{}",
+            out.show(),
+            rig.show()
+        );
+    }
+}
