@@ -261,10 +261,15 @@ mod shell {
                 .reset(tokio::time::Instant::from_std(deadline));
             true
         });
+        let mut stopping = false;
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.recv() => break,
+                _ = shutdown.recv() => {
+                    // Tell every peer and write every CDR before stopping.
+                    endpoint.hang_up_all(now());
+                    stopping = true;
+                }
                 _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
                 Some(cfg) = reloads.recv() => endpoint.reload(&cfg),
                 ev = events.recv() => {
@@ -290,6 +295,9 @@ mod shell {
                         "CDR queue full or store gone: call records are being dropped"
                     );
                 }
+            }
+            if stopping {
+                break;
             }
             match endpoint.poll_timeout() {
                 Some(deadline) => {

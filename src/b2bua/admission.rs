@@ -200,13 +200,12 @@ fn dialled_user(invite: &Message) -> Option<&str> {
         .filter(|u| !u.is_empty())
 }
 
-/// The caller's number for `passthrough`: From's user when it is a number,
-/// else P-Asserted-Identity's (PBXs often put the extension in From and the
-/// public number in PAI), else From's as it is.
+/// The caller's number for `passthrough`: P-Asserted-Identity's user when
+/// it is a number (RFC 3325: the identity the PBX asserts; PBXs put the
+/// extension in From and the public number there), else From's.
 fn caller_user<'a>(from: Option<&'a str>, pai: Option<&'a str>) -> Option<&'a str> {
-    match (from, pai) {
-        (Some(f), _) if policy::normalize(f).is_some() => Some(f),
-        (_, Some(p)) if policy::normalize(p).is_some() => Some(p),
-        (f, _) => f,
+    match pai {
+        Some(p) if policy::normalize(p).is_some() => Some(p),
+        _ => from,
     }
 }

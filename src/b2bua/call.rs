@@ -934,6 +934,11 @@ impl Call {
         }
     }
 
+    /// Marks the call over even if its B-leg INVITE is still pending.
+    pub(crate) fn force_end(&mut self, fx: &mut Fx<'_>) {
+        self.end(fx);
+    }
+
     fn end(&mut self, fx: &mut Fx<'_>) {
         self.phase = Phase::Ended;
         self.cancel_pending = false;
@@ -999,7 +1004,13 @@ impl Call {
         let ended = self.ended_at?;
         let billed = self.answered_at.map_or(0, |at| {
             let ms = ended.saturating_duration_since(at).as_millis();
-            billed_seconds(u64::try_from(ms).unwrap_or(u64::MAX))
+            let secs = billed_seconds(u64::try_from(ms).unwrap_or(u64::MAX));
+            // A call we end at its limit is billed the limit, not the
+            // started second after it: max_call_cost is never exceeded.
+            match self.terms.decision.max_duration {
+                Some(limit) => secs.min(limit.as_secs()),
+                None => secs,
+            }
         });
         let answered = self.answered_at.is_some();
         let code = match self.a_final {

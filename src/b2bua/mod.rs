@@ -503,6 +503,20 @@ impl B2bua {
         });
     }
 
+    /// Ends every call now (process stop): confirmed calls get BYE on both
+    /// legs, ringing ones `503` on the A-leg and CANCEL on the B-leg. Each
+    /// call's CDR is queued at once, without waiting for the B-leg INVITE
+    /// to finish, so a graceful stop loses no record.
+    pub fn hang_up_all(&mut self, now: Instant) {
+        let ids: Vec<CallId> = self.table.calls.keys().copied().collect();
+        for id in ids {
+            self.with_call(id, now, |call, fx| {
+                call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
+                call.force_end(fx);
+            });
+        }
+    }
+
     /// The hops of an admitted call: upstreams by priority then weight
     /// (off-net), or the other trunk's `host_request` address (on-net, until
     /// the registrar gives trunks registered contacts).

@@ -997,6 +997,11 @@ fn cost_derived_limit_ends_the_call() {
     assert!(request_to(&out, B1, Method::Bye).is_none());
     let out = h.advance(Duration::from_millis(200));
     assert!(request_to(&out, B1, Method::Bye).is_some());
+    // Billed the two minutes, not the started second after: exactly 0.18.
+    let cdr = std::iter::from_fn(|| h.ep.poll_cdr())
+        .last()
+        .expect("a CDR");
+    assert_eq!((cdr.duration_s, cdr.charge()), (120, 0.18));
 }
 
 /// The Proxy-Authorization a UA computes for `challenge` (MD5, nc 1).
@@ -1156,4 +1161,24 @@ fn reload_applies_to_new_calls_and_keeps_nonces_already_sent() {
         a_invite_n(4, "12125551234", &[("Proxy-Authorization", &creds)]),
     );
     assert!(request_to(&out, B1, Method::Invite).is_some(), "{out:?}");
+}
+
+#[test]
+fn hang_up_all_ends_every_call_and_records_each_at_once() {
+    let mut h = H::new();
+    answered(&mut h);
+    let out = h.feed(A, a_invite_n(2, "12125551234", &[]));
+    let ringing = request_to(&out, B1, Method::Invite).unwrap();
+    h.feed(B1, b_response(&ringing, 180, ""));
+    cdrs(&mut h);
+    h.ep.hang_up_all(h.now);
+    let out = h.take();
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Cancel).is_some());
+    assert!(status_to(&out, A).contains(&503));
+    let got = cdrs(&mut h);
+    let codes: Vec<u16> = got.iter().map(|c| c.sip_code).collect();
+    assert_eq!(codes.len(), 2, "{got:#?}");
+    assert!(codes.contains(&200) && codes.contains(&503), "{codes:?}");
 }

@@ -200,6 +200,13 @@ impl Endpoint {
         self.b2bua.poll_cdr()
     }
 
+    /// Ends every call now (process stop); drain `poll_transmit` and
+    /// `poll_cdr` after it.
+    pub fn hang_up_all(&mut self, now: Instant) {
+        self.b2bua.hang_up_all(now);
+        self.drain_transactions(now);
+    }
+
     /// Applies a new configuration to new calls: trunks, DIDs and rates
     /// (SPEC §2). Calls in progress keep their terms; nonces already sent
     /// stay valid. Listen sockets and upstreams need a restart.
