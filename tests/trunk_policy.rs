@@ -504,22 +504,24 @@ fn assert_challenge_shape(out: &SippOut, rig: &Rig) {
         .lines()
         .filter(|l| l.to_ascii_lowercase().starts_with("proxy-authenticate:"))
         .collect();
-    assert_eq!(pa.len(), 2, "{}\n{}", ch.text, rig.show());
+    let diag = || format!("--- 407 ---\n{}\n{}\n{}", ch.text, out.show(), rig.show());
+    assert_eq!(pa.len(), 2, "{}", diag());
     let nonce = |l: &str| {
         l.split("nonce=\"")
             .nth(1)
             .and_then(|r| r.split('"').next())
             .map(str::to_owned)
     };
-    assert_eq!(nonce(pa[0]), nonce(pa[1]), "{}", ch.text);
-    assert!(nonce(pa[0]).is_some_and(|n| !n.is_empty()), "{}", ch.text);
+    assert_eq!(nonce(pa[0]), nonce(pa[1]), "{}", diag());
+    assert!(nonce(pa[0]).is_some_and(|n| !n.is_empty()), "{}", diag());
     for l in &pa {
-        assert!(l.contains("qop=\"auth\""), "{}", ch.text);
+        assert!(l.contains("qop=\"auth\""), "{}", diag());
     }
+    // MD5 first: SIPp (and UAs like it) read only the first challenge.
     assert!(
         pa[0].contains("algorithm=MD5,") && pa[1].contains("algorithm=SHA-256,"),
         "want MD5 then SHA-256\n{}",
-        ch.text
+        diag()
     );
     // No 100 Trying before the challenge.
     let pos_407 = out
