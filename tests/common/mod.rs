@@ -4,6 +4,7 @@
 //! corpus helpers (`parsing`).
 #![allow(dead_code)]
 
+pub mod calls;
 mod parsing;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use parsing::*;

@@ -1,0 +1,546 @@
+//! SPEC §4 inbound DID calls, end to end against the real binary: a SIPp UAC
+//! on 127.0.0.2 plays the carrier (an `[[upstream]]` with `trusted = true`;
+//! trust is by source IP, so it must not share 127.0.0.1 with the
+//! destinations), SIPp UASs on 127.0.0.1 (and 127.0.0.8:5060 for a trunk's
+//! `host_request` address) play the destinations. Scenarios
+//! `tests/sipp/did_*.xml`. CDRs are read from the SQLite store after a
+//! SIGTERM (which flushes the CDR queue).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use common::calls::{call_ids, check_scenario, read_cdrs, read_msgs, Cdr, Msg, SippOut};
+use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
+
+/// The carrier's address: a trusted upstream by IP.
+const CARRIER_IP: &str = "127.0.0.2";
+/// Who the carrier says is calling (From user of `did_uac*.xml`).
+const CALLER: &str = "12125550000";
+const DID: &str = "12565378257";
+
+/// A SIPp UAS playing one destination, with its own message log.
+struct Uas {
+    name: String,
+    bg: SippBg,
+    log: PathBuf,
+    err: PathBuf,
+}
+
+impl Uas {
+    fn msgs(&self) -> Vec<Msg> {
+        read_msgs(&self.log)
+    }
+
+    fn invites(&self) -> usize {
+        call_ids(&self.msgs(), |m| !m.sent && m.method() == Some("INVITE")).len()
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "--- UAS {} output ---\n{}\n--- UAS {} messages ---\n{}\n--- UAS {} errors ---\n{}",
+            self.name,
+            self.bg.text(),
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            self.name,
+            std::fs::read_to_string(&self.err).unwrap_or_default(),
+        )
+    }
+
+    /// Waits for it to exit (it runs `-m 1`): did its one call succeed?
+    fn done_ok(&mut self, timeout: Duration) -> bool {
+        let (code, text) = self.bg.wait(timeout);
+        code == Some(0)
+            && sipp_counter(&text, "Successful call") == Some(1)
+            && sipp_counter(&text, "Failed call") == Some(0)
+    }
+}
+
+/// sipfront with the trusted carrier, a CDR store in its own temp dir and
+/// the given `[[trunk]]`/`[[did]]` TOML.
+struct Rig {
+    server: Server,
+    dir: TempDir,
+    db: PathBuf,
+    carrier_port: u16,
+}
+
+impl Rig {
+    fn start(tag: &str, body: &str) -> Rig {
+        let dir = TempDir::new(tag);
+        let rates = dir.write("rates.csv", "prefix,per_minute,name\n1,0.01,US\n");
+        let db = dir.path().join("cdr.db");
+        let carrier_port = free_port();
+        let cfg = format!(
+            "{loopback}\n[server]\ndrain_s = 2\n\n[store]\npath = \"{db}\"\n\n\
+             [rates]\nfile = \"{rates}\"\n\n\
+             [[upstream]]\nname = \"carrier\"\nuri = \"sip:{CARRIER_IP}:{carrier_port};transport=udp\"\n\
+             priority = 1\nping_interval_s = 0\ntrusted = true\n\n{body}\n",
+            loopback = common::LOOPBACK_CONFIG,
+            db = db.display(),
+            rates = rates.display(),
+        );
+        let server = Server::start(&cfg);
+        Rig {
+            server,
+            dir,
+            db,
+            carrier_port,
+        }
+    }
+
+    /// A destination: SIPp UAS `sf` on `ip:port`, one call (`-m 1`).
+    fn uas(&self, name: &str, sf: &Path, ip: &str, port: u16, extra: &[&str]) -> Uas {
+        let log = self.dir.path().join(format!("uas-{name}.msg"));
+        let err = self.dir.path().join(format!("uas-{name}.err"));
+        let (sf_s, port_s, log_s, err_s) = (
+            sf.display().to_string(),
+            port.to_string(),
+            log.display().to_string(),
+            err.display().to_string(),
+        );
+        let mut args = vec![
+            "-sf",
+            &sf_s,
+            "-i",
+            ip,
+            "-p",
+            &port_s,
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "120s",
+            "-recv_timeout",
+            "100000",
+            "-trace_msg",
+            "-message_file",
+            &log_s,
+            "-trace_err",
+            "-error_file",
+            &err_s,
+        ];
+        args.extend(extra);
+        Uas {
+            name: name.to_owned(),
+            bg: SippBg::start(&args),
+            log,
+            err,
+        }
+    }
+
+    /// The carrier calls `number` from 127.0.0.2; `extra` must give `-m`.
+    fn carrier(
+        &self,
+        sf: &Path,
+        number: &str,
+        tag: &str,
+        timeout_s: u32,
+        extra: &[&str],
+    ) -> SippOut {
+        let msg_file = self.dir.path().join(format!("{tag}.msg"));
+        let err_file = self.dir.path().join(format!("{tag}.err"));
+        let (sf, msg_s, err_s) = (
+            sf.display().to_string(),
+            msg_file.display().to_string(),
+            err_file.display().to_string(),
+        );
+        let port = self.carrier_port.to_string();
+        let timeout = format!("{timeout_s}s");
+        let target = self.server.udp.to_string();
+        let mut args = vec![
+            "-sf",
+            &sf,
+            "-s",
+            number,
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &port,
+            "-nostdin",
+            "-timeout",
+            &timeout,
+            "-timeout_error",
+            "-recv_timeout",
+            "10000",
+            "-trace_msg",
+            "-message_file",
+            &msg_s,
+            "-trace_err",
+            "-error_file",
+            &err_s,
+        ];
+        args.extend(extra);
+        args.push(&target);
+        let (code, mut text) = sipp_run(&args);
+        text.push_str("\n--- SIPp error file ---\n");
+        text.push_str(&std::fs::read_to_string(&err_file).unwrap_or_default());
+        SippOut {
+            code,
+            text,
+            msgs: read_msgs(&msg_file),
+            msg_file,
+        }
+    }
+
+    fn show(&self) -> String {
+        format!("--- sipfront log ---\n{}", self.server.log_text())
+    }
+
+    /// SIGTERM (drains and flushes the CDR queue), then the CDR rows.
+    fn stop_and_read_cdrs(&mut self) -> Vec<Cdr> {
+        self.server.signal("TERM");
+        let code = self.server.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            Some(0),
+            "sipfront did not exit 0 within 20 s of SIGTERM\n{}",
+            self.show()
+        );
+        if !self.db.exists() {
+            return Vec::new();
+        }
+        match read_cdrs(&self.db) {
+            Ok(rows) => {
+                eprintln!("CDRs in {}: {rows:#?}", self.db.display());
+                rows
+            }
+            Err(e) => panic!(
+                "reading CDRs from {}: {e}\n{}",
+                self.db.display(),
+                self.show()
+            ),
+        }
+    }
+}
+
+/// Everything for an assertion message.
+fn diag(out: &SippOut, uass: &[&Uas], rig: &Rig) -> String {
+    let mut s = out.show();
+    for u in uass {
+        s.push('\n');
+        s.push_str(&u.show());
+    }
+    s.push('\n');
+    s.push_str(&rig.show());
+    s
+}
+
+/// A copy of a `did_uac_*.xml` template with `__CODE__` = `code`.
+fn code_scenario(dir: &TempDir, tpl: &str, code: u16) -> PathBuf {
+    let text = std::fs::read_to_string(scenario(tpl)).expect("template");
+    let p = dir.path().join(format!("{code}-{tpl}"));
+    std::fs::write(&p, text.replace("__CODE__", &code.to_string())).expect("write");
+    p
+}
+
+/// Final responses to the carrier's INVITE, in order (retransmissions too).
+fn invite_finals(out: &SippOut) -> Vec<u16> {
+    out.msgs
+        .iter()
+        .filter(|m| !m.sent && m.cseq_method() == "INVITE")
+        .filter_map(Msg::status)
+        .filter(|&c| c >= 200)
+        .collect()
+}
+
+fn did_toml(number: &str, channels: u32, dests: &[(u8, &str, u32)]) -> String {
+    let d: Vec<String> = dests
+        .iter()
+        .map(|(t, dest, p)| {
+            format!("{{ transport = {t}, destination = \"{dest}\", priority = {p} }}")
+        })
+        .collect();
+    format!(
+        "[[did]]\nnumber = \"{number}\"\nchannels = {channels}\ndestinations = [ {} ]\n",
+        d.join(", ")
+    )
+}
+
+fn assert_received_answered(rows: &[Cdr], sip_trunk: Option<&str>, show: &str) {
+    assert_eq!(rows.len(), 1, "want one CDR row\n{rows:#?}\n{show}");
+    let c = &rows[0];
+    assert_eq!(c.kind, "received", "{rows:#?}\n{show}");
+    assert_eq!(
+        (c.disposition.as_str(), c.sip_code),
+        ("answered", 200),
+        "{rows:#?}\n{show}"
+    );
+    assert_eq!(c.to, DID, "{rows:#?}\n{show}");
+    assert_eq!(c.from, CALLER, "{rows:#?}\n{show}");
+    assert_eq!(c.trunk_id, None, "{rows:#?}\n{show}");
+    if let Some(t) = sip_trunk {
+        assert_eq!(c.sip_trunk, t, "{rows:#?}\n{show}");
+    }
+}
+
+// ---- transport 5 to a trunk's host_request address ------------------------------
+
+/// No registered contact: the trunk is rung at its `host_request` IP, port
+/// 5060 (a SIPp UAS on 127.0.0.8:5060). `didinfo_enabled` decides the B-leg
+/// To user: the DID, else the trunk login.
+#[test]
+fn did_to_trunk_host_request_with_and_without_didinfo() {
+    for (didinfo, want_user) in [(true, DID), (false, "pbx8")] {
+        let trunk = format!(
+            "[[trunk]]\nid = 1\nname = \"pbx8\"\npassword = \"x\"\nhost_request = \"127.0.0.8\"\n\
+             didinfo_enabled = {didinfo}\n\n"
+        );
+        let mut rig = Rig::start(
+            &format!("hostreq-{didinfo}"),
+            &(trunk + &did_toml(DID, 0, &[(5, "pbx8", 1)])),
+        );
+        let to_re = format!("sip:{want_user}@");
+        let sf = check_scenario(&rig.dir, "uas_pbx8.xml", &[("To", &to_re)]);
+        let mut uas = rig.uas("pbx8", &sf, "127.0.0.8", 5060, &[]);
+        let out = rig.carrier(
+            &scenario("did_uac.xml"),
+            DID,
+            "carrier",
+            20,
+            &["-m", "1", "-d", "500"],
+        );
+        let uas_ok = uas.done_ok(Duration::from_secs(10));
+        let show = diag(&out, &[&uas], &rig);
+        assert!(
+            out.all_ok(1),
+            "didinfo {didinfo}: carrier call failed\n{show}"
+        );
+        assert!(
+            uas_ok,
+            "didinfo {didinfo}: the trunk at 127.0.0.8:5060 did not get one INVITE with To user {want_user}\n{show}"
+        );
+        assert_eq!(invite_finals(&out).first(), Some(&200), "{show}");
+        thread::sleep(Duration::from_millis(300));
+        let rows = rig.stop_and_read_cdrs();
+        assert_received_answered(&rows, Some("pbx8"), &show);
+    }
+}
+
+// ---- refusals --------------------------------------------------------------------
+
+#[test]
+fn unknown_did_is_404_and_reaches_nobody() {
+    let rig = Rig::start(
+        "unknown",
+        &did_toml(DID, 0, &[(1, "sip:1001@127.0.0.1:9", 1)]),
+    );
+    for (tag, number) in [("other", "12565370000"), ("plus", "+12565370000")] {
+        let sf = code_scenario(&rig.dir, "did_uac_refused.xml", 404);
+        let out = rig.carrier(&sf, number, tag, 20, &["-m", "1"]);
+        assert!(
+            out.all_ok(1),
+            "{tag}: want 404\n{}\n{}",
+            out.show(),
+            rig.show()
+        );
+    }
+    // Control: `+` is ignored, the known DID with `+` is not 404 (its only
+    // destination, port 9, is dead: some other failure).
+    let sf = code_scenario(&rig.dir, "did_uac_refused.xml", 404);
+    let out = rig.carrier(&sf, &format!("+{DID}"), "known", 20, &["-m", "1"]);
+    assert!(
+        !invite_finals(&out).contains(&404),
+        "+DID was refused as unknown\n{}\n{}",
+        out.show(),
+        rig.show()
+    );
+}
+
+/// `channels = 1`: two concurrent calls, one is answered, the other gets 486;
+/// the destination sees one INVITE.
+#[test]
+fn did_channels_limit_486() {
+    let port = free_port();
+    let dest = format!("sip:1001@127.0.0.1:{port}");
+    let mut rig = Rig::start("channels", &did_toml(DID, 1, &[(1, &dest, 1)]));
+    let mut uas = rig.uas("dest", &scenario("policy_uas.xml"), "127.0.0.1", port, &[]);
+    let sf = code_scenario(&rig.dir, "did_uac_either.xml", 486);
+    let out = rig.carrier(
+        &sf,
+        DID,
+        "carrier",
+        30,
+        &["-m", "2", "-l", "2", "-r", "50", "-d", "2000"],
+    );
+    let uas_ok = uas.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&uas], &rig);
+    assert!(out.all_ok(2), "{show}");
+    let busy = call_ids(&out.msgs, |m| {
+        !m.sent && m.status() == Some(486) && m.cseq_method() == "INVITE"
+    });
+    let answered = call_ids(&out.msgs, |m| {
+        !m.sent && m.status() == Some(200) && m.cseq_method() == "INVITE"
+    });
+    assert_eq!(
+        (answered.len(), busy.len()),
+        (1, 1),
+        "answered {answered:?}, 486 {busy:?}\n{show}"
+    );
+    assert!(
+        uas_ok,
+        "the destination did not complete exactly its one call\n{show}"
+    );
+    assert_eq!(uas.invites(), 1, "{show}");
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    let answered_rows: Vec<&Cdr> = rows
+        .iter()
+        .filter(|c| c.disposition == "answered")
+        .collect();
+    assert_eq!(answered_rows.len(), 1, "{rows:#?}\n{show}");
+    assert!(
+        rows.iter().all(|c| c.kind == "received" && c.to == DID),
+        "{rows:#?}\n{show}"
+    );
+}
+
+// ---- hunting -----------------------------------------------------------------------
+
+/// Priority 1 rings (180 reaches the carrier), then answers 486; priority 2
+/// answers. The carrier sees only the 200.
+#[test]
+fn hunting_busy_after_ringing_goes_to_the_next_destination() {
+    let (p1, p2) = (free_port(), free_port());
+    let mut rig = Rig::start(
+        "hunt-busy",
+        &did_toml(
+            DID,
+            0,
+            &[
+                // Listed out of order: priority decides, not position.
+                (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+                (1, &format!("sip:1001@127.0.0.1:{p1}"), 1),
+            ],
+        ),
+    );
+    let mut busy = rig.uas(
+        "busy",
+        &scenario("did_uas_ring_busy.xml"),
+        "127.0.0.1",
+        p1,
+        &[],
+    );
+    let mut ans = rig.uas("answer", &scenario("policy_uas.xml"), "127.0.0.1", p2, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1", "-d", "1000"],
+    );
+    let busy_ok = busy.done_ok(Duration::from_secs(10));
+    let ans_ok = ans.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&busy, &ans], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(
+        busy_ok && ans_ok,
+        "busy ok {busy_ok}, answer ok {ans_ok}\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(
+        !finals.is_empty() && finals.iter().all(|&c| c == 200),
+        "the carrier must see only 200 as final, got {finals:?}\n{show}"
+    );
+    assert!(
+        out.msgs.iter().any(|m| !m.sent && m.status() == Some(180)),
+        "the first destination's 180 did not reach the carrier\n{show}"
+    );
+    // The busy one was tried first.
+    let t_busy = busy
+        .msgs()
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("INVITE"))
+        .map(|m| m.t);
+    let t_ans = ans
+        .msgs()
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("INVITE"))
+        .map(|m| m.t);
+    assert!(
+        matches!((t_busy, t_ans), (Some(a), Some(b)) if a < b),
+        "priority order: busy INVITE at {t_busy:?}, answer at {t_ans:?}\n{show}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, None, &show);
+}
+
+/// Priority 1 rings and never answers: CANCELled at the ring timeout
+/// (30 s), then priority 2 answers.
+#[test]
+fn ring_timeout_cancels_and_goes_to_the_next_destination() {
+    let (p1, p2) = (free_port(), free_port());
+    let mut rig = Rig::start(
+        "hunt-timeout",
+        &did_toml(
+            DID,
+            0,
+            &[
+                (1, &format!("sip:1001@127.0.0.1:{p1}"), 1),
+                (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+            ],
+        ),
+    );
+    let mut ring = rig.uas(
+        "ring",
+        &scenario("did_uas_ring_cancel.xml"),
+        "127.0.0.1",
+        p1,
+        &[],
+    );
+    let mut ans = rig.uas("answer", &scenario("policy_uas.xml"), "127.0.0.1", p2, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        60,
+        &["-m", "1", "-d", "500", "-recv_timeout", "50000"],
+    );
+    let ring_ok = ring.done_ok(Duration::from_secs(10));
+    let ans_ok = ans.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ring, &ans], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(
+        ring_ok && ans_ok,
+        "ringing one ok {ring_ok}, answer ok {ans_ok}\n{show}"
+    );
+    let rm = ring.msgs();
+    let t_inv = rm
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("INVITE"))
+        .map(|m| m.t);
+    let t_cancel = rm
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("CANCEL"))
+        .map(|m| m.t);
+    let rung = match (t_inv, t_cancel) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    eprintln!("ring timeout: INVITE→CANCEL {rung:.2} s");
+    assert!(
+        (28.5..=32.0).contains(&rung),
+        "INVITE→CANCEL at the first destination {rung} s, want 30 ± 1.5\n{show}"
+    );
+    let t_ans = ans
+        .msgs()
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("INVITE"))
+        .map(|m| m.t);
+    assert!(
+        matches!((t_cancel, t_ans), (Some(c), Some(a)) if a >= c - 0.5),
+        "the second destination was rung before the ring timeout ({t_ans:?} vs CANCEL {t_cancel:?})\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(
+        !finals.is_empty() && finals.iter().all(|&c| c == 200),
+        "the carrier must see only 200 as final, got {finals:?}\n{show}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, None, &show);
+}
