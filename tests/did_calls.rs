@@ -544,3 +544,191 @@ fn ring_timeout_cancels_and_goes_to_the_next_destination() {
     let rows = rig.stop_and_read_cdrs();
     assert_received_answered(&rows, None, &show);
 }
+
+/// A destination that never answers (a bound UDP socket that reads and
+/// stays silent): after 5 s without any response the next one is tried.
+#[test]
+fn silent_destination_fails_over_after_5_s() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let p1 = silent.local_addr().expect("addr").port();
+    let p2 = free_port();
+    let rig = Rig::start(
+        "hunt-silent",
+        &did_toml(
+            DID,
+            0,
+            &[
+                (1, &format!("sip:1001@127.0.0.1:{p1}"), 1),
+                (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+            ],
+        ),
+    );
+    let mut ans = rig.uas("answer", &scenario("policy_uas.xml"), "127.0.0.1", p2, &[]);
+    // Record when the first INVITE reaches the silent destination.
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let end = std::time::Instant::now() + Duration::from_secs(25);
+        let mut first: Option<std::time::SystemTime> = None;
+        let mut got = Vec::new();
+        while std::time::Instant::now() < end {
+            if let Ok((n, _)) = silent.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if first.is_none() && text.starts_with("INVITE ") {
+                    first = Some(std::time::SystemTime::now());
+                }
+                got.push(text);
+            }
+        }
+        (first, got)
+    });
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1", "-d", "300"],
+    );
+    let ans_ok = ans.done_ok(Duration::from_secs(10));
+    let (first, silent_got) = reader.join().expect("reader");
+    let mut show = diag(&out, &[&ans], &rig);
+    show.push_str(&format!(
+        "\n--- at the silent destination ---\n{}",
+        silent_got.join("\n----\n")
+    ));
+    assert!(out.all_ok(1) && ans_ok, "answer ok {ans_ok}\n{show}");
+    let t0 = first
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    let t1 = ans
+        .msgs()
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("INVITE"))
+        .map(|m| m.t);
+    let gap = match (t0, t1) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    eprintln!("silent destination: first INVITE → next destination {gap:.2} s");
+    assert!(
+        (4.5..=6.5).contains(&gap),
+        "the next destination got its INVITE {gap} s after the silent one, want 5 s\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(finals.iter().all(|&c| c == 200), "{finals:?}\n{show}");
+}
+
+/// Every destination fails: the carrier gets the last failure, mapped
+/// (3xx/401/407 → 503), and one CDR row with that code.
+#[test]
+fn all_destinations_fail_the_caller_gets_the_last_failure() {
+    for (second, want) in [(404u16, 404u16), (302, 503), (407, 503)] {
+        let (p1, p2) = (free_port(), free_port());
+        let mut rig = Rig::start(
+            &format!("allfail-{second}"),
+            &did_toml(
+                DID,
+                0,
+                &[
+                    (1, &format!("sip:1001@127.0.0.1:{p1}"), 1),
+                    (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+                ],
+            ),
+        );
+        let mut busy = rig.uas(
+            "busy",
+            &scenario("did_uas_ring_busy.xml"),
+            "127.0.0.1",
+            p1,
+            &[],
+        );
+        let sf = code_scenario(&rig.dir, "did_uas_refuse.xml", second);
+        let mut last = rig.uas("last", &sf, "127.0.0.1", p2, &[]);
+        let caller_sf = code_scenario(&rig.dir, "did_uac_refused.xml", want);
+        let out = rig.carrier(&caller_sf, DID, "carrier", 30, &["-m", "1"]);
+        let busy_ok = busy.done_ok(Duration::from_secs(10));
+        let last_ok = last.done_ok(Duration::from_secs(10));
+        let show = diag(&out, &[&busy, &last], &rig);
+        assert!(
+            out.all_ok(1),
+            "destinations 486 then {second}: the carrier wants {want}\n{show}"
+        );
+        assert!(
+            busy_ok && last_ok,
+            "busy ok {busy_ok}, last ok {last_ok}\n{show}"
+        );
+        let finals = invite_finals(&out);
+        assert!(finals.iter().all(|&c| c == want), "{finals:?}\n{show}");
+        thread::sleep(Duration::from_millis(300));
+        let rows = rig.stop_and_read_cdrs();
+        assert_eq!(rows.len(), 1, "{rows:#?}\n{show}");
+        assert_eq!(
+            (rows[0].kind.as_str(), rows[0].sip_code, rows[0].duration),
+            ("received", i64::from(want), 0),
+            "{rows:#?}\n{show}"
+        );
+        assert_ne!(rows[0].disposition, "answered", "{rows:#?}\n{show}");
+    }
+}
+
+/// The only destination rings past the ring timeout: CANCELled at 30 s and
+/// the carrier gets 480.
+#[test]
+fn ring_timeout_on_the_last_destination_is_480() {
+    let p1 = free_port();
+    let mut rig = Rig::start(
+        "timeout-480",
+        &did_toml(DID, 0, &[(1, &format!("sip:1001@127.0.0.1:{p1}"), 1)]),
+    );
+    let mut ring = rig.uas(
+        "ring",
+        &scenario("did_uas_ring_cancel.xml"),
+        "127.0.0.1",
+        p1,
+        &[],
+    );
+    let sf = code_scenario(&rig.dir, "did_uac_refused.xml", 480);
+    let out = rig.carrier(
+        &sf,
+        DID,
+        "carrier",
+        60,
+        &["-m", "1", "-recv_timeout", "50000"],
+    );
+    let ring_ok = ring.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ring], &rig);
+    assert!(out.all_ok(1), "want 480 after the ring timeout\n{show}");
+    assert!(ring_ok, "the ringing destination was not CANCELled\n{show}");
+    let t_inv = out
+        .msgs
+        .iter()
+        .find(|m| m.sent && m.method() == Some("INVITE"))
+        .map(|m| m.t);
+    let t_480 = out
+        .msgs
+        .iter()
+        .find(|m| !m.sent && m.status() == Some(480))
+        .map(|m| m.t);
+    let took = match (t_inv, t_480) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    assert!(
+        (29.0..=33.0).contains(&took),
+        "480 after {took} s, want ~30\n{show}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_eq!(rows.len(), 1, "{rows:#?}\n{show}");
+    assert_eq!(
+        (
+            rows[0].kind.as_str(),
+            rows[0].disposition.as_str(),
+            rows[0].sip_code
+        ),
+        ("received", "noanswer", 480),
+        "{rows:#?}\n{show}"
+    );
+}
