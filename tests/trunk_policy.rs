@@ -735,34 +735,37 @@ fn ip_restrict_no_rate_and_bad_number_are_refused() {
     assert_failed_rows(&rows, &[403], &rig2);
 }
 
-#[test]
-fn callerid_replaces_from_and_sets_p_asserted_identity() {
-    let rig = Rig::start("callerid", "passthrough = false\n");
-    let sf = check_scenario(
-        &rig.dir,
-        "uas_callerid.xml",
-        &[
-            ("From", "sip:12121234567@"),
-            ("P-Asserted-Identity", "sip:12121234567@"),
-        ],
-    );
+/// One call from `uac_sf` dialling `number`; the upstream's scenario checks
+/// each (header, regexp) of `checks` and fails the call on a mismatch.
+fn checked_call(rig: &Rig, tag: &str, uac_sf: &Path, number: &str, checks: &[(&str, &str)]) {
+    let sf = check_scenario(&rig.dir, &format!("uas_{tag}.xml"), checks);
     let mut uas = rig.uas(&sf, &["-m", "1"]);
-    let out = rig.uac(
-        &scenario("auth_uac.xml"),
-        "12125551234",
-        "uac",
-        20,
-        &["-m", "1", "-d", "200"],
-    );
+    let out = rig.uac(uac_sf, number, tag, 20, &["-m", "1", "-d", "200"]);
     let (code, text) = uas.wait(Duration::from_secs(10));
     assert!(
         out.all_ok(1)
             && code == Some(0)
             && sipp_counter(&text, "Successful call") == Some(1)
             && sipp_counter(&text, "Failed call") == Some(0),
-        "UAS exit {code:?}\n{text}\n{}\n{}",
+        "{tag}: UAS checks {checks:?}: exit {code:?}\n{text}\n{}\n{}",
         out.show(),
         rig.show()
+    );
+}
+
+#[test]
+fn callerid_replaces_from_and_sets_p_asserted_identity() {
+    let rig = Rig::start("callerid", "passthrough = false\n");
+    let checks = [
+        ("From", "sip:12121234567@"),
+        ("P-Asserted-Identity", "sip:12121234567@"),
+    ];
+    checked_call(
+        &rig,
+        "callerid",
+        &scenario("auth_uac.xml"),
+        "12125551234",
+        &checks,
     );
 }
 
@@ -772,31 +775,16 @@ fn rewrite_strips_cond_and_prepends_prefix() {
         "rewrite",
         "rewrite_enabled = true\nrewrite_cond = \"00\"\nrewrite_prefix = \"\"\n",
     );
-    let sf = check_scenario(
-        &rig.dir,
-        "uas_rewrite.xml",
-        &[
-            ("", "INVITE sip:442071234567@"),
-            ("To", "sip:442071234567@"),
-        ],
-    );
-    let mut uas = rig.uas(&sf, &["-m", "1"]);
-    let out = rig.uac(
+    let checks = [
+        ("", "INVITE sip:442071234567@"),
+        ("To", "sip:442071234567@"),
+    ];
+    checked_call(
+        &rig,
+        "rewrite",
         &scenario("auth_uac.xml"),
         "00442071234567",
-        "uac",
-        20,
-        &["-m", "1", "-d", "200"],
-    );
-    let (code, text) = uas.wait(Duration::from_secs(10));
-    assert!(
-        out.all_ok(1)
-            && code == Some(0)
-            && sipp_counter(&text, "Successful call") == Some(1)
-            && sipp_counter(&text, "Failed call") == Some(0),
-        "UAS exit {code:?}\n{text}\n{}\n{}",
-        out.show(),
-        rig.show()
+        &checks,
     );
 }
 
@@ -890,18 +878,6 @@ fn passthrough_keeps_a_digit_caller_else_uses_callerid() {
         ("name", scenario("auth_uac.xml"), CALLERID),
     ] {
         let re = format!("sip:{want}@");
-        let sf = check_scenario(&rig.dir, &format!("uas_{tag}.xml"), &[("From", &re)]);
-        let mut uas = rig.uas(&sf, &["-m", "1"]);
-        let out = rig.uac(&uac_sf, "12125551234", tag, 20, &["-m", "1", "-d", "200"]);
-        let (code, text) = uas.wait(Duration::from_secs(10));
-        assert!(
-            out.all_ok(1)
-                && code == Some(0)
-                && sipp_counter(&text, "Successful call") == Some(1)
-                && sipp_counter(&text, "Failed call") == Some(0),
-            "{tag}: UAS wanted From {want}: exit {code:?}\n{text}\n{}\n{}",
-            out.show(),
-            rig.show()
-        );
+        checked_call(&rig, tag, &uac_sf, "12125551234", &[("From", &re)]);
     }
 }
