@@ -78,7 +78,7 @@ impl Rig {
             "{loopback}\n[server]\ndrain_s = 2\n\n[store]\npath = \"{db}\"\n\n\
              [rates]\nfile = \"{rates}\"\n\n\
              [[upstream]]\nname = \"carrier\"\nuri = \"sip:{CARRIER_IP}:{carrier_port};transport=udp\"\n\
-             priority = 1\nping_interval_s = 0\ntrusted = true\n\n{body}\n",
+             priority = 5\nping_interval_s = 0\ntrusted = true\n\n{body}\n",
             loopback = common::LOOPBACK_CONFIG,
             db = db.display(),
             rates = rates.display(),
@@ -731,4 +731,37 @@ fn ring_timeout_on_the_last_destination_is_480() {
         ("received", "noanswer", 480),
         "{rows:#?}\n{show}"
     );
+}
+
+/// Transport 4: the DID forwards to a PSTN number through the upstreams
+/// (a second, untrusted upstream on 127.0.0.1 with a better priority than
+/// the carrier's 5), with that number in the Request-URI.
+#[test]
+fn did_to_pstn_number_goes_out_through_the_upstreams() {
+    let up = free_port();
+    let body = format!(
+        "[[upstream]]\nname = \"out\"\nuri = \"sip:127.0.0.1:{up};transport=udp\"\npriority = 1\n\
+         ping_interval_s = 0\n\n{}",
+        did_toml(DID, 0, &[(4, "+12125559999", 1)])
+    );
+    let mut rig = Rig::start("pstn", &body);
+    let sf = check_scenario(&rig.dir, "uas_pstn.xml", &[("", "INVITE sip:12125559999@")]);
+    let mut uas = rig.uas("upstream", &sf, "127.0.0.1", up, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        20,
+        &["-m", "1", "-d", "500"],
+    );
+    let uas_ok = uas.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&uas], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(
+        uas_ok,
+        "the upstream did not get INVITE sip:12125559999@…\n{show}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, None, &show);
 }
