@@ -327,6 +327,26 @@ impl Authenticator {
             .collect()
     }
 
+    /// The extra response headers owed for a refusal `err` of a request
+    /// from `source`: a fresh challenge (`stale=true` after an expired
+    /// nonce) in `WWW-Authenticate`/`Proxy-Authenticate` when
+    /// [`AuthError::challenge_kind`] is `Some`, nothing for `403`. Used
+    /// for INVITE (407) and REGISTER (401) alike.
+    pub fn rejection_headers(
+        &self,
+        err: &AuthError,
+        source: IpAddr,
+        now_unix: u64,
+    ) -> Vec<(&'static str, String)> {
+        let Some(kind) = err.challenge_kind() else {
+            return Vec::new();
+        };
+        self.challenge(kind, source, now_unix, err.is_stale())
+            .into_iter()
+            .map(|v| (kind.challenge_header(), v))
+            .collect()
+    }
+
     /// [`Authenticator::verify`] on a parsed request: takes the credentials
     /// from `Proxy-Authorization` (`Authorization` for REGISTER), preferring
     /// the header whose realm is ours when there are several (RFC 3261

@@ -26,6 +26,7 @@
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
+mod register;
 mod stats;
 
 use std::collections::VecDeque;
@@ -37,6 +38,7 @@ use std::sync::Arc;
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
+use crate::registrar::{Registrar, RegistrarConfig};
 use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
@@ -58,6 +60,8 @@ pub struct EndpointConfig {
     pub upstreams: Upstreams,
     /// Who may call and on what terms (SPEC §3).
     pub admission: Arc<Admission>,
+    /// REGISTER expiry bounds and contacts per trunk (`[registrar]`).
+    pub registrar: RegistrarConfig,
 }
 
 impl Default for EndpointConfig {
@@ -73,6 +77,7 @@ impl Default for EndpointConfig {
             b2bua: B2buaConfig::new(local),
             upstreams: Upstreams::default(),
             admission: Arc::new(Admission::empty("sipfront.local", rand::random())),
+            registrar: RegistrarConfig::default(),
         }
     }
 }
@@ -99,6 +104,7 @@ impl EndpointConfig {
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, rand::random()));
+        out.registrar = RegistrarConfig::from(&cfg.registrar);
         Ok(out)
     }
 }
@@ -115,6 +121,7 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     txns: Transactions,
     b2bua: B2bua,
+    registrar: Registrar,
     outbox: VecDeque<Outbound>,
     stats: Stats,
 }
@@ -128,6 +135,7 @@ impl Endpoint {
         Endpoint {
             txns: Transactions::new(cfg.timers),
             b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
+            registrar: Registrar::new(cfg.registrar),
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),
@@ -142,6 +150,12 @@ impl Endpoint {
     /// The B2BUA (session table, counters).
     pub fn b2bua(&self) -> &B2bua {
         &self.b2bua
+    }
+
+    /// The registrar and its location store (inbound calls to trunks,
+    /// `/v1/registrations`).
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
     }
 
     /// Feeds one event from the transport.
@@ -163,7 +177,7 @@ impl Endpoint {
                 }
                 self.drain_transactions(now);
             }
-            TransportEvent::Closed { .. } => {}
+            TransportEvent::Closed { conn, .. } => self.registrar.connection_closed(conn),
         }
     }
 
@@ -184,14 +198,19 @@ impl Endpoint {
         self.drain_transactions(now);
         self.b2bua.handle_timeout(now);
         self.drain_transactions(now);
+        self.registrar.handle_timeout(now);
     }
 
     /// The earliest instant at which `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.txns.poll_timeout(), self.b2bua.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.txns.poll_timeout(),
+            self.b2bua.poll_timeout(),
+            self.registrar.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next call record to queue to the store (drain after each input,
@@ -213,6 +232,8 @@ impl Endpoint {
     pub fn reload(&mut self, cfg: &Config) {
         let admission = self.b2bua.admission().reload(cfg);
         self.b2bua.set_admission(Arc::new(admission));
+        self.registrar
+            .set_config(RegistrarConfig::from(&cfg.registrar));
     }
 
     /// The next message to put on the wire.
@@ -257,6 +278,11 @@ impl Endpoint {
                 self.stats.count_answer(response.status);
                 self.txns
                     .respond(&key, response.bytes, response.status, now);
+                return;
+            }
+            // REGISTER has no dialog, whatever its To tag says.
+            if msg.method() == Some(&Method::Register) {
+                self.handle_register(&msg, key, inbound, now);
                 return;
             }
             let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());

@@ -209,3 +209,120 @@ fn stray_response_is_counted_not_forwarded() {
     assert!(exchange(&mut ep, text, Instant::now()).is_empty());
     assert_eq!(ep.stats().unmatched_responses, 1);
 }
+
+// ---- REGISTER (digest, then the registrar) ---------------------------------
+
+fn register_ep() -> Endpoint {
+    use crate::b2bua::Admission;
+    use crate::config::{Config, ConfigSource};
+    let text = "[[trunk]]\nid = 3\nname = \"100\"\npassword = \"pw\"\n";
+    let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
+    Endpoint::new(EndpointConfig {
+        admission: std::sync::Arc::new(Admission::new(&cfg, [9; 32])),
+        ..EndpointConfig::default()
+    })
+}
+
+fn register_req(cseq: u32, extra: &str) -> String {
+    format!(
+        "REGISTER sip:sipfront.local SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-reg-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@sipfront.local>;tag=r1\r\n\
+         To: <sip:100@sipfront.local>\r\n\
+         Call-ID: reg@10.0.0.7\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:100@10.0.0.7:5062>\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The Authorization a UA computes for a 401 (MD5, nc 1).
+fn www_credentials(challenge: &Message, password: &str) -> String {
+    use crate::auth::{ha1, response, Algorithm};
+    let md5 = challenge
+        .headers(&HeaderName::WwwAuthenticate)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .find(|v| v.contains("algorithm=MD5"))
+        .expect("an MD5 challenge");
+    let nonce = md5
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let uri = "sip:sipfront.local";
+    let ha1 = ha1(false, "100", "sipfront.local", password);
+    let resp = response(
+        Algorithm::Md5,
+        &ha1,
+        nonce,
+        1,
+        "c0ffee",
+        "auth",
+        "REGISTER",
+        uri,
+    );
+    format!(
+        "Authorization: Digest username=\"100\", realm=\"sipfront.local\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+    )
+}
+
+#[test]
+fn register_is_challenged_401_then_bound_to_the_packet_source() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, "Expires: 120\r\n"), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(r.headers(&HeaderName::WwwAuthenticate).count(), 2);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(
+        &mut ep,
+        &register_req(2, &format!("Expires: 120\r\n{creds}")),
+        t0,
+    )
+    .remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+    assert_eq!(
+        header(&r, HeaderName::Contact),
+        "<sip:100@10.0.0.7:5062>;expires=120"
+    );
+    assert!(r.to_tag().is_some());
+    let b = ep.registrar().store().lookup("100", t0);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].source, PEER.parse::<SocketAddr>().unwrap());
+    // The endpoint's timer covers the expiry.
+    assert!(ep
+        .poll_timeout()
+        .is_some_and(|t| t <= t0 + Duration::from_secs(120)));
+    ep.handle_timeout(t0 + Duration::from_secs(121));
+    assert!(ep.registrar().store().is_empty());
+}
+
+#[test]
+fn register_with_wrong_password_is_403_and_binds_nothing() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, ""), t0).remove(0);
+    let creds = www_credentials(&r, "wrong");
+    let r = exchange(&mut ep, &register_req(2, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::FORBIDDEN));
+    assert_eq!(r.headers(&HeaderName::WwwAuthenticate).count(), 0);
+    assert!(ep.registrar().store().is_empty());
+}
+
+#[test]
+fn register_too_brief_is_423_with_min_expires() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, "Expires: 10\r\n"), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(
+        &mut ep,
+        &register_req(2, &format!("Expires: 10\r\n{creds}")),
+        t0,
+    )
+    .remove(0);
+    assert_eq!(r.status(), Some(StatusCode::INTERVAL_TOO_BRIEF));
+    assert_eq!(header(&r, HeaderName::MinExpires), "60");
+}
