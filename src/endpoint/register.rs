@@ -27,7 +27,7 @@ impl Endpoint {
         let auth = admission.auth();
         let (status, headers, reason) = match auth.verify_request(msg, peer.ip(), now_unix) {
             Err(e) => {
-                let headers = auth.rejection_headers(&e, peer.ip(), now_unix);
+                let headers = auth.rejection_headers_for(&e, msg, peer.ip(), now_unix);
                 if e.challenge_kind().is_some() {
                     tracing::debug!(%peer, "REGISTER challenged: {e}");
                 } else {

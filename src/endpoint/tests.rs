@@ -326,3 +326,19 @@ fn register_too_brief_is_423_with_min_expires() {
     assert_eq!(r.status(), Some(StatusCode::INTERVAL_TOO_BRIEF));
     assert_eq!(header(&r, HeaderName::MinExpires), "60");
 }
+
+#[test]
+fn register_from_old_baresip_is_offered_md5_only() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let ua = "User-Agent: baresip v1.0.0 (x86_64/linux)\r\n";
+    let r = exchange(&mut ep, &register_req(1, ua), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    let ch: Vec<_> = r.headers(&HeaderName::WwwAuthenticate).collect();
+    assert_eq!(ch.len(), 1);
+    assert!(String::from_utf8_lossy(ch[0]).contains("algorithm=MD5"));
+    assert!(crate::auth::md5_only_user_agent(b"baresip v0.6.5"));
+    assert!(!crate::auth::md5_only_user_agent(b"baresip v3.10.1"));
+    assert!(!crate::auth::md5_only_user_agent(b"Linphone/5.0"));
+    assert!(!crate::auth::md5_only_user_agent(b"baresip v1"));
+}
