@@ -15,6 +15,11 @@
 //! behind NAT). The top Via of every response carries `received`/`rport`
 //! (RFC 3581 §4, RFC 3261 §18.2.1) so the UA learns its public address.
 //!
+//! REGISTER (with or without a To tag: it has no dialog) is digest-checked
+//! (`401` challenge, `403`) and handed to the [`Registrar`], which owns the
+//! location store; its expiry timer is part of `poll_timeout`, and a closed
+//! TCP connection drops the bindings that came over it.
+//!
 //! Calls go to the [`B2bua`]: a new INVITE, every request with a To tag
 //! (in-dialog), the ACK for a 2xx, CANCEL, the responses and events of its
 //! client transactions, and transport send failures. The endpoint executes

@@ -156,7 +156,10 @@ impl LocationStore {
 
     /// Replaces the bindings of `login` with `bindings` (oldest first),
     /// scheduling their expiry and indexing their connections.
-    pub(super) fn replace(&mut self, login: &str, bindings: Vec<Binding>) {
+    pub(super) fn replace(&mut self, login: &str, mut bindings: Vec<Binding>) {
+        // Most logins hold one binding: do not keep a growth reserve of
+        // several per login (it tripled the store's memory at 100k).
+        bindings.shrink_to_fit();
         let key: Arc<str> = match self.by_login.get_key_value(login) {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(login),
