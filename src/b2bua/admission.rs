@@ -11,16 +11,36 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::{AuthError, Authenticator, IpAuth, TrunkId};
-use crate::config::{Config, RateTable, TrunkConfig};
-use crate::policy::{self, CallFacts, Decision, Denied, OnNetIndex, PolicyContext};
+use crate::cdr::Direction;
+use crate::config::{Config, DidConfig, RateTable, TrunkConfig};
+use crate::policy::{
+    self, CallFacts, Decision, Denied, OnNetIndex, OnNetTarget, PolicyContext, Route,
+};
 use crate::sip::{HeaderName, Message, NameAddr, StatusCode};
+
+/// What a call holds a channel of: its trunk (placed calls, SPEC §3
+/// "channels") or the DID it came in on (received calls, SPEC §4).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelKey {
+    /// A trunk by id.
+    Trunk(u64),
+    /// A DID by number.
+    Did(Arc<str>),
+}
 
 /// Why a new INVITE is refused before routing.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// From a trusted upstream: an inbound DID call, not routed yet (SPEC §4).
-    InboundNotRouted,
+    /// From a trusted upstream to a number that is none of our DIDs.
+    UnknownDid(String),
+    /// The DID's `channels` are all in use (SPEC §4: `486`).
+    DidBusy {
+        /// The DID.
+        number: String,
+        /// Its `channels`.
+        max: u32,
+    },
     /// Digest: no, stale or replayed credentials (answered with a fresh
     /// challenge), or wrong ones (`403`).
     Auth(AuthError),
@@ -39,7 +59,8 @@ impl Refusal {
     /// The SIP answer (SPEC §3/§4).
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::InboundNotRouted => StatusCode::NOT_FOUND,
+            Refusal::UnknownDid(_) => StatusCode::NOT_FOUND,
+            Refusal::DidBusy { .. } => StatusCode::BUSY_HERE,
             Refusal::Auth(e) => e.status(),
             Refusal::Policy { denied, .. } => denied.status(),
             Refusal::NoNumber => StatusCode::ADDRESS_INCOMPLETE,
@@ -50,7 +71,10 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::InboundNotRouted => f.write_str("inbound DID calls are not routed yet"),
+            Refusal::UnknownDid(n) => write!(f, "inbound call to `{n}`, which is none of our DIDs"),
+            Refusal::DidBusy { number, max } => {
+                write!(f, "DID {number}: all {max} channels in use")
+            }
             Refusal::Auth(AuthError::Forbidden) => {
                 f.write_str("digest: unknown user or wrong password")
             }
@@ -63,20 +87,64 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// An admitted call: its trunk and the terms it keeps to the end.
+/// An admitted call: who it belongs to and the terms it keeps to the end.
 #[derive(Clone, Debug)]
 pub struct Admitted {
-    /// The trunk placing the call.
-    pub trunk: Arc<TrunkConfig>,
+    /// Placed by a trunk, or received from an upstream on a DID.
+    pub direction: Direction,
+    /// The trunk placing the call (placed calls).
+    pub trunk: Option<Arc<TrunkConfig>>,
+    /// The DID called (received calls, and on-net calls to a DID).
+    pub did: Option<Arc<DidConfig>>,
     /// Number, caller ID, duration limit and route.
     pub decision: Decision,
 }
+
+impl Admitted {
+    /// The channel the call holds.
+    pub fn channel(&self) -> ChannelKey {
+        match (&self.trunk, &self.did) {
+            (Some(t), _) => ChannelKey::Trunk(t.id()),
+            (None, Some(d)) => ChannelKey::Did(Arc::from(d.number.as_str())),
+            (None, None) => ChannelKey::Trunk(0),
+        }
+    }
+
+    /// The trunk id for logs and CDRs.
+    pub fn trunk_id(&self) -> Option<u64> {
+        self.trunk.as_ref().map(|t| t.id())
+    }
+
+    /// The SPEC §6 `sip_trunk` of the CDR: the calling trunk's login, or for
+    /// a received call the trunk its DID rings first (empty if none).
+    pub fn sip_trunk(&self) -> &str {
+        match (&self.trunk, &self.did) {
+            (Some(t), _) => t.login(),
+            (None, Some(d)) => d
+                .destinations
+                .iter()
+                .filter(|x| x.transport == DEST_TRUNK)
+                .min_by_key(|x| x.priority)
+                .map_or("", |x| x.destination.as_str()),
+            (None, None) => "",
+        }
+    }
+}
+
+/// DID destination kinds (SPEC §2 `transport`).
+pub const DEST_URI: u8 = 1;
+/// A PSTN number, via the upstreams.
+pub const DEST_PSTN: u8 = 4;
+/// A trunk by its login: its registered contacts.
+pub const DEST_TRUNK: u8 = 5;
 
 /// The admission snapshot: trunks by id, digest and IP authentication, the
 /// on-net index and the rate table.
 #[derive(Debug)]
 pub struct Admission {
     trunks: HashMap<u64, Arc<TrunkConfig>>,
+    logins: HashMap<String, u64>,
+    dids: HashMap<String, Arc<DidConfig>>,
     auth: Authenticator,
     ip: IpAuth,
     on_net: OnNetIndex,
@@ -95,6 +163,8 @@ impl Admission {
     pub fn empty(realm: &str, secret: [u8; 32]) -> Admission {
         Admission {
             trunks: HashMap::new(),
+            logins: HashMap::new(),
+            dids: HashMap::new(),
             auth: Authenticator::new(realm, secret, &[]),
             ip: IpAuth::default(),
             on_net: OnNetIndex::default(),
@@ -116,6 +186,16 @@ impl Admission {
                 .iter()
                 .map(|t| (t.id(), Arc::new(t.clone())))
                 .collect(),
+            logins: cfg
+                .trunk
+                .iter()
+                .map(|t| (t.login().to_owned(), t.id()))
+                .collect(),
+            dids: cfg
+                .did
+                .iter()
+                .map(|d| (d.number.clone(), Arc::new(d.clone())))
+                .collect(),
             auth,
             ip: IpAuth::new(&cfg.trunk),
             on_net: OnNetIndex::new(&cfg.trunk, &cfg.did),
@@ -133,9 +213,20 @@ impl Admission {
         self.trunks.get(&id)
     }
 
+    /// A trunk by login.
+    pub fn trunk_by_login(&self, login: &str) -> Option<&Arc<TrunkConfig>> {
+        self.trunks.get(self.logins.get(login)?)
+    }
+
+    /// A DID by number.
+    pub fn did(&self, number: &str) -> Option<&Arc<DidConfig>> {
+        self.dids.get(number)
+    }
+
     /// SPEC §3 for a new INVITE from `source` at wall time `now_unix`:
     /// identification, digest, then [`policy::decide`] with the trunk's
-    /// current outbound calls from `active`.
+    /// current outbound calls from `active`. From a trusted upstream
+    /// (`trusted`), SPEC §4 instead: the DID and its `channels`.
     ///
     /// # Errors
     /// The [`Refusal`]; its `status()` answers the A-leg.
@@ -145,10 +236,10 @@ impl Admission {
         source: IpAddr,
         trusted: bool,
         now_unix: u64,
-        active: impl Fn(u64) -> u32,
+        active: impl Fn(&ChannelKey) -> u32,
     ) -> Result<Admitted, Refusal> {
         if trusted {
-            return Err(Refusal::InboundNotRouted);
+            return self.admit_inbound(invite, active);
         }
         let id = match self.ip.identify(source) {
             Some(id) => id,
@@ -178,16 +269,63 @@ impl Admission {
             dialled,
             caller_user: caller,
             source_ip: source,
-            active_channels: active(id),
+            active_channels: active(&ChannelKey::Trunk(id)),
         };
         let ctx = PolicyContext {
             rates: &self.rates,
             on_net: &self.on_net,
         };
         match policy::decide(&trunk, &facts, &ctx) {
-            Ok(decision) => Ok(Admitted { trunk, decision }),
+            Ok(decision) => Ok(Admitted {
+                direction: Direction::Placed,
+                did: match decision.route {
+                    Route::OnNet(OnNetTarget::Did) => self.dids.get(&decision.number).cloned(),
+                    _ => None,
+                },
+                trunk: Some(trunk),
+                decision,
+            }),
             Err(denied) => Err(Refusal::Policy { trunk, denied }),
         }
+    }
+
+    /// SPEC §4: an INVITE from a trusted upstream is for one of our DIDs
+    /// (Request-URI user, else To user; `+` ignored), within its `channels`.
+    /// The caller's number passes through as it came.
+    fn admit_inbound(
+        &self,
+        invite: &Message,
+        active: impl Fn(&ChannelKey) -> u32,
+    ) -> Result<Admitted, Refusal> {
+        let dialled = dialled_user(invite).unwrap_or_default();
+        let number = policy::normalize(dialled).unwrap_or(dialled);
+        let did = self
+            .dids
+            .get(number)
+            .ok_or_else(|| Refusal::UnknownDid(dialled.to_owned()))?;
+        let key = ChannelKey::Did(Arc::from(number));
+        if did.channels > 0 && active(&key) >= did.channels {
+            return Err(Refusal::DidBusy {
+                number: did.number.clone(),
+                max: did.channels,
+            });
+        }
+        let from = invite.from().ok();
+        let caller = from.as_ref().and_then(|f| f.uri.user);
+        Ok(Admitted {
+            direction: Direction::Received,
+            trunk: None,
+            did: Some(Arc::clone(did)),
+            decision: Decision {
+                number: did.number.clone(),
+                caller_id: caller
+                    .and_then(policy::normalize)
+                    .unwrap_or_default()
+                    .to_owned(),
+                max_duration: None,
+                route: Route::OnNet(OnNetTarget::Did),
+            },
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::leg::{is_target_refresh, Leg, Side};
 use super::table::{DialogKey, Purpose, Relay};
 use super::{Action, Admitted, B2buaConfig, WallClock};
-use crate::cdr::{billed_seconds, Cdr, Direction, Disposition};
+use crate::cdr::{billed_seconds, Cdr, Disposition};
 use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
@@ -140,6 +140,22 @@ struct PendingOk {
     deferred_ack: Option<(Side, u32)>,
 }
 
+/// One B-leg INVITE we sent.
+#[derive(Debug)]
+struct Attempt {
+    invite: Message,
+    /// Its hop in the plan.
+    hop: usize,
+    /// No final response yet, and not given up on.
+    live: bool,
+    /// A provisional came: it may be cancelled now (RFC 3261 §9.1).
+    responded: bool,
+    /// To be cancelled when its first provisional comes.
+    cancel_pending: bool,
+    /// Its CANCEL was sent.
+    cancelled: bool,
+}
+
 /// One call: both legs and the state that ties them.
 #[derive(Debug)]
 pub(crate) struct Call {
@@ -150,14 +166,20 @@ pub(crate) struct Call {
     a_invite_key: TransactionKey,
     /// The final status the A-leg INVITE got, once sent.
     a_final: Option<StatusCode>,
-    /// The B-leg INVITE of each attempt so far.
-    attempts: Vec<Message>,
-    b_responded: bool,
+    /// Every B-leg INVITE sent so far (Purpose::Invite indexes this).
+    attempts: Vec<Attempt>,
     plan: Vec<Hop>,
-    attempt: usize,
+    /// The next plan index to try.
+    step: usize,
+    /// Attempts from this index on are the fork ringing now.
+    fork_start: usize,
+    /// The attempt whose 2xx made the B-leg dialog.
+    winner: Option<usize>,
+    /// No response at all from the fork by then: next fork.
     attempt_deadline: Option<Instant>,
+    /// Hunting (DID destinations): no answer by then: next fork.
+    ring_deadline: Option<Instant>,
     last_final: Option<(StatusCode, String)>,
-    cancel_pending: bool,
     /// Last ACK sent on each leg for a 2xx: (CSeq, bytes), resent on 2xx retransmits.
     ack_a: Option<(u32, Bytes)>,
     ack_b: Option<(u32, Bytes)>,
@@ -298,12 +320,13 @@ impl Call {
             a_invite_key: n.key,
             a_final: None,
             attempts: Vec::new(),
-            b_responded: false,
             plan: n.plan,
-            attempt: 0,
+            step: 0,
+            fork_start: 0,
+            winner: None,
             attempt_deadline: None,
+            ring_deadline: None,
             last_final: None,
-            cancel_pending: false,
             ack_a: None,
             ack_b: None,
             ok: None,
@@ -369,8 +392,11 @@ impl Call {
                 d = Some(d.map_or(t, |x| x.min(t)));
             }
         };
-        if self.phase == Phase::Trying && !self.b_responded {
-            add(self.attempt_deadline);
+        if matches!(self.phase, Phase::Trying | Phase::Early) {
+            if !self.fork_responded() {
+                add(self.attempt_deadline);
+            }
+            add(self.ring_deadline);
         }
         if let Some(ok) = &self.ok {
             add(ok.next);
@@ -450,68 +476,142 @@ impl Call {
 
     // ---- B-leg INVITE attempts ---------------------------------------
 
-    /// Sends the INVITE of the current attempt; false when no hop is left.
-    pub(crate) fn send_attempt(&mut self, fx: &mut Fx<'_>) -> bool {
-        loop {
-            let Some(hop) = self.plan.get(self.attempt) else {
-                return false;
-            };
-            let number = &self.terms.decision.number;
-            self.b.remote_addr = format!("<sip:{number}@{}>", hop.hostport);
-            self.b.remote_target = format!("sip:{number}@{}{}", hop.hostport, hop.uri_param());
+    /// Whether the call hunts through destinations (a DID's): busy, any
+    /// failure or no answer within the ring timeout moves to the next step,
+    /// even after a provisional was relayed (SPEC §4).
+    fn hunts(&self) -> bool {
+        self.terms.did.is_some()
+    }
+
+    /// The attempts of the fork ringing now.
+    fn fork(&self) -> &[Attempt] {
+        self.attempts.get(self.fork_start..).unwrap_or_default()
+    }
+
+    fn fork_live(&self) -> bool {
+        self.fork().iter().any(|a| a.live)
+    }
+
+    fn fork_responded(&self) -> bool {
+        self.fork().iter().any(|a| a.responded)
+    }
+
+    /// Points the B-leg at attempt `k`'s hop (its requests go there).
+    fn aim(&mut self, hop: usize) {
+        if let Some(hop) = self.plan.get(hop) {
+            self.b.remote_addr = format!("<{}>", hop.to);
+            self.b.remote_target.clone_from(&hop.uri);
             self.b.dest = hop.addr;
             self.b.transport = hop.transport;
-            self.b.remote_tag = None;
-            self.b.route_set.clear();
-            let mf = self
+        }
+        self.b.remote_tag = None;
+        self.b.route_set.clear();
+    }
+
+    /// Starts the next step of the plan: every hop of the next fork gets an
+    /// INVITE at once. False when no hop is left.
+    pub(crate) fn send_attempt(&mut self, fx: &mut Fx<'_>) -> bool {
+        while let Some(fork) = self.plan.get(self.step).map(|h| h.fork) {
+            self.fork_start = self.attempts.len();
+            while self.plan.get(self.step).is_some_and(|h| h.fork == fork) {
+                self.send_invite(self.step, fx);
+                self.step += 1;
+            }
+            if self.attempts.len() > self.fork_start {
+                self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
+                self.ring_deadline = self.hunts().then(|| fx.now + fx.cfg.ring_timeout);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The B-leg INVITE to plan hop `hop`.
+    fn send_invite(&mut self, hop: usize, fx: &mut Fx<'_>) {
+        self.aim(hop);
+        let mf = self
+            .a_invite
+            .max_forwards()
+            .ok()
+            .flatten()
+            .unwrap_or(70)
+            .clamp(1, 71)
+            - 1;
+        let mut req = self
+            .b
+            .request(Method::Invite, &fx.cfg.local, None)
+            .max_forwards(mf);
+        for name in REQUEST_PASS {
+            for v in self.a_invite.headers(&HeaderName::from_bytes(name)) {
+                req = req.header(&lossy(name), &lossy(v));
+            }
+        }
+        let caller_id = &self.terms.decision.caller_id;
+        if !caller_id.is_empty() {
+            let pai = format!("<sip:{caller_id}@{}>", fx.cfg.local.public_address);
+            req = req.header("P-Asserted-Identity", &pai);
+        }
+        let body = self.a_invite.body();
+        if !body.is_empty() {
+            let ct = self
                 .a_invite
-                .max_forwards()
-                .ok()
-                .flatten()
-                .unwrap_or(70)
-                .clamp(1, 71)
-                - 1;
-            let mut req = self
-                .b
-                .request(Method::Invite, &fx.cfg.local, None)
-                .max_forwards(mf);
-            for name in REQUEST_PASS {
-                for v in self.a_invite.headers(&HeaderName::from_bytes(name)) {
-                    req = req.header(&lossy(name), &lossy(v));
-                }
-            }
-            let caller_id = &self.terms.decision.caller_id;
-            if !caller_id.is_empty() {
-                let pai = format!("<sip:{caller_id}@{}>", fx.cfg.local.public_address);
-                req = req.header("P-Asserted-Identity", &pai);
-            }
-            let body = self.a_invite.body();
-            if !body.is_empty() {
-                let ct = self
-                    .a_invite
-                    .content_type()
-                    .map_or_else(|| "application/sdp".to_owned(), lossy);
-                req = req.body(&ct, body);
-            }
-            let attempt = self.attempt;
-            let b = self.b.clone();
-            let Some(msg) = fx.request(req, &b, Purpose::Invite { attempt }) else {
-                self.attempt += 1;
-                continue;
-            };
-            self.attempts.push(msg);
-            self.b_responded = false;
-            self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
-            return true;
+                .content_type()
+                .map_or_else(|| "application/sdp".to_owned(), lossy);
+            req = req.body(&ct, body);
+        }
+        let attempt = self.attempts.len();
+        let b = self.b.clone();
+        if let Some(invite) = fx.request(req, &b, Purpose::Invite { attempt }) {
+            self.attempts.push(Attempt {
+                invite,
+                hop,
+                live: true,
+                responded: false,
+                cancel_pending: false,
+                cancelled: false,
+            });
         }
     }
 
-    /// The current attempt failed with `status` (None: no response).
+    /// Cancels every live attempt but `keep`: at once if it has answered
+    /// provisionally, else when it does (RFC 3261 §9.1).
+    fn cancel_attempts(&mut self, keep: Option<usize>, fx: &mut Fx<'_>) {
+        for k in 0..self.attempts.len() {
+            if Some(k) == keep || !self.attempts[k].live {
+                continue;
+            }
+            if self.attempts[k].responded {
+                self.cancel_attempt(k, fx);
+            } else {
+                self.attempts[k].cancel_pending = true;
+            }
+        }
+    }
+
+    fn cancel_attempt(&mut self, k: usize, fx: &mut Fx<'_>) {
+        let Some(a) = self.attempts.get_mut(k) else {
+            return;
+        };
+        if a.cancelled {
+            return;
+        }
+        a.cancelled = true;
+        a.cancel_pending = false;
+        let Some(hop) = self.plan.get(a.hop) else {
+            return;
+        };
+        if let Ok(msg) = Message::parse(build::cancel_for(&a.invite)) {
+            fx.request_msg(msg, hop.addr, hop.transport, Purpose::Cancel);
+        }
+    }
+
+    /// The fork ringing now is over (all failed, no response, or the ring
+    /// timeout): the next step, or the last failure to A.
     fn fail_over(&mut self, status: Option<(StatusCode, String)>, fx: &mut Fx<'_>) {
         if status.is_some() {
             self.last_final = status;
         }
-        self.attempt += 1;
+        self.cancel_attempts(None, fx);
         if self.send_attempt(fx) {
             return;
         }
@@ -546,10 +646,20 @@ impl Call {
         }
     }
 
-    /// ACK and BYE a 2xx that opened a dialog we do not want (a crossing
-    /// CANCEL, an abandoned attempt, a second fork).
-    fn ack_and_bye(&mut self, resp: &Message, invite: &Message, fx: &mut Fx<'_>) {
+    /// ACK and BYE a 2xx to attempt `k` that opened a dialog we do not
+    /// want (a crossing CANCEL, an abandoned attempt, a losing fork).
+    fn ack_and_bye(&mut self, resp: &Message, k: usize, fx: &mut Fx<'_>) {
+        let Some(a) = self.attempts.get(k) else {
+            return;
+        };
+        let invite = a.invite.clone();
         let mut leg = self.b.clone();
+        if let Some(hop) = self.plan.get(a.hop) {
+            leg.dest = hop.addr;
+            leg.transport = hop.transport;
+        }
+        leg.remote_tag = None;
+        leg.route_set.clear();
         leg.learn_from_response(resp);
         let seq = invite.cseq().map_or(leg.invite_cseq, |c| c.seq);
         let ack = leg.request(Method::Ack, &fx.cfg.local, Some(seq)).build();
@@ -561,47 +671,49 @@ impl Call {
         }
     }
 
-    fn send_cancel(&mut self, fx: &mut Fx<'_>) {
-        self.cancel_pending = false;
-        let Some(invite) = self.attempts.get(self.attempt) else {
-            return;
-        };
-        if let Ok(msg) = Message::parse(build::cancel_for(invite)) {
-            fx.request_msg(msg, self.b.dest, self.b.transport, Purpose::Cancel);
-        }
-    }
-
-    /// A response to one of our B-leg INVITE attempts.
-    fn on_invite_response(&mut self, attempt: usize, resp: &Message, fx: &mut Fx<'_>) {
+    /// A response to B-leg INVITE attempt `k`.
+    fn on_invite_response(&mut self, k: usize, resp: &Message, fx: &mut Fx<'_>) {
         let Some(status) = resp.status() else { return };
-        let Some(invite) = self.attempts.get(attempt).cloned() else {
+        let Some(a) = self.attempts.get_mut(k) else {
             return;
         };
-        if attempt != self.attempt {
-            // Abandoned attempt answering late.
+        let seq = a.invite.cseq().map_or(0, |c| c.seq);
+        let hop = a.hop;
+        if status.is_provisional() {
+            a.responded = true;
+            if a.cancel_pending {
+                return self.cancel_attempt(k, fx);
+            }
+        } else {
+            a.live = false;
+        }
+        if self.winner.is_some_and(|w| w != k)
+            || (k < self.fork_start && self.phase != Phase::Confirmed)
+        {
+            // A losing or abandoned attempt answering late.
             if status.is_success() {
-                self.ack_and_bye(resp, &invite, fx);
+                self.ack_and_bye(resp, k, fx);
             } else if status.is_provisional() {
-                if let Ok(msg) = Message::parse(build::cancel_for(&invite)) {
-                    let dest = self.b.dest;
-                    fx.request_msg(msg, dest, self.b.transport, Purpose::Cancel);
-                }
+                self.cancel_attempt(k, fx);
             }
             return;
         }
-        self.b_responded = true;
-        let seq = invite.cseq().map_or(0, |c| c.seq);
         match self.phase {
             Phase::Trying | Phase::Early => {
                 if status.is_provisional() {
                     if status.0 == 100 {
                         return;
                     }
+                    self.aim(hop);
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Early;
                     self.answer_a(status, Some(resp), fx);
                 } else if status.is_success() {
+                    self.winner = Some(k);
+                    self.aim(hop);
+                    self.b.invite_cseq = seq;
                     self.b.learn_from_response(resp);
+                    self.cancel_attempts(Some(k), fx);
                     self.phase = Phase::Confirmed;
                     self.answered_at = Some(fx.now);
                     if let Some(limit) = self.terms.decision.max_duration {
@@ -621,10 +733,15 @@ impl Call {
                     let key = self.a_invite_key.clone();
                     fx.respond(&key, status, bytes.clone());
                     self.start_ok(Side::A, bytes, a_seq, deferred, fx);
-                } else if self.phase == Phase::Trying && fails_over(status) {
-                    let reason = resp.reason().map(lossy).unwrap_or_default();
-                    self.fail_over(Some((status, reason)), fx);
                 } else {
+                    let reason = resp.reason().map(lossy).unwrap_or_default();
+                    self.last_final = Some((status, reason));
+                    if self.fork_live() {
+                        return; // other contacts of this fork still ring
+                    }
+                    if self.hunts() || (self.phase == Phase::Trying && fails_over(status)) {
+                        return self.fail_over(None, fx);
+                    }
                     self.answer_a(
                         map_failure(status),
                         Some(resp).filter(|_| !matches!(status.0, 300..=399 | 401 | 407)),
@@ -634,15 +751,13 @@ impl Call {
                 }
             }
             Phase::Cancelled => {
-                if status.is_provisional() {
-                    if self.cancel_pending {
-                        self.send_cancel(fx);
-                    }
-                } else if status.is_success() {
+                if status.is_success() {
                     // §9.1 race: the 2xx crossed our CANCEL.
-                    self.ack_and_bye(resp, &invite, fx);
-                    self.end(fx);
-                } else {
+                    self.ack_and_bye(resp, k, fx);
+                } else if status.is_provisional() {
+                    self.cancel_attempt(k, fx);
+                }
+                if !self.attempts.iter().any(|a| a.live) {
                     self.end(fx);
                 }
             }
@@ -655,7 +770,7 @@ impl Call {
                             let bytes = bytes.clone();
                             fx.raw(bytes, self.b.dest, self.b.transport);
                         }
-                        _ if !same_dialog => self.ack_and_bye(resp, &invite, fx),
+                        _ if !same_dialog => self.ack_and_bye(resp, k, fx),
                         _ => {}
                     }
                 }
@@ -684,19 +799,26 @@ impl Call {
         });
     }
 
-    /// No response to the current attempt: timeout or transport error.
-    fn on_invite_no_response(&mut self, attempt: usize, fx: &mut Fx<'_>) {
-        if attempt != self.attempt {
+    /// No response to attempt `k`: timeout or transport error.
+    fn on_invite_no_response(&mut self, k: usize, fx: &mut Fx<'_>) {
+        let Some(a) = self.attempts.get_mut(k) else {
             return;
-        }
+        };
+        a.live = false;
         match self.phase {
-            Phase::Trying => self.fail_over(None, fx),
-            Phase::Early => {
-                self.answer_a(StatusCode::REQUEST_TIMEOUT, None, fx);
-                self.end(fx);
+            Phase::Trying | Phase::Early if k >= self.fork_start => {
+                if self.fork_live() {
+                    return;
+                }
+                if self.phase == Phase::Trying || self.hunts() {
+                    self.fail_over(None, fx);
+                } else {
+                    self.answer_a(StatusCode::REQUEST_TIMEOUT, None, fx);
+                    self.end(fx);
+                }
             }
-            Phase::Cancelled => self.end(fx),
-            Phase::Confirmed | Phase::Ended => {}
+            Phase::Cancelled if !self.attempts.iter().any(|a| a.live) => self.end(fx),
+            _ => {}
         }
     }
 
@@ -905,12 +1027,11 @@ impl Call {
             Phase::Trying | Phase::Early => {
                 self.answer_a(status, None, fx);
                 self.phase = Phase::Cancelled;
-                if self.b_responded {
-                    self.send_cancel(fx);
-                } else {
-                    self.cancel_pending = true;
+                self.cancel_attempts(None, fx);
+                // Each B-leg INVITE ends with 487, a crossing 2xx or Timer B.
+                if !self.attempts.iter().any(|a| a.live) {
+                    self.end(fx);
                 }
-                // The B-leg INVITE ends with 487, a crossing 2xx or Timer B.
             }
             Phase::Cancelled | Phase::Ended => {}
             Phase::Confirmed => {
@@ -941,7 +1062,9 @@ impl Call {
 
     fn end(&mut self, fx: &mut Fx<'_>) {
         self.phase = Phase::Ended;
-        self.cancel_pending = false;
+        for a in &mut self.attempts {
+            a.cancel_pending = false;
+        }
         if self.ended_at.is_none() {
             self.ended_at = Some(fx.now);
         }
@@ -951,12 +1074,20 @@ impl Call {
     /// maximum duration.
     pub(crate) fn on_timeout(&mut self, fx: &mut Fx<'_>) {
         let now = fx.now;
-        if self.phase == Phase::Trying
-            && !self.b_responded
+        let ringing = matches!(self.phase, Phase::Trying | Phase::Early);
+        if ringing
+            && (self.phase == Phase::Trying || self.hunts())
+            && !self.fork_responded()
             && self.attempt_deadline.is_some_and(|d| d <= now)
         {
+            // Nobody in this fork answered at all: the next step.
             self.attempt_deadline = None;
             self.fail_over(None, fx);
+        } else if ringing && self.ring_deadline.is_some_and(|d| d <= now) {
+            // SPEC §4: no answer within the ring timeout.
+            self.ring_deadline = None;
+            let no_answer = (StatusCode::TEMPORARILY_UNAVAILABLE, String::new());
+            self.fail_over(Some(no_answer), fx);
         }
         let mut give_up = false;
         if let Some(ok) = &mut self.ok {
@@ -985,7 +1116,7 @@ impl Call {
             if self.phase == Phase::Confirmed {
                 tracing::info!(
                     call_id = %self.a.call_id,
-                    trunk = self.terms.trunk.id(),
+                    trunk = ?self.terms.trunk_id(),
                     "call ended by sipfront: maximum duration reached, BYE on both legs"
                 );
             }
@@ -1022,7 +1153,7 @@ impl Call {
         Some(Cdr {
             call_id: self.a.call_id.clone(),
             start_unix_ms: wall.unix_ms(self.started_at),
-            direction: Direction::Placed,
+            direction: self.terms.direction,
             from: if caller.is_empty() {
                 crate::sip::NameAddr::parse(self.b.local_addr.as_bytes())
                     .and_then(|n| n.uri.user.map(str::to_owned))
@@ -1036,8 +1167,8 @@ impl Call {
             sip_code: code,
             per_minute: rate.map_or(0.0, |r| r.per_minute),
             destination: rate.map_or_else(String::new, |r| r.name.clone()),
-            sip_trunk: self.terms.trunk.login().to_owned(),
-            trunk_id: Some(self.terms.trunk.id()),
+            sip_trunk: self.terms.sip_trunk().to_owned(),
+            trunk_id: self.terms.trunk_id(),
         })
     }
 

@@ -38,26 +38,25 @@ mod admission;
 mod call;
 mod health;
 mod leg;
+mod plan;
 mod table;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::auth::TrunkId;
 use crate::cdr::{Cdr, Direction, Disposition};
 use crate::config::TrunkConfig;
-use crate::policy::{OnNetTarget, Route};
-use crate::routing::{Hop, Upstream, Upstreams};
+use crate::routing::{Locations, Upstreams};
 use crate::sip::build::ResponseBuilder;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transaction::{TimerConfig, TransactionEvent, TransactionKey};
 
-pub use admission::{Admission, Admitted, Refusal};
+pub use admission::{Admission, Admitted, ChannelKey, Refusal, DEST_PSTN, DEST_TRUNK, DEST_URI};
 pub use call::Phase;
 pub use leg::{Local, Side};
 
@@ -77,6 +76,9 @@ pub struct B2buaConfig {
     /// An upstream that sends no response at all within this is skipped
     /// (fail-over before Timer B's 32 s). Default 5 s.
     pub no_answer_failover: Duration,
+    /// A DID destination that does not answer within this is given up for
+    /// the next one (SPEC §4 "ring timeout"). Default 30 s.
+    pub ring_timeout: Duration,
     /// How long an ended call may wait for its transactions before it is
     /// dropped from the table regardless (default 64·T1 + T4 + 1 s).
     pub linger: Duration,
@@ -131,6 +133,7 @@ impl B2buaConfig {
             timers,
             max_call_duration: Duration::from_secs(4 * 3600),
             no_answer_failover: Duration::from_secs(5),
+            ring_timeout: Duration::from_secs(30),
             linger: timers.t1x64() + timers.t4 + Duration::from_secs(1),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
             wall: WallClock::now(),
@@ -270,7 +273,12 @@ impl B2bua {
     /// Outbound calls of one trunk holding a channel (SPEC §3 "channels"):
     /// from the INVITE until the A-leg's final failure or the call's end.
     pub fn calls_of_trunk(&self, trunk: u64) -> u32 {
-        self.table.channels(trunk)
+        self.table.channels(&ChannelKey::Trunk(trunk))
+    }
+
+    /// Inbound calls holding a channel of DID `number` (SPEC §4).
+    pub fn calls_of_did(&self, number: &str) -> u32 {
+        self.table.channels(&ChannelKey::Did(Arc::from(number)))
     }
 
     /// Swaps in a new admission snapshot: new calls see it at once, calls
@@ -400,6 +408,7 @@ impl B2bua {
         key: TransactionKey,
         source: SocketAddr,
         transport: Transport,
+        locations: &dyn Locations,
         now: Instant,
     ) {
         let trusted = self.upstreams.is_trusted(source.ip());
@@ -407,21 +416,31 @@ impl B2bua {
         let table = &self.table;
         let admitted = self
             .admission
-            .admit(msg, source.ip(), trusted, now_unix, |id| table.channels(id));
+            .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k));
         let admitted = match admitted {
             Ok(a) => a,
             Err(refusal) => {
                 let r = self.rejection(&refusal, source, now);
                 if let Refusal::Policy { trunk, .. } = &refusal {
-                    self.record_refusal(msg, trunk, None, r.status, now);
+                    self.record_refusal(msg, Some(trunk), None, r.status, now);
                 }
                 return self.refuse(msg, &key, source, r);
             }
         };
-        let plan = match self.plan(&admitted) {
+        let seed = self.next_seed();
+        let planner = plan::Planner {
+            upstreams: &self.upstreams,
+            admission: &self.admission,
+            locations,
+            domain: &self.cfg.local.public_address,
+            seed,
+            now,
+        };
+        let plan = match planner.plan(&admitted) {
             Ok(p) => p,
             Err(r) => {
-                self.record_refusal(msg, &admitted.trunk, Some(&admitted), r.status, now);
+                let trunk = admitted.trunk.as_deref();
+                self.record_refusal(msg, trunk, Some(&admitted), r.status, now);
                 return self.refuse(msg, &key, source, r);
             }
         };
@@ -433,11 +452,11 @@ impl B2bua {
             plan,
             admitted,
         };
-        let trunk = Arc::clone(&new.admitted.trunk);
+        let trunk = new.admitted.trunk.clone();
         let call = match Call::new(new, &self.cfg, now) {
             Ok(c) => c,
             Err(status) => {
-                self.record_refusal(msg, &trunk, None, status, now);
+                self.record_refusal(msg, trunk.as_deref(), None, status, now);
                 let r = Rejection::new(status, &"the INVITE cannot be relayed");
                 return self.refuse(msg, &key, source, r);
             }
@@ -464,7 +483,7 @@ impl B2bua {
     fn record_refusal(
         &mut self,
         msg: &Message,
-        trunk: &TrunkConfig,
+        trunk: Option<&TrunkConfig>,
         admitted: Option<&Admitted>,
         status: StatusCode,
         now: Instant,
@@ -476,7 +495,11 @@ impl B2bua {
         let (from, to) = match admitted {
             Some(a) => (a.decision.caller_id.clone(), a.decision.number.clone()),
             None => (
-                user(msg.from().ok()),
+                // The caller ID the call would have carried, as on answered calls.
+                match trunk {
+                    Some(t) => crate::policy::caller_id(t, Some(&user(msg.from().ok()))),
+                    None => user(msg.from().ok()),
+                },
                 msg.request_uri()
                     .and_then(|u| u.user.map(str::to_owned))
                     .unwrap_or_else(|| user(msg.to().ok())),
@@ -486,7 +509,7 @@ impl B2bua {
         self.records.push_back(Cdr {
             call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
             start_unix_ms: self.cfg.wall.unix_ms(now),
-            direction: Direction::Placed,
+            direction: admitted.map_or(Direction::Placed, |a| a.direction),
             from,
             to,
             duration_s: 0,
@@ -494,8 +517,11 @@ impl B2bua {
             sip_code: status.0,
             per_minute: rate.map_or(0.0, |r| r.per_minute),
             destination: rate.map_or_else(String::new, |r| r.name.clone()),
-            sip_trunk: trunk.login().to_owned(),
-            trunk_id: Some(trunk.id()),
+            sip_trunk: admitted.map_or_else(
+                || trunk.map_or("", |t| t.login()).to_owned(),
+                |a| a.sip_trunk().to_owned(),
+            ),
+            trunk_id: trunk.map(|t| t.id()),
         });
     }
 
@@ -510,44 +536,6 @@ impl B2bua {
                 call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
                 call.force_end(fx);
             });
-        }
-    }
-
-    /// The hops of an admitted call: upstreams by priority then weight
-    /// (off-net), or the other trunk's `host_request` address (on-net, until
-    /// the registrar gives trunks registered contacts).
-    fn plan(&mut self, admitted: &Admitted) -> Result<Vec<Hop>, Rejection> {
-        match admitted.decision.route {
-            Route::OffNet(_) => {
-                let seed = self.next_seed();
-                let plan: Vec<Hop> = (self.upstreams.plan(seed).iter())
-                    .filter_map(|&i| self.upstreams.get(i).map(Upstream::hop))
-                    .collect();
-                if plan.is_empty() {
-                    let why = "no upstream configured";
-                    return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &why));
-                }
-                Ok(plan)
-            }
-            Route::OnNet(OnNetTarget::Trunk(TrunkId(id))) => self
-                .admission
-                .trunk(id)
-                .and_then(|t| t.host_request.trim().parse::<IpAddr>().ok())
-                .map(|ip| vec![Hop::new(SocketAddr::new(ip, 5060), Transport::Udp)])
-                .ok_or_else(|| {
-                    let why = format!(
-                        "on-net call to trunk {id} ({}): it has no address until it registers",
-                        admitted.decision.number
-                    );
-                    Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why)
-                }),
-            Route::OnNet(OnNetTarget::Did) => {
-                let why = format!(
-                    "on-net call to our DID {}: DID routing is not built yet",
-                    admitted.decision.number
-                );
-                Err(Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why))
-            }
         }
     }
 

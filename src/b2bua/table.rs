@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::call::Call;
 use super::leg::Side;
+use super::ChannelKey;
 use crate::sip::Message;
 use crate::transaction::TransactionKey;
 
@@ -57,9 +58,9 @@ pub(crate) struct SessionTable {
     pub(crate) dialogs: HashMap<DialogKey, CallId>,
     pub(crate) clients: HashMap<TransactionKey, (CallId, Purpose)>,
     pub(crate) invites: HashMap<TransactionKey, CallId>,
-    /// Per trunk, calls holding a channel (ARCHITECTURE.md: channel counts
-    /// are derived from the session table, kept here as it changes).
-    pub(crate) channels: HashMap<u64, u32>,
+    /// Per trunk or DID, calls holding a channel (ARCHITECTURE.md: channel
+    /// counts are derived from the session table, kept here as it changes).
+    pub(crate) channels: HashMap<ChannelKey, u32>,
     next: CallId,
 }
 
@@ -68,7 +69,7 @@ impl SessionTable {
     pub(crate) fn insert(&mut self, mut call: Call) -> CallId {
         if call.holds_channel() {
             call.channel = true;
-            *self.channels.entry(call.terms.trunk.id()).or_default() += 1;
+            *self.channels.entry(call.terms.channel()).or_default() += 1;
         }
         let id = self.next;
         self.next = self.next.wrapping_add(1);
@@ -90,9 +91,9 @@ impl SessionTable {
         Some(call)
     }
 
-    /// Calls of `trunk` holding a channel.
-    pub(crate) fn channels(&self, trunk: u64) -> u32 {
-        self.channels.get(&trunk).copied().unwrap_or(0)
+    /// Calls holding a channel of `key`.
+    pub(crate) fn channels(&self, key: &ChannelKey) -> u32 {
+        self.channels.get(key).copied().unwrap_or(0)
     }
 
     /// The call and leg a dialog key names.
@@ -110,16 +111,16 @@ impl SessionTable {
 
 /// Gives `call`'s channel back (a failure answered, the end of the call,
 /// or its removal however that happened); a no-op if it holds none.
-pub(crate) fn release_channel(channels: &mut HashMap<u64, u32>, call: &mut Call) {
+pub(crate) fn release_channel(channels: &mut HashMap<ChannelKey, u32>, call: &mut Call) {
     if !call.channel {
         return;
     }
     call.channel = false;
-    let trunk = call.terms.trunk.id();
-    if let Some(n) = channels.get_mut(&trunk) {
+    let key = call.terms.channel();
+    if let Some(n) = channels.get_mut(&key) {
         *n = n.saturating_sub(1);
         if *n == 0 {
-            channels.remove(&trunk);
+            channels.remove(&key);
         }
     }
 }

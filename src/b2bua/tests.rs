@@ -1182,3 +1182,94 @@ fn hang_up_all_ends_every_call_and_records_each_at_once() {
     assert_eq!(codes.len(), 2, "{got:#?}");
     assert!(codes.contains(&200) && codes.contains(&503), "{codes:?}");
 }
+
+// ---- inbound DID calls (SPEC §4) --------------------------------------
+
+/// A trusted carrier at `CARRIER` and one upstream for PSTN destinations.
+const CARRIER: &str = "127.0.0.5:5060";
+const PHONE: &str = "127.0.0.7:5060";
+const PBX2: &str = "127.0.0.8:5060";
+
+fn did_harness(did: &str) -> H {
+    let trunks = format!(
+        "[[trunk]]\nid = 2\nname = \"36465\"\nhost_request = \"127.0.0.8\"\ndidinfo_enabled = true\n\
+         [[trunk]]\nid = 3\nname = \"36466\"\npassword = \"p\"\n{did}"
+    );
+    H::with(move |c| {
+        c.upstreams = Upstreams::from_config(&[UpstreamConfig {
+            trusted: true,
+            ..upstream("carrier", &format!("sip:{CARRIER}"), 1)
+        }])
+        .unwrap();
+        c.admission = admission(&trunks);
+    })
+}
+
+#[test]
+fn did_call_reaches_its_trunk_with_the_did_in_to_and_a_received_cdr() {
+    let mut h = did_harness(
+        "[[did]]\nnumber = \"12565378257\"\ndestinations = [{ transport = 5, destination = \"36465\" }]\n",
+    );
+    let out = h.feed(CARRIER, a_invite_n(1, "+12565378257", &[]));
+    assert_eq!(status_to(&out, CARRIER), vec![100]);
+    let inv = request_to(&out, PBX2, Method::Invite).expect("to the trunk's address");
+    assert_eq!(
+        inv.to().unwrap().uri.user,
+        Some("12565378257"),
+        "didinfo_enabled"
+    );
+    let out = h.feed(PBX2, b_response(&inv, 486, ""));
+    assert_eq!(status_to(&out, CARRIER), vec![486]);
+    let cdr = cdrs(&mut h).pop().expect("a CDR");
+    assert_eq!(cdr.direction, crate::cdr::Direction::Received);
+    assert_eq!(
+        (cdr.to.as_str(), cdr.sip_trunk.as_str()),
+        ("12565378257", "36465")
+    );
+}
+
+#[test]
+fn unknown_did_is_404_and_did_channels_give_486() {
+    let mut h = did_harness(
+        "[[did]]\nnumber = \"12565378257\"\nchannels = 1\n\
+         destinations = [{ transport = 1, destination = \"sip:phone@127.0.0.7:5060\" }]\n",
+    );
+    let out = h.feed(CARRIER, a_invite_n(1, "19999999999", &[]));
+    assert_eq!(status_to(&out, CARRIER), vec![404]);
+    let out = h.feed(CARRIER, a_invite_n(2, "12565378257", &[]));
+    let inv = request_to(&out, PHONE, Method::Invite).expect("to the SIP URI");
+    assert_eq!(inv.request_uri_str(), Some("sip:phone@127.0.0.7:5060"));
+    let out = h.feed(CARRIER, a_invite_n(3, "12565378257", &[]));
+    assert_eq!(status_to(&out, CARRIER), vec![486]);
+    assert_eq!(h.ep.b2bua().calls_of_did("12565378257"), 1);
+}
+
+#[test]
+fn hunting_moves_on_after_busy_after_ringing_and_after_the_ring_timeout() {
+    let mut h = did_harness(
+        "[[did]]\nnumber = \"12565378257\"\ndestinations = [\n\
+         { transport = 1, destination = \"sip:phone@127.0.0.7:5060\", priority = 1 },\n\
+         { transport = 5, destination = \"36465\", priority = 2 },\n\
+         { transport = 4, destination = \"+4420\", priority = 3 },\n]\n",
+    );
+    let out = h.feed(CARRIER, a_invite_n(1, "12565378257", &[]));
+    let first = request_to(&out, PHONE, Method::Invite).unwrap();
+    // Rings, then busy: the next destination, though 180 reached the caller.
+    let out = h.feed(PHONE, b_response(&first, 180, ""));
+    assert_eq!(status_to(&out, CARRIER), vec![180]);
+    let out = h.feed(PHONE, b_response(&first, 486, ""));
+    assert!(
+        status_to(&out, CARRIER).is_empty(),
+        "no final to the caller yet"
+    );
+    let second = request_to(&out, PBX2, Method::Invite).expect("second destination");
+    h.feed(PBX2, b_response(&second, 180, ""));
+    // No answer within the ring timeout: CANCEL, then the PSTN destination.
+    let out = h.advance(Duration::from_secs(31));
+    assert!(request_to(&out, PBX2, Method::Cancel).is_some());
+    // The only upstream is the carrier itself: PSTN goes back out there.
+    let third = request_to(&out, CARRIER, Method::Invite).expect("PSTN via the upstream");
+    assert_eq!(third.request_uri_str(), Some("sip:4420@127.0.0.5:5060"));
+    let out = h.feed(CARRIER, b_response(&third, 200, SDP));
+    assert!(status_to(&out, CARRIER).contains(&200));
+}

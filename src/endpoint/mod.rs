@@ -296,8 +296,14 @@ impl Endpoint {
                 return;
             }
             if msg.method() == Some(&Method::Invite) {
-                self.b2bua
-                    .handle_invite(&msg, key, inbound.peer, inbound.transport, now);
+                self.b2bua.handle_invite(
+                    &msg,
+                    key,
+                    inbound.peer,
+                    inbound.transport,
+                    self.registrar.store(),
+                    now,
+                );
                 return;
             }
         }

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::routing::{Locations, Reach};
 use crate::sip::Transport;
 use crate::transport::ConnId;
 
@@ -258,5 +259,21 @@ impl LocationStore {
                 })
                 .collect();
         }
+    }
+}
+
+/// What routing needs to reach a registered trunk (SPEC §4 transport 5):
+/// the Contact URI as Request-URI, sent to the REGISTER's source address
+/// over its transport.
+impl Locations for LocationStore {
+    fn reach(&self, login: &str, now: Instant) -> Vec<Reach> {
+        self.lookup(login, now)
+            .into_iter()
+            .map(|b| Reach {
+                uri: b.contact.clone(),
+                addr: b.source,
+                transport: b.transport,
+            })
+            .collect()
     }
 }

@@ -1,40 +1,54 @@
-//! Where one B-leg attempt goes: an upstream gateway, or (on-net) another
-//! trunk's own address.
+//! Where one B-leg attempt goes: an upstream gateway, another trunk's own
+//! address, a registered contact (reached at the address it registered
+//! from), or a SIP URI destination of a DID.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::Transport;
 
-/// The next hop of one attempt.
+/// The next hop of one attempt, with the Request-URI and To it carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hop {
-    /// Where requests go.
+    /// Where requests go (for a registered contact: its NAT source address).
     pub addr: SocketAddr,
-    /// `host:port` as written in the Request-URI and To of the B-leg.
-    pub hostport: String,
     /// Transport toward it.
     pub transport: Transport,
+    /// Request-URI of the B-leg INVITE.
+    pub uri: String,
+    /// To URI of the B-leg.
+    pub to: String,
+    /// Hops with the same fork number ring at once (parallel forking to a
+    /// trunk's registered contacts); each new number is the next step of
+    /// the hunt.
+    pub fork: u32,
 }
 
 impl Hop {
-    /// A hop to `addr` over `transport`.
-    pub fn new(addr: SocketAddr, transport: Transport) -> Hop {
-        let hostport = match addr.ip() {
-            IpAddr::V4(a) => format!("{a}:{}", addr.port()),
-            IpAddr::V6(a) => format!("[{a}]:{}", addr.port()),
-        };
+    /// `sip:{number}@{addr}` over `transport` (upstreams, `host_request`).
+    pub fn number_at(number: &str, addr: SocketAddr, transport: Transport, fork: u32) -> Hop {
+        let uri = format!("sip:{number}@{}{}", hostport(addr), uri_param(transport));
         Hop {
             addr,
-            hostport,
             transport,
+            to: uri.clone(),
+            uri,
+            fork,
         }
     }
+}
 
-    /// `;transport=tcp` for the Request-URI when not UDP.
-    pub fn uri_param(&self) -> &'static str {
-        match self.transport {
-            Transport::Tcp => ";transport=tcp",
-            _ => "",
-        }
+/// `host:port`, IPv6 in brackets.
+pub fn hostport(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(a) => format!("{a}:{}", addr.port()),
+        IpAddr::V6(a) => format!("[{a}]:{}", addr.port()),
+    }
+}
+
+/// `;transport=tcp` for a URI when not UDP.
+fn uri_param(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => ";transport=tcp",
+        _ => "",
     }
 }

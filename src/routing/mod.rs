@@ -3,7 +3,9 @@
 //! Sans-IO: randomness is an argument, so selection is testable.
 
 mod hop;
+mod locations;
 mod upstream;
 
-pub use hop::Hop;
+pub use hop::{hostport, Hop};
+pub use locations::{Locations, NoLocations, Reach};
 pub use upstream::{Upstream, UpstreamError, Upstreams};

@@ -71,12 +71,11 @@ impl Upstream {
                 _ => return Err(UpstreamError::BadTransport(c.name.clone())),
             },
         };
-        let port = uri.port.unwrap_or(5060);
-        let hop = Hop::new(SocketAddr::new(ip, port), transport);
+        let addr = SocketAddr::new(ip, uri.port.unwrap_or(5060));
         Ok(Upstream {
             name: c.name.clone(),
-            addr: hop.addr,
-            hostport: hop.hostport,
+            addr,
+            hostport: super::hop::hostport(addr),
             transport,
             priority: c.priority,
             weight: c.weight,
@@ -86,13 +85,9 @@ impl Upstream {
         })
     }
 
-    /// Where an attempt to this upstream goes.
-    pub fn hop(&self) -> Hop {
-        Hop {
-            addr: self.addr,
-            hostport: self.hostport.clone(),
-            transport: self.transport,
-        }
+    /// An attempt to call `number` through this upstream.
+    pub fn hop(&self, number: &str, fork: u32) -> Hop {
+        Hop::number_at(number, self.addr, self.transport, fork)
     }
 
     /// The host of the upstream as a [`Host`] (tests and logs).

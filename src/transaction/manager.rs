@@ -415,6 +415,15 @@ impl Transactions {
         };
         self.scratch = out;
         self.apply(id);
+        if (200..300).contains(&code) {
+            // RFC 6026: in Accepted the transaction never resends its 2xx
+            // (the TU does), so it need not hold it for 64·T1.
+            if let Some(tx) = self.txs.get_mut(&id) {
+                if matches!(tx.machine, Machine::ServerInvite(_)) {
+                    tx.last_response = None;
+                }
+            }
+        }
         self.prune();
         accepted
     }
@@ -484,6 +493,11 @@ impl Transactions {
             if let Some(invite) = &tx.request {
                 tx.ack = Some(build::ack_for_non_2xx(invite, msg));
             }
+        }
+        if status.0 >= 200 {
+            // No state after a final response resends the request: drop it
+            // rather than hold it through Timer K/M (up to 64·T1).
+            tx.request = None;
         }
         self.scratch = out;
         self.apply(id);

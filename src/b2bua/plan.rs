@@ -1,0 +1,152 @@
+//! The hops of an admitted call, in hunting order (SPEC §3 "route", §4):
+//! off-net numbers go to the upstreams by priority then weight; a trunk is
+//! reached at its registered contacts, all at once (one fork), else at its
+//! `host_request` address; a DID's destinations are tried by priority.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::admission::{Admission, Admitted, DEST_PSTN, DEST_TRUNK, DEST_URI};
+use super::Rejection;
+use crate::auth::TrunkId;
+use crate::config::{DidConfig, TrunkConfig};
+use crate::policy::{OnNetTarget, Route};
+use crate::routing::{Hop, Locations, Upstream, Upstreams};
+use crate::sip::{StatusCode, Transport, Uri};
+
+/// What planning reads.
+pub(crate) struct Planner<'a> {
+    pub(crate) upstreams: &'a Upstreams,
+    pub(crate) admission: &'a Admission,
+    pub(crate) locations: &'a dyn Locations,
+    /// Host part of the To URI toward trunks (`server.public_address`).
+    pub(crate) domain: &'a str,
+    /// Drives the weighted upstream order.
+    pub(crate) seed: u64,
+    pub(crate) now: Instant,
+}
+
+impl Planner<'_> {
+    /// The hops of `admitted`, or the refusal when none is reachable.
+    pub(crate) fn plan(&self, admitted: &Admitted) -> Result<Vec<Hop>, Rejection> {
+        let number = &admitted.decision.number;
+        let mut fork = 0;
+        let hops = match (&admitted.decision.route, &admitted.did) {
+            (Route::OffNet(_), _) => {
+                let hops = self.upstream_hops(number, &mut fork);
+                if hops.is_empty() {
+                    let why = "no upstream configured";
+                    return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &why));
+                }
+                hops
+            }
+            (Route::OnNet(OnNetTarget::Trunk(TrunkId(id))), _) => match self.admission.trunk(*id) {
+                Some(t) => self.trunk_hops(t, number, &mut fork),
+                None => Vec::new(),
+            },
+            (Route::OnNet(OnNetTarget::Did), Some(did)) => self.did_hops(did, &mut fork),
+            (Route::OnNet(OnNetTarget::Did), None) => Vec::new(),
+        };
+        if hops.is_empty() {
+            let why = format!("{number}: no destination is reachable (not registered, no address)");
+            return Err(Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why));
+        }
+        Ok(hops)
+    }
+
+    /// `number` through each upstream in fail-over order, one step each.
+    fn upstream_hops(&self, number: &str, fork: &mut u32) -> Vec<Hop> {
+        self.upstreams
+            .plan(self.seed)
+            .iter()
+            .filter_map(|&i| self.upstreams.get(i))
+            .map(|u: &Upstream| {
+                *fork += 1;
+                u.hop(number, *fork)
+            })
+            .collect()
+    }
+
+    /// A trunk: all its registered contacts ring at once, at the address and
+    /// over the transport they registered from; without any, its
+    /// `host_request` address. The To user is `to_user`.
+    fn trunk_hops(&self, trunk: &TrunkConfig, to_user: &str, fork: &mut u32) -> Vec<Hop> {
+        *fork += 1;
+        let to = format!("sip:{to_user}@{}", self.domain);
+        let contacts: Vec<Hop> = self
+            .locations
+            .reach(trunk.login(), self.now)
+            .into_iter()
+            .map(|r| Hop {
+                addr: r.addr,
+                transport: r.transport,
+                uri: r.uri,
+                to: to.clone(),
+                fork: *fork,
+            })
+            .collect();
+        if !contacts.is_empty() {
+            return contacts;
+        }
+        match trunk.host_request.trim().parse::<IpAddr>() {
+            Ok(ip) => vec![Hop::number_at(
+                to_user,
+                SocketAddr::new(ip, 5060),
+                Transport::Udp,
+                *fork,
+            )],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A DID's destinations by priority (SPEC §4); `didinfo_enabled` on a
+    /// destination trunk puts the DID in To, else its login.
+    fn did_hops(&self, did: &DidConfig, fork: &mut u32) -> Vec<Hop> {
+        let mut dests: Vec<_> = did.destinations.iter().collect();
+        dests.sort_by_key(|d| d.priority);
+        let mut hops = Vec::new();
+        for d in dests {
+            match d.transport {
+                DEST_TRUNK => {
+                    if let Some(t) = self.admission.trunk_by_login(&d.destination) {
+                        let to_user = if t.didinfo_enabled {
+                            did.number.as_str()
+                        } else {
+                            t.login()
+                        };
+                        hops.extend(self.trunk_hops(t, to_user, fork));
+                    }
+                }
+                DEST_URI => {
+                    if let Some(hop) = uri_hop(&d.destination, *fork + 1) {
+                        *fork += 1;
+                        hops.push(hop);
+                    }
+                }
+                DEST_PSTN => {
+                    let n = d.destination.trim().trim_start_matches('+');
+                    hops.extend(self.upstream_hops(n, fork));
+                }
+                _ => {}
+            }
+        }
+        hops
+    }
+}
+
+/// A SIP URI destination (host must be an IP literal: no DNS yet).
+fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
+    let u = Uri::parse(uri.trim())?;
+    let ip = u.host.ip()?;
+    let transport = match u.transport_param() {
+        Some(t) => Transport::from_token(t)?,
+        None => Transport::Udp,
+    };
+    Some(Hop {
+        addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+        transport,
+        uri: uri.trim().to_owned(),
+        to: uri.trim().to_owned(),
+        fork,
+    })
+}
