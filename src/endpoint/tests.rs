@@ -342,3 +342,65 @@ fn register_from_old_baresip_is_offered_md5_only() {
     assert!(!crate::auth::md5_only_user_agent(b"Linphone/5.0"));
     assert!(!crate::auth::md5_only_user_agent(b"baresip v1"));
 }
+
+#[test]
+fn did_call_to_a_registered_trunk_goes_to_its_nat_source() {
+    use crate::b2bua::Admission;
+    use crate::config::{Config, ConfigSource, UpstreamConfig};
+    use crate::routing::Upstreams;
+    let text = "[[trunk]]\nid = 3\nname = \"100\"\npassword = \"pw\"\n\
+                [[did]]\nnumber = \"12565378257\"\n\
+                destinations = [{ transport = 5, destination = \"100\" }]\n";
+    let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
+    let carrier: SocketAddr = "127.0.0.5:5060".parse().unwrap();
+    let mut ep = Endpoint::new(EndpointConfig {
+        admission: std::sync::Arc::new(Admission::new(&cfg, [9; 32])),
+        upstreams: Upstreams::from_config(&[UpstreamConfig {
+            name: "carrier".to_owned(),
+            uri: format!("sip:{carrier}"),
+            priority: 1,
+            weight: 1,
+            ping_interval_s: 0,
+            trusted: true,
+        }])
+        .unwrap(),
+        ..EndpointConfig::default()
+    });
+    let t0 = Instant::now();
+    // The phone behind NAT: Contact names its private address, the
+    // packets come from PEER.
+    let r = exchange(&mut ep, &register_req(1, ""), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(&mut ep, &register_req(2, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+
+    let invite = "INVITE sip:12565378257@sipfront.local SIP/2.0\r\n\
+                  Via: SIP/2.0/UDP 127.0.0.5:5060;branch=z9hG4bK-did-1;rport\r\n\
+                  Max-Forwards: 70\r\n\
+                  From: <sip:12125550100@127.0.0.5>;tag=c1\r\n\
+                  To: <sip:12565378257@sipfront.local>\r\n\
+                  Call-ID: did-1@127.0.0.5\r\n\
+                  CSeq: 1 INVITE\r\n\
+                  Contact: <sip:carrier@127.0.0.5:5060>\r\n\
+                  Content-Length: 0\r\n\r\n";
+    ep.handle(
+        Inbound {
+            bytes: Bytes::copy_from_slice(invite.as_bytes()),
+            peer: carrier,
+            local: LOCAL.parse().unwrap(),
+            transport: Transport::Udp,
+            conn: None,
+        },
+        t0,
+    );
+    let mut to_phone = None;
+    while let Some(t) = ep.poll_transmit() {
+        let m = Message::parse(t.bytes).unwrap();
+        if m.is_request() {
+            to_phone = Some((t.dest, m));
+        }
+    }
+    let (dest, inv) = to_phone.expect("an INVITE toward the registered trunk");
+    assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap(), "the NAT source");
+    assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
+}
