@@ -47,7 +47,6 @@ fn bad(reason: &str) -> RegisterOutcome {
     RegisterOutcome::refuse(StatusCode::BAD_REQUEST, reason)
 }
 
-#[allow(clippy::too_many_lines)]
 pub(super) fn register(
     r: &mut Registrar,
     req: &Message,
