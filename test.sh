@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole sipfront test suite, from a fresh machine: installs what the tests
-# need when it is missing (SIPp), then format, lint, build and every test.
+# need when it is missing (SIPp, baresip), then format, lint, build and every test.
 # CI runs this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,10 +9,13 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v sipp >/dev/null 2>&1; then
-    echo "== installing SIPp (Debian package sip-tester)"
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || missing+=(baresip)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester </dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi
 if ! command -v baresip >/dev/null 2>&1; then
     echo "== installing baresip (Debian package baresip-core; a real softphone for tests/did_calls.rs and tests/registrar.rs)"
@@ -25,7 +28,7 @@ for comp in rustfmt clippy; do
     fi
 done
 
-echo "== sipp: $(command -v sipp)"
+echo "== sipp: $(command -v sipp), baresip: $(command -v baresip)"
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --all-targets -- -D warnings"

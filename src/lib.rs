@@ -13,6 +13,7 @@ pub mod cdr;
 pub mod config;
 pub mod endpoint;
 pub mod policy;
+pub mod registrar;
 pub mod routing;
 pub mod sip;
 pub mod transaction;

@@ -149,6 +149,19 @@ impl AuthError {
     }
 }
 
+/// Whether a User-Agent is known to fail on a challenge list that names
+/// SHA-256 next to MD5 (RFC 8760 §2.4 says a UA picks the one it supports;
+/// these abort instead): baresip 0.x and 1.x, whose libre treats any
+/// non-MD5 `WWW-Authenticate` as fatal (`Function not implemented`) even
+/// after a usable MD5 one. Debian 12 ships baresip 1.0.0.
+pub fn md5_only_user_agent(user_agent: &[u8]) -> bool {
+    let ua = user_agent.trim_ascii_start();
+    let Some(rest) = ua.strip_prefix(b"baresip v") else {
+        return false;
+    };
+    matches!(rest, [b'0' | b'1', b'.', ..])
+}
+
 /// Stored credentials of one digest trunk: HA1 for both hashes, as hex.
 #[derive(Clone)]
 struct Ha1s {
@@ -311,12 +324,30 @@ impl Authenticator {
         now_unix: u64,
         stale: bool,
     ) -> Vec<String> {
+        self.challenge_algorithms(kind, source, now_unix, stale, true)
+    }
+
+    /// [`Authenticator::challenge`] offering SHA-256 only when `sha256`;
+    /// MD5 alone otherwise (see [`md5_only_user_agent`]).
+    pub fn challenge_algorithms(
+        &self,
+        kind: ChallengeKind,
+        source: IpAddr,
+        now_unix: u64,
+        stale: bool,
+        sha256: bool,
+    ) -> Vec<String> {
         let _ = kind; // same value for both headers; the kind picks the header name
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let nonce = nonce::mint(&self.secret, source, now_unix, serial);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Md5, Algorithm::Sha256]
-            .into_iter()
+        let algs: &[Algorithm] = if sha256 {
+            &[Algorithm::Md5, Algorithm::Sha256]
+        } else {
+            &[Algorithm::Md5]
+        };
+        algs.iter()
+            .copied()
             .map(|alg| {
                 format!(
                     "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
@@ -324,6 +355,48 @@ impl Authenticator {
                     alg.as_str()
                 )
             })
+            .collect()
+    }
+
+    /// The extra response headers owed for a refusal `err` of a request
+    /// from `source`: a fresh challenge (`stale=true` after an expired
+    /// nonce) in `WWW-Authenticate`/`Proxy-Authenticate` when
+    /// [`AuthError::challenge_kind`] is `Some`, nothing for `403`. Used
+    /// for INVITE (407) and REGISTER (401) alike.
+    pub fn rejection_headers(
+        &self,
+        err: &AuthError,
+        source: IpAddr,
+        now_unix: u64,
+    ) -> Vec<(&'static str, String)> {
+        let Some(kind) = err.challenge_kind() else {
+            return Vec::new();
+        };
+        self.challenge(kind, source, now_unix, err.is_stale())
+            .into_iter()
+            .map(|v| (kind.challenge_header(), v))
+            .collect()
+    }
+
+    /// [`Authenticator::rejection_headers`] for the request `req`: MD5
+    /// alone when its User-Agent is one that gives up on a challenge list
+    /// naming SHA-256 ([`md5_only_user_agent`]), both otherwise.
+    pub fn rejection_headers_for(
+        &self,
+        err: &AuthError,
+        req: &Message,
+        source: IpAddr,
+        now_unix: u64,
+    ) -> Vec<(&'static str, String)> {
+        let Some(kind) = err.challenge_kind() else {
+            return Vec::new();
+        };
+        let sha256 = !req
+            .header(&HeaderName::UserAgent)
+            .is_some_and(md5_only_user_agent);
+        self.challenge_algorithms(kind, source, now_unix, err.is_stale(), sha256)
+            .into_iter()
+            .map(|v| (kind.challenge_header(), v))
             .collect()
     }
 

@@ -358,18 +358,14 @@ impl B2bua {
     fn rejection(&self, refusal: &Refusal, source: SocketAddr, now: Instant) -> Rejection {
         let mut r = Rejection::new(refusal.status(), refusal);
         match refusal {
-            Refusal::Auth(e) => {
-                if let Some(kind) = e.challenge_kind() {
-                    let now_unix = self.cfg.wall.unix_secs(now);
-                    let auth = self.admission.auth();
-                    r.headers = auth
-                        .challenge(kind, source.ip(), now_unix, e.is_stale())
-                        .into_iter()
-                        .map(|v| (kind.challenge_header(), v))
-                        .collect();
-                    // A first INVITE without credentials is the normal start.
-                    r.challenge = matches!(e, crate::auth::AuthError::Missing(_));
-                }
+            Refusal::Auth(e) if e.challenge_kind().is_some() => {
+                let now_unix = self.cfg.wall.unix_secs(now);
+                r.headers = self
+                    .admission
+                    .auth()
+                    .rejection_headers(e, source.ip(), now_unix);
+                // A first INVITE without credentials is the normal start.
+                r.challenge = matches!(e, crate::auth::AuthError::Missing(_));
             }
             Refusal::Policy { denied, .. } => r.reason = Some(denied.reason_phrase().into_owned()),
             _ => {}

@@ -50,6 +50,9 @@ pub struct Config {
     /// `[webhooks]` (SPEC §7): global call-status webhook.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// `[registrar]`: REGISTER expiry bounds and contacts per trunk.
+    #[serde(default)]
+    pub registrar: RegistrarSettings,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -351,6 +354,35 @@ pub struct WebhooksConfig {
     pub call_status_url: String,
 }
 
+/// `[registrar]`: bounds on REGISTER (SPEC §5 "Registrar").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarSettings {
+    /// Shorter requested intervals get `423` with `Min-Expires` (seconds).
+    #[serde(default = "default_min_expires")]
+    pub min_expires: u32,
+    /// Longer requested intervals are cut to this (seconds).
+    #[serde(default = "default_max_expires")]
+    pub max_expires: u32,
+    /// Interval when the REGISTER names none (seconds).
+    #[serde(default = "default_max_expires")]
+    pub default_expires: u32,
+    /// Bindings per trunk; beyond it the oldest is evicted.
+    #[serde(default = "default_max_contacts")]
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarSettings {
+    fn default() -> Self {
+        RegistrarSettings {
+            min_expires: default_min_expires(),
+            max_expires: default_max_expires(),
+            default_expires: default_max_expires(),
+            max_contacts: default_max_contacts(),
+        }
+    }
+}
+
 /// An IP address or CIDR network (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
@@ -455,6 +487,15 @@ fn default_call_limit() -> u64 {
 }
 fn default_sync_interval() -> u64 {
     60
+}
+fn default_min_expires() -> u32 {
+    60
+}
+fn default_max_expires() -> u32 {
+    3600
+}
+fn default_max_contacts() -> usize {
+    10
 }
 fn one_u32() -> u32 {
     1

@@ -200,3 +200,48 @@ fn api_key_sha256_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn registrar_section_defaults_and_bounds() {
+    let c = parse("").unwrap();
+    assert_eq!(c.registrar, RegistrarSettings::default());
+    assert_eq!(
+        (
+            c.registrar.min_expires,
+            c.registrar.max_expires,
+            c.registrar.default_expires,
+            c.registrar.max_contacts
+        ),
+        (60, 3600, 3600, 10)
+    );
+    let c = parse("[registrar]\nmin_expires = 30\nmax_expires = 600\ndefault_expires = 300\nmax_contacts = 3\n")
+        .unwrap();
+    assert_eq!(c.registrar.default_expires, 300);
+    assert_eq!(c.registrar.max_contacts, 3);
+
+    let e = err("[registrar]\nmin_expires = 0\nmax_contacts = 0\n");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:2: registrar.min_expires")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:3: registrar.max_contacts")),
+        "{e:?}"
+    );
+    let e = err("[registrar]\nmin_expires = 100\nmax_expires = 50\ndefault_expires = 70\n");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:3: registrar.max_expires")),
+        "{e:?}"
+    );
+    let e = err("[registrar]\ndefault_expires = 7200\n");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:2: registrar.default_expires")),
+        "{e:?}"
+    );
+    let e = err("[registrar]\nmin_expire = 7\n");
+    assert!(e.iter().any(|m| m.contains("min_expire")), "{e:?}");
+}

@@ -307,6 +307,30 @@ pub(crate) fn validate(
         }
     }
 
+    // [registrar]
+    let r = &cfg.registrar;
+    if r.min_expires == 0 {
+        e.push("registrar.min_expires", "must be at least 1");
+    }
+    if r.min_expires > r.max_expires {
+        e.push(
+            "registrar.max_expires",
+            format!("must be >= min_expires ({})", r.min_expires),
+        );
+    }
+    if r.default_expires < r.min_expires || r.default_expires > r.max_expires {
+        e.push(
+            "registrar.default_expires",
+            format!(
+                "must be between min_expires ({}) and max_expires ({})",
+                r.min_expires, r.max_expires
+            ),
+        );
+    }
+    if r.max_contacts == 0 {
+        e.push("registrar.max_contacts", "must be at least 1");
+    }
+
     if e.list.is_empty() {
         Ok(())
     } else {

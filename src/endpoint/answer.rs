@@ -9,8 +9,10 @@ use crate::sip::build::{self, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, ParseError, StatusCode};
 
 /// Methods we act on today; sent in `Allow` (RFC 3261 §20.5). Everything
-/// but OPTIONS, INVITE, ACK and CANCEL only exists inside a call's dialog.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER";
+/// but OPTIONS, INVITE, ACK, CANCEL and REGISTER only exists inside a
+/// call's dialog.
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER, REGISTER";
 
 /// Option tags we support (RFC 3261 §19.2); a `Require` naming any other gets `420`.
 pub const SUPPORTED: &[&str] = &[];

@@ -15,6 +15,11 @@
 //! behind NAT). The top Via of every response carries `received`/`rport`
 //! (RFC 3581 §4, RFC 3261 §18.2.1) so the UA learns its public address.
 //!
+//! REGISTER (with or without a To tag: it has no dialog) is digest-checked
+//! (`401` challenge, `403`) and handed to the [`Registrar`], which owns the
+//! location store; its expiry timer is part of `poll_timeout`, and a closed
+//! TCP connection drops the bindings that came over it.
+//!
 //! Calls go to the [`B2bua`]: a new INVITE, every request with a To tag
 //! (in-dialog), the ACK for a 2xx, CANCEL, the responses and events of its
 //! client transactions, and transport send failures. The endpoint executes
@@ -26,6 +31,7 @@
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
+mod register;
 mod stats;
 
 use std::collections::VecDeque;
@@ -37,7 +43,8 @@ use std::sync::Arc;
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
-use crate::routing::{NoLocations, UpstreamError, Upstreams};
+use crate::registrar::{Registrar, RegistrarConfig};
+use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
@@ -58,6 +65,8 @@ pub struct EndpointConfig {
     pub upstreams: Upstreams,
     /// Who may call and on what terms (SPEC §3).
     pub admission: Arc<Admission>,
+    /// REGISTER expiry bounds and contacts per trunk (`[registrar]`).
+    pub registrar: RegistrarConfig,
 }
 
 impl Default for EndpointConfig {
@@ -73,6 +82,7 @@ impl Default for EndpointConfig {
             b2bua: B2buaConfig::new(local),
             upstreams: Upstreams::default(),
             admission: Arc::new(Admission::empty("sipfront.local", rand::random())),
+            registrar: RegistrarConfig::default(),
         }
     }
 }
@@ -99,6 +109,7 @@ impl EndpointConfig {
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, rand::random()));
+        out.registrar = RegistrarConfig::from(&cfg.registrar);
         Ok(out)
     }
 }
@@ -115,6 +126,7 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     txns: Transactions,
     b2bua: B2bua,
+    registrar: Registrar,
     outbox: VecDeque<Outbound>,
     stats: Stats,
 }
@@ -128,6 +140,7 @@ impl Endpoint {
         Endpoint {
             txns: Transactions::new(cfg.timers),
             b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
+            registrar: Registrar::new(cfg.registrar),
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),
@@ -142,6 +155,12 @@ impl Endpoint {
     /// The B2BUA (session table, counters).
     pub fn b2bua(&self) -> &B2bua {
         &self.b2bua
+    }
+
+    /// The registrar and its location store (inbound calls to trunks,
+    /// `/v1/registrations`).
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
     }
 
     /// Feeds one event from the transport.
@@ -163,7 +182,7 @@ impl Endpoint {
                 }
                 self.drain_transactions(now);
             }
-            TransportEvent::Closed { .. } => {}
+            TransportEvent::Closed { conn, .. } => self.registrar.connection_closed(conn),
         }
     }
 
@@ -184,14 +203,19 @@ impl Endpoint {
         self.drain_transactions(now);
         self.b2bua.handle_timeout(now);
         self.drain_transactions(now);
+        self.registrar.handle_timeout(now);
     }
 
     /// The earliest instant at which `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.txns.poll_timeout(), self.b2bua.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.txns.poll_timeout(),
+            self.b2bua.poll_timeout(),
+            self.registrar.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next call record to queue to the store (drain after each input,
@@ -213,6 +237,8 @@ impl Endpoint {
     pub fn reload(&mut self, cfg: &Config) {
         let admission = self.b2bua.admission().reload(cfg);
         self.b2bua.set_admission(Arc::new(admission));
+        self.registrar
+            .set_config(RegistrarConfig::from(&cfg.registrar));
     }
 
     /// The next message to put on the wire.
@@ -259,6 +285,11 @@ impl Endpoint {
                     .respond(&key, response.bytes, response.status, now);
                 return;
             }
+            // REGISTER has no dialog, whatever its To tag says.
+            if msg.method() == Some(&Method::Register) {
+                self.handle_register(&msg, key, inbound, now);
+                return;
+            }
             let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
             if in_dialog {
                 self.b2bua.handle_in_dialog(&msg, key, inbound.peer, now);
@@ -270,7 +301,7 @@ impl Endpoint {
                     key,
                     inbound.peer,
                     inbound.transport,
-                    &NoLocations,
+                    self.registrar.store(),
                     now,
                 );
                 return;

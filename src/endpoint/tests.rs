@@ -209,3 +209,198 @@ fn stray_response_is_counted_not_forwarded() {
     assert!(exchange(&mut ep, text, Instant::now()).is_empty());
     assert_eq!(ep.stats().unmatched_responses, 1);
 }
+
+// ---- REGISTER (digest, then the registrar) ---------------------------------
+
+fn register_ep() -> Endpoint {
+    use crate::b2bua::Admission;
+    use crate::config::{Config, ConfigSource};
+    let text = "[[trunk]]\nid = 3\nname = \"100\"\npassword = \"pw\"\n";
+    let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
+    Endpoint::new(EndpointConfig {
+        admission: std::sync::Arc::new(Admission::new(&cfg, [9; 32])),
+        ..EndpointConfig::default()
+    })
+}
+
+fn register_req(cseq: u32, extra: &str) -> String {
+    format!(
+        "REGISTER sip:sipfront.local SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-reg-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@sipfront.local>;tag=r1\r\n\
+         To: <sip:100@sipfront.local>\r\n\
+         Call-ID: reg@10.0.0.7\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:100@10.0.0.7:5062>\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The Authorization a UA computes for a 401 (MD5, nc 1).
+fn www_credentials(challenge: &Message, password: &str) -> String {
+    use crate::auth::{ha1, response, Algorithm};
+    let md5 = challenge
+        .headers(&HeaderName::WwwAuthenticate)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .find(|v| v.contains("algorithm=MD5"))
+        .expect("an MD5 challenge");
+    let nonce = md5
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let uri = "sip:sipfront.local";
+    let ha1 = ha1(false, "100", "sipfront.local", password);
+    let resp = response(
+        Algorithm::Md5,
+        &ha1,
+        nonce,
+        1,
+        "c0ffee",
+        "auth",
+        "REGISTER",
+        uri,
+    );
+    format!(
+        "Authorization: Digest username=\"100\", realm=\"sipfront.local\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+    )
+}
+
+#[test]
+fn register_is_challenged_401_then_bound_to_the_packet_source() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, "Expires: 120\r\n"), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(r.headers(&HeaderName::WwwAuthenticate).count(), 2);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(
+        &mut ep,
+        &register_req(2, &format!("Expires: 120\r\n{creds}")),
+        t0,
+    )
+    .remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+    assert_eq!(
+        header(&r, HeaderName::Contact),
+        "<sip:100@10.0.0.7:5062>;expires=120"
+    );
+    assert!(r.to_tag().is_some());
+    let b = ep.registrar().store().lookup("100", t0);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].source, PEER.parse::<SocketAddr>().unwrap());
+    // The endpoint's timer covers the expiry.
+    assert!(ep
+        .poll_timeout()
+        .is_some_and(|t| t <= t0 + Duration::from_secs(120)));
+    ep.handle_timeout(t0 + Duration::from_secs(121));
+    assert!(ep.registrar().store().is_empty());
+}
+
+#[test]
+fn register_with_wrong_password_is_403_and_binds_nothing() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, ""), t0).remove(0);
+    let creds = www_credentials(&r, "wrong");
+    let r = exchange(&mut ep, &register_req(2, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::FORBIDDEN));
+    assert_eq!(r.headers(&HeaderName::WwwAuthenticate).count(), 0);
+    assert!(ep.registrar().store().is_empty());
+}
+
+#[test]
+fn register_too_brief_is_423_with_min_expires() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, "Expires: 10\r\n"), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(
+        &mut ep,
+        &register_req(2, &format!("Expires: 10\r\n{creds}")),
+        t0,
+    )
+    .remove(0);
+    assert_eq!(r.status(), Some(StatusCode::INTERVAL_TOO_BRIEF));
+    assert_eq!(header(&r, HeaderName::MinExpires), "60");
+}
+
+#[test]
+fn register_from_old_baresip_is_offered_md5_only() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let ua = "User-Agent: baresip v1.0.0 (x86_64/linux)\r\n";
+    let r = exchange(&mut ep, &register_req(1, ua), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    let ch: Vec<_> = r.headers(&HeaderName::WwwAuthenticate).collect();
+    assert_eq!(ch.len(), 1);
+    assert!(String::from_utf8_lossy(ch[0]).contains("algorithm=MD5"));
+    assert!(crate::auth::md5_only_user_agent(b"baresip v0.6.5"));
+    assert!(!crate::auth::md5_only_user_agent(b"baresip v3.10.1"));
+    assert!(!crate::auth::md5_only_user_agent(b"Linphone/5.0"));
+    assert!(!crate::auth::md5_only_user_agent(b"baresip v1"));
+}
+
+#[test]
+fn did_call_to_a_registered_trunk_goes_to_its_nat_source() {
+    use crate::b2bua::Admission;
+    use crate::config::{Config, ConfigSource, UpstreamConfig};
+    use crate::routing::Upstreams;
+    let text = "[[trunk]]\nid = 3\nname = \"100\"\npassword = \"pw\"\n\
+                [[did]]\nnumber = \"12565378257\"\n\
+                destinations = [{ transport = 5, destination = \"100\" }]\n";
+    let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
+    let carrier: SocketAddr = "127.0.0.5:5060".parse().unwrap();
+    let mut ep = Endpoint::new(EndpointConfig {
+        admission: std::sync::Arc::new(Admission::new(&cfg, [9; 32])),
+        upstreams: Upstreams::from_config(&[UpstreamConfig {
+            name: "carrier".to_owned(),
+            uri: format!("sip:{carrier}"),
+            priority: 1,
+            weight: 1,
+            ping_interval_s: 0,
+            trusted: true,
+        }])
+        .unwrap(),
+        ..EndpointConfig::default()
+    });
+    let t0 = Instant::now();
+    // The phone behind NAT: Contact names its private address, the
+    // packets come from PEER.
+    let r = exchange(&mut ep, &register_req(1, ""), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(&mut ep, &register_req(2, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+
+    let invite = "INVITE sip:12565378257@sipfront.local SIP/2.0\r\n\
+                  Via: SIP/2.0/UDP 127.0.0.5:5060;branch=z9hG4bK-did-1;rport\r\n\
+                  Max-Forwards: 70\r\n\
+                  From: <sip:12125550100@127.0.0.5>;tag=c1\r\n\
+                  To: <sip:12565378257@sipfront.local>\r\n\
+                  Call-ID: did-1@127.0.0.5\r\n\
+                  CSeq: 1 INVITE\r\n\
+                  Contact: <sip:carrier@127.0.0.5:5060>\r\n\
+                  Content-Length: 0\r\n\r\n";
+    ep.handle(
+        Inbound {
+            bytes: Bytes::copy_from_slice(invite.as_bytes()),
+            peer: carrier,
+            local: LOCAL.parse().unwrap(),
+            transport: Transport::Udp,
+            conn: None,
+        },
+        t0,
+    );
+    let mut to_phone = None;
+    while let Some(t) = ep.poll_transmit() {
+        let m = Message::parse(t.bytes).unwrap();
+        if m.is_request() {
+            to_phone = Some((t.dest, m));
+        }
+    }
+    let (dest, inv) = to_phone.expect("an INVITE toward the registered trunk");
+    assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap(), "the NAT source");
+    assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
+}

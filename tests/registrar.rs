@@ -1,0 +1,303 @@
+//! The registrar through the real binary on loopback (SPEC §5 "Registrar"):
+//! SIPp REGISTER scenarios under `tests/sipp/reg_*.xml` (digest `401` then
+//! `200`, wrong password `403`, too brief `423`, `*` unregister), a NATed
+//! Contact naming a private address, and baresip as a real softphone.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, scenario, sipp_counter, sipp_run, Server, TempDir, LOOPBACK_CONFIG};
+
+const LOGIN: &str = "100";
+const PASSWORD: &str = "s3cret";
+
+fn registrar_config() -> String {
+    format!(
+        "{LOOPBACK_CONFIG}\n[registrar]\nmin_expires = 60\nmax_expires = 3600\n\n\
+         [[trunk]]\nid = 1\nname = \"{LOGIN}\"\npassword = \"{PASSWORD}\"\n"
+    )
+}
+
+/// Runs one REGISTER scenario once against `target` and asserts it succeeded.
+fn sipp_register(
+    server: &Server,
+    target: SocketAddr,
+    sf: &str,
+    password: &str,
+    contact: &str,
+    expires: &str,
+) -> String {
+    let sf = scenario(sf).display().to_string();
+    let target_s = target.to_string();
+    let args = [
+        "-sf",
+        sf.as_str(),
+        "-s",
+        LOGIN,
+        "-au",
+        LOGIN,
+        "-ap",
+        password,
+        "-key",
+        "contact",
+        contact,
+        "-key",
+        "expires",
+        expires,
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-recv_timeout",
+        "5000",
+        target_s.as_str(),
+    ];
+    let (code, text) = sipp_run(&args);
+    let ok = sipp_counter(&text, "Successful call");
+    let failed = sipp_counter(&text, "Failed call");
+    assert!(
+        code == Some(0) && ok == Some(1) && failed == Some(0),
+        "SIPp {sf}: exit {code:?}, successful {ok:?}, failed {failed:?}\n\
+         --- sipp output ---\n{text}\n--- sipfront log ---\n{}",
+        server.log_text()
+    );
+    text
+}
+
+#[test]
+fn register_with_digest_gets_200_listing_the_contact() {
+    let server = Server::start(&registrar_config());
+    let contact = "sip:100@127.0.0.1:5999";
+    sipp_register(&server, server.udp, "reg_ok.xml", PASSWORD, contact, "300");
+    assert!(
+        server.wait_log(&format!("contact={contact}"), Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn register_over_tcp_gets_200() {
+    let server = Server::start(&registrar_config());
+    let sf = scenario("reg_ok.xml").display().to_string();
+    let target = server.tcp.to_string();
+    let (code, text) = sipp_run(&[
+        "-sf",
+        &sf,
+        "-s",
+        LOGIN,
+        "-au",
+        LOGIN,
+        "-ap",
+        PASSWORD,
+        "-key",
+        "contact",
+        "sip:100@127.0.0.1:5998;transport=tcp",
+        "-key",
+        "expires",
+        "600",
+        "-i",
+        "127.0.0.1",
+        "-t",
+        "t1",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        &target,
+    ]);
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(1),
+        "{text}\n--- sipfront log ---\n{}",
+        server.log_text()
+    );
+    assert!(server.wait_log("transport=TCP", Duration::from_secs(5)));
+}
+
+#[test]
+fn register_with_wrong_password_gets_403() {
+    let server = Server::start(&registrar_config());
+    sipp_register(
+        &server,
+        server.udp,
+        "reg_forbidden.xml",
+        "wrong",
+        "sip:100@127.0.0.1:5999",
+        "300",
+    );
+    assert!(!server.log_text().contains(" registered"));
+}
+
+#[test]
+fn register_expires_10_gets_423_with_min_expires() {
+    let server = Server::start(&registrar_config());
+    sipp_register(
+        &server,
+        server.udp,
+        "reg_too_brief.xml",
+        PASSWORD,
+        "sip:100@127.0.0.1:5999",
+        "10",
+    );
+}
+
+#[test]
+fn unregister_with_star_leaves_no_binding() {
+    let server = Server::start(&registrar_config());
+    sipp_register(
+        &server,
+        server.udp,
+        "reg_unregister.xml",
+        PASSWORD,
+        "sip:100@127.0.0.1:5999",
+        "300",
+    );
+    assert!(
+        server.wait_log("unregistered: Contact: *", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn private_contact_is_bound_to_the_packet_source() {
+    let server = Server::start(&registrar_config());
+    let text = sipp_register(
+        &server,
+        server.udp,
+        "reg_ok.xml",
+        PASSWORD,
+        "sip:100@10.1.2.3:5060",
+        "300",
+    );
+    let _ = text;
+    // The binding keeps the private Contact as registered, and the
+    // loopback source the REGISTER came from (where calls go).
+    let line = server
+        .log_text()
+        .lines()
+        .find(|l| l.contains("registered") && l.contains("contact=sip:100@10.1.2.3:5060"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no registration logged:\n{}", server.log_text()));
+    assert!(line.contains("source=127.0.0.1:"), "{line}");
+    assert!(line.contains("transport=UDP"), "{line}");
+}
+
+// ---- baresip -----------------------------------------------------------
+
+/// baresip's config dir for a headless softphone on loopback (TESTING-NOTES).
+fn baresip_dir(sip_port: u16, server: SocketAddr) -> TempDir {
+    let dir = TempDir::new("baresip");
+    dir.write(
+        "config",
+        &format!(
+            "poll_method\t\tpoll\n\
+             sip_listen\t\t127.0.0.1:{sip_port}\n\
+             net_interface\t\t127.0.0.1\n\
+             audio_player\t\taubridge,nil\n\
+             audio_source\t\tausine,440\n\
+             audio_alert\t\taubridge,nil\n\
+             ausrc_srate\t\t48000\n\
+             ausrc_channels\t\t2\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n\
+             module\t\t\tausine.so\n\
+             module\t\t\taubridge.so\n\
+             module_tmp\t\taccount.so\n"
+        ),
+    );
+    dir.write(
+        "accounts",
+        &format!(
+            "<sip:{LOGIN}@{}:{};transport=udp>;auth_pass={PASSWORD};regint=60;answermode=auto;mwi=no\n",
+            server.ip(),
+            server.port()
+        ),
+    );
+    dir
+}
+
+fn baresip_bin() -> &'static str {
+    if let Err(e) = Command::new("baresip").arg("-h").output() {
+        panic!(
+            "baresip is not installed ({e}). Install it with \
+             `apt-get update && apt-get install -y baresip`, or run ./test.sh which does."
+        );
+    }
+    "baresip"
+}
+
+#[test]
+fn baresip_registers_as_a_real_softphone() {
+    let server = Server::start(&registrar_config());
+    let port = free_port();
+    let dir = baresip_dir(port, server.udp);
+    let out_path = dir.path().join("baresip.out");
+    let out = std::fs::File::create(&out_path).expect("create baresip output");
+    let err = out.try_clone().expect("clone file");
+    let mut child = Command::new(baresip_bin())
+        .arg("-f")
+        .arg(dir.path())
+        .args(["-t", "30"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start baresip");
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut registered = false;
+    while Instant::now() < end {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("200 OK") && l.contains("[1 binding]"))
+        {
+            registered = true;
+            break;
+        }
+        if text.contains("403 Forbidden") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGTERM (by its own pid): baresip unregisters on the way out.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stop = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < stop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(
+        registered,
+        "baresip did not register\n--- baresip ---\n{text}\n--- sipfront log ---\n{}",
+        server.log_text()
+    );
+    assert!(
+        server.log_text().contains("source=127.0.0.1:"),
+        "{}",
+        server.log_text()
+    );
+    // Its unregister on SIGTERM reaches us.
+    assert!(
+        server.wait_log("unregistered", Duration::from_secs(3)),
+        "--- baresip ---\n{text}\n--- sipfront log ---\n{}",
+        server.log_text()
+    );
+}
