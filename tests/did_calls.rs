@@ -765,3 +765,502 @@ fn did_to_pstn_number_goes_out_through_the_upstreams() {
     let rows = rig.stop_and_read_cdrs();
     assert_received_answered(&rows, None, &show);
 }
+
+// ---- registered softphones (SPEC §4 transport 5, §5 registrar) -----------------------
+
+/// Softphone `i` (1-based): login `phoneNNN`, password `pwNNN`, and the
+/// private Contact `sip:NNN@10.0.0.i:5060` it registers.
+fn phone(i: u32) -> (String, String, String, String) {
+    let nnn = format!("{i:03}");
+    (
+        format!("phone{nnn}"),
+        format!("pw{nnn}"),
+        format!("10.0.0.{i}"),
+        nnn,
+    )
+}
+
+/// `[[trunk]]` entries for softphones `range`; `didinfo(i)` per phone.
+fn phone_trunks(range: std::ops::RangeInclusive<u32>, didinfo: impl Fn(u32) -> bool) -> String {
+    let mut s = String::new();
+    for i in range {
+        let (login, pw, _, _) = phone(i);
+        s.push_str(&format!(
+            "[[trunk]]\nid = {i}\nname = \"{login}\"\npassword = \"{pw}\"\ndidinfo_enabled = {}\n\n",
+            didinfo(i)
+        ));
+    }
+    s
+}
+
+/// The `check_scenario` regexp for a B-leg Request-URI naming softphone
+/// `i`'s registered Contact.
+fn contact_ruri_re(i: u32) -> String {
+    let (_, _, host, nnn) = phone(i);
+    format!("INVITE sip:{nnn}@{}:5060", host.replace('.', "\\."))
+}
+
+impl Rig {
+    /// Softphones `phones` register (digest) from one SIPp UAC bound to
+    /// 127.0.0.1:`port` with `Expires: expires`; all must get 200.
+    fn register(&self, phones: &[u32], port: u16, expires: u32, tag: &str) -> SippOut {
+        let with_hosts: Vec<(u32, String)> = phones.iter().map(|&i| (i, phone(i).2)).collect();
+        self.register_at(&with_hosts, port, expires, tag)
+    }
+
+    /// [`Rig::register`] with the Contact host of each phone given.
+    fn register_at(&self, phones: &[(u32, String)], port: u16, expires: u32, tag: &str) -> SippOut {
+        let mut inf = String::from("SEQUENTIAL\n");
+        for (i, host) in phones {
+            let (login, pw, _, nnn) = phone(*i);
+            inf.push_str(&format!(
+                "{login};{host};[authentication username={login} password={pw}];{nnn}\n"
+            ));
+        }
+        let inf_path = self.dir.write(&format!("{tag}.csv"), &inf);
+        let msg_file = self.dir.path().join(format!("{tag}.msg"));
+        let err_file = self.dir.path().join(format!("{tag}.err"));
+        let (sf, inf_s, msg_s, err_s) = (
+            scenario("did_reg.xml").display().to_string(),
+            inf_path.display().to_string(),
+            msg_file.display().to_string(),
+            err_file.display().to_string(),
+        );
+        let (port_s, exp_s, m_s) = (
+            port.to_string(),
+            expires.to_string(),
+            phones.len().to_string(),
+        );
+        let target = self.server.udp.to_string();
+        let args = [
+            "-sf",
+            &sf,
+            "-inf",
+            &inf_s,
+            "-key",
+            "expires",
+            &exp_s,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-m",
+            &m_s,
+            "-r",
+            "200",
+            "-l",
+            "50",
+            "-nd",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-recv_timeout",
+            "5000",
+            "-trace_msg",
+            "-message_file",
+            &msg_s,
+            "-trace_err",
+            "-error_file",
+            &err_s,
+            &target,
+        ];
+        let (code, mut text) = sipp_run(&args);
+        text.push_str("\n--- SIPp error file ---\n");
+        text.push_str(&std::fs::read_to_string(&err_file).unwrap_or_default());
+        let out = SippOut {
+            code,
+            text,
+            msgs: read_msgs(&msg_file),
+            msg_file,
+        };
+        assert!(
+            out.all_ok(phones.len() as u64),
+            "{tag}: registration of {} softphones failed\n{}\n{}",
+            phones.len(),
+            out.show(),
+            self.show()
+        );
+        out
+    }
+}
+
+/// The must-show: 100 softphones register from one socket (127.0.0.1:X),
+/// each with a Contact on a private 10.0.0.0/8 address that is unreachable
+/// from here. A DID routed (transport 5) to one of them rings the phone at
+/// the REGISTER's source address (a SIPp UAS bound to X after the
+/// registering UAC has exited), with its Contact URI as the Request-URI.
+/// Two DIDs, two different phones: the Request-URI tells them apart;
+/// `didinfo_enabled` decides the To user.
+#[test]
+fn hundred_softphones_register_and_did_calls_ring_them_at_their_source_address() {
+    let did2 = "12565370083";
+    let body = phone_trunks(1..=100, |i| i != 83)
+        + &did_toml(DID, 0, &[(5, "phone042", 1)])
+        + &did_toml(did2, 0, &[(5, "phone083", 1)]);
+    let mut rig = Rig::start("hundred", &body);
+    let port = free_port();
+    let phones: Vec<u32> = (1..=100).collect();
+    let reg = rig.register(&phones, port, 3600, "reg100");
+    drop(reg);
+
+    for (tag, number, i, to_user) in [
+        ("p042", DID, 42, DID.to_owned()),
+        ("p083", did2, 83, phone(83).0),
+    ] {
+        let to_re = format!("sip:{to_user}@");
+        let sf = check_scenario(
+            &rig.dir,
+            &format!("uas_{tag}.xml"),
+            &[("", &contact_ruri_re(i)), ("To", &to_re)],
+        );
+        let mut uas = rig.uas(tag, &sf, "127.0.0.1", port, &[]);
+        let out = rig.carrier(
+            &scenario("did_uac.xml"),
+            number,
+            tag,
+            20,
+            &["-m", "1", "-d", "500"],
+        );
+        let uas_ok = uas.done_ok(Duration::from_secs(10));
+        let show = diag(&out, &[&uas], &rig);
+        assert!(out.all_ok(1), "{tag}: the DID call failed\n{show}");
+        assert!(
+            uas_ok,
+            "{tag}: the softphone at its source address 127.0.0.1:{port} did not get one INVITE \
+             for its Contact (Request-URI ~ {}, To user {to_user})\n{show}",
+            contact_ruri_re(i)
+        );
+    }
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    let show = rig.show();
+    assert_eq!(rows.len(), 2, "{rows:#?}\n{show}");
+    for (c, (to, trunk)) in rows.iter().zip([(DID, "phone042"), (did2, "phone083")]) {
+        assert_eq!(
+            (
+                c.kind.as_str(),
+                c.disposition.as_str(),
+                c.sip_code,
+                c.to.as_str(),
+                c.sip_trunk.as_str()
+            ),
+            ("received", "answered", 200, to, trunk),
+            "{rows:#?}\n{show}"
+        );
+        assert_eq!(c.trunk_id, None, "{rows:#?}\n{show}");
+    }
+}
+
+/// The DID rings softphone 1 (transport 5, priority 1), else a SIP URI
+/// (priority 2). While registered the phone answers; once its binding is
+/// gone (`expired`: 5 s passed; else: unregistered with Expires 0) the call
+/// goes to the URI and nothing reaches the phone's old address.
+fn binding_gone_moves_on(tag: &str, expired: bool) {
+    let p2 = free_port();
+    let body = "[registrar]\nmin_expires = 5\n\n".to_owned()
+        + &phone_trunks(1..=1, |_| true)
+        + &did_toml(
+            DID,
+            0,
+            &[
+                (5, "phone001", 1),
+                (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+            ],
+        );
+    let mut rig = Rig::start(tag, &body);
+    let port = free_port();
+    let expires = if expired { 5 } else { 3600 };
+    rig.register(&[1], port, expires, "reg");
+    let registered_at = std::time::Instant::now();
+
+    // Registered: the phone gets the call.
+    let sf = check_scenario(&rig.dir, "uas_phone.xml", &[("", &contact_ruri_re(1))]);
+    let mut ph = rig.uas("phone", &sf, "127.0.0.1", port, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "first",
+        20,
+        &["-m", "1", "-d", "200"],
+    );
+    let ph_ok = ph.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ph], &rig);
+    assert!(
+        out.all_ok(1) && ph_ok,
+        "while registered the DID call must ring the phone (registered {:?} ago)\n{show}",
+        registered_at.elapsed()
+    );
+    drop(ph);
+
+    if expired {
+        let wait = Duration::from_secs(6).saturating_sub(registered_at.elapsed());
+        thread::sleep(wait);
+    } else {
+        rig.register(&[1], port, 0, "unreg");
+    }
+    // Gone: the next destination answers; the old address hears nothing.
+    let mut catcher = rig.uas(
+        "old-address",
+        &scenario("policy_uas.xml"),
+        "127.0.0.1",
+        port,
+        &[],
+    );
+    let mut next = rig.uas("next", &scenario("policy_uas.xml"), "127.0.0.1", p2, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "second",
+        30,
+        &["-m", "1", "-d", "200"],
+    );
+    let next_ok = next.done_ok(Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(300));
+    let show = diag(&out, &[&catcher, &next], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(next_ok, "the next destination did not answer\n{show}");
+    assert_eq!(
+        catcher.invites(),
+        0,
+        "a call went to the binding that is gone\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(finals.iter().all(|&c| c == 200), "{finals:?}\n{show}");
+    let _ = catcher.bg.wait(Duration::from_millis(10));
+    let rows = rig.stop_and_read_cdrs();
+    assert_eq!(rows.len(), 2, "{rows:#?}\n{show}");
+    for c in &rows {
+        assert_eq!(
+            (
+                c.kind.as_str(),
+                c.disposition.as_str(),
+                c.sip_code,
+                c.sip_trunk.as_str()
+            ),
+            ("received", "answered", 200, "phone001"),
+            "{rows:#?}\n{show}"
+        );
+    }
+}
+
+/// One trunk registered from two phones (two sockets, two Contacts): a DID
+/// call rings both at once; the first 2xx wins and the other, still
+/// ringing, is CANCELled at once (not at the ring timeout).
+#[test]
+fn two_contacts_of_a_trunk_ring_in_parallel_first_answer_wins() {
+    let body = phone_trunks(1..=1, |_| true) + &did_toml(DID, 0, &[(5, "phone001", 1)]);
+    let mut rig = Rig::start("fork", &body);
+    let (pa, pb) = (free_port(), free_port());
+    rig.register_at(&[(1, "10.0.0.1".into())], pa, 3600, "reg-a");
+    rig.register_at(&[(1, "10.0.1.1".into())], pb, 3600, "reg-b");
+    let mut ringing = rig.uas(
+        "ringing",
+        &scenario("did_uas_ring_cancel.xml"),
+        "127.0.0.1",
+        pa,
+        &[],
+    );
+    let sf = check_scenario(
+        &rig.dir,
+        "uas_b.xml",
+        &[("", "INVITE sip:001@10\\.0\\.1\\.1:5060")],
+    );
+    let mut answering = rig.uas("answering", &sf, "127.0.0.1", pb, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1", "-d", "500"],
+    );
+    let ringing_ok = ringing.done_ok(Duration::from_secs(10));
+    let answering_ok = answering.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ringing, &answering], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(
+        ringing_ok && answering_ok,
+        "ringing one CANCELled ok {ringing_ok}, answering one ok {answering_ok}\n{show}"
+    );
+    let first_invite = |u: &Uas| {
+        u.msgs()
+            .iter()
+            .find(|m| !m.sent && m.method() == Some("INVITE"))
+            .map(|m| m.t)
+    };
+    let (ta, tb) = (first_invite(&ringing), first_invite(&answering));
+    let t_cancel = ringing
+        .msgs()
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("CANCEL"))
+        .map(|m| m.t);
+    let spread = match (ta, tb) {
+        (Some(a), Some(b)) => (a - b).abs(),
+        _ => f64::NAN,
+    };
+    let to_cancel = match (ta, t_cancel) {
+        (Some(a), Some(c)) => c - a,
+        _ => f64::NAN,
+    };
+    eprintln!("fork: INVITEs {spread:.3} s apart, CANCEL {to_cancel:.3} s after");
+    assert!(
+        spread < 1.0,
+        "the two contacts were not rung at once ({spread} s apart)\n{show}"
+    );
+    assert!(
+        to_cancel < 3.0,
+        "the losing branch was CANCELled {to_cancel} s after its INVITE\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(finals.iter().all(|&c| c == 200), "{finals:?}\n{show}");
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, Some("phone001"), &show);
+}
+
+#[test]
+fn expired_binding_moves_the_did_call_to_the_next_destination() {
+    binding_gone_moves_on("expired", true);
+}
+
+#[test]
+fn unregistered_binding_moves_the_did_call_to_the_next_destination() {
+    binding_gone_moves_on("unregistered", false);
+}
+
+// ---- baresip ----------------------------------------------------------------------
+
+fn baresip_bin() -> &'static str {
+    if let Err(e) = std::process::Command::new("baresip").arg("-h").output() {
+        panic!(
+            "baresip is not installed ({e}). Install it with \
+             `apt-get update && apt-get install -y baresip`, or run ./test.sh which does."
+        );
+    }
+    "baresip"
+}
+
+/// A headless baresip (TESTING-NOTES), killed by its own pid on drop.
+struct Baresip {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Baresip {
+    fn start(dir: &TempDir, login: &str, password: &str, server: std::net::SocketAddr) -> Baresip {
+        let conf = dir.path().join("baresip");
+        std::fs::create_dir_all(&conf).expect("baresip dir");
+        let sip_port = free_port();
+        std::fs::write(
+            conf.join("config"),
+            format!(
+                "poll_method\t\tpoll\n\
+                 sip_listen\t\t127.0.0.1:{sip_port}\n\
+                 net_interface\t\t127.0.0.1\n\
+                 audio_player\t\taubridge,nil\n\
+                 audio_source\t\tausine,440\n\
+                 audio_alert\t\taubridge,nil\n\
+                 ausrc_srate\t\t48000\n\
+                 ausrc_channels\t\t2\n\
+                 module_path\t\t/usr/lib/baresip/modules\n\
+                 module\t\t\tg711.so\n\
+                 module\t\t\tausine.so\n\
+                 module\t\t\taubridge.so\n\
+                 module_tmp\t\taccount.so\n"
+            ),
+        )
+        .expect("baresip config");
+        std::fs::write(
+            conf.join("accounts"),
+            format!(
+                "<sip:{login}@{}:{};transport=udp>;auth_pass={password};regint=60;answermode=auto;mwi=no\n",
+                server.ip(),
+                server.port()
+            ),
+        )
+        .expect("baresip accounts");
+        let out = conf.join("baresip.out");
+        let f = std::fs::File::create(&out).expect("baresip output");
+        let child = std::process::Command::new(baresip_bin())
+            .arg("-f")
+            .arg(&conf)
+            .args(["-t", "60"])
+            .current_dir(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().expect("clone"))
+            .stderr(f)
+            .spawn()
+            .expect("start baresip");
+        Baresip { child, out }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits for `200 OK … [1 binding]` (true) or a refusal/timeout.
+    fn wait_registered(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            let t = self.text();
+            if t.lines()
+                .any(|l| l.contains("200 OK") && l.contains("[1 binding]"))
+            {
+                return true;
+            }
+            if t.contains("403 Forbidden") {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn show(&self) -> String {
+        format!("--- baresip ---\n{}", self.text())
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real softphone: baresip registers as trunk login `phoneb`, the carrier
+/// calls a DID routed to it, baresip auto-answers, the carrier hangs up
+/// after 2 s.
+#[test]
+fn baresip_registered_softphone_answers_a_did_call() {
+    let body =
+        "[[trunk]]\nid = 1\nname = \"phoneb\"\npassword = \"bpw\"\ndidinfo_enabled = true\n\n"
+            .to_owned()
+            + &did_toml(DID, 0, &[(5, "phoneb", 1)]);
+    let mut rig = Rig::start("baresip", &body);
+    let phone = Baresip::start(&rig.dir, "phoneb", "bpw", rig.server.udp);
+    assert!(
+        phone.wait_registered(Duration::from_secs(20)),
+        "baresip did not register\n{}\n{}",
+        phone.show(),
+        rig.show()
+    );
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1", "-d", "2000"],
+    );
+    thread::sleep(Duration::from_millis(500));
+    let show = format!("{}\n{}\n{}", out.show(), phone.show(), rig.show());
+    assert!(out.all_ok(1), "the DID call to baresip failed\n{show}");
+    let text = phone.text();
+    assert!(
+        text.contains("Call established") && text.contains("terminated"),
+        "baresip did not answer and end the call\n{show}"
+    );
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, Some("phoneb"), &show);
+    assert!(rows[0].duration >= 2, "{rows:#?}\n{show}");
+}
