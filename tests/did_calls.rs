@@ -1264,3 +1264,318 @@ fn baresip_registered_softphone_answers_a_did_call() {
     assert_received_answered(&rows, Some("phoneb"), &show);
     assert!(rows[0].duration >= 2, "{rows:#?}\n{show}");
 }
+
+// ---- a softphone registered over TCP -----------------------------------------------
+
+/// A minimal softphone over one TCP connection: REGISTER with MD5 digest,
+/// then answers one call on the same connection.
+struct TcpPhone {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    /// Every message read or written, for assertion messages.
+    log: String,
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `name="value"` or `name=value` inside a challenge header.
+fn auth_param(h: &str, name: &str) -> Option<String> {
+    let i = h.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &h[i..];
+    if let Some(r) = rest.strip_prefix('"') {
+        Some(r[..r.find('"')?].to_owned())
+    } else {
+        Some(rest.split([',', ' ']).next()?.to_owned())
+    }
+}
+
+fn header_lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+impl TcpPhone {
+    fn connect(server: std::net::SocketAddr) -> TcpPhone {
+        // SO_REUSEADDR, so that the test can listen on its address once it
+        // is closed (Linux wants it on the TIME_WAIT socket too).
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.set_reuse_address(true).expect("SO_REUSEADDR");
+        sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        sock.connect(&server.into())
+            .expect("connect to sipfront TCP");
+        let stream: std::net::TcpStream = sock.into();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        TcpPhone {
+            stream,
+            buf: Vec::new(),
+            log: String::new(),
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        use std::io::Write;
+        self.log.push_str(&format!("--- sent ---\n{msg}"));
+        self.stream.write_all(msg.as_bytes()).expect("write");
+    }
+
+    /// The next whole message (headers and Content-Length body) within `timeout`.
+    fn recv(&mut self, timeout: Duration) -> Option<String> {
+        use std::io::Read;
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(hdr_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..hdr_end]).into_owned();
+                let len: usize = head
+                    .split("\r\n")
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        let n = n.trim().to_ascii_lowercase();
+                        (n == "content-length" || n == "l").then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let total = hdr_end + 4 + len;
+                if self.buf.len() >= total {
+                    let msg = String::from_utf8_lossy(&self.buf[..total]).into_owned();
+                    self.buf.drain(..total);
+                    self.log.push_str(&format!("--- received ---\n{msg}"));
+                    return Some(msg);
+                }
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// REGISTER `login` with Contact `contact`; digest on 401. The final status.
+    fn register(
+        &mut self,
+        login: &str,
+        password: &str,
+        contact: &str,
+        server: std::net::SocketAddr,
+    ) -> u16 {
+        let local = self.stream.local_addr().expect("local");
+        let uri = format!("sip:{server}");
+        let mut auth = String::new();
+        for cseq in 1..=2 {
+            self.send(&format!(
+                "REGISTER {uri} SIP/2.0\r\n\
+                 Via: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:{login}@{server}>;tag=tcpreg\r\n\
+                 To: <sip:{login}@{server}>\r\n\
+                 Call-ID: tcpreg-{login}@test\r\n\
+                 CSeq: {cseq} REGISTER\r\n\
+                 Contact: <{contact}>\r\n\
+                 Expires: 3600\r\n{auth}\
+                 Content-Length: 0\r\n\r\n"
+            ));
+            let resp = loop {
+                match self.recv(Duration::from_secs(5)) {
+                    Some(m) if m.starts_with("SIP/2.0 1") => continue,
+                    Some(m) => break m,
+                    None => return 0,
+                }
+            };
+            let code: u16 = resp.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if code != 401 || cseq == 2 {
+                return code;
+            }
+            let chal = header_lines(&resp, "WWW-Authenticate");
+            let md5 = chal
+                .iter()
+                .find(|h| !h.contains("SHA-256"))
+                .copied()
+                .unwrap_or_default();
+            let realm = auth_param(md5, "realm").unwrap_or_default();
+            let nonce = auth_param(md5, "nonce").unwrap_or_default();
+            let opaque = auth_param(md5, "opaque");
+            let ha1 = md5_hex(&format!("{login}:{realm}:{password}"));
+            let ha2 = md5_hex(&format!("REGISTER:{uri}"));
+            let response = md5_hex(&format!("{ha1}:{nonce}:00000001:tcpcnonce:auth:{ha2}"));
+            auth = format!(
+                "Authorization: Digest username=\"{login}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+                 uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"tcpcnonce\", \
+                 qop=auth, nc=00000001{}\r\n",
+                opaque.map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default()
+            );
+        }
+        0
+    }
+
+    /// A response to `req` copying its Via/From/To/Call-ID/CSeq.
+    fn respond(&mut self, req: &str, status: &str, body: &str) {
+        let local = self.stream.local_addr().expect("local");
+        let mut s = format!("SIP/2.0 {status}\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for l in header_lines(req, name) {
+                s.push_str(l);
+                if name == "To" && !l.contains("tag=") {
+                    s.push_str(";tag=tcpphone");
+                }
+                s.push_str("\r\n");
+            }
+        }
+        s.push_str(&format!("Contact: <sip:001@{local};transport=tcp>\r\n"));
+        if body.is_empty() {
+            s.push_str("Content-Length: 0\r\n\r\n");
+        } else {
+            s.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        }
+        self.send(&s);
+    }
+
+    /// Answers one call: INVITE (its first line returned), 180, 200, ACK, BYE, 200.
+    fn answer_one_call(&mut self) -> Result<String, String> {
+        let invite = loop {
+            match self.recv(Duration::from_secs(15)) {
+                Some(m) if m.starts_with("INVITE ") => break m,
+                Some(_) => continue,
+                None => return Err("no INVITE on the registered TCP connection".into()),
+            }
+        };
+        let first = invite.lines().next().unwrap_or("").to_owned();
+        let sdp = "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40000 RTP/AVP 0\r\na=sendrecv\r\n";
+        self.respond(&invite, "180 Ringing", "");
+        self.respond(&invite, "200 OK", sdp);
+        let mut got_ack = false;
+        loop {
+            match self.recv(Duration::from_secs(15)) {
+                Some(m) if m.starts_with("ACK ") => got_ack = true,
+                Some(m) if m.starts_with("BYE ") => {
+                    self.respond(&m, "200 OK", "");
+                    return if got_ack {
+                        Ok(first)
+                    } else {
+                        Err("BYE without an ACK first".into())
+                    };
+                }
+                Some(_) => continue,
+                None => return Err(format!("no BYE (ACK seen: {got_ack})")),
+            }
+        }
+    }
+}
+
+/// SPEC §4/§5: a phone registered over TCP is called over that very
+/// connection (its Contact names an unreachable private address), and when
+/// the connection closes its binding goes with it: the next destination.
+#[test]
+fn tcp_registered_phone_is_called_over_its_connection_and_not_after_it_closes() {
+    let p2 = free_port();
+    let body = phone_trunks(1..=1, |_| true)
+        + &did_toml(
+            DID,
+            0,
+            &[
+                (5, "phone001", 1),
+                (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+            ],
+        );
+    let mut rig = Rig::start("tcp-phone", &body);
+    let (login, pw, _, _) = phone(1);
+    let mut ph = TcpPhone::connect(rig.server.tcp);
+    let code = ph.register(
+        &login,
+        &pw,
+        "sip:001@10.0.0.9:5060;transport=tcp",
+        rig.server.tcp,
+    );
+    assert_eq!(code, 200, "TCP REGISTER\n{}\n{}", ph.log, rig.show());
+
+    let phone_thread = thread::spawn(move || {
+        let r = ph.answer_one_call();
+        (r, ph)
+    });
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "first",
+        30,
+        &["-m", "1", "-d", "500"],
+    );
+    let (r, ph) = phone_thread.join().expect("phone thread");
+    let show = format!(
+        "{}\n--- TCP phone ---\n{}\n{}",
+        out.show(),
+        ph.log,
+        rig.show()
+    );
+    assert!(out.all_ok(1), "{show}");
+    let first = r.unwrap_or_else(|e| panic!("{e}\n{show}"));
+    assert!(
+        first.starts_with("INVITE sip:001@10.0.0.9:5060"),
+        "Request-URI must be the registered Contact: {first}\n{show}"
+    );
+
+    // The connection closes: the binding is gone, the URI answers, and
+    // nothing tries to reach the phone's old address (a listener now bound
+    // there would see a new connection).
+    let old_addr = ph.stream.local_addr().expect("local");
+    drop(ph);
+    rig.server
+        .wait_log("registration dropped", Duration::from_secs(3));
+    let catcher = std::net::TcpListener::bind(old_addr);
+    if let Ok(l) = &catcher {
+        l.set_nonblocking(true).expect("nonblocking");
+    }
+    let mut next = rig.uas("next", &scenario("policy_uas.xml"), "127.0.0.1", p2, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "second",
+        30,
+        &["-m", "1", "-d", "200"],
+    );
+    let next_ok = next.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&next], &rig);
+    assert!(
+        out.all_ok(1) && next_ok,
+        "after the TCP connection closed\n{show}"
+    );
+    if let Ok(l) = &catcher {
+        assert!(
+            l.accept().is_err(),
+            "sipfront opened a new connection to the closed phone's address {old_addr}\n{show}"
+        );
+    } else {
+        panic!("could not listen on the phone's old address {old_addr}: {catcher:?}");
+    }
+    let finals = invite_finals(&out);
+    assert!(finals.iter().all(|&c| c == 200), "{finals:?}\n{show}");
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_eq!(rows.len(), 2, "{rows:#?}\n{show}");
+    assert!(
+        rows.iter()
+            .all(|c| c.kind == "received" && c.disposition == "answered" && c.sip_code == 200),
+        "{rows:#?}\n{show}"
+    );
+}
