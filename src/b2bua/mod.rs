@@ -355,15 +355,22 @@ impl B2bua {
     /// The answer to an INVITE admission refused: a fresh digest challenge
     /// (`407`, `stale=true` after an expired nonce) or the status of the
     /// SPEC §3 row that failed, its reason phrase naming the limit.
-    fn rejection(&self, refusal: &Refusal, source: SocketAddr, now: Instant) -> Rejection {
+    fn rejection(
+        &self,
+        msg: &Message,
+        refusal: &Refusal,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Rejection {
         let mut r = Rejection::new(refusal.status(), refusal);
         match refusal {
             Refusal::Auth(e) if e.challenge_kind().is_some() => {
                 let now_unix = self.cfg.wall.unix_secs(now);
-                r.headers = self
-                    .admission
-                    .auth()
-                    .rejection_headers(e, source.ip(), now_unix);
+                // MD5 alone for UAs that give up on a list naming SHA-256.
+                r.headers =
+                    self.admission
+                        .auth()
+                        .rejection_headers_for(e, msg, source.ip(), now_unix);
                 // A first INVITE without credentials is the normal start.
                 r.challenge = matches!(e, crate::auth::AuthError::Missing(_));
             }
@@ -420,7 +427,7 @@ impl B2bua {
         let admitted = match admitted {
             Ok(a) => a,
             Err(refusal) => {
-                let r = self.rejection(&refusal, source, now);
+                let r = self.rejection(msg, &refusal, source, now);
                 if let Refusal::Policy { trunk, .. } = &refusal {
                     self.record_refusal(msg, Some(trunk), None, r.status, now);
                 }
