@@ -385,13 +385,28 @@ fn did_channels_limit_486() {
         "the destination did not complete exactly its one call\n{show}"
     );
     assert_eq!(uas.invites(), 1, "{show}");
+    // Both calls are over: the channel is free again.
+    let mut uas2 = rig.uas("dest2", &scenario("policy_uas.xml"), "127.0.0.1", port, &[]);
+    let out2 = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "again",
+        20,
+        &["-m", "1", "-d", "200"],
+    );
+    let uas2_ok = uas2.done_ok(Duration::from_secs(10));
+    let show2 = diag(&out2, &[&uas2], &rig);
+    assert!(
+        out2.all_ok(1) && uas2_ok,
+        "the DID channel was not freed\n{show2}"
+    );
     thread::sleep(Duration::from_millis(300));
     let rows = rig.stop_and_read_cdrs();
     let answered_rows: Vec<&Cdr> = rows
         .iter()
         .filter(|c| c.disposition == "answered")
         .collect();
-    assert_eq!(answered_rows.len(), 1, "{rows:#?}\n{show}");
+    assert_eq!(answered_rows.len(), 2, "{rows:#?}\n{show}");
     assert!(
         rows.iter().all(|c| c.kind == "received" && c.to == DID),
         "{rows:#?}\n{show}"
@@ -764,6 +779,124 @@ fn did_to_pstn_number_goes_out_through_the_upstreams() {
     thread::sleep(Duration::from_millis(300));
     let rows = rig.stop_and_read_cdrs();
     assert_received_answered(&rows, None, &show);
+}
+
+/// The carrier gives up while the first destination rings: that one is
+/// CANCELled, the carrier gets 487, and hunting stops (the second
+/// destination never rings).
+#[test]
+fn carrier_cancel_while_ringing_stops_the_hunt() {
+    let (p1, p2) = (free_port(), free_port());
+    let mut rig = Rig::start(
+        "carrier-cancel",
+        &did_toml(
+            DID,
+            0,
+            &[
+                (1, &format!("sip:1001@127.0.0.1:{p1}"), 1),
+                (1, &format!("sip:1002@127.0.0.1:{p2}"), 2),
+            ],
+        ),
+    );
+    let mut ring = rig.uas(
+        "ring",
+        &scenario("did_uas_ring_cancel.xml"),
+        "127.0.0.1",
+        p1,
+        &[],
+    );
+    let catcher = rig.uas("second", &scenario("policy_uas.xml"), "127.0.0.1", p2, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac_cancel.xml"),
+        DID,
+        "carrier",
+        20,
+        &["-m", "1"],
+    );
+    let ring_ok = ring.done_ok(Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(1500));
+    let show = diag(&out, &[&ring, &catcher], &rig);
+    assert!(
+        out.all_ok(1),
+        "the carrier's CANCEL must end in 200 + 487\n{show}"
+    );
+    assert!(
+        ring_ok,
+        "the ringing destination did not get the CANCEL\n{show}"
+    );
+    assert_eq!(
+        catcher.invites(),
+        0,
+        "hunting went on after the carrier cancelled\n{show}"
+    );
+    let rows = rig.stop_and_read_cdrs();
+    assert_eq!(rows.len(), 1, "{rows:#?}\n{show}");
+    assert_eq!(
+        (rows[0].kind.as_str(), rows[0].sip_code, rows[0].duration),
+        ("received", 487, 0),
+        "{rows:#?}\n{show}"
+    );
+    assert_ne!(rows[0].disposition, "answered", "{rows:#?}\n{show}");
+}
+
+/// A single destination that is busy: the carrier gets 486 and the CDR
+/// says busy.
+#[test]
+fn busy_only_destination_is_486_and_billed_busy() {
+    let p1 = free_port();
+    let mut rig = Rig::start(
+        "busy",
+        &did_toml(DID, 0, &[(1, &format!("sip:1001@127.0.0.1:{p1}"), 1)]),
+    );
+    let mut busy = rig.uas(
+        "busy",
+        &scenario("did_uas_ring_busy.xml"),
+        "127.0.0.1",
+        p1,
+        &[],
+    );
+    let sf = code_scenario(&rig.dir, "did_uac_refused.xml", 486);
+    let out = rig.carrier(&sf, DID, "carrier", 20, &["-m", "1"]);
+    let busy_ok = busy.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&busy], &rig);
+    assert!(out.all_ok(1) && busy_ok, "{show}");
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_eq!(rows.len(), 1, "{rows:#?}\n{show}");
+    assert_eq!(
+        (
+            rows[0].kind.as_str(),
+            rows[0].disposition.as_str(),
+            rows[0].sip_code
+        ),
+        ("received", "busy", 486),
+        "{rows:#?}\n{show}"
+    );
+}
+
+/// The DID only in the To header (Request-URI without a user): still found.
+#[test]
+fn did_in_the_to_header_when_the_request_uri_has_no_user() {
+    let p1 = free_port();
+    let rig = Rig::start(
+        "to-user",
+        &did_toml(DID, 0, &[(1, &format!("sip:1001@127.0.0.1:{p1}"), 1)]),
+    );
+    let tpl = std::fs::read_to_string(scenario("did_uac.xml")).expect("scenario");
+    let no_user = tpl.replace("INVITE sip:[service]@[remote_ip]", "INVITE sip:[remote_ip]");
+    assert_ne!(no_user, tpl);
+    let sf = rig.dir.write("did_uac_to_only.xml", &no_user);
+    let mut uas = rig.uas("dest", &scenario("policy_uas.xml"), "127.0.0.1", p1, &[]);
+    let out = rig.carrier(&sf, DID, "carrier", 20, &["-m", "1", "-d", "300"]);
+    let uas_ok = uas.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&uas], &rig);
+    assert!(
+        out.msgs
+            .iter()
+            .any(|m| m.sent && m.first_line().starts_with("INVITE sip:127.0.0.1")),
+        "the scenario did not send a user-less Request-URI\n{show}"
+    );
+    assert!(out.all_ok(1) && uas_ok, "{show}");
 }
 
 // ---- registered softphones (SPEC §4 transport 5, §5 registrar) -----------------------
