@@ -1251,6 +1251,107 @@ fn two_contacts_of_a_trunk_ring_in_parallel_first_answer_wins() {
     assert_received_answered(&rows, Some("phone001"), &show);
 }
 
+/// A fork of two contacts: one is busy at once, the other rings 1.5 s and
+/// answers. A busy branch must not end the fork (RFC 3261 §16.7: the best
+/// response is chosen once all branches are final): the carrier gets the
+/// 200, and the next destination never rings.
+#[test]
+fn a_busy_branch_does_not_end_the_fork() {
+    let p3 = free_port();
+    let body = phone_trunks(1..=1, |_| true)
+        + &did_toml(
+            DID,
+            0,
+            &[
+                (5, "phone001", 1),
+                (1, &format!("sip:1003@127.0.0.1:{p3}"), 2),
+            ],
+        );
+    let rig = Rig::start("fork-busy", &body);
+    let (pa, pb) = (free_port(), free_port());
+    rig.register_at(&[(1, "10.0.0.1".into())], pa, 3600, "reg-a");
+    rig.register_at(&[(1, "10.0.1.1".into())], pb, 3600, "reg-b");
+    let busy_sf = code_scenario(&rig.dir, "did_uas_refuse.xml", 486);
+    let mut busy = rig.uas("busy", &busy_sf, "127.0.0.1", pa, &[]);
+    let mut late = rig.uas(
+        "late",
+        &scenario("did_uas_ring_answer.xml"),
+        "127.0.0.1",
+        pb,
+        &[],
+    );
+    let next = rig.uas("next", &scenario("policy_uas.xml"), "127.0.0.1", p3, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1", "-d", "500"],
+    );
+    let busy_ok = busy.done_ok(Duration::from_secs(10));
+    let late_ok = late.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&busy, &late, &next], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(
+        busy_ok && late_ok,
+        "busy ok {busy_ok}, late answer ok {late_ok}\n{show}"
+    );
+    assert_eq!(
+        next.invites(),
+        0,
+        "the fork was abandoned for the next destination\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(finals.iter().all(|&c| c == 200), "{finals:?}\n{show}");
+}
+
+/// Every contact of the fork is busy: the next destination answers.
+#[test]
+fn all_branches_busy_moves_to_the_next_destination() {
+    let p3 = free_port();
+    let body = phone_trunks(1..=1, |_| true)
+        + &did_toml(
+            DID,
+            0,
+            &[
+                (5, "phone001", 1),
+                (1, &format!("sip:1003@127.0.0.1:{p3}"), 2),
+            ],
+        );
+    let rig = Rig::start("fork-allbusy", &body);
+    let (pa, pb) = (free_port(), free_port());
+    rig.register_at(&[(1, "10.0.0.1".into())], pa, 3600, "reg-a");
+    rig.register_at(&[(1, "10.0.1.1".into())], pb, 3600, "reg-b");
+    let busy_sf = code_scenario(&rig.dir, "did_uas_refuse.xml", 486);
+    let mut a = rig.uas("busy-a", &busy_sf, "127.0.0.1", pa, &[]);
+    let mut b = rig.uas(
+        "busy-b",
+        &scenario("did_uas_ring_busy.xml"),
+        "127.0.0.1",
+        pb,
+        &[],
+    );
+    let mut next = rig.uas("next", &scenario("policy_uas.xml"), "127.0.0.1", p3, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1", "-d", "500"],
+    );
+    let a_ok = a.done_ok(Duration::from_secs(10));
+    let b_ok = b.done_ok(Duration::from_secs(10));
+    let next_ok = next.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&a, &b, &next], &rig);
+    assert!(out.all_ok(1), "{show}");
+    assert!(
+        a_ok && b_ok && next_ok,
+        "busy a {a_ok}, busy b {b_ok}, next {next_ok}\n{show}"
+    );
+    let finals = invite_finals(&out);
+    assert!(finals.iter().all(|&c| c == 200), "{finals:?}\n{show}");
+}
+
 #[test]
 fn expired_binding_moves_the_did_call_to_the_next_destination() {
     binding_gone_moves_on("expired", true);
