@@ -93,6 +93,10 @@ pub struct ServerConfig {
     /// Seconds calls may continue after SIGTERM before both legs get BYE.
     #[serde(default = "default_drain_s")]
     pub drain_s: u64,
+    /// Seconds a DID destination may ring before the next one is tried
+    /// (SPEC §4 "ring timeout"; Kamailio's `fr_inv_timer`).
+    #[serde(default = "default_ring_timeout_s")]
+    pub ring_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             realm: default_realm(),
             public_address: default_public_address(),
             drain_s: default_drain_s(),
+            ring_timeout_s: default_ring_timeout_s(),
         }
     }
 }
@@ -470,6 +475,10 @@ fn default_realm() -> String {
 fn default_public_address() -> String {
     "127.0.0.1".to_owned()
 }
+fn default_ring_timeout_s() -> u64 {
+    30
+}
+
 fn default_drain_s() -> u64 {
     30
 }

@@ -25,6 +25,7 @@ fn empty_file_gets_defaults() {
     assert_eq!(c.store.path, PathBuf::from("data/sipfront.db"));
     assert_eq!(c.server.realm, "sipfront.local");
     assert_eq!(c.server.drain_s, 30);
+    assert_eq!(c.server.ring_timeout_s, 30);
     assert!(c.rate_table.is_empty());
 }
 

@@ -89,6 +89,12 @@ pub(crate) fn validate(
     };
 
     // [server]
+    if !(1..=3600).contains(&cfg.server.ring_timeout_s) {
+        e.push(
+            "server.ring_timeout_s",
+            "must be between 1 and 3600 seconds",
+        );
+    }
     if cfg.server.realm.trim().is_empty() {
         e.push("server.realm", "must not be empty");
     }

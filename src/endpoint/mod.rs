@@ -106,6 +106,7 @@ impl EndpointConfig {
             tcp_port: tcp.map_or(udp_port, |a| a.port()),
         };
         out.b2bua = B2buaConfig::new(local);
+        out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, rand::random()));

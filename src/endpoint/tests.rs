@@ -343,8 +343,9 @@ fn register_from_old_baresip_is_offered_md5_only() {
     assert!(!crate::auth::md5_only_user_agent(b"baresip v1"));
 }
 
-#[test]
-fn did_call_to_a_registered_trunk_goes_to_its_nat_source() {
+/// An endpoint with trunk login `100` (password `pw`), DID 12565378257
+/// routed to it, and a trusted carrier at `CARRIER`.
+fn did_ep() -> Endpoint {
     use crate::b2bua::Admission;
     use crate::config::{Config, ConfigSource, UpstreamConfig};
     use crate::routing::Upstreams;
@@ -352,12 +353,11 @@ fn did_call_to_a_registered_trunk_goes_to_its_nat_source() {
                 [[did]]\nnumber = \"12565378257\"\n\
                 destinations = [{ transport = 5, destination = \"100\" }]\n";
     let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
-    let carrier: SocketAddr = "127.0.0.5:5060".parse().unwrap();
-    let mut ep = Endpoint::new(EndpointConfig {
+    Endpoint::new(EndpointConfig {
         admission: std::sync::Arc::new(Admission::new(&cfg, [9; 32])),
         upstreams: Upstreams::from_config(&[UpstreamConfig {
             name: "carrier".to_owned(),
-            uri: format!("sip:{carrier}"),
+            uri: format!("sip:{CARRIER}"),
             priority: 1,
             weight: 1,
             ping_interval_s: 0,
@@ -365,42 +365,96 @@ fn did_call_to_a_registered_trunk_goes_to_its_nat_source() {
         }])
         .unwrap(),
         ..EndpointConfig::default()
-    });
-    let t0 = Instant::now();
-    // The phone behind NAT: Contact names its private address, the
-    // packets come from PEER.
-    let r = exchange(&mut ep, &register_req(1, ""), t0).remove(0);
-    let creds = www_credentials(&r, "pw");
-    let r = exchange(&mut ep, &register_req(2, &creds), t0).remove(0);
-    assert_eq!(r.status(), Some(StatusCode::OK));
+    })
+}
 
-    let invite = "INVITE sip:12565378257@sipfront.local SIP/2.0\r\n\
-                  Via: SIP/2.0/UDP 127.0.0.5:5060;branch=z9hG4bK-did-1;rport\r\n\
-                  Max-Forwards: 70\r\n\
-                  From: <sip:12125550100@127.0.0.5>;tag=c1\r\n\
-                  To: <sip:12565378257@sipfront.local>\r\n\
-                  Call-ID: did-1@127.0.0.5\r\n\
-                  CSeq: 1 INVITE\r\n\
-                  Contact: <sip:carrier@127.0.0.5:5060>\r\n\
-                  Content-Length: 0\r\n\r\n";
+const CARRIER: &str = "127.0.0.5:5060";
+
+/// Registers `contact` for login 100 from PEER (digest included).
+fn register_phone(ep: &mut Endpoint, contact: &str, cseq: u32, t0: Instant) {
+    let req =
+        |cseq, extra: &str| register_req(cseq, extra).replace("<sip:100@10.0.0.7:5062>", contact);
+    let r = exchange(ep, &req(cseq, ""), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(ep, &req(cseq + 1, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+}
+
+/// Feeds `text` from `from`; returns what goes out, with its destination.
+fn feed(ep: &mut Endpoint, text: &str, from: &str, now: Instant) -> Vec<(SocketAddr, Message)> {
     ep.handle(
         Inbound {
-            bytes: Bytes::copy_from_slice(invite.as_bytes()),
-            peer: carrier,
+            bytes: Bytes::copy_from_slice(text.as_bytes()),
+            peer: from.parse().unwrap(),
             local: LOCAL.parse().unwrap(),
             transport: Transport::Udp,
             conn: None,
         },
-        t0,
+        now,
     );
-    let mut to_phone = None;
-    while let Some(t) = ep.poll_transmit() {
-        let m = Message::parse(t.bytes).unwrap();
-        if m.is_request() {
-            to_phone = Some((t.dest, m));
-        }
-    }
-    let (dest, inv) = to_phone.expect("an INVITE toward the registered trunk");
+    std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| (t.dest, Message::parse(t.bytes).unwrap()))
+        .collect()
+}
+
+const DID_INVITE: &str = "INVITE sip:12565378257@sipfront.local SIP/2.0\r\n\
+    Via: SIP/2.0/UDP 127.0.0.5:5060;branch=z9hG4bK-did-1;rport\r\n\
+    Max-Forwards: 70\r\n\
+    From: <sip:12125550100@127.0.0.5>;tag=c1\r\n\
+    To: <sip:12565378257@sipfront.local>\r\n\
+    Call-ID: did-1@127.0.0.5\r\n\
+    CSeq: 1 INVITE\r\n\
+    Contact: <sip:carrier@127.0.0.5:5060>\r\n\
+    Content-Length: 0\r\n\r\n";
+
+fn invites(out: &[(SocketAddr, Message)]) -> Vec<(SocketAddr, Message)> {
+    out.iter()
+        .filter(|(_, m)| m.method() == Some(&crate::sip::Method::Invite))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn did_call_to_a_registered_trunk_goes_to_its_nat_source() {
+    let mut ep = did_ep();
+    let t0 = Instant::now();
+    // The phone behind NAT: Contact names its private address, the
+    // packets come from PEER.
+    register_phone(&mut ep, "<sip:100@10.0.0.7:5062>", 1, t0);
+    let out = feed(&mut ep, DID_INVITE, CARRIER, t0);
+    let (dest, inv) = invites(&out)
+        .pop()
+        .expect("an INVITE toward the registered trunk");
     assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap(), "the NAT source");
     assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
+}
+
+#[test]
+fn did_call_forks_to_every_contact_and_the_first_2xx_cancels_the_others() {
+    use crate::sip::build::ResponseBuilder;
+    let mut ep = did_ep();
+    let t0 = Instant::now();
+    register_phone(&mut ep, "<sip:100@10.0.0.7:5062>", 1, t0);
+    register_phone(&mut ep, "<sip:100@10.0.0.8:5062>", 3, t0);
+    let out = feed(&mut ep, DID_INVITE, CARRIER, t0);
+    let forks = invites(&out);
+    let uris: Vec<_> = forks
+        .iter()
+        .map(|(_, m)| m.request_uri_str().unwrap())
+        .collect();
+    assert_eq!(uris.len(), 2, "both contacts ring at once: {uris:?}");
+    let reply = |m: &Message, status: u16, tag: &str| {
+        let b = ResponseBuilder::new(m, StatusCode(status)).to_tag(tag);
+        String::from_utf8(b.build().to_vec()).unwrap()
+    };
+    feed(&mut ep, &reply(&forks[0].1, 180, "p1"), PEER, t0);
+    let out = feed(&mut ep, &reply(&forks[1].1, 200, "p2"), PEER, t0);
+    let cancel = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&crate::sip::Method::Cancel))
+        .expect("the ringing fork is cancelled");
+    assert_eq!(cancel.1.request_uri_str(), forks[0].1.request_uri_str());
+    assert!(out
+        .iter()
+        .any(|(d, m)| d.to_string() == CARRIER && m.status() == Some(StatusCode::OK)));
 }
