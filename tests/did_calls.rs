@@ -146,6 +146,19 @@ impl Rig {
         timeout_s: u32,
         extra: &[&str],
     ) -> SippOut {
+        self.carrier_from(CARRIER_IP, sf, number, tag, timeout_s, extra)
+    }
+
+    /// [`Rig::carrier`] from `ip` (another address is not the carrier).
+    fn carrier_from(
+        &self,
+        ip: &str,
+        sf: &Path,
+        number: &str,
+        tag: &str,
+        timeout_s: u32,
+        extra: &[&str],
+    ) -> SippOut {
         let msg_file = self.dir.path().join(format!("{tag}.msg"));
         let err_file = self.dir.path().join(format!("{tag}.err"));
         let (sf, msg_s, err_s) = (
@@ -153,7 +166,12 @@ impl Rig {
             msg_file.display().to_string(),
             err_file.display().to_string(),
         );
-        let port = self.carrier_port.to_string();
+        let port = if ip == CARRIER_IP {
+            self.carrier_port
+        } else {
+            free_port()
+        }
+        .to_string();
         let timeout = format!("{timeout_s}s");
         let target = self.server.udp.to_string();
         let mut args = vec![
@@ -162,7 +180,7 @@ impl Rig {
             "-s",
             number,
             "-i",
-            CARRIER_IP,
+            ip,
             "-p",
             &port,
             "-nostdin",
@@ -904,6 +922,56 @@ fn did_in_the_to_header_when_the_request_uri_has_no_user() {
         "the scenario did not send a user-less Request-URI\n{show}"
     );
     assert!(out.all_ok(1) && uas_ok, "{show}");
+}
+
+/// Trust is by source IP: the same INVITE for a DID from an address that is
+/// no trusted upstream's is an outbound call attempt, challenged (407), and
+/// reaches no destination.
+#[test]
+fn a_did_call_from_an_untrusted_address_is_challenged() {
+    let p1 = free_port();
+    let rig = Rig::start(
+        "untrusted",
+        &did_toml(DID, 0, &[(1, &format!("sip:1001@127.0.0.1:{p1}"), 1)]),
+    );
+    let dest = rig.uas("dest", &scenario("policy_uas.xml"), "127.0.0.1", p1, &[]);
+    let sf = code_scenario(&rig.dir, "did_uac_refused.xml", 407);
+    let out = rig.carrier_from("127.0.0.3", &sf, DID, "untrusted", 20, &["-m", "1"]);
+    thread::sleep(Duration::from_millis(500));
+    let show = diag(&out, &[&dest], &rig);
+    assert!(out.all_ok(1), "want 407 for an untrusted source\n{show}");
+    assert_eq!(
+        dest.invites(),
+        0,
+        "an untrusted source reached the DID's destination\n{show}"
+    );
+}
+
+/// The registered phone hangs up: its BYE reaches the carrier.
+#[test]
+fn registered_phone_hangs_up_and_the_carrier_gets_the_bye() {
+    let body = phone_trunks(1..=1, |_| true) + &did_toml(DID, 0, &[(5, "phone001", 1)]);
+    let mut rig = Rig::start("phone-bye", &body);
+    let port = free_port();
+    rig.register(&[1], port, 3600, "reg");
+    let mut ph = rig.uas("phone", &scenario("uas_hangup.xml"), "127.0.0.1", port, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac_wait_bye.xml"),
+        DID,
+        "carrier",
+        30,
+        &["-m", "1"],
+    );
+    let ph_ok = ph.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ph], &rig);
+    assert!(
+        out.all_ok(1),
+        "the carrier did not get the phone's BYE\n{show}"
+    );
+    assert!(ph_ok, "the phone's BYE was not answered 200\n{show}");
+    thread::sleep(Duration::from_millis(300));
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, Some("phone001"), &show);
 }
 
 // ---- registered softphones (SPEC §4 transport 5, §5 registrar) -----------------------
