@@ -5,6 +5,15 @@
 //! `host_request` address) play the destinations. Scenarios
 //! `tests/sipp/did_*.xml`. CDRs are read from the SQLite store after a
 //! SIGTERM (which flushes the CDR queue).
+//!
+//! Registered softphones (SPEC §5): a SIPp UAC scenario cannot take an
+//! INVITE that opens a new dialog (SIPp drops messages whose Call-ID it does
+//! not know), so a phone registers from a SIPp UAC bound to 127.0.0.1:X with
+//! a Contact on an unreachable 10.0.0.0/8 address, exits, and a SIPp UAS is
+//! then bound to the same 127.0.0.1:X: a call can only reach it through the
+//! REGISTER's source address. Over TCP the test itself is the phone (one
+//! connection, MD5 digest), since the binding lives and dies with the
+//! connection. baresip is the real softphone.
 
 mod common;
 
