@@ -108,6 +108,7 @@ fn run(path: Option<&Path>) -> ExitCode {
 /// The async shell: sockets, the core task, signals.
 mod shell {
     use std::path::PathBuf;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use sipfront::config::Config;
@@ -117,7 +118,9 @@ mod shell {
     use tokio::sync::mpsc;
 
     use sipfront::cdr::{CdrSink, CdrWriter};
+    use sipfront::control::{self, Live};
     use sipfront::endpoint::{Endpoint, EndpointConfig};
+    use sipfront::store::{self, SqliteStore, Store};
 
     /// Inbound queue between the sockets and the core task.
     const EVENT_QUEUE: usize = 16 * 1024;
@@ -142,6 +145,7 @@ mod shell {
                  ([store] path) is supported so far"
             ));
         }
+        let (cfg, store) = open_store(cfg).await?;
         let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
             .map_err(|e| format!("cannot start: CDR store: {e}"))?;
         let controller = ShutdownController::new();
@@ -150,21 +154,32 @@ mod shell {
             Transports::start(&cfg, TransportLimits::default(), events_tx, &controller)
                 .await
                 .map_err(|e| format!("cannot start: {e}"))?;
+        let http = control::bind(cfg.http.address)
+            .await
+            .map_err(|e| format!("cannot start: HTTP API on {}: {e}", cfg.http.address))?;
+        let http_addr = http
+            .local_addr()
+            .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        tracing::info!(
-            udp = ?transports.udp_addrs(),
-            tcp = ?transports.tcp_addrs(),
-            "sipfront {} ready",
-            env!("CARGO_PKG_VERSION")
-        );
         let ep_cfg = EndpointConfig::from_config(
             &cfg,
             transports.udp_addrs().first().copied(),
             transports.tcp_addrs().first().copied(),
         )
         .map_err(|e| format!("cannot start: {e}"))?;
+        // One path for every config change: the API and SIGHUP both go
+        // through `Live`, which sends the validated snapshot here.
         let (reload_tx, reload_rx) = mpsc::channel(4);
+        let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx));
+        tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
+        tracing::info!(
+            udp = ?transports.udp_addrs(),
+            tcp = ?transports.tcp_addrs(),
+            http = ?[http_addr],
+            "sipfront {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
         let core = tokio::spawn(core_loop(
             Endpoint::new(ep_cfg),
             Inputs {
@@ -184,14 +199,26 @@ mod shell {
                 }
                 Signal::Reload => match Config::resolve(path.as_deref()) {
                     Ok(new) => {
-                        tracing::info!(
-                            source = %new.source,
-                            "SIGHUP: config re-read ({}); new calls use its trunks, DIDs and \
-                             rates, calls in progress keep theirs; listen, upstream and store \
-                             changes need a restart",
-                            new.summary()
-                        );
-                        let _ = reload_tx.send(Box::new(new)).await;
+                        let source = new.source.to_string();
+                        match live.reload_file(new).await {
+                            Ok(()) => tracing::info!(
+                                source = %source,
+                                "SIGHUP: config re-read ({}); new calls use its rates and \
+                                 settings with the store's trunks and DIDs, calls in progress \
+                                 keep theirs; listen, upstream, http and store changes need a \
+                                 restart",
+                                live.current().summary()
+                            ),
+                            Err(errors) => {
+                                for e in &errors.0 {
+                                    tracing::error!("SIGHUP: {e}");
+                                }
+                                tracing::error!(
+                                    "SIGHUP: config rejected with the store's trunks and DIDs; \
+                                     the running config stays"
+                                );
+                            }
+                        }
                     }
                     Err(errors) => {
                         for e in &errors.0 {
@@ -226,11 +253,48 @@ mod shell {
         Ok(())
     }
 
+    /// Opens the trunk/DID store (seeding it from the file's `[[trunk]]` and
+    /// `[[did]]` the first time) and returns the config with the store's
+    /// trunks and DIDs, validated whole. Blocking work runs off the runtime.
+    async fn open_store(mut cfg: Config) -> Result<(Config, Arc<dyn Store>), String> {
+        let path = cfg.store.path.clone();
+        let (file_trunks, file_dids) = (cfg.trunk.clone(), cfg.did.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let s = SqliteStore::open(&path)?;
+            let (seeded, trunks, dids) = store::seed_if_new(&s, &file_trunks, &file_dids)?;
+            Ok::<_, store::StoreError>((s, seeded, trunks, dids))
+        })
+        .await
+        .map_err(|e| format!("cannot start: store: {e}"))?;
+        let (s, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        if seeded {
+            tracing::info!(
+                store = %s.path().display(),
+                trunks = trunks.len(),
+                dids = dids.len(),
+                "store seeded from the config file's [[trunk]] and [[did]] entries"
+            );
+        } else if (cfg.trunk.len(), cfg.did.len()) != (trunks.len(), dids.len()) {
+            tracing::info!(
+                store = %s.path().display(),
+                "trunks and DIDs come from the store; the config file's [[trunk]] and [[did]] \
+                 entries only seed an empty store"
+            );
+        }
+        cfg.trunk = trunks;
+        cfg.did = dids;
+        let label = format!("{} (trunks and DIDs from the store)", cfg.source);
+        if let Err(errors) = cfg.validate_value(&label) {
+            return Err(format!("cannot start: {errors}"));
+        }
+        Ok((cfg, Arc::new(s)))
+    }
+
     /// What the core task listens to besides its timer.
     struct Inputs {
         events: mpsc::Receiver<TransportEvent>,
-        /// New configurations (SIGHUP), already validated.
-        reloads: mpsc::Receiver<Box<Config>>,
+        /// New configurations (SIGHUP, HTTP API), already validated.
+        reloads: mpsc::Receiver<Arc<Config>>,
         shutdown: Shutdown,
     }
 

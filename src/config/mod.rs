@@ -23,6 +23,8 @@ pub use schema::{
     SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
 };
 
+pub(crate) use validate::check_trunk;
+
 /// The default config path (SPEC §1), relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/sipfront.toml";
 
@@ -117,6 +119,18 @@ impl Config {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+
+    /// Checks a configuration built in memory (by the HTTP API, or by
+    /// merging the store into a file's config) with the same rules as a
+    /// file, and resolves omitted trunk ids and logins as loading does.
+    /// Errors carry key paths (`trunk[2].name`) but no lines; `label` names
+    /// the origin in them.
+    ///
+    /// # Errors
+    /// Every rule broken.
+    pub fn validate_value(&mut self, label: &str) -> Result<(), ConfigErrors> {
+        validate::validate(self, label, &SpanIndex::new("")).map_err(ConfigErrors)
     }
 
     /// A one-line summary for the startup log.

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::rates::RateTable;
 
@@ -232,7 +232,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[[trunk]]`: a customer trunk (PBX or softphone account).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// Numeric id; omitted: one more than the largest id before it.
@@ -307,7 +307,7 @@ impl TrunkConfig {
 }
 
 /// `[[did]]`: an inbound number.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DidConfig {
     /// E.164 digits without `+`.
@@ -324,7 +324,7 @@ pub struct DidConfig {
 }
 
 /// One DID destination.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// 1 = SIP URI, 4 = PSTN number (via upstreams), 5 = trunk by its login.
@@ -445,6 +445,19 @@ impl FromStr for IpNet {
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for IpNet {
+    /// A single address as `192.0.2.7`, a network as `10.0.0.0/8`: the
+    /// spelling an operator would write.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let max = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix == max {
+            s.collect_str(&self.addr)
+        } else {
+            s.collect_str(self)
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::error::{ConfigError, SpanIndex};
-use super::schema::Config;
+use super::schema::{Config, TrunkConfig};
 
 /// Collects errors with their key path; lines are filled in at the end.
 struct Errors<'a> {
@@ -71,6 +71,58 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The rules on one trunk alone, as `(field, message)` pairs; empty when it
+/// is valid. The file loader (prefixing `trunk[i].`) and the HTTP API
+/// (naming the JSON field) both call it, so the rules live in one place.
+/// Rules across trunks (unique id and login, DIDs naming a trunk) stay in
+/// [`validate`].
+pub(crate) fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
+    let mut e = Vec::new();
+    let login = t.login();
+    if login.contains(|c: char| c.is_whitespace() || "@:;<>\"".contains(c)) {
+        e.push(("name", format!("`{login}` is not a valid SIP login")));
+    }
+    if !t.host_request.is_empty() && t.host_request.parse::<IpAddr>().is_err() {
+        e.push((
+            "host_request",
+            format!("`{}` must be an IP address or empty", t.host_request),
+        ));
+    }
+    if t.password.is_empty() && t.host_request.is_empty() {
+        e.push((
+            "password",
+            "a trunk needs a password (digest) or host_request (IP authentication)".to_owned(),
+        ));
+    }
+    if !t.callerid.is_empty() && !is_digits(t.callerid.trim_start_matches('+')) {
+        e.push(("callerid", "must be digits (E.164 without +)".to_owned()));
+    }
+    for (k, v) in [
+        ("rewrite_cond", &t.rewrite_cond),
+        ("rewrite_prefix", &t.rewrite_prefix),
+    ] {
+        if !v.is_empty() && !is_digits(v) {
+            e.push((k, "must be digits".to_owned()));
+        }
+    }
+    if !t.max_call_cost.is_finite() || t.max_call_cost < 0.0 {
+        e.push(("max_call_cost", "must be a number >= 0".to_owned()));
+    }
+    if t.call_restrict && t.call_limit == 0 {
+        e.push((
+            "call_limit",
+            "must be > 0 when call_restrict is true".to_owned(),
+        ));
+    }
+    if t.ip_restrict && t.allowed_ips.is_empty() {
+        e.push((
+            "allowed_ips",
+            "ip_restrict is true but allowed_ips is empty: nobody could call".to_owned(),
+        ));
+    }
+    e
 }
 
 /// Checks `cfg` and resolves omitted trunk ids/logins.
@@ -198,54 +250,19 @@ pub(crate) fn validate(
     for (i, t) in cfg.trunk.iter().enumerate() {
         let p = format!("trunk[{i}]");
         let login = t.login();
-        if login.contains(|c: char| c.is_whitespace() || "@:;<>\"".contains(c)) {
-            e.push(
-                format!("{p}.name"),
-                format!("`{login}` is not a valid SIP login"),
-            );
-        } else if let Some(first) = logins.insert(login.to_owned(), i) {
-            e.push(
-                format!("{p}.name"),
-                format!("duplicate trunk name `{login}` (also trunk[{first}])"),
-            );
-        }
-        if !t.host_request.is_empty() && t.host_request.parse::<IpAddr>().is_err() {
-            e.push(
-                format!("{p}.host_request"),
-                format!("`{}` must be an IP address or empty", t.host_request),
-            );
-        }
-        if t.password.is_empty() && t.host_request.is_empty() {
-            e.push(
-                format!("{p}.password"),
-                "a trunk needs a password (digest) or host_request (IP authentication)",
-            );
-        }
-        if !t.callerid.is_empty() && !is_digits(t.callerid.trim_start_matches('+')) {
-            e.push(format!("{p}.callerid"), "must be digits (E.164 without +)");
-        }
-        for (k, v) in [
-            ("rewrite_cond", &t.rewrite_cond),
-            ("rewrite_prefix", &t.rewrite_prefix),
-        ] {
-            if !v.is_empty() && !is_digits(v) {
-                e.push(format!("{p}.{k}"), "must be digits");
+        // Name problems first (bad, else duplicate), then the other fields.
+        let (name, other): (Vec<_>, Vec<_>) =
+            check_trunk(t).into_iter().partition(|(f, _)| *f == "name");
+        if name.is_empty() {
+            if let Some(first) = logins.insert(login.to_owned(), i) {
+                e.push(
+                    format!("{p}.name"),
+                    format!("duplicate trunk name `{login}` (also trunk[{first}])"),
+                );
             }
         }
-        if !t.max_call_cost.is_finite() || t.max_call_cost < 0.0 {
-            e.push(format!("{p}.max_call_cost"), "must be a number >= 0");
-        }
-        if t.call_restrict && t.call_limit == 0 {
-            e.push(
-                format!("{p}.call_limit"),
-                "must be > 0 when call_restrict is true",
-            );
-        }
-        if t.ip_restrict && t.allowed_ips.is_empty() {
-            e.push(
-                format!("{p}.allowed_ips"),
-                "ip_restrict is true but allowed_ips is empty: nobody could call",
-            );
+        for (field, message) in name.into_iter().chain(other) {
+            e.push(format!("{p}.{field}"), message);
         }
     }
 

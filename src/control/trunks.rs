@@ -1,0 +1,304 @@
+//! `/v1/trunks` (SPEC §6): list, create, read, update, delete, with the
+//! provider's field names (SPEC §2).
+//!
+//! Input is read field by field so a `422` can name every bad field at
+//! once. Lenient where provisioning tools differ: numbers may come as
+//! strings (`"max_call_cost": "0.18"`, `"max_channels": "10"`), booleans as
+//! `0`/`1` or `"true"`/`"false"`, `multiple_numbers` is `passthrough`.
+//! `PUT` updates only the fields it names. Output: `max_call_cost` as a
+//! string (as the provider returns it), `passthrough` and
+//! `multiple_numbers` both, and the password never in clear: `"********"`
+//! when set, `""` when not; sending `"********"` back keeps the password.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, Details};
+use super::live::Change;
+use super::{JsonObject, Live};
+use crate::config::{check_trunk, IpNet, TrunkConfig};
+
+/// What a set password reads as.
+pub(crate) const MASK: &str = "********";
+
+/// The trunk as the API shows it.
+pub(crate) fn to_json(t: &TrunkConfig) -> Value {
+    let ips: Vec<Value> = t
+        .allowed_ips
+        .iter()
+        .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+        .collect();
+    json!({
+        "id": t.id(),
+        "name": t.login(),
+        "label": t.label,
+        "password": if t.password.is_empty() { "" } else { MASK },
+        "callerid": t.callerid,
+        "ip_restrict": t.ip_restrict,
+        "allowed_ips": ips,
+        "host_request": t.host_request,
+        "didinfo_enabled": t.didinfo_enabled,
+        "call_restrict": t.call_restrict,
+        "call_limit": t.call_limit,
+        "cost_limit": t.cost_limit,
+        "max_call_cost": format!("{}", t.max_call_cost),
+        "channels_restrict": t.channels_restrict,
+        "max_channels": t.max_channels,
+        "rewrite_enabled": t.rewrite_enabled,
+        "rewrite_cond": t.rewrite_cond,
+        "rewrite_prefix": t.rewrite_prefix,
+        "passthrough": t.passthrough,
+        "multiple_numbers": t.passthrough,
+    })
+}
+
+fn a_string(v: &Value) -> Result<String, &'static str> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Null => Ok(String::new()),
+        _ => Err("must be a string"),
+    }
+}
+
+fn a_bool(v: &Value) -> Result<bool, &'static str> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
+        Value::Number(n) if n.as_u64() == Some(1) => Ok(true),
+        Value::String(s) => match s.as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err("must be a boolean"),
+        },
+        _ => Err("must be a boolean"),
+    }
+}
+
+fn a_u64(v: &Value) -> Result<u64, &'static str> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or("must be a whole number >= 0"),
+        Value::String(s) => s.trim().parse().map_err(|_| "must be a whole number >= 0"),
+        _ => Err("must be a whole number >= 0"),
+    }
+}
+
+fn a_u32(v: &Value) -> Result<u32, &'static str> {
+    a_u64(v).and_then(|n| u32::try_from(n).map_err(|_| "is too large"))
+}
+
+fn a_cost(v: &Value) -> Result<f64, &'static str> {
+    let f = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    f.filter(|f| f.is_finite() && *f >= 0.0)
+        .ok_or("must be a number >= 0 (or a string holding one)")
+}
+
+fn a_ip_list(v: &Value) -> Result<Vec<IpNet>, String> {
+    let items: Vec<String> = match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or("must be a list of IP addresses or networks".to_owned())
+            })
+            .collect::<Result<_, _>>()?,
+        Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Value::Null => Vec::new(),
+        _ => return Err("must be a list of IP addresses or networks".to_owned()),
+    };
+    items.iter().map(|s| s.parse::<IpNet>()).collect()
+}
+
+/// Writes the fields `body` names into `t`; every bad field into `errors`.
+fn apply_fields(t: &mut TrunkConfig, body: &Map<String, Value>, errors: &mut Details) {
+    for (k, v) in body {
+        let r: Result<(), String> = match k.as_str() {
+            "id" => a_u64(v).map(|id| t.id = Some(id)).map_err(Into::into),
+            "name" => a_string(v)
+                .map(|s| t.name = (!s.is_empty()).then_some(s))
+                .map_err(Into::into),
+            "label" => a_string(v).map(|s| t.label = s).map_err(Into::into),
+            "password" => a_string(v)
+                .map(|s| {
+                    if s != MASK {
+                        t.password = s;
+                    }
+                })
+                .map_err(Into::into),
+            "callerid" => a_string(v).map(|s| t.callerid = s).map_err(Into::into),
+            "host_request" => a_string(v).map(|s| t.host_request = s).map_err(Into::into),
+            "rewrite_cond" => a_string(v).map(|s| t.rewrite_cond = s).map_err(Into::into),
+            "rewrite_prefix" => a_string(v)
+                .map(|s| t.rewrite_prefix = s)
+                .map_err(Into::into),
+            "ip_restrict" => a_bool(v).map(|b| t.ip_restrict = b).map_err(Into::into),
+            "didinfo_enabled" => a_bool(v).map(|b| t.didinfo_enabled = b).map_err(Into::into),
+            "call_restrict" => a_bool(v).map(|b| t.call_restrict = b).map_err(Into::into),
+            "cost_limit" => a_bool(v).map(|b| t.cost_limit = b).map_err(Into::into),
+            "channels_restrict" => a_bool(v)
+                .map(|b| t.channels_restrict = b)
+                .map_err(Into::into),
+            "rewrite_enabled" => a_bool(v).map(|b| t.rewrite_enabled = b).map_err(Into::into),
+            "passthrough" | "multiple_numbers" => {
+                a_bool(v).map(|b| t.passthrough = b).map_err(Into::into)
+            }
+            "call_limit" => a_u64(v).map(|n| t.call_limit = n).map_err(Into::into),
+            "max_channels" => a_u32(v).map(|n| t.max_channels = n).map_err(Into::into),
+            "max_call_cost" => a_cost(v).map(|f| t.max_call_cost = f).map_err(Into::into),
+            "allowed_ips" => a_ip_list(v).map(|l| t.allowed_ips = l),
+            _ => Err("unknown field".to_owned()),
+        };
+        if let Err(m) = r {
+            errors.insert(k.clone(), m.into());
+        }
+    }
+}
+
+/// A trunk with the loader's defaults (what an empty `[[trunk]]` gives).
+fn blank() -> Result<TrunkConfig, ApiError> {
+    serde_json::from_value(json!({})).map_err(ApiError::internal)
+}
+
+/// The single-trunk rules, by field name; `422` if any is broken.
+fn check(t: &TrunkConfig, mut errors: Details) -> Result<(), ApiError> {
+    for (field, message) in check_trunk(t) {
+        errors.entry(field.to_owned()).or_insert(message.into());
+    }
+    if let Some(id) = t.id {
+        if id == 0 || i64::try_from(id).is_err() {
+            errors.insert("id".to_owned(), "must be between 1 and 2^63-1".into());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("no trunk with id `{id}`")))
+}
+
+/// `GET /v1/trunks`: `{"items": [...]}` by id.
+pub(crate) async fn list(State(live): State<Arc<Live>>) -> Json<Value> {
+    let cfg = live.current();
+    let mut items: Vec<&TrunkConfig> = cfg.trunk.iter().collect();
+    items.sort_by_key(|t| t.id());
+    Json(json!({ "items": items.into_iter().map(to_json).collect::<Vec<_>>() }))
+}
+
+/// `GET /v1/trunks/{id}`.
+pub(crate) async fn get(
+    State(live): State<Arc<Live>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let cfg = live.current();
+    cfg.trunk
+        .iter()
+        .find(|t| t.id() == id)
+        .map(|t| Json(to_json(t)))
+        .ok_or_else(|| ApiError::not_found(format!("no trunk with id {id}")))
+}
+
+/// `POST /v1/trunks`: `201` with the trunk, its `id` and `name` generated
+/// when omitted (as the config loader does: one more than the largest id;
+/// login `10000 + id`).
+pub(crate) async fn create(
+    State(live): State<Arc<Live>>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut t = blank()?;
+    let mut errors = Details::new();
+    apply_fields(&mut t, &body, &mut errors);
+    check(&t, errors)?;
+    let stored = live
+        .change(move |cur| {
+            if let Some(id) = t.id {
+                if cur.trunk.iter().any(|x| x.id() == id) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("trunk {id} already exists"),
+                    ));
+                }
+            }
+            // Appended last with no id, the loader's rule gives max + 1.
+            let mut next = (*cur).clone();
+            next.trunk.push(t);
+            let index = next.trunk.len() - 1;
+            Ok((next, Change::PutTrunk { index }))
+        })
+        .await?;
+    let t = stored.ok_or_else(|| ApiError::internal("create returned no trunk"))?;
+    tracing::info!(id = t.id(), name = t.login(), "API: trunk created");
+    Ok((StatusCode::CREATED, Json(to_json(&t))).into_response())
+}
+
+/// `PUT /v1/trunks/{id}`: changes the fields the body names.
+pub(crate) async fn update(
+    State(live): State<Arc<Live>>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let stored = live
+        .change(move |cur| {
+            let index = cur
+                .trunk
+                .iter()
+                .position(|t| t.id() == id)
+                .ok_or_else(|| ApiError::not_found(format!("no trunk with id {id}")))?;
+            let mut next = (*cur).clone();
+            let t = next
+                .trunk
+                .get_mut(index)
+                .ok_or_else(|| ApiError::internal("trunk index"))?;
+            let mut errors = Details::new();
+            apply_fields(t, &body, &mut errors);
+            if t.id != Some(id) {
+                errors.insert("id".to_owned(), "cannot be changed".into());
+            }
+            check(t, errors)?;
+            Ok((next, Change::PutTrunk { index }))
+        })
+        .await?;
+    let t = stored.ok_or_else(|| ApiError::internal("update returned no trunk"))?;
+    tracing::info!(id = t.id(), name = t.login(), "API: trunk updated");
+    Ok(Json(to_json(&t)))
+}
+
+/// `DELETE /v1/trunks/{id}`: `204`. Refused (`422`) while a DID routes to it.
+pub(crate) async fn delete(
+    State(live): State<Arc<Live>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    live.change(move |cur| {
+        if !cur.trunk.iter().any(|t| t.id() == id) {
+            return Err(ApiError::not_found(format!("no trunk with id {id}")));
+        }
+        let mut next = (*cur).clone();
+        next.trunk.retain(|t| t.id() != id);
+        Ok((next, Change::DeleteTrunk { id }))
+    })
+    .await?;
+    tracing::info!(id, "API: trunk deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

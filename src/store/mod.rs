@@ -1,0 +1,122 @@
+//! Persistence of the provisioning data (trunks, DIDs) behind one trait.
+//!
+//! The running policy is always the in-memory config snapshot; the store is
+//! where API changes go so they survive a restart. Every method blocks
+//! (SQLite file I/O, later a PostgreSQL round trip), so callers on the
+//! runtime use `tokio::task::spawn_blocking`; the core task never calls it.
+//!
+//! Who wins: the TOML `[[trunk]]`/`[[did]]` entries seed an empty store once
+//! ([`seed_if_new`]); from then on the store is the source of truth for
+//! trunks and DIDs, and a file's entries are ignored (SIGHUP still re-reads
+//! everything else: rates, registrar, API keys…).
+
+mod sqlite;
+
+use std::path::PathBuf;
+
+use crate::config::{DidConfig, TrunkConfig};
+
+pub use sqlite::{SqliteStore, SCHEMA_VERSION};
+
+/// Everything that can go wrong with a store; each names where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The parent directory could not be created.
+    #[error("store {}: creating directory: {source}", path.display())]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database refused an open, a pragma, a migration or a statement.
+    #[error("store {}: {source}", path.display())]
+    Sqlite {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer build with a schema we do not know.
+    #[error("store {}: schema version {found} is newer than this build's {SCHEMA_VERSION}", path.display())]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// A row holds a value no writer of ours would have stored.
+    #[error("store {}: {table} row {key}: {message}", path.display())]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// Table of the row.
+        table: &'static str,
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Trunks and DIDs, persisted. Implementations are blocking and must be
+/// safe to share between threads (`spawn_blocking` tasks).
+pub trait Store: Send + Sync {
+    /// All trunks, by id.
+    ///
+    /// # Errors
+    /// The store cannot be read or holds a bad row.
+    fn trunks(&self) -> Result<Vec<TrunkConfig>, StoreError>;
+    /// Inserts or replaces the trunk with `t.id()`.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn put_trunk(&self, t: &TrunkConfig) -> Result<(), StoreError>;
+    /// Deletes a trunk; whether it existed.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn delete_trunk(&self, id: u64) -> Result<bool, StoreError>;
+    /// All DIDs, by number.
+    ///
+    /// # Errors
+    /// The store cannot be read or holds a bad row.
+    fn dids(&self) -> Result<Vec<DidConfig>, StoreError>;
+    /// Inserts or replaces the DID with `d.number`.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn put_did(&self, d: &DidConfig) -> Result<(), StoreError>;
+    /// Deletes a DID; whether it existed.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn delete_did(&self, number: &str) -> Result<bool, StoreError>;
+    /// Writes `trunks` and `dids` in one transaction if this store was never
+    /// seeded, and marks it seeded; whether it did. A store whose trunks
+    /// were all deleted over the API stays empty: seeding happens once.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn seed_once(&self, trunks: &[TrunkConfig], dids: &[DidConfig]) -> Result<bool, StoreError>;
+}
+
+/// Seeds `store` from a file's `[[trunk]]`/`[[did]]` entries the first
+/// time, then returns the store's trunks and DIDs (the ones that count).
+///
+/// # Errors
+/// As [`Store::seed_once`], [`Store::trunks`], [`Store::dids`].
+pub fn seed_if_new(
+    store: &dyn Store,
+    trunks: &[TrunkConfig],
+    dids: &[DidConfig],
+) -> Result<(bool, Vec<TrunkConfig>, Vec<DidConfig>), StoreError> {
+    let seeded = store.seed_once(trunks, dids)?;
+    Ok((seeded, store.trunks()?, store.dids()?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! The embedded SQLite [`Store`]: the `[store] path` file, shared with the
+//! CDR tables (separate tables, WAL so readers never block the writer).
+//!
+//! Schema versions live in our own `store_meta` table, not in
+//! `PRAGMA user_version`: that pragma is one number per file and the CDR
+//! store in the same file already owns it.
+//!
+//! Rows keep the key columns (`id`, `name`, `number`) for uniqueness and
+//! lookups, and the whole record as JSON in `data`, so adding a trunk
+//! field needs no column migration (serde defaults fill old rows).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Store, StoreError};
+use crate::config::{DidConfig, TrunkConfig};
+
+/// Schema version of a current file (`store_meta.schema_version`); bumped,
+/// with a step in `migrate`, whenever the schema changes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS trunk (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS did (
+    number TEXT PRIMARY KEY,
+    data   TEXT NOT NULL
+);
+";
+
+/// Trunks and DIDs in a SQLite file. One connection behind a mutex: writes
+/// are rare (API calls), and SQLite serializes writers anyway.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens or creates the file (and its directories), sets WAL,
+    /// synchronous=NORMAL and a busy timeout, and migrates the schema.
+    ///
+    /// # Errors
+    /// The file cannot be opened or migrated, or is from a newer build.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let owned = path.to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: owned.clone(),
+                source,
+            })?;
+        }
+        let sql = |source| StoreError::Sqlite {
+            path: owned.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+            path: owned,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done SQLite
+        // transaction (it rolls back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`] in one transaction.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .map_err(|e| self.err(e))?;
+        let found: i64 = tx
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        if found < 1 {
+            tx.execute_batch(SCHEMA_V1).map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![SCHEMA_VERSION],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn corrupt(&self, table: &'static str, key: String, message: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            table,
+            key,
+            message,
+        }
+    }
+
+    fn trunk_id(&self, id: u64) -> Result<i64, StoreError> {
+        i64::try_from(id).map_err(|_| {
+            self.corrupt(
+                "trunk",
+                id.to_string(),
+                "id does not fit a 64-bit signed integer".to_owned(),
+            )
+        })
+    }
+
+    fn put_trunk_in(&self, tx: &Connection, t: &TrunkConfig) -> Result<(), StoreError> {
+        let data = serde_json::to_string(t)
+            .map_err(|e| self.corrupt("trunk", t.id().to_string(), e.to_string()))?;
+        tx.execute(
+            "INSERT INTO trunk (id, name, data) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, data = excluded.data",
+            params![self.trunk_id(t.id())?, t.login(), data],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn put_did_in(&self, tx: &Connection, d: &DidConfig) -> Result<(), StoreError> {
+        let data = serde_json::to_string(d)
+            .map_err(|e| self.corrupt("did", d.number.clone(), e.to_string()))?;
+        tx.execute(
+            "INSERT INTO did (number, data) VALUES (?1, ?2) \
+             ON CONFLICT(number) DO UPDATE SET data = excluded.data",
+            params![d.number, data],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn trunks(&self) -> Result<Vec<TrunkConfig>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, data FROM trunk ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, data) = row.map_err(|e| self.err(e))?;
+            let t: TrunkConfig = serde_json::from_str(&data)
+                .map_err(|e| self.corrupt("trunk", id.to_string(), e.to_string()))?;
+            if u64::try_from(id).ok() != t.id {
+                return Err(self.corrupt(
+                    "trunk",
+                    id.to_string(),
+                    "id column and data differ".into(),
+                ));
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    fn put_trunk(&self, t: &TrunkConfig) -> Result<(), StoreError> {
+        let conn = self.conn();
+        self.put_trunk_in(&conn, t)
+    }
+
+    fn delete_trunk(&self, id: u64) -> Result<bool, StoreError> {
+        let id = self.trunk_id(id)?;
+        let n = self
+            .conn()
+            .execute("DELETE FROM trunk WHERE id = ?1", params![id])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    fn dids(&self) -> Result<Vec<DidConfig>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT number, data FROM did ORDER BY number")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (number, data) = row.map_err(|e| self.err(e))?;
+            let d: DidConfig = serde_json::from_str(&data)
+                .map_err(|e| self.corrupt("did", number.clone(), e.to_string()))?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    fn put_did(&self, d: &DidConfig) -> Result<(), StoreError> {
+        let conn = self.conn();
+        self.put_did_in(&conn, d)
+    }
+
+    fn delete_did(&self, number: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM did WHERE number = ?1", params![number])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    fn seed_once(&self, trunks: &[TrunkConfig], dids: &[DidConfig]) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let seeded = tx
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'seeded'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .is_some();
+        if seeded {
+            return Ok(false);
+        }
+        for t in trunks {
+            self.put_trunk_in(&tx, t)?;
+        }
+        for d in dids {
+            self.put_did_in(&tx, d)?;
+        }
+        tx.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('seeded', 1)",
+            [],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+}

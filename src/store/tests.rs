@@ -1,0 +1,79 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::{DestinationConfig, IpNet};
+
+fn temp_db(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sipfront-store-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("sub").join("store.db")
+}
+
+fn trunk(id: u64, name: &str) -> TrunkConfig {
+    let mut t: TrunkConfig = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
+    t.id = Some(id);
+    t.name = Some(name.to_owned());
+    t.password = "pw".to_owned();
+    t.max_call_cost = 0.18;
+    t.allowed_ips = vec!["10.0.0.0/8"
+        .parse::<IpNet>()
+        .unwrap_or_else(|e| panic!("{e}"))];
+    t
+}
+
+fn did(number: &str) -> DidConfig {
+    DidConfig {
+        number: number.to_owned(),
+        channels: 2,
+        call_status_url: String::new(),
+        destinations: vec![DestinationConfig {
+            transport: 5,
+            destination: "a".to_owned(),
+            priority: 1,
+        }],
+    }
+}
+
+#[test]
+fn round_trip_seed_once_and_reopen() {
+    let path = temp_db("rt");
+    {
+        let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (seeded, trunks, dids) =
+            seed_if_new(&s, &[trunk(1, "a")], &[did("155")]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(seeded);
+        assert_eq!(trunks, vec![trunk(1, "a")]);
+        assert_eq!(dids, vec![did("155")]);
+        let mut t2 = trunk(2, "b");
+        s.put_trunk(&t2).unwrap_or_else(|e| panic!("{e}"));
+        t2.max_channels = 7;
+        s.put_trunk(&t2).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.delete_trunk(1).unwrap_or_else(|e| panic!("{e}")));
+        assert!(!s.delete_trunk(1).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    // Seeding happens once: the file's trunk 1 does not come back.
+    let (seeded, trunks, _) =
+        seed_if_new(&s, &[trunk(1, "a")], &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!seeded);
+    assert_eq!(trunks.len(), 1);
+    assert_eq!((trunks[0].id(), trunks[0].max_channels), (2, 7));
+    assert!(s.delete_did("155").unwrap_or_else(|e| panic!("{e}")));
+    assert!(s.dids().unwrap_or_else(|e| panic!("{e}")).is_empty());
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}
+
+#[test]
+fn shares_the_file_with_the_cdr_store() {
+    let path = temp_db("cdr");
+    let _cdr = crate::cdr::CdrStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    s.put_trunk(&trunk(3, "c"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(s);
+    // Reopening both in either order keeps each one's schema.
+    let _cdr2 = crate::cdr::CdrStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.trunks().unwrap_or_else(|e| panic!("{e}")).len(), 1);
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}
