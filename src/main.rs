@@ -274,8 +274,8 @@ mod shell {
                 dids = dids.len(),
                 "store seeded from the config file's [[trunk]] and [[did]] entries"
             );
-        } else if (cfg.trunk.len(), cfg.did.len()) != (trunks.len(), dids.len()) {
-            tracing::info!(
+        } else if cfg.trunk != trunks || cfg.did != dids {
+            tracing::warn!(
                 store = %s.path().display(),
                 "trunks and DIDs come from the store; the config file's [[trunk]] and [[did]] \
                  entries only seed an empty store"

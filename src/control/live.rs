@@ -76,6 +76,14 @@ impl Live {
     pub async fn reload_file(&self, mut file: Config) -> Result<(), ConfigErrors> {
         let _guard = self.write.lock().await;
         let cur = self.current();
+        // The file was validated with its own trunks (ids resolved), so
+        // equal lists mean the file agrees with the store.
+        if file.trunk != cur.trunk || file.did != cur.did {
+            tracing::warn!(
+                "SIGHUP: the file's [[trunk]]/[[did]] entries differ from the store's and are \
+                 ignored; change trunks and DIDs over the HTTP API"
+            );
+        }
         file.trunk.clone_from(&cur.trunk);
         file.did.clone_from(&cur.did);
         file.validate_value(&file.source.to_string())?;

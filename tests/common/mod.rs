@@ -56,6 +56,8 @@ pub struct Server {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The HTTP API (`http=[…]` in the ready line).
+    pub http: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The config file it runs on (rewrite it, then send SIGHUP).
     pub config: PathBuf,
@@ -123,10 +125,12 @@ impl Server {
         };
         let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
         let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
+        let http = addr_after(&line, "http=[").expect("http address in ready line");
         Server {
             child,
             udp,
             tcp,
+            http,
             log,
             config: cfg,
             _dir: dir,

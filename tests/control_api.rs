@@ -1,0 +1,495 @@
+//! SPEC §6 HTTP control API against the real binary: API keys (401 cases,
+//! `?appid=` and Bearer), `/v1/trunks` CRUD with the provider's field names,
+//! 422 naming fields, 413, 404 JSON, persistence across a restart, and live
+//! apply: a trunk created over the API takes a SIPp digest call, and a `PUT`
+//! of `max_channels = 0` makes the next call get 503 without a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::calls::{read_msgs, SippOut};
+use common::{free_port, scenario, sipp_run, Server, SippBg, TempDir};
+use reqwest::blocking::Client;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const KEY: &str = "adm1n-key";
+/// SHA-256 of "hashed-key".
+const HASHED_KEY: &str = "hashed-key";
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Loopback config with the API keys and a store at `db`.
+fn config(db: &Path, extra: &str) -> String {
+    format!(
+        "{loopback}\n[server]\ndrain_s = 1\n\n[store]\npath = \"{db}\"\n\n\
+         [[http.api_key]]\nname = \"admin\"\nkey = \"{KEY}\"\n\n\
+         [[http.api_key]]\nname = \"hashed\"\nkey_sha256 = \"{hash}\"\n\n\
+         [[http.api_key]]\nname = \"off\"\nkey = \"disabled-key\"\nenabled = false\n\n\
+         [[http.api_key]]\nname = \"tenonly\"\nkey = \"ten-key\"\nallowed_ips = [\"10.0.0.0/8\"]\n\n\
+         {extra}\n",
+        loopback = common::LOOPBACK_CONFIG,
+        db = db.display(),
+        hash = sha256_hex(HASHED_KEY),
+    )
+}
+
+/// A blocking client on one server's API.
+struct Api {
+    base: String,
+    client: Client,
+}
+
+/// How a request presents its key.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    None,
+    Bearer(&'a str),
+    Appid(&'a str),
+}
+
+impl Api {
+    fn new(server: &Server) -> Api {
+        Api {
+            base: format!("http://{}", server.http),
+            client: Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// (status, JSON body or Null when empty).
+    fn call(&self, method: Method, path: &str, key: Key<'_>, body: Option<&Value>) -> (u16, Value) {
+        let mut url = format!("{}{path}", self.base);
+        if let Key::Appid(k) = key {
+            url.push_str(if path.contains('?') {
+                "&appid="
+            } else {
+                "?appid="
+            });
+            url.push_str(k);
+        }
+        let mut req = self.client.request(method, &url);
+        if let Key::Bearer(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
+        };
+        (status, v)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, Key::Bearer(KEY), None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(Method::POST, path, Key::Bearer(KEY), Some(body))
+    }
+
+    fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(Method::PUT, path, Key::Bearer(KEY), Some(body))
+    }
+
+    fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(Method::DELETE, path, Key::Bearer(KEY), None)
+    }
+}
+
+fn is_error_body(v: &Value) -> bool {
+    v.get("error").is_some_and(Value::is_string) && v.get("details").is_some_and(Value::is_object)
+}
+
+#[test]
+fn api_keys_401_cases_and_both_key_forms() {
+    let dir = TempDir::new("api-auth");
+    let server = Server::start(&config(&dir.path().join("s.db"), ""));
+    let api = Api::new(&server);
+    let (st, body) = api.call(Method::GET, "/healthz", Key::None, None);
+    assert_eq!((st, body), (200, json!({"status": "ok"})));
+    for (what, key) in [
+        ("no key", Key::None),
+        ("wrong key", Key::Bearer("nope")),
+        ("wrong appid", Key::Appid("adm1n-ke")),
+        ("disabled key", Key::Bearer("disabled-key")),
+        ("key from a non-allowed IP", Key::Appid("ten-key")),
+        (
+            "hash given as the key",
+            Key::Bearer(&sha256_hex(HASHED_KEY)),
+        ),
+    ] {
+        let (st, body) = api.call(Method::GET, "/v1/trunks", key, None);
+        assert_eq!(st, 401, "{what}: {body}");
+        assert!(is_error_body(&body), "{what}: {body}");
+    }
+    for (what, key) in [
+        ("Bearer", Key::Bearer(KEY)),
+        ("appid", Key::Appid(KEY)),
+        ("key_sha256", Key::Bearer(HASHED_KEY)),
+    ] {
+        let (st, body) = api.call(Method::GET, "/v1/trunks", key, None);
+        assert_eq!(st, 200, "{what}: {body}");
+        assert_eq!(body, json!({"items": []}), "{what}");
+    }
+}
+
+#[test]
+fn trunk_crud_round_trip() {
+    let dir = TempDir::new("api-crud");
+    let server = Server::start(&config(&dir.path().join("s.db"), ""));
+    let api = Api::new(&server);
+    let (st, t) = api.post(
+        "/v1/trunks",
+        &json!({
+            "label": "PBX HQ", "password": "s3cret", "callerid": "12121234567",
+            "cost_limit": true, "max_call_cost": 0.18, "channels_restrict": true,
+            "max_channels": "10", "multiple_numbers": true, "allowed_ips": ["10.0.0.0/8", "192.0.2.7"],
+        }),
+    );
+    assert_eq!(st, 201, "{t}");
+    let id = t["id"].as_u64().expect("id");
+    assert_eq!(id, 1, "{t}");
+    assert_eq!(t["name"], "10001", "generated as the loader does: {t}");
+    assert_eq!(t["password"], "********", "{t}");
+    assert_eq!(t["max_call_cost"], "0.18", "{t}");
+    assert_eq!(t["max_channels"], 10, "{t}");
+    assert_eq!(
+        (&t["passthrough"], &t["multiple_numbers"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(t["allowed_ips"], json!(["10.0.0.0/8", "192.0.2.7"]), "{t}");
+    assert!(!t.to_string().contains("s3cret"), "{t}");
+
+    // Given id and name; then the list, by id.
+    let (st, t2) = api.post(
+        "/v1/trunks",
+        &json!({"id": 7, "name": "36465", "host_request": "192.0.2.9", "max_call_cost": "1.5"}),
+    );
+    assert_eq!(st, 201, "{t2}");
+    assert_eq!(
+        (&t2["id"], &t2["name"], &t2["password"]),
+        (&json!(7), &json!("36465"), &json!(""))
+    );
+    assert_eq!(t2["max_call_cost"], "1.5", "{t2}");
+    let (st, list) = api.get("/v1/trunks");
+    assert_eq!(st, 200);
+    let ids: Vec<u64> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|t| t["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [1, 7], "{list}");
+    let (st, conflict) = api.post("/v1/trunks", &json!({"id": 7, "password": "x"}));
+    assert_eq!(st, 409, "{conflict}");
+
+    // Read, update some fields (the rest and the password stay), read again.
+    let (st, got) = api.get(&format!("/v1/trunks/{id}"));
+    assert_eq!((st, &got), (200, &t));
+    let (st, up) = api.put(
+        &format!("/v1/trunks/{id}"),
+        &json!({"label": "PBX 2", "max_call_cost": "0.25", "password": "********", "passthrough": false}),
+    );
+    assert_eq!(st, 200, "{up}");
+    assert_eq!(
+        (&up["label"], &up["max_call_cost"]),
+        (&json!("PBX 2"), &json!("0.25"))
+    );
+    assert_eq!(
+        (&up["callerid"], &up["max_channels"]),
+        (&t["callerid"], &t["max_channels"])
+    );
+    assert_eq!(
+        (&up["passthrough"], &up["multiple_numbers"]),
+        (&json!(false), &json!(false))
+    );
+    assert_eq!(api.get(&format!("/v1/trunks/{id}")), (200, up.clone()));
+    let (st, e) = api.put(&format!("/v1/trunks/{id}"), &json!({"id": 9}));
+    assert_eq!(st, 422, "{e}");
+    assert!(e["details"]["id"].is_string(), "{e}");
+
+    // Delete; then it is gone.
+    assert_eq!(api.delete(&format!("/v1/trunks/{id}")), (204, Value::Null));
+    for (st, body) in [
+        api.get(&format!("/v1/trunks/{id}")),
+        api.delete(&format!("/v1/trunks/{id}")),
+        api.put(&format!("/v1/trunks/{id}"), &json!({"label": "x"})),
+        api.get("/v1/trunks/abc"),
+    ] {
+        assert_eq!(st, 404, "{body}");
+        assert!(is_error_body(&body), "{body}");
+    }
+    let (_, list) = api.get("/v1/trunks");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[test]
+fn validation_422_names_each_bad_field() {
+    let dir = TempDir::new("api-422");
+    let server = Server::start(&config(&dir.path().join("s.db"), ""));
+    let api = Api::new(&server);
+    let (st, e) = api.post(
+        "/v1/trunks",
+        &json!({
+            "password": "p", "max_channels": "ten", "rewrite_cond": "0a",
+            "allowed_ips": ["nope"], "max_call_cost": "-1", "colour": "red",
+        }),
+    );
+    assert_eq!(st, 422, "{e}");
+    assert!(is_error_body(&e), "{e}");
+    for field in [
+        "max_channels",
+        "rewrite_cond",
+        "allowed_ips",
+        "max_call_cost",
+        "colour",
+    ] {
+        assert!(e["details"][field].is_string(), "{field} not named: {e}");
+    }
+    // The config loader's rules: no password and no host_request.
+    let (st, e) = api.post("/v1/trunks", &json!({"name": "a"}));
+    assert_eq!(st, 422, "{e}");
+    assert!(e["details"]["password"].is_string(), "{e}");
+    // Whole-config rules: a duplicate login.
+    assert_eq!(
+        api.post("/v1/trunks", &json!({"name": "a", "password": "p"}))
+            .0,
+        201
+    );
+    let (st, e) = api.post("/v1/trunks", &json!({"name": "a", "password": "q"}));
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["details"]["name"]
+            .as_str()
+            .is_some_and(|m| m.contains("duplicate")),
+        "{e}"
+    );
+    // Not an object.
+    let (st, e) = api.post("/v1/trunks", &json!([1, 2]));
+    assert_eq!(st, 422, "{e}");
+    let (_, list) = api.get("/v1/trunks");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[test]
+fn body_over_1_mib_is_413_and_unknown_route_404_json() {
+    let dir = TempDir::new("api-limits");
+    let server = Server::start(&config(&dir.path().join("s.db"), ""));
+    let api = Api::new(&server);
+    let big = format!("{{\"label\": \"{}\"}}", "x".repeat(2 << 20));
+    let resp = api
+        .client
+        .post(format!("{}/v1/trunks", api.base))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .expect("send 2 MiB");
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: Value = resp.json().expect("413 body is JSON");
+    assert!(is_error_body(&body), "{body}");
+    for path in ["/nope", "/v1/nothing", "/v1/trunks/1/x"] {
+        let (st, body) = api.get(path);
+        assert_eq!(st, 404, "{path}: {body}");
+        assert!(is_error_body(&body), "{path}: {body}");
+    }
+    let (st, body) = api.call(Method::PATCH, "/v1/trunks", Key::Bearer(KEY), None);
+    assert_eq!(st, 405, "{body}");
+    assert!(is_error_body(&body), "{body}");
+}
+
+#[test]
+fn restart_keeps_api_changes_and_the_store_wins_over_the_file() {
+    let dir = TempDir::new("api-restart");
+    let db = dir.path().join("data").join("s.db");
+    let cfg = config(
+        &db,
+        "[[trunk]]\nid = 1\nname = \"seeded\"\npassword = \"p\"\n",
+    );
+    let mut server = Server::start(&cfg);
+    let api = Api::new(&server);
+    let (_, list) = api.get("/v1/trunks");
+    assert_eq!(
+        list["items"][0]["name"], "seeded",
+        "the file seeds an empty store: {list}"
+    );
+    let (st, t) = api.post(
+        "/v1/trunks",
+        &json!({"name": "viaapi", "password": "p", "max_channels": 4}),
+    );
+    assert_eq!(st, 201, "{t}");
+    assert_eq!(api.delete("/v1/trunks/1").0, 204);
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+
+    let server = Server::start(&cfg);
+    let api = Api::new(&server);
+    let (st, list) = api.get("/v1/trunks");
+    assert_eq!(st, 200);
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(
+        items.len(),
+        1,
+        "the deleted seed trunk stays deleted: {list}"
+    );
+    assert_eq!(
+        (&items[0]["name"], &items[0]["max_channels"]),
+        (&json!("viaapi"), &json!(4))
+    );
+    assert_eq!(items[0]["password"], "********", "{list}");
+}
+
+// ---- live apply with SIPp ---------------------------------------------------------
+
+/// A copy of `auth_uac_refused.xml` expecting `code`.
+fn refused_scenario(dir: &TempDir, code: u16) -> PathBuf {
+    let tpl = std::fs::read_to_string(scenario("auth_uac_refused.xml")).expect("template");
+    let p = dir.path().join(format!("refused_{code}.xml"));
+    std::fs::write(&p, tpl.replace("__CODE__", &code.to_string())).expect("write");
+    p
+}
+
+/// SIPp UAC: one call to `number` via sipfront's UDP port as `user`/`pass`.
+fn uac(server: &Server, dir: &TempDir, sf: &Path, creds: (&str, &str), tag: &str) -> SippOut {
+    let msg_file = dir.path().join(format!("{tag}.msg"));
+    let (sf, msg_s) = (sf.display().to_string(), msg_file.display().to_string());
+    let port = free_port().to_string();
+    let target = server.udp.to_string();
+    let args = [
+        "-sf",
+        &sf,
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-au",
+        creds.0,
+        "-ap",
+        creds.1,
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-recv_timeout",
+        "10000",
+        "-m",
+        "1",
+        "-d",
+        "200",
+        "-trace_msg",
+        "-message_file",
+        &msg_s,
+        &target,
+    ];
+    let (code, text) = sipp_run(&args);
+    SippOut {
+        code,
+        text,
+        msgs: read_msgs(&msg_file),
+        msg_file,
+    }
+}
+
+#[test]
+fn api_trunk_takes_a_call_and_max_channels_0_refuses_the_next_at_once() {
+    let dir = TempDir::new("api-live");
+    let rates = dir.write("rates.csv", "prefix,per_minute,name\n1,0.01,US\n");
+    let up_port = free_port();
+    let extra = format!(
+        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
+         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n",
+        rates.display()
+    );
+    let server = Server::start(&config(&dir.path().join("s.db"), &extra));
+    let api = Api::new(&server);
+    let sf = scenario("policy_uas.xml").display().to_string();
+    let port = up_port.to_string();
+    let _uas = SippBg::start(&[
+        "-sf",
+        &sf,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-nostdin",
+        "-timeout",
+        "120s",
+        "-recv_timeout",
+        "100000",
+    ]);
+
+    // Before the trunk exists, its credentials get 403.
+    let refused_403 = refused_scenario(&dir, 403);
+    let out = uac(&server, &dir, &refused_403, ("apipbx", "pw-1"), "before");
+    assert!(
+        out.all_ok(1),
+        "unknown user must be refused\n{}\n{}",
+        out.show(),
+        server.log_text()
+    );
+
+    let (st, t) = api.post(
+        "/v1/trunks",
+        &json!({"name": "apipbx", "password": "pw-1", "channels_restrict": true, "max_channels": 2}),
+    );
+    assert_eq!(st, 201, "{t}");
+    let out = uac(
+        &server,
+        &dir,
+        &scenario("auth_uac.xml"),
+        ("apipbx", "pw-1"),
+        "created",
+    );
+    assert!(out.all_ok(1), "{}\n{}", out.show(), server.log_text());
+
+    let (st, t) = api.put(
+        &format!("/v1/trunks/{}", t["id"]),
+        &json!({"max_channels": 0}),
+    );
+    assert_eq!((st, &t["max_channels"]), (200, &json!(0)), "{t}");
+    let out = uac(
+        &server,
+        &dir,
+        &refused_scenario(&dir, 503),
+        ("apipbx", "pw-1"),
+        "zero",
+    );
+    assert!(out.all_ok(1), "{}\n{}", out.show(), server.log_text());
+    let refusal = out
+        .msgs
+        .iter()
+        .find(|m| !m.sent && m.status() == Some(503))
+        .map(|m| m.first_line().to_owned());
+    assert_eq!(
+        refusal.as_deref(),
+        Some("SIP/2.0 503 Channel Limit Reached (max_channels 0)"),
+        "{}",
+        out.show()
+    );
+}
