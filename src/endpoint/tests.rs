@@ -350,6 +350,7 @@ fn did_ep() -> Endpoint {
     use crate::config::{Config, ConfigSource, UpstreamConfig};
     use crate::routing::Upstreams;
     let text = "[[trunk]]\nid = 3\nname = \"100\"\npassword = \"pw\"\n\
+                [[trunk]]\nid = 4\nname = \"pbx\"\nhost_request = \"127.0.0.9\"\n\
                 [[did]]\nnumber = \"12565378257\"\n\
                 destinations = [{ transport = 5, destination = \"100\" }]\n";
     let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
@@ -457,4 +458,18 @@ fn did_call_forks_to_every_contact_and_the_first_2xx_cancels_the_others() {
     assert!(out
         .iter()
         .any(|(d, m)| d.to_string() == CARRIER && m.status() == Some(StatusCode::OK)));
+}
+
+#[test]
+fn a_trunk_dialling_another_trunks_login_rings_its_registered_contact() {
+    let mut ep = did_ep();
+    let t0 = Instant::now();
+    register_phone(&mut ep, "<sip:100@10.0.0.7:5062>", 1, t0);
+    let invite = DID_INVITE
+        .replace("12565378257", "100")
+        .replace("127.0.0.5", "127.0.0.9");
+    let out = feed(&mut ep, &invite, "127.0.0.9:5060", t0);
+    let (dest, inv) = invites(&out).pop().expect("on-net INVITE to the phone");
+    assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap());
+    assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
 }
