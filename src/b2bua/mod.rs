@@ -227,6 +227,8 @@ pub struct B2bua {
     health: Health,
     /// CDRs of calls that ended, for the shell to queue to the store.
     records: VecDeque<Cdr>,
+    /// Stopping: new INVITEs get `503`, calls in progress go on.
+    draining: bool,
 }
 
 impl B2bua {
@@ -248,6 +250,7 @@ impl B2bua {
             stats: B2buaStats::default(),
             health: Health::default(),
             records: VecDeque::new(),
+            draining: false,
         }
     }
 
@@ -418,6 +421,11 @@ impl B2bua {
         locations: &dyn Locations,
         now: Instant,
     ) {
+        if self.draining {
+            let mut r = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &"shutting down");
+            r.headers.push(("Retry-After", "30".to_owned()));
+            return self.refuse(msg, &key, source, r);
+        }
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
         let table = &self.table;
@@ -530,6 +538,13 @@ impl B2bua {
             ),
             trunk_id: trunk.map(|t| t.id()),
         });
+    }
+
+    /// Starts a graceful stop: from now on new INVITEs are answered `503`
+    /// with `Retry-After`, while calls in progress continue (SPEC §2
+    /// `drain_s`; the shell ends the rest with [`B2bua::hang_up_all`]).
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// Ends every call now (process stop): confirmed calls get BYE on both

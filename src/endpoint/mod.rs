@@ -225,6 +225,11 @@ impl Endpoint {
         self.b2bua.poll_cdr()
     }
 
+    /// Starts a graceful stop: new INVITEs get `503`, calls go on.
+    pub fn drain(&mut self) {
+        self.b2bua.drain();
+    }
+
     /// Ends every call now (process stop); drain `poll_transmit` and
     /// `poll_cdr` after it.
     pub fn hang_up_all(&mut self, now: Instant) {
