@@ -229,6 +229,8 @@ pub struct B2bua {
     records: VecDeque<Cdr>,
     /// Stopping: new INVITEs get `503`, calls in progress go on.
     draining: bool,
+    /// Digest outcomes by source, for brute-force counting.
+    auth_outcomes: VecDeque<(std::net::IpAddr, Result<(), crate::auth::AuthError>)>,
 }
 
 impl B2bua {
@@ -251,6 +253,7 @@ impl B2bua {
             health: Health::default(),
             records: VecDeque::new(),
             draining: false,
+            auth_outcomes: VecDeque::new(),
         }
     }
 
@@ -314,6 +317,14 @@ impl B2bua {
     /// §6). Drain after each input, like `poll_action`.
     pub fn poll_cdr(&mut self) -> Option<Cdr> {
         self.records.pop_front()
+    }
+
+    /// The next digest outcome (source, result) of a new INVITE, for the
+    /// endpoint's brute-force counting. Drain after each input.
+    pub fn poll_auth_outcome(
+        &mut self,
+    ) -> Option<(std::net::IpAddr, Result<(), crate::auth::AuthError>)> {
+        self.auth_outcomes.pop_front()
     }
 
     /// The earliest instant `handle_timeout` has work.
@@ -433,8 +444,14 @@ impl B2bua {
             .admission
             .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k));
         let admitted = match admitted {
-            Ok(a) => a,
+            Ok(a) => {
+                self.auth_outcomes.push_back((source.ip(), Ok(())));
+                a
+            }
             Err(refusal) => {
+                if let Refusal::Auth(e) = &refusal {
+                    self.auth_outcomes.push_back((source.ip(), Err(*e)));
+                }
                 let r = self.rejection(msg, &refusal, source, now);
                 if let Refusal::Policy { trunk, .. } = &refusal {
                     self.record_refusal(msg, Some(trunk), None, r.status, now);

@@ -473,3 +473,48 @@ fn a_trunk_dialling_another_trunks_login_rings_its_registered_contact() {
     assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap());
     assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
 }
+
+// ---- [security]: bans and scanners ------------------------------------------
+
+#[test]
+fn ten_wrong_passwords_ban_the_source_but_not_another_one() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    for i in 0..10 {
+        let r = exchange(&mut ep, &register_req(2 * i + 1, ""), t0).remove(0);
+        let creds = www_credentials(&r, "guess");
+        let r = exchange(&mut ep, &register_req(2 * i + 2, &creds), t0).remove(0);
+        assert_eq!(r.status(), Some(StatusCode::FORBIDDEN), "attempt {i}");
+    }
+    // Banned: not even a challenge now, and the right password is no help.
+    assert!(exchange(&mut ep, &register_req(100, ""), t0).is_empty());
+    assert_eq!(ep.banned_drops(), 1);
+    assert_eq!(ep.bans(t0).len(), 1);
+    // Another source with the right password registers (new branches:
+    // transactions match on Via, not on the packet source).
+    let out = feed(&mut ep, &register_req(200, ""), "127.0.0.3:5071", t0);
+    let creds = www_credentials(&out[0].1, "pw");
+    let out = feed(&mut ep, &register_req(201, &creds), "127.0.0.3:5071", t0);
+    assert_eq!(out[0].1.status(), Some(StatusCode::OK));
+    // The ban ends after 15 minutes (or when lifted).
+    assert!(!exchange(
+        &mut ep,
+        &register_req(101, ""),
+        t0 + Duration::from_secs(901)
+    )
+    .is_empty());
+}
+
+#[test]
+fn scanners_get_no_answer() {
+    let mut ep = register_ep();
+    for ua in ["friendly-scanner", "sipvicious 0.3.4", "SIPCLI/v1.8"] {
+        let opts = format!(
+            "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-s\r\n\
+             From: <sip:100@x>;tag=s\r\nTo: <sip:100@x>\r\nCall-ID: s\r\nCSeq: 1 OPTIONS\r\n\
+             User-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(exchange(&mut ep, &opts, Instant::now()).is_empty(), "{ua}");
+    }
+    assert_eq!(ep.stats().scanners_dropped, 3);
+}
