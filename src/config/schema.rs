@@ -412,6 +412,16 @@ pub struct SecuritySettings {
     /// dropped unanswered: SIP scanners.
     #[serde(default = "default_user_agent_block")]
     pub user_agent_block: Vec<String>,
+    /// New out-of-dialog requests per second from one source (token bucket,
+    /// bursts of twice that); 0: no limit. Beyond it they get `503` +
+    /// `Retry-After` (retransmissions are absorbed first and cost nothing).
+    /// Upstreams and `allow` sources are not limited.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Past this many live transactions new INVITEs get `503` +
+    /// `Retry-After`, so calls in progress keep working (overload guard).
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: usize,
 }
 
 impl Default for SecuritySettings {
@@ -422,8 +432,18 @@ impl Default for SecuritySettings {
             ban_s: default_ban_s(),
             allow: Vec::new(),
             user_agent_block: default_user_agent_block(),
+            rate_limit: default_rate_limit(),
+            max_transactions: default_max_transactions(),
         }
     }
+}
+
+fn default_rate_limit() -> u32 {
+    200
+}
+
+fn default_max_transactions() -> usize {
+    500_000
 }
 
 fn default_max_auth_failures() -> u32 {

@@ -3,6 +3,7 @@
 //! banned sources and SIP scanners get no answer at all, and wrong
 //! credentials from the INVITE and REGISTER paths are counted toward bans.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,9 @@ use crate::sip::{HeaderName, Message};
 /// How often expired counts and bans are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// Sources whose request rate is tracked at once (bounded memory).
+const MAX_BUCKETS: usize = 100_000;
+
 /// `[security]` as the endpoint applies it.
 #[derive(Clone, Debug, Default)]
 pub struct GuardConfig {
@@ -21,6 +25,55 @@ pub struct GuardConfig {
     pub bans: BanPolicy,
     /// Lowercased User-Agent fragments of scanners.
     pub user_agent_block: Vec<String>,
+    /// New out-of-dialog requests per second per source; 0: unlimited.
+    pub rate_limit: u32,
+    /// Live transactions past which new INVITEs get `503`.
+    pub max_transactions: usize,
+}
+
+/// One source's token bucket (capacity twice the rate).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Per-source token buckets for new out-of-dialog requests.
+#[derive(Debug, Default)]
+pub(super) struct RateLimiter {
+    buckets: HashMap<IpAddr, Bucket>,
+    /// Requests refused for exceeding the rate.
+    pub(super) limited: u64,
+}
+
+impl RateLimiter {
+    /// Takes one token for `ip`; false when its bucket is empty.
+    fn take(&mut self, ip: IpAddr, rate: u32, now: Instant) -> bool {
+        let cap = f64::from(rate) * 2.0;
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_BUCKETS {
+            // Full buckets carry no information: forget them first.
+            self.buckets.retain(|_, b| {
+                now.saturating_duration_since(b.at).as_secs_f64() * f64::from(rate) < cap
+            });
+            if self.buckets.len() >= MAX_BUCKETS {
+                return true;
+            }
+        }
+        let b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: cap,
+            at: now,
+        });
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * f64::from(rate);
+        b.tokens = (b.tokens + refill).min(cap);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            self.limited += 1;
+            false
+        }
+    }
 }
 
 impl From<&SecuritySettings> for GuardConfig {
@@ -33,6 +86,8 @@ impl From<&SecuritySettings> for GuardConfig {
                 .map(|u| u.trim().to_ascii_lowercase())
                 .filter(|u| !u.is_empty())
                 .collect(),
+            rate_limit: s.rate_limit,
+            max_transactions: s.max_transactions,
         }
     }
 }
@@ -65,6 +120,25 @@ impl Endpoint {
             tracing::debug!(user_agent = %ua, "scanner dropped unanswered");
         }
         hit
+    }
+
+    /// Whether a new out-of-dialog request from `ip` is within its rate.
+    /// Upstreams and `allow` sources are never limited.
+    pub(super) fn within_rate(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let rate = self.cfg.guard.rate_limit;
+        if rate == 0
+            || self.b2bua.upstreams().is_upstream(ip)
+            || self.cfg.guard.bans.allow.iter().any(|n| n.contains(ip))
+        {
+            return true;
+        }
+        self.rates.take(ip, rate, now)
+    }
+
+    /// Whether the node is past its transaction bound: new INVITEs get
+    /// `503` so the calls in progress keep their capacity.
+    pub(super) fn overloaded(&self) -> bool {
+        self.txns.len() > self.cfg.guard.max_transactions
     }
 
     /// Counts the outcome of a digest check from `ip`: wrong credentials

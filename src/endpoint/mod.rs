@@ -138,6 +138,7 @@ pub struct Endpoint {
     outbox: VecDeque<Outbound>,
     stats: Stats,
     bans: Bans,
+    rates: guard::RateLimiter,
     next_sweep: Instant,
 }
 
@@ -152,6 +153,7 @@ impl Endpoint {
             b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
             registrar: Registrar::new(cfg.registrar),
             bans: Bans::new(cfg.guard.bans.clone()),
+            rates: guard::RateLimiter::default(),
             next_sweep: cfg.b2bua.wall.at,
             cfg,
             outbox: VecDeque::new(),
@@ -319,6 +321,26 @@ impl Endpoint {
             ServerInput::Absorbed { .. } | ServerInput::AckForServerInvite { .. } => return,
         };
         let is_cancel = msg.method() == Some(&Method::Cancel);
+        let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
+        let is_invite = msg.method() == Some(&Method::Invite);
+        if !is_cancel && (!in_dialog || msg.method() == Some(&Method::Register)) {
+            let ip = inbound.peer.ip();
+            let why = if !self.within_rate(ip, now) {
+                Some("rate limit")
+            } else if is_invite && self.overloaded() {
+                Some("overload")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::debug!(peer = %inbound.peer, "request refused 503: {why}");
+                let response = answer::unavailable(&msg, inbound, &self.cfg);
+                self.stats.count_answer(response.status);
+                self.txns
+                    .respond(&key, response.bytes, response.status, now);
+                return;
+            }
+        }
         if !is_cancel {
             if let Some(response) = answer::precheck(&msg, inbound, &self.cfg) {
                 self.stats.count_answer(response.status);
@@ -331,7 +353,6 @@ impl Endpoint {
                 self.handle_register(&msg, key, inbound, now);
                 return;
             }
-            let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
             if in_dialog {
                 self.b2bua.handle_in_dialog(&msg, key, inbound.peer, now);
                 return;

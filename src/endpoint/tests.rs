@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Endpoint, EndpointConfig};
+use super::{Endpoint, EndpointConfig, GuardConfig};
 use crate::sip::{HeaderName, Message, StatusCode, Transport};
 use crate::transport::Inbound;
 
@@ -517,4 +517,65 @@ fn scanners_get_no_answer() {
         assert!(exchange(&mut ep, &opts, Instant::now()).is_empty(), "{ua}");
     }
     assert_eq!(ep.stats().scanners_dropped, 3);
+}
+
+fn options_n(n: u32) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-o{n}\r\n\
+         From: <sip:a@x>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o{n}\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_source_over_its_rate_gets_503_with_retry_after_and_recovers() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        guard: GuardConfig {
+            rate_limit: 2,
+            ..EndpointConfig::default().guard
+        },
+        ..EndpointConfig::default()
+    });
+    let t0 = Instant::now();
+    let codes: Vec<u16> = (0..6)
+        .map(|n| exchange(&mut ep, &options_n(n), t0)[0].status().unwrap().0)
+        .collect();
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 503, 503],
+        "burst of twice the rate"
+    );
+    let r = exchange(&mut ep, &options_n(6), t0);
+    assert_eq!(header(&r[0], HeaderName::RetryAfter), "5");
+    // Retransmissions cost nothing: the answer is the transaction's.
+    assert_eq!(
+        exchange(&mut ep, &options_n(0), t0)[0].status().unwrap().0,
+        200
+    );
+    let later = t0 + Duration::from_secs(1);
+    assert_eq!(
+        exchange(&mut ep, &options_n(7), later)[0]
+            .status()
+            .unwrap()
+            .0,
+        200
+    );
+}
+
+#[test]
+fn past_the_transaction_bound_new_invites_get_503() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        guard: GuardConfig {
+            max_transactions: 1,
+            ..EndpointConfig::default().guard
+        },
+        ..EndpointConfig::default()
+    });
+    let t0 = Instant::now();
+    exchange(&mut ep, &options_n(1), t0);
+    let invite = "INVITE sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-i\r\n\
+                  From: <sip:a@x>;tag=i\r\nTo: <sip:1@127.0.0.1>\r\nCall-ID: i\r\nCSeq: 1 INVITE\r\n\
+                  Content-Length: 0\r\n\r\n";
+    let r = exchange(&mut ep, invite, t0);
+    assert_eq!(r[0].status(), Some(StatusCode::SERVICE_UNAVAILABLE));
 }
