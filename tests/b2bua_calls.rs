@@ -459,3 +459,75 @@ fn calls_outliving_drain_s_are_byed_and_recorded() {
         "{cdrs:#?}"
     );
 }
+
+/// SIGHUP with 20 calls in progress: they all complete on the terms they
+/// started with, while the new config applies to the next call at once
+/// (here `max_channels = 0`: refused `503`).
+#[test]
+fn sighup_keeps_calls_in_progress_and_applies_to_new_calls() {
+    let port = free_port();
+    let cfg = b2bua_config(&[(format!("sip:127.0.0.1:{port}"), 1)]);
+    let server = Server::start(&cfg);
+    let _uas = uas(port, None, false, &[]);
+    let target = server.udp.to_string();
+    let mut calls = SippBg::start(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "20",
+        "-l",
+        "20",
+        "-r",
+        "40",
+        "-d",
+        "3000",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        &target,
+    ]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let limited = cfg.replace(
+        "host_request = \"127.0.0.1\"\n",
+        "host_request = \"127.0.0.1\"\nchannels_restrict = true\nmax_channels = 0\n",
+    );
+    assert_ne!(limited, cfg);
+    std::fs::write(&server.config, limited).expect("rewrite config");
+    server.signal("HUP");
+    assert!(
+        server.wait_log("SIGHUP: config re-read", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, next) = sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "10s",
+        &target,
+    ]);
+    assert!(
+        next.contains("503"),
+        "the next call sees the new limit:\n{next}"
+    );
+    let (code, text) = calls.wait(Duration::from_secs(30));
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(20),
+        "calls in progress survive SIGHUP: exit {code:?}\n{text}\n{}",
+        server.log_text()
+    );
+}
