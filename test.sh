@@ -12,8 +12,9 @@ as_root() {
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip)
+command -v svmap >/dev/null 2>&1 || missing+=(sipvicious)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives)"
+    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives; sipvicious the scanner the hardening test runs)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi
@@ -23,7 +24,7 @@ for comp in rustfmt clippy; do
     fi
 done
 
-echo "== sipp: $(command -v sipp), baresip: $(command -v baresip)"
+echo "== sipp: $(command -v sipp), baresip: $(command -v baresip), svmap: $(command -v svmap)"
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --all-targets -- -D warnings"

@@ -171,6 +171,8 @@ mod shell {
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot here.
         let (reload_tx, reload_rx) = mpsc::channel(4);
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let drain_s = cfg.server.drain_s;
         let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx));
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tracing::info!(
@@ -180,19 +182,38 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
-        let core = tokio::spawn(core_loop(
+        let mut core = tokio::spawn(core_loop(
             Endpoint::new(ep_cfg),
             Inputs {
                 events: events_rx,
                 reloads: reload_rx,
+                drain: drain_rx,
                 shutdown: controller.subscribe(),
             },
             transports,
             cdr_sink.clone(),
         ));
 
+        let mut draining = false;
+        let mut core_done = false;
         loop {
-            match signals.next().await {
+            let signal = tokio::select! {
+                s = signals.next() => s,
+                _ = &mut core, if draining => {
+                    core_done = true;
+                    tracing::info!("drained: every call has ended");
+                    break;
+                }
+            };
+            match signal {
+                Signal::Stop(name) if !draining && drain_s > 0 => {
+                    tracing::info!(
+                        "{name}: draining: new calls get 503, calls in progress may go on \
+                         for up to {drain_s} s (server.drain_s); send it again to stop now"
+                    );
+                    draining = true;
+                    let _ = drain_tx.send(now() + Duration::from_secs(drain_s)).await;
+                }
                 Signal::Stop(name) => {
                     tracing::info!("{name}: shutting down");
                     break;
@@ -236,7 +257,9 @@ mod shell {
         {
             tracing::warn!("some socket tasks did not stop within {SHUTDOWN_GRACE:?}");
         }
-        let _ = core.await;
+        if !core_done {
+            let _ = core.await;
+        }
         // Everything the core queued is written before we exit.
         let flushed = tokio::task::spawn_blocking(move || cdr_writer.shutdown()).await;
         match flushed {
@@ -295,6 +318,8 @@ mod shell {
         events: mpsc::Receiver<TransportEvent>,
         /// New configurations (SIGHUP, HTTP API), already validated.
         reloads: mpsc::Receiver<Arc<Config>>,
+        /// Start draining; end what is left at this instant.
+        drain: mpsc::Receiver<Instant>,
         shutdown: Shutdown,
     }
 
@@ -310,8 +335,10 @@ mod shell {
         let Inputs {
             mut events,
             mut reloads,
+            mut drain,
             mut shutdown,
         } = inputs;
+        let mut drain_until: Option<Instant> = None;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         // Starts the endpoint's own timers (upstream OPTIONS pings).
@@ -336,6 +363,10 @@ mod shell {
                 }
                 _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
                 Some(cfg) = reloads.recv() => endpoint.reload(&cfg),
+                Some(until) = drain.recv() => {
+                    endpoint.drain();
+                    drain_until = Some(until);
+                }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     let now = now();
@@ -346,6 +377,13 @@ mod shell {
                             Err(_) => break,
                         }
                     }
+                }
+            }
+            if let Some(until) = drain_until {
+                // Drained, or out of time: BYE what is left, then stop.
+                if endpoint.b2bua().active_calls() == 0 || now() >= until {
+                    endpoint.hang_up_all(now());
+                    stopping = true;
                 }
             }
             while let Some(out) = endpoint.poll_transmit() {
@@ -363,7 +401,11 @@ mod shell {
             if stopping {
                 break;
             }
-            match endpoint.poll_timeout() {
+            let wake = match (endpoint.poll_timeout(), drain_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wake {
                 Some(deadline) => {
                     sleep
                         .as_mut()

@@ -322,3 +322,213 @@ fn refused_invite_is_answered_and_logged_with_the_reason() {
         server.log_text()
     );
 }
+
+/// SIGTERM drains (SPEC §2 `drain_s`): 20 calls in progress all complete
+/// normally, a new INVITE meanwhile gets `503`, the process exits 0 once
+/// they have ended, and every call has its CDR.
+#[test]
+fn sigterm_drains_calls_in_progress_and_writes_every_cdr() {
+    let port = free_port();
+    let store = common::TempDir::new("drain");
+    let db = store.path().join("cdr.db");
+    let cfg = format!(
+        "{}\n[store]\npath = \"{}\"\n",
+        b2bua_config(&[(format!("sip:127.0.0.1:{port}"), 1)]),
+        db.display()
+    );
+    let mut server = Server::start(&cfg);
+    let _uas = uas(port, None, false, &[]);
+    let target = server.udp.to_string();
+    // 20 calls of 4 s each, all up within a second.
+    let mut calls = SippBg::start(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "20",
+        "-l",
+        "20",
+        "-r",
+        "40",
+        "-d",
+        "4000",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        &target,
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    server.signal("TERM");
+    assert!(
+        server.wait_log("draining", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+    let (_, late) = sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "10s",
+        &target,
+    ]);
+    assert!(
+        late.contains("503 Service Unavailable"),
+        "new call during drain:\n{late}"
+    );
+    let (code, text) = calls.wait(Duration::from_secs(30));
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(20),
+        "calls in progress must complete: exit {code:?}\n{text}\n{}",
+        server.log_text()
+    );
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+    let cdrs = common::calls::read_cdrs(&db).expect("CDRs readable");
+    let answered = cdrs.iter().filter(|c| c.disposition == "answered").count();
+    assert_eq!(answered, 20, "{cdrs:#?}");
+}
+
+/// Calls still up at the end of `drain_s` get BYE on both legs, and the
+/// process still writes every CDR and exits 0.
+#[test]
+fn calls_outliving_drain_s_are_byed_and_recorded() {
+    let port = free_port();
+    let store = common::TempDir::new("drain1");
+    let db = store.path().join("cdr.db");
+    let cfg = format!(
+        "[server]\ndrain_s = 1\n{}\n[store]\npath = \"{}\"\n",
+        b2bua_config(&[(format!("sip:127.0.0.1:{port}"), 1)]),
+        db.display()
+    );
+    let mut server = Server::start(&cfg);
+    let _uas = uas(port, None, false, &[]);
+    let target = server.udp.to_string();
+    let mut calls = SippBg::start(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "5",
+        "-l",
+        "5",
+        "-r",
+        "20",
+        "-d",
+        "20000",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        &target,
+    ]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let t0 = std::time::Instant::now();
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "stopped after {took:?}");
+    let (_, text) = calls.wait(Duration::from_secs(30));
+    let cdrs = common::calls::read_cdrs(&db).expect("CDRs readable");
+    assert_eq!(cdrs.len(), 5, "{cdrs:#?}\n{text}");
+    assert!(
+        cdrs.iter()
+            .all(|c| c.disposition == "answered" && c.duration <= 3),
+        "{cdrs:#?}"
+    );
+}
+
+/// SIGHUP with 20 calls in progress: they all complete on the terms they
+/// started with, while the new config applies to the next call at once
+/// (here a rate table without the dialled prefix: refused `404`). Trunks
+/// are not changed through the file: once the store is seeded it owns them
+/// (tests/control_api.rs changes `max_channels` over the API).
+#[test]
+fn sighup_keeps_calls_in_progress_and_applies_to_new_calls() {
+    let port = free_port();
+    let cfg = b2bua_config(&[(format!("sip:127.0.0.1:{port}"), 1)]);
+    let server = Server::start(&cfg);
+    let _uas = uas(port, None, false, &[]);
+    let target = server.udp.to_string();
+    let mut calls = SippBg::start(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "20",
+        "-l",
+        "20",
+        "-r",
+        "40",
+        "-d",
+        "3000",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        &target,
+    ]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let dir = common::TempDir::new("sighup-rates");
+    let uk_only = dir.write("rates.csv", "prefix,per_minute,name\n44,0.05,UK\n");
+    let limited = cfg.replace(&common::shipped_rates(), &uk_only.display().to_string());
+    assert_ne!(limited, cfg);
+    std::fs::write(&server.config, limited).expect("rewrite config");
+    server.signal("HUP");
+    assert!(
+        server.wait_log("SIGHUP: config re-read", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, next) = sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "10s",
+        &target,
+    ]);
+    assert!(
+        next.contains("404"),
+        "the next call sees the new rate table:\n{next}"
+    );
+    let (code, text) = calls.wait(Duration::from_secs(30));
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(20),
+        "calls in progress survive SIGHUP: exit {code:?}\n{text}\n{}",
+        server.log_text()
+    );
+}

@@ -881,3 +881,64 @@ fn passthrough_keeps_a_digit_caller_else_uses_callerid() {
         checked_call(&rig, tag, &uac_sf, "12125551234", &[("From", &re)]);
     }
 }
+
+// ---- brute force ([security]) ----------------------------------------------------
+
+/// 20 wrong passwords from one source: the first 10 get `403`, then the
+/// source is banned and gets no answer, even with the right password; the
+/// right password from another source still places its call. (The
+/// attacker is on 127.0.0.3: the upstream's own 127.0.0.1 is never banned.)
+#[test]
+fn brute_force_bans_the_source_and_only_it() {
+    let rig = Rig::start("brute", "");
+    let _uas = rig.uas(&scenario("policy_uas.xml"), &[]);
+    let sf = refused_scenario(&rig.dir, 403);
+    let wrong = (LOGIN, "wrong");
+    let fast = [
+        "-m",
+        "20",
+        "-r",
+        "50",
+        "-recv_timeout",
+        "1500",
+        "-i",
+        "127.0.0.3",
+    ];
+    let out = rig.uac_to(
+        rig.server.udp,
+        &sf,
+        "12125551234",
+        wrong,
+        "brute",
+        60,
+        &fast,
+    );
+    assert!(
+        out.ok() == Some(10) && out.failed() == Some(10),
+        "10 answered 403, 10 unanswered\n{}\n{}",
+        out.show(),
+        rig.show()
+    );
+    assert!(
+        rig.server.log_text().contains("source banned"),
+        "{}",
+        rig.show()
+    );
+    let auth = scenario("auth_uac.xml");
+    let once = ["-m", "1", "-recv_timeout", "1500", "-i", "127.0.0.3"];
+    let out = rig.uac(&auth, "12125551234", "banned", 20, &once);
+    assert_eq!(
+        out.ok(),
+        Some(0),
+        "the banned source got an answer\n{}",
+        out.show()
+    );
+    let other = ["-m", "1", "-d", "200", "-i", "127.0.0.2"];
+    let out = rig.uac(&auth, "12125551234", "other", 20, &other);
+    assert!(
+        out.all_ok(1),
+        "another source is unaffected\n{}\n{}",
+        out.show(),
+        rig.show()
+    );
+}

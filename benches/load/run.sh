@@ -6,6 +6,8 @@
 #
 # Usage: benches/load/run.sh [RATE_CPS=500] [SECONDS=10] [udp|tcp]
 # Env:   SIPFRONT=path/to/binary (default: target/release/sipfront, built if missing)
+#        FLOOD_PPS=20000: meanwhile flood sipfront from 127.0.0.5 (junk and
+#        unauthenticated INVITEs, flood.py) for the same SECONDS.
 set -euo pipefail
 
 RATE=${1:-500}
@@ -43,6 +45,8 @@ address = "127.0.0.1:0"
 name = "uas"
 uri = "sip:127.0.0.1:$UAS_PORT;transport=$TRANSPORT"
 ping_interval_s = 0
+[rates]
+file = "$ROOT/config/rates.csv"
 [[trunk]]
 id = 1
 name = "load"
@@ -63,6 +67,10 @@ sleep 0.5
 
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SF_PID/stat"; }
+if [ -n "${FLOOD_PPS:-}" ]; then
+  python3 "$ROOT/benches/load/flood.py" "127.0.0.1:$SF_PORT" "$FLOOD_PPS" "$SECS" >"$WORK/flood.out" 2>&1 &
+  PIDS+=("$!")
+fi
 T0=$(cpu_ticks); START=$(date +%s.%N)
 set +e
 (cd "$WORK" && sipp -sn uac -s 12125551234 -i 127.0.0.1 $TFLAG -r "$RATE" -m "$CALLS" -l $((RATE * 4)) \
@@ -88,3 +96,5 @@ print(f"failed calls     : {failed}")
 print(f"sipfront CPU     : {cpu_ms:.0f} ms total, {cpu_ms / max(ok, 1):.3f} ms per call")
 print(f"sipfront RSS     : {int(rss) / 1024:.1f} MiB now, {int(hwm) / 1024:.1f} MiB peak")
 PY
+[ -n "${FLOOD_PPS:-}" ] && { wait "${PIDS[-1]}" 2>/dev/null || true; cat "$WORK/flood.out"; }
+exit 0

@@ -21,6 +21,7 @@
 //! Unknown users are checked against a dummy HA1 so that "no such user" and
 //! "wrong password" cost the same time and both answer 403.
 
+mod bans;
 mod digest;
 mod ip;
 mod nonce;
@@ -38,6 +39,7 @@ use subtle::ConstantTimeEq;
 use crate::config::TrunkConfig;
 use crate::sip::{DigestCredentials, HeaderName, Message, Method, StatusCode};
 
+pub use bans::{Ban, BanPolicy, Bans};
 pub use digest::{ha1, response, Algorithm};
 pub use ip::{ip_allowed, IpAuth};
 pub use nonce::ReplayTable;

@@ -227,6 +227,10 @@ pub struct B2bua {
     health: Health,
     /// CDRs of calls that ended, for the shell to queue to the store.
     records: VecDeque<Cdr>,
+    /// Stopping: new INVITEs get `503`, calls in progress go on.
+    draining: bool,
+    /// Digest outcomes by source, for brute-force counting.
+    auth_outcomes: VecDeque<(std::net::IpAddr, Result<(), crate::auth::AuthError>)>,
 }
 
 impl B2bua {
@@ -248,6 +252,8 @@ impl B2bua {
             stats: B2buaStats::default(),
             health: Health::default(),
             records: VecDeque::new(),
+            draining: false,
+            auth_outcomes: VecDeque::new(),
         }
     }
 
@@ -311,6 +317,14 @@ impl B2bua {
     /// §6). Drain after each input, like `poll_action`.
     pub fn poll_cdr(&mut self) -> Option<Cdr> {
         self.records.pop_front()
+    }
+
+    /// The next digest outcome (source, result) of a new INVITE, for the
+    /// endpoint's brute-force counting. Drain after each input.
+    pub fn poll_auth_outcome(
+        &mut self,
+    ) -> Option<(std::net::IpAddr, Result<(), crate::auth::AuthError>)> {
+        self.auth_outcomes.pop_front()
     }
 
     /// The earliest instant `handle_timeout` has work.
@@ -418,6 +432,11 @@ impl B2bua {
         locations: &dyn Locations,
         now: Instant,
     ) {
+        if self.draining {
+            let mut r = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &"shutting down");
+            r.headers.push(("Retry-After", "30".to_owned()));
+            return self.refuse(msg, &key, source, r);
+        }
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
         let table = &self.table;
@@ -425,8 +444,14 @@ impl B2bua {
             .admission
             .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k));
         let admitted = match admitted {
-            Ok(a) => a,
+            Ok(a) => {
+                self.auth_outcomes.push_back((source.ip(), Ok(())));
+                a
+            }
             Err(refusal) => {
+                if let Refusal::Auth(e) = &refusal {
+                    self.auth_outcomes.push_back((source.ip(), Err(*e)));
+                }
                 let r = self.rejection(msg, &refusal, source, now);
                 if let Refusal::Policy { trunk, .. } = &refusal {
                     self.record_refusal(msg, Some(trunk), None, r.status, now);
@@ -530,6 +555,13 @@ impl B2bua {
             ),
             trunk_id: trunk.map(|t| t.id()),
         });
+    }
+
+    /// Starts a graceful stop: from now on new INVITEs are answered `503`
+    /// with `Retry-After`, while calls in progress continue (SPEC §2
+    /// `drain_s`; the shell ends the rest with [`B2bua::hang_up_all`]).
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// Ends every call now (process stop): confirmed calls get BYE on both

@@ -53,6 +53,9 @@ pub struct Config {
     /// `[registrar]`: REGISTER expiry bounds and contacts per trunk.
     #[serde(default)]
     pub registrar: RegistrarSettings,
+    /// `[security]`: brute-force bans and scanner rules.
+    #[serde(default)]
+    pub security: SecuritySettings,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -386,6 +389,87 @@ impl Default for RegistrarSettings {
             max_contacts: default_max_contacts(),
         }
     }
+}
+
+/// `[security]`: on by default, like the rest of the front door.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Wrong credentials from one source within `failure_window_s` that
+    /// ban it; 0 disables banning.
+    #[serde(default = "default_max_auth_failures")]
+    pub max_auth_failures: u32,
+    /// The counting window (seconds).
+    #[serde(default = "default_failure_window_s")]
+    pub failure_window_s: u64,
+    /// First ban (seconds); each repeat doubles it, up to a day.
+    #[serde(default = "default_ban_s")]
+    pub ban_s: u64,
+    /// Sources never banned (upstreams never are either).
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Requests whose User-Agent contains one of these (any case) are
+    /// dropped unanswered: SIP scanners.
+    #[serde(default = "default_user_agent_block")]
+    pub user_agent_block: Vec<String>,
+    /// New out-of-dialog requests per second from one source (token bucket,
+    /// bursts of twice that); 0: no limit. Beyond it they get `503` +
+    /// `Retry-After` (retransmissions are absorbed first and cost nothing).
+    /// Upstreams and `allow` sources are not limited.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Past this many live transactions new INVITEs get `503` +
+    /// `Retry-After`, so calls in progress keep working (overload guard).
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: usize,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            max_auth_failures: default_max_auth_failures(),
+            failure_window_s: default_failure_window_s(),
+            ban_s: default_ban_s(),
+            allow: Vec::new(),
+            user_agent_block: default_user_agent_block(),
+            rate_limit: default_rate_limit(),
+            max_transactions: default_max_transactions(),
+        }
+    }
+}
+
+fn default_rate_limit() -> u32 {
+    200
+}
+
+fn default_max_transactions() -> usize {
+    500_000
+}
+
+fn default_max_auth_failures() -> u32 {
+    10
+}
+
+fn default_failure_window_s() -> u64 {
+    60
+}
+
+fn default_ban_s() -> u64 {
+    900
+}
+
+fn default_user_agent_block() -> Vec<String> {
+    [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "VaxSIPUserAgent",
+        "sundayddr",
+        "sip-scan",
+        "iWar",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// An IP address or CIDR network (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`).

@@ -26,6 +26,12 @@ fn empty_file_gets_defaults() {
     assert_eq!(c.server.realm, "sipfront.local");
     assert_eq!(c.server.drain_s, 30);
     assert_eq!(c.server.ring_timeout_s, 30);
+    assert_eq!(c.security.max_auth_failures, 10);
+    assert!(c
+        .security
+        .user_agent_block
+        .iter()
+        .any(|u| u == "friendly-scanner"));
     assert!(c.rate_table.is_empty());
 }
 

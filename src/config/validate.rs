@@ -330,6 +330,26 @@ pub(crate) fn validate(
         }
     }
 
+    // [security]
+    let sec = &cfg.security;
+    if sec.max_auth_failures > 0 && !(1..=86_400).contains(&sec.failure_window_s) {
+        e.push(
+            "security.failure_window_s",
+            "must be between 1 and 86400 seconds",
+        );
+    }
+    if sec.max_auth_failures > 0 && !(1..=86_400).contains(&sec.ban_s) {
+        e.push("security.ban_s", "must be between 1 and 86400 seconds");
+    }
+    for (i, ua) in sec.user_agent_block.iter().enumerate() {
+        if ua.trim().is_empty() {
+            e.push(
+                format!("security.user_agent_block[{i}]"),
+                "must not be empty",
+            );
+        }
+    }
+
     // [registrar]
     let r = &cfg.registrar;
     if r.min_expires == 0 {

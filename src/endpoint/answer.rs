@@ -41,6 +41,20 @@ pub(super) fn answer(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> 
     }
 }
 
+/// `503` with `Retry-After` (rate limit, overload): try again later.
+pub(super) fn unavailable(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Answer {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let builder = ResponseBuilder::new(req, status)
+        .received(inbound.peer)
+        .to_tag(&build::new_tag())
+        .server(&cfg.server_header)
+        .header("Retry-After", "5");
+    Answer {
+        status,
+        bytes: builder.build(),
+    }
+}
+
 /// The answer owed before any processing (483, then 420), if one is.
 pub(super) fn precheck(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Option<Answer> {
     let (status, builder) = early(req)?;

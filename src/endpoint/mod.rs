@@ -31,6 +31,7 @@
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
+mod guard;
 mod register;
 mod stats;
 
@@ -40,6 +41,7 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
+use crate::auth::{Ban, Bans};
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
@@ -50,6 +52,7 @@ use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Tr
 use crate::transport::{Inbound, Outbound, TransportEvent};
 
 pub use answer::{ALLOW, SUPPORTED};
+pub use guard::GuardConfig;
 pub use stats::Stats;
 
 /// Settings of the endpoint that do not change per message.
@@ -67,6 +70,8 @@ pub struct EndpointConfig {
     pub admission: Arc<Admission>,
     /// REGISTER expiry bounds and contacts per trunk (`[registrar]`).
     pub registrar: RegistrarConfig,
+    /// Bans and scanner rules (`[security]`).
+    pub guard: GuardConfig,
 }
 
 impl Default for EndpointConfig {
@@ -83,6 +88,7 @@ impl Default for EndpointConfig {
             upstreams: Upstreams::default(),
             admission: Arc::new(Admission::empty("sipfront.local", rand::random())),
             registrar: RegistrarConfig::default(),
+            guard: GuardConfig::from(&crate::config::SecuritySettings::default()),
         }
     }
 }
@@ -111,6 +117,7 @@ impl EndpointConfig {
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, rand::random()));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
+        out.guard = GuardConfig::from(&cfg.security);
         Ok(out)
     }
 }
@@ -130,6 +137,9 @@ pub struct Endpoint {
     registrar: Registrar,
     outbox: VecDeque<Outbound>,
     stats: Stats,
+    bans: Bans,
+    rates: guard::RateLimiter,
+    next_sweep: Instant,
 }
 
 impl Endpoint {
@@ -142,6 +152,9 @@ impl Endpoint {
             txns: Transactions::new(cfg.timers),
             b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
             registrar: Registrar::new(cfg.registrar),
+            bans: Bans::new(cfg.guard.bans.clone()),
+            rates: guard::RateLimiter::default(),
+            next_sweep: cfg.b2bua.wall.at,
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),
@@ -190,8 +203,15 @@ impl Endpoint {
     /// Feeds one message from the network.
     pub fn handle(&mut self, inbound: Inbound, now: Instant) {
         self.stats.received += 1;
+        if self.banned(inbound.peer.ip(), now) {
+            return;
+        }
         match Message::parse(inbound.bytes.clone()) {
-            Ok(msg) if msg.is_request() => self.handle_request(msg, &inbound, now),
+            Ok(msg) if msg.is_request() => {
+                if !self.scanner(&msg) {
+                    self.handle_request(msg, &inbound, now);
+                }
+            }
             Ok(msg) => self.handle_response(msg, now),
             Err(err) => self.reject_malformed(&inbound, &err),
         }
@@ -225,6 +245,11 @@ impl Endpoint {
         self.b2bua.poll_cdr()
     }
 
+    /// Starts a graceful stop: new INVITEs get `503`, calls go on.
+    pub fn drain(&mut self) {
+        self.b2bua.drain();
+    }
+
     /// Ends every call now (process stop); drain `poll_transmit` and
     /// `poll_cdr` after it.
     pub fn hang_up_all(&mut self, now: Instant) {
@@ -240,6 +265,23 @@ impl Endpoint {
         self.b2bua.set_admission(Arc::new(admission));
         self.registrar
             .set_config(RegistrarConfig::from(&cfg.registrar));
+        self.cfg.guard = GuardConfig::from(&cfg.security);
+        self.bans.set_policy(self.cfg.guard.bans.clone());
+    }
+
+    /// Sources banned now, with when each ban ends (`/v1/bans`, metrics).
+    pub fn bans(&self, now: Instant) -> Vec<(std::net::IpAddr, Ban)> {
+        self.bans.list(now)
+    }
+
+    /// Lifts a ban; false if `ip` was not banned.
+    pub fn unban(&mut self, ip: std::net::IpAddr) -> bool {
+        self.bans.unban(ip)
+    }
+
+    /// Packets dropped because their source was banned.
+    pub fn banned_drops(&self) -> u64 {
+        self.bans.dropped
     }
 
     /// The next message to put on the wire.
@@ -279,6 +321,26 @@ impl Endpoint {
             ServerInput::Absorbed { .. } | ServerInput::AckForServerInvite { .. } => return,
         };
         let is_cancel = msg.method() == Some(&Method::Cancel);
+        let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
+        let is_invite = msg.method() == Some(&Method::Invite);
+        if !is_cancel && (!in_dialog || msg.method() == Some(&Method::Register)) {
+            let ip = inbound.peer.ip();
+            let why = if !self.within_rate(ip, now) {
+                Some("rate limit")
+            } else if is_invite && self.overloaded() {
+                Some("overload")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::debug!(peer = %inbound.peer, "request refused 503: {why}");
+                let response = answer::unavailable(&msg, inbound, &self.cfg);
+                self.stats.count_answer(response.status);
+                self.txns
+                    .respond(&key, response.bytes, response.status, now);
+                return;
+            }
+        }
         if !is_cancel {
             if let Some(response) = answer::precheck(&msg, inbound, &self.cfg) {
                 self.stats.count_answer(response.status);
@@ -291,7 +353,6 @@ impl Endpoint {
                 self.handle_register(&msg, key, inbound, now);
                 return;
             }
-            let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
             if in_dialog {
                 self.b2bua.handle_in_dialog(&msg, key, inbound.peer, now);
                 return;
@@ -305,6 +366,9 @@ impl Endpoint {
                     self.registrar.store(),
                     now,
                 );
+                while let Some((ip, outcome)) = self.b2bua.poll_auth_outcome() {
+                    self.auth_outcome(ip, outcome, now);
+                }
                 return;
             }
         }

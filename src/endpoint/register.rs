@@ -27,6 +27,7 @@ impl Endpoint {
         let auth = admission.auth();
         let (status, headers, reason) = match auth.verify_request(msg, peer.ip(), now_unix) {
             Err(e) => {
+                self.auth_outcome(peer.ip(), Err(e), now);
                 let headers = auth.rejection_headers_for(&e, msg, peer.ip(), now_unix);
                 if e.challenge_kind().is_some() {
                     tracing::debug!(%peer, "REGISTER challenged: {e}");
@@ -35,7 +36,9 @@ impl Endpoint {
                 }
                 (e.status(), headers, None)
             }
-            Ok(TrunkId(id)) => match admission.trunk(id) {
+            Ok(TrunkId(id)) => match admission.trunk(id).inspect(|_| {
+                self.auth_outcome(peer.ip(), Ok(()), now);
+            }) {
                 // Cannot happen within one snapshot; refuse as unknown.
                 None => (StatusCode::FORBIDDEN, Vec::new(), None),
                 Some(trunk) => {

@@ -21,6 +21,8 @@ pub struct Stats {
     pub send_failures: u64,
     /// Final responses we originated, by class: index 0 = 2xx … 4 = 6xx.
     pub answered: [u64; 5],
+    /// Requests from SIP scanners dropped unanswered (`[security]`).
+    pub scanners_dropped: u64,
 }
 
 impl Stats {

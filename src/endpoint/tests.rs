@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Endpoint, EndpointConfig};
+use super::{Endpoint, EndpointConfig, GuardConfig};
 use crate::sip::{HeaderName, Message, StatusCode, Transport};
 use crate::transport::Inbound;
 
@@ -350,6 +350,7 @@ fn did_ep() -> Endpoint {
     use crate::config::{Config, ConfigSource, UpstreamConfig};
     use crate::routing::Upstreams;
     let text = "[[trunk]]\nid = 3\nname = \"100\"\npassword = \"pw\"\n\
+                [[trunk]]\nid = 4\nname = \"pbx\"\nhost_request = \"127.0.0.9\"\n\
                 [[did]]\nnumber = \"12565378257\"\n\
                 destinations = [{ transport = 5, destination = \"100\" }]\n";
     let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
@@ -457,4 +458,124 @@ fn did_call_forks_to_every_contact_and_the_first_2xx_cancels_the_others() {
     assert!(out
         .iter()
         .any(|(d, m)| d.to_string() == CARRIER && m.status() == Some(StatusCode::OK)));
+}
+
+#[test]
+fn a_trunk_dialling_another_trunks_login_rings_its_registered_contact() {
+    let mut ep = did_ep();
+    let t0 = Instant::now();
+    register_phone(&mut ep, "<sip:100@10.0.0.7:5062>", 1, t0);
+    let invite = DID_INVITE
+        .replace("12565378257", "100")
+        .replace("127.0.0.5", "127.0.0.9");
+    let out = feed(&mut ep, &invite, "127.0.0.9:5060", t0);
+    let (dest, inv) = invites(&out).pop().expect("on-net INVITE to the phone");
+    assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap());
+    assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
+}
+
+// ---- [security]: bans and scanners ------------------------------------------
+
+#[test]
+fn ten_wrong_passwords_ban_the_source_but_not_another_one() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    for i in 0..10 {
+        let r = exchange(&mut ep, &register_req(2 * i + 1, ""), t0).remove(0);
+        let creds = www_credentials(&r, "guess");
+        let r = exchange(&mut ep, &register_req(2 * i + 2, &creds), t0).remove(0);
+        assert_eq!(r.status(), Some(StatusCode::FORBIDDEN), "attempt {i}");
+    }
+    // Banned: not even a challenge now, and the right password is no help.
+    assert!(exchange(&mut ep, &register_req(100, ""), t0).is_empty());
+    assert_eq!(ep.banned_drops(), 1);
+    assert_eq!(ep.bans(t0).len(), 1);
+    // Another source with the right password registers (new branches:
+    // transactions match on Via, not on the packet source).
+    let out = feed(&mut ep, &register_req(200, ""), "127.0.0.3:5071", t0);
+    let creds = www_credentials(&out[0].1, "pw");
+    let out = feed(&mut ep, &register_req(201, &creds), "127.0.0.3:5071", t0);
+    assert_eq!(out[0].1.status(), Some(StatusCode::OK));
+    // The ban ends after 15 minutes (or when lifted).
+    assert!(!exchange(
+        &mut ep,
+        &register_req(101, ""),
+        t0 + Duration::from_secs(901)
+    )
+    .is_empty());
+}
+
+#[test]
+fn scanners_get_no_answer() {
+    let mut ep = register_ep();
+    for ua in ["friendly-scanner", "sipvicious 0.3.4", "SIPCLI/v1.8"] {
+        let opts = format!(
+            "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-s\r\n\
+             From: <sip:100@x>;tag=s\r\nTo: <sip:100@x>\r\nCall-ID: s\r\nCSeq: 1 OPTIONS\r\n\
+             User-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(exchange(&mut ep, &opts, Instant::now()).is_empty(), "{ua}");
+    }
+    assert_eq!(ep.stats().scanners_dropped, 3);
+}
+
+fn options_n(n: u32) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-o{n}\r\n\
+         From: <sip:a@x>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o{n}\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_source_over_its_rate_gets_503_with_retry_after_and_recovers() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        guard: GuardConfig {
+            rate_limit: 2,
+            ..EndpointConfig::default().guard
+        },
+        ..EndpointConfig::default()
+    });
+    let t0 = Instant::now();
+    let codes: Vec<u16> = (0..6)
+        .map(|n| exchange(&mut ep, &options_n(n), t0)[0].status().unwrap().0)
+        .collect();
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 503, 503],
+        "burst of twice the rate"
+    );
+    let r = exchange(&mut ep, &options_n(6), t0);
+    assert_eq!(header(&r[0], HeaderName::RetryAfter), "5");
+    // Retransmissions cost nothing: the answer is the transaction's.
+    assert_eq!(
+        exchange(&mut ep, &options_n(0), t0)[0].status().unwrap().0,
+        200
+    );
+    let later = t0 + Duration::from_secs(1);
+    assert_eq!(
+        exchange(&mut ep, &options_n(7), later)[0]
+            .status()
+            .unwrap()
+            .0,
+        200
+    );
+}
+
+#[test]
+fn past_the_transaction_bound_new_invites_get_503() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        guard: GuardConfig {
+            max_transactions: 1,
+            ..EndpointConfig::default().guard
+        },
+        ..EndpointConfig::default()
+    });
+    let t0 = Instant::now();
+    exchange(&mut ep, &options_n(1), t0);
+    let invite = "INVITE sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bK-i\r\n\
+                  From: <sip:a@x>;tag=i\r\nTo: <sip:1@127.0.0.1>\r\nCall-ID: i\r\nCSeq: 1 INVITE\r\n\
+                  Content-Length: 0\r\n\r\n";
+    let r = exchange(&mut ep, invite, t0);
+    assert_eq!(r[0].status(), Some(StatusCode::SERVICE_UNAVAILABLE));
 }

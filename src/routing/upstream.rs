@@ -159,6 +159,11 @@ impl Upstreams {
         }
     }
 
+    /// Whether `ip` is any upstream's address (any port).
+    pub fn is_upstream(&self, ip: IpAddr) -> bool {
+        self.list.iter().any(|u| u.addr.ip() == ip)
+    }
+
     /// Whether `ip` belongs to a `trusted` upstream (any port, SPEC §2).
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.list.iter().any(|u| u.trusted && u.addr.ip() == ip)

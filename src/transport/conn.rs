@@ -37,6 +37,16 @@ pub(crate) struct ConnEntry {
 struct Inner {
     by_peer: HashMap<SocketAddr, ConnId>,
     by_id: HashMap<ConnId, ConnEntry>,
+    /// Connections per remote IP (per-source limit).
+    per_ip: HashMap<std::net::IpAddr, usize>,
+}
+
+impl Inner {
+    fn add(&mut self, entry: ConnEntry) {
+        *self.per_ip.entry(entry.peer.ip()).or_default() += 1;
+        self.by_peer.insert(entry.peer, entry.id);
+        self.by_id.insert(entry.id, entry);
+    }
 }
 
 /// Open connections by id and by remote address.
@@ -60,10 +70,19 @@ impl ConnTable {
     }
 
     /// Registers a connection; it becomes the one used for its peer.
+    #[cfg(test)]
     pub(crate) fn insert(&self, entry: ConnEntry) {
+        self.lock().add(entry);
+    }
+
+    /// Registers an accepted connection unless its IP already has `max`.
+    pub(crate) fn insert_within(&self, entry: ConnEntry, max: usize) -> bool {
         let mut t = self.lock();
-        t.by_peer.insert(entry.peer, entry.id);
-        t.by_id.insert(entry.id, entry);
+        if t.per_ip.get(&entry.peer.ip()).copied().unwrap_or(0) >= max {
+            return false;
+        }
+        t.add(entry);
+        true
     }
 
     /// Removes a connection (the peer mapping only if it still points to it).
@@ -72,6 +91,13 @@ impl ConnTable {
         if let Some(e) = t.by_id.remove(&id) {
             if t.by_peer.get(&e.peer) == Some(&id) {
                 t.by_peer.remove(&e.peer);
+            }
+            let ip = e.peer.ip();
+            if let Some(n) = t.per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    t.per_ip.remove(&ip);
+                }
             }
         }
     }
@@ -100,10 +126,8 @@ impl ConnTable {
         if let Some(e) = t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)) {
             return (e.clone(), false);
         }
-        let id = self.next_id();
-        let e = make(id);
-        t.by_peer.insert(peer, id);
-        t.by_id.insert(id, e.clone());
+        let e = make(self.next_id());
+        t.add(e.clone());
         (e, true)
     }
 

@@ -94,8 +94,14 @@ pub struct TransportLimits {
     pub max_message: usize,
     /// Concurrent TCP connections (inbound and outbound); further accepts wait.
     pub max_tcp_connections: usize,
+    /// Concurrent inbound TCP connections from one IP; more are closed at
+    /// once.
+    pub max_tcp_per_ip: usize,
     /// A TCP connection with no bytes received for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// A message begun on a TCP connection must be complete within this
+    /// (slowloris: a byte every few seconds never idles out).
+    pub tcp_message_deadline: Duration,
     /// Outbound TCP connect timeout.
     pub tcp_connect_timeout: Duration,
     /// Messages queued per TCP connection for writing.
@@ -111,7 +117,9 @@ impl Default for TransportLimits {
         TransportLimits {
             max_message: crate::sip::MAX_MESSAGE_SIZE,
             max_tcp_connections: 10_000,
+            max_tcp_per_ip: 100,
             tcp_idle_timeout: Duration::from_secs(300),
+            tcp_message_deadline: Duration::from_secs(10),
             tcp_connect_timeout: Duration::from_secs(5),
             tcp_write_queue: 256,
             udp_receivers: std::thread::available_parallelism()
@@ -135,6 +143,8 @@ pub struct TransportStats {
     pub tcp_sent: AtomicU64,
     /// TCP connections accepted.
     pub tcp_accepted: AtomicU64,
+    /// TCP connections closed at once: their IP already had the most allowed.
+    pub tcp_refused_per_ip: AtomicU64,
     /// TCP connections we opened.
     pub tcp_connected: AtomicU64,
     /// Streams closed for a framing error or an oversize message.

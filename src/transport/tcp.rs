@@ -73,7 +73,13 @@ pub(super) async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let id = shared.conns.next_id();
                 let (tx, rx) = mpsc::channel(shared.limits.tcp_write_queue);
-                shared.conns.insert(ConnEntry { id, peer, tx });
+                let max = shared.limits.max_tcp_per_ip;
+                if !shared.conns.insert_within(ConnEntry { id, peer, tx }, max) {
+                    TransportStats::inc(&shared.stats.tcp_refused_per_ip);
+                    tracing::debug!(%peer, "TCP connection refused: {max} already open from this IP");
+                    drop(stream);
+                    continue;
+                }
                 tracing::debug!(%peer, %local, %id, "TCP connection accepted");
                 tokio::spawn(run(
                     stream,
@@ -212,6 +218,9 @@ async fn run(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut crlf_run = 0usize;
     let mut deadline = Instant::now() + limits.tcp_idle_timeout;
+    // When the message now in `buf` must be complete (None: no partial one).
+    let mut partial_until: Option<Instant> = None;
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
 
     let end = 'conn: loop {
         if buf.capacity() - buf.len() < 4096 {
@@ -234,6 +243,9 @@ async fn run(
                 continue;
             }
             _ = tokio::time::sleep_until(deadline) => break 'conn End::Idle,
+            _ = tokio::time::sleep_until(partial_until.unwrap_or(far)), if partial_until.is_some() => {
+                break 'conn End::Framing("message not completed in time (slow sender)")
+            }
             _ = shutdown.recv() => break 'conn End::Shutdown,
         }
         // Frame what we have: check, then split off exactly one message.
@@ -254,6 +266,7 @@ async fn run(
                 }
                 Ok(Frame::Message(len)) => {
                     crlf_run = 0;
+                    partial_until = None;
                     let bytes = buf.split_to(len.min(buf.len())).freeze();
                     TransportStats::inc(&shared.stats.tcp_received);
                     let ev = TransportEvent::Inbound(Inbound {
@@ -275,7 +288,14 @@ async fn run(
                         budget = FRAMES_PER_WAKE;
                     }
                 }
-                Err(FrameError::Incomplete) => break,
+                Err(FrameError::Incomplete) => {
+                    if buf.is_empty() {
+                        partial_until = None;
+                    } else if partial_until.is_none() {
+                        partial_until = Some(Instant::now() + limits.tcp_message_deadline);
+                    }
+                    break;
+                }
                 Err(FrameError::TooLarge) => break 'conn End::Framing("message too large"),
                 Err(FrameError::Invalid(why)) => break 'conn End::Framing(why),
             }

@@ -209,3 +209,56 @@ async fn idle_tcp_connection_is_closed_and_reported() {
     drop(t);
     timeout(T, ctl.shutdown()).await.unwrap();
 }
+
+#[tokio::test]
+async fn slow_sender_is_closed_at_the_message_deadline_though_never_idle() {
+    let limits = TransportLimits {
+        tcp_message_deadline: Duration::from_millis(300),
+        ..TransportLimits::default()
+    };
+    let (t, mut rx, ctl) = start_with(limits).await;
+    let tcp = *t.tcp_addrs().first().unwrap();
+    let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    // A byte every 50 ms: never idle, never a whole message.
+    let started = tokio::time::Instant::now();
+    let mut closed = false;
+    for b in MSG.as_bytes().iter().take(40) {
+        if s.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(TransportEvent::Closed { .. })) =
+            timeout(Duration::from_millis(1), rx.recv()).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "slow sender still connected");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1000), "closed after {took:?}");
+    assert_eq!(t.stats().tcp_framing_errors.load(Ordering::Relaxed), 1);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_per_ip_limit_are_closed_at_once() {
+    let limits = TransportLimits {
+        max_tcp_per_ip: 2,
+        ..TransportLimits::default()
+    };
+    let (t, _rx, ctl) = start_with(limits).await;
+    let tcp = *t.tcp_addrs().first().unwrap();
+    let _a = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let mut c = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    let mut buf = [0u8; 4];
+    let n = timeout(T, c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "third connection closed");
+    assert_eq!(t.stats().tcp_refused_per_ip.load(Ordering::Relaxed), 1);
+    assert_eq!(t.tcp_connections(), 2);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
