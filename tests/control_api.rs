@@ -493,3 +493,114 @@ fn api_trunk_takes_a_call_and_max_channels_0_refuses_the_next_at_once() {
         out.show()
     );
 }
+
+// ---- DIDs ------------------------------------------------------------------------
+
+const DIDS: &str = "[[trunk]]\nid = 1\nname = \"pbx\"\npassword = \"p\"\n\n\
+    [[did]]\nnumber = \"12565378257\"\nchannels = 24\n\
+    destinations = [ { transport = 5, destination = \"pbx\", priority = 1 } ]\n\n\
+    [[did]]\nnumber = \"12565378258\"\n";
+
+#[test]
+fn mydids_list_update_destinations_and_persist() {
+    let dir = TempDir::new("api-dids");
+    let cfg = config(&dir.path().join("s.db"), DIDS);
+    let mut server = Server::start(&cfg);
+    let api = Api::new(&server);
+    let (st, list) = api.call(Method::GET, "/v1/mydids", Key::None, None);
+    assert_eq!(st, 401, "{list}");
+    let (st, list) = api.get("/v1/mydids");
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(
+        list["pagination"],
+        json!({"page": 1, "per_page": 100, "total": 2, "pages": 1})
+    );
+    assert_eq!(
+        list["items"][0],
+        json!({
+            "id": "12565378257", "number": "12565378257", "channels": 24, "call_status_url": "",
+            "destinations": [{"transport": 5, "destination": "pbx", "priority": 1}],
+        })
+    );
+    let (st, page2) = api.get("/v1/mydids?per_page=1&page=2");
+    assert_eq!(st, 200, "{page2}");
+    assert_eq!(page2["items"][0]["number"], "12565378258", "{page2}");
+    assert_eq!(page2["pagination"]["pages"], 2, "{page2}");
+    let (st, e) = api.get("/v1/mydids?per_page=0&page=x");
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["details"]["per_page"].is_string() && e["details"]["page"].is_string(),
+        "{e}"
+    );
+
+    // Update both (one id as a JSON number); answers the stored DIDs.
+    let dests = json!([
+        {"transport": 4, "destination": "12125550000", "priority": 2},
+        {"transport": "5", "destination": "pbx", "priority": 1},
+    ]);
+    let (st, out) = api.post(
+        "/v1/mydids/update-destinations",
+        &json!({"ids": ["12565378257", 12565378258u64], "destinations": dests}),
+    );
+    assert_eq!(st, 200, "{out}");
+    let want = json!([
+        {"transport": 5, "destination": "pbx", "priority": 1},
+        {"transport": 4, "destination": "12125550000", "priority": 2},
+    ]);
+    assert_eq!(out["items"].as_array().map(Vec::len), Some(2), "{out}");
+    for d in out["items"].as_array().into_iter().flatten() {
+        assert_eq!(d["destinations"], want, "{out}");
+    }
+
+    // 422 naming the field: an unknown DID, an unknown trunk, a bad transport.
+    let (st, e) = api.post(
+        "/v1/mydids/update-destinations",
+        &json!({"ids": ["999"], "destinations": []}),
+    );
+    assert_eq!(st, 422, "{e}");
+    assert!(e["details"]["ids[0]"].is_string(), "{e}");
+    let (st, e) = api.post(
+        "/v1/mydids/update-destinations",
+        &json!({"ids": ["12565378257"], "destinations": [
+            {"transport": 5, "destination": "nobody"}, {"transport": 9, "destination": "x", "priority": 2}
+        ]}),
+    );
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["details"]["destinations[0].destination"].is_string(),
+        "{e}"
+    );
+    assert!(e["details"]["destinations[1].transport"].is_string(), "{e}");
+    // A trunk a DID routes to cannot be deleted.
+    let (st, e) = api.delete("/v1/trunks/1");
+    assert_eq!(st, 422, "{e}");
+
+    // SIGHUP with other DIDs in the file: the store's stay.
+    std::fs::write(&server.config, config(&dir.path().join("s.db"), "")).expect("rewrite");
+    server.signal("HUP");
+    assert!(
+        server.wait_log("SIGHUP: config re-read", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        server.log_text().contains("differ from the store's"),
+        "{}",
+        server.log_text()
+    );
+    let (_, after) = api.get("/v1/mydids");
+    assert_eq!(after["pagination"]["total"], 2, "{after}");
+
+    // And a restart keeps the update.
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+    let server = Server::start(&cfg);
+    let api = Api::new(&server);
+    let (_, list) = api.get("/v1/mydids");
+    assert_eq!(list["items"][1]["destinations"], want, "{list}");
+}

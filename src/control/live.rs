@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use tokio::sync::{mpsc, Mutex};
 
 use super::error::{ApiError, Details};
-use crate::config::{Config, ConfigErrors, TrunkConfig};
+use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
 /// What a change does to the store (the config change itself is the new
@@ -31,6 +31,41 @@ pub(crate) enum Change {
         /// Its id.
         id: u64,
     },
+    /// Write `next.did[i]` for each index, in one transaction.
+    PutDids {
+        /// Positions in the new config's DID list.
+        indexes: Vec<usize>,
+    },
+}
+
+impl Change {
+    /// Key-path prefixes of the changed records: errors under them are
+    /// reported by field name alone (`trunk[3].name` → `name`).
+    fn own_prefixes(&self) -> Vec<String> {
+        match self {
+            Change::PutTrunk { index } => vec![format!("trunk[{index}].")],
+            Change::DeleteTrunk { .. } => Vec::new(),
+            Change::PutDids { indexes } => indexes.iter().map(|i| format!("did[{i}].")).collect(),
+        }
+    }
+}
+
+/// What a change stored, for the answer.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    /// The trunk as stored (id and login resolved).
+    Trunk(Box<TrunkConfig>),
+    /// A trunk was deleted.
+    Deleted,
+    /// The DIDs as stored.
+    Dids(Vec<DidConfig>),
+}
+
+/// One store write, moved to a blocking task.
+enum Write {
+    Trunk(Box<TrunkConfig>),
+    DeleteTrunk(u64),
+    Dids(Vec<DidConfig>),
 }
 
 /// The shared control-side state: current config, store, the core's inbox.
@@ -92,59 +127,68 @@ impl Live {
     }
 
     /// An API change: `build` makes the next config from the current one
-    /// and says what to persist. Returns the stored trunk for a put.
+    /// and says what to persist. Returns what was stored.
     ///
     /// # Errors
     /// `build`'s own error; `422` if the whole next config is invalid
-    /// (fields of the changed trunk by their JSON name, others by key
+    /// (fields of the changed records by their JSON name, others by key
     /// path); `500` if the store write fails. On any error nothing changed.
     pub(crate) async fn change(
         &self,
         build: impl FnOnce(&Config) -> Result<(Config, Change), ApiError>,
-    ) -> Result<Option<TrunkConfig>, ApiError> {
+    ) -> Result<Stored, ApiError> {
         let _guard = self.write.lock().await;
         let cur = self.current();
         let (mut next, change) = build(&cur)?;
         if let Err(errors) = next.validate_value("api") {
-            let own = match change {
-                Change::PutTrunk { index } => Some(format!("trunk[{index}].")),
-                Change::DeleteTrunk { .. } => None,
-            };
+            let own = change.own_prefixes();
             let mut details = Details::new();
             for e in errors.0 {
-                let key = match own.as_deref().and_then(|p| e.key.strip_prefix(p)) {
-                    Some(field) => field.to_owned(),
-                    None => e.key,
-                };
+                let key = own
+                    .iter()
+                    .find_map(|p| e.key.strip_prefix(p.as_str()))
+                    .map_or_else(|| e.key.clone(), str::to_owned);
                 details.insert(key, e.message.into());
             }
             return Err(ApiError::invalid(details));
         }
-        let store = self.store.clone();
-        let (put, out) = match change {
-            Change::PutTrunk { index } => {
-                let t = next
-                    .trunk
-                    .get(index)
+        let stored = match &change {
+            Change::PutTrunk { index } => Stored::Trunk(
+                next.trunk
+                    .get(*index)
                     .cloned()
-                    .ok_or_else(|| ApiError::internal("changed trunk index out of range"))?;
-                (Some(t.clone()), Some(t))
-            }
-            Change::DeleteTrunk { .. } => (None, None),
+                    .map(Box::new)
+                    .ok_or_else(|| ApiError::internal("changed trunk index out of range"))?,
+            ),
+            Change::DeleteTrunk { .. } => Stored::Deleted,
+            Change::PutDids { indexes } => Stored::Dids(
+                indexes
+                    .iter()
+                    .map(|i| next.did.get(*i).cloned())
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| ApiError::internal("changed DID index out of range"))?,
+            ),
         };
-        let persisted = tokio::task::spawn_blocking(move || match (put, change) {
-            (Some(t), _) => store.put_trunk(&t).map(|_| true),
-            (None, Change::DeleteTrunk { id }) => store.delete_trunk(id),
-            (None, Change::PutTrunk { .. }) => Ok(true),
+        let store = self.store.clone();
+        let write = match (&stored, &change) {
+            (Stored::Trunk(t), _) => Write::Trunk(t.clone()),
+            (Stored::Dids(d), _) => Write::Dids(d.clone()),
+            (Stored::Deleted, Change::DeleteTrunk { id }) => Write::DeleteTrunk(*id),
+            (Stored::Deleted, _) => return Err(ApiError::internal("delete without an id")),
+        };
+        let existed = tokio::task::spawn_blocking(move || match write {
+            Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
+            Write::DeleteTrunk(id) => store.delete_trunk(id),
+            Write::Dids(d) => store.put_dids(&d).map(|()| true),
         })
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-        if !persisted {
+        if !existed {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "trunk not found"));
         }
         self.publish(Arc::new(next)).await;
-        Ok(out)
+        Ok(stored)
     }
 
     /// Swaps `next` in and sends it to the core (which applies it to new

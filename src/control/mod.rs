@@ -5,12 +5,14 @@
 //! [`Live`]'s one write path (validate whole → persist on a blocking task →
 //! swap → send to the core through the same channel SIGHUP uses).
 //!
-//! Routes: `GET /healthz` (no key); `/v1/trunks` and `/v1/trunks/{id}`
-//! (key required, see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
+//! Routes: `GET /healthz` (no key); `/v1/trunks`, `/v1/trunks/{id}`,
+//! `GET /v1/mydids`, `POST /v1/mydids/update-destinations` (key required,
+//! see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
 //! unknown routes `404`, wrong methods `405`, all as
 //! `{"error": "...", "details": {...}}`.
 
 mod auth;
+mod dids;
 mod error;
 mod live;
 mod trunks;
@@ -49,6 +51,11 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(
             "/v1/trunks/{id}",
             get(trunks::get).put(trunks::update).delete(trunks::delete),
+        )
+        .route("/v1/mydids", get(dids::list))
+        .route(
+            "/v1/mydids/update-destinations",
+            axum::routing::post(dids::update_destinations),
         )
         .route_layer(middleware::from_fn_with_state(
             live.clone(),

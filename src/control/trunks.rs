@@ -19,7 +19,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, Details};
-use super::live::Change;
+use super::live::{Change, Stored};
 use super::{JsonObject, Live};
 use crate::config::{check_trunk, IpNet, TrunkConfig};
 
@@ -246,7 +246,9 @@ pub(crate) async fn create(
             Ok((next, Change::PutTrunk { index }))
         })
         .await?;
-    let t = stored.ok_or_else(|| ApiError::internal("create returned no trunk"))?;
+    let Stored::Trunk(t) = stored else {
+        return Err(ApiError::internal("create stored no trunk"));
+    };
     tracing::info!(id = t.id(), name = t.login(), "API: trunk created");
     Ok((StatusCode::CREATED, Json(to_json(&t))).into_response())
 }
@@ -279,7 +281,9 @@ pub(crate) async fn update(
             Ok((next, Change::PutTrunk { index }))
         })
         .await?;
-    let t = stored.ok_or_else(|| ApiError::internal("update returned no trunk"))?;
+    let Stored::Trunk(t) = stored else {
+        return Err(ApiError::internal("update stored no trunk"));
+    };
     tracing::info!(id = t.id(), name = t.login(), "API: trunk updated");
     Ok(Json(to_json(&t)))
 }

@@ -90,6 +90,11 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn put_did(&self, d: &DidConfig) -> Result<(), StoreError>;
+    /// Inserts or replaces several DIDs in one transaction: all or none.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn put_dids(&self, dids: &[DidConfig]) -> Result<(), StoreError>;
     /// Deletes a DID; whether it existed.
     ///
     /// # Errors

@@ -237,6 +237,15 @@ impl Store for SqliteStore {
         self.put_did_in(&conn, d)
     }
 
+    fn put_dids(&self, dids: &[DidConfig]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for d in dids {
+            self.put_did_in(&tx, d)?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     fn delete_did(&self, number: &str) -> Result<bool, StoreError> {
         let n = self
             .conn()

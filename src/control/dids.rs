@@ -1,0 +1,224 @@
+//! `/v1/mydids` (SPEC §6): the DIDs with their destinations, and
+//! `update-destinations`.
+//!
+//! Our DIDs have no separate numeric id: a DID's `id` is its number, so
+//! `ids` in `update-destinations` are numbers (as strings or JSON numbers).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, Details};
+use super::live::{Change, Stored};
+use super::{JsonObject, Live};
+use crate::config::{DestinationConfig, DidConfig};
+
+/// Default and largest `per_page`.
+const PER_PAGE: u64 = 100;
+const MAX_PER_PAGE: u64 = 1000;
+
+/// The DID as the API shows it.
+pub(crate) fn to_json(d: &DidConfig) -> Value {
+    let mut dests: Vec<&DestinationConfig> = d.destinations.iter().collect();
+    dests.sort_by_key(|x| x.priority);
+    json!({
+        "id": d.number,
+        "number": d.number,
+        "channels": d.channels,
+        "call_status_url": d.call_status_url,
+        "destinations": dests
+            .into_iter()
+            .map(|x| json!({
+                "transport": x.transport,
+                "destination": x.destination,
+                "priority": x.priority,
+            }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// `?page=&per_page=` (1-based), leniently parsed.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Page {
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+/// `GET /v1/mydids`: `{"items": [...], "pagination": {...}}` by number.
+pub(crate) async fn list(
+    State(live): State<Arc<Live>>,
+    q: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let mut errors = Details::new();
+    let page = match q.page.as_deref().map(str::parse::<u64>) {
+        None => 1,
+        Some(Ok(p)) if p >= 1 => p,
+        Some(_) => {
+            errors.insert("page".to_owned(), "must be a whole number >= 1".into());
+            1
+        }
+    };
+    let per_page = match q.per_page.as_deref().map(str::parse::<u64>) {
+        None => PER_PAGE,
+        Some(Ok(p)) if (1..=MAX_PER_PAGE).contains(&p) => p,
+        Some(_) => {
+            errors.insert(
+                "per_page".to_owned(),
+                format!("must be between 1 and {MAX_PER_PAGE}").into(),
+            );
+            PER_PAGE
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let cfg = live.current();
+    let mut all: Vec<&DidConfig> = cfg.did.iter().collect();
+    all.sort_by(|a, b| a.number.cmp(&b.number));
+    let total = all.len() as u64;
+    let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let take = usize::try_from(per_page).unwrap_or(usize::MAX);
+    let items: Vec<Value> = all.into_iter().skip(skip).take(take).map(to_json).collect();
+    Ok(Json(json!({
+        "items": items,
+        "pagination": {
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "pages": total.div_ceil(per_page),
+        },
+    })))
+}
+
+fn a_number_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One destination object; errors keyed `destinations[j].field`.
+fn parse_destination(j: usize, v: &Value, errors: &mut Details) -> Option<DestinationConfig> {
+    let key = |f: &str| format!("destinations[{j}].{f}");
+    let Some(obj) = v.as_object() else {
+        errors.insert(format!("destinations[{j}]"), "must be an object".into());
+        return None;
+    };
+    let mut ok = true;
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "transport" | "destination" | "priority") {
+            errors.insert(key(k), "unknown field".into());
+            ok = false;
+        }
+    }
+    let transport = match obj.get("transport").and_then(a_number_text) {
+        Some(t) => t.trim().parse::<u8>().ok(),
+        None => None,
+    };
+    if transport.is_none() {
+        errors.insert(
+            key("transport"),
+            "must be 1 (SIP URI), 4 (PSTN) or 5 (trunk)".into(),
+        );
+    }
+    let destination = obj.get("destination").and_then(a_number_text);
+    if destination.as_deref().map_or(true, str::is_empty) {
+        errors.insert(key("destination"), "must be a non-empty string".into());
+    }
+    let priority = match obj.get("priority") {
+        None => Some(1),
+        Some(v) => a_number_text(v).and_then(|p| p.trim().parse::<u32>().ok()),
+    };
+    if priority.is_none() {
+        errors.insert(key("priority"), "must be a whole number >= 0".into());
+    }
+    Some(DestinationConfig {
+        transport: transport?,
+        destination: destination?,
+        priority: priority?,
+    })
+    .filter(|_| ok)
+}
+
+/// `POST /v1/mydids/update-destinations`: `{ids, destinations}` sets the
+/// destinations of every listed DID; answers `{"items": [...]}`.
+pub(crate) async fn update_destinations(
+    State(live): State<Arc<Live>>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = Details::new();
+    for k in body.keys() {
+        if k != "ids" && k != "destinations" {
+            errors.insert(k.clone(), "unknown field".into());
+        }
+    }
+    let ids: Vec<String> = match body.get("ids") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let n = a_number_text(v);
+                if n.is_none() {
+                    errors.insert(format!("ids[{i}]"), "must be a DID number".into());
+                }
+                n
+            })
+            .collect(),
+        _ => {
+            errors.insert("ids".to_owned(), "must be a non-empty list of DIDs".into());
+            Vec::new()
+        }
+    };
+    let dests: Vec<DestinationConfig> = match body.get("destinations") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .filter_map(|(j, v)| parse_destination(j, v, &mut errors))
+            .collect(),
+        _ => {
+            errors.insert("destinations".to_owned(), "must be a list".into());
+            Vec::new()
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let stored = live
+        .change(move |cur| {
+            let mut next = (*cur).clone();
+            let mut missing = Map::new();
+            let mut indexes = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                match next.did.iter().position(|d| &d.number == id) {
+                    Some(k) if !indexes.contains(&k) => indexes.push(k),
+                    Some(_) => {}
+                    None => {
+                        missing.insert(format!("ids[{i}]"), format!("no DID `{id}`").into());
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                return Err(ApiError::invalid(missing));
+            }
+            for &k in &indexes {
+                if let Some(d) = next.did.get_mut(k) {
+                    d.destinations.clone_from(&dests);
+                }
+            }
+            Ok((next, Change::PutDids { indexes }))
+        })
+        .await?;
+    let Stored::Dids(dids) = stored else {
+        return Err(ApiError::internal("update-destinations stored no DIDs"));
+    };
+    tracing::info!(dids = dids.len(), "API: DID destinations updated");
+    Ok(Json(
+        json!({ "items": dids.iter().map(to_json).collect::<Vec<_>>() }),
+    ))
+}
