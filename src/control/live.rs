@@ -70,10 +70,10 @@ enum Write {
 
 /// The shared control-side state: current config, store, the core's inbox.
 pub struct Live {
-    current: ArcSwap<Config>,
+    current: Arc<ArcSwap<Config>>,
     store: Arc<dyn Store>,
     reloads: mpsc::Sender<Arc<Config>>,
-    write: Mutex<()>,
+    write: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -90,10 +90,10 @@ impl Live {
         reloads: mpsc::Sender<Arc<Config>>,
     ) -> Live {
         Live {
-            current: ArcSwap::new(cfg),
+            current: Arc::new(ArcSwap::new(cfg)),
             store,
             reloads,
-            write: Mutex::new(()),
+            write: Arc::new(Mutex::new(())),
         }
     }
 
@@ -122,7 +122,7 @@ impl Live {
         file.trunk.clone_from(&cur.trunk);
         file.did.clone_from(&cur.did);
         file.validate_value(&file.source.to_string())?;
-        self.publish(Arc::new(file)).await;
+        publish(&self.current, &self.reloads, Arc::new(file)).await;
         Ok(())
     }
 
@@ -137,7 +137,7 @@ impl Live {
         &self,
         build: impl FnOnce(&Config) -> Result<(Config, Change), ApiError>,
     ) -> Result<Stored, ApiError> {
-        let _guard = self.write.lock().await;
+        let guard = self.write.clone().lock_owned().await;
         let cur = self.current();
         let (mut next, change) = build(&cur)?;
         if let Err(errors) = next.validate_value("api") {
@@ -176,27 +176,40 @@ impl Live {
             (Stored::Deleted, Change::DeleteTrunk { id }) => Write::DeleteTrunk(*id),
             (Stored::Deleted, _) => return Err(ApiError::internal("delete without an id")),
         };
-        let existed = tokio::task::spawn_blocking(move || match write {
-            Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
-            Write::DeleteTrunk(id) => store.delete_trunk(id),
-            Write::Dids(d) => store.put_dids(&d).map(|()| true),
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-        if !existed {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "trunk not found"));
-        }
-        self.publish(Arc::new(next)).await;
+        // Persist and publish on a task of their own: a client hanging up
+        // (which drops this future) must not leave the store changed and
+        // the running config not.
+        let (current, reloads) = (self.current.clone(), self.reloads.clone());
+        let commit = tokio::spawn(async move {
+            let _guard = guard;
+            let existed = tokio::task::spawn_blocking(move || match write {
+                Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
+                Write::DeleteTrunk(id) => store.delete_trunk(id),
+                Write::Dids(d) => store.put_dids(&d).map(|()| true),
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+            if !existed {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "trunk not found"));
+            }
+            publish(&current, &reloads, Arc::new(next)).await;
+            Ok(())
+        });
+        commit.await.map_err(ApiError::internal)??;
         Ok(stored)
     }
+}
 
-    /// Swaps `next` in and sends it to the core (which applies it to new
-    /// calls; calls in progress keep their terms).
-    async fn publish(&self, next: Arc<Config>) {
-        self.current.store(next.clone());
-        if self.reloads.send(next).await.is_err() {
-            tracing::warn!("config change not applied: the core task has stopped");
-        }
+/// Swaps `next` in and sends it to the core (which applies it to new
+/// calls; calls in progress keep their terms).
+async fn publish(
+    current: &ArcSwap<Config>,
+    reloads: &mpsc::Sender<Arc<Config>>,
+    next: Arc<Config>,
+) {
+    current.store(next.clone());
+    if reloads.send(next).await.is_err() {
+        tracing::warn!("config change not applied: the core task has stopped");
     }
 }
