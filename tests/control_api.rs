@@ -150,6 +150,10 @@ fn api_keys_401_cases_and_both_key_forms() {
         assert_eq!(st, 200, "{what}: {body}");
         assert_eq!(body, json!({"items": []}), "{what}");
     }
+    // Keys never reach the log (it runs at debug for sipfront).
+    let log = server.log_text();
+    assert!(log.contains("API"), "{log}");
+    assert!(!log.contains(KEY) && !log.contains(HASHED_KEY), "{log}");
 }
 
 #[test]

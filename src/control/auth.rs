@@ -38,7 +38,8 @@ pub(crate) async fn require_key(
     let cfg = live.current();
     match check(&cfg.http.api_key, presented.as_bytes(), peer.ip()) {
         Ok(name) => {
-            tracing::debug!(%peer, key = name, method = %req.method(), uri = %req.uri(), "API");
+            // The path only: the query may hold the key (`?appid=`).
+            tracing::debug!(%peer, key = name, method = %req.method(), path = %req.uri().path(), "API");
             next.run(req).await
         }
         Err(why) => {
