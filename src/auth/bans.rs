@@ -19,6 +19,8 @@ use crate::config::{IpNet, SecuritySettings};
 pub(crate) const MAX_TRACKED: usize = 100_000;
 /// Longest ban after repeats.
 const MAX_BAN: Duration = Duration::from_secs(24 * 3600);
+/// A source that authenticated within this long counts as known.
+const KNOWN_FOR: Duration = Duration::from_secs(3600);
 
 /// Limits (`[security]` in the config).
 #[derive(Clone, Debug)]
@@ -76,6 +78,8 @@ pub struct Bans {
     policy: BanPolicy,
     counts: HashMap<IpAddr, Count>,
     banned: HashMap<IpAddr, Ban>,
+    /// Sources with a recent successful authentication, and when.
+    known: HashMap<IpAddr, Instant>,
     /// Packets dropped because their source was banned.
     pub dropped: u64,
 }
@@ -146,9 +150,21 @@ impl Bans {
         Some(ban)
     }
 
-    /// Right credentials from `ip`: its count starts again.
-    pub fn success(&mut self, ip: IpAddr) {
+    /// Right credentials from `ip` at `now`: its count starts again, and
+    /// for an hour it is a known source (see [`Bans::is_known`]).
+    pub fn success(&mut self, ip: IpAddr, now: Instant) {
         self.counts.remove(&ip);
+        if self.known.len() < MAX_TRACKED || self.known.contains_key(&ip) {
+            self.known.insert(ip, now);
+        }
+    }
+
+    /// Whether `ip` authenticated within the last hour: a customer's PBX
+    /// or SBC, not a stranger (rate limits apply to strangers only).
+    pub fn is_known(&self, ip: IpAddr, now: Instant) -> bool {
+        self.known
+            .get(&ip)
+            .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
     }
 
     /// Lifts a ban (the API's `DELETE /v1/bans/{ip}`); false if none.
@@ -177,6 +193,8 @@ impl Bans {
             .retain(|_, c| now.duration_since(c.since) < window);
         self.banned
             .retain(|_, b| now.saturating_duration_since(b.until) < MAX_BAN);
+        self.known
+            .retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
     }
 }
 
@@ -225,7 +243,9 @@ mod tests {
         for _ in 0..9 {
             b.failure(ip("192.0.2.9"), false, t0);
         }
-        b.success(ip("192.0.2.9"));
+        b.success(ip("192.0.2.9"), t0);
+        assert!(b.is_known(ip("192.0.2.9"), t0 + Duration::from_secs(3599)));
+        assert!(!b.is_known(ip("192.0.2.9"), t0 + Duration::from_secs(3600)));
         assert_eq!(b.failure(ip("192.0.2.9"), false, t0), None);
     }
 

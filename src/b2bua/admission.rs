@@ -213,6 +213,11 @@ impl Admission {
         self.trunks.get(&id)
     }
 
+    /// Whether `ip` is an IP-authenticated trunk's (`host_request`).
+    pub fn is_ip_trunk(&self, ip: IpAddr) -> bool {
+        self.ip.identify(ip).is_some()
+    }
+
     /// A trunk by login.
     pub fn trunk_by_login(&self, login: &str) -> Option<&Arc<TrunkConfig>> {
         self.trunks.get(self.logins.get(login)?)

@@ -344,6 +344,11 @@ impl Call {
         })
     }
 
+    /// The A-leg Call-ID.
+    pub(crate) fn a_call_id(&self) -> &str {
+        &self.a.call_id
+    }
+
     pub(crate) fn dialog_key(&self, side: Side) -> DialogKey {
         let leg = self.leg(side);
         DialogKey {
@@ -1170,6 +1175,25 @@ impl Call {
             sip_trunk: self.terms.sip_trunk().to_owned(),
             trunk_id: self.terms.trunk_id(),
         })
+    }
+
+    /// The live view of the call (`GET /v1/calls`).
+    pub(crate) fn view(&self, wall: &WallClock) -> super::CallView {
+        super::CallView {
+            call_id: self.a.call_id.clone(),
+            direction: self.terms.direction.as_str(),
+            trunk: self.terms.sip_trunk().to_owned(),
+            from: self.terms.decision.caller_id.clone(),
+            to: self.terms.decision.number.clone(),
+            state: match self.phase {
+                Phase::Trying => "trying",
+                Phase::Early => "ringing",
+                Phase::Confirmed => "answered",
+                Phase::Cancelled | Phase::Ended => "ending",
+            },
+            started: wall.unix_ms(self.started_at) / 1000,
+            answered: self.answered_at.map(|at| wall.unix_ms(at) / 1000),
+        }
     }
 
     /// Whether the call holds a channel of its trunk: until the A-leg gets

@@ -177,6 +177,27 @@ pub enum Action {
     },
 }
 
+/// One call in progress, as `GET /v1/calls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CallView {
+    /// The A-leg Call-ID (what `DELETE /v1/calls/{call_id}` takes).
+    pub call_id: String,
+    /// `placed` or `received`.
+    pub direction: &'static str,
+    /// The trunk login (SPEC §6 `sip_trunk`).
+    pub trunk: String,
+    /// Caller number as sent on.
+    pub from: String,
+    /// Dialled number after rewrite, or the DID.
+    pub to: String,
+    /// `trying`, `ringing`, `answered` or `ending`.
+    pub state: &'static str,
+    /// Unix seconds of the INVITE.
+    pub started: u64,
+    /// Unix seconds of the answer, if answered.
+    pub answered: Option<u64>,
+}
+
 /// A failure answer to a new INVITE and why, for the log.
 #[derive(Debug)]
 struct Rejection {
@@ -274,6 +295,38 @@ impl B2bua {
             .values()
             .filter(|c| c.phase != Phase::Ended)
             .count()
+    }
+
+    /// Calls not yet ended, oldest first.
+    pub fn calls(&self) -> Vec<CallView> {
+        let mut v: Vec<CallView> = self
+            .table
+            .calls
+            .values()
+            .filter(|c| c.phase != Phase::Ended)
+            .map(|c| c.view(&self.cfg.wall))
+            .collect();
+        v.sort_by(|a, b| (a.started, &a.call_id).cmp(&(b.started, &b.call_id)));
+        v
+    }
+
+    /// Ends the call whose A-leg Call-ID is `call_id` (BYE on both legs, or
+    /// CANCEL and `487` while ringing): `DELETE /v1/calls/{call_id}`.
+    /// False when no such call is in progress.
+    pub fn hang_up(&mut self, call_id: &str, now: Instant) -> bool {
+        let found = self
+            .table
+            .calls
+            .iter()
+            .find(|(_, c)| c.phase != Phase::Ended && c.a_call_id() == call_id)
+            .map(|(id, _)| *id);
+        let Some(id) = found else {
+            return false;
+        };
+        self.with_call(id, now, |call, fx| {
+            call.end_call(None, StatusCode::REQUEST_TERMINATED, fx);
+        });
+        true
     }
 
     /// Outbound calls of one trunk holding a channel (SPEC §3 "channels"):

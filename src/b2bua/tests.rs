@@ -1273,3 +1273,34 @@ fn hunting_moves_on_after_busy_after_ringing_and_after_the_ring_timeout() {
     let out = h.feed(CARRIER, b_response(&third, 200, SDP));
     assert!(status_to(&out, CARRIER).contains(&200));
 }
+
+// ---- live views (/v1/calls, /metrics) -----------------------------------------
+
+#[test]
+fn calls_view_lists_calls_in_progress_and_hang_up_ends_one_on_both_legs() {
+    let mut h = H::new();
+    answered(&mut h);
+    let calls = h.ep.calls();
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(
+        (c.call_id.as_str(), c.state, c.direction),
+        ("a-call@10.9.9.9", "answered", "placed")
+    );
+    assert_eq!((c.trunk.as_str(), c.to.as_str()), ("pbx", "12125551234"));
+    assert!(c.answered.is_some());
+    assert!(!h.ep.hang_up("no-such-call", h.now));
+    assert!(h.ep.hang_up("a-call@10.9.9.9", h.now));
+    let out = h.take();
+    assert!(request_to(&out, A, Method::Bye).is_some());
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+    assert!(h.ep.calls().is_empty());
+    let m = h.ep.metrics(h.now);
+    assert!(m.contains("\nsipfront_calls_total 1\n"), "{m}");
+    assert!(m.contains("sipfront_calls_active 0\n"), "{m}");
+    assert!(
+        m.contains("sipfront_upstream_up{upstream=\"one\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE sipfront_transactions gauge"), "{m}");
+}

@@ -415,7 +415,8 @@ pub struct SecuritySettings {
     /// New out-of-dialog requests per second from one source (token bucket,
     /// bursts of twice that); 0: no limit. Beyond it they get `503` +
     /// `Retry-After` (retransmissions are absorbed first and cost nothing).
-    /// Upstreams and `allow` sources are not limited.
+    /// Only strangers are limited: not upstreams, `allow` sources, IP trunks,
+    /// or sources that authenticated in the last hour.
     #[serde(default = "default_rate_limit")]
     pub rate_limit: u32,
     /// Past this many live transactions new INVITEs get `503` +

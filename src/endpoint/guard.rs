@@ -123,12 +123,16 @@ impl Endpoint {
     }
 
     /// Whether a new out-of-dialog request from `ip` is within its rate.
-    /// Upstreams and `allow` sources are never limited.
+    /// Only strangers are limited: upstreams, `allow` sources, IP trunks and
+    /// sources that authenticated in the last hour are customers, whose
+    /// load (an SBC registering thousands of phones) is not an attack.
     pub(super) fn within_rate(&mut self, ip: IpAddr, now: Instant) -> bool {
         let rate = self.cfg.guard.rate_limit;
         if rate == 0
             || self.b2bua.upstreams().is_upstream(ip)
             || self.cfg.guard.bans.allow.iter().any(|n| n.contains(ip))
+            || self.b2bua.admission().is_ip_trunk(ip)
+            || self.bans.is_known(ip, now)
         {
             return true;
         }
@@ -150,7 +154,7 @@ impl Endpoint {
         now: Instant,
     ) {
         match outcome {
-            Ok(()) => self.bans.success(ip),
+            Ok(()) => self.bans.success(ip, now),
             Err(AuthError::Forbidden) => {
                 // Never an upstream: its responses and DID calls must flow.
                 let exempt = self.b2bua.upstreams().is_upstream(ip);

@@ -32,6 +32,7 @@
 
 mod answer;
 mod guard;
+mod metrics;
 mod register;
 mod stats;
 
@@ -53,6 +54,7 @@ use crate::transport::{Inbound, Outbound, TransportEvent};
 
 pub use answer::{ALLOW, SUPPORTED};
 pub use guard::GuardConfig;
+pub use metrics::metric;
 pub use stats::Stats;
 
 /// Settings of the endpoint that do not change per message.
@@ -267,6 +269,19 @@ impl Endpoint {
             .set_config(RegistrarConfig::from(&cfg.registrar));
         self.cfg.guard = GuardConfig::from(&cfg.security);
         self.bans.set_policy(self.cfg.guard.bans.clone());
+    }
+
+    /// Calls in progress (`GET /v1/calls`).
+    pub fn calls(&self) -> Vec<crate::b2bua::CallView> {
+        self.b2bua.calls()
+    }
+
+    /// Ends a call by its A-leg Call-ID (`DELETE /v1/calls/{call_id}`);
+    /// drain `poll_transmit` and `poll_cdr` after it. False: no such call.
+    pub fn hang_up(&mut self, call_id: &str, now: Instant) -> bool {
+        let found = self.b2bua.hang_up(call_id, now);
+        self.drain_transactions(now);
+        found
     }
 
     /// Sources banned now, with when each ban ends (`/v1/bans`, metrics).

@@ -579,3 +579,18 @@ fn past_the_transaction_bound_new_invites_get_503() {
     let r = exchange(&mut ep, invite, t0);
     assert_eq!(r[0].status(), Some(StatusCode::SERVICE_UNAVAILABLE));
 }
+
+#[test]
+fn a_source_that_authenticated_is_not_rate_limited() {
+    let mut ep = register_ep();
+    ep.cfg.guard.rate_limit = 1;
+    let t0 = Instant::now();
+    let r = exchange(&mut ep, &register_req(1, ""), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(&mut ep, &register_req(2, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+    let codes: Vec<u16> = (0..10)
+        .map(|n| exchange(&mut ep, &options_n(n), t0)[0].status().unwrap().0)
+        .collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+}

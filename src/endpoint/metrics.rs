@@ -1,0 +1,132 @@
+//! `/metrics` (Prometheus text exposition format 0.0.4) for what the core
+//! owns: calls, transactions, messages, answers, registrations, bans and
+//! scanner drops. The shell appends what it owns (CDR queue, transports).
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use super::Endpoint;
+
+/// Appends one metric with its HELP and TYPE lines.
+pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// A label value escaped per the exposition format (`\\`, `\"`, `\n`).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Endpoint {
+    /// The core's metrics at `now`, as Prometheus text.
+    pub fn metrics(&self, now: Instant) -> String {
+        let mut out = String::with_capacity(2048);
+        let b = self.b2bua.stats();
+        let s = &self.stats;
+        let m = &mut out;
+        metric(
+            m,
+            "sipfront_calls_active",
+            "gauge",
+            "Calls in progress.",
+            self.b2bua.active_calls(),
+        );
+        metric(
+            m,
+            "sipfront_calls_total",
+            "counter",
+            "Calls admitted.",
+            b.calls,
+        );
+        metric(
+            m,
+            "sipfront_invites_refused_total",
+            "counter",
+            "New INVITEs refused or challenged before routing.",
+            b.refused,
+        );
+        metric(
+            m,
+            "sipfront_transactions",
+            "gauge",
+            "Live SIP transactions.",
+            self.txns.len(),
+        );
+        metric(
+            m,
+            "sipfront_messages_received_total",
+            "counter",
+            "SIP messages received.",
+            s.received,
+        );
+        metric(
+            m,
+            "sipfront_parse_errors_total",
+            "counter",
+            "Messages that failed to parse.",
+            s.parse_errors,
+        );
+        metric(
+            m,
+            "sipfront_registrations",
+            "gauge",
+            "Registered contacts.",
+            self.registrar.store().len(),
+        );
+        metric(
+            m,
+            "sipfront_bans",
+            "gauge",
+            "Sources banned now.",
+            self.bans.list(now).len(),
+        );
+        metric(
+            m,
+            "sipfront_banned_drops_total",
+            "counter",
+            "Packets dropped from banned sources.",
+            self.bans.dropped,
+        );
+        metric(
+            m,
+            "sipfront_scanner_drops_total",
+            "counter",
+            "Requests from SIP scanners dropped.",
+            s.scanners_dropped,
+        );
+        metric(
+            m,
+            "sipfront_rate_limited_total",
+            "counter",
+            "Requests refused 503 for their source's rate.",
+            self.rates.limited,
+        );
+        let _ = writeln!(
+            m,
+            "# HELP sipfront_responses_total Final responses sipfront originated, by class.\n\
+             # TYPE sipfront_responses_total counter"
+        );
+        for (i, n) in s.answered.iter().enumerate() {
+            let _ = writeln!(m, "sipfront_responses_total{{class=\"{}xx\"}} {n}", i + 2);
+        }
+        let _ = writeln!(
+            m,
+            "# HELP sipfront_upstream_up Upstream health from OPTIONS pings (1 up, 0 down).\n\
+             # TYPE sipfront_upstream_up gauge"
+        );
+        for u in self.b2bua.upstreams().iter() {
+            let name = label(&u.name);
+            let _ = writeln!(
+                m,
+                "sipfront_upstream_up{{upstream=\"{name}\"}} {}",
+                u8::from(u.up)
+            );
+        }
+        out
+    }
+}
