@@ -173,7 +173,8 @@ mod shell {
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let (drain_tx, drain_rx) = mpsc::channel(1);
         let drain_s = cfg.server.drain_s;
-        let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx));
+        let (core_handle, queries_rx) = control::Core::channel();
+        let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tracing::info!(
             udp = ?transports.udp_addrs(),
@@ -187,6 +188,7 @@ mod shell {
             Inputs {
                 events: events_rx,
                 reloads: reload_rx,
+                queries: queries_rx,
                 drain: drain_rx,
                 shutdown: controller.subscribe(),
             },
@@ -313,11 +315,39 @@ mod shell {
         Ok((cfg, Arc::new(s)))
     }
 
+    /// The CDR queue's counters, appended to the core's metrics.
+    fn cdr_metrics(m: &mut String, cdrs: &CdrSink) {
+        use sipfront::endpoint::metric;
+        metric(
+            m,
+            "sipfront_cdrs_written_total",
+            "counter",
+            "CDRs committed to the store.",
+            cdrs.written(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_dropped_total",
+            "counter",
+            "CDRs lost to a full queue.",
+            cdrs.dropped(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_failed_total",
+            "counter",
+            "CDRs whose write failed.",
+            cdrs.failed(),
+        );
+    }
+
     /// What the core task listens to besides its timer.
     struct Inputs {
         events: mpsc::Receiver<TransportEvent>,
         /// New configurations (SIGHUP, HTTP API), already validated.
         reloads: mpsc::Receiver<Arc<Config>>,
+        /// Questions from the HTTP API (live calls, bans, metrics).
+        queries: mpsc::Receiver<control::CoreQuery>,
         /// Start draining; end what is left at this instant.
         drain: mpsc::Receiver<Instant>,
         shutdown: Shutdown,
@@ -335,6 +365,7 @@ mod shell {
         let Inputs {
             mut events,
             mut reloads,
+            mut queries,
             mut drain,
             mut shutdown,
         } = inputs;
@@ -363,6 +394,14 @@ mod shell {
                 }
                 _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
                 Some(cfg) = reloads.recv() => endpoint.reload(&cfg),
+                Some(q) = queries.recv() => match q {
+                    control::CoreQuery::Metrics(tx) => {
+                        let mut m = endpoint.metrics(now());
+                        cdr_metrics(&mut m, &cdrs);
+                        let _ = tx.send(m);
+                    }
+                    q => control::answer(&mut endpoint, q, now()),
+                },
                 Some(until) = drain.recv() => {
                     endpoint.drain();
                     drain_until = Some(until);

@@ -608,3 +608,114 @@ fn mydids_list_update_destinations_and_persist() {
     let (_, list) = api.get("/v1/mydids");
     assert_eq!(list["items"][1]["destinations"], want, "{list}");
 }
+
+/// The live views against the real binary: a call in progress shows in
+/// `GET /v1/calls` and `DELETE /v1/calls/{call_id}` ends it with BYE on both
+/// legs; `/metrics` is Prometheus text; `/v1/registrations` and `/v1/bans`
+/// answer lists; the views need the key.
+#[test]
+fn live_calls_hang_up_metrics_registrations_and_bans() {
+    let dir = TempDir::new("api-views");
+    let up_port = free_port();
+    let extra = format!(
+        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
+         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n\n\
+         [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n",
+        common::shipped_rates()
+    );
+    let server = Server::start(&config(&dir.path().join("s.db"), &extra));
+    let api = Api::new(&server);
+    let port = up_port.to_string();
+    // The upstream answers and then waits for our BYE.
+    let mut uas = SippBg::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "30s",
+    ]);
+    // A caller that holds the call for 20 s unless we hang up.
+    let target = server.udp.to_string();
+    let mut caller = SippBg::start(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "1",
+        "-d",
+        "20000",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        &target,
+    ]);
+    let mut call_id = None;
+    for _ in 0..50 {
+        let (st, v) = api.get("/v1/calls");
+        assert_eq!(st, 200, "{v}");
+        if let Some(c) = v["items"].as_array().and_then(|a| a.first()) {
+            if c["state"] == "answered" {
+                call_id = c["call_id"].as_str().map(str::to_owned);
+                assert_eq!(c["trunk"], "pbx", "{c}");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let call_id = call_id.expect("the call shows as answered");
+    let started = std::time::Instant::now();
+    let (st, v) = api.delete(&format!("/v1/calls/{call_id}"));
+    assert_eq!(st, 204, "{v}");
+    let (_, uas_text) = uas.wait(Duration::from_secs(10));
+    let (_, caller_text) = caller.wait(Duration::from_secs(10));
+    // The caller would have held the call for 20 s: it ended at once, and
+    // the upstream's call ended normally with the BYE it expects.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the caller got no BYE:\n{caller_text}"
+    );
+    assert_eq!(
+        common::sipp_counter(&uas_text, "Successful call"),
+        Some(1),
+        "upstream got no BYE:\n{uas_text}"
+    );
+    let (st, v) = api.get("/v1/calls");
+    assert_eq!(
+        (st, v["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    let (st, _) = api.delete("/v1/calls/no-such-call");
+    assert_eq!(st, 404);
+
+    let resp = Client::new()
+        .get(format!("http://{}/metrics", server.http))
+        .bearer_auth(KEY)
+        .send()
+        .expect("metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().unwrap_or_default();
+    assert!(
+        text.contains("# TYPE sipfront_calls_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("\nsipfront_calls_total 1\n"), "{text}");
+    assert!(text.contains("sipfront_cdrs_written_total"), "{text}");
+    let (st, v) = api.get("/v1/registrations");
+    assert_eq!((st, v["items"].is_array()), (200, true), "{v}");
+    let (st, v) = api.get("/v1/bans");
+    assert_eq!((st, v["items"].is_array()), (200, true), "{v}");
+    let (st, _) = api.delete("/v1/bans/192.0.2.1");
+    assert_eq!(st, 404, "not banned");
+    let (st, _) = api.call(Method::GET, "/v1/calls", Key::None, None);
+    assert_eq!(st, 401);
+}

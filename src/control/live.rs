@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use tokio::sync::{mpsc, Mutex};
 
+use super::core::Core;
 use super::error::{ApiError, Details};
 use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
@@ -74,6 +75,7 @@ pub struct Live {
     store: Arc<dyn Store>,
     reloads: mpsc::Sender<Arc<Config>>,
     write: Arc<Mutex<()>>,
+    core: Core,
 }
 
 impl std::fmt::Debug for Live {
@@ -88,13 +90,20 @@ impl Live {
         cfg: Arc<Config>,
         store: Arc<dyn Store>,
         reloads: mpsc::Sender<Arc<Config>>,
+        core: Core,
     ) -> Live {
         Live {
             current: Arc::new(ArcSwap::new(cfg)),
             store,
             reloads,
             write: Arc::new(Mutex::new(())),
+            core,
         }
+    }
+
+    /// The handle for questions to the core (live calls, bans, metrics).
+    pub fn core(&self) -> &Core {
+        &self.core
     }
 
     /// The snapshot in force. Never waits.

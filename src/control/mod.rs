@@ -6,16 +6,19 @@
 //! swap → send to the core through the same channel SIGHUP uses).
 //!
 //! Routes: `GET /healthz` (no key); `/v1/trunks`, `/v1/trunks/{id}`,
-//! `GET /v1/mydids`, `POST /v1/mydids/update-destinations` (key required,
-//! see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
+//! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, and the live
+//! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
+//! `/metrics`, see [`CoreQuery`]) (key required, see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
 //! unknown routes `404`, wrong methods `405`, all as
 //! `{"error": "...", "details": {...}}`.
 
 mod auth;
+mod core;
 mod dids;
 mod error;
 mod live;
 mod trunks;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use tokio::net::TcpListener;
 use crate::transport::Shutdown;
 use error::ApiError;
 
+pub use self::core::{answer, BanView, Core, CoreQuery};
 pub use live::Live;
 
 /// Largest request body accepted (1 MiB).
@@ -57,6 +61,12 @@ pub fn router(live: Arc<Live>) -> Router {
             "/v1/mydids/update-destinations",
             axum::routing::post(dids::update_destinations),
         )
+        .route("/v1/calls", get(views::calls))
+        .route("/v1/calls/{call_id}", axum::routing::delete(views::hang_up))
+        .route("/v1/registrations", get(views::registrations))
+        .route("/v1/bans", get(views::bans))
+        .route("/v1/bans/{ip}", axum::routing::delete(views::unban))
+        .route("/metrics", get(views::metrics))
         .route_layer(middleware::from_fn_with_state(
             live.clone(),
             auth::require_key,

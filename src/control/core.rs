@@ -1,0 +1,112 @@
+//! What the API asks the core task, which alone owns the session table,
+//! the location store and the bans (ARCHITECTURE.md "one owner per fact"):
+//! each question travels with a oneshot for its answer through a bounded
+//! queue the core drains between packets, so the API never locks the hot
+//! path and a slow API client never slows it.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::ApiError;
+use crate::b2bua::CallView;
+use crate::endpoint::Endpoint;
+use crate::registrar::RegistrationView;
+
+/// Questions queued for the core at most.
+const QUERY_QUEUE: usize = 64;
+
+/// One question for the core.
+#[derive(Debug)]
+pub enum CoreQuery {
+    /// Calls in progress.
+    Calls(oneshot::Sender<Vec<CallView>>),
+    /// End a call by its A-leg Call-ID; false when none.
+    HangUp(String, oneshot::Sender<bool>),
+    /// Current registrations.
+    Registrations(oneshot::Sender<Vec<RegistrationView>>),
+    /// Sources banned now.
+    Bans(oneshot::Sender<Vec<BanView>>),
+    /// Lift a ban; false when the source was not banned.
+    Unban(IpAddr, oneshot::Sender<bool>),
+    /// The core's metrics as Prometheus text.
+    Metrics(oneshot::Sender<String>),
+}
+
+/// A banned source as `GET /v1/bans` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BanView {
+    /// The source address.
+    pub ip: String,
+    /// Seconds until the ban ends.
+    pub expires_in: u64,
+    /// How many times it has been banned.
+    pub strikes: u32,
+}
+
+/// Answers one question on the core task (cheap: no I/O).
+pub fn answer(ep: &mut Endpoint, q: CoreQuery, now: Instant) {
+    // A dropped receiver (client gone) is not an error.
+    match q {
+        CoreQuery::Calls(tx) => {
+            let _ = tx.send(ep.calls());
+        }
+        CoreQuery::HangUp(call_id, tx) => {
+            let _ = tx.send(ep.hang_up(&call_id, now));
+        }
+        CoreQuery::Registrations(tx) => {
+            let _ = tx.send(ep.registrar().store().snapshot(now));
+        }
+        CoreQuery::Bans(tx) => {
+            let bans = ep
+                .bans(now)
+                .into_iter()
+                .map(|(ip, b)| BanView {
+                    ip: ip.to_string(),
+                    expires_in: b.until.saturating_duration_since(now).as_secs(),
+                    strikes: b.strikes,
+                })
+                .collect();
+            let _ = tx.send(bans);
+        }
+        CoreQuery::Unban(ip, tx) => {
+            let _ = tx.send(ep.unban(ip));
+        }
+        CoreQuery::Metrics(tx) => {
+            let _ = tx.send(ep.metrics(now));
+        }
+    }
+}
+
+/// The API's handle on the core.
+#[derive(Clone, Debug)]
+pub struct Core {
+    tx: mpsc::Sender<CoreQuery>,
+}
+
+impl Core {
+    /// A handle and the receiving end the core task drains.
+    pub fn channel() -> (Core, mpsc::Receiver<CoreQuery>) {
+        let (tx, rx) = mpsc::channel(QUERY_QUEUE);
+        (Core { tx }, rx)
+    }
+
+    /// Asks the core; `503` when it is busy past the queue or stopping.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> CoreQuery,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let busy = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SIP core is busy or stopping",
+            )
+        };
+        self.tx.try_send(make(tx)).map_err(|_| busy())?;
+        rx.await.map_err(|_| busy())
+    }
+}
