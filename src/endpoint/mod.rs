@@ -301,7 +301,17 @@ impl Endpoint {
 
     /// The next message to put on the wire.
     pub fn poll_transmit(&mut self) -> Option<Outbound> {
-        self.outbox.pop_front()
+        // One choke point: nothing we send may be larger than what we accept
+        // (an answer echoing a huge request's headers would be), so such a
+        // message is dropped and counted instead of sent.
+        while let Some(out) = self.outbox.pop_front() {
+            if out.bytes.len() <= crate::sip::MAX_MESSAGE_SIZE {
+                return Some(out);
+            }
+            self.stats.dropped += 1;
+            tracing::debug!(dest = %out.dest, len = out.bytes.len(), "oversize message not sent");
+        }
+        None
     }
 
     fn handle_request(&mut self, msg: Message, inbound: &Inbound, now: Instant) {
