@@ -2,7 +2,8 @@
 //! `?appid=` and Bearer), `/v1/trunks` CRUD with the provider's field names,
 //! 422 naming fields, 413, 404 JSON, persistence across a restart, and live
 //! apply: a trunk created over the API takes a SIPp digest call, and a `PUT`
-//! of `max_channels = 0` makes the next call get 503 without a restart.
+//! of `max_channels = 0` makes the next call get 503 without a restart;
+//! `/v1/cdr` lists real calls' records as JSON (stats, filters, pages) and CSV.
 
 mod common;
 
@@ -718,4 +719,239 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
     assert_eq!(st, 404, "not banned");
     let (st, _) = api.call(Method::GET, "/v1/calls", Key::None, None);
     assert_eq!(st, 401);
+}
+
+// ---- CDRs ------------------------------------------------------------------------
+
+/// GET with the key and `Accept: text/csv`: (status, content type, body).
+fn get_csv(server: &Server, path: &str) -> (u16, String, String) {
+    let resp = Client::new()
+        .get(format!("http://{}{path}", server.http))
+        .bearer_auth(KEY)
+        .header("accept", "text/csv")
+        .send()
+        .expect("csv");
+    let st = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (st, ct, resp.text().unwrap_or_default())
+}
+
+#[test]
+fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
+    let dir = TempDir::new("api-cdr");
+    let up_port = free_port();
+    let extra = format!(
+        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
+         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n\n\
+         [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n",
+        common::shipped_rates()
+    );
+    let server = Server::start(&config(&dir.path().join("s.db"), &extra));
+    let api = Api::new(&server);
+
+    // Empty store: a valid empty answer.
+    let (st, v) = api.get("/v1/cdr");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["items"], json!([]), "{v}");
+    assert_eq!(
+        v["stats"],
+        json!({"count": 0, "duration": 0, "amount": 0.0}),
+        "{v}"
+    );
+
+    let port = up_port.to_string();
+    let mut uas = SippBg::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        "3",
+        "-nostdin",
+        "-timeout",
+        "30s",
+    ]);
+    let target = server.udp.to_string();
+    let (code, text) = common::sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &free_port().to_string(),
+        "-m",
+        "3",
+        "-l",
+        "1",
+        "-d",
+        "1200",
+        "-nostdin",
+        "-timeout",
+        "30s",
+        &target,
+    ]);
+    assert_eq!(code, Some(0), "{text}\n{}", server.log_text());
+    let _ = uas.wait(Duration::from_secs(10));
+
+    // The writer commits within milliseconds; poll up to 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let (st, v) = api.get("/v1/cdr?type=placed");
+        assert_eq!(st, 200, "{v}");
+        if v["stats"]["count"] == 3 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let items = v["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 3, "{v}\n{}", server.log_text());
+    let keys = [
+        "call_id",
+        "date",
+        "type",
+        "from",
+        "to",
+        "duration",
+        "disposition",
+        "sip_code",
+        "charge",
+        "per_minute",
+        "destination",
+        "sip_trunk",
+    ];
+    let (mut duration, mut amount) = (0, 0.0);
+    for it in &items {
+        let obj = it.as_object().expect("object");
+        assert_eq!(obj.len(), keys.len(), "{it}");
+        for k in keys {
+            assert!(obj.contains_key(k), "{k} missing: {it}");
+        }
+        assert_eq!(
+            (
+                &it["type"],
+                &it["disposition"],
+                &it["sip_code"],
+                &it["sip_trunk"]
+            ),
+            (
+                &json!("placed"),
+                &json!("answered"),
+                &json!(200),
+                &json!("pbx")
+            ),
+            "{it}"
+        );
+        let d = it["duration"].as_u64().expect("duration");
+        assert!((1..=3).contains(&d), "billed ~1.2 s: {it}");
+        let (charge, rate) = (
+            it["charge"].as_f64().expect("charge is a number"),
+            it["per_minute"].as_f64().expect("per_minute is a number"),
+        );
+        assert!(
+            (charge - common::calls::round4(rate * d as f64 / 60.0)).abs() < 1e-9,
+            "{it}"
+        );
+        duration += d;
+        amount += charge;
+    }
+    // Newest first.
+    let dates: Vec<&str> = items
+        .iter()
+        .map(|i| i["date"].as_str().unwrap_or(""))
+        .collect();
+    let mut sorted = dates.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(dates, sorted);
+    assert_eq!(v["stats"]["count"], 3, "{v}");
+    assert_eq!(v["stats"]["duration"], duration, "{v}");
+    let got = v["stats"]["amount"].as_f64().expect("amount");
+    assert!((got - common::calls::round4(amount)).abs() < 1e-9, "{v}");
+    assert_eq!(
+        v["pagination"],
+        json!({"page": 1, "per_page": 100, "total": 3, "pages": 1})
+    );
+
+    // Filters.
+    let (st, r) = api.get("/v1/cdr?type=received");
+    assert_eq!(st, 200, "{r}");
+    assert_eq!((&r["items"], &r["stats"]["count"]), (&json!([]), &json!(0)));
+    let oldest = dates[2].replace(' ', "%20");
+    let (_, r) = api.get(&format!("/v1/cdr?from={oldest}"));
+    assert_eq!(r["stats"]["count"], 3, "{r}");
+    let (_, r) = api.get("/v1/cdr?to=1999-12-31");
+    assert_eq!(r["stats"]["count"], 0, "{r}");
+
+    // Pages: one row each, stats still over all three.
+    for page in 1..=3 {
+        let (st, p) = api.get(&format!("/v1/cdr?per_page=1&page={page}"));
+        assert_eq!(st, 200, "{p}");
+        assert_eq!(p["items"], json!([items[page - 1].clone()]), "{p}");
+        assert_eq!(p["stats"], v["stats"]);
+        assert_eq!(
+            p["pagination"],
+            json!({"page": page, "per_page": 1, "total": 3, "pages": 3})
+        );
+    }
+
+    // CSV: header and one line per record, newest first.
+    let (st, ct, body) = get_csv(&server, "/v1/cdr?type=placed");
+    assert_eq!(
+        (st, ct.as_str()),
+        (200, "text/csv; charset=utf-8"),
+        "{body}"
+    );
+    let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(
+            "call_id,date,type,from,to,duration,disposition,sip_code,charge,per_minute,\
+             destination,sip_trunk"
+        ),
+        "{body}"
+    );
+    assert_eq!(lines.len(), 4, "{body}");
+    for (line, it) in lines[1..].iter().zip(&items) {
+        let call_id = it["call_id"].as_str().unwrap_or("");
+        assert!(
+            line.starts_with(&format!(
+                "{call_id},{},placed,",
+                it["date"].as_str().unwrap_or("")
+            )),
+            "{line}"
+        );
+    }
+    let (_, _, body) = get_csv(&server, "/v1/cdr?type=received");
+    assert_eq!(
+        body.split("\r\n").filter(|l| !l.is_empty()).count(),
+        1,
+        "{body}"
+    );
+
+    // Validation and the key.
+    for (query, field) in [
+        ("per_page=0", "per_page"),
+        ("per_page=1001", "per_page"),
+        ("page=0", "page"),
+        ("type=foo", "type"),
+        ("from=yesterday", "from"),
+        ("to=2026-11-23T10:00:00", "to"),
+    ] {
+        let (st, e) = api.get(&format!("/v1/cdr?{query}"));
+        assert_eq!(st, 422, "{query}: {e}");
+        assert!(is_error_body(&e), "{e}");
+        assert!(e["details"].get(field).is_some(), "{query}: {e}");
+    }
+    let (st, e) = api.call(Method::GET, "/v1/cdr", Key::None, None);
+    assert_eq!(st, 401, "{e}");
+    let (st, _) = api.call(Method::GET, "/v1/cdr?type=placed", Key::Appid(KEY), None);
+    assert_eq!(st, 200, "appid in the query is not a CDR parameter");
 }

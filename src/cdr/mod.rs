@@ -16,5 +16,5 @@ mod writer;
 mod tests;
 
 pub use record::{billed_seconds, format_date, Cdr, Direction, Disposition};
-pub use store::{CdrError, CdrFilter, CdrStore, SCHEMA_VERSION};
+pub use store::{CdrCursor, CdrError, CdrFilter, CdrStats, CdrStore, SCHEMA_VERSION};
 pub use writer::{CdrSink, CdrWriter};

@@ -118,6 +118,33 @@ pub struct CdrFilter {
     pub limit: Option<u64>,
     /// Skip this many rows first (for pages).
     pub offset: u64,
+    /// Newest first (by `date`, then insertion order), which the `cdr_date`
+    /// and `cdr_type_date` indexes deliver without a sort; the default is
+    /// oldest first (by `ts_ms`).
+    pub newest_first: bool,
+    /// With `newest_first`: only rows older than this one (keyset paging,
+    /// for exports that walk the whole set in chunks without `OFFSET`).
+    pub before: Option<CdrCursor>,
+}
+
+/// A row's place in newest-first order: its `date` text and row id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdrCursor {
+    /// The row's `date` ("YYYY-MM-DD HH:MM:SS").
+    pub date: String,
+    /// The row's primary key.
+    pub id: i64,
+}
+
+/// Totals over every row a filter selects (limit and offset ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CdrStats {
+    /// Number of rows.
+    pub count: u64,
+    /// Sum of `duration` (billed seconds).
+    pub duration: u64,
+    /// Sum of the stored (per-row rounded) `charge`.
+    pub charge: f64,
 }
 
 /// An open CDR database.
@@ -220,25 +247,78 @@ impl CdrStore {
         self.query(&CdrFilter::default())
     }
 
-    /// The rows `filter` selects, oldest first.
+    /// The rows `filter` selects, oldest first (newest first if it says so).
     pub fn query(&self, filter: &CdrFilter) -> Result<Vec<Cdr>, CdrError> {
-        let (clause, mut args) = where_clause(filter);
-        let mut sql = format!("{SELECT}{clause} ORDER BY ts_ms, id");
-        if filter.limit.is_some() || filter.offset > 0 {
-            sql.push_str(" LIMIT ? OFFSET ?");
-            // LIMIT -1 is SQLite's "no limit".
-            args.push(Value::Integer(filter.limit.map_or(-1, to_i64)));
-            args.push(Value::Integer(to_i64(filter.offset)));
-        }
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        Ok(self
+            .query_keyed(filter)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    /// Like [`CdrStore::query`], each row with its cursor (to continue a
+    /// newest-first walk after it with [`CdrFilter::before`]).
+    pub fn query_keyed(&self, filter: &CdrFilter) -> Result<Vec<(CdrCursor, Cdr)>, CdrError> {
+        let (sql, args) = select_sql(filter);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), RawRow::read)
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row.map_err(|e| self.err(e))?.into_cdr(&self.path)?);
+            let row = row.map_err(|e| self.err(e))?;
+            let id = row.id;
+            let cdr = row.into_cdr(&self.path)?;
+            out.push((
+                CdrCursor {
+                    date: cdr.date(),
+                    id,
+                },
+                cdr,
+            ));
         }
         Ok(out)
+    }
+
+    /// Count, duration and charge totals of every row `filter` selects
+    /// (limit, offset and cursor ignored): one aggregate over the stored
+    /// `charge` column, so the amount is the sum of the rounded charges.
+    pub fn stats(&self, filter: &CdrFilter) -> Result<CdrStats, CdrError> {
+        let (clause, args) = where_clause(&CdrFilter {
+            before: None,
+            ..filter.clone()
+        });
+        let (count, duration, charge): (i64, i64, f64) = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT COUNT(*), COALESCE(SUM(duration), 0), COALESCE(SUM(charge), 0.0) \
+                 FROM cdr{clause}"
+            ))
+            .and_then(|mut st| {
+                st.query_row(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(CdrStats {
+            count: u64::try_from(count).unwrap_or(0),
+            duration: u64::try_from(duration).unwrap_or(0),
+            charge,
+        })
+    }
+
+    /// SQLite's plan for the row query `filter` makes (`EXPLAIN QUERY
+    /// PLAN` detail lines), to check that it uses the indexes.
+    pub fn query_plan(&self, filter: &CdrFilter) -> Result<Vec<String>, CdrError> {
+        let (sql, args) = select_sql(filter);
+        let mut stmt = self
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Number of rows.
@@ -289,6 +369,26 @@ fn finite(v: f64) -> f64 {
     }
 }
 
+/// The row query for `filter` and its arguments.
+fn select_sql(filter: &CdrFilter) -> (String, Vec<Value>) {
+    let (clause, mut args) = where_clause(filter);
+    let order = if filter.newest_first {
+        // `id` is the rowid every index ends with, so the index order is
+        // (date, id) and needs no sort.
+        "date DESC, id DESC"
+    } else {
+        "ts_ms, id"
+    };
+    let mut sql = format!("{SELECT}{clause} ORDER BY {order}");
+    if filter.limit.is_some() || filter.offset > 0 {
+        sql.push_str(" LIMIT ? OFFSET ?");
+        // LIMIT -1 is SQLite's "no limit".
+        args.push(Value::Integer(filter.limit.map_or(-1, to_i64)));
+        args.push(Value::Integer(to_i64(filter.offset)));
+    }
+    (sql, args)
+}
+
 fn where_clause(f: &CdrFilter) -> (String, Vec<Value>) {
     let mut conds = Vec::new();
     let mut args = Vec::new();
@@ -309,6 +409,14 @@ fn where_clause(f: &CdrFilter) -> (String, Vec<Value>) {
             to.clone()
         };
         args.push(Value::Text(to));
+    }
+    if let Some(c) = &f.before {
+        // `date <= ?` is the index range; the rest drops the cursor's own
+        // second down to the rows inserted before it.
+        conds.push("date <= ? AND (date < ? OR id < ?)");
+        args.push(Value::Text(c.date.clone()));
+        args.push(Value::Text(c.date.clone()));
+        args.push(Value::Integer(c.id));
     }
     if conds.is_empty() {
         (String::new(), args)

@@ -396,3 +396,105 @@ fn shutdown_flushes_a_full_queue_and_drop_stops_too() {
     assert_eq!(sink.written(), 50);
     assert_eq!(CdrStore::open(&db.0).unwrap().count().unwrap(), queued + 50);
 }
+
+#[test]
+fn newest_first_stats_and_keyset_cursor() {
+    let db = TempDb::new("newest");
+    let mut store = CdrStore::open(&db.0).unwrap();
+    // Two rows in the same second: insertion order breaks the tie.
+    let rows: Vec<Cdr> = (0..7)
+        .map(|i| Cdr {
+            start_unix_ms: 1_795_392_000_000 + (i / 2) * 1000,
+            per_minute: 0.0133,
+            ..cdr(i)
+        })
+        .collect();
+    store.insert(&rows).unwrap();
+    let newest = CdrFilter {
+        newest_first: true,
+        ..CdrFilter::default()
+    };
+    let mut want: Vec<Cdr> = rows.clone();
+    want.reverse();
+    assert_eq!(store.query(&newest).unwrap(), want);
+    let page = CdrFilter {
+        limit: Some(3),
+        offset: 2,
+        ..newest.clone()
+    };
+    assert_eq!(store.query(&page).unwrap(), want[2..5].to_vec());
+
+    // Walking in chunks of 2 with the cursor gives the same rows.
+    let mut walked = Vec::new();
+    let mut before = None;
+    loop {
+        let chunk = store
+            .query_keyed(&CdrFilter {
+                limit: Some(2),
+                before: before.clone(),
+                ..newest.clone()
+            })
+            .unwrap();
+        let Some((last, _)) = chunk.last() else { break };
+        before = Some(last.clone());
+        walked.extend(chunk.into_iter().map(|(_, c)| c));
+    }
+    assert_eq!(walked, want);
+
+    // Stats over the whole filtered set, summing the stored (rounded) charge.
+    let placed = CdrFilter {
+        direction: Some(Direction::Placed),
+        limit: Some(1),
+        ..newest.clone()
+    };
+    let s = store.stats(&placed).unwrap();
+    let mine: Vec<&Cdr> = rows
+        .iter()
+        .filter(|c| c.direction == Direction::Placed)
+        .collect();
+    assert_eq!(s.count, mine.len() as u64);
+    assert_eq!(s.duration, mine.iter().map(|c| c.duration_s).sum::<u64>());
+    let sum: f64 = mine.iter().map(|c| c.charge()).sum();
+    assert!((s.charge - sum).abs() < 1e-9, "{s:?} vs {sum}");
+    let none = CdrFilter {
+        from_date: Some("2030-01-01".into()),
+        ..CdrFilter::default()
+    };
+    assert_eq!(store.stats(&none).unwrap(), CdrStats::default());
+}
+
+#[test]
+fn queries_use_the_date_indexes_without_a_sort() {
+    let db = TempDb::new("plan");
+    let store = CdrStore::open(&db.0).unwrap();
+    let by_type = CdrFilter {
+        direction: Some(Direction::Received),
+        from_date: Some("2026-11-01".into()),
+        to_date: Some("2026-11-30".into()),
+        limit: Some(100),
+        newest_first: true,
+        ..CdrFilter::default()
+    };
+    let plan = store.query_plan(&by_type).unwrap().join("\n");
+    assert!(plan.contains("cdr_type_date"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    let by_date = CdrFilter {
+        direction: None,
+        before: Some(CdrCursor {
+            date: "2026-11-23 10:00:00".into(),
+            id: 5,
+        }),
+        ..by_type.clone()
+    };
+    let plan = store.query_plan(&by_date).unwrap().join("\n");
+    assert!(plan.contains("cdr_date"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    let all = CdrFilter {
+        newest_first: true,
+        limit: Some(100),
+        ..CdrFilter::default()
+    };
+    let plan = store.query_plan(&all).unwrap().join("\n");
+    assert!(plan.contains("cdr_date"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+}

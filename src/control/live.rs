@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use tokio::sync::{mpsc, Mutex};
 
+use super::cdr::CdrReader;
 use super::core::Core;
 use super::error::{ApiError, Details};
 use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
@@ -76,6 +77,7 @@ pub struct Live {
     reloads: mpsc::Sender<Arc<Config>>,
     write: Arc<Mutex<()>>,
     core: Core,
+    cdr: Arc<CdrReader>,
 }
 
 impl std::fmt::Debug for Live {
@@ -92,7 +94,9 @@ impl Live {
         reloads: mpsc::Sender<Arc<Config>>,
         core: Core,
     ) -> Live {
+        let cdr = Arc::new(CdrReader::new(cfg.store.path.clone()));
         Live {
+            cdr,
             current: Arc::new(ArcSwap::new(cfg)),
             store,
             reloads,
@@ -104,6 +108,12 @@ impl Live {
     /// The handle for questions to the core (live calls, bans, metrics).
     pub fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// The API's own read connection to the CDR store (blocking; use it on
+    /// a blocking task).
+    pub(crate) fn cdr(&self) -> Arc<CdrReader> {
+        self.cdr.clone()
     }
 
     /// The snapshot in force. Never waits.

@@ -6,13 +6,15 @@
 //! swap → send to the core through the same channel SIGHUP uses).
 //!
 //! Routes: `GET /healthz` (no key); `/v1/trunks`, `/v1/trunks/{id}`,
-//! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, and the live
+//! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
+//! (JSON or CSV, from the CDR store on a blocking task), and the live
 //! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
 //! `/metrics`, see [`CoreQuery`]) (key required, see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
 //! unknown routes `404`, wrong methods `405`, all as
 //! `{"error": "...", "details": {...}}`.
 
 mod auth;
+mod cdr;
 mod core;
 mod dids;
 mod error;
@@ -61,6 +63,7 @@ pub fn router(live: Arc<Live>) -> Router {
             "/v1/mydids/update-destinations",
             axum::routing::post(dids::update_destinations),
         )
+        .route("/v1/cdr", get(cdr::list))
         .route("/v1/calls", get(views::calls))
         .route("/v1/calls/{call_id}", axum::routing::delete(views::hang_up))
         .route("/v1/registrations", get(views::registrations))
