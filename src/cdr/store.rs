@@ -2,19 +2,16 @@
 //! later, the API on a blocking task) touches it, never the hot path.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
 use super::record::{format_date, Cdr, Direction, Disposition};
+use crate::store::{open_connection, OpenFailure};
 
 /// `PRAGMA user_version` of a current file; bumped, with a migration
 /// step, whenever the schema changes.
 pub const SCHEMA_VERSION: i64 = 1;
-
-/// How long a statement waits on another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS cdr (
@@ -161,24 +158,16 @@ impl CdrStore {
     /// timeout, and migrates the schema.
     pub fn open(path: &Path) -> Result<CdrStore, CdrError> {
         let owned = path.to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| CdrError::Io {
+        let conn = open_connection(path).map_err(|e| match e {
+            OpenFailure::Io(source) => CdrError::Io {
                 path: owned.clone(),
                 source,
-            })?;
-        }
-        let sql = |source| CdrError::Sqlite {
-            path: owned.clone(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        // journal_mode answers with the mode now in force; read it as a row.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
+            },
+            OpenFailure::Sqlite(source) => CdrError::Sqlite {
+                path: owned.clone(),
+                source,
+            },
+        })?;
         let mut store = CdrStore { conn, path: owned };
         store.migrate()?;
         Ok(store)

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use crate::config::{DidConfig, TrunkConfig};
 
+pub(crate) use sqlite::{open_connection, OpenFailure};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 /// Everything that can go wrong with a store; each names where.

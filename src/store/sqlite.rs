@@ -52,23 +52,16 @@ impl SqliteStore {
     /// The file cannot be opened or migrated, or is from a newer build.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let owned = path.to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        let conn = open_connection(path).map_err(|e| match e {
+            OpenFailure::Io(source) => StoreError::Io {
                 path: owned.clone(),
                 source,
-            })?;
-        }
-        let sql = |source| StoreError::Sqlite {
-            path: owned.clone(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
+            },
+            OpenFailure::Sqlite(source) => StoreError::Sqlite {
+                path: owned.clone(),
+                source,
+            },
+        })?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
             path: owned,
@@ -283,4 +276,34 @@ impl Store for SqliteStore {
         tx.commit().map_err(|e| self.err(e))?;
         Ok(true)
     }
+}
+
+/// Why [`open_connection`] failed.
+#[derive(Debug)]
+pub(crate) enum OpenFailure {
+    /// Creating the parent directories.
+    Io(std::io::Error),
+    /// Opening the file or setting it up.
+    Sqlite(rusqlite::Error),
+}
+
+/// Opens or creates an SQLite file the way every sipfront store does: parent
+/// directories created, WAL (readers never block the writer),
+/// synchronous=NORMAL (safe with WAL: a power cut may lose the last
+/// commits, not the file) and a busy timeout. The CDR store and the
+/// trunk/DID store share the file and this setup.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, OpenFailure> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(OpenFailure::Io)?;
+    }
+    let conn = Connection::open(path).map_err(OpenFailure::Sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(OpenFailure::Sqlite)?;
+    // journal_mode answers with the mode now in force; read it as a row.
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(OpenFailure::Sqlite)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(OpenFailure::Sqlite)?;
+    Ok(conn)
 }
