@@ -113,6 +113,12 @@ pub trait Store: Send + Sync {
 /// Seeds `store` from a file's `[[trunk]]`/`[[did]]` entries the first
 /// time, then returns the store's trunks and DIDs (the ones that count).
 ///
+/// An empty file leaves an empty store unseeded, so a newcomer who starts
+/// on the built-in config and then writes trunks into the file still gets
+/// them. A store that already holds trunks or DIDs (made over the API) is
+/// marked seeded without taking the file's, so nothing it holds is
+/// overwritten.
+///
 /// # Errors
 /// As [`Store::seed_once`], [`Store::trunks`], [`Store::dids`].
 pub fn seed_if_new(
@@ -120,7 +126,15 @@ pub fn seed_if_new(
     trunks: &[TrunkConfig],
     dids: &[DidConfig],
 ) -> Result<(bool, Vec<TrunkConfig>, Vec<DidConfig>), StoreError> {
-    let seeded = store.seed_once(trunks, dids)?;
+    let stored_empty = store.trunks()?.is_empty() && store.dids()?.is_empty();
+    let seeded = match (stored_empty, trunks.is_empty() && dids.is_empty()) {
+        (true, true) => false,
+        (true, false) => store.seed_once(trunks, dids)?,
+        (false, _) => {
+            store.seed_once(&[], &[])?;
+            false
+        }
+    };
     Ok((seeded, store.trunks()?, store.dids()?))
 }
 

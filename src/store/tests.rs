@@ -77,3 +77,19 @@ fn shares_the_file_with_the_cdr_store() {
     assert_eq!(s.trunks().unwrap_or_else(|e| panic!("{e}")).len(), 1);
     let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
 }
+
+#[test]
+fn an_empty_file_leaves_an_empty_store_unseeded_so_later_trunks_still_seed() {
+    let path = temp_db("empty-first");
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let (seeded, t, _) = seed_if_new(&s, &[], &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!seeded && t.is_empty());
+    let (seeded, t, _) = seed_if_new(&s, &[trunk(1, "a")], &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(seeded);
+    assert_eq!(t.len(), 1);
+    // Seeded now: the file's later edits do not come back in.
+    let (seeded, t, _) = seed_if_new(&s, &[trunk(2, "b")], &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!seeded);
+    assert_eq!(t.len(), 1);
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}
