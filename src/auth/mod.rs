@@ -365,24 +365,10 @@ impl Authenticator {
     /// nonce) in `WWW-Authenticate`/`Proxy-Authenticate` when
     /// [`AuthError::challenge_kind`] is `Some`, nothing for `403`. Used
     /// for INVITE (407) and REGISTER (401) alike.
-    pub fn rejection_headers(
-        &self,
-        err: &AuthError,
-        source: IpAddr,
-        now_unix: u64,
-    ) -> Vec<(&'static str, String)> {
-        let Some(kind) = err.challenge_kind() else {
-            return Vec::new();
-        };
-        self.challenge(kind, source, now_unix, err.is_stale())
-            .into_iter()
-            .map(|v| (kind.challenge_header(), v))
-            .collect()
-    }
-
-    /// [`Authenticator::rejection_headers`] for the request `req`: MD5
-    /// alone when its User-Agent is one that gives up on a challenge list
-    /// naming SHA-256 ([`md5_only_user_agent`]), both otherwise.
+    ///
+    /// Offers MD5 alone when the request's User-Agent is one that gives up on a
+    /// challenge list naming SHA-256 ([`md5_only_user_agent`]), both
+    /// otherwise.
     pub fn rejection_headers_for(
         &self,
         err: &AuthError,

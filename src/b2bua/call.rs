@@ -1060,12 +1060,9 @@ impl Call {
         }
     }
 
-    /// Marks the call over even if its B-leg INVITE is still pending.
-    pub(crate) fn force_end(&mut self, fx: &mut Fx<'_>) {
-        self.end(fx);
-    }
-
-    fn end(&mut self, fx: &mut Fx<'_>) {
+    /// Marks the call over (also while a B-leg INVITE is still pending:
+    /// process stop).
+    pub(crate) fn end(&mut self, fx: &mut Fx<'_>) {
         self.phase = Phase::Ended;
         for a in &mut self.attempts {
             a.cancel_pending = false;

@@ -626,7 +626,7 @@ impl B2bua {
         for id in ids {
             self.with_call(id, now, |call, fx| {
                 call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
-                call.force_end(fx);
+                call.end(fx);
             });
         }
     }

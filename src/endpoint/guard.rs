@@ -92,6 +92,14 @@ impl From<&SecuritySettings> for GuardConfig {
     }
 }
 
+/// Whether `hay` contains `needle` (already lowercase), ignoring ASCII case.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 impl Endpoint {
     /// Whether a datagram or frame from `ip` is dropped unread (banned).
     pub(super) fn banned(&mut self, ip: IpAddr, now: Instant) -> bool {
@@ -108,16 +116,16 @@ impl Endpoint {
         let Some(ua) = req.header(&HeaderName::UserAgent) else {
             return false;
         };
-        let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
+        // Per request: a case-insensitive byte search, no allocation.
         let hit = self
             .cfg
             .guard
             .user_agent_block
             .iter()
-            .any(|b| ua.contains(b.as_str()));
+            .any(|b| contains_ignore_case(ua, b.as_bytes()));
         if hit {
             self.stats.scanners_dropped += 1;
-            tracing::debug!(user_agent = %ua, "scanner dropped unanswered");
+            tracing::debug!(user_agent = %String::from_utf8_lossy(ua), "scanner dropped unanswered");
         }
         hit
     }
