@@ -710,6 +710,17 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
         "{text}"
     );
     assert!(text.contains("\nsipfront_calls_total 1\n"), "{text}");
+    assert!(
+        text.contains(
+            "\nsipfront_calls_ended_total{trunk=\"pbx\",direction=\"placed\",\
+             disposition=\"answered\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nsipfront_invites_refused_total{reason=\"channel_limit\"} 0\n"),
+        "{text}"
+    );
     assert!(text.contains("sipfront_cdrs_written_total"), "{text}");
     let (st, v) = api.get("/v1/registrations");
     assert_eq!((st, v["items"].is_array()), (200, true), "{v}");

@@ -55,7 +55,95 @@ pub enum Refusal {
     NoNumber,
 }
 
+/// Why a new INVITE was refused, in one word: the `reason` label of
+/// `sipfront_invites_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalCause {
+    /// `407` asking for digest credentials (the normal start of a call).
+    Challenged,
+    /// Unknown user or wrong password (`403`).
+    AuthFailed,
+    /// Source not in the trunk's `allowed_ips`.
+    IpRestrict,
+    /// The trunk's `max_channels` reached.
+    ChannelLimit,
+    /// Not digits after rewrite.
+    BadNumber,
+    /// No rate prefix.
+    NoRate,
+    /// `max_call_cost` buys under a minute.
+    CostLimit,
+    /// From a trusted upstream to a number that is not ours.
+    UnknownDid,
+    /// The DID's `channels` in use.
+    DidBusy,
+    /// No number in the Request-URI or To.
+    NoNumber,
+    /// No upstream, or no destination reachable.
+    NoRoute,
+    /// The INVITE could not be relayed as received.
+    Unrelayable,
+    /// Shutting down (SIGTERM drain).
+    Draining,
+}
+
+impl RefusalCause {
+    /// Every cause, in the order `/metrics` lists them.
+    pub const ALL: [RefusalCause; 13] = [
+        RefusalCause::Challenged,
+        RefusalCause::AuthFailed,
+        RefusalCause::IpRestrict,
+        RefusalCause::ChannelLimit,
+        RefusalCause::BadNumber,
+        RefusalCause::NoRate,
+        RefusalCause::CostLimit,
+        RefusalCause::UnknownDid,
+        RefusalCause::DidBusy,
+        RefusalCause::NoNumber,
+        RefusalCause::NoRoute,
+        RefusalCause::Unrelayable,
+        RefusalCause::Draining,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCause::Challenged => "challenged",
+            RefusalCause::AuthFailed => "auth_failed",
+            RefusalCause::IpRestrict => "ip_restrict",
+            RefusalCause::ChannelLimit => "channel_limit",
+            RefusalCause::BadNumber => "bad_number",
+            RefusalCause::NoRate => "no_rate",
+            RefusalCause::CostLimit => "cost_limit",
+            RefusalCause::UnknownDid => "unknown_did",
+            RefusalCause::DidBusy => "did_busy",
+            RefusalCause::NoNumber => "no_number",
+            RefusalCause::NoRoute => "no_route",
+            RefusalCause::Unrelayable => "unrelayable",
+            RefusalCause::Draining => "draining",
+        }
+    }
+}
+
 impl Refusal {
+    /// The label `/metrics` counts this refusal under.
+    pub fn cause(&self) -> RefusalCause {
+        match self {
+            Refusal::UnknownDid(_) => RefusalCause::UnknownDid,
+            Refusal::DidBusy { .. } => RefusalCause::DidBusy,
+            Refusal::Auth(e) if e.challenge_kind().is_some() => RefusalCause::Challenged,
+            Refusal::Auth(_) => RefusalCause::AuthFailed,
+            Refusal::Policy { denied, .. } => match denied {
+                Denied::IpNotAllowed { .. } => RefusalCause::IpRestrict,
+                Denied::ChannelLimit { .. } => RefusalCause::ChannelLimit,
+                Denied::BadNumber { .. } => RefusalCause::BadNumber,
+                Denied::NoRate { .. } => RefusalCause::NoRate,
+                Denied::CostLimit { .. } => RefusalCause::CostLimit,
+            },
+            Refusal::NoNumber => RefusalCause::NoNumber,
+        }
+    }
+
     /// The SIP answer (SPEC §3/§4).
     pub fn status(&self) -> StatusCode {
         match self {

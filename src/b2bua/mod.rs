@@ -56,7 +56,9 @@ use crate::sip::build::ResponseBuilder;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transaction::{TimerConfig, TransactionEvent, TransactionKey};
 
-pub use admission::{Admission, Admitted, ChannelKey, Refusal, DEST_PSTN, DEST_TRUNK, DEST_URI};
+pub use admission::{
+    Admission, Admitted, ChannelKey, Refusal, RefusalCause, DEST_PSTN, DEST_TRUNK, DEST_URI,
+};
 pub use call::Phase;
 pub use leg::{Local, Side};
 
@@ -207,17 +209,20 @@ struct Rejection {
     /// Extra headers (digest challenges).
     headers: Vec<(&'static str, String)>,
     why: String,
+    /// What `/metrics` counts it under.
+    cause: RefusalCause,
     /// A routine digest challenge (logged at debug, not info).
     challenge: bool,
 }
 
 impl Rejection {
-    fn new(status: StatusCode, why: &dyn std::fmt::Display) -> Rejection {
+    fn new(status: StatusCode, cause: RefusalCause, why: &dyn std::fmt::Display) -> Rejection {
         Rejection {
             status,
             reason: None,
             headers: Vec::new(),
             why: why.to_string(),
+            cause,
             challenge: false,
         }
     }
@@ -228,8 +233,8 @@ impl Rejection {
 pub struct B2buaStats {
     /// Calls created.
     pub calls: u64,
-    /// New INVITEs refused before routing.
-    pub refused: u64,
+    /// New INVITEs refused before routing, by [`RefusalCause::ALL`] index.
+    pub refused: [u64; RefusalCause::ALL.len()],
     /// In-dialog requests answered 481.
     pub no_dialog: u64,
 }
@@ -295,6 +300,27 @@ impl B2bua {
             .values()
             .filter(|c| c.phase != Phase::Ended)
             .count()
+    }
+
+    /// Channels in use per trunk login (placed calls), for `/metrics`.
+    /// A trunk deleted while its calls go on shows under its id.
+    pub fn trunk_channels(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .table
+            .channels
+            .iter()
+            .filter_map(|(key, n)| match key {
+                ChannelKey::Trunk(id) => Some((
+                    self.admission
+                        .trunk(*id)
+                        .map_or_else(|| format!("#{id}"), |t| t.login().to_owned()),
+                    *n,
+                )),
+                ChannelKey::Did(_) => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Calls not yet ended, oldest first.
@@ -392,7 +418,9 @@ impl B2bua {
     /// Answers a new INVITE with a failure, counts it, and logs why, so an
     /// operator reading the log sees what happened to the call.
     fn refuse(&mut self, msg: &Message, key: &TransactionKey, source: SocketAddr, r: Rejection) {
-        self.stats.refused += 1;
+        if let Some(i) = RefusalCause::ALL.iter().position(|c| *c == r.cause) {
+            self.stats.refused[i] += 1;
+        }
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default());
         let status = r.status.as_u16();
         let why = &r.why;
@@ -429,7 +457,7 @@ impl B2bua {
         source: SocketAddr,
         now: Instant,
     ) -> Rejection {
-        let mut r = Rejection::new(refusal.status(), refusal);
+        let mut r = Rejection::new(refusal.status(), refusal.cause(), refusal);
         match refusal {
             Refusal::Auth(e) if e.challenge_kind().is_some() => {
                 let now_unix = self.cfg.wall.unix_secs(now);
@@ -486,7 +514,11 @@ impl B2bua {
         now: Instant,
     ) {
         if self.draining {
-            let mut r = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &"shutting down");
+            let mut r = Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RefusalCause::Draining,
+                &"shutting down",
+            );
             r.headers.push(("Retry-After", "30".to_owned()));
             return self.refuse(msg, &key, source, r);
         }
@@ -542,7 +574,11 @@ impl B2bua {
             Ok(c) => c,
             Err(status) => {
                 self.record_refusal(msg, trunk.as_deref(), None, status, now);
-                let r = Rejection::new(status, &"the INVITE cannot be relayed");
+                let r = Rejection::new(
+                    status,
+                    RefusalCause::Unrelayable,
+                    &"the INVITE cannot be relayed",
+                );
                 return self.refuse(msg, &key, source, r);
             }
         };

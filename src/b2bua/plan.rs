@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::admission::{Admission, Admitted, DEST_PSTN, DEST_TRUNK, DEST_URI};
+use super::admission::{Admission, Admitted, RefusalCause, DEST_PSTN, DEST_TRUNK, DEST_URI};
 use super::Rejection;
 use crate::auth::TrunkId;
 use crate::config::{DidConfig, TrunkConfig};
@@ -36,7 +36,11 @@ impl Planner<'_> {
                 let hops = self.upstream_hops(number, &mut fork);
                 if hops.is_empty() {
                     let why = "no upstream configured";
-                    return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, &why));
+                    return Err(Rejection::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        RefusalCause::NoRoute,
+                        &why,
+                    ));
                 }
                 hops
             }
@@ -49,7 +53,11 @@ impl Planner<'_> {
         };
         if hops.is_empty() {
             let why = format!("{number}: no destination is reachable (not registered, no address)");
-            return Err(Rejection::new(StatusCode::TEMPORARILY_UNAVAILABLE, &why));
+            return Err(Rejection::new(
+                StatusCode::TEMPORARILY_UNAVAILABLE,
+                RefusalCause::NoRoute,
+                &why,
+            ));
         }
         Ok(hops)
     }

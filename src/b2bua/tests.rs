@@ -944,16 +944,18 @@ fn policy_refusals_answer_with_their_row_status() {
             "cost_limit = true\nmax_call_cost = 0.05",
             "447700900123",
             403,
+            "cost_limit",
         ), // 0.09/min
-        ("", "99999", 404), // no rate
-        ("", "12x34", 484),
+        ("", "99999", 404, "no_rate"),
+        ("", "12x34", 484, "bad_number"),
         (
             "ip_restrict = true\nallowed_ips = [\"10.0.0.0/8\"]",
             "12125551234",
             403,
+            "ip_restrict",
         ),
     ];
-    for (i, (extra, number, status)) in cases.into_iter().enumerate() {
+    for (i, (extra, number, status, reason)) in cases.into_iter().enumerate() {
         let mut h = H::with(|c| c.admission = admission(&trunk(extra)));
         let out = h.feed(A, a_invite_n(1, number, &[]));
         assert_eq!(
@@ -963,6 +965,18 @@ fn policy_refusals_answer_with_their_row_status() {
         );
         assert!(request_to(&out, B1, Method::Invite).is_none());
         assert_eq!(h.ep.b2bua().calls_of_trunk(1), 0);
+        // Counted under its reason, and its CDR under the trunk.
+        cdrs(&mut h);
+        let m = h.ep.metrics(h.now);
+        let line = format!("sipfront_invites_refused_total{{reason=\"{reason}\"}} 1\n");
+        assert!(m.contains(&line), "case {i}: {m}");
+        assert!(
+            m.contains(
+                "sipfront_calls_ended_total{trunk=\"pbx\",direction=\"placed\",\
+                 disposition=\"failed\"} 1\n"
+            ),
+            "case {i}: {m}"
+        );
     }
 }
 
@@ -1289,14 +1303,28 @@ fn calls_view_lists_calls_in_progress_and_hang_up_ends_one_on_both_legs() {
     );
     assert_eq!((c.trunk.as_str(), c.to.as_str()), ("pbx", "12125551234"));
     assert!(c.answered.is_some());
+    let m = h.ep.metrics(h.now);
+    assert!(
+        m.contains("sipfront_trunk_channels_in_use{trunk=\"pbx\"} 1\n"),
+        "{m}"
+    );
     assert!(!h.ep.hang_up("no-such-call", h.now));
     assert!(h.ep.hang_up("a-call@10.9.9.9", h.now));
     let out = h.take();
     assert!(request_to(&out, A, Method::Bye).is_some());
     assert!(request_to(&out, B1, Method::Bye).is_some());
     assert!(h.ep.calls().is_empty());
+    cdrs(&mut h);
     let m = h.ep.metrics(h.now);
     assert!(m.contains("\nsipfront_calls_total 1\n"), "{m}");
+    assert!(
+        m.contains(
+            "sipfront_calls_ended_total{trunk=\"pbx\",direction=\"placed\",\
+             disposition=\"answered\"} 1\n"
+        ),
+        "{m}"
+    );
+    assert!(!m.contains("sipfront_trunk_channels_in_use{"), "{m}");
     assert!(m.contains("sipfront_calls_active 0\n"), "{m}");
     assert!(
         m.contains("sipfront_upstream_up{upstream=\"one\"} 1"),

@@ -6,13 +6,17 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use super::Endpoint;
+use crate::b2bua::RefusalCause;
 
 /// Appends one metric with its HELP and TYPE lines.
 pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Appends the HELP and TYPE lines of a labelled family; its samples follow.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// A label value escaped per the exposition format (`\\`, `\"`, `\n`).
@@ -43,19 +47,67 @@ impl Endpoint {
             "Calls admitted.",
             b.calls,
         );
-        metric(
+        family(
             m,
             "sipfront_invites_refused_total",
             "counter",
-            "New INVITEs refused or challenged before routing.",
-            b.refused,
+            "New INVITEs refused or challenged before routing, by reason.",
         );
+        for (cause, n) in RefusalCause::ALL.iter().zip(b.refused) {
+            let _ = writeln!(
+                m,
+                "sipfront_invites_refused_total{{reason=\"{}\"}} {n}",
+                cause.as_str()
+            );
+        }
+        family(
+            m,
+            "sipfront_trunk_channels_in_use",
+            "gauge",
+            "Placed calls in progress per trunk (its max_channels counts these).",
+        );
+        for (trunk, n) in self.b2bua.trunk_channels() {
+            let _ = writeln!(
+                m,
+                "sipfront_trunk_channels_in_use{{trunk=\"{}\"}} {n}",
+                label(&trunk)
+            );
+        }
+        family(
+            m,
+            "sipfront_calls_ended_total",
+            "counter",
+            "Calls ended (one per CDR), by trunk, direction and disposition.",
+        );
+        for ((trunk, direction, disposition), n) in &s.ended {
+            let _ = writeln!(
+                m,
+                "sipfront_calls_ended_total{{trunk=\"{}\",direction=\"{direction}\",\
+                 disposition=\"{disposition}\"}} {n}",
+                label(trunk)
+            );
+        }
         metric(
             m,
             "sipfront_transactions",
             "gauge",
             "Live SIP transactions.",
             self.txns.len(),
+        );
+        let tx = self.txns.stats();
+        metric(
+            m,
+            "sipfront_retransmissions_sent_total",
+            "counter",
+            "SIP messages sent again on a retransmission timer (A, E, G).",
+            tx.retransmissions_sent,
+        );
+        metric(
+            m,
+            "sipfront_retransmissions_received_total",
+            "counter",
+            "Retransmitted requests absorbed by a server transaction.",
+            tx.retransmissions_received,
         );
         metric(
             m,

@@ -54,8 +54,8 @@ use crate::transport::{Inbound, Outbound, TransportEvent};
 
 pub use answer::{ALLOW, SUPPORTED};
 pub use guard::GuardConfig;
-pub use metrics::metric;
-pub use stats::Stats;
+pub use metrics::{family, metric};
+pub use stats::{EndedCalls, Stats};
 
 /// Settings of the endpoint that do not change per message.
 #[derive(Clone, Debug)]
@@ -244,7 +244,9 @@ impl Endpoint {
     /// The next call record to queue to the store (drain after each input,
     /// with `poll_transmit`).
     pub fn poll_cdr(&mut self) -> Option<Cdr> {
-        self.b2bua.poll_cdr()
+        let cdr = self.b2bua.poll_cdr()?;
+        self.stats.count_ended(&cdr);
+        Some(cdr)
     }
 
     /// Starts a graceful stop: new INVITEs get `503`, calls go on.

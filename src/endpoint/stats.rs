@@ -3,7 +3,13 @@
 //! Plain integers: the endpoint is owned by one task, so no atomics are
 //! needed here; the shell copies them out for `/metrics`.
 
+use std::collections::BTreeMap;
+
+use crate::cdr::Cdr;
 use crate::sip::StatusCode;
+
+/// Ended calls by (trunk login, `placed`/`received`, disposition).
+pub type EndedCalls = BTreeMap<(String, &'static str, &'static str), u64>;
 
 /// What the endpoint has seen and done since start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,9 +29,20 @@ pub struct Stats {
     pub answered: [u64; 5],
     /// Requests from SIP scanners dropped unanswered (`[security]`).
     pub scanners_dropped: u64,
+    /// Calls that ended, from their CDRs. Bounded by trunks × 2 × 4.
+    pub ended: EndedCalls,
 }
 
 impl Stats {
+    pub(super) fn count_ended(&mut self, cdr: &Cdr) {
+        let key = (
+            cdr.sip_trunk.clone(),
+            cdr.direction.as_str(),
+            cdr.disposition.as_str(),
+        );
+        *self.ended.entry(key).or_default() += 1;
+    }
+
     pub(super) fn count_answer(&mut self, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100).saturating_sub(2);
         if let Some(n) = self.answered.get_mut(class) {

@@ -259,6 +259,17 @@ pub struct Transactions {
     transmits: VecDeque<Transmit>,
     events: VecDeque<TransactionEvent>,
     scratch: Actions,
+    stats: TransactionStats,
+}
+
+/// Retransmission counters, for `/metrics`: a rising rate of either says a
+/// peer or the path to it is losing packets or slow to answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransactionStats {
+    /// Requests and responses we sent again on a timer (A, E, G).
+    pub retransmissions_sent: u64,
+    /// Retransmitted requests absorbed by a server transaction.
+    pub retransmissions_received: u64,
 }
 
 impl Transactions {
@@ -274,7 +285,13 @@ impl Transactions {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Actions::new(),
+            stats: TransactionStats::default(),
         }
+    }
+
+    /// Retransmission counters since start.
+    pub fn stats(&self) -> TransactionStats {
+        self.stats
     }
 
     /// The timer configuration in force.
@@ -539,6 +556,8 @@ impl Transactions {
 
     /// Fires every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Every message a timer makes us send is a retransmission.
+        let queued = self.transmits.len();
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;
@@ -558,6 +577,7 @@ impl Transactions {
             // at least 1 ms), so this loop ends.
             self.apply(id);
         }
+        self.stats.retransmissions_sent += (self.transmits.len() - queued) as u64;
         self.prune();
     }
 
@@ -645,6 +665,7 @@ impl Transactions {
             return ServerInput::Ack2xx { invite: None };
         };
         let key = tx.key.clone();
+        self.stats.retransmissions_received += 1;
         let mut out = std::mem::take(&mut self.scratch);
         match &mut tx.machine {
             Machine::ServerInvite(m) => {

@@ -73,8 +73,8 @@ pub use client_invite::ClientInviteState;
 pub use client_non_invite::ClientNonInviteState;
 pub use key::{HostPort, KeyError, Rfc2543Id, Role, TransactionKey};
 pub use manager::{
-    ClientInput, RequestError, ServerInput, TransactionEvent, TransactionState, Transactions,
-    Transmit,
+    ClientInput, RequestError, ServerInput, TransactionEvent, TransactionState, TransactionStats,
+    Transactions, Transmit,
 };
 pub use server_invite::ServerInviteState;
 pub use server_non_invite::ServerNonInviteState;

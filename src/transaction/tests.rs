@@ -216,6 +216,7 @@ fn client_invite_1xx_stops_timer_a_and_non_2xx_is_acked() {
     let key = h.send(invite.clone(), Transport::Udp);
     h.run_until(ms(1600)); // two retransmissions
     assert_eq!(h.sent_times_ms(), [0, 500, 1500]);
+    assert_eq!(h.txs.stats().retransmissions_sent, 2);
     assert_eq!(
         h.resp_in(&response(&invite, 180)),
         ClientInput::Response { key: key.clone() }
@@ -568,10 +569,15 @@ fn server_invite_g_capped_at_t2_until_ack_then_i() {
     h.run_until(ms(12_000));
     // G: 0.5, 1.5, 3.5, 7.5, 11.5 (interval capped at T2 = 4 s).
     assert_eq!(h.sent_times_ms(), [0, 500, 1500, 3500, 7500, 11500]);
+    let before = h.txs.stats();
     // A retransmitted INVITE gets the final response again.
     assert_eq!(
         h.req_in(&invite, Transport::Udp),
         ServerInput::Absorbed { key: key.clone() }
+    );
+    assert_eq!(
+        h.txs.stats().retransmissions_received,
+        before.retransmissions_received + 1
     );
     assert_eq!(h.take_sent()[0].1.bytes, busy.as_bytes().clone());
 
