@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -320,6 +322,65 @@ fn body_over_1_mib_is_413_and_unknown_route_404_json() {
     let (st, body) = api.call(Method::PATCH, "/v1/trunks", Key::Bearer(KEY), None);
     assert_eq!(st, 405, "{body}");
     assert!(is_error_body(&body), "{body}");
+}
+
+/// A read that says the peer closed (EOF or reset), not that it timed out.
+fn closed(r: &std::io::Result<usize>) -> bool {
+    match r {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn connections_over_max_are_closed_and_stalled_ones_time_out() {
+    let dir = TempDir::new("api-conns");
+    let text = config(&dir.path().join("s.db"), "").replacen(
+        "[http]\naddress = \"127.0.0.1:0\"\n",
+        "[http]\naddress = \"127.0.0.1:0\"\nmax_connections = 3\nidle_timeout_s = 2\n",
+        1,
+    );
+    let server = Server::start(&text);
+    // Three clients that never finish their headers (slowloris) hold every slot.
+    let started = std::time::Instant::now();
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.http).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .expect("partial request");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A fourth is closed as soon as it is accepted.
+    let mut fourth = TcpStream::connect(server.http).expect("connect");
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let _ = fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 256];
+    assert!(
+        closed(&fourth.read(&mut buf)) && started.elapsed() < Duration::from_millis(1900),
+        "a connection over max_connections must be closed at once"
+    );
+    // The stalled ones are closed at the idle timeout, not before.
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(6)))
+            .expect("timeout");
+        let r = s.read(&mut buf);
+        assert!(closed(&r), "stalled connection not closed: {r:?}");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6),
+        "closed after {waited:?}, idle_timeout_s = 2"
+    );
+    // Their slots are free again.
+    let (st, v) = Api::new(&server).get("/healthz");
+    assert_eq!((st, &v["status"]), (200, &json!("ok")), "{v}");
 }
 
 #[test]

@@ -152,6 +152,13 @@ pub struct HttpConfig {
     /// `[[http.api_key]]`: who may call the API.
     #[serde(default)]
     pub api_key: Vec<ApiKeyConfig>,
+    /// Connections served at once; more are closed as they are accepted.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: u32,
+    /// A connection with nothing read or written for this long is closed
+    /// (slow or stalled clients, idle keep-alives).
+    #[serde(default = "default_http_idle_timeout")]
+    pub idle_timeout_s: u64,
 }
 
 impl Default for HttpConfig {
@@ -159,6 +166,8 @@ impl Default for HttpConfig {
         HttpConfig {
             address: default_http_address(),
             api_key: Vec::new(),
+            max_connections: default_http_max_connections(),
+            idle_timeout_s: default_http_idle_timeout(),
         }
     }
 }
@@ -582,6 +591,12 @@ fn default_drain_s() -> u64 {
 }
 fn default_http_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_http_max_connections() -> u32 {
+    256
+}
+fn default_http_idle_timeout() -> u64 {
+    30
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/sipfront.db")

@@ -173,6 +173,12 @@ pub(crate) fn validate(
     }
 
     // [http]
+    if cfg.http.max_connections == 0 {
+        e.push("http.max_connections", "must be at least 1");
+    }
+    if cfg.http.idle_timeout_s == 0 {
+        e.push("http.idle_timeout_s", "must be at least 1");
+    }
     let mut names = HashSet::new();
     for (i, k) in cfg.http.api_key.iter().enumerate() {
         let p = format!("http.api_key[{i}]");

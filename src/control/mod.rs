@@ -18,6 +18,7 @@ mod cdr;
 mod core;
 mod dids;
 mod error;
+mod listener;
 mod live;
 mod trunks;
 mod views;
@@ -32,6 +33,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
@@ -94,6 +96,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves the API until `shutdown` fires, then lets requests in flight finish.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, mut shutdown: Shutdown) {
+    let http = live.current().http.clone();
+    let idle = std::time::Duration::from_secs(http.idle_timeout_s);
+    // `tap_io` only so `ConnectInfo<SocketAddr>` works on our listener type.
+    let listener = listener::Guarded::new(listener, http.max_connections, idle).tap_io(|_| {});
     let app = router(live).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.recv().await })
