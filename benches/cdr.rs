@@ -8,10 +8,12 @@
 //!   index walked backwards, no sort).
 //! * `cdr/page 100 placed+day` — page 1, `type=placed` and one day (the
 //!   `cdr_type_date` index).
-//! * `cdr/stats placed+day` — the one-aggregate `stats()` for that filter
-//!   (~16,700 rows).
-//! * `cdr/stats all` — `stats()` over all 1,000,000 rows (a full scan: the
-//!   cost a JSON page pays when no filter narrows it).
+//! * `cdr/stats placed+day` — `stats()` for that filter (one row of the
+//!   per-day totals).
+//! * `cdr/stats all` — `stats()` over all 1,000,000 rows (30 days × 2 types
+//!   of per-day totals: what a JSON page pays when no filter narrows it).
+//! * `cdr/stats all from 00:00:01` — the same with a time of day in the
+//!   bound, so the rows themselves are summed (a full scan).
 //! * `cdr/page 100 at page 1000` — `OFFSET 99,900`.
 //!
 //! Run: `cargo bench --bench cdr`.
@@ -118,6 +120,13 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("stats all", |b| {
         b.iter(|| reader.stats(&newest).expect("stats"))
+    });
+    let timed = CdrFilter {
+        from_date: Some("1970-01-01 00:00:01".into()),
+        ..newest.clone()
+    };
+    g.bench_function("stats all from 00:00:01", |b| {
+        b.iter(|| reader.stats(&timed).expect("stats"))
     });
     g.bench_function("page 100 at page 1000", |b| {
         b.iter(|| reader.query(&deep).expect("page"))

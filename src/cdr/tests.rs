@@ -498,3 +498,95 @@ fn queries_use_the_date_indexes_without_a_sort() {
     assert!(plan.contains("cdr_date"), "{plan}");
     assert!(!plan.contains("TEMP B-TREE"), "{plan}");
 }
+
+/// Rows spread over five days, both directions.
+fn days_of_rows() -> Vec<Cdr> {
+    (0..50)
+        .map(|i| Cdr {
+            start_unix_ms: 1_795_425_300_000 + i * 9_000_000, // 2.5 h apart
+            ..cdr(i)
+        })
+        .collect()
+}
+
+/// What `stats` must say for `keep`, summed here row by row.
+fn expected(rows: &[Cdr], keep: impl Fn(&Cdr) -> bool) -> (u64, u64, f64) {
+    let mine: Vec<&Cdr> = rows.iter().filter(|c| keep(c)).collect();
+    (
+        mine.len() as u64,
+        mine.iter().map(|c| c.duration_s).sum(),
+        mine.iter().map(|c| c.charge()).sum(),
+    )
+}
+
+#[test]
+fn stats_from_day_totals_match_a_row_by_row_sum() {
+    let db = TempDb::new("day-totals");
+    let mut store = CdrStore::open(&db.0).unwrap();
+    let rows = days_of_rows();
+    store.insert(&rows[..20]).unwrap();
+    store.insert(&rows[20..]).unwrap();
+    let day = |c: &Cdr| c.date()[..10].to_owned();
+    let (first, last) = (day(&rows[0]), day(&rows[49]));
+    assert_ne!(first, last, "the rows span several days");
+    type Keep<'a> = Box<dyn Fn(&Cdr) -> bool + 'a>;
+    let cases: Vec<(CdrFilter, Keep<'_>)> = vec![
+        (CdrFilter::default(), Box::new(|_| true)),
+        (
+            CdrFilter {
+                direction: Some(Direction::Received),
+                from_date: Some(day(&rows[10])),
+                ..CdrFilter::default()
+            },
+            Box::new(|c| c.direction == Direction::Received && day(c) >= day(&rows[10])),
+        ),
+        (
+            CdrFilter {
+                to_date: Some(day(&rows[30])),
+                ..CdrFilter::default()
+            },
+            Box::new(|c| day(c) <= day(&rows[30])),
+        ),
+        // A time of day in a bound: the rows themselves are summed.
+        (
+            CdrFilter {
+                from_date: Some(rows[25].date()),
+                ..CdrFilter::default()
+            },
+            Box::new(|c| c.date() >= rows[25].date()),
+        ),
+    ];
+    for (i, (filter, keep)) in cases.iter().enumerate() {
+        let s = store.stats(filter).unwrap();
+        let (count, duration, charge) = expected(&rows, keep);
+        assert_eq!((s.count, s.duration), (count, duration), "case {i}");
+        assert!(
+            (s.charge - charge).abs() < 1e-9,
+            "case {i}: {s:?} vs {charge}"
+        );
+    }
+}
+
+#[test]
+fn a_version_1_file_gets_its_day_totals_backfilled() {
+    let db = TempDb::new("v1");
+    let rows = days_of_rows();
+    CdrStore::open(&db.0).unwrap().insert(&rows).unwrap();
+    // Make it a version-1 file: no day totals yet.
+    let conn = rusqlite::Connection::open(&db.0).unwrap();
+    conn.execute_batch("DROP TRIGGER cdr_day_count; DROP TABLE cdr_day; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let mut store = CdrStore::open(&db.0).unwrap();
+    let more = Cdr {
+        call_id: "after-migration".into(),
+        ..rows[49].clone()
+    };
+    store.insert(std::slice::from_ref(&more)).unwrap();
+    let s = store.stats(&CdrFilter::default()).unwrap();
+    let (count, duration, _) = expected(&rows, |_| true);
+    assert_eq!(
+        (s.count, s.duration),
+        (count + 1, duration + more.duration_s)
+    );
+}
