@@ -12,12 +12,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::core::CoreQuery;
 use super::error::{ApiError, Details};
 use super::live::{Change, Stored};
 use super::{JsonObject, Live};
@@ -288,11 +291,31 @@ pub(crate) async fn update(
     Ok(Json(to_json(&t)))
 }
 
-/// `DELETE /v1/trunks/{id}`: `204`. Refused (`422`) while a DID routes to it.
+/// `?force=` of `DELETE /v1/trunks/{id}`, as text so a bad value gets a
+/// `422` naming it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteQuery {
+    force: Option<String>,
+}
+
+/// `DELETE /v1/trunks/{id}[?force=true]`: `204`. Refused (`422`) while a
+/// DID routes to it. The trunk leaves the hot path at once (its new calls
+/// are refused); its calls in progress go on to their end with their
+/// terms, or with `force=true` are ended now on both legs.
 pub(crate) async fn delete(
     State(live): State<Arc<Live>>,
     Path(id): Path<String>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let force = match q.force.as_deref() {
+        None => false,
+        Some(v) => a_bool(&Value::String(v.to_owned())).map_err(|m| {
+            let mut d = Details::new();
+            d.insert("force".to_owned(), m.into());
+            ApiError::invalid(d)
+        })?,
+    };
     let id = parse_id(&id)?;
     live.change(move |cur| {
         if !cur.trunk.iter().any(|t| t.id() == id) {
@@ -303,6 +326,33 @@ pub(crate) async fn delete(
         Ok((next, Change::DeleteTrunk { id }))
     })
     .await?;
-    tracing::info!(id, "API: trunk deleted");
+    if !force {
+        tracing::info!(
+            id,
+            "API: trunk deleted; its calls in progress go on to their end"
+        );
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // The new config went to the core before this question, and the core
+    // takes config changes first: no new call of this trunk slips in after.
+    match live.core().ask(|tx| CoreQuery::HangUpTrunk(id, tx)).await {
+        Ok(ended) => tracing::info!(
+            id,
+            ended,
+            "API: trunk deleted; force ended its {ended} calls in progress"
+        ),
+        Err(e) => {
+            tracing::warn!(
+                id,
+                "API: trunk deleted, but force could not end its calls in progress: {}",
+                e.error
+            );
+            return Err(ApiError::new(
+                e.status,
+                "trunk deleted, but its calls in progress were not ended (the SIP core is busy); \
+                 end them with DELETE /v1/calls/{call_id}",
+            ));
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
