@@ -39,7 +39,8 @@ pub enum CoreQuery {
 }
 
 /// A banned source as `GET /v1/bans` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = Ban)]
 pub struct BanView {
     /// The source address.
     pub ip: String,
