@@ -3,7 +3,11 @@
 //! 422 naming fields, 413, 404 JSON, persistence across a restart, and live
 //! apply: a trunk created over the API takes a SIPp digest call, and a `PUT`
 //! of `max_channels = 0` makes the next call get 503 without a restart;
-//! `/v1/cdr` lists real calls' records as JSON (stats, filters, pages) and CSV.
+//! `/v1/cdr` lists real calls' records as JSON (stats, filters, pages) and CSV;
+//! `/openapi.json` lists exactly the routes served, with the shapes sent; a
+//! `PUT` lowering `max_channels` refuses the next call while the call in
+//! progress finishes; deleting a trunk lets its call finish, and
+//! `?force=true` ends it on both legs.
 
 mod common;
 
@@ -687,39 +691,11 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
     );
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let api = Api::new(&server);
-    let port = up_port.to_string();
     // The upstream answers and then waits for our BYE.
-    let mut uas = SippBg::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-m",
-        "1",
-        "-nostdin",
-        "-timeout",
-        "30s",
-    ]);
+    let mut uas = upstream_uas(up_port, 1);
     // A caller that holds the call for 20 s unless we hang up.
-    let target = server.udp.to_string();
-    let mut caller = SippBg::start(&[
-        "-sn",
-        "uac",
-        "-s",
-        "12125551234",
-        "-i",
-        "127.0.0.1",
-        "-m",
-        "1",
-        "-d",
-        "20000",
-        "-nostdin",
-        "-timeout",
-        "30s",
-        &target,
-    ]);
+    let held = dir.path().join("held.msg");
+    let mut caller = caller(&server, 20_000, &held);
     let mut call_id = None;
     for _ in 0..50 {
         let (st, v) = api.get("/v1/calls");
@@ -737,19 +713,9 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
     let started = std::time::Instant::now();
     let (st, v) = api.delete(&format!("/v1/calls/{call_id}"));
     assert_eq!(st, 204, "{v}");
-    let (_, uas_text) = uas.wait(Duration::from_secs(10));
-    let (_, caller_text) = caller.wait(Duration::from_secs(10));
     // The caller would have held the call for 20 s: it ended at once, and
     // the upstream's call ended normally with the BYE it expects.
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "the caller got no BYE:\n{caller_text}"
-    );
-    assert_eq!(
-        common::sipp_counter(&uas_text, "Successful call"),
-        Some(1),
-        "upstream got no BYE:\n{uas_text}"
-    );
+    assert_hung_up_at_once(&mut caller, &held, &mut uas, 1, started);
     let (st, v) = api.get("/v1/calls");
     assert_eq!(
         (st, v["items"].as_array().map(Vec::len)),
@@ -836,20 +802,7 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
         "{v}"
     );
 
-    let port = up_port.to_string();
-    let mut uas = SippBg::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-m",
-        "3",
-        "-nostdin",
-        "-timeout",
-        "30s",
-    ]);
+    let mut uas = upstream_uas(up_port, 3);
     let target = server.udp.to_string();
     let (code, text) = common::sipp_run(&[
         "-sn",
@@ -1026,4 +979,439 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
     assert_eq!(st, 401, "{e}");
     let (st, _) = api.call(Method::GET, "/v1/cdr?type=placed", Key::Appid(KEY), None);
     assert_eq!(st, 200, "appid in the query is not a CDR parameter");
+}
+
+// ---- OpenAPI -----------------------------------------------------------------------
+
+/// A value for each path parameter that names nothing (so no route changes
+/// anything): the handler's own `404`, never the router's.
+fn fill_params(path: &str) -> String {
+    path.replace("{id}", "999999")
+        .replace("{call_id}", "no-such-call")
+        .replace("{ip}", "192.0.2.1")
+}
+
+#[test]
+fn openapi_document_matches_the_routes_served_and_the_trunk_shape() {
+    let dir = TempDir::new("api-openapi");
+    let server = Server::start(&config(&dir.path().join("s.db"), ""));
+    let api = Api::new(&server);
+    let (st, doc) = api.call(Method::GET, "/openapi.json", Key::None, None);
+    assert_eq!(st, 200, "served without a key: {doc}");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        [
+            "/healthz",
+            "/metrics",
+            "/openapi.json",
+            "/v1/bans",
+            "/v1/bans/{ip}",
+            "/v1/calls",
+            "/v1/calls/{call_id}",
+            "/v1/cdr",
+            "/v1/mydids",
+            "/v1/mydids/update-destinations",
+            "/v1/registrations",
+            "/v1/trunks",
+            "/v1/trunks/{id}",
+        ]
+    );
+    let methods = ["get", "put", "post", "delete", "patch"];
+    for (path, item) in paths {
+        let url = fill_params(path);
+        let keyed = item
+            .as_object()
+            .expect("path item")
+            .values()
+            .all(|op| op.get("security").is_some());
+        for m in methods {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
+            let body = matches!(m, "put" | "post" | "patch").then(|| json!({"no_such_field": 1}));
+            let (st, v) = if m == "get" && path == "/metrics" {
+                // Not JSON: only the status matters.
+                let r = Client::new()
+                    .get(format!("http://{}{url}", server.http))
+                    .bearer_auth(KEY)
+                    .send()
+                    .expect("metrics");
+                (r.status().as_u16(), Value::Null)
+            } else {
+                api.call(method.clone(), &url, Key::Bearer(KEY), body.as_ref())
+            };
+            if item.get(m).is_some() {
+                // Served: anything but the router's own 404 or 405.
+                assert_ne!(st, 405, "{m} {path} is documented but not served: {v}");
+                assert!(
+                    !(st == 404 && v["error"] == "no such route"),
+                    "{m} {path} is documented but not served: {v}"
+                );
+                if keyed {
+                    let (st, v) = api.call(method, &url, Key::None, body.as_ref());
+                    assert_eq!(st, 401, "{m} {path} is documented as keyed: {v}");
+                }
+            } else {
+                assert_eq!(st, 405, "{m} {path} is served but not documented: {v}");
+            }
+        }
+    }
+    // Query parameters, the CSV form and the security schemes.
+    let op = |p: &str, m: &str| doc["paths"][p][m].clone();
+    let params = |o: &Value| -> Vec<String> {
+        o["parameters"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        params(&op("/v1/cdr", "get")),
+        ["type", "from", "to", "page", "per_page"]
+    );
+    assert!(op("/v1/cdr", "get")["responses"]["200"]["content"]["text/csv"].is_object());
+    assert_eq!(params(&op("/v1/trunks/{id}", "delete")), ["id", "force"]);
+    for (code, what) in [
+        ("409", "create_trunk"),
+        ("413", "create_trunk"),
+        ("422", "create_trunk"),
+    ] {
+        assert!(
+            op("/v1/trunks", "post")["responses"][code].is_object(),
+            "{what} {code}"
+        );
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["appid"]["in"], "query");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    // A real answer has exactly the properties its schema lists.
+    let schema_keys = |name: &str| -> Vec<String> {
+        let mut k: Vec<String> = doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name}"))
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (st, t) = api.post(
+        "/v1/trunks",
+        &json!({"name": "shape", "password": "pw", "allowed_ips": ["10.0.0.0/8"], "max_call_cost": 0.5}),
+    );
+    assert_eq!(st, 201, "{t}");
+    let (st, got) = api.get(&format!("/v1/trunks/{}", t["id"]));
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(keys(&got), schema_keys("Trunk"), "{got}");
+    let (_, list) = api.get("/v1/trunks");
+    assert_eq!(keys(&list), schema_keys("Items_Trunk"), "{list}");
+    let (_, dids) = api.get("/v1/mydids");
+    assert_eq!(keys(&dids), schema_keys("DidPage"), "{dids}");
+    assert_eq!(
+        keys(&dids["pagination"]),
+        schema_keys("Pagination"),
+        "{dids}"
+    );
+    let (st, err) = api.get("/v1/trunks/424242");
+    assert_eq!(st, 404);
+    assert_eq!(keys(&err), schema_keys("Error"), "{err}");
+}
+
+// ---- live changes and calls in progress (SIPp) -------------------------------------
+
+/// A server whose one upstream (a SIPp UAS at the returned port) answers,
+/// and the IP-authenticated trunk `pbx` (127.0.0.1) created over the API
+/// with `body`'s extra fields; (server, upstream port, trunk id).
+fn ip_trunk_rig(dir: &TempDir, body: Value) -> (Server, u16, Value) {
+    let up_port = free_port();
+    let extra = format!(
+        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
+         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n",
+        common::shipped_rates()
+    );
+    let server = Server::start(&config(&dir.path().join("s.db"), &extra));
+    let id = post_ip_trunk(&Api::new(&server), body);
+    (server, up_port, id)
+}
+
+/// Creates the trunk `pbx` authenticated by 127.0.0.1; its id.
+fn post_ip_trunk(api: &Api, body: Value) -> Value {
+    let mut b = json!({"name": "pbx", "host_request": "127.0.0.1"});
+    if let (Some(b), Some(extra)) = (b.as_object_mut(), body.as_object()) {
+        b.extend(extra.clone());
+    }
+    let (st, t) = api.post("/v1/trunks", &b);
+    assert_eq!(st, 201, "{t}");
+    t["id"].clone()
+}
+
+/// SIPp's built-in UAS on `port`: answers `calls` calls, each ended by a
+/// BYE it receives.
+fn upstream_uas(port: u16, calls: u32) -> SippBg {
+    let (port, calls) = (port.to_string(), calls.to_string());
+    SippBg::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        &calls,
+        "-nostdin",
+        "-timeout",
+        "30s",
+    ])
+}
+
+/// SIPp's built-in UAC: one call to 12125551234 held `hold_ms` before its
+/// own BYE, every message traced to `msgs`.
+fn caller(server: &Server, hold_ms: u32, msgs: &Path) -> SippBg {
+    let (hold, msgs) = (hold_ms.to_string(), msgs.display().to_string());
+    let target = server.udp.to_string();
+    SippBg::start(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "1",
+        "-d",
+        &hold,
+        "-nostdin",
+        "-timeout",
+        "30s",
+        "-trace_msg",
+        "-message_file",
+        &msgs,
+        &target,
+    ])
+}
+
+/// Waits (up to 5 s) until `n` calls show as answered in `/v1/calls`.
+fn wait_answered(api: &Api, n: usize) {
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let (st, v) = api.get("/v1/calls");
+        assert_eq!(st, 200, "{v}");
+        let answered = v["items"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|c| c["state"] == "answered").count());
+        if answered == n {
+            return;
+        }
+        seen = v;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{n} calls never showed as answered: {seen}");
+}
+
+/// One IP-authenticated call refused with `code`; the first line of the
+/// refusal as received.
+fn refused_call(server: &Server, dir: &TempDir, code: u16, tag: &str) -> Option<String> {
+    let tpl = std::fs::read_to_string(scenario("did_uac_refused.xml")).expect("template");
+    let sf = dir.write(
+        &format!("{tag}.xml"),
+        &tpl.replace("__CODE__", &code.to_string()),
+    );
+    // No digest in this scenario: the credentials go unused.
+    let out = uac(server, dir, &sf, ("unused", "unused"), tag);
+    assert!(
+        out.all_ok(1),
+        "the call was not refused with {code}:\n{}\n{}",
+        out.show(),
+        server.log_text()
+    );
+    out.msgs
+        .iter()
+        .find(|m| !m.sent && m.status() == Some(code))
+        .map(|m| m.first_line().to_owned())
+}
+
+/// The CDRs `/v1/cdr` lists: (sip_code, disposition) per call.
+fn cdr_outcomes(api: &Api) -> Vec<(u64, String)> {
+    let (st, v) = api.get("/v1/cdr");
+    assert_eq!(st, 200, "{v}");
+    let mut got: Vec<(u64, String)> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| {
+            (
+                c["sip_code"].as_u64().unwrap_or(0),
+                c["disposition"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// Whether `msgs` (a SIPp trace) holds a received BYE.
+fn got_bye(msgs: &Path) -> bool {
+    read_msgs(msgs)
+        .iter()
+        .any(|m| !m.sent && m.method() == Some("BYE"))
+}
+
+/// The caller's call went on to its own BYE after `hold` from `started`:
+/// SIPp counts it successful and received no BYE from us.
+fn assert_finished_naturally(
+    caller: &mut SippBg,
+    msgs: &Path,
+    started: std::time::Instant,
+    hold: Duration,
+) {
+    let (_, text) = caller.wait(Duration::from_secs(15));
+    assert_eq!(
+        common::sipp_counter(&text, "Successful call"),
+        Some(1),
+        "{text}"
+    );
+    assert!(started.elapsed() >= hold, "the call was cut short:\n{text}");
+    assert!(!got_bye(msgs), "nobody hung up on the caller");
+}
+
+/// A call held 20 s was ended by us just after `started`: the caller got
+/// our BYE, and the upstream UAS counts `uas_calls` calls ended by BYE.
+fn assert_hung_up_at_once(
+    caller: &mut SippBg,
+    msgs: &Path,
+    uas: &mut SippBg,
+    uas_calls: u64,
+    started: std::time::Instant,
+) {
+    let (_, uas_text) = uas.wait(Duration::from_secs(10));
+    let (_, text) = caller.wait(Duration::from_secs(10));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the caller would have held 20 s:\n{text}"
+    );
+    assert!(got_bye(msgs), "the caller got no BYE:\n{text}");
+    assert_eq!(
+        common::sipp_counter(&uas_text, "Successful call"),
+        Some(uas_calls),
+        "upstream got no BYE:\n{uas_text}"
+    );
+}
+
+/// Waits (up to 3 s) until `done` holds for `/v1/cdr`'s outcomes; them.
+fn wait_cdrs(api: &Api, done: impl Fn(&[(u64, String)]) -> bool) -> Vec<(u64, String)> {
+    let mut outcomes = Vec::new();
+    for _ in 0..30 {
+        outcomes = cdr_outcomes(api);
+        if done(&outcomes) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    outcomes
+}
+
+#[test]
+fn put_lowering_max_channels_refuses_the_next_call_while_the_call_in_progress_survives() {
+    let dir = TempDir::new("api-channels");
+    let (server, up_port, id) =
+        ip_trunk_rig(&dir, json!({"channels_restrict": true, "max_channels": 2}));
+    let api = Api::new(&server);
+    let mut uas = upstream_uas(up_port, 1);
+    let msgs = dir.path().join("long.msg");
+    let started = std::time::Instant::now();
+    let mut long = caller(&server, 4000, &msgs);
+    wait_answered(&api, 1);
+
+    let (st, t) = api.put(&format!("/v1/trunks/{id}"), &json!({"max_channels": 1}));
+    assert_eq!((st, &t["max_channels"]), (200, &json!(1)), "{t}");
+    let refusal = refused_call(&server, &dir, 503, "second");
+    assert_eq!(
+        refusal.as_deref(),
+        Some("SIP/2.0 503 Channel Limit Reached (max_channels 1)"),
+        "{}",
+        server.log_text()
+    );
+
+    // The call in progress keeps going to its own BYE, on both sides.
+    assert_finished_naturally(&mut long, &msgs, started, Duration::from_secs(4));
+    let (_, uas_text) = uas.wait(Duration::from_secs(5));
+    assert_eq!(
+        common::sipp_counter(&uas_text, "Successful call"),
+        Some(1),
+        "{uas_text}"
+    );
+    let outcomes = wait_cdrs(&api, |o| o.len() == 2);
+    assert_eq!(
+        outcomes,
+        [(200, "answered".to_owned()), (503, "failed".to_owned())],
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn trunk_delete_lets_calls_in_progress_finish_and_force_ends_them_on_both_legs() {
+    let dir = TempDir::new("api-delete");
+    let (server, up_port, id) = ip_trunk_rig(&dir, json!({}));
+    let api = Api::new(&server);
+    let mut uas = upstream_uas(up_port, 2);
+
+    // Without force: the trunk is gone for new calls, its call goes on.
+    let gentle_msgs = dir.path().join("gentle.msg");
+    let started = std::time::Instant::now();
+    let mut gentle = caller(&server, 3000, &gentle_msgs);
+    wait_answered(&api, 1);
+    let (st, v) = api.delete(&format!("/v1/trunks/{id}?force=maybe"));
+    assert_eq!(
+        (st, &v["details"]["force"]),
+        (422, &json!("must be a boolean")),
+        "{v}"
+    );
+    let (st, v) = api.delete(&format!("/v1/trunks/{id}"));
+    assert_eq!(st, 204, "{v}");
+    assert_eq!(api.get(&format!("/v1/trunks/{id}")).0, 404);
+    // A new call from the deleted trunk's address is a stranger now.
+    assert!(refused_call(&server, &dir, 407, "after-delete").is_some());
+    assert_finished_naturally(&mut gentle, &gentle_msgs, started, Duration::from_secs(3));
+
+    // With force: both legs get BYE at once.
+    let id = post_ip_trunk(&api, json!({}));
+    let forced_msgs = dir.path().join("forced.msg");
+    let mut forced = caller(&server, 20_000, &forced_msgs);
+    wait_answered(&api, 1);
+    let started = std::time::Instant::now();
+    let (st, v) = api.delete(&format!("/v1/trunks/{id}?force=true"));
+    assert_eq!(st, 204, "{v}");
+    // Both upstream calls ended with the BYE the UAS waits for.
+    assert_hung_up_at_once(&mut forced, &forced_msgs, &mut uas, 2, started);
+    assert!(
+        server.wait_log(
+            "force ended its 1 calls in progress",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        server.log_text()
+    );
+    let outcomes = wait_cdrs(&api, |o| o.iter().filter(|o| o.0 == 200).count() == 2);
+    let answered = outcomes
+        .iter()
+        .filter(|o| **o == (200, "answered".to_owned()))
+        .count();
+    assert_eq!(answered, 2, "{outcomes:?}\n{}", server.log_text());
 }

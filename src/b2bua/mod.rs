@@ -180,7 +180,8 @@ pub enum Action {
 }
 
 /// One call in progress, as `GET /v1/calls` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Call)]
 pub struct CallView {
     /// The A-leg Call-ID (what `DELETE /v1/calls/{call_id}` takes).
     pub call_id: String,
@@ -349,10 +350,33 @@ impl B2bua {
         let Some(id) = found else {
             return false;
         };
+        self.terminate(id, now);
+        true
+    }
+
+    /// Ends every call in progress placed by trunk `trunk` (BYE on both
+    /// legs, or CANCEL and `487` while ringing), as [`B2bua::hang_up`]
+    /// does for one: `DELETE /v1/trunks/{id}?force=true`. Returns how many.
+    pub fn hang_up_trunk(&mut self, trunk: u64, now: Instant) -> usize {
+        let ids: Vec<CallId> = self
+            .table
+            .calls
+            .iter()
+            .filter(|(_, c)| c.phase != Phase::Ended && c.terms.trunk_id() == Some(trunk))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            self.terminate(id, now);
+        }
+        ids.len()
+    }
+
+    /// Ends one call from the API's side: BYE both legs when answered,
+    /// CANCEL the B-leg and `487` the A-leg while ringing.
+    fn terminate(&mut self, id: CallId, now: Instant) {
         self.with_call(id, now, |call, fx| {
             call.end_call(None, StatusCode::REQUEST_TERMINATED, fx);
         });
-        true
     }
 
     /// Outbound calls of one trunk holding a channel (SPEC §3 "channels"):

@@ -1197,6 +1197,59 @@ fn hang_up_all_ends_every_call_and_records_each_at_once() {
     assert!(codes.contains(&200) && codes.contains(&503), "{codes:?}");
 }
 
+#[test]
+fn hang_up_trunk_ends_only_that_trunks_calls_answered_and_ringing() {
+    let other = "[[trunk]]\nid = 2\nname = \"office\"\nhost_request = \"127.0.0.2\"\n";
+    let mut h = H::with(|c| c.admission = admission(&trunk(other)));
+    answered(&mut h);
+    let out = h.feed(A, a_invite_n(2, "12125551234", &[]));
+    let ringing = request_to(&out, B1, Method::Invite).unwrap();
+    h.feed(B1, b_response(&ringing, 180, ""));
+    // Trunk 2 rings too, from its own address: it must be left alone.
+    let out = h.feed("127.0.0.2:5071", a_invite_n(3, "12125551234", &[]));
+    assert!(request_to(&out, B1, Method::Invite).is_some(), "{out:?}");
+    cdrs(&mut h);
+    assert_eq!(
+        h.ep.hang_up_trunk(9, h.now),
+        0,
+        "no such trunk ends nothing"
+    );
+    assert!(h.take().is_empty());
+    assert_eq!(h.ep.hang_up_trunk(1, h.now), 2);
+    let out = h.take();
+    assert!(
+        request_to(&out, A, Method::Bye).is_some(),
+        "answered: BYE to A"
+    );
+    assert!(
+        request_to(&out, B1, Method::Bye).is_some(),
+        "answered: BYE to B"
+    );
+    assert!(
+        request_to(&out, B1, Method::Cancel).is_some(),
+        "ringing: CANCEL"
+    );
+    assert!(status_to(&out, A).contains(&487), "ringing: 487 to A");
+    let states: Vec<(String, &str)> =
+        h.ep.calls()
+            .into_iter()
+            .map(|c| (c.trunk, c.state))
+            .collect();
+    assert_eq!(
+        states,
+        [
+            ("pbx".to_owned(), "ending"),
+            ("office".to_owned(), "trying")
+        ],
+        "the ringing call waits for B's 487; trunk 2's call goes on"
+    );
+    // The ended calls' records follow once their legs finish.
+    let out = h.advance(Duration::from_secs(40));
+    drop(out);
+    let got = cdrs(&mut h);
+    assert!(got.iter().any(|c| c.sip_code == 200), "{got:#?}");
+}
+
 // ---- inbound DID calls (SPEC §4) --------------------------------------
 
 /// A trusted carrier at `CARRIER` and one upstream for PSTN destinations.

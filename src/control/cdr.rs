@@ -18,11 +18,12 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Details};
+use super::schema::{Error, Pagination};
 use super::Live;
 use crate::cdr::{Cdr, CdrError, CdrFilter, CdrStore, Direction};
 
@@ -79,14 +80,95 @@ impl CdrReader {
 
 /// `?type=&from=&to=&page=&per_page=`, as text so bad values get a 422
 /// naming the field (other parameters, like `appid`, are ignored).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CdrQuery {
+    /// `placed` (by a trunk) or `received` (on a DID).
     #[serde(rename = "type")]
+    #[param(rename = "type", value_type = Option<String>, pattern = "^(placed|received)$")]
     kind: Option<String>,
+    /// From this time on (UTC): `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS`.
     from: Option<String>,
+    /// Up to this time (UTC), same shapes as `from`.
     to: Option<String>,
+    /// Page number, from 1 (JSON only).
+    #[param(value_type = Option<u64>, minimum = 1)]
     page: Option<String>,
+    /// Records per page, 1 to 1000, default 100 (JSON only).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     per_page: Option<String>,
+}
+
+/// One call detail record.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CdrItem {
+    /// The A-leg Call-ID.
+    call_id: String,
+    /// When the call started, `YYYY-MM-DD HH:MM:SS` UTC.
+    date: String,
+    /// `placed` or `received`.
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    kind: &'static str,
+    /// Caller number.
+    from: String,
+    /// Dialled number or DID.
+    to: String,
+    /// Billed seconds.
+    duration: u64,
+    /// `answered`, `busy`, `failed`, `no_answer`...
+    disposition: &'static str,
+    /// Final SIP status of the attempt.
+    sip_code: u16,
+    /// What the call cost.
+    charge: f64,
+    /// The rate applied, per minute.
+    per_minute: f64,
+    /// The rate's destination name.
+    destination: String,
+    /// The trunk login.
+    sip_trunk: String,
+}
+
+impl From<&Cdr> for CdrItem {
+    fn from(c: &Cdr) -> CdrItem {
+        CdrItem {
+            call_id: c.call_id.clone(),
+            date: c.date(),
+            kind: c.direction.as_str(),
+            from: c.from.clone(),
+            to: c.to.clone(),
+            duration: c.duration_s,
+            disposition: c.disposition.as_str(),
+            sip_code: c.sip_code,
+            charge: c.charge(),
+            per_minute: c.per_minute,
+            destination: c.destination.clone(),
+            sip_trunk: c.sip_trunk.clone(),
+        }
+    }
+}
+
+/// Totals over every record the filter matches (not only this page).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CdrStats {
+    /// Records.
+    count: u64,
+    /// Seconds, summed.
+    duration: u64,
+    /// Charges, summed, to 4 decimals.
+    amount: f64,
+}
+
+/// `GET /v1/cdr` as JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CdrPage {
+    /// Newest first.
+    items: Vec<CdrItem>,
+    /// Totals of the whole match.
+    stats: CdrStats,
+    /// Where this page sits.
+    pagination: Pagination,
 }
 
 /// `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` with fields in range (the store
@@ -178,23 +260,6 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-fn to_json(c: &Cdr) -> Value {
-    json!({
-        "call_id": c.call_id,
-        "date": c.date(),
-        "type": c.direction.as_str(),
-        "from": c.from,
-        "to": c.to,
-        "duration": c.duration_s,
-        "disposition": c.disposition.as_str(),
-        "sip_code": c.sip_code,
-        "charge": c.charge(),
-        "per_minute": c.per_minute,
-        "destination": c.destination,
-        "sip_trunk": c.sip_trunk,
-    })
-}
-
 /// One RFC 4180 field: quoted (quotes doubled) when it holds a comma, a
 /// quote, CR or LF.
 fn csv_field(out: &mut String, s: &str) {
@@ -239,7 +304,14 @@ fn wants_csv(headers: &HeaderMap) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/csv"))
 }
 
-/// `GET /v1/cdr`.
+/// `GET /v1/cdr`: newest first; with `Accept: text/csv`, every matching
+/// record as CSV (up to 1,000,000 rows; `x-cdr-truncated` says when cut).
+#[utoipa::path(get, path = "/v1/cdr", operation_id = "list_cdrs", tag = "cdr", params(CdrQuery),
+    responses(
+        (status = 200, description = "A page of records with totals, or (`Accept: text/csv`) all of them as CSV",
+            content((CdrPage = "application/json"), (String = "text/csv"))),
+        (status = 422, description = "Bad parameters, each named in `details`", body = Error),
+    ))]
 pub(crate) async fn list(
     State(live): State<Arc<Live>>,
     headers: HeaderMap,
@@ -262,20 +334,15 @@ pub(crate) async fn list(
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "items": items.iter().map(to_json).collect::<Vec<_>>(),
-        "stats": {
-            "count": stats.count,
-            "duration": stats.duration,
-            "amount": round4(stats.charge),
+    Ok(Json(CdrPage {
+        items: items.iter().map(CdrItem::from).collect(),
+        stats: CdrStats {
+            count: stats.count,
+            duration: stats.duration,
+            amount: round4(stats.charge),
         },
-        "pagination": {
-            "page": page,
-            "per_page": per_page,
-            "total": stats.count,
-            "pages": stats.count.div_ceil(per_page),
-        },
-    }))
+        pagination: Pagination::new(page, per_page, stats.count),
+    })
     .into_response())
 }
 

@@ -26,6 +26,8 @@ pub enum CoreQuery {
     Calls(oneshot::Sender<Vec<CallView>>),
     /// End a call by its A-leg Call-ID; false when none.
     HangUp(String, oneshot::Sender<bool>),
+    /// End every call in progress placed by a trunk (by id); how many.
+    HangUpTrunk(u64, oneshot::Sender<usize>),
     /// Current registrations.
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
     /// Sources banned now.
@@ -37,7 +39,8 @@ pub enum CoreQuery {
 }
 
 /// A banned source as `GET /v1/bans` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = Ban)]
 pub struct BanView {
     /// The source address.
     pub ip: String,
@@ -56,6 +59,9 @@ pub fn answer(ep: &mut Endpoint, q: CoreQuery, now: Instant) {
         }
         CoreQuery::HangUp(call_id, tx) => {
             let _ = tx.send(ep.hang_up(&call_id, now));
+        }
+        CoreQuery::HangUpTrunk(id, tx) => {
+            let _ = tx.send(ep.hang_up_trunk(id, now));
         }
         CoreQuery::Registrations(tx) => {
             let _ = tx.send(ep.registrar().store().snapshot(now));

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Details};
 use super::live::{Change, Stored};
+use super::schema::{Error, Items, Pagination};
 use super::{JsonObject, Live};
 use crate::config::{DestinationConfig, DidConfig};
 
@@ -21,38 +23,96 @@ use crate::config::{DestinationConfig, DidConfig};
 const PER_PAGE: u64 = 100;
 const MAX_PER_PAGE: u64 = 1000;
 
-/// The DID as the API shows it.
-pub(crate) fn to_json(d: &DidConfig) -> Value {
-    let mut dests: Vec<&DestinationConfig> = d.destinations.iter().collect();
-    dests.sort_by_key(|x| x.priority);
-    json!({
-        "id": d.number,
-        "number": d.number,
-        "channels": d.channels,
-        "call_status_url": d.call_status_url,
-        "destinations": dests
-            .into_iter()
-            .map(|x| json!({
-                "transport": x.transport,
-                "destination": x.destination,
-                "priority": x.priority,
-            }))
-            .collect::<Vec<_>>(),
-    })
+/// A DID as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Did {
+    /// Same as `number` (our DIDs have no other id).
+    id: String,
+    /// The number, as dialled in.
+    number: String,
+    /// Concurrent calls allowed (0: no limit).
+    channels: u32,
+    /// Where its call-status webhooks go (empty: the global URL).
+    call_status_url: String,
+    /// Where its calls ring, by `priority`.
+    destinations: Vec<Destination>,
+}
+
+/// Where a DID's calls go.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Destination {
+    /// 1 SIP URI, 4 PSTN number, 5 trunk login (numbers or strings accepted).
+    transport: u8,
+    /// The URI, number or trunk login.
+    destination: String,
+    /// Lower rings first; default 1.
+    priority: u32,
+}
+
+/// `POST /v1/mydids/update-destinations` body. Documentation only: read
+/// field by field so a `422` names each bad one (`ids[2]`,
+/// `destinations[0].transport`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct UpdateDestinations {
+    /// The DIDs to change (numbers, as strings or JSON numbers).
+    ids: Vec<String>,
+    /// Their new destinations, replacing the old ones.
+    destinations: Vec<Destination>,
+}
+
+/// A page of DIDs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DidPage {
+    /// The DIDs, by number.
+    items: Vec<Did>,
+    /// Where this page sits.
+    pagination: Pagination,
+}
+
+impl From<&DidConfig> for Did {
+    fn from(d: &DidConfig) -> Did {
+        let mut dests: Vec<&DestinationConfig> = d.destinations.iter().collect();
+        dests.sort_by_key(|x| x.priority);
+        Did {
+            id: d.number.clone(),
+            number: d.number.clone(),
+            channels: d.channels,
+            call_status_url: d.call_status_url.clone(),
+            destinations: dests
+                .into_iter()
+                .map(|x| Destination {
+                    transport: x.transport,
+                    destination: x.destination.clone(),
+                    priority: x.priority,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `?page=&per_page=` (1-based), leniently parsed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Page {
+    /// Page number, from 1.
+    #[param(value_type = Option<u64>, minimum = 1)]
     page: Option<String>,
+    /// Records per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     per_page: Option<String>,
 }
 
 /// `GET /v1/mydids`: `{"items": [...], "pagination": {...}}` by number.
+#[utoipa::path(get, path = "/v1/mydids", operation_id = "list_dids", tag = "dids", params(Page),
+    responses(
+        (status = 200, description = "A page of DIDs", body = DidPage),
+        (status = 422, description = "Bad `page` or `per_page`, named in `details`", body = Error),
+    ))]
 pub(crate) async fn list(
     State(live): State<Arc<Live>>,
     q: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DidPage>, ApiError> {
     let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let mut errors = Details::new();
     let page = match q.page.as_deref().map(str::parse::<u64>) {
@@ -83,16 +143,15 @@ pub(crate) async fn list(
     let total = all.len() as u64;
     let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
     let take = usize::try_from(per_page).unwrap_or(usize::MAX);
-    let items: Vec<Value> = all.into_iter().skip(skip).take(take).map(to_json).collect();
-    Ok(Json(json!({
-        "items": items,
-        "pagination": {
-            "page": page,
-            "per_page": per_page,
-            "total": total,
-            "pages": total.div_ceil(per_page),
-        },
-    })))
+    Ok(Json(DidPage {
+        items: all
+            .into_iter()
+            .skip(skip)
+            .take(take)
+            .map(Did::from)
+            .collect(),
+        pagination: Pagination::new(page, per_page, total),
+    }))
 }
 
 fn a_number_text(v: &Value) -> Option<String> {
@@ -148,10 +207,18 @@ fn parse_destination(j: usize, v: &Value, errors: &mut Details) -> Option<Destin
 
 /// `POST /v1/mydids/update-destinations`: `{ids, destinations}` sets the
 /// destinations of every listed DID; answers `{"items": [...]}`.
+#[utoipa::path(post, path = "/v1/mydids/update-destinations", operation_id = "update_destinations", tag = "dids",
+    request_body = UpdateDestinations,
+    responses(
+        (status = 200, description = "The DIDs as changed", body = Items<Did>),
+        (status = 400, description = "The body is not JSON", body = Error),
+        (status = 413, description = "Body over 1 MiB", body = Error),
+        (status = 422, description = "Bad or unknown fields or DIDs, each named in `details`", body = Error),
+    ))]
 pub(crate) async fn update_destinations(
     State(live): State<Arc<Live>>,
     JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<Did>>, ApiError> {
     let mut errors = Details::new();
     for k in body.keys() {
         if k != "ids" && k != "destinations" {
@@ -218,7 +285,7 @@ pub(crate) async fn update_destinations(
         return Err(ApiError::internal("update-destinations stored no DIDs"));
     };
     tracing::info!(dids = dids.len(), "API: DID destinations updated");
-    Ok(Json(
-        json!({ "items": dids.iter().map(to_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(Items {
+        items: dids.iter().map(Did::from).collect(),
+    }))
 }

@@ -56,7 +56,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.error, "details": Value::Object(self.details) });
+        let body = super::schema::Error {
+            error: self.error,
+            details: self.details,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -5,7 +5,7 @@
 //! [`Live`]'s one write path (validate whole → persist on a blocking task →
 //! swap → send to the core through the same channel SIGHUP uses).
 //!
-//! Routes: `GET /healthz` (no key); `/v1/trunks`, `/v1/trunks/{id}`,
+//! Routes: `GET /healthz` and `GET /openapi.json` (no key); `/v1/trunks`, `/v1/trunks/{id}`,
 //! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
 //! (JSON or CSV, from the CDR store on a blocking task), and the live
 //! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
@@ -20,6 +20,8 @@ mod dids;
 mod error;
 mod listener;
 mod live;
+mod openapi;
+mod schema;
 mod trunks;
 mod views;
 
@@ -32,11 +34,12 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::transport::Shutdown;
 use error::ApiError;
@@ -52,34 +55,36 @@ pub const BODY_LIMIT: usize = 1 << 20;
 /// answer instead of a connection reset; anything larger is cut off.
 const DRAIN_LIMIT: usize = 8 << 20;
 
+/// Every route, as the two lists the router and the OpenAPI document are
+/// both built from (see [`openapi`]): behind the API key, and open.
+fn routes() -> (OpenApiRouter<Arc<Live>>, OpenApiRouter<Arc<Live>>) {
+    let keyed = OpenApiRouter::new()
+        .routes(routes!(trunks::list, trunks::create))
+        .routes(routes!(trunks::get, trunks::update, trunks::delete))
+        .routes(routes!(dids::list))
+        .routes(routes!(dids::update_destinations))
+        .routes(routes!(cdr::list))
+        .routes(routes!(views::calls))
+        .routes(routes!(views::hang_up))
+        .routes(routes!(views::registrations))
+        .routes(routes!(views::bans))
+        .routes(routes!(views::unban))
+        .routes(routes!(views::metrics));
+    let open = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::serve));
+    (keyed, open)
+}
+
 /// The router with its state.
 pub fn router(live: Arc<Live>) -> Router {
-    let v1 = Router::new()
-        .route("/v1/trunks", get(trunks::list).post(trunks::create))
-        .route(
-            "/v1/trunks/{id}",
-            get(trunks::get).put(trunks::update).delete(trunks::delete),
-        )
-        .route("/v1/mydids", get(dids::list))
-        .route(
-            "/v1/mydids/update-destinations",
-            axum::routing::post(dids::update_destinations),
-        )
-        .route("/v1/cdr", get(cdr::list))
-        .route("/v1/calls", get(views::calls))
-        .route("/v1/calls/{call_id}", axum::routing::delete(views::hang_up))
-        .route("/v1/registrations", get(views::registrations))
-        .route("/v1/bans", get(views::bans))
-        .route("/v1/bans/{ip}", axum::routing::delete(views::unban))
-        .route("/metrics", get(views::metrics))
-        .route_layer(middleware::from_fn_with_state(
-            live.clone(),
-            auth::require_key,
-        ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(v1)
-        .fallback(not_found)
+    let (keyed, open) = routes();
+    let keyed = keyed.route_layer(middleware::from_fn_with_state(
+        live.clone(),
+        auth::require_key,
+    ));
+    let (app, _doc) = open.merge(keyed).split_for_parts();
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(limit_body))
@@ -109,6 +114,9 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, mut shutdown: Shutdow
     }
 }
 
+/// `GET /healthz`: the process serves (no key).
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "service",
+    responses((status = 200, description = "`{\"status\": \"ok\", ...}`", body = Object)))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -12,49 +12,146 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
+use super::core::CoreQuery;
 use super::error::{ApiError, Details};
 use super::live::{Change, Stored};
+use super::schema::{Error, Items};
 use super::{JsonObject, Live};
 use crate::config::{check_trunk, IpNet, TrunkConfig};
 
 /// What a set password reads as.
 pub(crate) const MASK: &str = "********";
 
-/// The trunk as the API shows it.
-pub(crate) fn to_json(t: &TrunkConfig) -> Value {
-    let ips: Vec<Value> = t
-        .allowed_ips
-        .iter()
-        .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
-        .collect();
-    json!({
-        "id": t.id(),
-        "name": t.login(),
-        "label": t.label,
-        "password": if t.password.is_empty() { "" } else { MASK },
-        "callerid": t.callerid,
-        "ip_restrict": t.ip_restrict,
-        "allowed_ips": ips,
-        "host_request": t.host_request,
-        "didinfo_enabled": t.didinfo_enabled,
-        "call_restrict": t.call_restrict,
-        "call_limit": t.call_limit,
-        "cost_limit": t.cost_limit,
-        "max_call_cost": format!("{}", t.max_call_cost),
-        "channels_restrict": t.channels_restrict,
-        "max_channels": t.max_channels,
-        "rewrite_enabled": t.rewrite_enabled,
-        "rewrite_cond": t.rewrite_cond,
-        "rewrite_prefix": t.rewrite_prefix,
-        "passthrough": t.passthrough,
-        "multiple_numbers": t.passthrough,
-    })
+/// A trunk as the API shows it (SPEC §2 field names).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Trunk {
+    /// Unique id (generated when omitted on create).
+    id: u64,
+    /// The SIP login (`10000 + id` when omitted on create).
+    name: String,
+    /// Free text for people.
+    label: String,
+    /// `********` when set, `""` when not: never in clear.
+    password: String,
+    /// Caller ID sent on when the caller's is not passed through.
+    callerid: String,
+    /// Calls only from `allowed_ips`.
+    ip_restrict: bool,
+    /// Addresses or networks, e.g. `192.0.2.7`, `10.0.0.0/8`.
+    #[schema(value_type = Vec<String>)]
+    allowed_ips: Vec<IpNet>,
+    /// IP authentication: calls from this host need no digest.
+    host_request: String,
+    /// Received calls carry the DID in `To`.
+    didinfo_enabled: bool,
+    /// Cap each call's duration at `call_limit`.
+    call_restrict: bool,
+    /// Seconds a call may last when `call_restrict`.
+    call_limit: u64,
+    /// Cap each call's cost at `max_call_cost`.
+    cost_limit: bool,
+    /// Decimal, as a string (as the provider returns it), e.g. `"0.18"`.
+    max_call_cost: String,
+    /// Cap concurrent calls at `max_channels`.
+    channels_restrict: bool,
+    /// Concurrent calls allowed when `channels_restrict`.
+    max_channels: u32,
+    /// Rewrite dialled numbers matching `rewrite_cond`.
+    rewrite_enabled: bool,
+    /// The prefix to replace.
+    rewrite_cond: String,
+    /// What replaces it.
+    rewrite_prefix: String,
+    /// Send the caller's own number on when it is numeric.
+    passthrough: bool,
+    /// The provider's other name for `passthrough` (always equal).
+    multiple_numbers: bool,
+}
+
+impl From<&TrunkConfig> for Trunk {
+    fn from(t: &TrunkConfig) -> Trunk {
+        Trunk {
+            id: t.id(),
+            name: t.login().to_owned(),
+            label: t.label.clone(),
+            password: if t.password.is_empty() { "" } else { MASK }.to_owned(),
+            callerid: t.callerid.clone(),
+            ip_restrict: t.ip_restrict,
+            allowed_ips: t.allowed_ips.clone(),
+            host_request: t.host_request.clone(),
+            didinfo_enabled: t.didinfo_enabled,
+            call_restrict: t.call_restrict,
+            call_limit: t.call_limit,
+            cost_limit: t.cost_limit,
+            max_call_cost: format!("{}", t.max_call_cost),
+            channels_restrict: t.channels_restrict,
+            max_channels: t.max_channels,
+            rewrite_enabled: t.rewrite_enabled,
+            rewrite_cond: t.rewrite_cond.clone(),
+            rewrite_prefix: t.rewrite_prefix.clone(),
+            passthrough: t.passthrough,
+            multiple_numbers: t.passthrough,
+        }
+    }
+}
+
+/// What `POST` and `PUT` accept: any of [`Trunk`]'s fields (a `PUT`
+/// changes only those it names). Documentation only: bodies are read
+/// field by field (see `apply_fields`) so a `422` names every bad one, and
+/// leniently: numbers may come as strings, booleans as `0`/`1` or
+/// `"true"`/`"false"`, `allowed_ips` as a comma-separated string.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct TrunkInput {
+    /// Unique id, 1 to 2^63-1; generated when omitted; cannot change.
+    id: Option<u64>,
+    /// The SIP login; `10000 + id` when omitted.
+    name: Option<String>,
+    /// Free text for people.
+    label: Option<String>,
+    /// Digest password; `********` keeps the one set.
+    password: Option<String>,
+    /// Caller ID sent on when the caller's is not passed through.
+    callerid: Option<String>,
+    /// Calls only from `allowed_ips`.
+    ip_restrict: Option<bool>,
+    /// Addresses or networks (a list, or one comma-separated string).
+    allowed_ips: Option<Vec<String>>,
+    /// IP authentication host.
+    host_request: Option<String>,
+    /// Received calls carry the DID in `To`.
+    didinfo_enabled: Option<bool>,
+    /// Cap each call's duration at `call_limit`.
+    call_restrict: Option<bool>,
+    /// Seconds.
+    call_limit: Option<u64>,
+    /// Cap each call's cost at `max_call_cost`.
+    cost_limit: Option<bool>,
+    /// A number >= 0, or a string holding one.
+    max_call_cost: Option<f64>,
+    /// Cap concurrent calls at `max_channels`.
+    channels_restrict: Option<bool>,
+    /// Concurrent calls allowed.
+    max_channels: Option<u32>,
+    /// Rewrite dialled numbers matching `rewrite_cond`.
+    rewrite_enabled: Option<bool>,
+    /// The prefix to replace.
+    rewrite_cond: Option<String>,
+    /// What replaces it.
+    rewrite_prefix: Option<String>,
+    /// Send the caller's own number on when it is numeric.
+    passthrough: Option<bool>,
+    /// Same as `passthrough`.
+    multiple_numbers: Option<bool>,
 }
 
 fn a_string(v: &Value) -> Result<String, &'static str> {
@@ -197,30 +294,49 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /v1/trunks`: `{"items": [...]}` by id.
-pub(crate) async fn list(State(live): State<Arc<Live>>) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/trunks", operation_id = "list_trunks", tag = "trunks",
+    responses((status = 200, description = "Every trunk, by id", body = Items<Trunk>)))]
+pub(crate) async fn list(State(live): State<Arc<Live>>) -> Json<Items<Trunk>> {
     let cfg = live.current();
     let mut items: Vec<&TrunkConfig> = cfg.trunk.iter().collect();
     items.sort_by_key(|t| t.id());
-    Json(json!({ "items": items.into_iter().map(to_json).collect::<Vec<_>>() }))
+    Json(Items {
+        items: items.into_iter().map(Trunk::from).collect(),
+    })
 }
 
 /// `GET /v1/trunks/{id}`.
+#[utoipa::path(get, path = "/v1/trunks/{id}", operation_id = "get_trunk", tag = "trunks",
+    params(("id" = u64, Path, description = "The trunk's id")),
+    responses(
+        (status = 200, description = "The trunk", body = Trunk),
+        (status = 404, description = "No such trunk", body = Error),
+    ))]
 pub(crate) async fn get(
     State(live): State<Arc<Live>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Trunk>, ApiError> {
     let id = parse_id(&id)?;
     let cfg = live.current();
     cfg.trunk
         .iter()
         .find(|t| t.id() == id)
-        .map(|t| Json(to_json(t)))
+        .map(|t| Json(Trunk::from(t)))
         .ok_or_else(|| ApiError::not_found(format!("no trunk with id {id}")))
 }
 
 /// `POST /v1/trunks`: `201` with the trunk, its `id` and `name` generated
 /// when omitted (as the config loader does: one more than the largest id;
 /// login `10000 + id`).
+#[utoipa::path(post, path = "/v1/trunks", operation_id = "create_trunk", tag = "trunks",
+    request_body = TrunkInput,
+    responses(
+        (status = 201, description = "Created", body = Trunk),
+        (status = 400, description = "The body is not JSON", body = Error),
+        (status = 409, description = "A trunk with that id exists", body = Error),
+        (status = 413, description = "Body over 1 MiB", body = Error),
+        (status = 422, description = "Bad fields, each named in `details`", body = Error),
+    ))]
 pub(crate) async fn create(
     State(live): State<Arc<Live>>,
     JsonObject(body): JsonObject,
@@ -250,15 +366,26 @@ pub(crate) async fn create(
         return Err(ApiError::internal("create stored no trunk"));
     };
     tracing::info!(id = t.id(), name = t.login(), "API: trunk created");
-    Ok((StatusCode::CREATED, Json(to_json(&t))).into_response())
+    Ok((StatusCode::CREATED, Json(Trunk::from(&*t))).into_response())
 }
 
-/// `PUT /v1/trunks/{id}`: changes the fields the body names.
+/// `PUT /v1/trunks/{id}`: changes the fields the body names. New calls
+/// see the change at once; calls in progress keep their terms.
+#[utoipa::path(put, path = "/v1/trunks/{id}", operation_id = "update_trunk", tag = "trunks",
+    params(("id" = u64, Path, description = "The trunk's id")),
+    request_body = TrunkInput,
+    responses(
+        (status = 200, description = "The trunk as changed", body = Trunk),
+        (status = 400, description = "The body is not JSON", body = Error),
+        (status = 404, description = "No such trunk", body = Error),
+        (status = 413, description = "Body over 1 MiB", body = Error),
+        (status = 422, description = "Bad fields, each named in `details`", body = Error),
+    ))]
 pub(crate) async fn update(
     State(live): State<Arc<Live>>,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Trunk>, ApiError> {
     let id = parse_id(&id)?;
     let stored = live
         .change(move |cur| {
@@ -285,14 +412,47 @@ pub(crate) async fn update(
         return Err(ApiError::internal("update stored no trunk"));
     };
     tracing::info!(id = t.id(), name = t.login(), "API: trunk updated");
-    Ok(Json(to_json(&t)))
+    Ok(Json(Trunk::from(&*t)))
 }
 
-/// `DELETE /v1/trunks/{id}`: `204`. Refused (`422`) while a DID routes to it.
+/// `?force=` of `DELETE /v1/trunks/{id}`, as text so a bad value gets a
+/// `422` naming it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteQuery {
+    force: Option<String>,
+}
+
+/// `DELETE /v1/trunks/{id}[?force=true]`: `204`. Refused (`422`) while a
+/// DID routes to it. The trunk leaves the hot path at once (its new calls
+/// are refused); its calls in progress go on to their end with their
+/// terms, or with `force=true` are ended now on both legs.
+#[utoipa::path(delete, path = "/v1/trunks/{id}", operation_id = "delete_trunk", tag = "trunks",
+    params(
+        ("id" = u64, Path, description = "The trunk's id"),
+        ("force" = Option<bool>, Query, description = "End the trunk's calls in progress now \
+            (BYE on both legs; CANCEL and 487 while ringing) instead of letting them finish. \
+            `true`/`false`/`1`/`0`."),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such trunk", body = Error),
+        (status = 422, description = "A DID still routes to the trunk, or `force` is not a boolean", body = Error),
+        (status = 503, description = "Deleted, but `force` could not reach the SIP core", body = Error),
+    ))]
 pub(crate) async fn delete(
     State(live): State<Arc<Live>>,
     Path(id): Path<String>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let force = match q.force.as_deref() {
+        None => false,
+        Some(v) => a_bool(&Value::String(v.to_owned())).map_err(|m| {
+            let mut d = Details::new();
+            d.insert("force".to_owned(), m.into());
+            ApiError::invalid(d)
+        })?,
+    };
     let id = parse_id(&id)?;
     live.change(move |cur| {
         if !cur.trunk.iter().any(|t| t.id() == id) {
@@ -303,6 +463,73 @@ pub(crate) async fn delete(
         Ok((next, Change::DeleteTrunk { id }))
     })
     .await?;
-    tracing::info!(id, "API: trunk deleted");
+    if !force {
+        tracing::info!(
+            id,
+            "API: trunk deleted; its calls in progress go on to their end"
+        );
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // The new config went to the core before this question, and the core
+    // takes config changes first: no new call of this trunk slips in after.
+    match live.core().ask(|tx| CoreQuery::HangUpTrunk(id, tx)).await {
+        Ok(ended) => tracing::info!(
+            id,
+            ended,
+            "API: trunk deleted; force ended its {ended} calls in progress"
+        ),
+        Err(e) => {
+            tracing::warn!(
+                id,
+                "API: trunk deleted, but force could not end its calls in progress: {}",
+                e.error
+            );
+            return Err(ApiError::new(
+                e.status,
+                "trunk deleted, but its calls in progress were not ended (the SIP core is busy); \
+                 end them with DELETE /v1/calls/{call_id}",
+            ));
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    fn properties<T: PartialSchema>() -> Vec<String> {
+        let v = serde_json::to_value(T::schema()).unwrap();
+        v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_input_field_is_read_and_every_output_field_is_input() {
+        let input = properties::<TrunkInput>();
+        let mut t = blank().unwrap();
+        for field in &input {
+            let mut body = Map::new();
+            body.insert(field.clone(), json!(null));
+            let mut errors = Details::new();
+            apply_fields(&mut t, &body, &mut errors);
+            assert_ne!(
+                errors.get(field),
+                Some(&json!("unknown field")),
+                "TrunkInput documents `{field}`, which apply_fields does not read"
+            );
+        }
+        // A GET's answer can be sent back as a PUT.
+        for field in properties::<Trunk>() {
+            assert!(
+                input.contains(&field),
+                "`{field}` is shown but not accepted"
+            );
+        }
+    }
 }

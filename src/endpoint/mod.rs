@@ -286,6 +286,15 @@ impl Endpoint {
         found
     }
 
+    /// Ends every call in progress placed by trunk `trunk`
+    /// (`DELETE /v1/trunks/{id}?force=true`); drain `poll_transmit` and
+    /// `poll_cdr` after it. Returns how many calls were ended.
+    pub fn hang_up_trunk(&mut self, trunk: u64, now: Instant) -> usize {
+        let n = self.b2bua.hang_up_trunk(trunk, now);
+        self.drain_transactions(now);
+        n
+    }
+
     /// Sources banned now, with when each ban ends (`/v1/bans`, metrics).
     pub fn bans(&self, now: Instant) -> Vec<(std::net::IpAddr, Ban)> {
         self.bans.list(now)

@@ -55,7 +55,8 @@ impl Binding {
 }
 
 /// One binding as `GET /v1/registrations` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Registration)]
 pub struct RegistrationView {
     /// The trunk login (the AOR user part).
     pub login: String,
