@@ -95,12 +95,7 @@ pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
         return;
     };
     let cfg = state.config();
-    let client = match Client::builder()
-        .connect_timeout(PULL_TIMEOUT)
-        .timeout(PULL_TIMEOUT)
-        .user_agent(concat!("sipfront/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match client(PULL_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("trunk sync is off: cannot build its HTTP client: {e}");
@@ -126,6 +121,15 @@ pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
         }
     }
     tracing::debug!("trunk sync stopped");
+}
+
+/// The pulls' HTTP client: `timeout` to connect and for a whole pull.
+fn client(timeout: Duration) -> reqwest::Result<Client> {
+    Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent(concat!("sipfront/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// One pull, recorded and logged in one line.
@@ -234,7 +238,7 @@ async fn fetch(
 /// sending request").
 fn http_error(e: reqwest::Error) -> SyncError {
     if e.is_timeout() {
-        return SyncError::Http(format!("timed out after {} s", PULL_TIMEOUT.as_secs()));
+        return SyncError::Http(format!("timed out (limit {} s)", PULL_TIMEOUT.as_secs()));
     }
     let what = if e.is_connect() {
         "cannot connect"
@@ -249,4 +253,81 @@ fn http_error(e: reqwest::Error) -> SyncError {
         root = next;
     }
     SyncError::Http(format!("{what}: {root}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn cfg(url: String) -> SyncConfig {
+        SyncConfig {
+            url,
+            appid: String::new(),
+            interval_s: 1,
+        }
+    }
+
+    /// A one-connection server: reads the request head, then `answer`s.
+    async fn server(answer: Option<Vec<u8>>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!(
+            "http://{}/v1/trunks",
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            match answer {
+                Some(bytes) => {
+                    let _ = s.write_all(&bytes).await;
+                }
+                // Never answer; hold the connection until the client gives up.
+                None => tokio::time::sleep(Duration::from_secs(30)).await,
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_is_cut_at_the_limit_while_reading() {
+        let mut answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        answer.resize(answer.len() + BODY_LIMIT + 1, b' ');
+        let url = server(Some(answer)).await;
+        let client = client(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+        let r = fetch(&client, &cfg(url), None).await;
+        assert_eq!(r, Err(SyncError::TooLarge { limit: BODY_LIMIT }));
+    }
+
+    #[tokio::test]
+    async fn refused_and_silent_remotes_are_one_line_errors() {
+        let client = client(Duration::from_millis(300)).unwrap_or_else(|e| panic!("{e}"));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let r = fetch(&client, &cfg(format!("http://{closed}/v1/trunks")), None).await;
+        match r {
+            Err(SyncError::Http(m)) => {
+                assert!(
+                    m.starts_with("cannot connect: ") && !m.contains("http://"),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let url = server(None).await;
+        let r = fetch(&client, &cfg(url), None).await;
+        match r {
+            Err(SyncError::Http(m)) => assert!(m.starts_with("timed out"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
