@@ -1,5 +1,5 @@
 //! The running configuration as one immutable value, and the single path
-//! every change takes (API call or SIGHUP): build the next `Config`,
+//! every change takes (API call, SIGHUP, trunk sync): build the next `Config`,
 //! validate it whole, persist it, swap it in, hand it to the core.
 //!
 //! Readers (`current`) never wait: an `ArcSwap` load. Writers queue on one

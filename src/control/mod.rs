@@ -6,7 +6,7 @@
 //! swap → send to the core through the same channel SIGHUP uses).
 //!
 //! Routes: `GET /healthz` (no key; with the trunk sync's status when
-//! `[sync]` is set, see [`sync`]); `/v1/trunks`, `/v1/trunks/{id}`,
+//! `[sync]` is set, see [`sync_trunks`]); `/v1/trunks`, `/v1/trunks/{id}`,
 //! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
 //! (JSON or CSV, from the CDR store on a blocking task), and the live
 //! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
