@@ -176,6 +176,7 @@ mod shell {
         let (core_handle, queries_rx) = control::Core::channel();
         let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
+        tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
         tracing::info!(
             udp = ?transports.udp_addrs(),
             tcp = ?transports.tcp_addrs(),

@@ -13,11 +13,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::calls::{read_msgs, SippOut};
-use common::{free_port, scenario, sipp_run, Server, SippBg, TempDir};
+use common::calls::{carrier_uas, read_msgs, refused_scenario, uac};
+use common::{free_port, scenario, Server, SippBg, TempDir};
 use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -435,57 +435,6 @@ fn restart_keeps_api_changes_and_the_store_wins_over_the_file() {
 
 // ---- live apply with SIPp ---------------------------------------------------------
 
-/// A copy of `auth_uac_refused.xml` expecting `code`.
-fn refused_scenario(dir: &TempDir, code: u16) -> PathBuf {
-    let tpl = std::fs::read_to_string(scenario("auth_uac_refused.xml")).expect("template");
-    let p = dir.path().join(format!("refused_{code}.xml"));
-    std::fs::write(&p, tpl.replace("__CODE__", &code.to_string())).expect("write");
-    p
-}
-
-/// SIPp UAC: one call to `number` via sipfront's UDP port as `user`/`pass`.
-fn uac(server: &Server, dir: &TempDir, sf: &Path, creds: (&str, &str), tag: &str) -> SippOut {
-    let msg_file = dir.path().join(format!("{tag}.msg"));
-    let (sf, msg_s) = (sf.display().to_string(), msg_file.display().to_string());
-    let port = free_port().to_string();
-    let target = server.udp.to_string();
-    let args = [
-        "-sf",
-        &sf,
-        "-s",
-        "12125551234",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-au",
-        creds.0,
-        "-ap",
-        creds.1,
-        "-nostdin",
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        "-recv_timeout",
-        "10000",
-        "-m",
-        "1",
-        "-d",
-        "200",
-        "-trace_msg",
-        "-message_file",
-        &msg_s,
-        &target,
-    ];
-    let (code, text) = sipp_run(&args);
-    SippOut {
-        code,
-        text,
-        msgs: read_msgs(&msg_file),
-        msg_file,
-    }
-}
-
 #[test]
 fn api_trunk_takes_a_call_and_max_channels_0_refuses_the_next_at_once() {
     let dir = TempDir::new("api-live");
@@ -498,21 +447,7 @@ fn api_trunk_takes_a_call_and_max_channels_0_refuses_the_next_at_once() {
     );
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let api = Api::new(&server);
-    let sf = scenario("policy_uas.xml").display().to_string();
-    let port = up_port.to_string();
-    let _uas = SippBg::start(&[
-        "-sf",
-        &sf,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-nostdin",
-        "-timeout",
-        "120s",
-        "-recv_timeout",
-        "100000",
-    ]);
+    let _uas = carrier_uas(up_port);
 
     // Before the trunk exists, its credentials get 403.
     let refused_403 = refused_scenario(&dir, 403);

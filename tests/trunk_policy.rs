@@ -18,7 +18,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::calls::{
-    call_ids, charge_ok, check_scenario, parse_msgs, read_cdrs, read_msgs, Cdr, Msg, SippOut,
+    call_ids, charge_ok, check_scenario, parse_msgs, read_cdrs, read_msgs, refused_scenario, Cdr,
+    Msg, SippOut,
 };
 use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 
@@ -231,14 +232,6 @@ impl Rig {
             ),
         }
     }
-}
-
-/// A copy of `auth_uac_refused.xml` expecting `code`.
-fn refused_scenario(dir: &TempDir, code: u16) -> PathBuf {
-    let tpl = std::fs::read_to_string(scenario("auth_uac_refused.xml")).expect("template");
-    let p = dir.path().join(format!("refused_{code}.xml"));
-    std::fs::write(&p, tpl.replace("__CODE__", &code.to_string())).expect("write");
-    p
 }
 
 // ---- digest --------------------------------------------------------------------

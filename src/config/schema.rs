@@ -349,7 +349,7 @@ pub struct DestinationConfig {
 }
 
 /// `[sync]` (SPEC §7).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// Remote `/v1/trunks`-shaped endpoint.

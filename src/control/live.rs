@@ -1,5 +1,5 @@
 //! The running configuration as one immutable value, and the single path
-//! every change takes (API call or SIGHUP): build the next `Config`,
+//! every change takes (API call, SIGHUP, trunk sync): build the next `Config`,
 //! validate it whole, persist it, swap it in, hand it to the core.
 //!
 //! Readers (`current`) never wait: an `ArcSwap` load. Writers queue on one
@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::http::StatusCode;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
 use super::cdr::CdrReader;
 use super::core::Core;
 use super::error::{ApiError, Details};
+use super::sync::{SyncError, SyncState};
 use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
@@ -68,6 +69,16 @@ enum Write {
     Trunk(Box<TrunkConfig>),
     DeleteTrunk(u64),
     Dids(Vec<DidConfig>),
+    /// The whole trunk set, in one transaction (trunk sync).
+    ReplaceTrunks(Vec<TrunkConfig>),
+}
+
+/// Why [`Live::commit`] stored nothing.
+enum CommitError {
+    /// The record to delete was already gone.
+    NotFound,
+    /// The store (or its task) failed.
+    Failed(String),
 }
 
 /// The shared control-side state: current config, store, the core's inbox.
@@ -78,6 +89,7 @@ pub struct Live {
     write: Arc<Mutex<()>>,
     core: Core,
     cdr: Arc<CdrReader>,
+    sync: Option<Arc<SyncState>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -95,8 +107,12 @@ impl Live {
         core: Core,
     ) -> Live {
         let cdr = Arc::new(CdrReader::new(cfg.store.path.clone()));
+        // The sync runs on the settings it started with ([sync] changes
+        // need a restart), so its state is made once, here.
+        let sync = cfg.sync.clone().map(|s| Arc::new(SyncState::new(s)));
         Live {
             cdr,
+            sync,
             current: Arc::new(ArcSwap::new(cfg)),
             store,
             reloads,
@@ -114,6 +130,12 @@ impl Live {
     /// a blocking task).
     pub(crate) fn cdr(&self) -> Arc<CdrReader> {
         self.cdr.clone()
+    }
+
+    /// The trunk sync's settings and status, when `[sync]` was configured
+    /// at start-up.
+    pub(crate) fn sync(&self) -> Option<&Arc<SyncState>> {
+        self.sync.as_ref()
     }
 
     /// The snapshot in force. Never waits.
@@ -136,6 +158,11 @@ impl Live {
             tracing::warn!(
                 "SIGHUP: the file's [[trunk]]/[[did]] entries differ from the store's and are \
                  ignored; change trunks and DIDs over the HTTP API"
+            );
+        }
+        if file.sync.as_ref() != self.sync.as_ref().map(|s| s.config()) {
+            tracing::warn!(
+                "SIGHUP: [sync] changed; the trunk sync keeps its start-up settings until a restart"
             );
         }
         file.trunk.clone_from(&cur.trunk);
@@ -188,16 +215,62 @@ impl Live {
                     .ok_or_else(|| ApiError::internal("changed DID index out of range"))?,
             ),
         };
-        let store = self.store.clone();
         let write = match (&stored, &change) {
             (Stored::Trunk(t), _) => Write::Trunk(t.clone()),
             (Stored::Dids(d), _) => Write::Dids(d.clone()),
             (Stored::Deleted, Change::DeleteTrunk { id }) => Write::DeleteTrunk(*id),
             (Stored::Deleted, _) => return Err(ApiError::internal("delete without an id")),
         };
-        // Persist and publish on a task of their own: a client hanging up
-        // (which drops this future) must not leave the store changed and
-        // the running config not.
+        self.commit(guard, write, next).await.map_err(|e| match e {
+            CommitError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "trunk not found"),
+            CommitError::Failed(e) => ApiError::internal(e),
+        })?;
+        Ok(stored)
+    }
+
+    /// The trunk sync's change: `plan` gets the config in force and gives
+    /// the whole next trunk set (with what the caller wants back), or
+    /// `None` when nothing changed. The set replaces every trunk, with the
+    /// rest of the config in force, validated whole, stored in one
+    /// transaction and swapped in; DIDs and everything else stay.
+    ///
+    /// # Errors
+    /// `plan`'s own error; [`SyncError::Invalid`] if the next config breaks
+    /// a rule; [`SyncError::Store`] if the write fails. On any error
+    /// nothing changed.
+    pub(crate) async fn replace_trunks<T>(
+        &self,
+        plan: impl FnOnce(&Config) -> Result<Option<(Vec<TrunkConfig>, T)>, SyncError>,
+    ) -> Result<Option<T>, SyncError> {
+        let guard = self.write.clone().lock_owned().await;
+        let cur = self.current();
+        let Some((trunks, out)) = plan(&cur)? else {
+            return Ok(None);
+        };
+        let mut next = (*cur).clone();
+        next.trunk = trunks;
+        if let Err(errors) = next.validate_value("sync") {
+            return Err(SyncError::invalid(&errors, &next.trunk));
+        }
+        let write = Write::ReplaceTrunks(next.trunk.clone());
+        self.commit(guard, write, next).await.map_err(|e| match e {
+            CommitError::NotFound => SyncError::Store("nothing to replace".to_owned()),
+            CommitError::Failed(e) => SyncError::Store(e),
+        })?;
+        Ok(Some(out))
+    }
+
+    /// Persists `write`, then publishes `next`, holding `guard` (the write
+    /// lock) throughout. Both run on a task of their own: a caller that
+    /// goes away (an API client hanging up drops its future) must not
+    /// leave the store changed and the running config not.
+    async fn commit(
+        &self,
+        guard: OwnedMutexGuard<()>,
+        write: Write,
+        next: Config,
+    ) -> Result<(), CommitError> {
+        let store = self.store.clone();
         let (current, reloads) = (self.current.clone(), self.reloads.clone());
         let commit = tokio::spawn(async move {
             let _guard = guard;
@@ -205,18 +278,20 @@ impl Live {
                 Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
                 Write::DeleteTrunk(id) => store.delete_trunk(id),
                 Write::Dids(d) => store.put_dids(&d).map(|()| true),
+                Write::ReplaceTrunks(t) => store.replace_trunks(&t).map(|()| true),
             })
             .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+            .map_err(|e| CommitError::Failed(e.to_string()))?
+            .map_err(|e| CommitError::Failed(e.to_string()))?;
             if !existed {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "trunk not found"));
+                return Err(CommitError::NotFound);
             }
             publish(&current, &reloads, Arc::new(next)).await;
             Ok(())
         });
-        commit.await.map_err(ApiError::internal)??;
-        Ok(stored)
+        commit
+            .await
+            .map_err(|e| CommitError::Failed(e.to_string()))?
     }
 }
 

@@ -5,7 +5,9 @@
 //! [`Live`]'s one write path (validate whole → persist on a blocking task →
 //! swap → send to the core through the same channel SIGHUP uses).
 //!
-//! Routes: `GET /healthz` and `GET /openapi.json` (no key); `/v1/trunks`, `/v1/trunks/{id}`,
+//! Routes: `GET /healthz` (no key; with the trunk sync's status when
+//! `[sync]` is set, see [`sync_trunks`]) and `GET /openapi.json` (no key);
+//! `/v1/trunks`, `/v1/trunks/{id}`,
 //! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
 //! (JSON or CSV, from the CDR store on a blocking task), and the live
 //! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
@@ -22,6 +24,7 @@ mod listener;
 mod live;
 mod openapi;
 mod schema;
+mod sync;
 mod trunks;
 mod views;
 
@@ -29,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -46,6 +49,7 @@ use error::ApiError;
 
 pub use self::core::{answer, BanView, Core, CoreQuery};
 pub use live::Live;
+pub use sync::run as sync_trunks;
 
 /// Largest request body accepted (1 MiB).
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -114,11 +118,18 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, mut shutdown: Shutdow
     }
 }
 
-/// `GET /healthz`: the process serves (no key).
+/// `GET /healthz`: the process serves (no key); plus `"sync": {...}` (last
+/// pull, result, ETag, trunk count) when `[sync]` is configured.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "service",
-    responses((status = 200, description = "`{\"status\": \"ok\", ...}`", body = Object)))]
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    responses((status = 200, description = "`{\"status\": \"ok\"}`, plus `\"sync\": {interval_s, \
+    last_attempt, last_success, last_result, etag, trunks, failures}` when `[sync]` is configured",
+    body = Object)))]
+async fn healthz(State(live): State<Arc<Live>>) -> Json<Value> {
+    let mut body = json!({ "status": "ok" });
+    if let Some(sync) = live.sync() {
+        body["sync"] = sync.to_json(live.current().trunk.len());
+    }
+    Json(body)
 }
 
 async fn not_found() -> ApiError {

@@ -9,6 +9,9 @@
 //! string (as the provider returns it), `passthrough` and
 //! `multiple_numbers` both, and the password never in clear: `"********"`
 //! when set, `""` when not; sending `"********"` back keeps the password.
+//!
+//! While `[sync]` is configured the remote list owns the trunks (see
+//! [`super::sync`]): `POST`, `PUT` and `DELETE` answer `409`, `GET` works.
 
 use std::sync::Arc;
 
@@ -221,8 +224,25 @@ fn a_ip_list(v: &Value) -> Result<Vec<IpNet>, String> {
     items.iter().map(|s| s.parse::<IpNet>()).collect()
 }
 
+/// What [`apply_fields`] does with a field it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnknownFields {
+    /// Name it as a bad field (`422`): the API's own clients get told.
+    Reject,
+    /// Skip it: a remote list (trunk sync) may carry provider fields
+    /// (`created_at`, `status`…) that mean nothing here.
+    Ignore,
+}
+
 /// Writes the fields `body` names into `t`; every bad field into `errors`.
-fn apply_fields(t: &mut TrunkConfig, body: &Map<String, Value>, errors: &mut Details) {
+/// The one reader of the provider's trunk fields: `POST`/`PUT` here and the
+/// trunk sync both use it.
+pub(crate) fn apply_fields(
+    t: &mut TrunkConfig,
+    body: &Map<String, Value>,
+    unknown: UnknownFields,
+    errors: &mut Details,
+) {
     for (k, v) in body {
         let r: Result<(), String> = match k.as_str() {
             "id" => a_u64(v).map(|id| t.id = Some(id)).map_err(Into::into),
@@ -258,6 +278,7 @@ fn apply_fields(t: &mut TrunkConfig, body: &Map<String, Value>, errors: &mut Det
             "max_channels" => a_u32(v).map(|n| t.max_channels = n).map_err(Into::into),
             "max_call_cost" => a_cost(v).map(|f| t.max_call_cost = f).map_err(Into::into),
             "allowed_ips" => a_ip_list(v).map(|l| t.allowed_ips = l),
+            _ if unknown == UnknownFields::Ignore => Ok(()),
             _ => Err("unknown field".to_owned()),
         };
         if let Err(m) = r {
@@ -267,12 +288,12 @@ fn apply_fields(t: &mut TrunkConfig, body: &Map<String, Value>, errors: &mut Det
 }
 
 /// A trunk with the loader's defaults (what an empty `[[trunk]]` gives).
-fn blank() -> Result<TrunkConfig, ApiError> {
+pub(crate) fn blank() -> Result<TrunkConfig, ApiError> {
     serde_json::from_value(json!({})).map_err(ApiError::internal)
 }
 
 /// The single-trunk rules, by field name; `422` if any is broken.
-fn check(t: &TrunkConfig, mut errors: Details) -> Result<(), ApiError> {
+pub(crate) fn check(t: &TrunkConfig, mut errors: Details) -> Result<(), ApiError> {
     for (field, message) in check_trunk(t) {
         errors.entry(field.to_owned()).or_insert(message.into());
     }
@@ -286,6 +307,24 @@ fn check(t: &TrunkConfig, mut errors: Details) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(errors))
     }
+}
+
+/// `409` while `[sync]` is configured: the remote list is the source of
+/// truth for trunks, and a local edit would be undone by the next pull.
+fn refuse_when_synced(live: &Live) -> Result<(), ApiError> {
+    let Some(sync) = live.sync() else {
+        return Ok(());
+    };
+    let url = sync.url();
+    let mut e = ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "trunks are managed by [sync] url {url}: change them there (reading them here \
+             still works; DIDs stay editable)"
+        ),
+    );
+    e.details.insert("sync_url".to_owned(), url.into());
+    Err(e)
 }
 
 fn parse_id(id: &str) -> Result<u64, ApiError> {
@@ -333,7 +372,7 @@ pub(crate) async fn get(
     responses(
         (status = 201, description = "Created", body = Trunk),
         (status = 400, description = "The body is not JSON", body = Error),
-        (status = 409, description = "A trunk with that id exists", body = Error),
+        (status = 409, description = "A trunk with that id exists, or trunks are managed by `[sync]`", body = Error),
         (status = 413, description = "Body over 1 MiB", body = Error),
         (status = 422, description = "Bad fields, each named in `details`", body = Error),
     ))]
@@ -341,9 +380,10 @@ pub(crate) async fn create(
     State(live): State<Arc<Live>>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    refuse_when_synced(&live)?;
     let mut t = blank()?;
     let mut errors = Details::new();
-    apply_fields(&mut t, &body, &mut errors);
+    apply_fields(&mut t, &body, UnknownFields::Reject, &mut errors);
     check(&t, errors)?;
     let stored = live
         .change(move |cur| {
@@ -378,6 +418,7 @@ pub(crate) async fn create(
         (status = 200, description = "The trunk as changed", body = Trunk),
         (status = 400, description = "The body is not JSON", body = Error),
         (status = 404, description = "No such trunk", body = Error),
+        (status = 409, description = "Trunks are managed by `[sync]`", body = Error),
         (status = 413, description = "Body over 1 MiB", body = Error),
         (status = 422, description = "Bad fields, each named in `details`", body = Error),
     ))]
@@ -386,6 +427,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Trunk>, ApiError> {
+    refuse_when_synced(&live)?;
     let id = parse_id(&id)?;
     let stored = live
         .change(move |cur| {
@@ -400,7 +442,7 @@ pub(crate) async fn update(
                 .get_mut(index)
                 .ok_or_else(|| ApiError::internal("trunk index"))?;
             let mut errors = Details::new();
-            apply_fields(t, &body, &mut errors);
+            apply_fields(t, &body, UnknownFields::Reject, &mut errors);
             if t.id != Some(id) {
                 errors.insert("id".to_owned(), "cannot be changed".into());
             }
@@ -436,6 +478,7 @@ pub(crate) struct DeleteQuery {
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such trunk", body = Error),
+        (status = 409, description = "Trunks are managed by `[sync]`", body = Error),
         (status = 422, description = "A DID still routes to the trunk, or `force` is not a boolean", body = Error),
         (status = 503, description = "Deleted, but `force` could not reach the SIP core", body = Error),
     ))]
@@ -444,6 +487,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    refuse_when_synced(&live)?;
     let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let force = match q.force.as_deref() {
         None => false,
@@ -517,7 +561,7 @@ mod tests {
             let mut body = Map::new();
             body.insert(field.clone(), json!(null));
             let mut errors = Details::new();
-            apply_fields(&mut t, &body, &mut errors);
+            apply_fields(&mut t, &body, UnknownFields::Reject, &mut errors);
             assert_ne!(
                 errors.get(field),
                 Some(&json!("unknown field")),

@@ -106,7 +106,10 @@ pub(crate) async fn unban(
         (status = 503, description = "The SIP core is busy or stopping", body = Error),
     ))]
 pub(crate) async fn metrics(State(live): State<Arc<Live>>) -> Result<impl IntoResponse, ApiError> {
-    let text = live.core().ask(CoreQuery::Metrics).await?;
+    let mut text = live.core().ask(CoreQuery::Metrics).await?;
+    if let Some(sync) = live.sync() {
+        sync.metrics(&mut text);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

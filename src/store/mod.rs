@@ -81,6 +81,12 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn delete_trunk(&self, id: u64) -> Result<bool, StoreError>;
+    /// Replaces every trunk with `trunks` in one transaction: all or none
+    /// (trunk sync swaps the whole set).
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn replace_trunks(&self, trunks: &[TrunkConfig]) -> Result<(), StoreError>;
     /// All DIDs, by number.
     ///
     /// # Errors

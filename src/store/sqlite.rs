@@ -207,6 +207,17 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
+    fn replace_trunks(&self, trunks: &[TrunkConfig]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM trunk", [])
+            .map_err(|e| self.err(e))?;
+        for t in trunks {
+            self.put_trunk_in(&tx, t)?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     fn dids(&self) -> Result<Vec<DidConfig>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn

@@ -93,3 +93,21 @@ fn an_empty_file_leaves_an_empty_store_unseeded_so_later_trunks_still_seed() {
     assert_eq!(t.len(), 1);
     let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
 }
+
+#[test]
+fn replace_trunks_swaps_the_whole_set_or_nothing() {
+    let path = temp_db("replace");
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    for t in [trunk(1, "a"), trunk(2, "b"), trunk(3, "c")] {
+        s.put_trunk(&t).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // 1 and 2 swap names (a row-by-row upsert would trip UNIQUE(name)), 3 goes, 4 comes.
+    let next = vec![trunk(1, "b"), trunk(2, "a"), trunk(4, "d")];
+    s.replace_trunks(&next).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.trunks().unwrap_or_else(|e| panic!("{e}")), next);
+    // A set the table refuses (two trunks named "x") changes nothing.
+    let bad = vec![trunk(5, "x"), trunk(6, "x")];
+    assert!(s.replace_trunks(&bad).is_err());
+    assert_eq!(s.trunks().unwrap_or_else(|e| panic!("{e}")), next);
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}

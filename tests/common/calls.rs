@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{scenario, sipp_counter, TempDir};
+use super::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 
 // ---- SIPp message logs ------------------------------------------------------
 
@@ -256,4 +256,75 @@ pub fn check_scenario(dir: &TempDir, name: &str, checks: &[(&str, &str)]) -> Pat
     let p = dir.path().join(name);
     std::fs::write(&p, out).expect("write scenario");
     p
+}
+
+/// The carrier: a SIPp UAS on 127.0.0.1:`port` answering every call
+/// (`policy_uas.xml`), for up to two minutes.
+pub fn carrier_uas(port: u16) -> SippBg {
+    let sf = scenario("policy_uas.xml").display().to_string();
+    let port = port.to_string();
+    SippBg::start(&[
+        "-sf",
+        &sf,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-nostdin",
+        "-timeout",
+        "120s",
+        "-recv_timeout",
+        "100000",
+    ])
+}
+
+/// A copy of `auth_uac_refused.xml` expecting `code`.
+pub fn refused_scenario(dir: &TempDir, code: u16) -> PathBuf {
+    let tpl = std::fs::read_to_string(scenario("auth_uac_refused.xml")).expect("template");
+    let p = dir.path().join(format!("refused_{code}.xml"));
+    std::fs::write(&p, tpl.replace("__CODE__", &code.to_string())).expect("write");
+    p
+}
+
+/// SIPp UAC: one digest call to 12125551234 via sipfront's UDP port as `user`/`pass`.
+pub fn uac(server: &Server, dir: &TempDir, sf: &Path, creds: (&str, &str), tag: &str) -> SippOut {
+    let msg_file = dir.path().join(format!("{tag}.msg"));
+    let (sf, msg_s) = (sf.display().to_string(), msg_file.display().to_string());
+    let port = free_port().to_string();
+    let target = server.udp.to_string();
+    let args = [
+        "-sf",
+        &sf,
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-au",
+        creds.0,
+        "-ap",
+        creds.1,
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-recv_timeout",
+        "10000",
+        "-m",
+        "1",
+        "-d",
+        "200",
+        "-trace_msg",
+        "-message_file",
+        &msg_s,
+        &target,
+    ];
+    let (code, text) = sipp_run(&args);
+    SippOut {
+        code,
+        text,
+        msgs: read_msgs(&msg_file),
+        msg_file,
+    }
 }
