@@ -1365,10 +1365,16 @@ fn an_answered_call_emits_ringing_answered_completed_once_each() {
         (e.call_id.as_str(), e.from.as_str(), e.to.as_str()),
         ("a-call@10.9.9.9", cdr.from.as_str(), "12125551234")
     );
-    assert_eq!((e.direction, e.trunk.as_deref()), (cdr.direction, Some("pbx")));
+    assert_eq!(
+        (e.direction, e.trunk.as_deref()),
+        (cdr.direction, Some("pbx"))
+    );
     assert_eq!(e.duration, cdr.duration_s);
     assert_eq!(early[0].timestamp, 1_700_000_000);
-    assert_eq!(e.timestamp, 1_700_000_029, "the core's wall clock, not the host's");
+    assert_eq!(
+        e.timestamp, 1_700_000_029,
+        "the core's wall clock, not the host's"
+    );
     h.advance(Duration::from_secs(60));
     assert!(call_events(&mut h).is_empty(), "nothing after the end");
 }
