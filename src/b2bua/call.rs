@@ -214,7 +214,7 @@ pub(crate) struct Call {
 }
 
 /// How far the call's status events have gone (SPEC §7), in order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Notified {
     #[default]
     Nothing,
