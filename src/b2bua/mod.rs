@@ -14,7 +14,8 @@
 //!   `handle_response` for a response delivered to a client transaction,
 //!   `handle_transaction_event` for every transaction event, and
 //!   `handle_timeout` when [`poll_timeout`](B2bua::poll_timeout) is reached;
-//! * after each, drain [`poll_action`](B2bua::poll_action) until `None`;
+//! * after each, drain [`poll_action`](B2bua::poll_action) until `None`
+//!   (and `poll_cdr`, `poll_call_event`, `poll_auth_outcome`);
 //! * `now` never goes backwards.
 //!
 //! The session table (`table.rs`) is the single owner of active calls.
