@@ -623,11 +623,8 @@ impl B2bua {
             trunk_id: trunk.map(|t| t.id()),
         };
         let did = admitted.and_then(|a| a.did.as_deref());
-        if let Some(url) = self.admission.status_url(cdr.direction, did) {
-            let now_unix = self.cfg.wall.unix_secs(now);
-            self.call_events
-                .push_back(CallEvent::from_cdr(&cdr, url, now_unix));
-        }
+        let url = self.admission.status_url(cdr.direction, did);
+        push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);
         self.records.push_back(cdr);
     }
 
@@ -821,11 +818,8 @@ impl B2bua {
         if !call.recorded {
             if let Some(cdr) = call.cdr(&self.cfg.wall) {
                 call.recorded = true;
-                if let Some(url) = &call.status_url {
-                    let now_unix = self.cfg.wall.unix_secs(now);
-                    let ev = CallEvent::from_cdr(&cdr, Arc::clone(url), now_unix);
-                    self.call_events.push_back(ev);
-                }
+                let url = call.status_url.clone();
+                push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);
                 self.records.push_back(cdr);
             }
         }
@@ -857,6 +851,20 @@ impl B2bua {
                 .filter_map(|(id, c)| c.scheduled.map(|at| Reverse((at, *id))))
                 .collect();
         }
+    }
+}
+
+/// Queues a call's `completed`/`failed` event (SPEC §7), built from its
+/// CDR so the two agree, when the call has a webhook `url`.
+fn push_final_event(
+    events: &mut VecDeque<CallEvent>,
+    cdr: &Cdr,
+    url: Option<Arc<str>>,
+    wall: &WallClock,
+    now: Instant,
+) {
+    if let Some(url) = url {
+        events.push_back(CallEvent::from_cdr(cdr, url, wall.unix_secs(now)));
     }
 }
 
