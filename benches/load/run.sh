@@ -10,6 +10,7 @@
 #        unauthenticated INVITEs, flood.py) for the same SECONDS.
 #        WEBHOOK=blackhole: [webhooks] call_status_url points at a local TCP
 #        listener that accepts and never answers (every event times out);
+#        WEBHOOK=ok: at a local receiver answering 200 to every POST;
 #        WEBHOOK_URL=URL: the global call-status webhook is URL.
 set -euo pipefail
 
@@ -64,6 +65,25 @@ s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen(1024); held=[]
 while True: held.append(s.accept()[0])' "$HOLE_PORT" &
   PIDS+=("$!")
   WEBHOOK_URL="http://127.0.0.1:$HOLE_PORT/calls"
+fi
+if [ "${WEBHOOK:-}" = ok ]; then
+  HOOK_PORT=$(free_port)
+  python3 -c 'import asyncio,sys
+async def serve(r, w):
+    try:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            n = next((int(l.split(b":")[1]) for l in head.lower().split(b"\r\n") if l.startswith(b"content-length:")), 0)
+            await r.readexactly(n)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    except Exception:
+        w.close()
+async def main():
+    s = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    await s.serve_forever()
+asyncio.run(main())' "$HOOK_PORT" &
+  PIDS+=("$!")
+  WEBHOOK_URL="http://127.0.0.1:$HOOK_PORT/calls"
 fi
 if [ -n "${WEBHOOK_URL:-}" ]; then
   printf '[webhooks]\ncall_status_url = "%s"\n' "$WEBHOOK_URL" >> "$WORK/sipfront.toml"
