@@ -13,6 +13,7 @@ pub mod cdr;
 pub mod config;
 pub mod control;
 pub mod endpoint;
+pub mod events;
 pub mod policy;
 pub mod registrar;
 pub mod routing;

@@ -120,6 +120,7 @@ mod shell {
     use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::control::{self, Live};
     use sipfront::endpoint::{Endpoint, EndpointConfig};
+    use sipfront::events::dispatch::{self as webhooks, WebhookSink};
     use sipfront::store::{self, SqliteStore, Store};
 
     /// Inbound queue between the sockets and the core task.
@@ -130,6 +131,8 @@ mod shell {
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     /// CDRs queued for the store before new ones are dropped (and counted).
     const CDR_QUEUE: usize = 65_536;
+    /// How long call-status events still queued at stop may take to go out.
+    const WEBHOOK_GRACE: Duration = Duration::from_secs(2);
 
     /// The shell's clock: tokio's, so tests with paused time drive it too.
     /// The only place time is read; the core gets it as an argument.
@@ -148,6 +151,8 @@ mod shell {
         let (cfg, store) = open_store(cfg).await?;
         let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
             .map_err(|e| format!("cannot start: CDR store: {e}"))?;
+        let (webhooks, webhook_sink) = webhooks::Dispatcher::start(webhooks::Settings::default())
+            .map_err(|e| format!("cannot start: {e}"))?;
         let controller = ShutdownController::new();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let transports =
@@ -194,7 +199,10 @@ mod shell {
                 shutdown: controller.subscribe(),
             },
             transports,
-            cdr_sink.clone(),
+            Sinks {
+                cdrs: cdr_sink.clone(),
+                webhooks: webhook_sink.clone(),
+            },
         ));
 
         let mut draining = false;
@@ -263,6 +271,8 @@ mod shell {
         if !core_done {
             let _ = core.await;
         }
+        // Call-status events get a short, bounded chance to go out.
+        webhooks.shutdown(WEBHOOK_GRACE).await;
         // Everything the core queued is written before we exit.
         let flushed = tokio::task::spawn_blocking(move || cdr_writer.shutdown()).await;
         match flushed {
@@ -274,6 +284,9 @@ mod shell {
             cdrs_written = cdr_sink.written(),
             cdrs_dropped = cdr_sink.dropped(),
             cdrs_failed = cdr_sink.failed(),
+            webhooks_delivered = webhook_sink.delivered(),
+            webhooks_failed = webhook_sink.failed(),
+            webhooks_dropped = webhook_sink.dropped(),
             "stopped"
         );
         Ok(())
@@ -342,6 +355,12 @@ mod shell {
         );
     }
 
+    /// Where the core task hands what its calls produce, without waiting.
+    struct Sinks {
+        cdrs: CdrSink,
+        webhooks: WebhookSink,
+    }
+
     /// What the core task listens to besides its timer.
     struct Inputs {
         events: mpsc::Receiver<TransportEvent>,
@@ -361,8 +380,9 @@ mod shell {
         mut endpoint: Endpoint,
         inputs: Inputs,
         transports: Transports,
-        cdrs: CdrSink,
+        sinks: Sinks,
     ) {
+        let Sinks { cdrs, webhooks } = sinks;
         let Inputs {
             mut events,
             mut reloads,
@@ -399,6 +419,7 @@ mod shell {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
                         cdr_metrics(&mut m, &cdrs);
+                        webhooks.write_metrics(&mut m);
                         let _ = tx.send(m);
                     }
                     q => control::answer(&mut endpoint, q, now()),
@@ -435,6 +456,14 @@ mod shell {
                     tracing::warn!(
                         dropped = cdrs.dropped(),
                         "CDR queue full or store gone: call records are being dropped"
+                    );
+                }
+            }
+            while let Some(ev) = endpoint.poll_call_event() {
+                if !webhooks.send(ev) && webhooks.dropped().is_power_of_two() {
+                    tracing::warn!(
+                        dropped = webhooks.dropped(),
+                        "webhook queue full: call-status events are being dropped"
                     );
                 }
             }

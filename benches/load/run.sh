@@ -8,6 +8,10 @@
 # Env:   SIPFRONT=path/to/binary (default: target/release/sipfront, built if missing)
 #        FLOOD_PPS=20000: meanwhile flood sipfront from 127.0.0.5 (junk and
 #        unauthenticated INVITEs, flood.py) for the same SECONDS.
+#        WEBHOOK=blackhole: [webhooks] call_status_url points at a local TCP
+#        listener that accepts and never answers (every event times out);
+#        WEBHOOK=ok: at a local receiver answering 200 to every POST;
+#        WEBHOOK_URL=URL: the global call-status webhook is URL.
 set -euo pipefail
 
 RATE=${1:-500}
@@ -53,6 +57,37 @@ name = "load"
 password = "x"
 host_request = "127.0.0.1"
 TOML
+if [ "${WEBHOOK:-}" = blackhole ]; then
+  HOLE_PORT=$(free_port)
+  python3 -c 'import socket,sys,time
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen(1024); held=[]
+while True: held.append(s.accept()[0])' "$HOLE_PORT" &
+  PIDS+=("$!")
+  WEBHOOK_URL="http://127.0.0.1:$HOLE_PORT/calls"
+fi
+if [ "${WEBHOOK:-}" = ok ]; then
+  HOOK_PORT=$(free_port)
+  python3 -c 'import asyncio,sys
+async def serve(r, w):
+    try:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            n = next((int(l.split(b":")[1]) for l in head.lower().split(b"\r\n") if l.startswith(b"content-length:")), 0)
+            await r.readexactly(n)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    except Exception:
+        w.close()
+async def main():
+    s = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    await s.serve_forever()
+asyncio.run(main())' "$HOOK_PORT" &
+  PIDS+=("$!")
+  WEBHOOK_URL="http://127.0.0.1:$HOOK_PORT/calls"
+fi
+if [ -n "${WEBHOOK_URL:-}" ]; then
+  printf '[webhooks]\ncall_status_url = "%s"\n' "$WEBHOOK_URL" >> "$WORK/sipfront.toml"
+fi
 
 (cd "$WORK" && RUST_LOG=warn exec "$BIN" run --config "$WORK/sipfront.toml" 2>"$WORK/sipfront.log") &
 SF_PID=$!; PIDS+=("$SF_PID")
@@ -96,5 +131,7 @@ print(f"failed calls     : {failed}")
 print(f"sipfront CPU     : {cpu_ms:.0f} ms total, {cpu_ms / max(ok, 1):.3f} ms per call")
 print(f"sipfront RSS     : {int(rss) / 1024:.1f} MiB now, {int(hwm) / 1024:.1f} MiB peak")
 PY
+# The webhook dispatcher's warnings (failures are logged at 1, 2, 4, … of them).
+[ -n "${WEBHOOK_URL:-}" ] && { grep -h webhook "$WORK/sipfront.log" | tail -1 || true; }
 [ -n "${FLOOD_PPS:-}" ] && { wait "${PIDS[-1]}" 2>/dev/null || true; cat "$WORK/flood.out"; }
 exit 0

@@ -237,6 +237,29 @@ pub struct Admission {
     ip: IpAuth,
     on_net: OnNetIndex,
     rates: RateTable,
+    /// SPEC §7: `[webhooks] call_status_url`, and each DID's own, when set.
+    status_urls: StatusUrls,
+}
+
+/// The call-status webhook URLs of one snapshot, shared by its calls' events.
+#[derive(Debug, Default)]
+struct StatusUrls {
+    global: Option<Arc<str>>,
+    dids: HashMap<String, Arc<str>>,
+}
+
+impl StatusUrls {
+    fn new(cfg: &Config) -> StatusUrls {
+        let url = |s: &str| (!s.trim().is_empty()).then(|| Arc::from(s.trim()));
+        StatusUrls {
+            global: url(&cfg.webhooks.call_status_url),
+            dids: cfg
+                .did
+                .iter()
+                .filter_map(|d| Some((d.number.clone(), url(&d.call_status_url)?)))
+                .collect(),
+        }
+    }
 }
 
 impl Admission {
@@ -257,6 +280,7 @@ impl Admission {
             ip: IpAuth::default(),
             on_net: OnNetIndex::default(),
             rates: RateTable::default(),
+            status_urls: StatusUrls::default(),
         }
     }
 
@@ -288,7 +312,18 @@ impl Admission {
             ip: IpAuth::new(&cfg.trunk),
             on_net: OnNetIndex::new(&cfg.trunk, &cfg.did),
             rates: cfg.rate_table.clone(),
+            status_urls: StatusUrls::new(cfg),
         }
+    }
+
+    /// Where a call's status events go (SPEC §7): an inbound DID call's
+    /// own `call_status_url` if set, else the global one; `None`: no events.
+    pub fn status_url(&self, direction: Direction, did: Option<&DidConfig>) -> Option<Arc<str>> {
+        let own = match (direction, did) {
+            (Direction::Received, Some(d)) => self.status_urls.dids.get(&d.number),
+            _ => None,
+        };
+        own.or(self.status_urls.global.as_ref()).cloned()
     }
 
     /// The digest authenticator (challenges for refusals).

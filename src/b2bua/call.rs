@@ -16,6 +16,7 @@
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use super::leg::{is_target_refresh, Leg, Side};
 use super::table::{DialogKey, Purpose, Relay};
 use super::{Action, Admitted, B2buaConfig, WallClock};
 use crate::cdr::{billed_seconds, Cdr, Disposition};
+use crate::events::{CallEvent, CallState};
 use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
@@ -203,6 +205,21 @@ pub(crate) struct Call {
     answered_at: Option<Instant>,
     /// Whether this call's CDR was queued.
     pub(crate) recorded: bool,
+    /// SPEC §7: where this call's status events go; `None`: no events.
+    pub(crate) status_url: Option<Arc<str>>,
+    /// The first provisional relayed to the caller (the `ringing` event).
+    rang: Option<StatusCode>,
+    /// Status events emitted so far (the final one goes with the CDR).
+    notified: Notified,
+}
+
+/// How far the call's status events have gone (SPEC §7), in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Notified {
+    #[default]
+    Nothing,
+    Ringing,
+    Answered,
 }
 
 /// `"display" <uri>;params` without the tag parameter.
@@ -256,6 +273,7 @@ pub(crate) struct NewCall<'m> {
     pub(crate) transport: Transport,
     pub(crate) plan: Vec<Hop>,
     pub(crate) admitted: Admitted,
+    pub(crate) status_url: Option<Arc<str>>,
 }
 
 impl Call {
@@ -341,6 +359,9 @@ impl Call {
             started_at: now,
             answered_at: None,
             recorded: false,
+            status_url: n.status_url,
+            rang: None,
+            notified: Notified::Nothing,
         })
     }
 
@@ -712,6 +733,7 @@ impl Call {
                     self.aim(hop);
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Early;
+                    self.rang.get_or_insert(status);
                     self.answer_a(status, Some(resp), fx);
                 } else if status.is_success() {
                     self.winner = Some(k);
@@ -1151,18 +1173,11 @@ impl Call {
             None => 500,
         };
         let rate = self.terms.decision.rate();
-        let caller = &self.terms.decision.caller_id;
         Some(Cdr {
             call_id: self.a.call_id.clone(),
             start_unix_ms: wall.unix_ms(self.started_at),
             direction: self.terms.direction,
-            from: if caller.is_empty() {
-                crate::sip::NameAddr::parse(self.b.local_addr.as_bytes())
-                    .and_then(|n| n.uri.user.map(str::to_owned))
-                    .unwrap_or_default()
-            } else {
-                caller.clone()
-            },
+            from: self.caller(),
             to: self.terms.decision.number.clone(),
             duration_s: billed,
             disposition: Disposition::from_final(code, answered),
@@ -1171,6 +1186,46 @@ impl Call {
             destination: rate.map_or_else(String::new, |r| r.name.clone()),
             sip_trunk: self.terms.sip_trunk().to_owned(),
             trunk_id: self.terms.trunk_id(),
+        })
+    }
+
+    /// The caller number as sent on: the caller ID the policy chose, else
+    /// the B-leg From user.
+    fn caller(&self) -> String {
+        let caller = &self.terms.decision.caller_id;
+        if caller.is_empty() {
+            crate::sip::NameAddr::parse(self.b.local_addr.as_bytes())
+                .and_then(|n| n.uri.user.map(str::to_owned))
+                .unwrap_or_default()
+        } else {
+            caller.clone()
+        }
+    }
+
+    /// The next `ringing` or `answered` event due (SPEC §7), in that order,
+    /// if the call has a webhook. The final one is built from the CDR.
+    pub(crate) fn poll_status(&mut self, wall: &WallClock, now: Instant) -> Option<CallEvent> {
+        let url = self.status_url.as_ref()?;
+        let (next, state, status) = match (self.notified, self.rang, self.a_final) {
+            (Notified::Nothing, Some(s), _) => (Notified::Ringing, CallState::Ringing, s),
+            (Notified::Nothing | Notified::Ringing, _, Some(s)) if self.answered_at.is_some() => {
+                (Notified::Answered, CallState::Answered, s)
+            }
+            _ => return None,
+        };
+        self.notified = next;
+        let trunk = self.terms.sip_trunk();
+        Some(CallEvent {
+            url: Arc::clone(url),
+            call_id: self.a.call_id.clone(),
+            state,
+            direction: self.terms.direction,
+            from: self.caller(),
+            to: self.terms.decision.number.clone(),
+            trunk: (!trunk.is_empty()).then(|| trunk.to_owned()),
+            sip_code: status.0,
+            duration: 0,
+            timestamp: wall.unix_secs(now),
         })
     }
 

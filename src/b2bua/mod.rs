@@ -14,7 +14,8 @@
 //!   `handle_response` for a response delivered to a client transaction,
 //!   `handle_transaction_event` for every transaction event, and
 //!   `handle_timeout` when [`poll_timeout`](B2bua::poll_timeout) is reached;
-//! * after each, drain [`poll_action`](B2bua::poll_action) until `None`;
+//! * after each, drain [`poll_action`](B2bua::poll_action) until `None`
+//!   (and `poll_cdr`, `poll_call_event`, `poll_auth_outcome`);
 //! * `now` never goes backwards.
 //!
 //! The session table (`table.rs`) is the single owner of active calls.
@@ -32,7 +33,6 @@
 //!   offered by us, so an INVITE that *requires* it gets `420`.
 //! * Several early dialogs from a forking upstream share one A-leg tag; a
 //!   second 2xx with another tag is ACKed and BYEd.
-//! * CDRs, webhooks and `/v1/calls` read nothing from the table yet.
 
 mod admission;
 mod call;
@@ -51,6 +51,7 @@ use bytes::Bytes;
 
 use crate::cdr::{Cdr, Direction, Disposition};
 use crate::config::TrunkConfig;
+use crate::events::CallEvent;
 use crate::routing::{Locations, Upstreams};
 use crate::sip::build::ResponseBuilder;
 use crate::sip::{Message, StatusCode, Transport};
@@ -254,6 +255,8 @@ pub struct B2bua {
     health: Health,
     /// CDRs of calls that ended, for the shell to queue to the store.
     records: VecDeque<Cdr>,
+    /// Call-status events (SPEC §7) for the shell's webhook dispatcher.
+    call_events: VecDeque<CallEvent>,
     /// Stopping: new INVITEs get `503`, calls in progress go on.
     draining: bool,
     /// Digest outcomes by source, for brute-force counting.
@@ -279,6 +282,7 @@ impl B2bua {
             stats: B2buaStats::default(),
             health: Health::default(),
             records: VecDeque::new(),
+            call_events: VecDeque::new(),
             draining: false,
             auth_outcomes: VecDeque::new(),
         }
@@ -420,6 +424,12 @@ impl B2bua {
     /// §6). Drain after each input, like `poll_action`.
     pub fn poll_cdr(&mut self) -> Option<Cdr> {
         self.records.pop_front()
+    }
+
+    /// The next call-status event (SPEC §7: ringing, answered, completed,
+    /// failed), only for calls with a webhook URL. Drain after each input.
+    pub fn poll_call_event(&mut self) -> Option<CallEvent> {
+        self.call_events.pop_front()
     }
 
     /// The next digest outcome (source, result) of a new INVITE, for the
@@ -585,6 +595,9 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
+        let status_url = self
+            .admission
+            .status_url(admitted.direction, admitted.did.as_deref());
         let new = NewCall {
             invite: msg,
             key: key.clone(),
@@ -592,6 +605,7 @@ impl B2bua {
             transport,
             plan,
             admitted,
+            status_url,
         };
         let trunk = new.admitted.trunk.clone();
         let call = match Call::new(new, &self.cfg, now) {
@@ -651,7 +665,7 @@ impl B2bua {
             ),
         };
         let rate = admitted.and_then(|a| a.decision.rate());
-        self.records.push_back(Cdr {
+        let cdr = Cdr {
             call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
             start_unix_ms: self.cfg.wall.unix_ms(now),
             direction: admitted.map_or(Direction::Placed, |a| a.direction),
@@ -667,7 +681,11 @@ impl B2bua {
                 |a| a.sip_trunk().to_owned(),
             ),
             trunk_id: trunk.map(|t| t.id()),
-        });
+        };
+        let did = admitted.and_then(|a| a.did.as_deref());
+        let url = self.admission.status_url(cdr.direction, did);
+        push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);
+        self.records.push_back(cdr);
     }
 
     /// Starts a graceful stop: from now on new INVITEs are answered `503`
@@ -854,9 +872,14 @@ impl B2bua {
         if !call.holds_channel() {
             table::release_channel(&mut self.table.channels, call);
         }
+        while let Some(ev) = call.poll_status(&self.cfg.wall, now) {
+            self.call_events.push_back(ev);
+        }
         if !call.recorded {
             if let Some(cdr) = call.cdr(&self.cfg.wall) {
                 call.recorded = true;
+                let url = call.status_url.clone();
+                push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);
                 self.records.push_back(cdr);
             }
         }
@@ -888,6 +911,20 @@ impl B2bua {
                 .filter_map(|(id, c)| c.scheduled.map(|at| Reverse((at, *id))))
                 .collect();
         }
+    }
+}
+
+/// Queues a call's `completed`/`failed` event (SPEC §7), built from its
+/// CDR so the two agree, when the call has a webhook `url`.
+fn push_final_event(
+    events: &mut VecDeque<CallEvent>,
+    cdr: &Cdr,
+    url: Option<Arc<str>>,
+    wall: &WallClock,
+    now: Instant,
+) {
+    if let Some(url) = url {
+        events.push_back(CallEvent::from_cdr(cdr, url, wall.unix_secs(now)));
     }
 }
 

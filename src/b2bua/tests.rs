@@ -1385,3 +1385,151 @@ fn calls_view_lists_calls_in_progress_and_hang_up_ends_one_on_both_legs() {
     );
     assert!(m.contains("# TYPE sipfront_transactions gauge"), "{m}");
 }
+
+// ---- call-status webhooks (SPEC §7) -------------------------------------
+
+const HOOK: &str = "http://127.0.0.1:9/global";
+
+/// The main harness with `[webhooks]` set (when `global`) and `trunks`, the
+/// wall clock at 1_700_000_000 s when the test starts.
+fn hooked(trunks: &str, global: bool) -> H {
+    let hooks = if global {
+        format!("[webhooks]\ncall_status_url = \"{HOOK}\"\n")
+    } else {
+        String::new()
+    };
+    let adm = admission(&format!("{hooks}{trunks}"));
+    H::with(move |c| {
+        c.admission = adm;
+        c.b2bua.wall = super::WallClock {
+            at: Instant::now(),
+            unix_ms: 1_700_000_000_000,
+        };
+    })
+}
+
+fn call_events(h: &mut H) -> Vec<crate::events::CallEvent> {
+    std::iter::from_fn(|| h.ep.poll_call_event()).collect()
+}
+
+/// (state, sip_code, duration) of each event, in order.
+fn states(evs: &[crate::events::CallEvent]) -> Vec<(&'static str, u16, u64)> {
+    evs.iter()
+        .map(|e| (e.state.as_str(), e.sip_code, e.duration))
+        .collect()
+}
+
+#[test]
+fn an_answered_call_emits_ringing_answered_completed_once_each() {
+    let mut h = hooked(PBX_TRUNK, true);
+    let inv = start(&mut h, SDP);
+    assert!(call_events(&mut h).is_empty(), "100 Trying is no news");
+    h.feed(B1, b_response(&inv, 180, ""));
+    h.feed(B1, b_response(&inv, 183, SDP));
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    let tag = out
+        .iter()
+        .find(|(d, m)| *d == addr(A) && m.status() == Some(StatusCode::OK))
+        .and_then(|(_, m)| m.to().ok()?.tag().map(str::to_owned))
+        .expect("200 to A");
+    h.feed(A, a_request(Method::Ack, 10, &tag, "z9hG4bKa-ack"));
+    let early = call_events(&mut h);
+    assert_eq!(states(&early), [("ringing", 180, 0), ("answered", 200, 0)]);
+    h.advance(Duration::from_millis(29_500));
+    h.feed(A, a_request(Method::Bye, 11, &tag, "z9hG4bKa-bye"));
+    let done = call_events(&mut h);
+    assert_eq!(states(&done), [("completed", 200, 30)]);
+    let cdr = cdrs(&mut h).pop().expect("a CDR");
+    let e = &done[0];
+    assert_eq!(&*e.url, HOOK);
+    assert_eq!(
+        (e.call_id.as_str(), e.from.as_str(), e.to.as_str()),
+        ("a-call@10.9.9.9", cdr.from.as_str(), "12125551234")
+    );
+    assert_eq!(
+        (e.direction, e.trunk.as_deref()),
+        (cdr.direction, Some("pbx"))
+    );
+    assert_eq!(e.duration, cdr.duration_s);
+    assert_eq!(early[0].timestamp, 1_700_000_000);
+    assert_eq!(
+        e.timestamp, 1_700_000_029,
+        "the core's wall clock, not the host's"
+    );
+    h.advance(Duration::from_secs(60));
+    assert!(call_events(&mut h).is_empty(), "nothing after the end");
+}
+
+#[test]
+fn unanswered_calls_emit_failed_with_the_callers_final_status() {
+    // Busy upstream, no ringing first.
+    let mut h = hooked(PBX_TRUNK, true);
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 486, ""));
+    assert_eq!(states(&call_events(&mut h)), [("failed", 486, 0)]);
+    // Ringing, then the call is ended from the API (CANCEL, 487).
+    let mut h = hooked(PBX_TRUNK, true);
+    let inv = start(&mut h, SDP);
+    h.feed(B1, b_response(&inv, 180, ""));
+    let now = h.now;
+    assert!(h.ep.hang_up("a-call@10.9.9.9", now));
+    let out = h.take();
+    assert_eq!(status_to(&out, A), vec![487]);
+    assert!(request_to(&out, B1, Method::Cancel).is_some());
+    // Like the CDR, the end comes once the B-leg INVITE is over.
+    h.feed(B1, b_response(&inv, 487, ""));
+    assert_eq!(
+        states(&call_events(&mut h)),
+        [("ringing", 180, 0), ("failed", 487, 0)]
+    );
+    // Every upstream fails: the caller gets the last failure.
+    let mut h = hooked(PBX_TRUNK, true);
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 503, ""));
+    let inv2 = request_to(&out, B2, Method::Invite).expect("fail-over");
+    h.feed(B2, b_response(&inv2, 503, ""));
+    assert_eq!(states(&call_events(&mut h)), [("failed", 503, 0)]);
+    // Refused by the trunk's policy: failed too, like its CDR.
+    let mut h = hooked(&trunk("cost_limit = true\nmax_call_cost = 0.05"), true);
+    let out = h.feed(A, a_invite_n(1, "447700900123", &[]));
+    assert_eq!(status_to(&out, A), vec![403]);
+    let evs = call_events(&mut h);
+    assert_eq!(states(&evs), [("failed", 403, 0)]);
+    assert_eq!(evs[0].call_id, "a-call-1@10.9.9.9");
+    assert_eq!(cdrs(&mut h).len(), 1, "one CDR for one event");
+}
+
+#[test]
+fn no_url_no_events() {
+    let mut h = hooked(PBX_TRUNK, false);
+    let (_, tag) = answered(&mut h);
+    h.feed(A, a_request(Method::Bye, 11, &tag, "z9hG4bKa-bye"));
+    h.feed(A, a_invite_n(2, "12x34", &[]));
+    assert_eq!(cdrs(&mut h).len(), 2);
+    assert!(call_events(&mut h).is_empty());
+}
+
+#[test]
+fn a_did_call_goes_to_the_dids_own_url_else_the_global_one() {
+    let did = |url: &str| {
+        format!(
+            "[webhooks]\ncall_status_url = \"{HOOK}\"\n\
+             [[did]]\nnumber = \"12565378257\"\ncall_status_url = \"{url}\"\n\
+             destinations = [{{ transport = 1, destination = \"sip:phone@{PHONE}\" }}]\n"
+        )
+    };
+    for (own, want) in [("http://10.1.1.1/did", "http://10.1.1.1/did"), ("", HOOK)] {
+        let mut h = did_harness(&did(own));
+        let out = h.feed(CARRIER, a_invite_n(1, "+12565378257", &[]));
+        let inv = request_to(&out, PHONE, Method::Invite).expect("to the DID's URI");
+        h.feed(PHONE, b_response(&inv, 180, ""));
+        h.feed(PHONE, b_response(&inv, 486, ""));
+        let evs = call_events(&mut h);
+        assert_eq!(states(&evs), [("ringing", 180, 0), ("failed", 486, 0)]);
+        for e in &evs {
+            assert_eq!(&*e.url, want);
+            assert_eq!(e.direction, crate::cdr::Direction::Received);
+            assert_eq!((e.to.as_str(), e.trunk.as_deref()), ("12565378257", None));
+        }
+    }
+}

@@ -31,6 +31,17 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// A webhook URL (SPEC §7): empty (none) or an absolute http(s) URL.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(format!("`{url}` is not an http:// or https:// URL")),
+    }
+}
+
 /// Minimal `sip:`/`sips:` URI shape check: scheme, a host, an optional
 /// numeric port, `transport=` (if any) udp or tcp. Full parsing is the SIP
 /// parser's job when the URI is used.
@@ -287,6 +298,9 @@ pub(crate) fn validate(
                 format!("duplicate DID `{}`", d.number),
             );
         }
+        if let Err(m) = check_webhook_url(&d.call_status_url) {
+            e.push(format!("{p}.call_status_url"), m);
+        }
         let mut prios = HashSet::new();
         for (j, dest) in d.destinations.iter().enumerate() {
             let q = format!("{p}.destinations[{j}]");
@@ -324,6 +338,10 @@ pub(crate) fn validate(
                 );
             }
         }
+    }
+
+    if let Err(m) = check_webhook_url(&cfg.webhooks.call_status_url) {
+        e.push("webhooks.call_status_url", m);
     }
 
     // [sync]
@@ -390,6 +408,20 @@ pub(crate) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_urls() {
+        for ok in [
+            "",
+            "http://127.0.0.1:8080/hook",
+            "https://hooks.example.com/a?b=c",
+        ] {
+            assert!(check_webhook_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["hooks.example.com", "ftp://h/x", "http://", "sip:1@h"] {
+            assert!(check_webhook_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sip_uris() {

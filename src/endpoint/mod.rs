@@ -27,7 +27,7 @@
 //! the TU of both sides).
 //!
 //! The calling contract is quinn's: after every `handle`/`handle_timeout`,
-//! drain `poll_transmit` (and `poll_cdr`) until `None`, then re-arm one
+//! drain `poll_transmit` (and `poll_cdr`, `poll_call_event`) until `None`, then re-arm one
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
@@ -247,6 +247,12 @@ impl Endpoint {
         let cdr = self.b2bua.poll_cdr()?;
         self.stats.count_ended(&cdr);
         Some(cdr)
+    }
+
+    /// The next call-status event for the webhook dispatcher (SPEC §7);
+    /// drain after each input, with `poll_cdr`.
+    pub fn poll_call_event(&mut self) -> Option<crate::events::CallEvent> {
+        self.b2bua.poll_call_event()
     }
 
     /// Starts a graceful stop: new INVITEs get `503`, calls go on.
