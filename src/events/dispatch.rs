@@ -14,11 +14,20 @@
 //! events are dropped and counted. Chosen over one task per event (no
 //! order) and one lane per receiver (a receiver's whole rate behind one
 //! request at a time).
+//!
+//! # A dead receiver
+//! Once an event to a URL is given up after all its attempts, that URL is
+//! *down* for [`Settings::down_for`]: its events fail at once, untried
+//! (counted as failed), and deliveries to it still retrying stop at their
+//! next retry. So a dead receiver holds a lane for one delivery, not one
+//! per event, and the other receivers' events behind it go out. The first
+//! event after that time is tried in full again.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -42,6 +51,8 @@ pub struct Settings {
     pub attempts: u32,
     /// Wait before the first retry; doubled before each next one.
     pub backoff: Duration,
+    /// How long a receiver that failed a whole delivery is left alone.
+    pub down_for: Duration,
 }
 
 impl Default for Settings {
@@ -53,6 +64,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(5),
             attempts: 4,
             backoff: Duration::from_secs(1),
+            down_for: Duration::from_secs(30),
         }
     }
 }
@@ -186,6 +198,7 @@ impl Dispatcher {
         let lanes = settings.lanes.max(1);
         let per_lane = settings.capacity.div_ceil(lanes).max(1);
         let counters = Arc::new(Counters::default());
+        let down = Arc::new(Down::default());
         let (stop, stop_rx) = watch::channel(false);
         let settings = Arc::new(settings);
         let mut senders = Vec::with_capacity(lanes);
@@ -197,6 +210,7 @@ impl Dispatcher {
                 client: client.clone(),
                 settings: Arc::clone(&settings),
                 counters: Arc::clone(&counters),
+                down: Arc::clone(&down),
             };
             tasks.push(tokio::spawn(lane.run(rx, stop_rx.clone())));
         }
@@ -245,6 +259,46 @@ struct Lane {
     client: reqwest::Client,
     settings: Arc<Settings>,
     counters: Arc<Counters>,
+    down: Arc<Down>,
+}
+
+/// Receivers (by URL) that failed a whole delivery, and until when they
+/// are left alone. Shared by the lanes; bounded by the configured URLs
+/// (the global one and the DIDs'), entries leave on expiry or success.
+#[derive(Debug, Default)]
+struct Down(std::sync::Mutex<HashMap<Arc<str>, Instant>>);
+
+impl Down {
+    fn is_down(&self, url: &Arc<str>) -> bool {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(url) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                map.remove(url);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark(&self, url: &Arc<str>, for_: Duration) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(Arc::clone(url), Instant::now() + for_);
+    }
+
+    fn clear(&self, url: &Arc<str>) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(url);
+    }
 }
 
 /// What one attempt's answer means.
@@ -302,6 +356,9 @@ impl Lane {
         let mut wait = self.settings.backoff;
         let mut attempt = 1;
         let why = loop {
+            if self.down.is_down(&ev.url) {
+                break "receiver down (an earlier event to it was given up); not tried".to_owned();
+            }
             let sent = self
                 .client
                 .post(&*ev.url)
@@ -316,13 +373,18 @@ impl Lane {
             };
             match verdict {
                 Verdict::Delivered => {
+                    self.down.clear(&ev.url);
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
                 Verdict::Final(why) => break why,
                 Verdict::Retry(why) if attempt >= self.settings.attempts => {
-                    break format!("{why} (after {attempt} attempts)");
+                    self.down.mark(&ev.url, self.settings.down_for);
+                    break format!(
+                        "{why} (after {attempt} attempts); its events fail untried for {:?}",
+                        self.settings.down_for
+                    );
                 }
                 Verdict::Retry(_) => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -422,5 +484,81 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(2), "grace is bounded");
         assert!(!sink.send(event("late")), "stopped: not taken");
         assert_eq!(sink.dropped(), 11 - accepted);
+    }
+
+    /// A receiver that answers every request `200`, on its own thread.
+    fn ok_receiver() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut chunk) {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Our events are small: one read holds head and body.
+                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            buf.clear();
+                            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_dead_receiver_holds_its_lane_for_one_delivery_not_one_per_event() {
+        let settings = Settings {
+            lanes: 1,
+            connect_timeout: Duration::from_millis(300),
+            timeout: Duration::from_millis(300),
+            attempts: 2,
+            backoff: Duration::from_millis(20),
+            down_for: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        // Accepts and never answers; counts the connections it got.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url: Arc<str> = Arc::from(format!("http://{}/", dead.local_addr().unwrap()));
+        let tries = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&tries);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in dead.incoming().flatten() {
+                counted.fetch_add(1, Ordering::Relaxed);
+                held.push(c);
+            }
+        });
+        let ok_url: Arc<str> = Arc::from(ok_receiver());
+        let (d, sink) = Dispatcher::start(settings).unwrap();
+        for i in 0..5 {
+            let ev = CallEvent {
+                url: Arc::clone(&dead_url),
+                ..event(&format!("dead{i}"))
+            };
+            assert!(sink.send(ev));
+        }
+        let ev = CallEvent {
+            url: Arc::clone(&ok_url),
+            ..event("alive")
+        };
+        assert!(sink.send(ev));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sink.delivered() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sink.delivered(), 1, "the live receiver's event went out");
+        assert_eq!(sink.failed(), 5, "every dead receiver's event counted");
+        // Only the first event was tried (twice); the other four failed untried.
+        assert_eq!(tries.load(Ordering::Relaxed), 2);
+        d.shutdown(Duration::from_millis(100)).await;
     }
 }
