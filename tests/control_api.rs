@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::calls::{carrier_uas, read_msgs, refused_scenario, uac};
+use common::calls::{builtin_uas, carrier_uas, read_msgs, refused_scenario, uac};
 use common::{free_port, scenario, Server, SippBg, TempDir};
 use reqwest::blocking::Client;
 use reqwest::Method;
@@ -627,7 +627,7 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let api = Api::new(&server);
     // The upstream answers and then waits for our BYE.
-    let mut uas = upstream_uas(up_port, 1);
+    let mut uas = builtin_uas(up_port, 1);
     // A caller that holds the call for 20 s unless we hang up.
     let held = dir.path().join("held.msg");
     let mut caller = caller(&server, 20_000, &held);
@@ -737,7 +737,7 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
         "{v}"
     );
 
-    let mut uas = upstream_uas(up_port, 3);
+    let mut uas = builtin_uas(up_port, 3);
     let target = server.udp.to_string();
     let (code, text) = common::sipp_run(&[
         "-sn",
@@ -1096,25 +1096,6 @@ fn post_ip_trunk(api: &Api, body: Value) -> Value {
     t["id"].clone()
 }
 
-/// SIPp's built-in UAS on `port`: answers `calls` calls, each ended by a
-/// BYE it receives.
-fn upstream_uas(port: u16, calls: u32) -> SippBg {
-    let (port, calls) = (port.to_string(), calls.to_string());
-    SippBg::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-m",
-        &calls,
-        "-nostdin",
-        "-timeout",
-        "30s",
-    ])
-}
-
 /// SIPp's built-in UAC: one call to 12125551234 held `hold_ms` before its
 /// own BYE, every message traced to `msgs`.
 fn caller(server: &Server, hold_ms: u32, msgs: &Path) -> SippBg {
@@ -1267,7 +1248,7 @@ fn put_lowering_max_channels_refuses_the_next_call_while_the_call_in_progress_su
     let (server, up_port, id) =
         ip_trunk_rig(&dir, json!({"channels_restrict": true, "max_channels": 2}));
     let api = Api::new(&server);
-    let mut uas = upstream_uas(up_port, 1);
+    let mut uas = builtin_uas(up_port, 1);
     let msgs = dir.path().join("long.msg");
     let started = std::time::Instant::now();
     let mut long = caller(&server, 4000, &msgs);
@@ -1305,7 +1286,7 @@ fn trunk_delete_lets_calls_in_progress_finish_and_force_ends_them_on_both_legs()
     let dir = TempDir::new("api-delete");
     let (server, up_port, id) = ip_trunk_rig(&dir, json!({}));
     let api = Api::new(&server);
-    let mut uas = upstream_uas(up_port, 2);
+    let mut uas = builtin_uas(up_port, 2);
 
     // Without force: the trunk is gone for new calls, its call goes on.
     let gentle_msgs = dir.path().join("gentle.msg");

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::calls::{call_ids, read_cdrs};
+use common::calls::{builtin_uas, call_ids, read_cdrs};
 use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 use serde_json::Value;
 
@@ -164,24 +164,6 @@ fn global(url: &str) -> String {
     format!("[webhooks]\ncall_status_url = \"{url}\"\n")
 }
 
-/// A SIPp UAS upstream on 127.0.0.1:`port` (built-in `uas`: 180 then 200).
-fn uas(port: u16, calls: u32) -> SippBg {
-    let (port, calls) = (port.to_string(), calls.to_string());
-    SippBg::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-m",
-        &calls,
-        "-nostdin",
-        "-timeout",
-        "30s",
-    ])
-}
-
 /// The `/metrics` value of `name`.
 fn metric(server: &Server, name: &str) -> u64 {
     let text = reqwest::blocking::Client::new()
@@ -214,7 +196,7 @@ fn outbound_call_reports_ringing_answered_completed_to_the_global_url() {
     let up = free_port();
     let extra = format!("{}{}", global(&hook.url("/calls")), trunk_and_upstream(up));
     let mut server = start(&dir, &extra);
-    let mut upstream = uas(up, 1);
+    let mut upstream = builtin_uas(up, 1);
     let msgs = dir.path().join("uac.msg");
     let msgs_s = msgs.display().to_string();
     let target = server.udp.to_string();
@@ -288,7 +270,7 @@ fn did_call_reports_to_its_own_url_retrying_a_500() {
         did_url = did_hook.url("/did"),
     );
     let server = start(&dir, &extra);
-    let mut dest = uas(phone, 1);
+    let mut dest = builtin_uas(phone, 1);
     let (sf, port, target) = (
         scenario("did_uac.xml").display().to_string(),
         carrier.to_string(),
@@ -425,7 +407,7 @@ fn a_black_hole_receiver_neither_fails_nor_delays_calls() {
     let up = free_port();
     let extra = format!("{}{}", global(&hole.url("/calls")), trunk_and_upstream(up));
     let mut server = start(&dir, &extra);
-    let mut upstream = uas(up, 100);
+    let mut upstream = builtin_uas(up, 100);
     let target = server.udp.to_string();
     let (_, text) = sipp_run(&[
         "-sn",

@@ -278,6 +278,25 @@ pub fn carrier_uas(port: u16) -> SippBg {
     ])
 }
 
+/// SIPp's built-in UAS on 127.0.0.1:`port` (180, then 200): answers
+/// `calls` calls, each ended by a BYE it receives.
+pub fn builtin_uas(port: u16, calls: u32) -> SippBg {
+    let (port, calls) = (port.to_string(), calls.to_string());
+    SippBg::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        &calls,
+        "-nostdin",
+        "-timeout",
+        "30s",
+    ])
+}
+
 /// A copy of `auth_uac_refused.xml` expecting `code`.
 pub fn refused_scenario(dir: &TempDir, code: u16) -> PathBuf {
     let tpl = std::fs::read_to_string(scenario("auth_uac_refused.xml")).expect("template");
