@@ -88,7 +88,7 @@ pub enum RefusalCause {
 }
 
 impl RefusalCause {
-    /// Every cause, in the order `/metrics` lists them.
+    /// Every cause, in declaration order (so `ALL[c as usize] == c`).
     pub const ALL: [RefusalCause; 13] = [
         RefusalCause::Challenged,
         RefusalCause::AuthFailed,

@@ -235,7 +235,7 @@ impl Rejection {
 pub struct B2buaStats {
     /// Calls created.
     pub calls: u64,
-    /// New INVITEs refused before routing, by [`RefusalCause::ALL`] index.
+    /// New INVITEs refused before routing, indexed by `RefusalCause as usize`.
     pub refused: [u64; RefusalCause::ALL.len()],
     /// In-dialog requests answered 481.
     pub no_dialog: u64,
@@ -452,9 +452,7 @@ impl B2bua {
     /// Answers a new INVITE with a failure, counts it, and logs why, so an
     /// operator reading the log sees what happened to the call.
     fn refuse(&mut self, msg: &Message, key: &TransactionKey, source: SocketAddr, r: Rejection) {
-        if let Some(i) = RefusalCause::ALL.iter().position(|c| *c == r.cause) {
-            self.stats.refused[i] += 1;
-        }
+        self.stats.refused[r.cause as usize] += 1;
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default());
         let status = r.status.as_u16();
         let why = &r.why;

@@ -1533,3 +1533,12 @@ fn a_did_call_goes_to_the_dids_own_url_else_the_global_one() {
         }
     }
 }
+
+#[test]
+fn refusal_causes_are_listed_in_declaration_order() {
+    use super::RefusalCause;
+    // `B2buaStats::refused` is indexed by `cause as usize`.
+    for (i, c) in RefusalCause::ALL.iter().enumerate() {
+        assert_eq!(*c as usize, i, "{c:?}");
+    }
+}

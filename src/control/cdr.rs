@@ -23,13 +23,9 @@ use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Details};
-use super::schema::{Error, Pagination};
+use super::schema::{page_params, Error, Pagination};
 use super::Live;
 use crate::cdr::{Cdr, CdrError, CdrFilter, CdrStore, Direction};
-
-/// Default and largest `per_page`.
-const PER_PAGE: u64 = 100;
-const MAX_PER_PAGE: u64 = 1000;
 
 /// A CSV export stops after this many rows (1,000,000, about 150 MB), so
 /// one request cannot stream an unbounded file; the response then carries
@@ -224,25 +220,7 @@ fn parse(q: CdrQuery) -> Result<(CdrFilter, u64, u64), ApiError> {
             );
         }
     }
-    let page = match q.page.as_deref().map(str::parse::<u64>) {
-        None => 1,
-        Some(Ok(p)) if p >= 1 => p,
-        Some(_) => {
-            errors.insert("page".to_owned(), "must be a whole number >= 1".into());
-            1
-        }
-    };
-    let per_page = match q.per_page.as_deref().map(str::parse::<u64>) {
-        None => PER_PAGE,
-        Some(Ok(p)) if (1..=MAX_PER_PAGE).contains(&p) => p,
-        Some(_) => {
-            errors.insert(
-                "per_page".to_owned(),
-                format!("must be between 1 and {MAX_PER_PAGE}").into(),
-            );
-            PER_PAGE
-        }
-    };
+    let (page, per_page) = page_params(q.page.as_deref(), q.per_page.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
@@ -317,7 +295,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     q: Result<Query<CdrQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let Query(q) = q?;
     let (filter, page, per_page) = parse(q)?;
     let reader = live.cdr();
     if wants_csv(&headers) {

@@ -15,13 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Details};
 use super::live::{Change, Stored};
-use super::schema::{Error, Items, Pagination};
+use super::schema::{page_params, Error, Items, Pagination};
 use super::{JsonObject, Live};
 use crate::config::{DestinationConfig, DidConfig};
-
-/// Default and largest `per_page`.
-const PER_PAGE: u64 = 100;
-const MAX_PER_PAGE: u64 = 1000;
 
 /// A DID as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,27 +109,9 @@ pub(crate) async fn list(
     State(live): State<Arc<Live>>,
     q: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<DidPage>, ApiError> {
-    let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let Query(q) = q?;
     let mut errors = Details::new();
-    let page = match q.page.as_deref().map(str::parse::<u64>) {
-        None => 1,
-        Some(Ok(p)) if p >= 1 => p,
-        Some(_) => {
-            errors.insert("page".to_owned(), "must be a whole number >= 1".into());
-            1
-        }
-    };
-    let per_page = match q.per_page.as_deref().map(str::parse::<u64>) {
-        None => PER_PAGE,
-        Some(Ok(p)) if (1..=MAX_PER_PAGE).contains(&p) => p,
-        Some(_) => {
-            errors.insert(
-                "per_page".to_owned(),
-                format!("must be between 1 and {MAX_PER_PAGE}").into(),
-            );
-            PER_PAGE
-        }
-    };
+    let (page, per_page) = page_params(q.page.as_deref(), q.per_page.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }

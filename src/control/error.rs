@@ -63,3 +63,11 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// A query string axum could not read (`?page=x` where a number is due is
+/// read as text and checked by the handler; this is for malformed ones).
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::new(r.status(), r.body_text())
+    }
+}

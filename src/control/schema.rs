@@ -3,6 +3,8 @@
 //! same types) cannot drift from what is sent.
 
 use serde::Serialize;
+
+use super::error::Details;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -24,6 +26,40 @@ pub(crate) struct Pagination {
     pub(crate) total: u64,
     /// Pages in the whole list.
     pub(crate) pages: u64,
+}
+
+/// Records per page when the query names none, and the most it may name.
+pub(crate) const PER_PAGE: u64 = 100;
+/// See [`PER_PAGE`].
+pub(crate) const MAX_PER_PAGE: u64 = 1000;
+
+/// `page` and `per_page` from a query string: `(page, per_page)`, with
+/// each bad one named in `errors` (and its default returned).
+pub(crate) fn page_params(
+    page: Option<&str>,
+    per_page: Option<&str>,
+    errors: &mut Details,
+) -> (u64, u64) {
+    let page = match page.map(str::parse::<u64>) {
+        None => 1,
+        Some(Ok(p)) if p >= 1 => p,
+        Some(_) => {
+            errors.insert("page".to_owned(), "must be a whole number >= 1".into());
+            1
+        }
+    };
+    let per_page = match per_page.map(str::parse::<u64>) {
+        None => PER_PAGE,
+        Some(Ok(p)) if (1..=MAX_PER_PAGE).contains(&p) => p,
+        Some(_) => {
+            errors.insert(
+                "per_page".to_owned(),
+                format!("must be between 1 and {MAX_PER_PAGE}").into(),
+            );
+            PER_PAGE
+        }
+    };
+    (page, per_page)
 }
 
 impl Pagination {

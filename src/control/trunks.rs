@@ -488,7 +488,7 @@ pub(crate) async fn delete(
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     refuse_when_synced(&live)?;
-    let Query(q) = q.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let Query(q) = q?;
     let force = match q.force.as_deref() {
         None => false,
         Some(v) => a_bool(&Value::String(v.to_owned())).map_err(|m| {

@@ -79,13 +79,15 @@ impl Endpoint {
             "counter",
             "Calls ended (one per CDR), by trunk, direction and disposition.",
         );
-        for ((trunk, direction, disposition), n) in &s.ended {
-            let _ = writeln!(
-                m,
-                "sipfront_calls_ended_total{{trunk=\"{}\",direction=\"{direction}\",\
-                 disposition=\"{disposition}\"}} {n}",
-                label(trunk)
-            );
+        for (trunk, counts) in &s.ended {
+            let trunk = label(trunk);
+            for ((direction, disposition), n) in counts {
+                let _ = writeln!(
+                    m,
+                    "sipfront_calls_ended_total{{trunk=\"{trunk}\",direction=\"{direction}\",\
+                     disposition=\"{disposition}\"}} {n}"
+                );
+            }
         }
         metric(
             m,

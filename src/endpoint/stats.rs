@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use crate::cdr::Cdr;
 use crate::sip::StatusCode;
 
-/// Ended calls by (trunk login, `placed`/`received`, disposition).
-pub type EndedCalls = BTreeMap<(String, &'static str, &'static str), u64>;
+/// Ended calls per trunk login, by (`placed`/`received`, disposition).
+pub type EndedCalls = BTreeMap<String, BTreeMap<(&'static str, &'static str), u64>>;
 
 /// What the endpoint has seen and done since start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,13 +34,14 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Once per CDR on the core task: allocates only for a trunk's first.
     pub(super) fn count_ended(&mut self, cdr: &Cdr) {
-        let key = (
-            cdr.sip_trunk.clone(),
-            cdr.direction.as_str(),
-            cdr.disposition.as_str(),
-        );
-        *self.ended.entry(key).or_default() += 1;
+        let key = (cdr.direction.as_str(), cdr.disposition.as_str());
+        let by_trunk = match self.ended.get_mut(cdr.sip_trunk.as_str()) {
+            Some(m) => m,
+            None => self.ended.entry(cdr.sip_trunk.clone()).or_default(),
+        };
+        *by_trunk.entry(key).or_default() += 1;
     }
 
     pub(super) fn count_answer(&mut self, status: StatusCode) {
