@@ -441,9 +441,9 @@ fn api_trunk_takes_a_call_and_max_channels_0_refuses_the_next_at_once() {
     let rates = dir.write("rates.csv", "prefix,per_minute,name\n1,0.01,US\n");
     let up_port = free_port();
     let extra = format!(
-        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
-         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n",
-        rates.display()
+        "[rates]\nfile = \"{}\"\n\n{}",
+        rates.display(),
+        common::carrier_upstream(up_port)
     );
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let api = Api::new(&server);
@@ -619,10 +619,10 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
     let dir = TempDir::new("api-views");
     let up_port = free_port();
     let extra = format!(
-        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
-         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n\n\
-         [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n",
-        common::shipped_rates()
+        "[rates]\nfile = \"{}\"\n\n{}\n{}",
+        common::shipped_rates(),
+        common::carrier_upstream(up_port),
+        common::IP_TRUNK
     );
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let api = Api::new(&server);
@@ -719,10 +719,10 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
     let dir = TempDir::new("api-cdr");
     let up_port = free_port();
     let extra = format!(
-        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
-         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n\n\
-         [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n",
-        common::shipped_rates()
+        "[rates]\nfile = \"{}\"\n\n{}\n{}",
+        common::shipped_rates(),
+        common::carrier_upstream(up_port),
+        common::IP_TRUNK
     );
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let api = Api::new(&server);
@@ -1076,9 +1076,9 @@ fn openapi_document_matches_the_routes_served_and_the_trunk_shape() {
 fn ip_trunk_rig(dir: &TempDir, body: Value) -> (Server, u16, Value) {
     let up_port = free_port();
     let extra = format!(
-        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
-         uri = \"sip:127.0.0.1:{up_port};transport=udp\"\npriority = 1\nping_interval_s = 0\n",
-        common::shipped_rates()
+        "[rates]\nfile = \"{}\"\n\n{}",
+        common::shipped_rates(),
+        common::carrier_upstream(up_port)
     );
     let server = Server::start(&config(&dir.path().join("s.db"), &extra));
     let id = post_ip_trunk(&Api::new(&server), body);

@@ -153,11 +153,7 @@ fn db(dir: &TempDir) -> PathBuf {
 
 /// An upstream at `port` and the IP-authenticated trunk `pbx` (127.0.0.1).
 fn trunk_and_upstream(port: u16) -> String {
-    format!(
-        "[[upstream]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{port};transport=udp\"\n\
-         priority = 1\nping_interval_s = 0\n\n\
-         [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n"
-    )
+    format!("{}\n{}", common::carrier_upstream(port), common::IP_TRUNK)
 }
 
 fn global(url: &str) -> String {

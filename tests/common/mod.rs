@@ -324,6 +324,17 @@ pub fn shipped_rates() -> String {
     format!("{}/config/rates.csv", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `[[upstream]]` `carrier` at 127.0.0.1:`port` over UDP, not pinged.
+pub fn carrier_upstream(port: u16) -> String {
+    format!(
+        "[[upstream]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{port};transport=udp\"\n\
+         priority = 1\nping_interval_s = 0\n"
+    )
+}
+
+/// `[[trunk]]` 1, login `pbx`, authenticated by its source 127.0.0.1.
+pub const IP_TRUNK: &str = "[[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n";
+
 /// A sipfront config on OS-chosen ports with one IP-authenticated trunk for
 /// 127.0.0.1, the shipped rate table, and the given `[[upstream]]`s as
 /// (uri, priority).
