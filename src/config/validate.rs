@@ -238,6 +238,17 @@ pub(crate) fn validate(
         }
         if let Err(m) = check_sip_uri(&u.uri) {
             e.push(format!("{p}.uri"), m);
+        } else if u.uri.trim().starts_with("sips:") {
+            // RFC 3263 would pick TLS for sips:; sipfront has no TLS yet.
+            e.push(
+                format!("{p}.uri"),
+                format!("`{}`: sips: needs TLS, which is not supported yet", u.uri),
+            );
+        }
+        for (j, c) in u.failover_codes.iter().enumerate() {
+            if let Err(m) = c.range() {
+                e.push(format!("{p}.failover_codes[{j}]"), m);
+            }
         }
         if u.weight == 0 {
             e.push(format!("{p}.weight"), "must be at least 1");
