@@ -260,11 +260,6 @@ fn map_failure(status: StatusCode) -> StatusCode {
     }
 }
 
-/// 408, 5xx, or no response: try the next upstream (SPEC §3 "route").
-fn fails_over(status: StatusCode) -> bool {
-    status.0 == 408 || (500..=599).contains(&status.0)
-}
-
 /// The input needed to create a call.
 pub(crate) struct NewCall<'m> {
     pub(crate) invite: &'m Message,
@@ -534,6 +529,12 @@ impl Call {
         self.b.route_set.clear();
     }
 
+    /// Where B-leg INVITE attempt `k` went (passive upstream health).
+    pub(crate) fn attempt_dest(&self, k: usize) -> Option<(SocketAddr, Transport)> {
+        let hop = self.plan.get(self.attempts.get(k)?.hop)?;
+        Some((hop.addr, hop.transport))
+    }
+
     /// Starts the next step of the plan: every hop of the next fork gets an
     /// INVITE at once. False when no hop is left.
     pub(crate) fn send_attempt(&mut self, fx: &mut Fx<'_>) -> bool {
@@ -766,7 +767,13 @@ impl Call {
                     if self.fork_live() {
                         return; // other contacts of this fork still ring
                     }
-                    if self.hunts() || (self.phase == Phase::Trying && fails_over(status)) {
+                    // The hop's `failover_codes` (default 408, 5xx; SPEC §3 "route").
+                    let fails_over = self
+                        .attempts
+                        .get(k)
+                        .and_then(|a| self.plan.get(a.hop))
+                        .is_some_and(|h| h.failover.contains(status));
+                    if self.hunts() || (self.phase == Phase::Trying && fails_over) {
                         return self.fail_over(None, fx);
                     }
                     self.answer_a(

@@ -11,7 +11,7 @@ use super::Rejection;
 use crate::auth::TrunkId;
 use crate::config::{DidConfig, TrunkConfig};
 use crate::policy::{OnNetTarget, Route};
-use crate::routing::{Hop, Locations, Upstream, Upstreams};
+use crate::routing::{Hop, Locations, Upstreams};
 use crate::sip::{StatusCode, Transport, Uri};
 
 /// What planning reads.
@@ -35,7 +35,7 @@ impl Planner<'_> {
             (Route::OffNet(_), _) => {
                 let hops = self.upstream_hops(number, &mut fork);
                 if hops.is_empty() {
-                    let why = "no upstream configured";
+                    let why = self.upstreams.why_no_target();
                     return Err(Rejection::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         RefusalCause::NoRoute,
@@ -62,15 +62,17 @@ impl Planner<'_> {
         Ok(hops)
     }
 
-    /// `number` through each upstream in fail-over order, one step each.
+    /// `number` through each upstream target in fail-over order, one step
+    /// each (every SRV target and address is its own hop).
     fn upstream_hops(&self, number: &str, fork: &mut u32) -> Vec<Hop> {
         self.upstreams
             .plan(self.seed)
             .iter()
-            .filter_map(|&i| self.upstreams.get(i))
-            .map(|u: &Upstream| {
+            .filter_map(|&(i, j)| {
+                let u = self.upstreams.get(i)?;
+                let t = u.targets.get(j)?;
                 *fork += 1;
-                u.hop(number, *fork)
+                Some(u.hop(number, t, *fork))
             })
             .collect()
     }
@@ -91,6 +93,7 @@ impl Planner<'_> {
                 uri: r.uri,
                 to: to.clone(),
                 fork: *fork,
+                failover: crate::routing::FailoverCodes::default(),
             })
             .collect();
         if !contacts.is_empty() {
@@ -156,5 +159,6 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         uri: uri.trim().to_owned(),
         to: uri.trim().to_owned(),
         fork,
+        failover: crate::routing::FailoverCodes::default(),
     })
 }

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::FailoverCodes;
 use crate::sip::Transport;
 
 /// The next hop of one attempt, with the Request-URI and To it carries.
@@ -21,18 +22,35 @@ pub struct Hop {
     /// trunk's registered contacts); each new number is the next step of
     /// the hunt.
     pub fork: u32,
+    /// Final responses that move the call to the next hop (an upstream's
+    /// `failover_codes`; default `408` and `5xx`).
+    pub failover: FailoverCodes,
 }
 
 impl Hop {
     /// `sip:{number}@{addr}` over `transport` (upstreams, `host_request`).
     pub fn number_at(number: &str, addr: SocketAddr, transport: Transport, fork: u32) -> Hop {
-        let uri = format!("sip:{number}@{}{}", hostport(addr), uri_param(transport));
+        Hop::number_via(number, &hostport(addr), addr, transport, fork)
+    }
+
+    /// `sip:{number}@{host}` sent to `addr`: the Request-URI keeps the
+    /// configured host (a name, RFC 3263 §4), the datagrams go to one of
+    /// the addresses it resolved to.
+    pub fn number_via(
+        number: &str,
+        host: &str,
+        addr: SocketAddr,
+        transport: Transport,
+        fork: u32,
+    ) -> Hop {
+        let uri = format!("sip:{number}@{host}{}", uri_param(transport));
         Hop {
             addr,
             transport,
             to: uri.clone(),
             uri,
             fork,
+            failover: FailoverCodes::default(),
         }
     }
 }
