@@ -26,6 +26,7 @@ mod openapi;
 mod schema;
 mod sync;
 mod trunks;
+mod upstreams;
 mod views;
 
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ use error::ApiError;
 pub use self::core::{answer, BanView, Core, CoreQuery};
 pub use live::Live;
 pub use sync::run as sync_trunks;
+pub use upstreams::{TargetView, UpstreamView};
 
 /// Largest request body accepted (1 MiB).
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -73,6 +75,7 @@ fn routes() -> (OpenApiRouter<Arc<Live>>, OpenApiRouter<Arc<Live>>) {
         .routes(routes!(views::registrations))
         .routes(routes!(views::bans))
         .routes(routes!(views::unban))
+        .routes(routes!(upstreams::list))
         .routes(routes!(views::metrics));
     let open = OpenApiRouter::new()
         .routes(routes!(healthz))
