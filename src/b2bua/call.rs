@@ -612,7 +612,8 @@ impl Call {
             }
         }
         req = req.header("Supported", &reliable::supported(Some(&self.a_invite)));
-        for (name, value) in session_timer::invite_headers(&fx.cfg.session) {
+        for (name, value) in session_timer::invite_headers(&fx.cfg.session, self.sessions.b_min_se)
+        {
             req = req.header(name, &value);
         }
         let caller_id = &self.terms.decision.caller_id;
@@ -815,6 +816,9 @@ impl Call {
                     fx.respond(&key, status, bytes.clone());
                     self.start_ok(Side::A, bytes, a_seq, deferred, fx);
                 } else {
+                    if status.0 == 422 && self.retry_422(hop, resp, fx) {
+                        return;
+                    }
                     let reason = resp.reason().map(lossy).unwrap_or_default();
                     self.last_final = Some((status, reason));
                     if self.fork_live() {

@@ -358,3 +358,35 @@ fn upstream_reliable_183_to_a_caller_without_100rel_is_pracked_by_us() {
     assert!(request_to(&out, B1, Method::Prack).is_none());
     assert!(status_to(&out, A).is_empty());
 }
+
+#[test]
+fn upstream_422_is_retried_once_with_its_min_se() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let too_small = ResponseBuilder::new(&inv, StatusCode(422))
+        .to_tag("btag")
+        .header("Min-SE", "3600")
+        .build();
+    let out = h.feed(B1, too_small);
+    assert!(
+        status_to(&out, A).is_empty(),
+        "the caller sees nothing of it"
+    );
+    let again = request_to(&out, B1, Method::Invite).expect("retried on the same hop");
+    assert_eq!(
+        header(&again, HeaderName::SessionExpires).as_deref(),
+        Some("3600")
+    );
+    assert_eq!(header(&again, HeaderName::MinSe).as_deref(), Some("3600"));
+    assert_ne!(again.top_branch(), inv.top_branch());
+    // A second 422 is not retried again: the caller gets the failure.
+    let out = h.feed(
+        B1,
+        ResponseBuilder::new(&again, StatusCode(422))
+            .to_tag("btag")
+            .header("Min-SE", "7200")
+            .build(),
+    );
+    assert!(request_to(&out, B1, Method::Invite).is_none());
+    assert_eq!(status_to(&out, A), vec![422]);
+}
