@@ -649,7 +649,8 @@ impl Call {
             }
         }
         req = req.header("Supported", &reliable::supported(Some(&self.a_invite)));
-        for (name, value) in session_timer::invite_headers(&fx.cfg.session) {
+        for (name, value) in session_timer::invite_headers(&fx.cfg.session, self.sessions.b_min_se)
+        {
             req = req.header(name, &value);
         }
         let caller_id = &self.terms.decision.caller_id;
@@ -860,6 +861,9 @@ impl Call {
                     self.rang.get_or_insert(status);
                     self.relay_provisional(k, status, resp, fx);
                 } else if status.is_success() {
+                    if self.hold_2xx(k, resp) {
+                        return;
+                    }
                     self.winner = Some(k);
                     self.aim(hop);
                     self.b.invite_cseq = seq;
@@ -893,6 +897,9 @@ impl Call {
                     fx.respond(&key, status, bytes.clone());
                     self.start_ok(Side::A, bytes, a_seq, deferred, fx);
                 } else {
+                    if status.0 == 422 && self.retry_422(hop, resp, fx) {
+                        return;
+                    }
                     let reason = resp.reason().map(lossy).unwrap_or_default();
                     self.last_final = Some((status, reason));
                     if self.fork_live() {
@@ -1338,6 +1345,10 @@ impl Call {
     /// still unanswered, a pending B-leg INVITE is cancelled, confirmed legs
     /// get BYE (except `skip`, which hung up itself).
     pub(crate) fn end_call(&mut self, skip: Option<Side>, status: StatusCode, fx: &mut Fx<'_>) {
+        if let Some((k, resp)) = self.rel.held.take() {
+            // A 2xx held for the caller's PRACK (RFC 3262 §3) is not wanted now.
+            self.ack_and_bye(&resp, k, fx);
+        }
         match self.phase {
             Phase::Trying | Phase::Early => {
                 self.answer_a(status, None, fx);
