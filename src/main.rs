@@ -483,6 +483,9 @@ mod shell {
                 },
                 Some(until) = drain.recv() => {
                     endpoint.drain();
+                    // Unregistered while the sockets still run, so the
+                    // registrar's challenge to it can be answered.
+                    endpoint.unregister_all(now());
                     drain_until = Some(until);
                 }
                 ev = events.recv() => {
@@ -499,7 +502,9 @@ mod shell {
             }
             if let Some(until) = drain_until {
                 // Drained, or out of time: BYE what is left, then stop.
-                if endpoint.b2bua().active_calls() == 0 || now() >= until {
+                let idle =
+                    endpoint.b2bua().active_calls() == 0 && !endpoint.b2bua().unregistering(now());
+                if idle || now() >= until {
                     endpoint.hang_up_all(now());
                     stopping = true;
                 }

@@ -250,6 +250,40 @@ pub struct UpstreamConfig {
     /// Requests from its IP (any port) are inbound DID calls.
     #[serde(default)]
     pub trusted: bool,
+    /// Account at this upstream: its `401`/`407` are answered with
+    /// `username`/`password` (RFC 3261 §22.2); empty: never answered.
+    #[serde(default)]
+    pub username: String,
+    /// Digest password of `username`.
+    #[serde(default)]
+    pub password: String,
+    /// Digest username when it differs from `username` (empty: `username`).
+    #[serde(default)]
+    pub auth_username: String,
+    /// Keep `username` registered at this upstream (RFC 3261 §10).
+    #[serde(default)]
+    pub register: bool,
+    /// Expires asked for in our REGISTER.
+    #[serde(default = "default_register_expires")]
+    pub register_expires_s: u32,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            uri: String::new(),
+            priority: 1,
+            weight: 1,
+            ping_interval_s: default_ping_interval(),
+            trusted: false,
+            username: String::new(),
+            password: String::new(),
+            auth_username: String::new(),
+            register: false,
+            register_expires_s: default_register_expires(),
+        }
+    }
 }
 
 /// `[[trunk]]`: a customer trunk (PBX or softphone account).
@@ -625,6 +659,9 @@ fn default_store_path() -> PathBuf {
 }
 fn default_ping_interval() -> u32 {
     30
+}
+fn default_register_expires() -> u32 {
+    600
 }
 fn default_call_limit() -> u64 {
     3600

@@ -297,8 +297,15 @@ impl Endpoint {
         self.b2bua.drain();
     }
 
-    /// Ends every call now (process stop); drain `poll_transmit` and
-    /// `poll_cdr` after it.
+    /// Unregisters the registration trunks (`Expires: 0`, challenges
+    /// answered) at the start of a stop; drain `poll_transmit` after it.
+    pub fn unregister_all(&mut self, now: Instant) {
+        self.b2bua.unregister_all(now);
+        self.drain_transactions(now);
+    }
+
+    /// Ends every call now (process stop) and unregisters the registration
+    /// trunks; drain `poll_transmit` and `poll_cdr` after it.
     pub fn hang_up_all(&mut self, now: Instant) {
         self.b2bua.hang_up_all(now);
         self.drain_transactions(now);
