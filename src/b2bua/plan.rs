@@ -94,6 +94,7 @@ impl Planner<'_> {
                 to: to.clone(),
                 fork: *fork,
                 failover: crate::routing::FailoverCodes::default(),
+                auth: None,
             })
             .collect();
         if !contacts.is_empty() {
@@ -160,5 +161,6 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         to: uri.trim().to_owned(),
         fork,
         failover: crate::routing::FailoverCodes::default(),
+        auth: None,
     })
 }

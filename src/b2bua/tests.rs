@@ -41,8 +41,7 @@ fn upstream(name: &str, uri: &str, priority: u32) -> UpstreamConfig {
         weight: 1,
         ping_interval_s: 0,
         trusted: false,
-        failover_codes: crate::config::default_failover_codes(),
-        trusted_cidrs: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -1685,4 +1684,6 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
     assert!(!ups.is_trusted("198.51.100.1".parse().unwrap()));
 }
 
+mod registration;
 mod session;
+mod upauth;

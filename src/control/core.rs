@@ -36,7 +36,7 @@ pub enum CoreQuery {
     Unban(IpAddr, oneshot::Sender<bool>),
     /// The core's metrics as Prometheus text.
     Metrics(oneshot::Sender<String>),
-    /// Upstreams, their targets and health.
+    /// Upstreams with health and registration state.
     Upstreams(oneshot::Sender<Vec<super::upstreams::UpstreamView>>),
 }
 
@@ -87,7 +87,7 @@ pub fn answer(ep: &mut Endpoint, q: CoreQuery, now: Instant) {
             let _ = tx.send(ep.metrics(now));
         }
         CoreQuery::Upstreams(tx) => {
-            let _ = tx.send(super::upstreams::view(ep.b2bua().upstreams(), now));
+            let _ = tx.send(super::upstreams::views(ep, now));
         }
     }
 }

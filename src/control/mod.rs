@@ -75,8 +75,8 @@ fn routes() -> (OpenApiRouter<Arc<Live>>, OpenApiRouter<Arc<Live>>) {
         .routes(routes!(views::registrations))
         .routes(routes!(views::bans))
         .routes(routes!(views::unban))
-        .routes(routes!(upstreams::list))
-        .routes(routes!(views::metrics));
+        .routes(routes!(views::metrics))
+        .routes(routes!(upstreams::list));
     let open = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi::serve));

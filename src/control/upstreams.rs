@@ -1,7 +1,9 @@
 //! `GET /v1/upstreams` (SPEC §8.1): every `[[upstream]]` with the targets
-//! its `uri` resolved to (RFC 3263), each target's health, the DNS expiry
-//! and the last DNS error. Built on the core task from the core's own
-//! upstream table, so it shows exactly what calls use.
+//! its `uri` resolved to (RFC 3263), each target's health (OPTIONS pings,
+//! INVITEs), the DNS expiry and the last DNS error, and its registration
+//! state (RFC 3261 §10 client side: `registered`, `failed`, `disabled`).
+//! Built on the core task from the core's own tables, so it shows exactly
+//! what calls use.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,13 +16,15 @@ use super::core::CoreQuery;
 use super::error::ApiError;
 use super::schema::{Error, Items};
 use super::Live;
-use crate::routing::Upstreams;
+use crate::b2bua::UpstreamRegistration;
+use crate::endpoint::Endpoint;
+use crate::routing::Upstream;
 
 /// One upstream as `GET /v1/upstreams` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[schema(as = Upstream)]
 pub struct UpstreamView {
-    /// The configured name.
+    /// `[[upstream]] name`.
     pub name: String,
     /// The configured `uri`.
     pub uri: String,
@@ -33,6 +37,8 @@ pub struct UpstreamView {
     pub dns_error: Option<String>,
     /// Where calls may go, in SRV priority order.
     pub targets: Vec<TargetView>,
+    /// The registration at this upstream (`register = true`).
+    pub registration: UpstreamRegistration,
 }
 
 /// One address an upstream resolved to.
@@ -54,38 +60,47 @@ pub struct TargetView {
     pub dns_expires_in: Option<u64>,
 }
 
-/// The view of every upstream at `now`.
-pub(crate) fn view(ups: &Upstreams, now: Instant) -> Vec<UpstreamView> {
-    ups.iter()
-        .map(|u| {
-            let mut targets: Vec<TargetView> = u
-                .targets
-                .iter()
-                .map(|t| TargetView {
-                    address: t.addr.to_string(),
-                    transport: t.transport.as_str().to_ascii_lowercase(),
-                    priority: t.priority,
-                    weight: t.weight,
-                    up: t.up,
-                    dns_expires_in: t
-                        .expires
-                        .map(|e| e.saturating_duration_since(now).as_secs()),
-                })
-                .collect();
-            targets.sort_by_key(|t| t.priority);
-            UpstreamView {
-                name: u.name.clone(),
-                uri: u.uri.clone(),
-                up: u.up(),
-                dns: u.resolve.is_some(),
-                dns_error: u.dns_error.clone(),
-                targets,
-            }
+/// One upstream's view at `now`, with its registration state.
+fn view(u: &Upstream, registration: UpstreamRegistration, now: Instant) -> UpstreamView {
+    let mut targets: Vec<TargetView> = u
+        .targets
+        .iter()
+        .map(|t| TargetView {
+            address: t.addr.to_string(),
+            transport: t.transport.as_str().to_ascii_lowercase(),
+            priority: t.priority,
+            weight: t.weight,
+            up: t.up,
+            dns_expires_in: t
+                .expires
+                .map(|e| e.saturating_duration_since(now).as_secs()),
         })
+        .collect();
+    targets.sort_by_key(|t| t.priority);
+    UpstreamView {
+        name: u.name.clone(),
+        uri: u.uri.clone(),
+        up: u.up(),
+        dns: u.resolve.is_some(),
+        dns_error: u.dns_error.clone(),
+        targets,
+        registration,
+    }
+}
+
+/// The views of every upstream, in config order (on the core task).
+pub(crate) fn views(ep: &Endpoint, now: Instant) -> Vec<UpstreamView> {
+    let b2bua = ep.b2bua();
+    b2bua
+        .upstreams()
+        .iter()
+        .enumerate()
+        .map(|(i, u)| view(u, b2bua.registration(i, now), now))
         .collect()
 }
 
-/// `GET /v1/upstreams`: upstreams, their resolved targets and health.
+/// `GET /v1/upstreams`: upstreams, their resolved targets, health and
+/// registration state.
 #[utoipa::path(get, path = "/v1/upstreams", operation_id = "list_upstreams", tag = "live",
     responses(
         (status = 200, description = "Upstreams in config order", body = Items<UpstreamView>),
@@ -101,9 +116,8 @@ pub(crate) async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::default_failover_codes;
     use crate::config::UpstreamConfig;
-    use crate::routing::Target;
+    use crate::routing::{Target, Upstreams};
     use crate::sip::Transport;
     use std::time::Duration;
 
@@ -112,12 +126,7 @@ mod tests {
         let cfg = |name: &str, uri: &str| UpstreamConfig {
             name: name.into(),
             uri: uri.into(),
-            priority: 1,
-            weight: 1,
-            ping_interval_s: 0,
-            trusted: false,
-            failover_codes: default_failover_codes(),
-            trusted_cidrs: Vec::new(),
+            ..Default::default()
         };
         let mut ups = Upstreams::from_config(&[
             cfg("ip", "sip:10.0.0.1:5080"),
@@ -132,7 +141,10 @@ mod tests {
             ..Target::fixed("10.0.0.2:5060".parse().unwrap(), Transport::Tcp)
         };
         ups.set_targets(1, vec![t], Some("SERVFAIL".into()));
-        let v = view(&ups, now);
+        let v: Vec<UpstreamView> = ups
+            .iter()
+            .map(|u| view(u, UpstreamRegistration::disabled(), now))
+            .collect();
         assert_eq!(v[0].targets[0].dns_expires_in, None);
         assert!(!v[0].dns && v[0].up);
         assert!(v[1].dns);

@@ -363,8 +363,7 @@ fn did_ep() -> Endpoint {
             weight: 1,
             ping_interval_s: 0,
             trusted: true,
-            failover_codes: crate::config::default_failover_codes(),
-            trusted_cidrs: Vec::new(),
+            ..Default::default()
         }])
         .unwrap(),
         ..EndpointConfig::default()

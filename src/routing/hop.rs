@@ -3,8 +3,10 @@
 //! from), or a SIP URI destination of a DID.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use super::FailoverCodes;
+use crate::auth::Credentials;
 use crate::sip::Transport;
 
 /// The next hop of one attempt, with the Request-URI and To it carries.
@@ -25,6 +27,8 @@ pub struct Hop {
     /// Final responses that move the call to the next hop (an upstream's
     /// `failover_codes`; default `408` and `5xx`).
     pub failover: FailoverCodes,
+    /// Credentials for this hop's `401`/`407` (an upstream's account).
+    pub auth: Option<Arc<Credentials>>,
 }
 
 impl Hop {
@@ -51,6 +55,7 @@ impl Hop {
             uri,
             fork,
             failover: FailoverCodes::default(),
+            auth: None,
         }
     }
 }

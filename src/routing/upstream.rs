@@ -14,9 +14,11 @@
 //! target never fails calls that its siblings could take.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{FailoverCodes, Hop};
+use crate::auth::Credentials;
 use crate::config::{IpNet, UpstreamConfig};
 use crate::sip::{Host, Transport, Uri};
 
@@ -109,6 +111,13 @@ pub struct Upstream {
     pub resolve: Option<Resolve>,
     /// The last DNS failure, until an answer comes.
     pub dns_error: Option<String>,
+    /// What answers its `401`/`407` (`username`/`password`); `None`: its
+    /// challenges fail the attempt as before.
+    pub credentials: Option<Arc<Credentials>>,
+    /// Keep `credentials.username` registered here (`register = true`).
+    pub register: bool,
+    /// Expires asked for in our REGISTER.
+    pub register_expires_s: u32,
 }
 
 impl Upstream {
@@ -168,6 +177,9 @@ impl Upstream {
             targets,
             resolve,
             dns_error: None,
+            credentials: Credentials::new(&c.username, &c.auth_username, &c.password).map(Arc::new),
+            register: c.register,
+            register_expires_s: c.register_expires_s,
         })
     }
 
@@ -176,10 +188,23 @@ impl Upstream {
         self.targets.iter().any(|t| t.up)
     }
 
+    /// The target out-of-call requests (REGISTER) go to: the first live one
+    /// in SRV priority order, else the first; None before DNS answers.
+    pub fn primary(&self) -> Option<&Target> {
+        let best = |up: bool| {
+            self.targets
+                .iter()
+                .filter(|t| t.up == up)
+                .min_by_key(|t| t.priority)
+        };
+        best(true).or_else(|| best(false))
+    }
+
     /// An attempt to call `number` through target `t` of this upstream.
     pub fn hop(&self, number: &str, t: &Target, fork: u32) -> Hop {
         let mut hop = Hop::number_via(number, &self.hostport, t.addr, t.transport, fork);
         hop.failover = self.failover;
+        hop.auth = self.credentials.clone();
         hop
     }
 
@@ -437,8 +462,7 @@ mod tests {
             weight,
             ping_interval_s: 0,
             trusted: false,
-            failover_codes: crate::config::default_failover_codes(),
-            trusted_cidrs: Vec::new(),
+            ..Default::default()
         }
     }
 
