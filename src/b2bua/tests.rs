@@ -1542,3 +1542,5 @@ fn refusal_causes_are_listed_in_declaration_order() {
         assert_eq!(*c as usize, i, "{c:?}");
     }
 }
+
+mod transfer;
