@@ -40,6 +40,10 @@ pub(crate) enum Purpose {
     Notify,
     /// The re-INVITE that bridges a transferred party to its new call.
     Bridge,
+    /// A session refresh we originated on this leg (RFC 4028 §10).
+    Refresh(Side),
+    /// A PRACK we originated for an upstream's reliable 18x (RFC 3262 §4).
+    Prack,
     /// A request relayed from another leg (boxed: most entries are INVITE
     /// attempts and BYEs, which need a few bytes).
     Relay(Box<Relay>),

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::call::{Call, Followup, NewCall, Xfer};
 use super::leg::Side;
-use super::table::{CallId, DialogKey};
+use super::table::CallId;
 use super::{plan, B2bua, ChannelKey};
 use crate::cdr::Direction;
 use crate::routing::Locations;
@@ -275,18 +275,15 @@ impl B2bua {
         if !self.table.calls.contains_key(&to) {
             return false;
         }
-        let Some((leg, sdp)) = self.table.calls.get_mut(&from).and_then(Call::hand_over) else {
+        let Some(handed) = self.table.calls.get_mut(&from).and_then(Call::hand_over) else {
             return false;
-        };
-        let key = DialogKey {
-            call_id: leg.call_id.clone(),
-            local_tag: leg.local_tag.clone(),
         };
         let Some(call) = self.table.calls.get_mut(&to) else {
             return false;
         };
         let placeholder = call.dialog_key(Side::A);
-        call.take_over(leg, sdp, referrer_left);
+        call.take_over(handed, referrer_left);
+        let key = call.dialog_key(Side::A);
         self.table.dialogs.remove(&placeholder);
         self.table.dialogs.insert(key, to);
         true

@@ -100,6 +100,13 @@ pub struct ServerConfig {
     /// (SPEC §4 "ring timeout"; Kamailio's `fr_inv_timer`).
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u64,
+    /// RFC 4028 session interval sipfront asks for on each leg, and the
+    /// period of its refresh toward peers without timers; 0 disables.
+    #[serde(default = "default_session_expires_s")]
+    pub session_expires_s: u64,
+    /// Smallest `Session-Expires` accepted (`422` with `Min-SE` below).
+    #[serde(default = "default_min_se_s")]
+    pub min_se_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +116,8 @@ impl Default for ServerConfig {
             public_address: default_public_address(),
             drain_s: default_drain_s(),
             ring_timeout_s: default_ring_timeout_s(),
+            session_expires_s: default_session_expires_s(),
+            min_se_s: default_min_se_s(),
         }
     }
 }
@@ -582,6 +591,14 @@ fn default_realm() -> String {
 fn default_public_address() -> String {
     "127.0.0.1".to_owned()
 }
+fn default_session_expires_s() -> u64 {
+    1800
+}
+
+fn default_min_se_s() -> u64 {
+    90
+}
+
 fn default_ring_timeout_s() -> u64 {
     30
 }

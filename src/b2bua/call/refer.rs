@@ -20,9 +20,10 @@ use bytes::Bytes;
 
 use super::{Call, Fx, Phase};
 use crate::b2bua::leg::{Leg, Side};
+use crate::b2bua::session_timer::{self, LegTimer};
 use crate::b2bua::table::{CallId, Purpose};
 use crate::cdr::Direction;
-use crate::sip::{Message, Method, StatusCode};
+use crate::sip::{HeaderName, Message, Method, StatusCode};
 
 /// The sipfrag content type (RFC 3420, RFC 3515 §2.4.5).
 const SIPFRAG: &str = "message/sipfrag;version=2.0";
@@ -80,6 +81,14 @@ pub(crate) struct Transferee {
     /// Offerless INVITE: the new party's 2xx (CSeq) waits for an ACK that
     /// carries the transferred party's answer.
     b_ack: Option<u32>,
+}
+
+/// A transferred party's dialog on its way to the new call.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    leg: Leg,
+    sdp: Option<Bytes>,
+    timer: LegTimer,
 }
 
 /// What the B2BUA must do after a call's input, across calls.
@@ -275,9 +284,10 @@ impl Call {
         self.xfer.role = Role::None;
     }
 
-    /// The other leg leaves for the transfer's new call: its dialog state
-    /// and last SDP. `None` if there is no transfer to hand it to.
-    pub(crate) fn hand_over(&mut self) -> Option<(Leg, Option<Bytes>)> {
+    /// The other leg leaves for the transfer's new call: its dialog state,
+    /// last SDP and session timer (RFC 4028 runs on per dialog). `None` if
+    /// there is no transfer to hand it to.
+    pub(crate) fn hand_over(&mut self) -> Option<Handed> {
         let Role::Referrer(r) = &mut self.xfer.role else {
             return None;
         };
@@ -287,7 +297,12 @@ impl Call {
         r.handed = true;
         r.child = None;
         let other = r.side.other();
-        Some((self.leg(other).clone(), self.xfer.sdp(other).cloned()))
+        Some(Handed {
+            leg: self.leg(other).clone(),
+            sdp: self.xfer.sdp(other).cloned(),
+            // Refreshing it is the new call's job from now on.
+            timer: std::mem::take(self.sessions.get_mut(other)),
+        })
     }
 
     /// The new call answered and holds the transferred party: the final
@@ -307,9 +322,10 @@ impl Call {
     // ---- the new call ---------------------------------------------------
 
     /// Takes over the transferred party's dialog as this call's A-leg.
-    pub(crate) fn take_over(&mut self, leg: Leg, sdp: Option<Bytes>, referrer_left: bool) {
-        self.a = leg;
-        self.xfer.sdp_a = sdp;
+    pub(crate) fn take_over(&mut self, handed: Handed, referrer_left: bool) {
+        self.a = handed.leg;
+        self.xfer.sdp_a = handed.sdp;
+        *self.sessions.get_mut(Side::A) = handed.timer;
         if let Role::Transferee(t) = &mut self.xfer.role {
             t.owned = true;
             if referrer_left {
@@ -367,6 +383,10 @@ impl Call {
         fx: &mut Fx<'_>,
     ) {
         self.xfer.note_sdp(Side::B, resp);
+        // The new party's dialog negotiated its own session timer (§7.2).
+        let timer = self.sessions.get_mut(Side::B);
+        timer.refreshed(session_timer::as_uac(resp, &fx.cfg.session), fx.now);
+        timer.update = session_timer::lists(resp, &HeaderName::Allow, "UPDATE");
         let offerless = self.a_invite.body().is_empty();
         if offerless {
             if let Role::Transferee(t) = &mut self.xfer.role {
@@ -386,6 +406,9 @@ impl Call {
     pub(crate) fn bridge(&mut self, fx: &mut Fx<'_>) {
         let local = fx.cfg.local.clone();
         let mut b = self.a.request(Method::Invite, &local, None);
+        for (name, value) in self.sessions.get(Side::A).request_headers(&fx.cfg.session) {
+            b = b.header(name, &value);
+        }
         if let Some(sdp) = self.xfer.sdp(Side::B) {
             b = b.body("application/sdp", sdp.clone());
         }
@@ -415,6 +438,19 @@ impl Call {
                 self.reinvite = false;
                 self.a.learn_target(r);
                 self.xfer.note_sdp(Side::A, r);
+                // Our re-INVITE refreshed that dialog's session (RFC 4028 §7.4).
+                let n = session_timer::as_uac(r, &fx.cfg.session);
+                self.sessions.get_mut(Side::A).refreshed(n, fx.now);
+                let sent = self
+                    .xfer
+                    .sdp(Side::B)
+                    .map(|s| ("application/sdp".to_owned(), s.clone()));
+                self.sessions.sent_sdp(Side::A, sent);
+                let sent = self
+                    .xfer
+                    .sdp(Side::A)
+                    .map(|s| ("application/sdp".to_owned(), s.clone()));
+                self.sessions.sent_sdp(Side::B, sent);
                 self.send_ack(Side::A, seq, None, fx);
                 let owed = match &mut self.xfer.role {
                     Role::Transferee(t) => t.b_ack.take(),
