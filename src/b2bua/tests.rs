@@ -1686,4 +1686,5 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 
 mod registration;
 mod session;
+mod transfer;
 mod upauth;
