@@ -430,6 +430,10 @@ pub struct RegistrarSettings {
     /// Bindings per trunk; beyond it the oldest is evicted.
     #[serde(default = "default_max_contacts")]
     pub max_contacts: usize,
+    /// Keep-alive toward registered contacts (seconds): OPTIONS over UDP,
+    /// a CRLF ping over TCP; 0 disables.
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u32,
 }
 
 impl Default for RegistrarSettings {
@@ -439,6 +443,7 @@ impl Default for RegistrarSettings {
             max_expires: default_max_expires(),
             default_expires: default_max_expires(),
             max_contacts: default_max_contacts(),
+            keepalive_s: default_keepalive_s(),
         }
     }
 }
@@ -672,6 +677,9 @@ fn default_max_expires() -> u32 {
 }
 fn default_max_contacts() -> usize {
     10
+}
+fn default_keepalive_s() -> u32 {
+    30
 }
 fn one_u32() -> u32 {
     1

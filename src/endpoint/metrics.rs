@@ -132,6 +132,35 @@ impl Endpoint {
             "Registered contacts.",
             self.registrar.store().len(),
         );
+        let ka = self.registrar.keepalive_stats();
+        metric(
+            m,
+            "sipfront_keepalive_options_sent_total",
+            "counter",
+            "Keep-alive OPTIONS sent to registered UDP contacts.",
+            ka.options_sent,
+        );
+        metric(
+            m,
+            "sipfront_keepalive_options_answered_total",
+            "counter",
+            "Responses to keep-alive OPTIONS.",
+            ka.options_answered,
+        );
+        metric(
+            m,
+            "sipfront_keepalive_crlf_sent_total",
+            "counter",
+            "Double-CRLF keep-alive pings written to registered TCP connections.",
+            ka.crlf_sent,
+        );
+        metric(
+            m,
+            "sipfront_keepalive_dropped_total",
+            "counter",
+            "Bindings dropped for unanswered keep-alive pings.",
+            ka.dropped,
+        );
         metric(
             m,
             "sipfront_bans",
