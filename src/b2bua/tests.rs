@@ -1548,4 +1548,5 @@ fn refusal_causes_are_listed_in_declaration_order() {
 
 mod registration;
 mod session;
+mod transfer;
 mod upauth;
