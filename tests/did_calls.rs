@@ -75,6 +75,20 @@ struct Rig {
     dir: TempDir,
     db: PathBuf,
     carrier_port: u16,
+    /// The config it runs on (a restart uses it again, same store).
+    config: String,
+}
+
+/// The SIPp UASes standing in for phones do not expect keep-alive OPTIONS
+/// at a phone's address: pings are off unless a test's body sets them.
+fn without_keepalive(body: &str) -> String {
+    if body.contains("keepalive_s") {
+        body.to_owned()
+    } else if body.contains("[registrar]\n") {
+        body.replacen("[registrar]\n", "[registrar]\nkeepalive_s = 0\n", 1)
+    } else {
+        format!("[registrar]\nkeepalive_s = 0\n\n{body}")
+    }
 }
 
 impl Rig {
@@ -96,6 +110,7 @@ impl Rig {
             loopback = common::LOOPBACK_CONFIG,
             db = db.display(),
             rates = rates.display(),
+            body = without_keepalive(body),
         );
         let server = Server::start(&cfg);
         Rig {
@@ -103,7 +118,22 @@ impl Rig {
             dir,
             db,
             carrier_port,
+            config: cfg,
         }
+    }
+
+    /// SIGTERM, wait for a clean exit, start again on the same config and
+    /// store (new OS-chosen ports for SIP and HTTP).
+    fn restart(&mut self) {
+        self.server.signal("TERM");
+        let code = self.server.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            Some(0),
+            "sipfront did not exit 0 within 20 s of SIGTERM\n{}",
+            self.show()
+        );
+        self.server = Server::start(&self.config);
     }
 
     /// A destination: SIPp UAS `sf` on `ip:port`, one call (`-m 1`).
@@ -1169,6 +1199,48 @@ fn hundred_softphones_register_and_did_calls_ring_them_at_their_source_address()
     }
 }
 
+/// Registrations survive a restart (SPEC §8.2): a softphone registers from
+/// 127.0.0.1:X with a private Contact, sipfront stops (SIGTERM) and starts
+/// again on the same store, and a DID call rings the phone at X (a SIPp UAS
+/// bound there after the registering UAC exited) with its Contact as the
+/// Request-URI, though the phone never registered with the new process.
+#[test]
+fn registered_phone_is_called_at_its_nat_address_after_a_restart() {
+    let body = phone_trunks(1..=1, |_| true) + &did_toml(DID, 0, &[(5, "phone001", 1)]);
+    let mut rig = Rig::start("restart", &body);
+    let port = free_port();
+    rig.register(&[1], port, 3600, "reg");
+    rig.restart();
+    assert!(
+        rig.server.wait_log(
+            "restored=1 expired=0 tcp_dropped=0",
+            Duration::from_secs(10)
+        ),
+        "the binding was not restored\n{}",
+        rig.show()
+    );
+    let sf = check_scenario(&rig.dir, "uas_phone.xml", &[("", &contact_ruri_re(1))]);
+    let mut ph = rig.uas("phone", &sf, "127.0.0.1", port, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "after-restart",
+        20,
+        &["-m", "1", "-d", "200"],
+    );
+    let ph_ok = ph.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ph], &rig);
+    assert!(
+        out.all_ok(1),
+        "the DID call after the restart failed\n{show}"
+    );
+    assert!(
+        ph_ok,
+        "the phone at its NAT address 127.0.0.1:{port} did not get the INVITE for its \
+         Contact after the restart\n{show}"
+    );
+}
+
 /// The DID rings softphone 1 (transport 5, priority 1), else a SIP URI
 /// (priority 2). While registered the phone answers; once its binding is
 /// gone (`expired`: 5 s passed; else: unregistered with Expires 0) the call
@@ -1805,6 +1877,52 @@ impl TcpPhone {
             }
         }
     }
+}
+
+/// Keep-alive over TCP (RFC 5626 §4.4.1): with `keepalive_s = 1` a phone
+/// registered over TCP gets double-CRLF pings on its registered connection
+/// (it need not answer them and keeps its binding); when the connection
+/// closes, the binding goes.
+#[test]
+fn tcp_registered_phone_gets_crlf_pings_on_its_connection() {
+    let body = "[registrar]\nkeepalive_s = 1\n\n".to_owned() + &phone_trunks(1..=1, |_| true);
+    let rig = Rig::start("tcp-keepalive", &body);
+    let (login, pw, _, _) = phone(1);
+    let mut ph = TcpPhone::connect(rig.server.tcp);
+    let code = ph.register(
+        &login,
+        &pw,
+        "sip:001@10.0.0.9:5060;transport=tcp",
+        rig.server.tcp,
+    );
+    assert_eq!(code, 200, "TCP REGISTER\n{}\n{}", ph.log, rig.show());
+    // The framing helper returns a bare CRLFCRLF as an empty "message".
+    let mut pings = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while pings < 2 && std::time::Instant::now() < end {
+        if ph.recv(Duration::from_secs(1)).as_deref() == Some("\r\n\r\n") {
+            pings += 1;
+        }
+    }
+    assert_eq!(
+        pings,
+        2,
+        "no CRLF keep-alive on the registered connection\n{}\n{}",
+        ph.log,
+        rig.show()
+    );
+    assert!(
+        !rig.server.log_text().contains("registration dropped"),
+        "a TCP phone that does not pong lost its binding\n{}",
+        rig.show()
+    );
+    drop(ph);
+    assert!(
+        rig.server
+            .wait_log("registration dropped", Duration::from_secs(10)),
+        "the closed connection's binding was not dropped\n{}",
+        rig.show()
+    );
 }
 
 /// SPEC §4/§5: a phone registered over TCP is called over that very

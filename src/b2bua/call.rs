@@ -15,6 +15,8 @@
 //!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
 
+mod refer;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +27,9 @@ use super::leg::{is_target_refresh, Leg, Side};
 use super::reliable::{self, Reliable};
 use super::session_timer;
 use super::table::{DialogKey, Purpose, Relay};
+use super::upstream_auth::{self, Answered, Step};
 use super::{Action, Admitted, B2buaConfig, WallClock};
+use crate::auth::{ChallengeAnswer, Credentials};
 use crate::cdr::{billed_seconds, Cdr, Disposition};
 use crate::events::{CallEvent, CallState};
 use crate::routing::Hop;
@@ -33,13 +37,13 @@ use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
 
+pub(crate) use refer::{Followup, Xfer};
+
 /// Headers copied from a relayed request (their content is end-to-end
 /// application data, not routing).
 const REQUEST_PASS: &[&[u8]] = &[
     b"Event",
     b"Subscription-State",
-    b"Refer-To",
-    b"Referred-By",
     b"Info-Package",
     b"Recv-Info",
     b"Allow",
@@ -63,6 +67,8 @@ pub(crate) struct Fx<'a> {
     pub(crate) new_clients: Vec<(TransactionKey, Purpose)>,
     pub(crate) cfg: &'a B2buaConfig,
     pub(crate) now: Instant,
+    /// The core's seeded generator (digest cnonces).
+    pub(crate) rng: &'a mut u64,
 }
 
 impl Fx<'_> {
@@ -72,6 +78,11 @@ impl Fx<'_> {
             status,
             bytes,
         });
+    }
+
+    /// A digest cnonce from the core's seeded generator.
+    fn cnonce(&mut self) -> String {
+        upstream_auth::cnonce(self.rng)
     }
 
     fn raw(&mut self, bytes: Bytes, dest: SocketAddr, transport: Transport) {
@@ -150,6 +161,8 @@ struct Attempt {
     cancel_pending: bool,
     /// Its CANCEL was sent.
     cancelled: bool,
+    /// It carried credentials (a challenge to it is not answered again).
+    authed: bool,
 }
 
 /// One call: both legs and the state that ties them.
@@ -205,6 +218,12 @@ pub(crate) struct Call {
     rang: Option<StatusCode>,
     /// Status events emitted so far (the final one goes with the CDR).
     notified: Notified,
+    /// Blind transfer (REFER) state, and each leg's last SDP.
+    pub(crate) xfer: Xfer,
+    /// Credentials for the B-leg's upstream (its hop's account).
+    b_auth: Option<Arc<Credentials>>,
+    /// B-leg in-dialog requests that carried credentials.
+    b_answered: Answered,
     /// RFC 4028 timers and the last SDP sent, per leg.
     sessions: refresh::Sessions,
     /// RFC 3262 state of the A-leg.
@@ -328,6 +347,8 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
+        let mut xfer = Xfer::default();
+        xfer.note_sdp(Side::A, inv);
         // RFC 3262 §7.1: a random first RSeq; our tag is random already.
         let rseq_seed = a
             .local_tag
@@ -365,6 +386,9 @@ impl Call {
             status_url: n.status_url,
             rang: None,
             notified: Notified::Nothing,
+            xfer,
+            b_auth: None,
+            b_answered: Answered::default(),
             sessions: refresh::Sessions::default(),
             rel: Reliable::new(inv, rseq_seed),
         })
@@ -372,7 +396,7 @@ impl Call {
 
     /// The A-leg Call-ID.
     pub(crate) fn a_call_id(&self) -> &str {
-        &self.a.call_id
+        self.record_id()
     }
 
     pub(crate) fn dialog_key(&self, side: Side) -> DialogKey {
@@ -531,6 +555,13 @@ impl Call {
         if self.a_final.is_some() {
             return;
         }
+        if self.xfer.is_transferee() {
+            // No A-leg INVITE: a transfer's new call reports instead.
+            if status.is_final() {
+                self.transferee_final(status, fx);
+            }
+            return;
+        }
         if status.0 >= 200 {
             self.a_final = Some(status);
         }
@@ -568,6 +599,7 @@ impl Call {
             self.b.remote_target.clone_from(&hop.uri);
             self.b.dest = hop.addr;
             self.b.transport = hop.transport;
+            self.b_auth.clone_from(&hop.auth);
         }
         self.b.remote_tag = None;
         self.b.route_set.clear();
@@ -593,6 +625,25 @@ impl Call {
 
     /// The B-leg INVITE to plan hop `hop`.
     fn send_invite(&mut self, hop: usize, fx: &mut Fx<'_>) {
+        let req = self.invite_request(hop, fx);
+        let attempt = self.attempts.len();
+        let b = self.b.clone();
+        if let Some(invite) = fx.request(req, &b, Purpose::Invite { attempt }) {
+            self.attempts.push(Attempt {
+                invite,
+                hop,
+                live: true,
+                responded: false,
+                cancel_pending: false,
+                cancelled: false,
+                authed: false,
+            });
+        }
+    }
+
+    /// The B-leg INVITE toward plan hop `hop` (aims the B-leg there; the
+    /// next CSeq).
+    fn invite_request(&mut self, hop: usize, fx: &mut Fx<'_>) -> RequestBuilder {
         self.aim(hop);
         let mf = self
             .a_invite
@@ -629,18 +680,49 @@ impl Call {
                 .map_or_else(|| "application/sdp".to_owned(), lossy);
             req = req.body(&ct, body);
         }
-        let attempt = self.attempts.len();
-        let b = self.b.clone();
-        if let Some(invite) = fx.request(req, &b, Purpose::Invite { attempt }) {
-            self.attempts.push(Attempt {
-                invite,
-                hop,
-                live: true,
-                responded: false,
-                cancel_pending: false,
-                cancelled: false,
-            });
+        req
+    }
+
+    /// A `401`/`407` to attempt `k` (RFC 3261 §22.2): sent again once with
+    /// credentials as a new transaction that replaces the attempt's INVITE
+    /// (so a later CANCEL matches it). `Pass` when the upstream has no
+    /// credentials (the challenge fails the attempt as before).
+    fn answer_invite_challenge(&mut self, k: usize, resp: &Message, fx: &mut Fx<'_>) -> Step {
+        let Some(a) = self.attempts.get(k) else {
+            return Step::Pass;
+        };
+        let (hop, authed) = (a.hop, a.authed);
+        let uri = a.invite.request_uri_str().unwrap_or("").to_owned();
+        let creds = self.plan.get(hop).and_then(|h| h.auth.clone());
+        let cnonce = fx.cnonce();
+        let step = upstream_auth::decide(
+            resp,
+            creds.as_deref(),
+            authed,
+            &Method::Invite,
+            &uri,
+            &cnonce,
+            &self.a.call_id,
+        );
+        if let Step::Retry(answer) = &step {
+            let req = self
+                .invite_request(hop, fx)
+                .header(answer.header, &answer.value);
+            let b = self.b.clone();
+            match fx.request(req, &b, Purpose::Invite { attempt: k }) {
+                Some(invite) => {
+                    if let Some(a) = self.attempts.get_mut(k) {
+                        a.invite = invite;
+                        a.live = true;
+                        a.responded = false;
+                        a.authed = true;
+                    }
+                    self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
+                }
+                None => return Step::Fail,
+            }
         }
+        step
     }
 
     /// Cancels every live attempt but `keep`: at once if it has answered
@@ -760,6 +842,16 @@ impl Call {
         } else {
             a.live = false;
         }
+        let current = self.winner.is_none()
+            && k >= self.fork_start
+            && matches!(self.phase, Phase::Trying | Phase::Early);
+        if current && matches!(status.0, 401 | 407) {
+            match self.answer_invite_challenge(k, resp, fx) {
+                Step::Pass => {}
+                Step::Retry(_) => return,
+                Step::Fail => return self.invite_auth_failed(fx),
+            }
+        }
         if self.winner.is_some_and(|w| w != k)
             || (k < self.fork_start && self.phase != Phase::Confirmed)
         {
@@ -792,11 +884,19 @@ impl Call {
                     self.b.learn_from_response(resp);
                     self.cancel_attempts(Some(k), fx);
                     self.phase = Phase::Confirmed;
+                    if self.xfer.is_transferee() {
+                        // Its ringing was bounded by Timer C (transfer.rs).
+                        self.max_end = fx.now + fx.cfg.max_call_duration;
+                    }
                     self.answered_at = Some(fx.now);
                     if let Some(limit) = self.terms.decision.max_duration {
                         // SPEC §3 "duration": BYE on both legs at that second.
                         self.max_end = self.max_end.min(fx.now + limit);
                     }
+                    if self.xfer.is_transferee() {
+                        return self.transferee_answered(seq, status, resp, fx);
+                    }
+                    self.xfer.note_sdp(Side::B, resp);
                     let late_offer = self.a_invite.body().is_empty();
                     let deferred = if late_offer {
                         Some((Side::B, seq))
@@ -866,6 +966,25 @@ impl Call {
         }
     }
 
+    /// An attempt's challenge could not be answered: like a `503` from
+    /// it, the next upstream is tried while nothing was relayed yet, else
+    /// the caller gets `503` (never the challenge).
+    fn invite_auth_failed(&mut self, fx: &mut Fx<'_>) {
+        let failed = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream authentication failed".to_owned(),
+        );
+        self.last_final = Some(failed);
+        if self.fork_live() {
+            return;
+        }
+        if self.phase == Phase::Trying || self.hunts() {
+            return self.fail_over(None, fx);
+        }
+        self.answer_a(StatusCode::SERVICE_UNAVAILABLE, None, fx);
+        self.end(fx);
+    }
+
     fn start_ok(
         &mut self,
         side: Side,
@@ -916,11 +1035,17 @@ impl Call {
     pub(crate) fn on_response(&mut self, purpose: &Purpose, resp: &Message, fx: &mut Fx<'_>) {
         match purpose {
             Purpose::Invite { attempt } => self.on_invite_response(*attempt, resp, fx),
+            Purpose::Bye => self.on_bye_response(resp, fx),
             Purpose::Refresh(side) => self.on_refresh_response(*side, Some(resp), fx),
-            Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
+            Purpose::Cancel | Purpose::Prack => {}
             Purpose::Relay(r) => {
                 self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
             }
+            Purpose::Notify if resp.status().is_some_and(|s| s.is_final()) => {
+                self.on_notify_done(fx)
+            }
+            Purpose::Notify => {}
+            Purpose::Bridge => self.on_bridge_response(Some(resp), fx),
         }
     }
 
@@ -931,6 +1056,64 @@ impl Call {
             Purpose::Refresh(side) => self.on_refresh_response(*side, None, fx),
             Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
             Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
+            Purpose::Notify => self.on_notify_done(fx),
+            Purpose::Bridge => self.on_bridge_response(None, fx),
+        }
+    }
+
+    /// Whether `resp` answers a request on the B-leg's own dialog (not a
+    /// losing fork's), where our upstream credentials apply.
+    fn on_b_dialog(&self, resp: &Message) -> bool {
+        resp.call_id().is_ok_and(|c| c == self.b.call_id.as_bytes())
+            && resp.to_tag() == self.b.remote_tag.as_deref()
+    }
+
+    /// A challenge to a B-leg request we sent with `cseq` (BYE or a relay):
+    /// the decision, the answered CSeq forgotten either way.
+    fn b_challenge(&mut self, resp: &Message, method: &Method, fx: &mut Fx<'_>) -> Step {
+        if !self.on_b_dialog(resp) {
+            return Step::Pass;
+        }
+        let cseq = resp.cseq().map_or(0, |c| c.seq);
+        let answered = self.b_answered.take(cseq);
+        let cnonce = fx.cnonce();
+        let uri = self.b.remote_target.clone();
+        upstream_auth::decide(
+            resp,
+            self.b_auth.as_deref(),
+            answered,
+            method,
+            &uri,
+            &cnonce,
+            &self.a.call_id,
+        )
+    }
+
+    /// Sends `b` on the B-leg with the answer to a challenge, remembering
+    /// that its CSeq carried credentials.
+    fn send_b_with_auth(
+        &mut self,
+        b: RequestBuilder,
+        answer: &ChallengeAnswer,
+        purpose: Purpose,
+        fx: &mut Fx<'_>,
+    ) -> bool {
+        self.b_answered.insert(self.b.local_cseq);
+        let leg = self.b.clone();
+        fx.request(b.header(answer.header, &answer.value), &leg, purpose)
+            .is_some()
+    }
+
+    /// A response to a BYE we originated: an upstream's challenge to the
+    /// B-leg BYE is answered once (else the carrier keeps billing).
+    fn on_bye_response(&mut self, resp: &Message, fx: &mut Fx<'_>) {
+        if !resp.status().is_some_and(|s| matches!(s.0, 401 | 407)) {
+            return;
+        }
+        if let Step::Retry(answer) = self.b_challenge(resp, &Method::Bye, fx) {
+            let local = fx.cfg.local.clone();
+            let bye = self.b.request(Method::Bye, &local, None);
+            self.send_b_with_auth(bye, &answer, Purpose::Bye, fx);
         }
     }
 
@@ -942,6 +1125,38 @@ impl Call {
         resp: Option<&Message>,
         fx: &mut Fx<'_>,
     ) {
+        // A PRACK's RAck belongs to the exchange that sent it: not re-sent.
+        let prack = request.method() == Some(&Method::Prack);
+        if let Some(r) = resp.filter(|r| {
+            from == Side::A && !prack && r.status().is_some_and(|s| matches!(s.0, 401 | 407))
+        }) {
+            let method = request.method().cloned().unwrap_or(Method::Invite);
+            match self.b_challenge(r, &method, fx) {
+                Step::Pass => {}
+                Step::Retry(answer) => {
+                    let b = self.relayed_request(Side::A, request, &method, None, fx);
+                    let purpose = Purpose::Relay(Box::new(Relay {
+                        from,
+                        server: server.clone(),
+                        request: request.detached(),
+                    }));
+                    if self.send_b_with_auth(b, &answer, purpose, fx) {
+                        return;
+                    }
+                    return self.on_relay_response(from, server, request, None, fx);
+                }
+                Step::Fail => {
+                    // The caller never sees the upstream's challenge.
+                    if method == Method::Invite {
+                        self.reinvite = false;
+                    }
+                    let status = StatusCode::SERVICE_UNAVAILABLE;
+                    let bytes = self.response(from, request, status, None, fx.cfg);
+                    fx.respond(server, status, bytes);
+                    return;
+                }
+            }
+        }
         let status = match resp {
             Some(r) => match r.status() {
                 Some(s) => s,
@@ -970,6 +1185,7 @@ impl Call {
             }
             self.reinvite = false;
             self.leg_mut(to).learn_target(r);
+            self.xfer.note_sdp(to, r);
             let deferred = if request.body().is_empty() {
                 Some((to, seq))
             } else {
@@ -1056,9 +1272,38 @@ impl Call {
         if is_target_refresh(&method) {
             self.leg_mut(side).learn_target(req);
         }
+        if matches!(method, Method::Invite | Method::Update) {
+            self.xfer.note_sdp(side, req);
+        }
         if method == Method::Update && req.body().is_empty() && self.phase == Phase::Confirmed {
             return self.absorb_refresh(side, req, key, fx);
         }
+        let b = self.relayed_request(side, req, &method, rack, fx);
+        let leg = self.leg(side.other()).clone();
+        let purpose = Purpose::Relay(Box::new(Relay {
+            from: side,
+            server: key.clone(),
+            request: req.detached(),
+        }));
+        if fx.request(b, &leg, purpose).is_none() {
+            if method == Method::Invite {
+                self.reinvite = false;
+            }
+            refuse(self, StatusCode::SERVER_INTERNAL_ERROR, fx);
+        }
+    }
+
+    /// The copy of in-dialog request `req` from leg `side` for the other
+    /// leg: its dialog values, the next CSeq, end-to-end headers, session
+    /// timer headers and body. `rack`: the PRACK's RAck in that leg's spaces.
+    fn relayed_request(
+        &mut self,
+        side: Side,
+        req: &Message,
+        method: &Method,
+        rack: Option<String>,
+        fx: &Fx<'_>,
+    ) -> RequestBuilder {
         let to = side.other();
         let local = fx.cfg.local.clone();
         let leg = self.leg_mut(to);
@@ -1091,18 +1336,7 @@ impl Call {
             }
             b = b.body(&ct, body);
         }
-        let leg = self.leg(to).clone();
-        let purpose = Purpose::Relay(Box::new(Relay {
-            from: side,
-            server: key.clone(),
-            request: req.detached(),
-        }));
-        if fx.request(b, &leg, purpose).is_none() {
-            if method == Method::Invite {
-                self.reinvite = false;
-            }
-            refuse(self, StatusCode::SERVER_INTERNAL_ERROR, fx);
-        }
+        b
     }
 
     /// An ACK for a 2xx, from leg `side`.
@@ -1115,6 +1349,7 @@ impl Call {
         if !matches {
             return;
         }
+        self.xfer.note_sdp(side, ack);
         if let Some(ok) = self.ok.take() {
             if let Some((to, cseq)) = ok.deferred_ack {
                 let body = ack.body();
@@ -1166,7 +1401,7 @@ impl Call {
                     }
                 }
                 for side in [Side::A, Side::B] {
-                    if Some(side) == skip {
+                    if Some(side) == skip || self.xfer.handed(side) {
                         continue;
                     }
                     let local = fx.cfg.local.clone();
@@ -1241,7 +1476,7 @@ impl Call {
         if self.ended_at.is_none() && self.max_end <= now {
             if self.phase == Phase::Confirmed {
                 tracing::info!(
-                    call_id = %self.a.call_id,
+                    call_id = %self.a_call_id(),
                     trunk = ?self.terms.trunk_id(),
                     "call ended by sipfront: maximum duration reached, BYE on both legs"
                 );
@@ -1276,7 +1511,7 @@ impl Call {
         };
         let rate = self.terms.decision.rate();
         Some(Cdr {
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             start_unix_ms: wall.unix_ms(self.started_at),
             direction: self.terms.direction,
             from: self.caller(),
@@ -1319,7 +1554,7 @@ impl Call {
         let trunk = self.terms.sip_trunk();
         Some(CallEvent {
             url: Arc::clone(url),
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             state,
             direction: self.terms.direction,
             from: self.caller(),
@@ -1334,7 +1569,7 @@ impl Call {
     /// The live view of the call (`GET /v1/calls`).
     pub(crate) fn view(&self, wall: &WallClock) -> super::CallView {
         super::CallView {
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             direction: self.terms.direction.as_str(),
             trunk: self.terms.sip_trunk().to_owned(),
             from: self.terms.decision.caller_id.clone(),

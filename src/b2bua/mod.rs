@@ -25,6 +25,9 @@
 //! An admitted call keeps its terms (number, caller ID, duration limit,
 //! rate) to the end, whatever snapshot comes after.
 //!
+//! REFER from a trunk is a blind transfer (`transfer.rs`, RFC 3515): a new
+//! call under the trunk's policy, to which the transferred leg is handed.
+//!
 //! # Not yet here
 //! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
 //!   another trunk or a DID wait for the registrar (`480`).
@@ -39,9 +42,12 @@ mod call;
 mod health;
 mod leg;
 mod plan;
+mod registration;
 mod reliable;
 pub mod session_timer;
 mod table;
+mod transfer;
+mod upstream_auth;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -64,6 +70,7 @@ pub use admission::{
 };
 pub use call::Phase;
 pub use leg::{Local, Side};
+pub use registration::UpstreamRegistration;
 
 use call::{Call, Fx, NewCall};
 use health::Health;
@@ -258,6 +265,8 @@ pub struct B2bua {
     rng: u64,
     stats: B2buaStats,
     health: Health,
+    /// Registration trunks (`register = true` upstreams).
+    registrations: registration::Registrations,
     /// CDRs of calls that ended, for the shell to queue to the store.
     records: VecDeque<Cdr>,
     /// Call-status events (SPEC §7) for the shell's webhook dispatcher.
@@ -286,6 +295,7 @@ impl B2bua {
             rng: seed,
             stats: B2buaStats::default(),
             health: Health::default(),
+            registrations: registration::Registrations::default(),
             records: VecDeque::new(),
             call_events: VecDeque::new(),
             draining: false,
@@ -448,10 +458,38 @@ impl B2bua {
     /// The earliest instant `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.heap.peek().map(|Reverse((at, _))| *at);
-        match (calls, self.health.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            calls,
+            self.health.poll_timeout(),
+            self.registrations.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Registration state of upstream `i` (`GET /v1/upstreams`).
+    pub fn registration(&self, i: usize, now: Instant) -> UpstreamRegistration {
+        self.registrations.view(i, &self.cfg.wall, now)
+    }
+
+    /// Whether a stop still waits for unregistrations (at most
+    /// 5 s after [`B2bua::unregister_all`]).
+    pub fn unregistering(&self, now: Instant) -> bool {
+        self.registrations.unregistering(now)
+    }
+
+    /// Unregisters every registration trunk (`Expires: 0`) and stops
+    /// refreshing: the start of a stop (SIGTERM).
+    pub fn unregister_all(&mut self, now: Instant) {
+        let mut ctx = registration::Ctx {
+            ups: &self.upstreams,
+            local: &self.cfg.local,
+            now,
+            rng: &mut self.rng,
+            out: &mut self.actions,
+        };
+        self.registrations.unregister_all(&mut ctx);
     }
 
     /// Answers a new INVITE with a failure, counts it, and logs why, so an
@@ -572,9 +610,13 @@ impl B2bua {
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
         let table = &self.table;
-        let admitted = self
-            .admission
-            .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k));
+        let admitted = if self.to_registered_contact(msg, source) {
+            // SPEC §8.1: a DID call of the upstream we registered at.
+            self.admission.admit_to_contact(msg, |k| table.channels(k))
+        } else {
+            self.admission
+                .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k))
+        };
         let admitted = match admitted {
             Ok(a) => {
                 self.auth_outcomes.push_back((source.ip(), Ok(())));
@@ -650,6 +692,22 @@ impl B2bua {
         });
     }
 
+    /// Whether `msg` from `source` is a call from a registration trunk's
+    /// upstream to the contact we registered there: its Request-URI user is
+    /// the account. Recognised by source address whether or not the
+    /// upstream is `trusted` (registering there is trusting it).
+    fn to_registered_contact(&self, msg: &Message, source: SocketAddr) -> bool {
+        let Some(user) = msg.request_uri().and_then(|u| u.user) else {
+            return false;
+        };
+        self.upstreams.iter().enumerate().any(|(i, u)| {
+            u.addr.ip() == source.ip()
+                && self
+                    .registrations
+                    .is_registered_user(&self.upstreams, i, user)
+        })
+    }
+
     /// The CDR of an INVITE refused after its trunk was identified: failed,
     /// no duration, no charge (SPEC §6; issue #4 "incl. policy rejections").
     fn record_refusal(
@@ -713,6 +771,7 @@ impl B2bua {
     /// call's CDR is queued at once, without waiting for the B-leg INVITE
     /// to finish, so a graceful stop loses no record.
     pub fn hang_up_all(&mut self, now: Instant) {
+        self.unregister_all(now);
         let ids: Vec<CallId> = self.table.calls.keys().copied().collect();
         for id in ids {
             self.with_call(id, now, |call, fx| {
@@ -740,6 +799,7 @@ impl B2bua {
                 StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST,
             );
         };
+        self.before_in_dialog(id, side, msg);
         self.with_call(id, now, |call, fx| call.on_request(side, msg, &key, fx));
     }
 
@@ -775,6 +835,16 @@ impl B2bua {
                 return;
             }
         }
+        let mut ctx = registration::Ctx {
+            ups: &self.upstreams,
+            local: &self.cfg.local,
+            now,
+            rng: &mut self.rng,
+            out: &mut self.actions,
+        };
+        if self.registrations.on_response(key, msg, &mut ctx) {
+            return;
+        }
         let Some((id, purpose)) = self.table.clients.get(key).cloned() else {
             return;
         };
@@ -789,6 +859,16 @@ impl B2bua {
                 if self.health.on_failure(key, &mut self.upstreams) {
                     return;
                 }
+                let mut ctx = registration::Ctx {
+                    ups: &self.upstreams,
+                    local: &self.cfg.local,
+                    now,
+                    rng: &mut self.rng,
+                    out: &mut self.actions,
+                };
+                if self.registrations.on_failure(key, &mut ctx) {
+                    return;
+                }
                 if let Some((id, purpose)) = self.table.clients.get(key).cloned() {
                     self.with_call(id, now, |call, fx| call.on_no_response(&purpose, fx));
                 } else if let Some(&id) = self.table.invites.get(key) {
@@ -800,7 +880,7 @@ impl B2bua {
                 }
             }
             TransactionEvent::Terminated { key } => {
-                if self.health.on_terminated(key) {
+                if self.health.on_terminated(key) || self.registrations.on_terminated(key) {
                     return;
                 }
                 if let Some((id, purpose)) = self.table.clients.remove(key) {
@@ -842,6 +922,16 @@ impl B2bua {
         self.health.arm(&self.upstreams, now);
         self.health
             .handle_timeout(&self.upstreams, &self.cfg.local, now, &mut self.actions);
+        self.registrations
+            .arm(&self.upstreams, &self.cfg.local, now);
+        let mut ctx = registration::Ctx {
+            ups: &self.upstreams,
+            local: &self.cfg.local,
+            now,
+            rng: &mut self.rng,
+            out: &mut self.actions,
+        };
+        self.registrations.handle_timeout(&mut ctx);
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;
@@ -869,19 +959,32 @@ impl B2bua {
         self.table.find_dialog(&key)
     }
 
+    /// Runs `f` on call `id` (see `run_call`), then what it means for the
+    /// other call of a transfer (`transfer.rs`).
+    fn with_call(&mut self, id: CallId, now: Instant, f: impl FnOnce(&mut Call, &mut Fx<'_>)) {
+        if let Some(followup) = self.run_call(id, now, f) {
+            self.transfer_followup(id, followup, now);
+        }
+    }
+
     /// Runs `f` on call `id`, then indexes its new client transactions,
     /// removes it if finished, else reschedules its timer.
-    fn with_call(&mut self, id: CallId, now: Instant, f: impl FnOnce(&mut Call, &mut Fx<'_>)) {
-        let Some(call) = self.table.calls.get_mut(&id) else {
-            return;
-        };
+    fn run_call(
+        &mut self,
+        id: CallId,
+        now: Instant,
+        f: impl FnOnce(&mut Call, &mut Fx<'_>),
+    ) -> Option<call::Followup> {
+        let call = self.table.calls.get_mut(&id)?;
         let mut fx = Fx {
             actions: &mut self.actions,
             new_clients: Vec::new(),
             cfg: &self.cfg,
             now,
+            rng: &mut self.rng,
         };
         f(call, &mut fx);
+        let followup = call.xfer.followup(call.phase);
         if !call.holds_channel() {
             table::release_channel(&mut self.table.channels, call);
         }
@@ -906,7 +1009,7 @@ impl B2bua {
         }
         if call.finished(now, &self.cfg) {
             self.table.remove(id);
-            return;
+            return followup;
         }
         let next = call
             .next_deadline(&self.cfg)
@@ -924,6 +1027,7 @@ impl B2bua {
                 .filter_map(|(id, c)| c.scheduled.map(|at| Reverse((at, *id))))
                 .collect();
         }
+        followup
     }
 }
 

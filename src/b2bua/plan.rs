@@ -91,6 +91,7 @@ impl Planner<'_> {
                 uri: r.uri,
                 to: to.clone(),
                 fork: *fork,
+                auth: None,
             })
             .collect();
         if !contacts.is_empty() {
@@ -156,5 +157,6 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         uri: uri.trim().to_owned(),
         to: uri.trim().to_owned(),
         fork,
+        auth: None,
     })
 }

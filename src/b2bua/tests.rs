@@ -41,6 +41,7 @@ fn upstream(name: &str, uri: &str, priority: u32) -> UpstreamConfig {
         weight: 1,
         ping_interval_s: 0,
         trusted: false,
+        ..Default::default()
     }
 }
 
@@ -1545,4 +1546,7 @@ fn refusal_causes_are_listed_in_declaration_order() {
     }
 }
 
+mod registration;
 mod session;
+mod transfer;
+mod upauth;

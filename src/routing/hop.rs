@@ -3,7 +3,9 @@
 //! from), or a SIP URI destination of a DID.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use crate::auth::Credentials;
 use crate::sip::Transport;
 
 /// The next hop of one attempt, with the Request-URI and To it carries.
@@ -21,6 +23,8 @@ pub struct Hop {
     /// trunk's registered contacts); each new number is the next step of
     /// the hunt.
     pub fork: u32,
+    /// Credentials for this hop's `401`/`407` (an upstream's account).
+    pub auth: Option<Arc<Credentials>>,
 }
 
 impl Hop {
@@ -33,6 +37,7 @@ impl Hop {
             to: uri.clone(),
             uri,
             fork,
+            auth: None,
         }
     }
 }

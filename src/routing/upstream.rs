@@ -7,8 +7,10 @@
 //! resolution is left for later and noted in the module's callers).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use super::Hop;
+use crate::auth::Credentials;
 use crate::config::UpstreamConfig;
 use crate::sip::{Host, Transport, Uri};
 
@@ -48,6 +50,13 @@ pub struct Upstream {
     pub ping_interval_s: u32,
     /// Health: false after failed pings.
     pub up: bool,
+    /// What answers its `401`/`407` (`username`/`password`); `None`: its
+    /// challenges fail the attempt as before.
+    pub credentials: Option<Arc<Credentials>>,
+    /// Keep `credentials.username` registered here (`register = true`).
+    pub register: bool,
+    /// Expires asked for in our REGISTER.
+    pub register_expires_s: u32,
 }
 
 impl Upstream {
@@ -82,12 +91,18 @@ impl Upstream {
             trusted: c.trusted,
             ping_interval_s: c.ping_interval_s,
             up: true,
+            credentials: Credentials::new(&c.username, &c.auth_username, &c.password).map(Arc::new),
+            register: c.register,
+            register_expires_s: c.register_expires_s,
         })
     }
 
     /// An attempt to call `number` through this upstream.
     pub fn hop(&self, number: &str, fork: u32) -> Hop {
-        Hop::number_at(number, self.addr, self.transport, fork)
+        Hop {
+            auth: self.credentials.clone(),
+            ..Hop::number_at(number, self.addr, self.transport, fork)
+        }
     }
 
     /// The host of the upstream as a [`Host`] (tests and logs).
@@ -230,6 +245,7 @@ mod tests {
             weight,
             ping_interval_s: 0,
             trusted: false,
+            ..Default::default()
         }
     }
 
