@@ -100,6 +100,10 @@ pub struct ServerConfig {
     /// (SPEC §4 "ring timeout"; Kamailio's `fr_inv_timer`).
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u64,
+    /// Numbers that are never refused for channels, rate, cost or duration
+    /// and always go to the upstreams (emergency services).
+    #[serde(default = "default_emergency_numbers")]
+    pub emergency_numbers: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
             public_address: default_public_address(),
             drain_s: default_drain_s(),
             ring_timeout_s: default_ring_timeout_s(),
+            emergency_numbers: default_emergency_numbers(),
         }
     }
 }
@@ -241,6 +246,31 @@ pub struct UpstreamConfig {
     /// Requests from its IP (any port) are inbound DID calls.
     #[serde(default)]
     pub trusted: bool,
+    /// How numbers are written in calls sent to it.
+    #[serde(default)]
+    pub number_format: NumberFormat,
+}
+
+/// How an upstream wants numbers in Request-URI, To, From and
+/// P-Asserted-Identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberFormat {
+    /// E.164 digits without `+` (`12125551234`).
+    #[default]
+    Digits,
+    /// E.164 with `+` (`+12125551234`, RFC 3966 §5.1.4 global number).
+    Plus,
+}
+
+impl NumberFormat {
+    /// `number` (digits) written in this format.
+    pub fn write(self, number: &str) -> String {
+        match self {
+            NumberFormat::Digits => number.to_owned(),
+            NumberFormat::Plus => format!("+{number}"),
+        }
+    }
 }
 
 /// `[[trunk]]`: a customer trunk (PBX or softphone account).
@@ -584,6 +614,10 @@ fn default_public_address() -> String {
 }
 fn default_ring_timeout_s() -> u64 {
     30
+}
+/// North America, the EU and most of the world, the UK, US TTY/relay.
+fn default_emergency_numbers() -> Vec<String> {
+    ["911", "112", "999", "933"].map(str::to_owned).to_vec()
 }
 
 fn default_drain_s() -> u64 {

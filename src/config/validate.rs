@@ -158,6 +158,14 @@ pub(crate) fn validate(
             "must be between 1 and 3600 seconds",
         );
     }
+    for (i, n) in cfg.server.emergency_numbers.iter().enumerate() {
+        if !is_digits(n) {
+            e.push(
+                format!("server.emergency_numbers[{i}]"),
+                format!("`{n}` must be digits (the number as dialled, no `+`)"),
+            );
+        }
+    }
     if cfg.server.realm.trim().is_empty() {
         e.push("server.realm", "must not be empty");
     }

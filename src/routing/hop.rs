@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::config::NumberFormat;
 use crate::sip::Transport;
 
 /// The next hop of one attempt, with the Request-URI and To it carries.
@@ -21,6 +22,10 @@ pub struct Hop {
     /// trunk's registered contacts); each new number is the next step of
     /// the hunt.
     pub fork: u32,
+    /// Set when the hop is an upstream carrier: how it wants numbers
+    /// written. Carriers are our RFC 3325 trust domain: they get the
+    /// caller's number in P-Asserted-Identity even under `Privacy: id`.
+    pub carrier: Option<NumberFormat>,
 }
 
 impl Hop {
@@ -33,6 +38,7 @@ impl Hop {
             to: uri.clone(),
             uri,
             fork,
+            carrier: None,
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::Hop;
-use crate::config::UpstreamConfig;
+use crate::config::{NumberFormat, UpstreamConfig};
 use crate::sip::{Host, Transport, Uri};
 
 /// Why an `[[upstream]]` entry cannot be used.
@@ -48,6 +48,8 @@ pub struct Upstream {
     pub ping_interval_s: u32,
     /// Health: false after failed pings.
     pub up: bool,
+    /// How numbers are written toward it (`number_format`).
+    pub number_format: NumberFormat,
 }
 
 impl Upstream {
@@ -82,12 +84,18 @@ impl Upstream {
             trusted: c.trusted,
             ping_interval_s: c.ping_interval_s,
             up: true,
+            number_format: c.number_format,
         })
     }
 
-    /// An attempt to call `number` through this upstream.
+    /// An attempt to call `number` (digits) through this upstream, the
+    /// number written in its `number_format`.
     pub fn hop(&self, number: &str, fork: u32) -> Hop {
-        Hop::number_at(number, self.addr, self.transport, fork)
+        let written = self.number_format.write(number);
+        Hop {
+            carrier: Some(self.number_format),
+            ..Hop::number_at(&written, self.addr, self.transport, fork)
+        }
     }
 
     /// The host of the upstream as a [`Host`] (tests and logs).
@@ -230,6 +238,7 @@ mod tests {
             weight,
             ping_interval_s: 0,
             trusted: false,
+            number_format: NumberFormat::Digits,
         }
     }
 
