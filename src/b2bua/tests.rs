@@ -41,6 +41,7 @@ fn upstream(name: &str, uri: &str, priority: u32) -> UpstreamConfig {
         weight: 1,
         ping_interval_s: 0,
         trusted: false,
+        number_format: crate::config::NumberFormat::Digits,
     }
 }
 
@@ -1542,3 +1543,5 @@ fn refusal_causes_are_listed_in_declaration_order() {
         assert_eq!(*c as usize, i, "{c:?}");
     }
 }
+
+mod identity;
