@@ -9,19 +9,24 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, scenario, sipp_counter, sipp_run, Server, TempDir, LOOPBACK_CONFIG};
+use common::{
+    free_port, scenario, sipp_counter, sipp_run, wait_registrations, Server, TempDir,
+    LOOPBACK_CONFIG, TEST_API_KEY_CONFIG,
+};
 
 const LOGIN: &str = "100";
 const PASSWORD: &str = "s3cret";
 
 fn registrar_config() -> String {
     format!(
-        "{LOOPBACK_CONFIG}\n[registrar]\nmin_expires = 60\nmax_expires = 3600\n\n\
+        "{LOOPBACK_CONFIG}{TEST_API_KEY_CONFIG}\n[registrar]\nmin_expires = 60\nmax_expires = 3600\n\n\
          [[trunk]]\nid = 1\nname = \"{LOGIN}\"\npassword = \"{PASSWORD}\"\n"
     )
 }
 
-/// Runs one REGISTER scenario once against `target` and asserts it succeeded.
+/// Runs one REGISTER scenario once against `target` from its own port
+/// (never SIPp's default 5060, which parallel tests would share) and
+/// asserts it succeeded.
 fn sipp_register(
     server: &Server,
     target: SocketAddr,
@@ -32,6 +37,7 @@ fn sipp_register(
 ) -> String {
     let sf = scenario(sf).display().to_string();
     let target_s = target.to_string();
+    let port = free_port().to_string();
     let args = [
         "-sf",
         sf.as_str(),
@@ -49,6 +55,8 @@ fn sipp_register(
         expires,
         "-i",
         "127.0.0.1",
+        "-p",
+        port.as_str(),
         "-m",
         "1",
         "-nostdin",
@@ -77,7 +85,7 @@ fn register_with_digest_gets_200_listing_the_contact() {
     let contact = "sip:100@127.0.0.1:5999";
     sipp_register(&server, server.udp, "reg_ok.xml", PASSWORD, contact, "300");
     assert!(
-        server.wait_log(&format!("contact={contact}"), Duration::from_secs(5)),
+        server.wait_log(&format!("contact={contact}"), Duration::from_secs(10)),
         "{}",
         server.log_text()
     );
@@ -88,6 +96,7 @@ fn register_over_tcp_gets_200() {
     let server = Server::start(&registrar_config());
     let sf = scenario("reg_ok.xml").display().to_string();
     let target = server.tcp.to_string();
+    let port = free_port().to_string();
     let (code, text) = sipp_run(&[
         "-sf",
         &sf,
@@ -105,6 +114,8 @@ fn register_over_tcp_gets_200() {
         "600",
         "-i",
         "127.0.0.1",
+        "-p",
+        &port,
         "-t",
         "t1",
         "-m",
@@ -120,7 +131,11 @@ fn register_over_tcp_gets_200() {
         "{text}\n--- sipfront log ---\n{}",
         server.log_text()
     );
-    assert!(server.wait_log("transport=TCP", Duration::from_secs(5)));
+    assert!(
+        server.wait_log("transport=TCP", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]
@@ -134,7 +149,17 @@ fn register_with_wrong_password_gets_403() {
         "sip:100@127.0.0.1:5999",
         "300",
     );
-    assert!(!server.log_text().contains(" registered"));
+    // The refusal is logged; nothing was registered before or after it.
+    assert!(
+        server.wait_log("REGISTER refused", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        !server.log_text().contains(" registered"),
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]
@@ -162,7 +187,7 @@ fn unregister_with_star_leaves_no_binding() {
         "300",
     );
     assert!(
-        server.wait_log("unregistered: Contact: *", Duration::from_secs(5)),
+        server.wait_log("unregistered: Contact: *", Duration::from_secs(10)),
         "{}",
         server.log_text()
     );
@@ -171,7 +196,7 @@ fn unregister_with_star_leaves_no_binding() {
 #[test]
 fn private_contact_is_bound_to_the_packet_source() {
     let server = Server::start(&registrar_config());
-    let text = sipp_register(
+    sipp_register(
         &server,
         server.udp,
         "reg_ok.xml",
@@ -179,16 +204,36 @@ fn private_contact_is_bound_to_the_packet_source() {
         "sip:100@10.1.2.3:5060",
         "300",
     );
-    let _ = text;
     // The binding keeps the private Contact as registered, and the
-    // loopback source the REGISTER came from (where calls go).
+    // loopback source the REGISTER came from (where calls go). SIPp may
+    // return before the core has logged its line: ask the API, which
+    // answers from the core itself, until the binding shows.
+    let items = wait_registrations(&server, Duration::from_secs(10), |items| {
+        items
+            .iter()
+            .any(|r| r["contact"] == "sip:100@10.1.2.3:5060")
+    })
+    .unwrap_or_else(|| panic!("no registration listed:\n{}", server.log_text()));
+    let binding = items
+        .iter()
+        .find(|r| r["contact"] == "sip:100@10.1.2.3:5060")
+        .unwrap_or_else(|| panic!("{items:?}"));
+    assert_eq!(binding["login"], LOGIN, "{items:?}");
+    assert_eq!(binding["transport"], "UDP", "{items:?}");
+    let source = binding["source"].as_str().unwrap_or_default();
+    assert!(source.starts_with("127.0.0.1:"), "{items:?}");
+    assert!(
+        server.wait_log("contact=sip:100@10.1.2.3:5060", Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
     let line = server
         .log_text()
         .lines()
         .find(|l| l.contains("registered") && l.contains("contact=sip:100@10.1.2.3:5060"))
         .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no registration logged:\n{}", server.log_text()));
-    assert!(line.contains("source=127.0.0.1:"), "{line}");
+        .unwrap_or_default();
+    assert!(line.contains(&format!("source={source}")), "{line}");
     assert!(line.contains("transport=UDP"), "{line}");
 }
 
@@ -290,13 +335,13 @@ fn baresip_registers_as_a_real_softphone() {
         server.log_text()
     );
     assert!(
-        server.log_text().contains("source=127.0.0.1:"),
+        server.wait_log("source=127.0.0.1:", Duration::from_secs(10)),
         "{}",
         server.log_text()
     );
     // Its unregister on SIGTERM reaches us.
     assert!(
-        server.wait_log("unregistered", Duration::from_secs(3)),
+        server.wait_log("unregistered", Duration::from_secs(10)),
         "--- baresip ---\n{text}\n--- sipfront log ---\n{}",
         server.log_text()
     );

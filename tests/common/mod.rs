@@ -230,14 +230,74 @@ pub fn sipp_counter(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// A loopback port that was free a moment ago (UDP and TCP).
+/// A loopback port, free on UDP and TCP, for a peer that must be told its
+/// port (SIPp `-p`, baresip). Chosen below the kernel's ephemeral range
+/// (32768–60999 by default), so no socket bound to port 0 (sipfront's own
+/// listeners, another test's SIPp) can take it between this check and the
+/// peer's bind; each test process walks its own stretch of the range.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000; // LOW..32_000
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
     loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("local addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(LOW + (base + n) % SPAN) else {
+            continue;
+        };
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if udp.is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
+    }
+}
+
+/// `GET http://{server.http}{path}` with API key `key`: the status and the
+/// JSON body (`Null` when empty or not JSON).
+pub fn api_get(server: &Server, key: &str, path: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://{}{path}", server.http);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    match client.get(&url).bearer_auth(key).send() {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.json().unwrap_or(serde_json::Value::Null);
+            (status, body)
+        }
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+/// `[[http.api_key]]` with key [`TEST_API_KEY`], for tests that read the API.
+pub const TEST_API_KEY_CONFIG: &str = "\n[[http.api_key]]\nname = \"test\"\nkey = \"test-key\"\n";
+/// The key of [`TEST_API_KEY_CONFIG`].
+pub const TEST_API_KEY: &str = "test-key";
+
+/// Polls `/v1/registrations` until `done(items)` holds (its items then) or
+/// `timeout` passes (`None`).
+pub fn wait_registrations(
+    server: &Server,
+    timeout: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Option<Vec<serde_json::Value>> {
+    let end = Instant::now() + timeout;
+    loop {
+        let (status, body) = api_get(server, TEST_API_KEY, "/v1/registrations");
+        let items = body
+            .get("items")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if status == 200 && done(&items) {
+            return Some(items);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
