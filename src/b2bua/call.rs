@@ -26,6 +26,8 @@ use bytes::Bytes;
 use super::identity;
 use super::leg::{is_target_refresh, Leg, Side};
 use super::redirect::{self, Redirects, Reroute};
+use super::reliable::{self, Reliable};
+use super::session_timer;
 use super::table::{DialogKey, Purpose, Relay};
 use super::{Action, Admitted, B2buaConfig, WallClock};
 use crate::cdr::{billed_seconds, Cdr, Disposition};
@@ -45,27 +47,19 @@ const REQUEST_PASS: &[&[u8]] = &[
     b"Referred-By",
     b"Info-Package",
     b"Recv-Info",
-    b"Supported",
     b"Allow",
     b"Accept",
-    b"Session-Expires",
-    b"Min-SE",
     b"Subject",
     b"Privacy",
 ];
 
-/// Headers copied from a relayed response.
-const RESPONSE_PASS: &[&[u8]] = &[
-    b"RSeq",
-    b"Require",
-    b"Supported",
-    b"Allow",
-    b"Accept",
-    b"Unsupported",
-    b"Retry-After",
-    b"Session-Expires",
-    b"Min-SE",
-];
+/// Headers copied from a relayed response. `Supported`, `Require`, `RSeq`,
+/// `Session-Expires` and `Min-SE` are written per leg (`reliable.rs`,
+/// `session_timer.rs`), never copied.
+const RESPONSE_PASS: &[&[u8]] = &[b"Allow", b"Accept", b"Unsupported", b"Retry-After"];
+
+mod prack;
+mod refresh;
 
 /// "Never" for an emergency call's end (a century).
 const NO_END: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -223,6 +217,10 @@ pub(crate) struct Call {
     notified: Notified,
     /// Numbers called and upstream redirects followed.
     redirects: Redirects,
+    /// RFC 4028 timers and the last SDP sent, per leg.
+    sessions: refresh::Sessions,
+    /// RFC 3262 state of the A-leg.
+    rel: Reliable,
 }
 
 /// How far the call's status events have gone (SPEC §7), in order.
@@ -335,6 +333,11 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
+        // RFC 3262 §7.1: a random first RSeq; our tag is random already.
+        let rseq_seed = a
+            .local_tag
+            .bytes()
+            .fold(0u32, |h, c| h.wrapping_mul(31).wrapping_add(u32::from(c)));
         Ok(Call {
             phase: Phase::Trying,
             a,
@@ -374,6 +377,8 @@ impl Call {
             rang: None,
             notified: Notified::Nothing,
             redirects,
+            sessions: refresh::Sessions::default(),
+            rel: Reliable::new(inv, rseq_seed),
         })
     }
 
@@ -444,6 +449,12 @@ impl Call {
             Some(at) => add(Some(at + cfg.linger)),
             None => add(Some(self.max_end)),
         }
+        if self.phase == Phase::Confirmed {
+            add(self.sessions.next());
+        }
+        if matches!(self.phase, Phase::Trying | Phase::Early) {
+            add(self.rel.next());
+        }
         d
     }
 
@@ -458,6 +469,21 @@ impl Call {
         req: &Message,
         status: StatusCode,
         relayed: Option<&Message>,
+        cfg: &B2buaConfig,
+    ) -> Bytes {
+        self.response_ext(side, req, status, relayed, &[], cfg)
+    }
+
+    /// [`Call::response`] with `extra` headers of this leg (RFC 3262 RSeq,
+    /// RFC 4028 Session-Expires); `Supported` and `Require` are ours plus
+    /// the relayed side's other option tags.
+    fn response_ext(
+        &self,
+        side: Side,
+        req: &Message,
+        status: StatusCode,
+        relayed: Option<&Message>,
+        extra: &[(&'static str, String)],
         cfg: &B2buaConfig,
     ) -> Bytes {
         let leg = self.leg(side);
@@ -488,6 +514,19 @@ impl Call {
                     b = b.header(&lossy(name), &lossy(v));
                 }
             }
+            let require = reliable::foreign_tags(r, &HeaderName::Require);
+            if !require.is_empty() {
+                b = b.header("Require", &require.join(", "));
+            }
+        }
+        let invite_or_update = matches!(method, Some(Method::Invite | Method::Update));
+        if relayed.is_some() || (invite_or_update && status.is_success()) {
+            b = b.header("Supported", &reliable::supported(relayed));
+        }
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        if let Some(r) = relayed {
             let body = r.body();
             if !body.is_empty() {
                 let ct = r
@@ -653,6 +692,10 @@ impl Call {
                 req = req.header(&lossy(name), &lossy(v));
             }
         }
+        req = req.header("Supported", &reliable::supported(Some(&self.a_invite)));
+        for (name, value) in session_timer::invite_headers(&fx.cfg.session) {
+            req = req.header(name, &value);
+        }
         if let Some(pai) = caller.pai {
             req = req.header("P-Asserted-Identity", &pai);
         }
@@ -734,8 +777,11 @@ impl Call {
         let leg = self.leg_mut(side);
         let mut b = leg.request(Method::Ack, &local, Some(cseq));
         if let Some((ct, body)) = body {
+            self.sessions
+                .sent_sdp(side, Some((ct.clone(), body.clone())));
             b = b.body(&ct, body);
         }
+        let leg = self.leg(side);
         let bytes = b.build();
         fx.raw(bytes.clone(), leg.dest, leg.transport);
         match side {
@@ -813,7 +859,7 @@ impl Call {
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Early;
                     self.rang.get_or_insert(status);
-                    self.answer_a(status, Some(resp), fx);
+                    self.relay_provisional(k, status, resp, fx);
                 } else if status.is_success() {
                     if let Some(terms) = self.redirects.terms_of(hop) {
                         // A redirect target answered: its rate and limits.
@@ -838,7 +884,15 @@ impl Call {
                         None
                     };
                     let a_seq = self.a_invite.cseq().map_or(0, |c| c.seq);
-                    let bytes = self.response(Side::A, &self.a_invite, status, Some(resp), fx.cfg);
+                    let extra = self.start_sessions(resp, fx);
+                    let bytes = self.response_ext(
+                        Side::A,
+                        &self.a_invite,
+                        status,
+                        Some(resp),
+                        &extra,
+                        fx.cfg,
+                    );
                     self.a_final = Some(status);
                     let key = self.a_invite_key.clone();
                     fx.respond(&key, status, bytes.clone());
@@ -959,7 +1013,8 @@ impl Call {
     pub(crate) fn on_response(&mut self, purpose: &Purpose, resp: &Message, fx: &mut Fx<'_>) {
         match purpose {
             Purpose::Invite { attempt } => self.on_invite_response(*attempt, resp, fx),
-            Purpose::Cancel | Purpose::Bye => {}
+            Purpose::Refresh(side) => self.on_refresh_response(*side, Some(resp), fx),
+            Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
             Purpose::Relay(r) => {
                 self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
             }
@@ -970,7 +1025,8 @@ impl Call {
     pub(crate) fn on_no_response(&mut self, purpose: &Purpose, fx: &mut Fx<'_>) {
         match purpose {
             Purpose::Invite { attempt } => self.on_invite_no_response(*attempt, fx),
-            Purpose::Cancel | Purpose::Bye => {}
+            Purpose::Refresh(side) => self.on_refresh_response(*side, None, fx),
+            Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
             Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
         }
     }
@@ -1017,7 +1073,8 @@ impl Call {
                 self.send_ack(to, seq, None, fx);
                 None
             };
-            let bytes = self.response(from, request, status, resp, fx.cfg);
+            let extra = self.relayed_refresh(from, request, r, fx);
+            let bytes = self.response_ext(from, request, status, resp, &extra, fx.cfg);
             fx.respond(server, status, bytes.clone());
             let own_seq = request.cseq().map_or(0, |c| c.seq);
             self.start_ok(from, bytes, own_seq, deferred, fx);
@@ -1026,7 +1083,13 @@ impl Call {
         if is_invite && status.is_final() {
             self.reinvite = false;
         }
-        let bytes = self.response(from, request, status, resp, fx.cfg);
+        let extra = match resp {
+            Some(r) if status.is_success() && request.method() == Some(&Method::Update) => {
+                self.relayed_refresh(from, request, r, fx)
+            }
+            _ => Vec::new(),
+        };
+        let bytes = self.response_ext(from, request, status, resp, &extra, fx.cfg);
         fx.respond(server, status, bytes);
         // §12.2.1.2: 408 or 481 to an in-dialog request ends the dialog;
         // the leg that failed gets no BYE, the other one does.
@@ -1061,11 +1124,27 @@ impl Call {
         if matches!(self.phase, Phase::Ended | Phase::Cancelled) {
             return refuse(self, StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST, fx);
         }
+        if matches!(method, Method::Invite | Method::Update) {
+            if let Some(min) = session_timer::too_small(req, &fx.cfg.session) {
+                // RFC 4028 §8 holds for refreshes too.
+                let status = StatusCode::SESSION_INTERVAL_TOO_SMALL;
+                let extra = [("Min-SE", min.to_string())];
+                let bytes = self.response_ext(side, req, status, None, &extra, fx.cfg);
+                return fx.respond(key, status, bytes);
+            }
+        }
+        let mut rack = None;
+        if method == Method::Prack {
+            rack = self.on_prack(side, req, key, fx);
+            if rack.is_none() {
+                return; // answered here
+            }
+        }
         if method == Method::Invite {
             if self.phase != Phase::Confirmed {
                 return refuse(self, StatusCode::REQUEST_PENDING, fx);
             }
-            if self.reinvite || self.ok.is_some() {
+            if self.reinvite || self.ok.is_some() || self.sessions.inviting() {
                 return refuse(self, StatusCode::REQUEST_PENDING, fx);
             }
             refuse(self, StatusCode::TRYING, fx);
@@ -1074,9 +1153,11 @@ impl Call {
         if is_target_refresh(&method) {
             self.leg_mut(side).learn_target(req);
         }
+        if method == Method::Update && req.body().is_empty() && self.phase == Phase::Confirmed {
+            return self.absorb_refresh(side, req, key, fx);
+        }
         let to = side.other();
         let local = fx.cfg.local.clone();
-        let target_invite_cseq = self.leg(to).invite_cseq;
         let leg = self.leg_mut(to);
         let mut b = leg.request(method.clone(), &local, None);
         for name in REQUEST_PASS {
@@ -1084,14 +1165,17 @@ impl Call {
                 b = b.header(&lossy(name), &lossy(v));
             }
         }
-        if method == Method::Prack {
-            // RFC 3262 §7.2: RAck names the INVITE's CSeq of *this* leg.
-            if let Some(rack) = req.header(&HeaderName::from_bytes(b"RAck")) {
-                let text = lossy(rack);
-                let mut parts = text.split_whitespace();
-                if let (Some(rseq), Some(_), Some(m)) = (parts.next(), parts.next(), parts.next()) {
-                    b = b.header("RAck", &format!("{rseq} {target_invite_cseq} {m}"));
-                }
+        if let Some(rack) = rack {
+            // RFC 3262 §7.2: RAck in the B-leg's RSeq and CSeq spaces.
+            b = b.header("RAck", &rack);
+        }
+        let session = matches!(method, Method::Invite | Method::Update);
+        if session || req.header(&HeaderName::Supported).is_some() {
+            b = b.header("Supported", &reliable::supported(Some(req)));
+        }
+        if session {
+            for (name, value) in self.sessions.get(to).request_headers(&fx.cfg.session) {
+                b = b.header(name, &value);
             }
         }
         let body = req.body();
@@ -1099,6 +1183,9 @@ impl Call {
             let ct = req
                 .content_type()
                 .map_or_else(|| "application/sdp".to_owned(), lossy);
+            if session {
+                self.sessions.sent_sdp(to, Some((ct.clone(), body.clone())));
+            }
             b = b.body(&ct, body);
         }
         let leg = self.leg(to).clone();
@@ -1216,6 +1303,10 @@ impl Call {
             self.ring_deadline = None;
             let no_answer = (StatusCode::TEMPORARILY_UNAVAILABLE, String::new());
             self.fail_over(Some(no_answer), fx);
+        }
+        self.reliable_timeout(fx);
+        if self.phase == Phase::Confirmed {
+            self.session_timeout(fx);
         }
         let mut give_up = false;
         if let Some(ok) = &mut self.ok {

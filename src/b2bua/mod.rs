@@ -29,8 +29,8 @@
 //! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
 //!   another trunk or a DID wait for the registrar (`480`).
 //! * DNS (RFC 3263): upstream hosts are IP literals.
-//! * `100rel` is relayed end to end (Supported/Require/RSeq/RAck) but not
-//!   offered by us, so an INVITE that *requires* it gets `420`.
+//! * RFC 4028 session timers run per leg (`session_timer.rs`) and RFC 3262
+//!   reliability is mapped or terminated per leg (`reliable.rs`).
 //! * Several early dialogs from a forking upstream share one A-leg tag; a
 //!   second 2xx with another tag is ACKed and BYEd.
 
@@ -41,6 +41,8 @@ mod identity;
 mod leg;
 mod plan;
 mod redirect;
+mod reliable;
+pub mod session_timer;
 mod table;
 
 use std::cmp::Reverse;
@@ -91,6 +93,8 @@ pub struct B2buaConfig {
     pub server_header: String,
     /// Maps `now` to wall-clock time (digest nonces, CDR dates).
     pub wall: WallClock,
+    /// RFC 4028 session timers (`[server] session_expires_s`, `min_se_s`).
+    pub session: session_timer::SessionConfig,
 }
 
 /// Wall-clock time as a function of the monotonic `now` the core is given:
@@ -142,6 +146,7 @@ impl B2buaConfig {
             linger: timers.t1x64() + timers.t4 + Duration::from_secs(1),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
             wall: WallClock::now(),
+            session: session_timer::SessionConfig::default(),
         }
     }
 }
@@ -554,6 +559,16 @@ impl B2bua {
                 &"shutting down",
             );
             r.headers.push(("Retry-After", "30".to_owned()));
+            return self.refuse(msg, &key, source, r);
+        }
+        if let Some(min) = session_timer::too_small(msg, &self.cfg.session) {
+            // RFC 4028 §8: too brief an interval, before any policy work.
+            let mut r = Rejection::new(
+                StatusCode::SESSION_INTERVAL_TOO_SMALL,
+                RefusalCause::Unrelayable,
+                &"Session-Expires below min_se_s",
+            );
+            r.headers.push(("Min-SE", min.to_string()));
             return self.refuse(msg, &key, source, r);
         }
         let trusted = self.upstreams.is_trusted(source.ip());

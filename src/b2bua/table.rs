@@ -35,6 +35,10 @@ pub(crate) enum Purpose {
     Cancel,
     /// A BYE we originated (its response needs no action).
     Bye,
+    /// A session refresh we originated on this leg (RFC 4028 §10).
+    Refresh(Side),
+    /// A PRACK we originated for an upstream's reliable 18x (RFC 3262 §4).
+    Prack,
     /// A request relayed from another leg (boxed: most entries are INVITE
     /// attempts and BYEs, which need a few bytes).
     Relay(Box<Relay>),

@@ -104,6 +104,13 @@ pub struct ServerConfig {
     /// and always go to the upstreams (emergency services).
     #[serde(default = "default_emergency_numbers")]
     pub emergency_numbers: Vec<String>,
+    /// RFC 4028 session interval sipfront asks for on each leg, and the
+    /// period of its refresh toward peers without timers; 0 disables.
+    #[serde(default = "default_session_expires_s")]
+    pub session_expires_s: u64,
+    /// Smallest `Session-Expires` accepted (`422` with `Min-SE` below).
+    #[serde(default = "default_min_se_s")]
+    pub min_se_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +121,8 @@ impl Default for ServerConfig {
             drain_s: default_drain_s(),
             ring_timeout_s: default_ring_timeout_s(),
             emergency_numbers: default_emergency_numbers(),
+            session_expires_s: default_session_expires_s(),
+            min_se_s: default_min_se_s(),
         }
     }
 }
@@ -612,6 +621,14 @@ fn default_realm() -> String {
 fn default_public_address() -> String {
     "127.0.0.1".to_owned()
 }
+fn default_session_expires_s() -> u64 {
+    1800
+}
+
+fn default_min_se_s() -> u64 {
+    90
+}
+
 fn default_ring_timeout_s() -> u64 {
     30
 }

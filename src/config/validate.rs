@@ -166,6 +166,18 @@ pub(crate) fn validate(
             );
         }
     }
+    // RFC 4028 §4 puts the floor at 90 s; down to 2 s is allowed for tests.
+    let min_se = cfg.server.min_se_s;
+    if !(2..=86_400).contains(&min_se) {
+        e.push("server.min_se_s", "must be between 2 and 86400 seconds");
+    }
+    let se = cfg.server.session_expires_s;
+    if se != 0 && !(min_se..=86_400).contains(&se) {
+        e.push(
+            "server.session_expires_s",
+            format!("must be 0 (off) or between min_se_s ({min_se}) and 86400 seconds"),
+        );
+    }
     if cfg.server.realm.trim().is_empty() {
         e.push("server.realm", "must not be empty");
     }

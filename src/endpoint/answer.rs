@@ -15,7 +15,7 @@ pub const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER, REGISTER";
 
 /// Option tags we support (RFC 3261 §19.2); a `Require` naming any other gets `420`.
-pub const SUPPORTED: &[&str] = &[];
+pub const SUPPORTED: &[&str] = &["100rel", "timer"];
 
 /// What the SDP-less core accepts in bodies (RFC 3261 §11.2).
 const ACCEPT: &str = "application/sdp";

@@ -115,6 +115,10 @@ impl EndpointConfig {
         };
         out.b2bua = B2buaConfig::new(local);
         out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);
+        out.b2bua.session = crate::b2bua::session_timer::SessionConfig {
+            expires: std::time::Duration::from_secs(cfg.server.session_expires_s),
+            min_se: std::time::Duration::from_secs(cfg.server.min_se_s),
+        };
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, rand::random()));
