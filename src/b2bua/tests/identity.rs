@@ -230,6 +230,8 @@ fn an_emergency_number_ignores_channels_rate_and_duration() {
             "channels_restrict = true\nmax_channels = 0\ncall_restrict = true\ncall_limit = 60\n\
              cost_limit = true\nmax_call_cost = 0\ncallerid = \"12121234567\"",
         ));
+        // No session-timer refreshes to answer: only limits could end it.
+        c.b2bua.session.expires = Duration::ZERO;
     });
     // An ordinary number: refused as before.
     let out = h.feed(A, a_invite_n(1, "12125551234", &[]));
