@@ -121,7 +121,7 @@ mod shell {
     use sipfront::control::{self, Live};
     use sipfront::endpoint::{Endpoint, EndpointConfig};
     use sipfront::events::dispatch::{self as webhooks, WebhookSink};
-    use sipfront::store::{self, SqliteStore, Store};
+    use sipfront::store::{self, BindingSink, BindingWriter, SqliteStore, Store};
 
     /// Inbound queue between the sockets and the core task.
     const EVENT_QUEUE: usize = 16 * 1024;
@@ -131,6 +131,9 @@ mod shell {
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     /// CDRs queued for the store before new ones are dropped (and counted).
     const CDR_QUEUE: usize = 65_536;
+    /// Registration writes queued for the store before new ones are dropped
+    /// (and counted); each is one login's whole set.
+    const BINDING_QUEUE: usize = 65_536;
     /// How long call-status events still queued at stop may take to go out.
     const WEBHOOK_GRACE: Duration = Duration::from_secs(2);
 
@@ -149,6 +152,14 @@ mod shell {
             ));
         }
         let (cfg, store) = open_store(cfg).await?;
+        let reader = store.clone();
+        let loading = now();
+        let stored = tokio::task::spawn_blocking(move || reader.bindings())
+            .await
+            .map_err(|e| format!("cannot start: store: {e}"))?
+            .map_err(|e| format!("cannot start: {e}"))?;
+        let (binding_writer, binding_sink) = BindingWriter::start(store.clone(), BINDING_QUEUE)
+            .map_err(|e| format!("cannot start: registration writer: {e}"))?;
         let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
             .map_err(|e| format!("cannot start: CDR store: {e}"))?;
         let (webhooks, webhook_sink) = webhooks::Dispatcher::start(webhooks::Settings::default())
@@ -189,8 +200,17 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        let mut endpoint = Endpoint::new(ep_cfg);
+        let report = endpoint.restore_bindings(stored, now());
+        tracing::info!(
+            restored = report.restored,
+            expired = report.expired,
+            tcp_dropped = report.tcp_dropped,
+            ms = loading.elapsed().as_millis() as u64,
+            "registrations loaded from the store"
+        );
         let mut core = tokio::spawn(core_loop(
-            Endpoint::new(ep_cfg),
+            endpoint,
             Inputs {
                 events: events_rx,
                 reloads: reload_rx,
@@ -202,6 +222,7 @@ mod shell {
             Sinks {
                 cdrs: cdr_sink.clone(),
                 webhooks: webhook_sink.clone(),
+                bindings: binding_sink.clone(),
             },
         ));
 
@@ -274,6 +295,7 @@ mod shell {
         // Call-status events get a short, bounded chance to go out.
         webhooks.shutdown(WEBHOOK_GRACE).await;
         // Everything the core queued is written before we exit.
+        let _ = tokio::task::spawn_blocking(move || binding_writer.shutdown()).await;
         let flushed = tokio::task::spawn_blocking(move || cdr_writer.shutdown()).await;
         match flushed {
             Ok(Ok(())) => {}
@@ -287,6 +309,9 @@ mod shell {
             webhooks_delivered = webhook_sink.delivered(),
             webhooks_failed = webhook_sink.failed(),
             webhooks_dropped = webhook_sink.dropped(),
+            registration_writes = binding_sink.written(),
+            registration_writes_dropped = binding_sink.dropped(),
+            registration_writes_failed = binding_sink.failed(),
             "stopped"
         );
         Ok(())
@@ -355,10 +380,37 @@ mod shell {
         );
     }
 
+    /// The registration write queue's counters, appended to the core's metrics.
+    fn binding_metrics(m: &mut String, sink: &BindingSink) {
+        use sipfront::endpoint::metric;
+        metric(
+            m,
+            "sipfront_registration_writes_total",
+            "counter",
+            "Registration changes (one login each) committed to the store.",
+            sink.written(),
+        );
+        metric(
+            m,
+            "sipfront_registration_writes_dropped_total",
+            "counter",
+            "Registration changes lost to a full queue.",
+            sink.dropped(),
+        );
+        metric(
+            m,
+            "sipfront_registration_writes_failed_total",
+            "counter",
+            "Registration changes whose store write failed.",
+            sink.failed(),
+        );
+    }
+
     /// Where the core task hands what its calls produce, without waiting.
     struct Sinks {
         cdrs: CdrSink,
         webhooks: WebhookSink,
+        bindings: BindingSink,
     }
 
     /// What the core task listens to besides its timer.
@@ -382,7 +434,11 @@ mod shell {
         transports: Transports,
         sinks: Sinks,
     ) {
-        let Sinks { cdrs, webhooks } = sinks;
+        let Sinks {
+            cdrs,
+            webhooks,
+            bindings,
+        } = sinks;
         let Inputs {
             mut events,
             mut reloads,
@@ -419,6 +475,7 @@ mod shell {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
                         cdr_metrics(&mut m, &cdrs);
+                        binding_metrics(&mut m, &bindings);
                         webhooks.write_metrics(&mut m);
                         let _ = tx.send(m);
                     }
@@ -426,6 +483,9 @@ mod shell {
                 },
                 Some(until) = drain.recv() => {
                     endpoint.drain();
+                    // Unregistered while the sockets still run, so the
+                    // registrar's challenge to it can be answered.
+                    endpoint.unregister_all(now());
                     drain_until = Some(until);
                 }
                 ev = events.recv() => {
@@ -442,7 +502,9 @@ mod shell {
             }
             if let Some(until) = drain_until {
                 // Drained, or out of time: BYE what is left, then stop.
-                if endpoint.b2bua().active_calls() == 0 || now() >= until {
+                let idle =
+                    endpoint.b2bua().active_calls() == 0 && !endpoint.b2bua().unregistering(now());
+                if idle || now() >= until {
                     endpoint.hang_up_all(now());
                     stopping = true;
                 }
@@ -456,6 +518,15 @@ mod shell {
                     tracing::warn!(
                         dropped = cdrs.dropped(),
                         "CDR queue full or store gone: call records are being dropped"
+                    );
+                }
+            }
+            let at = now();
+            while let Some(w) = endpoint.poll_binding_write(at) {
+                if !bindings.write(w) && bindings.dropped().is_power_of_two() {
+                    tracing::warn!(
+                        dropped = bindings.dropped(),
+                        "registration write queue full: the store lags behind the registrar"
                     );
                 }
             }

@@ -956,6 +956,7 @@ fn openapi_document_matches_the_routes_served_and_the_trunk_shape() {
             "/v1/registrations",
             "/v1/trunks",
             "/v1/trunks/{id}",
+            "/v1/upstreams",
         ]
     );
     let methods = ["get", "put", "post", "delete", "patch"];

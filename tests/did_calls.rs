@@ -75,6 +75,20 @@ struct Rig {
     dir: TempDir,
     db: PathBuf,
     carrier_port: u16,
+    /// The config it runs on (a restart uses it again, same store).
+    config: String,
+}
+
+/// The SIPp UASes standing in for phones do not expect keep-alive OPTIONS
+/// at a phone's address: pings are off unless a test's body sets them.
+fn without_keepalive(body: &str) -> String {
+    if body.contains("keepalive_s") {
+        body.to_owned()
+    } else if body.contains("[registrar]\n") {
+        body.replacen("[registrar]\n", "[registrar]\nkeepalive_s = 0\n", 1)
+    } else {
+        format!("[registrar]\nkeepalive_s = 0\n\n{body}")
+    }
 }
 
 impl Rig {
@@ -96,6 +110,7 @@ impl Rig {
             loopback = common::LOOPBACK_CONFIG,
             db = db.display(),
             rates = rates.display(),
+            body = without_keepalive(body),
         );
         let server = Server::start(&cfg);
         Rig {
@@ -103,7 +118,22 @@ impl Rig {
             dir,
             db,
             carrier_port,
+            config: cfg,
         }
+    }
+
+    /// SIGTERM, wait for a clean exit, start again on the same config and
+    /// store (new OS-chosen ports for SIP and HTTP).
+    fn restart(&mut self) {
+        self.server.signal("TERM");
+        let code = self.server.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            Some(0),
+            "sipfront did not exit 0 within 20 s of SIGTERM\n{}",
+            self.show()
+        );
+        self.server = Server::start(&self.config);
     }
 
     /// A destination: SIPp UAS `sf` on `ip:port`, one call (`-m 1`).
@@ -1167,6 +1197,48 @@ fn hundred_softphones_register_and_did_calls_ring_them_at_their_source_address()
         );
         assert_eq!(c.trunk_id, None, "{rows:#?}\n{show}");
     }
+}
+
+/// Registrations survive a restart (SPEC §8.2): a softphone registers from
+/// 127.0.0.1:X with a private Contact, sipfront stops (SIGTERM) and starts
+/// again on the same store, and a DID call rings the phone at X (a SIPp UAS
+/// bound there after the registering UAC exited) with its Contact as the
+/// Request-URI, though the phone never registered with the new process.
+#[test]
+fn registered_phone_is_called_at_its_nat_address_after_a_restart() {
+    let body = phone_trunks(1..=1, |_| true) + &did_toml(DID, 0, &[(5, "phone001", 1)]);
+    let mut rig = Rig::start("restart", &body);
+    let port = free_port();
+    rig.register(&[1], port, 3600, "reg");
+    rig.restart();
+    assert!(
+        rig.server.wait_log(
+            "restored=1 expired=0 tcp_dropped=0",
+            Duration::from_secs(10)
+        ),
+        "the binding was not restored\n{}",
+        rig.show()
+    );
+    let sf = check_scenario(&rig.dir, "uas_phone.xml", &[("", &contact_ruri_re(1))]);
+    let mut ph = rig.uas("phone", &sf, "127.0.0.1", port, &[]);
+    let out = rig.carrier(
+        &scenario("did_uac.xml"),
+        DID,
+        "after-restart",
+        20,
+        &["-m", "1", "-d", "200"],
+    );
+    let ph_ok = ph.done_ok(Duration::from_secs(10));
+    let show = diag(&out, &[&ph], &rig);
+    assert!(
+        out.all_ok(1),
+        "the DID call after the restart failed\n{show}"
+    );
+    assert!(
+        ph_ok,
+        "the phone at its NAT address 127.0.0.1:{port} did not get the INVITE for its \
+         Contact after the restart\n{show}"
+    );
 }
 
 /// The DID rings softphone 1 (transport 5, priority 1), else a SIP URI

@@ -35,9 +35,22 @@ fn sipp_register(
     contact: &str,
     expires: &str,
 ) -> String {
+    sipp_register_from(server, target, sf, password, contact, expires, free_port())
+}
+
+/// [`sipp_register`] from 127.0.0.1:`port`.
+fn sipp_register_from(
+    server: &Server,
+    target: SocketAddr,
+    sf: &str,
+    password: &str,
+    contact: &str,
+    expires: &str,
+    port: u16,
+) -> String {
     let sf = scenario(sf).display().to_string();
     let target_s = target.to_string();
-    let port = free_port().to_string();
+    let port = port.to_string();
     let args = [
         "-sf",
         sf.as_str(),
@@ -235,6 +248,108 @@ fn private_contact_is_bound_to_the_packet_source() {
         .unwrap_or_default();
     assert!(line.contains(&format!("source={source}")), "{line}");
     assert!(line.contains("transport=UDP"), "{line}");
+}
+
+// ---- keep-alive (SPEC §8.2) ----------------------------------------------
+
+/// The phone's side of a keep-alive OPTIONS: a `200 OK` echoing Via, From,
+/// To, Call-ID and CSeq (RFC 3261 §8.2.6.2).
+fn answer_options(req: &str) -> Option<String> {
+    if !req.starts_with("OPTIONS ") {
+        return None;
+    }
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for line in req.split("\r\n") {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(out)
+}
+
+/// A NATed phone registers over UDP from 127.0.0.1:X (SIPp), then a socket
+/// bound to X plays the phone: while it answers the OPTIONS pings
+/// (`keepalive_s = 1`) the binding stays; once it goes silent (its NAT
+/// mapping gone), the binding leaves `/v1/registrations` after two
+/// unanswered pings, long before its 300 s expiry.
+#[test]
+fn udp_contact_that_stops_answering_options_loses_its_binding() {
+    let cfg = registrar_config().replace("[registrar]\n", "[registrar]\nkeepalive_s = 1\n");
+    let server = Server::start(&cfg);
+    let port = free_port();
+    let contact = "sip:100@10.9.8.7:5060";
+    sipp_register_from(
+        &server,
+        server.udp,
+        "reg_ok.xml",
+        PASSWORD,
+        contact,
+        "300",
+        port,
+    );
+    let phone = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind the phone's port");
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let listed = |items: &[serde_json::Value]| items.iter().any(|r| r["contact"] == contact);
+
+    // Answering: three pings in a row, from sipfront's SIP port, to the
+    // NAT address, for the registered Contact.
+    let mut answered = 0;
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 65_536];
+    while answered < 3 && Instant::now() < end {
+        let Ok((n, from)) = phone.recv_from(&mut buf) else {
+            continue;
+        };
+        let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(from, server.udp, "ping from elsewhere: {req}");
+        assert!(
+            req.starts_with(&format!("OPTIONS {contact} SIP/2.0")),
+            "{req}"
+        );
+        if let Some(resp) = answer_options(&req) {
+            phone.send_to(resp.as_bytes(), from).expect("answer");
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        answered,
+        3,
+        "no keep-alive OPTIONS came\n{}",
+        server.log_text()
+    );
+    assert!(
+        wait_registrations(&server, Duration::from_secs(5), listed).is_some(),
+        "the answering phone lost its binding\n{}",
+        server.log_text()
+    );
+
+    // Silent: the binding goes (two more pings, ~2 s), and it is logged.
+    let silent_from = Instant::now();
+    let gone = wait_registrations(&server, Duration::from_secs(20), |items| !listed(items));
+    assert!(
+        gone.is_some(),
+        "the silent phone kept its binding\n{}",
+        server.log_text()
+    );
+    eprintln!(
+        "binding dropped {:?} after the phone went silent",
+        silent_from.elapsed()
+    );
+    assert!(
+        server.wait_log("no answer to 2 keep-alive OPTIONS", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
 }
 
 // ---- baresip -----------------------------------------------------------

@@ -139,3 +139,46 @@ fn session_expires_of_1_gets_422_with_min_se() {
     let server = Server::start(&config("session_expires_s = 4\nmin_se_s = 2", "", port));
     uac_ok(&server, "uac_se_too_small.xml", 1);
 }
+
+#[test]
+fn caller_requiring_100rel_gets_reliable_183_from_sipfront_when_the_upstream_has_none() {
+    let port = free_port();
+    let server = Server::start(&config("", "", port));
+    // The upstream's 200 comes right after its 183: sipfront holds it until
+    // the caller's PRACK of the reliable 183 it made (RFC 3262 §3).
+    let mut b = uas("uas_183_200.xml", port, 1);
+    uac_ok(&server, "uac_100rel.xml", 1);
+    uas_ok(&mut b, 1, &server);
+}
+
+#[test]
+fn upstream_reliable_183_is_pracked_by_sipfront_for_a_caller_without_100rel() {
+    let port = free_port();
+    let server = Server::start(&config("", "", port));
+    // uas_100rel.xml answers only after a PRACK with RAck "1 <cseq> INVITE".
+    let mut b = uas("uas_100rel.xml", port, 1);
+    let (target, sport) = (server.udp.to_string(), free_port().to_string());
+    let (code, text) = sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &sport,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "60s",
+        "-timeout_error",
+        &target,
+    ]);
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(1),
+        "{text}\n--- sipfront log ---\n{}",
+        server.log_text()
+    );
+    uas_ok(&mut b, 1, &server);
+}

@@ -138,3 +138,18 @@ pub fn response(
         ],
     )
 }
+
+/// The request-digest without `qop` (RFC 2617 §3.2.2.1, the RFC 2069
+/// compatible form): `H(HA1 ":" nonce ":" H(method ":" uri))`, for
+/// challenges that offer no `qop` (Kamailio's default, many carriers).
+pub fn response_without_qop(
+    alg: Algorithm,
+    ha1_hex: &str,
+    nonce: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let sha = alg.is_sha256();
+    let ha2 = h_hex(sha, &[method.as_bytes(), uri.as_bytes()]);
+    h_hex(sha, &[ha1_hex.as_bytes(), nonce.as_bytes(), ha2.as_bytes()])
+}

@@ -22,6 +22,7 @@
 //! "wrong password" cost the same time and both answer 403.
 
 mod bans;
+pub mod client;
 mod digest;
 mod ip;
 mod nonce;
@@ -40,7 +41,8 @@ use crate::config::TrunkConfig;
 use crate::sip::{DigestCredentials, HeaderName, Message, Method, StatusCode};
 
 pub use bans::{Ban, BanPolicy, Bans};
-pub use digest::{ha1, response, Algorithm};
+pub use client::{ChallengeAnswer, ChallengeError, Credentials};
+pub use digest::{ha1, response, response_without_qop, Algorithm};
 pub use ip::{ip_allowed, IpAuth};
 pub use nonce::ReplayTable;
 

@@ -382,7 +382,8 @@ impl Admission {
         active: impl Fn(&ChannelKey) -> u32,
     ) -> Result<Admitted, Refusal> {
         if trusted {
-            return self.admit_inbound(invite, active);
+            let dialled = dialled_user(invite).unwrap_or_default();
+            return self.admit_inbound(invite, dialled, active);
         }
         let id = match self.ip.identify(source) {
             Some(id) => id,
@@ -445,15 +446,31 @@ impl Admission {
         }
     }
 
-    /// SPEC §4: an INVITE from a trusted upstream is for one of our DIDs
-    /// (Request-URI user, else To user; `+` ignored), within its `channels`.
-    /// The caller's number passes through as it came.
-    fn admit_inbound(
+    /// SPEC §8.1: an INVITE an upstream sent to the contact we registered
+    /// there names our account in the Request-URI; the DID is the To user
+    /// (SPEC §4 otherwise).
+    ///
+    /// # Errors
+    /// As [`Admission::admit`] for a trusted upstream.
+    pub fn admit_to_contact(
         &self,
         invite: &Message,
         active: impl Fn(&ChannelKey) -> u32,
     ) -> Result<Admitted, Refusal> {
-        let dialled = dialled_user(invite).unwrap_or_default();
+        let to = invite.to().ok();
+        let dialled = to.as_ref().and_then(|t| t.uri.user).unwrap_or_default();
+        self.admit_inbound(invite, dialled, active)
+    }
+
+    /// SPEC §4: an INVITE from a trusted upstream is for one of our DIDs
+    /// (`dialled`: the Request-URI user, else To user; `+` ignored), within
+    /// its `channels`. The caller's number passes through as it came.
+    fn admit_inbound(
+        &self,
+        invite: &Message,
+        dialled: &str,
+        active: impl Fn(&ChannelKey) -> u32,
+    ) -> Result<Admitted, Refusal> {
         let number = policy::normalize(dialled).unwrap_or(dialled);
         let did = self
             .dids

@@ -29,7 +29,9 @@ use super::redirect::{self, Redirects, Reroute};
 use super::reliable::{self, Reliable};
 use super::session_timer;
 use super::table::{DialogKey, Purpose, Relay};
+use super::upstream_auth::{self, Answered, Step};
 use super::{Action, Admitted, B2buaConfig, WallClock};
+use crate::auth::{ChallengeAnswer, Credentials};
 use crate::cdr::{billed_seconds, Cdr, Disposition};
 use crate::events::{CallEvent, CallState};
 use crate::policy::Route;
@@ -73,6 +75,8 @@ pub(crate) struct Fx<'a> {
     pub(crate) now: Instant,
     /// Routing for redirect targets.
     pub(crate) reroute: Reroute<'a>,
+    /// The core's seeded generator (digest cnonces).
+    pub(crate) rng: &'a mut u64,
 }
 
 impl Fx<'_> {
@@ -82,6 +86,11 @@ impl Fx<'_> {
             status,
             bytes,
         });
+    }
+
+    /// A digest cnonce from the core's seeded generator.
+    fn cnonce(&mut self) -> String {
+        upstream_auth::cnonce(self.rng)
     }
 
     fn raw(&mut self, bytes: Bytes, dest: SocketAddr, transport: Transport) {
@@ -160,6 +169,8 @@ struct Attempt {
     cancel_pending: bool,
     /// Its CANCEL was sent.
     cancelled: bool,
+    /// It carried credentials (a challenge to it is not answered again).
+    authed: bool,
 }
 
 /// One call: both legs and the state that ties them.
@@ -217,6 +228,10 @@ pub(crate) struct Call {
     notified: Notified,
     /// Numbers called and upstream redirects followed.
     redirects: Redirects,
+    /// Credentials for the B-leg's upstream (its hop's account).
+    b_auth: Option<Arc<Credentials>>,
+    /// B-leg in-dialog requests that carried credentials.
+    b_answered: Answered,
     /// RFC 4028 timers and the last SDP sent, per leg.
     sessions: refresh::Sessions,
     /// RFC 3262 state of the A-leg.
@@ -377,6 +392,8 @@ impl Call {
             rang: None,
             notified: Notified::Nothing,
             redirects,
+            b_auth: None,
+            b_answered: Answered::default(),
             sessions: refresh::Sessions::default(),
             rel: Reliable::new(inv, rseq_seed),
         })
@@ -580,6 +597,7 @@ impl Call {
             self.b.remote_target.clone_from(&hop.uri);
             self.b.dest = hop.addr;
             self.b.transport = hop.transport;
+            self.b_auth.clone_from(&hop.auth);
         }
         self.b.remote_tag = None;
         self.b.route_set.clear();
@@ -661,18 +679,41 @@ impl Call {
 
     /// The B-leg INVITE to plan hop `hop`.
     fn send_invite(&mut self, hop: usize, fx: &mut Fx<'_>) {
+        let req = self.invite_request(hop, fx);
+        let attempt = self.attempts.len();
+        let b = self.b.clone();
+        if let Some(invite) = fx.request(req, &b, Purpose::Invite { attempt }) {
+            self.attempts.push(Attempt {
+                invite,
+                hop,
+                live: true,
+                responded: false,
+                cancel_pending: false,
+                cancelled: false,
+                authed: false,
+            });
+        }
+    }
+
+    /// The B-leg INVITE toward plan hop `hop` (aims the B-leg there; the
+    /// next CSeq).
+    fn invite_request(&mut self, hop: usize, fx: &mut Fx<'_>) -> RequestBuilder {
         self.aim(hop);
-        let Ok(a_from) = self.a_invite.from() else {
-            return; // checked in `Call::new`
+        let caller = match self.a_invite.from() {
+            Ok(a_from) => identity::b_leg_caller(&identity::CallerFacts {
+                direction: self.terms.direction,
+                caller_id: &self.terms.decision.caller_id,
+                a_from: &a_from,
+                private: identity::hides_caller(&self.a_invite),
+                carrier: self.plan.get(hop).and_then(|h| h.carrier),
+                host: &fx.cfg.local.public_address,
+            }),
+            // Cannot happen: `Call::new` refuses an INVITE without From.
+            Err(_) => identity::Caller {
+                from: self.b.local_addr.clone(),
+                pai: None,
+            },
         };
-        let caller = identity::b_leg_caller(&identity::CallerFacts {
-            direction: self.terms.direction,
-            caller_id: &self.terms.decision.caller_id,
-            a_from: &a_from,
-            private: identity::hides_caller(&self.a_invite),
-            carrier: self.plan.get(hop).and_then(|h| h.carrier),
-            host: &fx.cfg.local.public_address,
-        });
         self.b.local_addr = caller.from;
         let mf = self
             .a_invite
@@ -693,7 +734,8 @@ impl Call {
             }
         }
         req = req.header("Supported", &reliable::supported(Some(&self.a_invite)));
-        for (name, value) in session_timer::invite_headers(&fx.cfg.session) {
+        for (name, value) in session_timer::invite_headers(&fx.cfg.session, self.sessions.b_min_se)
+        {
             req = req.header(name, &value);
         }
         if let Some(pai) = caller.pai {
@@ -707,18 +749,49 @@ impl Call {
                 .map_or_else(|| "application/sdp".to_owned(), lossy);
             req = req.body(&ct, body);
         }
-        let attempt = self.attempts.len();
-        let b = self.b.clone();
-        if let Some(invite) = fx.request(req, &b, Purpose::Invite { attempt }) {
-            self.attempts.push(Attempt {
-                invite,
-                hop,
-                live: true,
-                responded: false,
-                cancel_pending: false,
-                cancelled: false,
-            });
+        req
+    }
+
+    /// A `401`/`407` to attempt `k` (RFC 3261 §22.2): sent again once with
+    /// credentials as a new transaction that replaces the attempt's INVITE
+    /// (so a later CANCEL matches it). `Pass` when the upstream has no
+    /// credentials (the challenge fails the attempt as before).
+    fn answer_invite_challenge(&mut self, k: usize, resp: &Message, fx: &mut Fx<'_>) -> Step {
+        let Some(a) = self.attempts.get(k) else {
+            return Step::Pass;
+        };
+        let (hop, authed) = (a.hop, a.authed);
+        let uri = a.invite.request_uri_str().unwrap_or("").to_owned();
+        let creds = self.plan.get(hop).and_then(|h| h.auth.clone());
+        let cnonce = fx.cnonce();
+        let step = upstream_auth::decide(
+            resp,
+            creds.as_deref(),
+            authed,
+            &Method::Invite,
+            &uri,
+            &cnonce,
+            &self.a.call_id,
+        );
+        if let Step::Retry(answer) = &step {
+            let req = self
+                .invite_request(hop, fx)
+                .header(answer.header, &answer.value);
+            let b = self.b.clone();
+            match fx.request(req, &b, Purpose::Invite { attempt: k }) {
+                Some(invite) => {
+                    if let Some(a) = self.attempts.get_mut(k) {
+                        a.invite = invite;
+                        a.live = true;
+                        a.responded = false;
+                        a.authed = true;
+                    }
+                    self.attempt_deadline = Some(fx.now + fx.cfg.no_answer_failover);
+                }
+                None => return Step::Fail,
+            }
         }
+        step
     }
 
     /// Cancels every live attempt but `keep`: at once if it has answered
@@ -838,6 +911,16 @@ impl Call {
         } else {
             a.live = false;
         }
+        let current = self.winner.is_none()
+            && k >= self.fork_start
+            && matches!(self.phase, Phase::Trying | Phase::Early);
+        if current && matches!(status.0, 401 | 407) {
+            match self.answer_invite_challenge(k, resp, fx) {
+                Step::Pass => {}
+                Step::Retry(_) => return,
+                Step::Fail => return self.invite_auth_failed(fx),
+            }
+        }
         if self.winner.is_some_and(|w| w != k)
             || (k < self.fork_start && self.phase != Phase::Confirmed)
         {
@@ -861,6 +944,9 @@ impl Call {
                     self.rang.get_or_insert(status);
                     self.relay_provisional(k, status, resp, fx);
                 } else if status.is_success() {
+                    if self.hold_2xx(k, resp) {
+                        return;
+                    }
                     if let Some(terms) = self.redirects.terms_of(hop) {
                         // A redirect target answered: its rate and limits.
                         self.terms.decision = terms.clone();
@@ -898,6 +984,9 @@ impl Call {
                     fx.respond(&key, status, bytes.clone());
                     self.start_ok(Side::A, bytes, a_seq, deferred, fx);
                 } else {
+                    if status.0 == 422 && self.retry_422(hop, resp, fx) {
+                        return;
+                    }
                     let reason = resp.reason().map(lossy).unwrap_or_default();
                     self.last_final = Some((status, reason));
                     if self.fork_live() {
@@ -963,6 +1052,25 @@ impl Call {
         }
     }
 
+    /// An attempt's challenge could not be answered: like a `503` from
+    /// it, the next upstream is tried while nothing was relayed yet, else
+    /// the caller gets `503` (never the challenge).
+    fn invite_auth_failed(&mut self, fx: &mut Fx<'_>) {
+        let failed = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream authentication failed".to_owned(),
+        );
+        self.last_final = Some(failed);
+        if self.fork_live() {
+            return;
+        }
+        if self.phase == Phase::Trying || self.hunts() {
+            return self.fail_over(None, fx);
+        }
+        self.answer_a(StatusCode::SERVICE_UNAVAILABLE, None, fx);
+        self.end(fx);
+    }
+
     fn start_ok(
         &mut self,
         side: Side,
@@ -1013,8 +1121,9 @@ impl Call {
     pub(crate) fn on_response(&mut self, purpose: &Purpose, resp: &Message, fx: &mut Fx<'_>) {
         match purpose {
             Purpose::Invite { attempt } => self.on_invite_response(*attempt, resp, fx),
+            Purpose::Bye => self.on_bye_response(resp, fx),
             Purpose::Refresh(side) => self.on_refresh_response(*side, Some(resp), fx),
-            Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
+            Purpose::Cancel | Purpose::Prack => {}
             Purpose::Relay(r) => {
                 self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
             }
@@ -1031,6 +1140,62 @@ impl Call {
         }
     }
 
+    /// Whether `resp` answers a request on the B-leg's own dialog (not a
+    /// losing fork's), where our upstream credentials apply.
+    fn on_b_dialog(&self, resp: &Message) -> bool {
+        resp.call_id().is_ok_and(|c| c == self.b.call_id.as_bytes())
+            && resp.to_tag() == self.b.remote_tag.as_deref()
+    }
+
+    /// A challenge to a B-leg request we sent with `cseq` (BYE or a relay):
+    /// the decision, the answered CSeq forgotten either way.
+    fn b_challenge(&mut self, resp: &Message, method: &Method, fx: &mut Fx<'_>) -> Step {
+        if !self.on_b_dialog(resp) {
+            return Step::Pass;
+        }
+        let cseq = resp.cseq().map_or(0, |c| c.seq);
+        let answered = self.b_answered.take(cseq);
+        let cnonce = fx.cnonce();
+        let uri = self.b.remote_target.clone();
+        upstream_auth::decide(
+            resp,
+            self.b_auth.as_deref(),
+            answered,
+            method,
+            &uri,
+            &cnonce,
+            &self.a.call_id,
+        )
+    }
+
+    /// Sends `b` on the B-leg with the answer to a challenge, remembering
+    /// that its CSeq carried credentials.
+    fn send_b_with_auth(
+        &mut self,
+        b: RequestBuilder,
+        answer: &ChallengeAnswer,
+        purpose: Purpose,
+        fx: &mut Fx<'_>,
+    ) -> bool {
+        self.b_answered.insert(self.b.local_cseq);
+        let leg = self.b.clone();
+        fx.request(b.header(answer.header, &answer.value), &leg, purpose)
+            .is_some()
+    }
+
+    /// A response to a BYE we originated: an upstream's challenge to the
+    /// B-leg BYE is answered once (else the carrier keeps billing).
+    fn on_bye_response(&mut self, resp: &Message, fx: &mut Fx<'_>) {
+        if !resp.status().is_some_and(|s| matches!(s.0, 401 | 407)) {
+            return;
+        }
+        if let Step::Retry(answer) = self.b_challenge(resp, &Method::Bye, fx) {
+            let local = fx.cfg.local.clone();
+            let bye = self.b.request(Method::Bye, &local, None);
+            self.send_b_with_auth(bye, &answer, Purpose::Bye, fx);
+        }
+    }
+
     fn on_relay_response(
         &mut self,
         from: Side,
@@ -1039,6 +1204,38 @@ impl Call {
         resp: Option<&Message>,
         fx: &mut Fx<'_>,
     ) {
+        // A PRACK's RAck belongs to the exchange that sent it: not re-sent.
+        let prack = request.method() == Some(&Method::Prack);
+        if let Some(r) = resp.filter(|r| {
+            from == Side::A && !prack && r.status().is_some_and(|s| matches!(s.0, 401 | 407))
+        }) {
+            let method = request.method().cloned().unwrap_or(Method::Invite);
+            match self.b_challenge(r, &method, fx) {
+                Step::Pass => {}
+                Step::Retry(answer) => {
+                    let b = self.relayed_request(Side::A, request, &method, None, fx);
+                    let purpose = Purpose::Relay(Box::new(Relay {
+                        from,
+                        server: server.clone(),
+                        request: request.detached(),
+                    }));
+                    if self.send_b_with_auth(b, &answer, purpose, fx) {
+                        return;
+                    }
+                    return self.on_relay_response(from, server, request, None, fx);
+                }
+                Step::Fail => {
+                    // The caller never sees the upstream's challenge.
+                    if method == Method::Invite {
+                        self.reinvite = false;
+                    }
+                    let status = StatusCode::SERVICE_UNAVAILABLE;
+                    let bytes = self.response(from, request, status, None, fx.cfg);
+                    fx.respond(server, status, bytes);
+                    return;
+                }
+            }
+        }
         let status = match resp {
             Some(r) => match r.status() {
                 Some(s) => s,
@@ -1156,6 +1353,32 @@ impl Call {
         if method == Method::Update && req.body().is_empty() && self.phase == Phase::Confirmed {
             return self.absorb_refresh(side, req, key, fx);
         }
+        let b = self.relayed_request(side, req, &method, rack, fx);
+        let leg = self.leg(side.other()).clone();
+        let purpose = Purpose::Relay(Box::new(Relay {
+            from: side,
+            server: key.clone(),
+            request: req.detached(),
+        }));
+        if fx.request(b, &leg, purpose).is_none() {
+            if method == Method::Invite {
+                self.reinvite = false;
+            }
+            refuse(self, StatusCode::SERVER_INTERNAL_ERROR, fx);
+        }
+    }
+
+    /// The copy of in-dialog request `req` from leg `side` for the other
+    /// leg: its dialog values, the next CSeq, end-to-end headers, session
+    /// timer headers and body. `rack`: the PRACK's RAck in that leg's spaces.
+    fn relayed_request(
+        &mut self,
+        side: Side,
+        req: &Message,
+        method: &Method,
+        rack: Option<String>,
+        fx: &Fx<'_>,
+    ) -> RequestBuilder {
         let to = side.other();
         let local = fx.cfg.local.clone();
         let leg = self.leg_mut(to);
@@ -1188,18 +1411,7 @@ impl Call {
             }
             b = b.body(&ct, body);
         }
-        let leg = self.leg(to).clone();
-        let purpose = Purpose::Relay(Box::new(Relay {
-            from: side,
-            server: key.clone(),
-            request: req.detached(),
-        }));
-        if fx.request(b, &leg, purpose).is_none() {
-            if method == Method::Invite {
-                self.reinvite = false;
-            }
-            refuse(self, StatusCode::SERVER_INTERNAL_ERROR, fx);
-        }
+        b
     }
 
     /// An ACK for a 2xx, from leg `side`.
@@ -1241,6 +1453,10 @@ impl Call {
     /// still unanswered, a pending B-leg INVITE is cancelled, confirmed legs
     /// get BYE (except `skip`, which hung up itself).
     pub(crate) fn end_call(&mut self, skip: Option<Side>, status: StatusCode, fx: &mut Fx<'_>) {
+        if let Some((k, resp)) = self.rel.held.take() {
+            // A 2xx held for the caller's PRACK (RFC 3262 §3) is not wanted now.
+            self.ack_and_bye(&resp, k, fx);
+        }
         match self.phase {
             Phase::Trying | Phase::Early => {
                 self.answer_a(status, None, fx);

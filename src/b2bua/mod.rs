@@ -41,9 +41,11 @@ mod identity;
 mod leg;
 mod plan;
 mod redirect;
+mod registration;
 mod reliable;
 pub mod session_timer;
 mod table;
+mod upstream_auth;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -66,6 +68,7 @@ pub use admission::{
 };
 pub use call::Phase;
 pub use leg::{Local, Side};
+pub use registration::UpstreamRegistration;
 
 use call::{Call, Fx, NewCall};
 use health::Health;
@@ -260,6 +263,8 @@ pub struct B2bua {
     rng: u64,
     stats: B2buaStats,
     health: Health,
+    /// Registration trunks (`register = true` upstreams).
+    registrations: registration::Registrations,
     /// CDRs of calls that ended, for the shell to queue to the store.
     records: VecDeque<Cdr>,
     /// Call-status events (SPEC §7) for the shell's webhook dispatcher.
@@ -288,6 +293,7 @@ impl B2bua {
             rng: seed,
             stats: B2buaStats::default(),
             health: Health::default(),
+            registrations: registration::Registrations::default(),
             records: VecDeque::new(),
             call_events: VecDeque::new(),
             draining: false,
@@ -450,10 +456,38 @@ impl B2bua {
     /// The earliest instant `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.heap.peek().map(|Reverse((at, _))| *at);
-        match (calls, self.health.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            calls,
+            self.health.poll_timeout(),
+            self.registrations.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Registration state of upstream `i` (`GET /v1/upstreams`).
+    pub fn registration(&self, i: usize, now: Instant) -> UpstreamRegistration {
+        self.registrations.view(i, &self.cfg.wall, now)
+    }
+
+    /// Whether a stop still waits for unregistrations (at most
+    /// 5 s after [`B2bua::unregister_all`]).
+    pub fn unregistering(&self, now: Instant) -> bool {
+        self.registrations.unregistering(now)
+    }
+
+    /// Unregisters every registration trunk (`Expires: 0`) and stops
+    /// refreshing: the start of a stop (SIGTERM).
+    pub fn unregister_all(&mut self, now: Instant) {
+        let mut ctx = registration::Ctx {
+            ups: &self.upstreams,
+            local: &self.cfg.local,
+            now,
+            rng: &mut self.rng,
+            out: &mut self.actions,
+        };
+        self.registrations.unregister_all(&mut ctx);
     }
 
     /// Answers a new INVITE with a failure, counts it, and logs why, so an
@@ -574,9 +608,13 @@ impl B2bua {
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
         let table = &self.table;
-        let admitted = self
-            .admission
-            .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k));
+        let admitted = if self.to_registered_contact(msg, source) {
+            // SPEC §8.1: a DID call of the upstream we registered at.
+            self.admission.admit_to_contact(msg, |k| table.channels(k))
+        } else {
+            self.admission
+                .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k))
+        };
         let admitted = match admitted {
             Ok(a) => {
                 self.auth_outcomes.push_back((source.ip(), Ok(())));
@@ -662,6 +700,22 @@ impl B2bua {
         });
     }
 
+    /// Whether `msg` from `source` is a call from a registration trunk's
+    /// upstream to the contact we registered there: its Request-URI user is
+    /// the account. Recognised by source address whether or not the
+    /// upstream is `trusted` (registering there is trusting it).
+    fn to_registered_contact(&self, msg: &Message, source: SocketAddr) -> bool {
+        let Some(user) = msg.request_uri().and_then(|u| u.user) else {
+            return false;
+        };
+        self.upstreams.iter().enumerate().any(|(i, u)| {
+            u.addr.ip() == source.ip()
+                && self
+                    .registrations
+                    .is_registered_user(&self.upstreams, i, user)
+        })
+    }
+
     /// The CDR of an INVITE refused after its trunk was identified: failed,
     /// no duration, no charge (SPEC §6; issue #4 "incl. policy rejections").
     fn record_refusal(
@@ -725,6 +779,7 @@ impl B2bua {
     /// call's CDR is queued at once, without waiting for the B-leg INVITE
     /// to finish, so a graceful stop loses no record.
     pub fn hang_up_all(&mut self, now: Instant) {
+        self.unregister_all(now);
         let ids: Vec<CallId> = self.table.calls.keys().copied().collect();
         for id in ids {
             self.with_call(id, now, |call, fx| {
@@ -787,6 +842,16 @@ impl B2bua {
                 return;
             }
         }
+        let mut ctx = registration::Ctx {
+            ups: &self.upstreams,
+            local: &self.cfg.local,
+            now,
+            rng: &mut self.rng,
+            out: &mut self.actions,
+        };
+        if self.registrations.on_response(key, msg, &mut ctx) {
+            return;
+        }
         let Some((id, purpose)) = self.table.clients.get(key).cloned() else {
             return;
         };
@@ -801,6 +866,16 @@ impl B2bua {
                 if self.health.on_failure(key, &mut self.upstreams) {
                     return;
                 }
+                let mut ctx = registration::Ctx {
+                    ups: &self.upstreams,
+                    local: &self.cfg.local,
+                    now,
+                    rng: &mut self.rng,
+                    out: &mut self.actions,
+                };
+                if self.registrations.on_failure(key, &mut ctx) {
+                    return;
+                }
                 if let Some((id, purpose)) = self.table.clients.get(key).cloned() {
                     self.with_call(id, now, |call, fx| call.on_no_response(&purpose, fx));
                 } else if let Some(&id) = self.table.invites.get(key) {
@@ -812,7 +887,7 @@ impl B2bua {
                 }
             }
             TransactionEvent::Terminated { key } => {
-                if self.health.on_terminated(key) {
+                if self.health.on_terminated(key) || self.registrations.on_terminated(key) {
                     return;
                 }
                 if let Some((id, purpose)) = self.table.clients.remove(key) {
@@ -854,6 +929,16 @@ impl B2bua {
         self.health.arm(&self.upstreams, now);
         self.health
             .handle_timeout(&self.upstreams, &self.cfg.local, now, &mut self.actions);
+        self.registrations
+            .arm(&self.upstreams, &self.cfg.local, now);
+        let mut ctx = registration::Ctx {
+            ups: &self.upstreams,
+            local: &self.cfg.local,
+            now,
+            rng: &mut self.rng,
+            out: &mut self.actions,
+        };
+        self.registrations.handle_timeout(&mut ctx);
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;
@@ -897,6 +982,7 @@ impl B2bua {
                 admission: &self.admission,
                 seed: self.rng,
             },
+            rng: &mut self.rng,
         };
         f(call, &mut fx);
         if !call.holds_channel() {

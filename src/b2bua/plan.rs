@@ -83,6 +83,7 @@ impl Planner<'_> {
                 to: to.clone(),
                 fork: *fork,
                 carrier: None,
+                auth: None,
             })
             .collect();
         if !contacts.is_empty() {
@@ -168,5 +169,6 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         to: uri.trim().to_owned(),
         fork,
         carrier: None,
+        auth: None,
     })
 }

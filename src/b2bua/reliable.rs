@@ -80,6 +80,8 @@ struct Relayed {
 pub(crate) struct Own {
     pub(crate) rseq: u32,
     pub(crate) bytes: Bytes,
+    /// It carries SDP: no 2xx may overtake it (§3).
+    sdp: bool,
     next: Instant,
     interval: Duration,
     give_up: Instant,
@@ -112,6 +114,8 @@ pub(crate) struct Reliable {
     pub(crate) queued: Option<Message>,
     /// Upstream RSeqs we PRACKed ourselves: (attempt, highest RSeq).
     pracked: Vec<(usize, u32)>,
+    /// The upstream's 2xx (attempt, response) held until `own` is PRACKed.
+    pub(crate) held: Option<(usize, Message)>,
     /// The attempt whose provisional was relayed last (the B-leg's early
     /// dialog a relayed PRACK goes to).
     pub(crate) aimed: Option<usize>,
@@ -182,11 +186,26 @@ impl Reliable {
         self.own.is_some()
     }
 
+    /// Whether a 2xx must wait: our reliable 18x with SDP is unacknowledged
+    /// (§3: "it MUST NOT send a final response until those provisional
+    /// responses are acknowledged").
+    pub(crate) fn blocks_2xx(&self) -> bool {
+        self.own.as_ref().is_some_and(|o| o.sdp)
+    }
+
     /// Starts retransmitting our own reliable 18x (§3: T1, doubling).
-    pub(crate) fn send_own(&mut self, rseq: u32, bytes: Bytes, t1: Duration, now: Instant) {
+    pub(crate) fn send_own(
+        &mut self,
+        rseq: u32,
+        bytes: Bytes,
+        sdp: bool,
+        t1: Duration,
+        now: Instant,
+    ) {
         self.own = Some(Own {
             rseq,
             bytes,
+            sdp,
             next: now + t1,
             interval: t1,
             give_up: now + t1 * 64,
@@ -212,6 +231,7 @@ impl Reliable {
     pub(crate) fn finish(&mut self) {
         self.own = None;
         self.queued = None;
+        self.held = None;
     }
 
     /// When [`Reliable::poll`] has work.
@@ -288,7 +308,8 @@ mod tests {
         let t1 = Duration::from_millis(500);
         let mut r = Reliable::new(&invite("Require: 100rel\n"), 0);
         let rseq = r.next_rseq();
-        r.send_own(rseq, Bytes::from_static(b"183"), t1, t0);
+        r.send_own(rseq, Bytes::from_static(b"183"), true, t1, t0);
+        assert!(r.blocks_2xx());
         assert_eq!(r.next(), Some(t0 + t1));
         assert!(r.poll(t0 + Duration::from_millis(499)).is_none());
         assert!(r.poll(t0 + t1).is_some());
@@ -305,7 +326,8 @@ mod tests {
         let t0 = Instant::now();
         let t1 = Duration::from_millis(500);
         let mut r = Reliable::default();
-        r.send_own(1, Bytes::from_static(b"183"), t1, t0);
+        r.send_own(1, Bytes::from_static(b"183"), false, t1, t0);
+        assert!(!r.blocks_2xx());
         let mut now = t0;
         let mut sent = 0;
         while let Some(at) = r.next() {

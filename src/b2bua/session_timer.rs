@@ -327,15 +327,20 @@ impl LegTimer {
     }
 }
 
-/// Headers of an initial INVITE we send as UAC (§7.1).
-pub(crate) fn invite_headers(cfg: &SessionConfig) -> Vec<(&'static str, String)> {
+/// Headers of an initial INVITE we send as UAC (§7.1); `floor` is the
+/// `Min-SE` of a `422` the upstream answered an earlier try with (§7.4).
+pub(crate) fn invite_headers(
+    cfg: &SessionConfig,
+    floor: Option<u64>,
+) -> Vec<(&'static str, String)> {
     if !cfg.enabled() {
         return Vec::new();
     }
-    let se = cfg.expires.as_secs().max(cfg.min_se_secs());
+    let min = cfg.min_se_secs().max(floor.unwrap_or(0));
+    let se = cfg.expires.as_secs().max(min);
     vec![
         ("Session-Expires", se.to_string()),
-        ("Min-SE", cfg.min_se_secs().to_string()),
+        ("Min-SE", min.to_string()),
     ]
 }
 

@@ -41,7 +41,7 @@ fn upstream(name: &str, uri: &str, priority: u32) -> UpstreamConfig {
         weight: 1,
         ping_interval_s: 0,
         trusted: false,
-        number_format: crate::config::NumberFormat::Digits,
+        ..Default::default()
     }
 }
 
@@ -1547,4 +1547,6 @@ fn refusal_causes_are_listed_in_declaration_order() {
 }
 
 mod identity;
+mod registration;
 mod session;
+mod upauth;

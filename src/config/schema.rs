@@ -255,9 +255,44 @@ pub struct UpstreamConfig {
     /// Requests from its IP (any port) are inbound DID calls.
     #[serde(default)]
     pub trusted: bool,
+    /// Account at this upstream: its `401`/`407` are answered with
+    /// `username`/`password` (RFC 3261 §22.2); empty: never answered.
+    #[serde(default)]
+    pub username: String,
+    /// Digest password of `username`.
+    #[serde(default)]
+    pub password: String,
+    /// Digest username when it differs from `username` (empty: `username`).
+    #[serde(default)]
+    pub auth_username: String,
+    /// Keep `username` registered at this upstream (RFC 3261 §10).
+    #[serde(default)]
+    pub register: bool,
+    /// Expires asked for in our REGISTER.
+    #[serde(default = "default_register_expires")]
+    pub register_expires_s: u32,
     /// How numbers are written in calls sent to it.
     #[serde(default)]
     pub number_format: NumberFormat,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            uri: String::new(),
+            priority: 1,
+            weight: 1,
+            ping_interval_s: default_ping_interval(),
+            trusted: false,
+            username: String::new(),
+            password: String::new(),
+            auth_username: String::new(),
+            register: false,
+            register_expires_s: default_register_expires(),
+            number_format: NumberFormat::Digits,
+        }
+    }
 }
 
 /// How an upstream wants numbers in Request-URI, To, From and
@@ -426,6 +461,10 @@ pub struct RegistrarSettings {
     /// Bindings per trunk; beyond it the oldest is evicted.
     #[serde(default = "default_max_contacts")]
     pub max_contacts: usize,
+    /// Keep-alive toward registered contacts (seconds): OPTIONS over UDP,
+    /// a CRLF ping over TCP; 0 disables.
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u32,
 }
 
 impl Default for RegistrarSettings {
@@ -435,6 +474,7 @@ impl Default for RegistrarSettings {
             max_expires: default_max_expires(),
             default_expires: default_max_expires(),
             max_contacts: default_max_contacts(),
+            keepalive_s: default_keepalive_s(),
         }
     }
 }
@@ -655,6 +695,9 @@ fn default_store_path() -> PathBuf {
 fn default_ping_interval() -> u32 {
     30
 }
+fn default_register_expires() -> u32 {
+    600
+}
 fn default_call_limit() -> u64 {
     3600
 }
@@ -669,6 +712,9 @@ fn default_max_expires() -> u32 {
 }
 fn default_max_contacts() -> usize {
     10
+}
+fn default_keepalive_s() -> u32 {
+    30
 }
 fn one_u32() -> u32 {
     1

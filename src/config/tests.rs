@@ -276,3 +276,26 @@ fn emergency_numbers_and_number_format() {
         "{e:?}"
     );
 }
+
+#[test]
+fn session_timer_keys_default_and_bounds() {
+    let c = parse("").unwrap();
+    assert_eq!((c.server.session_expires_s, c.server.min_se_s), (1800, 90));
+    let c = parse("[server]\nsession_expires_s = 4\nmin_se_s = 2\n").unwrap();
+    assert_eq!((c.server.session_expires_s, c.server.min_se_s), (4, 2));
+    assert!(
+        parse("[server]\nsession_expires_s = 0\n").is_ok(),
+        "0 disables"
+    );
+    let e = err("[server]\nmin_se_s = 1\n");
+    assert!(
+        e.iter().any(|m| m.starts_with("t.toml:2: server.min_se_s")),
+        "{e:?}"
+    );
+    let e = err("[server]\nmin_se_s = 120\nsession_expires_s = 60\n");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:3: server.session_expires_s")),
+        "{e:?}"
+    );
+}

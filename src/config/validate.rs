@@ -262,6 +262,20 @@ pub(crate) fn validate(
         if u.weight == 0 {
             e.push(format!("{p}.weight"), "must be at least 1");
         }
+        if u.register {
+            if u.username.trim().is_empty() {
+                e.push(format!("{p}.username"), "must be set when register = true");
+            }
+            if !(60..=86_400).contains(&u.register_expires_s) {
+                e.push(
+                    format!("{p}.register_expires_s"),
+                    "must be between 60 and 86400 seconds",
+                );
+            }
+        }
+        if u.password.is_empty() && !u.auth_username.is_empty() {
+            e.push(format!("{p}.password"), "must be set when auth_username is");
+        }
     }
 
     // [[trunk]]: resolve ids first (omitted: one more than the largest before it).

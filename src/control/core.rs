@@ -36,6 +36,8 @@ pub enum CoreQuery {
     Unban(IpAddr, oneshot::Sender<bool>),
     /// The core's metrics as Prometheus text.
     Metrics(oneshot::Sender<String>),
+    /// Upstreams with health and registration state.
+    Upstreams(oneshot::Sender<Vec<super::upstreams::UpstreamView>>),
 }
 
 /// A banned source as `GET /v1/bans` shows it.
@@ -83,6 +85,9 @@ pub fn answer(ep: &mut Endpoint, q: CoreQuery, now: Instant) {
         }
         CoreQuery::Metrics(tx) => {
             let _ = tx.send(ep.metrics(now));
+        }
+        CoreQuery::Upstreams(tx) => {
+            let _ = tx.send(super::upstreams::views(ep, now));
         }
     }
 }

@@ -26,6 +26,7 @@ mod openapi;
 mod schema;
 mod sync;
 mod trunks;
+mod upstreams;
 mod views;
 
 use std::net::SocketAddr;
@@ -73,7 +74,8 @@ fn routes() -> (OpenApiRouter<Arc<Live>>, OpenApiRouter<Arc<Live>>) {
         .routes(routes!(views::registrations))
         .routes(routes!(views::bans))
         .routes(routes!(views::unban))
-        .routes(routes!(views::metrics));
+        .routes(routes!(views::metrics))
+        .routes(routes!(upstreams::list));
     let open = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi::serve));

@@ -132,6 +132,35 @@ impl Endpoint {
             "Registered contacts.",
             self.registrar.store().len(),
         );
+        let ka = self.registrar.keepalive_stats();
+        metric(
+            m,
+            "sipfront_keepalive_options_sent_total",
+            "counter",
+            "Keep-alive OPTIONS sent to registered UDP contacts.",
+            ka.options_sent,
+        );
+        metric(
+            m,
+            "sipfront_keepalive_options_answered_total",
+            "counter",
+            "Responses to keep-alive OPTIONS.",
+            ka.options_answered,
+        );
+        metric(
+            m,
+            "sipfront_keepalive_crlf_sent_total",
+            "counter",
+            "Double-CRLF keep-alive pings written to registered TCP connections.",
+            ka.crlf_sent,
+        );
+        metric(
+            m,
+            "sipfront_keepalive_dropped_total",
+            "counter",
+            "Bindings dropped for unanswered keep-alive pings.",
+            ka.dropped,
+        );
         metric(
             m,
             "sipfront_bans",
@@ -181,6 +210,45 @@ impl Endpoint {
                 u8::from(u.up)
             );
         }
+        self.upstream_registration_metrics(m, now);
         out
+    }
+
+    /// Registration trunks: registered or not, and until when.
+    fn upstream_registration_metrics(&self, m: &mut String, now: Instant) {
+        family(
+            m,
+            "sipfront_upstream_registered",
+            "gauge",
+            "Registration at the upstream (1 registered, 0 failed); register = true upstreams only.",
+        );
+        let regs: Vec<_> = (0..self.b2bua.upstreams().len())
+            .filter_map(|i| {
+                let u = self.b2bua.upstreams().get(i)?;
+                let r = self.b2bua.registration(i, now);
+                (r.state != "disabled").then(|| (label(&u.name), r))
+            })
+            .collect();
+        for (name, r) in &regs {
+            let on = u8::from(r.state == "registered");
+            let _ = writeln!(
+                m,
+                "sipfront_upstream_registered{{upstream=\"{name}\"}} {on}"
+            );
+        }
+        family(
+            m,
+            "sipfront_upstream_registration_expiry_timestamp_seconds",
+            "gauge",
+            "Unix time the registration at the upstream runs out (while registered).",
+        );
+        for (name, r) in &regs {
+            if let Some(e) = r.expires {
+                let _ = writeln!(
+                    m,
+                    "sipfront_upstream_registration_expiry_timestamp_seconds{{upstream=\"{name}\"}} {e}"
+                );
+            }
+        }
     }
 }

@@ -18,7 +18,11 @@
 //! REGISTER (with or without a To tag: it has no dialog) is digest-checked
 //! (`401` challenge, `403`) and handed to the [`Registrar`], which owns the
 //! location store; its expiry timer is part of `poll_timeout`, and a closed
-//! TCP connection drops the bindings that came over it.
+//! TCP connection drops the bindings that came over it. Its keep-alive pings
+//! leave through `poll_transmit`, their answers (responses no transaction
+//! claims) come back to it, and every binding change leaves through
+//! `poll_binding_write` for the store (`restore_bindings` puts them back at
+//! start).
 //!
 //! Calls go to the [`B2bua`]: a new INVITE, every request with a To tag
 //! (in-dialog), the ACK for a 2xx, CANCEL, the responses and events of its
@@ -46,7 +50,7 @@ use crate::auth::{Ban, Bans};
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
-use crate::registrar::{Registrar, RegistrarConfig};
+use crate::registrar::{BindingWrite, Registrar, RegistrarConfig, RestoreReport, StoredBinding};
 use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
@@ -154,10 +158,12 @@ impl Endpoint {
         let mut b2cfg = cfg.b2bua.clone();
         b2cfg.timers = cfg.timers;
         let seed = rand::random();
+        let mut registrar = Registrar::new(cfg.registrar);
+        registrar.set_local(cfg.b2bua.local.sent_by(crate::sip::Transport::Udp));
         Endpoint {
             txns: Transactions::new(cfg.timers),
             b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
-            registrar: Registrar::new(cfg.registrar),
+            registrar,
             bans: Bans::new(cfg.guard.bans.clone()),
             rates: guard::RateLimiter::default(),
             next_sweep: cfg.b2bua.wall.at,
@@ -191,7 +197,7 @@ impl Endpoint {
                 dest,
                 error,
                 transport,
-                ..
+                conn,
             } => {
                 // RFC 3261 §17.1.4: a transport error ends the client
                 // transactions sent there (the B-leg INVITE fails over).
@@ -201,6 +207,15 @@ impl Endpoint {
                     self.txns.transport_error(&key, now);
                 }
                 self.drain_transactions(now);
+                // The named connection is gone (a keep-alive found it so):
+                // its bindings go, as on close.
+                if let (
+                    Some(conn),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::NotConnected,
+                ) = (conn, error)
+                {
+                    self.registrar.connection_closed(conn);
+                }
             }
             TransportEvent::Closed { conn, .. } => self.registrar.connection_closed(conn),
         }
@@ -231,6 +246,24 @@ impl Endpoint {
         self.b2bua.handle_timeout(now);
         self.drain_transactions(now);
         self.registrar.handle_timeout(now);
+    }
+
+    /// Puts the bindings read from the store back (once, at start, before
+    /// the first message); see [`Registrar::restore`].
+    pub fn restore_bindings(
+        &mut self,
+        stored: Vec<(String, StoredBinding)>,
+        now: Instant,
+    ) -> RestoreReport {
+        let now_unix_ms = self.cfg.b2bua.wall.unix_ms(now);
+        self.registrar.restore(stored, now, now_unix_ms)
+    }
+
+    /// The next login whose bindings the store must be told about (drain
+    /// after each input, with `poll_cdr`).
+    pub fn poll_binding_write(&mut self, now: Instant) -> Option<BindingWrite> {
+        let now_unix_ms = self.cfg.b2bua.wall.unix_ms(now);
+        self.registrar.poll_write(now, now_unix_ms)
     }
 
     /// The earliest instant at which `handle_timeout` must be called.
@@ -264,8 +297,15 @@ impl Endpoint {
         self.b2bua.drain();
     }
 
-    /// Ends every call now (process stop); drain `poll_transmit` and
-    /// `poll_cdr` after it.
+    /// Unregisters the registration trunks (`Expires: 0`, challenges
+    /// answered) at the start of a stop; drain `poll_transmit` after it.
+    pub fn unregister_all(&mut self, now: Instant) {
+        self.b2bua.unregister_all(now);
+        self.drain_transactions(now);
+    }
+
+    /// Ends every call now (process stop) and unregisters the registration
+    /// trunks; drain `poll_transmit` and `poll_cdr` after it.
     pub fn hang_up_all(&mut self, now: Instant) {
         self.b2bua.hang_up_all(now);
         self.drain_transactions(now);
@@ -325,7 +365,11 @@ impl Endpoint {
         // One choke point: nothing we send may be larger than what we accept
         // (an answer echoing a huge request's headers would be), so such a
         // message is dropped and counted instead of sent.
-        while let Some(out) = self.outbox.pop_front() {
+        while let Some(out) = self
+            .outbox
+            .pop_front()
+            .or_else(|| self.registrar.poll_transmit())
+        {
             if out.bytes.len() <= crate::sip::MAX_MESSAGE_SIZE {
                 return Some(out);
             }
@@ -429,6 +473,9 @@ impl Endpoint {
             ClientInput::Response { key } => self.b2bua.handle_response(&msg, &key, now),
             ClientInput::Absorbed { .. } => {}
             // A B2BUA never forwards stray responses (RFC 3261 §17.1.3).
+            // Keep-alive OPTIONS go without a transaction: the registrar
+            // knows their branches.
+            ClientInput::Stray if self.registrar.on_response(&msg) => {}
             ClientInput::Stray | ClientInput::Invalid(_) => self.stats.unmatched_responses += 1,
         }
     }

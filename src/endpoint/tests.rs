@@ -363,7 +363,7 @@ fn did_ep() -> Endpoint {
             weight: 1,
             ping_interval_s: 0,
             trusted: true,
-            number_format: crate::config::NumberFormat::Digits,
+            ..Default::default()
         }])
         .unwrap(),
         ..EndpointConfig::default()

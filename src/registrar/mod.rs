@@ -9,6 +9,11 @@
 //!   (expired bindings are dropped then; readers filter by `now` anyway, so
 //!   an expired binding is never returned even before the sweep);
 //! * [`Registrar::connection_closed`] when a TCP connection ends;
+//! * [`Registrar::on_response`] for responses no transaction claimed (the
+//!   answers to keep-alive OPTIONS);
+//! * after each of those, drain [`Registrar::poll_transmit`] (keep-alive
+//!   pings) and [`Registrar::poll_write`] (bindings to store);
+//! * [`Registrar::restore`] once at start, with the stored bindings;
 //! * `now` never goes backwards.
 //!
 //! # Choices where the RFCs leave room
@@ -31,12 +36,22 @@
 //!   non-numeric one is `400`.
 //! * A TCP connection that closes takes its bindings with it (the UA is
 //!   unreachable through its NAT without it).
+//! * **Persistence** (module `persist`): write-back of whole logins, TCP
+//!   bindings dropped at restore (their connections died with the old
+//!   process); **keep-alive** (module `keepalive`): two unanswered OPTIONS
+//!   in a row end a UDP binding.
 
+mod keepalive;
+mod persist;
 mod register;
 mod store;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keepalive;
+#[cfg(test)]
+mod tests_persist;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -44,7 +59,11 @@ use std::time::Instant;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transport::ConnId;
 
+pub use keepalive::{KeepaliveStats, MAX_LOGINS_PER_TICK, MISSES_TO_DROP};
+pub use persist::{BindingWrite, RestoreReport, StoredBinding};
 pub use store::{Binding, LocationStore, RegistrationView};
+
+use crate::transport::Outbound;
 
 /// Registrar limits (`[registrar]` in the config file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +76,9 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Bindings per trunk login.
     pub max_contacts: usize,
+    /// Keep-alive ping interval toward registered contacts (seconds); 0:
+    /// no pings.
+    pub keepalive_s: u32,
 }
 
 impl Default for RegistrarConfig {
@@ -66,6 +88,7 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 3600,
             max_contacts: 10,
+            keepalive_s: 30,
         }
     }
 }
@@ -81,6 +104,7 @@ impl RegistrarConfig {
             max_expires: max,
             default_expires: self.default_expires.clamp(min, max),
             max_contacts: self.max_contacts.max(1),
+            keepalive_s: self.keepalive_s,
         }
     }
 }
@@ -92,6 +116,7 @@ impl From<&crate::config::RegistrarSettings> for RegistrarConfig {
             max_expires: s.max_expires,
             default_expires: s.default_expires,
             max_contacts: s.max_contacts,
+            keepalive_s: s.keepalive_s,
         }
         .sanitized()
     }
@@ -124,15 +149,22 @@ impl RegisterOutcome {
 pub struct Registrar {
     cfg: RegistrarConfig,
     store: LocationStore,
+    keepalive: keepalive::Keepalive,
 }
 
 impl Registrar {
     /// An empty registrar.
     pub fn new(cfg: RegistrarConfig) -> Registrar {
         Registrar {
+            keepalive: keepalive::Keepalive::new(cfg.keepalive_s),
             cfg: cfg.sanitized(),
             store: LocationStore::default(),
         }
+    }
+
+    /// Our `host:port` for the Via and From of keep-alive OPTIONS.
+    pub fn set_local(&mut self, sent_by: String) {
+        self.keepalive.set_sent_by(sent_by);
     }
 
     /// The location store (inbound calls, `/v1/registrations`).
@@ -146,9 +178,13 @@ impl Registrar {
     }
 
     /// New limits (SIGHUP). They apply to the next REGISTER; bindings keep
-    /// the expiry they were granted.
+    /// the expiry they were granted. A new `keepalive_s` applies from each
+    /// login's next ping (0 stops them; turned on, a login is pinged from
+    /// its next REGISTER).
     pub fn set_config(&mut self, cfg: RegistrarConfig) {
         self.cfg = cfg.sanitized();
+        // Turned on: logins are scheduled at their next REGISTER.
+        self.keepalive.set_interval(self.cfg.keepalive_s);
     }
 
     /// A REGISTER already authenticated as trunk `login`, from `source`
@@ -165,16 +201,121 @@ impl Registrar {
         conn: Option<ConnId>,
         now: Instant,
     ) -> RegisterOutcome {
-        register::register(self, req, login, source, transport, conn, now)
+        let out = register::register(self, req, login, source, transport, conn, now);
+        if out.status.is_success() && !self.store.raw(login).is_empty() {
+            self.keepalive.schedule(login, now);
+        }
+        out
     }
 
-    /// The next instant a binding may lapse.
+    /// Puts bindings read from the store back (once, at start, before any
+    /// REGISTER): expired rows and TCP bindings (their connections ended
+    /// with the old process) are left out, and their logins written again
+    /// so the store forgets them. `now_unix_ms` is the wall time at `now`.
+    pub fn restore(
+        &mut self,
+        stored: Vec<(String, StoredBinding)>,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        let mut by_login: std::collections::HashMap<String, (Vec<Binding>, bool)> =
+            std::collections::HashMap::new();
+        for (login, s) in stored {
+            let entry = by_login.entry(login).or_default();
+            if s.transport != Transport::Udp {
+                report.tcp_dropped += 1;
+                entry.1 = true;
+                continue;
+            }
+            match s.to_binding(now, now_unix_ms) {
+                Some(b) => entry.0.push(b),
+                None => {
+                    report.expired += 1;
+                    entry.1 = true;
+                }
+            }
+        }
+        for (login, (bindings, changed)) in by_login {
+            report.restored += bindings.len();
+            let live = !bindings.is_empty();
+            if changed {
+                self.store.replace(&login, bindings);
+            } else {
+                self.store.restore(&login, bindings);
+            }
+            if live {
+                self.keepalive.schedule(&login, now);
+            }
+        }
+        report
+    }
+
+    /// The next instant a binding may lapse or a keep-alive is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.store.next_deadline()
+        match (self.store.next_deadline(), self.keepalive.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Drops the bindings expired at `now` (logged at info).
+    /// The next keep-alive ping to send (no transaction: the next ping is
+    /// its retransmission).
+    pub fn poll_transmit(&mut self) -> Option<Outbound> {
+        self.keepalive.out.pop_front()
+    }
+
+    /// The next login to write to the store, with its current bindings
+    /// (none: delete its rows). `now_unix_ms` is the wall time at `now`.
+    pub fn poll_write(&mut self, now: Instant, now_unix_ms: u64) -> Option<BindingWrite> {
+        let login = self.store.take_dirty()?;
+        let bindings = self
+            .store
+            .raw(&login)
+            .iter()
+            .filter(|b| b.expires_at > now)
+            .map(|b| StoredBinding::of(b, now, now_unix_ms))
+            .collect();
+        Some(BindingWrite {
+            login: login.to_string(),
+            bindings,
+        })
+    }
+
+    /// Logins changed and not yet handed to [`Registrar::poll_write`].
+    pub fn pending_writes(&self) -> usize {
+        self.store.dirty_len()
+    }
+
+    /// A response no transaction claimed: true if it answered one of our
+    /// keep-alive OPTIONS (its binding is alive), false otherwise.
+    pub fn on_response(&mut self, msg: &Message) -> bool {
+        self.keepalive.on_response(msg, &mut self.store)
+    }
+
+    /// Keep-alive counters.
+    pub fn keepalive_stats(&self) -> KeepaliveStats {
+        self.keepalive.stats
+    }
+
+    /// Keep-alive OPTIONS awaiting an answer.
+    pub fn keepalive_outstanding(&self) -> usize {
+        self.keepalive.outstanding()
+    }
+
+    /// Drops the bindings expired at `now` (logged at info) and sends the
+    /// keep-alive pings that are due (a binding that missed too many is
+    /// dropped, logged at info).
     pub fn handle_timeout(&mut self, now: Instant) {
+        for (login, b) in self.keepalive.handle_timeout(&mut self.store, now) {
+            tracing::info!(
+                login = %login,
+                contact = %b.contact,
+                source = %b.source,
+                transport = %b.transport,
+                "registration dropped: no answer to {MISSES_TO_DROP} keep-alive OPTIONS in a row"
+            );
+        }
         for (login, b) in self.store.expire(now) {
             tracing::info!(
                 login = %login,

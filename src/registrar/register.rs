@@ -196,6 +196,7 @@ pub(super) fn register(
                 call_id: call_id.clone().into_owned(),
                 cseq,
                 user_agent: user_agent.clone(),
+                ping: Default::default(),
             },
             true,
         ));

@@ -8,9 +8,16 @@
 //! (crate::registrar::Registrar::handle_timeout) sweeps what a min-heap of
 //! deadlines says is due (stale heap entries of refreshed bindings are
 //! skipped, as in the transaction and call timers).
+//!
+//! Every change (new, refreshed, removed, expired, dropped binding) marks
+//! its login dirty once; [`Registrar::poll_write`]
+//! (crate::registrar::Registrar::poll_write) turns each dirty login into
+//! one write of its current bindings (write-back, as Kamailio's usrloc
+//! `db_mode = 2` flushes dirty records): the dirty set holds each login at
+//! most once, so it is bounded by the logins, however often they change.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +51,8 @@ pub struct Binding {
     pub cseq: u32,
     /// The User-Agent header of that REGISTER (empty if none).
     pub user_agent: String,
+    /// Keep-alive state: the unanswered ping, misses in a row.
+    pub(super) ping: super::keepalive::PingState,
 }
 
 impl Binding {
@@ -89,6 +98,9 @@ pub struct LocationStore {
     by_conn: HashMap<ConnId, Vec<Arc<str>>>,
     /// Bindings stored (expired ones not yet swept included).
     count: usize,
+    /// Logins changed since their last write, each once, oldest first.
+    dirty: VecDeque<Arc<str>>,
+    dirty_set: HashSet<Arc<str>>,
 }
 
 impl LocationStore {
@@ -156,9 +168,46 @@ impl LocationStore {
         self.by_login.get(login).map_or(&[], Vec::as_slice)
     }
 
+    /// Mutable bindings of `login` (keep-alive state only: callers must not
+    /// change what is stored).
+    pub(super) fn raw_mut(&mut self, login: &str) -> Option<&mut Vec<Binding>> {
+        self.by_login.get_mut(login)
+    }
+
+    /// The next login whose bindings changed since its last write.
+    pub(super) fn take_dirty(&mut self) -> Option<Arc<str>> {
+        let login = self.dirty.pop_front()?;
+        self.dirty_set.remove(&login);
+        Some(login)
+    }
+
+    /// Logins waiting to be written.
+    pub(super) fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    fn mark_dirty(&mut self, login: &Arc<str>) {
+        if self.dirty_set.insert(Arc::clone(login)) {
+            self.dirty.push_back(Arc::clone(login));
+        }
+    }
+
     /// Replaces the bindings of `login` with `bindings` (oldest first),
-    /// scheduling their expiry and indexing their connections.
-    pub(super) fn replace(&mut self, login: &str, mut bindings: Vec<Binding>) {
+    /// scheduling their expiry and indexing their connections; the login
+    /// is dirty (to be written).
+    pub(super) fn replace(&mut self, login: &str, bindings: Vec<Binding>) -> Arc<str> {
+        let key = self.install(login, bindings);
+        self.mark_dirty(&key);
+        key
+    }
+
+    /// [`LocationStore::replace`] for bindings read back from the store
+    /// (already written: not dirty).
+    pub(super) fn restore(&mut self, login: &str, bindings: Vec<Binding>) -> Arc<str> {
+        self.install(login, bindings)
+    }
+
+    fn install(&mut self, login: &str, mut bindings: Vec<Binding>) -> Arc<str> {
         // Most logins hold one binding: do not keep a growth reserve of
         // several per login (it tripled the store's memory at 100k).
         bindings.shrink_to_fit();
@@ -188,6 +237,7 @@ impl LocationStore {
         };
         self.count = self.count.saturating_sub(old);
         self.compact();
+        key
     }
 
     /// Drops every binding expired at `now`; returns them with their login
@@ -214,9 +264,13 @@ impl LocationStore {
                 }
             }
             *v = kept;
-            self.count = self.count.saturating_sub(before - v.len());
+            let removed = before - v.len();
+            self.count = self.count.saturating_sub(removed);
             if v.is_empty() {
                 self.by_login.remove(&login);
+            }
+            if removed > 0 {
+                self.mark_dirty(&login);
             }
         }
         gone
@@ -240,9 +294,13 @@ impl LocationStore {
                 }
             }
             *v = kept;
-            self.count = self.count.saturating_sub(before - v.len());
+            let removed = before - v.len();
+            self.count = self.count.saturating_sub(removed);
             if v.is_empty() {
                 self.by_login.remove(&login);
+            }
+            if removed > 0 {
+                self.mark_dirty(&login);
             }
         }
         gone

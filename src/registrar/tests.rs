@@ -40,8 +40,12 @@ struct H {
 }
 
 impl H {
+    /// Default limits, no keep-alive (its timers have their own tests).
     fn new() -> H {
-        H::with(RegistrarConfig::default())
+        H::with(RegistrarConfig {
+            keepalive_s: 0,
+            ..RegistrarConfig::default()
+        })
     }
     fn with(cfg: RegistrarConfig) -> H {
         H {
@@ -597,6 +601,7 @@ fn config_is_sanitized_and_reloadable() {
         max_expires: 0,
         default_expires: 9,
         max_contacts: 0,
+        keepalive_s: 0,
     });
     let c = r.config();
     assert_eq!(

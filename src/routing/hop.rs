@@ -3,7 +3,9 @@
 //! from), or a SIP URI destination of a DID.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use crate::auth::Credentials;
 use crate::config::NumberFormat;
 use crate::sip::Transport;
 
@@ -26,6 +28,8 @@ pub struct Hop {
     /// written. Carriers are our RFC 3325 trust domain: they get the
     /// caller's number in P-Asserted-Identity even under `Privacy: id`.
     pub carrier: Option<NumberFormat>,
+    /// Credentials for this hop's `401`/`407` (an upstream's account).
+    pub auth: Option<Arc<Credentials>>,
 }
 
 impl Hop {
@@ -39,6 +43,7 @@ impl Hop {
             uri,
             fork,
             carrier: None,
+            auth: None,
         }
     }
 }

@@ -7,8 +7,10 @@
 //! resolution is left for later and noted in the module's callers).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use super::Hop;
+use crate::auth::Credentials;
 use crate::config::{NumberFormat, UpstreamConfig};
 use crate::sip::{Host, Transport, Uri};
 
@@ -50,6 +52,13 @@ pub struct Upstream {
     pub up: bool,
     /// How numbers are written toward it (`number_format`).
     pub number_format: NumberFormat,
+    /// What answers its `401`/`407` (`username`/`password`); `None`: its
+    /// challenges fail the attempt as before.
+    pub credentials: Option<Arc<Credentials>>,
+    /// Keep `credentials.username` registered here (`register = true`).
+    pub register: bool,
+    /// Expires asked for in our REGISTER.
+    pub register_expires_s: u32,
 }
 
 impl Upstream {
@@ -85,6 +94,9 @@ impl Upstream {
             ping_interval_s: c.ping_interval_s,
             up: true,
             number_format: c.number_format,
+            credentials: Credentials::new(&c.username, &c.auth_username, &c.password).map(Arc::new),
+            register: c.register,
+            register_expires_s: c.register_expires_s,
         })
     }
 
@@ -94,6 +106,7 @@ impl Upstream {
         let written = self.number_format.write(number);
         Hop {
             carrier: Some(self.number_format),
+            auth: self.credentials.clone(),
             ..Hop::number_at(&written, self.addr, self.transport, fork)
         }
     }
@@ -238,7 +251,7 @@ mod tests {
             weight,
             ping_interval_s: 0,
             trusted: false,
-            number_format: NumberFormat::Digits,
+            ..Default::default()
         }
     }
 

@@ -1,4 +1,6 @@
-//! Persistence of the provisioning data (trunks, DIDs) behind one trait.
+//! Persistence of the provisioning data (trunks, DIDs) and of the
+//! registrations (bindings, written behind by [`BindingWriter`]) behind one
+//! trait.
 //!
 //! The running policy is always the in-memory config snapshot; the store is
 //! where API changes go so they survive a restart. Every method blocks
@@ -10,11 +12,15 @@
 //! trunks and DIDs, and a file's entries are ignored (SIGHUP still re-reads
 //! everything else: rates, registrar, API keys…).
 
+mod binding_writer;
 mod sqlite;
 
 use std::path::PathBuf;
 
 use crate::config::{DidConfig, TrunkConfig};
+use crate::registrar::{BindingWrite, StoredBinding};
+
+pub use binding_writer::{BindingSink, BindingWriter};
 
 pub(crate) use sqlite::{open_connection, OpenFailure};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
@@ -114,6 +120,18 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn seed_once(&self, trunks: &[TrunkConfig], dids: &[DidConfig]) -> Result<bool, StoreError>;
+    /// Every stored binding with its login, each login's oldest first
+    /// (read once at start).
+    ///
+    /// # Errors
+    /// The store cannot be read or holds a bad row.
+    fn bindings(&self) -> Result<Vec<(String, StoredBinding)>, StoreError>;
+    /// Applies `writes` in one transaction, in order: each replaces every
+    /// binding of its login (an empty one deletes them).
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn write_bindings(&self, writes: &[BindingWrite]) -> Result<(), StoreError>;
 }
 
 /// Seeds `store` from a file's `[[trunk]]`/`[[did]]` entries the first

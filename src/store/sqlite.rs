@@ -15,12 +15,16 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use std::net::SocketAddr;
+
 use super::{Store, StoreError};
 use crate::config::{DidConfig, TrunkConfig};
+use crate::registrar::{BindingWrite, StoredBinding};
+use crate::sip::Transport;
 
 /// Schema version of a current file (`store_meta.schema_version`); bumped,
 /// with a step in `migrate`, whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -34,6 +38,24 @@ CREATE TABLE IF NOT EXISTS did (
     number TEXT PRIMARY KEY,
     data   TEXT NOT NULL
 );
+";
+
+/// Version 2: registrations (one row per binding, typed columns: 100k rows
+/// load in well under a second; rows of a login are replaced together).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS binding (
+    login       TEXT NOT NULL,
+    contact     TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    transport   TEXT NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    instance    TEXT,
+    reg_id      INTEGER,
+    call_id     TEXT NOT NULL,
+    cseq        INTEGER NOT NULL,
+    user_agent  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS binding_login ON binding (login);
 ";
 
 /// Trunks and DIDs in a SQLite file. One connection behind a mutex: writes
@@ -113,6 +135,9 @@ impl SqliteStore {
         }
         if found < 1 {
             tx.execute_batch(SCHEMA_V1).map_err(|e| self.err(e))?;
+        }
+        if found < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(|e| self.err(e))?;
         }
         tx.execute(
             "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?1) \
@@ -256,6 +281,105 @@ impl Store for SqliteStore {
             .execute("DELETE FROM did WHERE number = ?1", params![number])
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
+    }
+
+    fn bindings(&self) -> Result<Vec<(String, StoredBinding)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT login, contact, source, transport, expires_ms, instance, reg_id, \
+                 call_id, cseq, user_agent FROM binding ORDER BY login, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                login,
+                contact,
+                source,
+                transport,
+                expires_ms,
+                instance,
+                reg_id,
+                call_id,
+                cseq,
+                ua,
+            ) = row.map_err(|e| self.err(e))?;
+            let bad =
+                |what: &str| self.corrupt("binding", format!("{login} {contact}"), what.to_owned());
+            let source: SocketAddr = source.parse().map_err(|_| bad("bad source address"))?;
+            let transport =
+                Transport::from_token(&transport).ok_or_else(|| bad("unknown transport"))?;
+            let binding = StoredBinding {
+                source,
+                transport,
+                expires_unix_ms: u64::try_from(expires_ms).map_err(|_| bad("negative expiry"))?,
+                instance,
+                reg_id: reg_id
+                    .map(u32::try_from)
+                    .transpose()
+                    .map_err(|_| bad("reg-id out of range"))?,
+                call_id,
+                cseq: u32::try_from(cseq).map_err(|_| bad("CSeq out of range"))?,
+                user_agent: ua,
+                contact,
+            };
+            out.push((login, binding));
+        }
+        Ok(out)
+    }
+
+    fn write_bindings(&self, writes: &[BindingWrite]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM binding WHERE login = ?1")
+                .map_err(|e| self.err(e))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO binding (login, contact, source, transport, expires_ms, \
+                     instance, reg_id, call_id, cseq, user_agent) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| self.err(e))?;
+            for w in writes {
+                delete.execute(params![w.login]).map_err(|e| self.err(e))?;
+                for b in &w.bindings {
+                    insert
+                        .execute(params![
+                            w.login,
+                            b.contact,
+                            b.source.to_string(),
+                            b.transport.as_str(),
+                            i64::try_from(b.expires_unix_ms).unwrap_or(i64::MAX),
+                            b.instance,
+                            b.reg_id,
+                            b.call_id,
+                            b.cseq,
+                            b.user_agent,
+                        ])
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn seed_once(&self, trunks: &[TrunkConfig], dids: &[DidConfig]) -> Result<bool, StoreError> {

@@ -111,3 +111,107 @@ fn replace_trunks_swaps_the_whole_set_or_nothing() {
     assert_eq!(s.trunks().unwrap_or_else(|e| panic!("{e}")), next);
     let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
 }
+
+fn stored(contact: &str, port: u16, expires_unix_ms: u64) -> crate::registrar::StoredBinding {
+    crate::registrar::StoredBinding {
+        contact: contact.to_owned(),
+        source: std::net::SocketAddr::from(([198, 51, 100, 9], port)),
+        transport: crate::sip::Transport::Udp,
+        expires_unix_ms,
+        instance: Some("<urn:uuid:1>".to_owned()),
+        reg_id: Some(1),
+        call_id: "c1".to_owned(),
+        cseq: 7,
+        user_agent: "ua".to_owned(),
+    }
+}
+
+fn write(login: &str, bindings: Vec<crate::registrar::StoredBinding>) -> BindingWrite {
+    BindingWrite {
+        login: login.to_owned(),
+        bindings,
+    }
+}
+
+#[test]
+fn bindings_are_replaced_per_login_and_survive_a_reopen() {
+    let path = temp_db("bindings");
+    {
+        let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        s.write_bindings(&[
+            write(
+                "a",
+                vec![
+                    stored("sip:a@10.0.0.1", 1, 10),
+                    stored("sip:a2@10.0.0.1", 2, 20),
+                ],
+            ),
+            write("b", vec![stored("sip:b@10.0.0.2", 3, 30)]),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        // a refreshed to one binding, b unregistered.
+        s.write_bindings(&[
+            write("a", vec![stored("sip:a@10.0.0.1", 1, 40)]),
+            write("b", vec![]),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let rows = s.bindings().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows,
+        vec![("a".to_owned(), stored("sip:a@10.0.0.1", 1, 40))]
+    );
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}
+
+#[test]
+fn a_version_1_file_gains_the_binding_table_and_keeps_its_trunks() {
+    let path = temp_db("v1");
+    {
+        let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        s.put_trunk(&trunk(1, "one"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Make it look like a file from before registrations were stored.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch(
+            "DROP TABLE binding; UPDATE store_meta SET value = 1 WHERE key = 'schema_version';",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.trunks().unwrap_or_else(|e| panic!("{e}")).len(), 1);
+    assert!(s.bindings().unwrap_or_else(|e| panic!("{e}")).is_empty());
+    s.write_bindings(&[write("a", vec![stored("sip:a@h", 1, 1)])])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.bindings().unwrap_or_else(|e| panic!("{e}")).len(), 1);
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}
+
+#[test]
+fn the_binding_writer_applies_the_last_write_of_each_login() {
+    let path = temp_db("writer");
+    let s: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}")));
+    let (writer, sink) = BindingWriter::start(s.clone(), 16).unwrap_or_else(|e| panic!("{e}"));
+    assert!(sink.write(write("a", vec![stored("sip:a@h", 1, 1)])));
+    assert!(sink.write(write("b", vec![stored("sip:b@h", 2, 2)])));
+    assert!(sink.write(write("a", vec![stored("sip:a@h", 1, 99)])));
+    writer.shutdown();
+    assert_eq!(sink.written(), 3);
+    assert_eq!(sink.dropped(), 0);
+    // Stopped: further writes are refused and counted.
+    assert!(!sink.write(write("c", vec![])));
+    assert_eq!(sink.dropped(), 1);
+    let rows = s.bindings().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows,
+        vec![
+            ("a".to_owned(), stored("sip:a@h", 1, 99)),
+            ("b".to_owned(), stored("sip:b@h", 2, 2))
+        ]
+    );
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}

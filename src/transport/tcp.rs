@@ -119,6 +119,11 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound, handle: &ShutdownHandle)
     // a new one to the same address.
     let entry = match conn.and_then(|id| shared.conns.get(id)) {
         Some(e) => e,
+        // A keep-alive (only CR/LF) is for that connection alone (RFC 5626
+        // §3.5.1): once it is gone, opening another would keep nothing alive.
+        None if conn.is_some() && bytes.iter().all(|&b| b == b'\r' || b == b'\n') => {
+            return fail(conn, io::ErrorKind::NotConnected);
+        }
         None => {
             let mut new_rx = None;
             let (entry, new) = shared.conns.get_or_insert_with(dest, |id| {

@@ -64,8 +64,9 @@ impl Call {
         let rseq = self.rel.next_rseq();
         let extra = [("Require", "100rel".to_owned()), ("RSeq", rseq.to_string())];
         let bytes = self.response_ext(Side::A, &self.a_invite, status, Some(resp), &extra, fx.cfg);
+        let sdp = !resp.body().is_empty();
         self.rel
-            .send_own(rseq, bytes.clone(), fx.cfg.timers.t1, fx.now);
+            .send_own(rseq, bytes.clone(), sdp, fx.cfg.timers.t1, fx.now);
         let key = self.a_invite_key.clone();
         fx.respond(&key, status, bytes);
     }
@@ -120,18 +121,45 @@ impl Call {
                 }
             }
             PrackFor::Own => {
-                if let Some(next) = self.rel.queued.take() {
-                    if let Some(status) = next.status() {
-                        self.send_own_reliable(status, &next, fx);
+                let bytes = self.response(side, req, StatusCode::OK, None, fx.cfg);
+                fx.respond(key, StatusCode::OK, bytes);
+                if !self.release_2xx(fx) {
+                    if let Some(next) = self.rel.queued.take() {
+                        if let Some(status) = next.status() {
+                            self.send_own_reliable(status, &next, fx);
+                        }
                     }
                 }
-                StatusCode::OK
+                return None;
             }
             PrackFor::Unknown => StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST,
         };
         let bytes = self.response(side, req, status, None, fx.cfg);
         fx.respond(key, status, bytes);
         None
+    }
+
+    /// Holds the upstream's 2xx `resp` to attempt `k` while our reliable
+    /// 18x with SDP awaits its PRACK (§3). True when held.
+    pub(super) fn hold_2xx(&mut self, k: usize, resp: &Message) -> bool {
+        if !self.rel.blocks_2xx() {
+            return false;
+        }
+        // The upstream retransmits it until ACKed; keep the newest.
+        self.rel.held = Some((k, resp.detached()));
+        true
+    }
+
+    /// Processes a held 2xx now that nothing blocks it; true if there was one.
+    fn release_2xx(&mut self, fx: &mut Fx<'_>) -> bool {
+        match self.rel.held.take() {
+            Some((k, resp)) => {
+                self.rel.finish();
+                self.on_invite_response(k, &resp, fx);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Retransmits our own reliable 18x while it awaits its PRACK.
@@ -142,6 +170,10 @@ impl Call {
         }
         if let Some(bytes) = self.rel.poll(fx.now) {
             fx.raw(bytes, self.a.dest, self.a.transport);
+        }
+        if !self.rel.own_pending() {
+            // Given up on the PRACK (64·T1): the held 2xx goes anyway.
+            self.release_2xx(fx);
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Sessions {
     sdp_b: Option<(String, Bytes)>,
     /// Our refresh re-INVITE is in progress on that leg (A, B).
     inviting: [bool; 2],
+    /// The upstream's `Min-SE` from a `422` (§7.4): the retry's floor.
+    pub(crate) b_min_se: Option<u64>,
 }
 
 impl Sessions {
@@ -164,6 +166,21 @@ impl Call {
         let extra = n.map(|n| n.response_headers()).unwrap_or_default();
         let bytes = self.response_ext(side, req, StatusCode::OK, None, &extra, fx.cfg);
         fx.respond(key, StatusCode::OK, bytes);
+    }
+
+    /// §7.4: the upstream found our interval too small (`422`): the same
+    /// hop is tried once more with its `Min-SE`. False when not retried.
+    pub(super) fn retry_422(&mut self, hop: usize, resp: &Message, fx: &mut Fx<'_>) -> bool {
+        let Some(min) = session_timer::min_se(resp) else {
+            return false;
+        };
+        let ours = fx.cfg.session.expires.as_secs();
+        if ours == 0 || self.sessions.b_min_se.is_some() || !(1..=86_400).contains(&min) {
+            return false;
+        }
+        self.sessions.b_min_se = Some(min);
+        self.send_invite(hop, fx);
+        true
     }
 
     /// Fires the legs' session timers: refresh where we refresh, BYE both

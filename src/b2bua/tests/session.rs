@@ -358,3 +358,77 @@ fn upstream_reliable_183_to_a_caller_without_100rel_is_pracked_by_us() {
     assert!(request_to(&out, B1, Method::Prack).is_none());
     assert!(status_to(&out, A).is_empty());
 }
+
+#[test]
+fn upstream_422_is_retried_once_with_its_min_se() {
+    let mut h = H::new();
+    let inv = start(&mut h, SDP);
+    let too_small = ResponseBuilder::new(&inv, StatusCode(422))
+        .to_tag("btag")
+        .header("Min-SE", "3600")
+        .build();
+    let out = h.feed(B1, too_small);
+    assert!(
+        status_to(&out, A).is_empty(),
+        "the caller sees nothing of it"
+    );
+    let again = request_to(&out, B1, Method::Invite).expect("retried on the same hop");
+    assert_eq!(
+        header(&again, HeaderName::SessionExpires).as_deref(),
+        Some("3600")
+    );
+    assert_eq!(header(&again, HeaderName::MinSe).as_deref(), Some("3600"));
+    assert_ne!(again.top_branch(), inv.top_branch());
+    // A second 422 is not retried again: the caller gets the failure.
+    let out = h.feed(
+        B1,
+        ResponseBuilder::new(&again, StatusCode(422))
+            .to_tag("btag")
+            .header("Min-SE", "7200")
+            .build(),
+    );
+    assert!(request_to(&out, B1, Method::Invite).is_none());
+    assert_eq!(status_to(&out, A), vec![422]);
+}
+
+#[test]
+fn upstream_2xx_waits_for_the_prack_of_our_reliable_183_with_sdp() {
+    let mut h = H::new();
+    let out = h.feed(A, a_invite_with("Require: 100rel\r\n"));
+    let inv = request_to(&out, B1, Method::Invite).unwrap();
+    let out = h.feed(B1, b_response(&inv, 183, SDP));
+    let p = &out.iter().find(|(d, _)| *d == addr(A)).unwrap().1;
+    let rseq = header(p, HeaderName::RSeq).unwrap();
+    let tag = p.to().unwrap().tag().unwrap().to_owned();
+    // RFC 3262 §3: the 2xx may not overtake the unacknowledged 183 with SDP.
+    let out = h.feed(B1, b_response(&inv, 200, SDP));
+    assert!(status_to(&out, A).is_empty(), "held");
+    let prack = with_header(
+        a_request(Method::Prack, 11, &tag, "z9hG4bKa-prack"),
+        "CSeq: 11 PRACK\r\n",
+        &format!("RAck: {rseq} 10 INVITE\r\n"),
+    );
+    let out = h.feed(A, prack);
+    assert_eq!(
+        status_to(&out, A),
+        vec![200, 200],
+        "PRACK's 200, then the INVITE's"
+    );
+    assert!(request_to(&out, B1, Method::Ack).is_some());
+}
+
+#[test]
+fn cancel_while_a_2xx_is_held_acks_and_byes_the_upstream() {
+    let mut h = H::new();
+    let out = h.feed(A, a_invite_with("Require: 100rel\r\n"));
+    let inv = request_to(&out, B1, Method::Invite).unwrap();
+    h.feed(B1, b_response(&inv, 183, SDP));
+    h.feed(B1, b_response(&inv, 200, SDP));
+    let cancel = crate::sip::build::cancel_for(
+        &Message::parse(a_invite_with("Require: 100rel\r\n")).unwrap(),
+    );
+    let out = h.feed(A, cancel);
+    assert!(request_to(&out, B1, Method::Ack).is_some());
+    assert!(request_to(&out, B1, Method::Bye).is_some());
+    assert!(status_to(&out, A).contains(&487));
+}

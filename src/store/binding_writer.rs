@@ -1,0 +1,251 @@
+//! Registrations written behind (ARCHITECTURE principle 3): the core task
+//! hands each [`BindingWrite`] to a [`BindingSink`] (a bounded queue, never
+//! waiting), and one std thread ([`BindingWriter`]) applies whatever is
+//! queued in one store transaction, the last write of a login winning
+//! (Kamailio usrloc `db_mode = 2` flushes the same way). The shape is the
+//! CDR writer's (`cdr::writer`).
+//!
+//! A full queue drops the write (counted, logged by the caller): the store
+//! then lags for that login until its next change, at worst its next
+//! REGISTER refresh.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{Store, StoreError};
+use crate::registrar::BindingWrite;
+
+/// Most writes one transaction takes.
+const MAX_BATCH: usize = 4096;
+
+enum Msg {
+    Write(BindingWrite),
+    /// Wakes an idle writer so it notices `Shared::stopping`.
+    Stop,
+}
+
+#[derive(Default)]
+struct Shared {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// The core task's handle: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct BindingSink {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BindingSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindingSink")
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .field("failed", &self.failed())
+            .finish()
+    }
+}
+
+impl BindingSink {
+    /// Queues `w` without blocking; false (and a drop counted) if the queue
+    /// is full or the writer gone.
+    pub fn write(&self, w: BindingWrite) -> bool {
+        match self.tx.try_send(Msg::Write(w)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Login writes committed.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Login writes lost to a full queue or a stopped writer.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Login writes whose transaction failed (each failure is logged).
+    pub fn failed(&self) -> u64 {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread; [`BindingWriter::shutdown`] writes what is queued,
+/// then joins it (dropping it does the same).
+pub struct BindingWriter {
+    handle: Option<JoinHandle<()>>,
+    sink: BindingSink,
+}
+
+impl std::fmt::Debug for BindingWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindingWriter")
+            .field("sink", &self.sink)
+            .finish()
+    }
+}
+
+impl BindingWriter {
+    /// Starts the thread on `store`; `capacity` bounds the queue.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start(
+        store: Arc<dyn Store>,
+        capacity: usize,
+    ) -> std::io::Result<(BindingWriter, BindingSink)> {
+        let (tx, rx) = sync_channel(capacity.max(1));
+        let sink = BindingSink {
+            tx,
+            shared: Arc::default(),
+        };
+        let shared = Arc::clone(&sink.shared);
+        let handle = std::thread::Builder::new()
+            .name("binding-writer".into())
+            .spawn(move || run(&*store, &rx, &shared))?;
+        Ok((
+            BindingWriter {
+                handle: Some(handle),
+                sink: sink.clone(),
+            },
+            sink,
+        ))
+    }
+
+    /// Writes everything queued so far, then stops and joins the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        self.sink.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.sink.tx.try_send(Msg::Stop);
+        if handle.join().is_err() {
+            tracing::error!("binding writer panicked");
+        }
+    }
+}
+
+impl Drop for BindingWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Block for one write, take what else is queued, commit the batch (one
+/// write per login, the last); until told to stop, then drain and return.
+fn run(store: &dyn Store, rx: &Receiver<Msg>, shared: &Shared) {
+    let mut batch: Vec<BindingWrite> = Vec::new();
+    loop {
+        let mut stop = shared.stopping.load(Ordering::SeqCst);
+        if !stop {
+            match rx.recv() {
+                Ok(Msg::Write(w)) => batch.push(w),
+                Ok(Msg::Stop) | Err(_) => stop = true,
+            }
+        }
+        let mut empty = false;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Write(w)) => batch.push(w),
+                Ok(Msg::Stop) => stop = true,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    empty = true;
+                    break;
+                }
+            }
+        }
+        flush(store, &mut batch, shared);
+        if stop && empty {
+            return;
+        }
+    }
+}
+
+fn flush(store: &dyn Store, batch: &mut Vec<BindingWrite>, shared: &Shared) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    let writes = last_per_login(std::mem::take(batch));
+    match store.write_bindings(&writes) {
+        Ok(()) => {
+            shared.written.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            shared.failed.fetch_add(n, Ordering::Relaxed);
+            log_failure(&e, n);
+        }
+    }
+}
+
+fn log_failure(e: &StoreError, n: u64) {
+    tracing::error!(error = %e, writes = n, "registration store write failed; the store lags until those logins change again");
+}
+
+/// Only the last write of each login counts (each is its whole set); the
+/// order of first appearance is kept.
+fn last_per_login(batch: Vec<BindingWrite>) -> Vec<BindingWrite> {
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(batch.len());
+    let mut out: Vec<BindingWrite> = Vec::with_capacity(batch.len());
+    for w in batch {
+        match index.get(&w.login) {
+            Some(&i) => {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = w;
+                }
+            }
+            None => {
+                index.insert(w.login.clone(), out.len());
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(login: &str, cseq: u32) -> BindingWrite {
+        BindingWrite {
+            login: login.to_owned(),
+            bindings: vec![crate::registrar::StoredBinding {
+                contact: format!("sip:{login}@h"),
+                source: std::net::SocketAddr::from(([192, 0, 2, 1], 5060)),
+                transport: crate::sip::Transport::Udp,
+                expires_unix_ms: 1,
+                instance: None,
+                reg_id: None,
+                call_id: "c".to_owned(),
+                cseq,
+                user_agent: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn last_write_of_a_login_wins_in_first_seen_order() {
+        let out = last_per_login(vec![w("a", 1), w("b", 1), w("a", 2), w("c", 1)]);
+        let seen: Vec<(&str, u32)> = out
+            .iter()
+            .map(|w| (w.login.as_str(), w.bindings.first().map_or(0, |b| b.cseq)))
+            .collect();
+        assert_eq!(seen, [("a", 2), ("b", 1), ("c", 1)]);
+    }
+}
