@@ -1879,6 +1879,52 @@ impl TcpPhone {
     }
 }
 
+/// Keep-alive over TCP (RFC 5626 §4.4.1): with `keepalive_s = 1` a phone
+/// registered over TCP gets double-CRLF pings on its registered connection
+/// (it need not answer them and keeps its binding); when the connection
+/// closes, the binding goes.
+#[test]
+fn tcp_registered_phone_gets_crlf_pings_on_its_connection() {
+    let body = "[registrar]\nkeepalive_s = 1\n\n".to_owned() + &phone_trunks(1..=1, |_| true);
+    let rig = Rig::start("tcp-keepalive", &body);
+    let (login, pw, _, _) = phone(1);
+    let mut ph = TcpPhone::connect(rig.server.tcp);
+    let code = ph.register(
+        &login,
+        &pw,
+        "sip:001@10.0.0.9:5060;transport=tcp",
+        rig.server.tcp,
+    );
+    assert_eq!(code, 200, "TCP REGISTER\n{}\n{}", ph.log, rig.show());
+    // The framing helper returns a bare CRLFCRLF as an empty "message".
+    let mut pings = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while pings < 2 && std::time::Instant::now() < end {
+        if ph.recv(Duration::from_secs(1)).as_deref() == Some("\r\n\r\n") {
+            pings += 1;
+        }
+    }
+    assert_eq!(
+        pings,
+        2,
+        "no CRLF keep-alive on the registered connection\n{}\n{}",
+        ph.log,
+        rig.show()
+    );
+    assert!(
+        !rig.server.log_text().contains("registration dropped"),
+        "a TCP phone that does not pong lost its binding\n{}",
+        rig.show()
+    );
+    drop(ph);
+    assert!(
+        rig.server
+            .wait_log("registration dropped", Duration::from_secs(10)),
+        "the closed connection's binding was not dropped\n{}",
+        rig.show()
+    );
+}
+
 /// SPEC §4/§5: a phone registered over TCP is called over that very
 /// connection (its Contact names an unreachable private address), and when
 /// the connection closes its binding goes with it: the next destination.

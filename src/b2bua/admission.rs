@@ -400,6 +400,24 @@ impl Admission {
             .get(&id)
             .cloned()
             .ok_or(Refusal::Auth(AuthError::Forbidden))?;
+        let active = active(&ChannelKey::Trunk(id));
+        self.admit_trunk(trunk, invite, source, active)
+    }
+
+    /// SPEC §3 after identification: `trunk`'s policy for `invite` from
+    /// `source` while it has `active` outbound calls. Also the terms of a
+    /// call a trunk asks for by REFER (RFC 3515), which `invite` then
+    /// describes.
+    ///
+    /// # Errors
+    /// The [`Refusal`]; its `status()` is the answer.
+    pub fn admit_trunk(
+        &self,
+        trunk: Arc<TrunkConfig>,
+        invite: &Message,
+        source: IpAddr,
+        active: u32,
+    ) -> Result<Admitted, Refusal> {
         let dialled = dialled_user(invite).ok_or(Refusal::NoNumber)?;
         let from = invite.from().ok();
         // RFC 3325 §9.2: a PBX outside our trust domain may only *prefer*
@@ -417,7 +435,7 @@ impl Admission {
             dialled,
             caller_user: caller,
             source_ip: source,
-            active_channels: active(&ChannelKey::Trunk(id)),
+            active_channels: active,
         };
         if let Some(number) = policy::emergency_number(&trunk, dialled, &self.emergency) {
             return match policy::emergency(&trunk, &facts, number) {

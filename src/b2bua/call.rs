@@ -17,6 +17,8 @@
 //!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
 
+mod refer;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,13 +42,13 @@ use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
 
+pub(crate) use refer::{Followup, Xfer};
+
 /// Headers copied from a relayed request (their content is end-to-end
 /// application data, not routing).
 const REQUEST_PASS: &[&[u8]] = &[
     b"Event",
     b"Subscription-State",
-    b"Refer-To",
-    b"Referred-By",
     b"Info-Package",
     b"Recv-Info",
     b"Allow",
@@ -228,6 +230,8 @@ pub(crate) struct Call {
     notified: Notified,
     /// Numbers called and upstream redirects followed.
     redirects: Redirects,
+    /// Blind transfer (REFER) state, and each leg's last SDP.
+    pub(crate) xfer: Xfer,
     /// Credentials for the B-leg's upstream (its hop's account).
     b_auth: Option<Arc<Credentials>>,
     /// B-leg in-dialog requests that carried credentials.
@@ -348,6 +352,8 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
+        let mut xfer = Xfer::default();
+        xfer.note_sdp(Side::A, inv);
         // RFC 3262 §7.1: a random first RSeq; our tag is random already.
         let rseq_seed = a
             .local_tag
@@ -392,6 +398,7 @@ impl Call {
             rang: None,
             notified: Notified::Nothing,
             redirects,
+            xfer,
             b_auth: None,
             b_answered: Answered::default(),
             sessions: refresh::Sessions::default(),
@@ -401,7 +408,7 @@ impl Call {
 
     /// The A-leg Call-ID.
     pub(crate) fn a_call_id(&self) -> &str {
-        &self.a.call_id
+        self.record_id()
     }
 
     pub(crate) fn dialog_key(&self, side: Side) -> DialogKey {
@@ -558,6 +565,13 @@ impl Call {
     /// Final response on the A-leg INVITE.
     fn answer_a(&mut self, status: StatusCode, relayed: Option<&Message>, fx: &mut Fx<'_>) {
         if self.a_final.is_some() {
+            return;
+        }
+        if self.xfer.is_transferee() {
+            // No A-leg INVITE: a transfer's new call reports instead.
+            if status.is_final() {
+                self.transferee_final(status, fx);
+            }
             return;
         }
         if status.0 >= 200 {
@@ -957,11 +971,19 @@ impl Call {
                     self.b.learn_from_response(resp);
                     self.cancel_attempts(Some(k), fx);
                     self.phase = Phase::Confirmed;
+                    if self.xfer.is_transferee() {
+                        // Its ringing was bounded by Timer C (transfer.rs).
+                        self.max_end = fx.now + fx.cfg.max_call_duration;
+                    }
                     self.answered_at = Some(fx.now);
                     if let Some(limit) = self.terms.decision.max_duration {
                         // SPEC §3 "duration": BYE on both legs at that second.
                         self.max_end = self.max_end.min(fx.now + limit);
                     }
+                    if self.xfer.is_transferee() {
+                        return self.transferee_answered(seq, status, resp, fx);
+                    }
+                    self.xfer.note_sdp(Side::B, resp);
                     let late_offer = self.a_invite.body().is_empty();
                     let deferred = if late_offer {
                         Some((Side::B, seq))
@@ -1127,6 +1149,11 @@ impl Call {
             Purpose::Relay(r) => {
                 self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
             }
+            Purpose::Notify if resp.status().is_some_and(|s| s.is_final()) => {
+                self.on_notify_done(fx)
+            }
+            Purpose::Notify => {}
+            Purpose::Bridge => self.on_bridge_response(Some(resp), fx),
         }
     }
 
@@ -1137,6 +1164,8 @@ impl Call {
             Purpose::Refresh(side) => self.on_refresh_response(*side, None, fx),
             Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
             Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
+            Purpose::Notify => self.on_notify_done(fx),
+            Purpose::Bridge => self.on_bridge_response(None, fx),
         }
     }
 
@@ -1264,6 +1293,7 @@ impl Call {
             }
             self.reinvite = false;
             self.leg_mut(to).learn_target(r);
+            self.xfer.note_sdp(to, r);
             let deferred = if request.body().is_empty() {
                 Some((to, seq))
             } else {
@@ -1350,6 +1380,9 @@ impl Call {
         if is_target_refresh(&method) {
             self.leg_mut(side).learn_target(req);
         }
+        if matches!(method, Method::Invite | Method::Update) {
+            self.xfer.note_sdp(side, req);
+        }
         if method == Method::Update && req.body().is_empty() && self.phase == Phase::Confirmed {
             return self.absorb_refresh(side, req, key, fx);
         }
@@ -1424,6 +1457,7 @@ impl Call {
         if !matches {
             return;
         }
+        self.xfer.note_sdp(side, ack);
         if let Some(ok) = self.ok.take() {
             if let Some((to, cseq)) = ok.deferred_ack {
                 let body = ack.body();
@@ -1475,7 +1509,7 @@ impl Call {
                     }
                 }
                 for side in [Side::A, Side::B] {
-                    if Some(side) == skip {
+                    if Some(side) == skip || self.xfer.handed(side) {
                         continue;
                     }
                     let local = fx.cfg.local.clone();
@@ -1550,7 +1584,7 @@ impl Call {
         if self.ended_at.is_none() && self.max_end <= now {
             if self.phase == Phase::Confirmed {
                 tracing::info!(
-                    call_id = %self.a.call_id,
+                    call_id = %self.a_call_id(),
                     trunk = ?self.terms.trunk_id(),
                     "call ended by sipfront: maximum duration reached, BYE on both legs"
                 );
@@ -1585,7 +1619,7 @@ impl Call {
         };
         let rate = self.terms.decision.rate();
         Some(Cdr {
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             start_unix_ms: wall.unix_ms(self.started_at),
             direction: self.terms.direction,
             from: self.caller(),
@@ -1628,7 +1662,7 @@ impl Call {
         let trunk = self.terms.sip_trunk();
         Some(CallEvent {
             url: Arc::clone(url),
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             state,
             direction: self.terms.direction,
             from: self.caller(),
@@ -1643,7 +1677,7 @@ impl Call {
     /// The live view of the call (`GET /v1/calls`).
     pub(crate) fn view(&self, wall: &WallClock) -> super::CallView {
         super::CallView {
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             direction: self.terms.direction.as_str(),
             trunk: self.terms.sip_trunk().to_owned(),
             from: self.terms.decision.caller_id.clone(),

@@ -228,7 +228,7 @@ impl Registrar {
                 entry.1 = true;
                 continue;
             }
-            match s.to_binding(now, now_unix_ms) {
+            match s.into_binding(now, now_unix_ms) {
                 Some(b) => entry.0.push(b),
                 None => {
                     report.expired += 1;

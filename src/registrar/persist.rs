@@ -79,22 +79,22 @@ impl StoredBinding {
 
     /// The binding again, with its remaining time from `now`; `None` once
     /// expired. Connections do not survive a restart, so `conn` is `None`.
-    pub(super) fn to_binding(&self, now: Instant, now_unix_ms: u64) -> Option<Binding> {
+    pub(super) fn into_binding(self, now: Instant, now_unix_ms: u64) -> Option<Binding> {
         let left = self.expires_unix_ms.checked_sub(now_unix_ms)?;
         if left == 0 {
             return None;
         }
         Some(Binding {
-            contact: self.contact.clone(),
+            expires_at: now.checked_add(Duration::from_millis(left))?,
+            contact: self.contact,
             source: self.source,
             transport: self.transport,
             conn: None,
-            expires_at: now.checked_add(Duration::from_millis(left))?,
-            instance: self.instance.clone(),
+            instance: self.instance,
             reg_id: self.reg_id,
-            call_id: self.call_id.clone(),
+            call_id: self.call_id,
             cseq: self.cseq,
-            user_agent: self.user_agent.clone(),
+            user_agent: self.user_agent,
             ping: Default::default(),
         })
     }
