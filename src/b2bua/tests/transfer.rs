@@ -324,3 +324,36 @@ fn a_did_call_is_transferred_by_the_trunk_that_answered_it() {
         "the new call is the trunk's"
     );
 }
+
+#[test]
+fn the_transferred_call_keeps_session_refreshes_on_both_dialogs() {
+    let mut h = H::new();
+    let (inv, _tag, out) = referred(&mut h, "12125550199");
+    let new = new_invite(&out, B1, &inv).unwrap();
+    let out = h.feed(B1, b_response(&new, 200, NEW_SDP));
+    let reinv = new_invite(&out, B1, &new).expect("bridging re-INVITE");
+    let last = notifies_to(&out, A).pop().unwrap();
+    let out = h.feed(A, ResponseBuilder::new(&last, StatusCode::OK).build());
+    let bye = request_to(&out, A, Method::Bye).unwrap();
+    h.feed(A, ResponseBuilder::new(&bye, StatusCode::OK).build());
+    h.feed(B1, b_response(&reinv, 200, SDP));
+    // RFC 4028 reaper on each dialog, with the SDP that dialog last got.
+    let out = h.advance(Duration::from_secs(1801));
+    let refresh = |call_id: &[u8]| {
+        out.iter()
+            .find(|(d, m)| {
+                *d == addr(B1)
+                    && m.method() == Some(&Method::Invite)
+                    && m.call_id().ok() == Some(call_id)
+            })
+            .map(|(_, m)| body(m))
+    };
+    assert_eq!(refresh(inv.call_id().unwrap()).as_deref(), Some(NEW_SDP));
+    assert_eq!(refresh(new.call_id().unwrap()).as_deref(), Some(SDP));
+    for m in [Method::Invite, Method::Update] {
+        assert!(
+            request_to(&out, A, m).is_none(),
+            "the referrer's leg is over"
+        );
+    }
+}
