@@ -9,8 +9,10 @@
 //!   offer) the B-leg ACK waits for the A-leg ACK so the SDP answer in it
 //!   reaches B.
 //! * A re-INVITE while another INVITE is in progress gets `491`.
-//! * 3xx from upstream is not relayed (its Contact would leak): `503`, like
-//!   401/407.
+//! * 3xx from upstream is never relayed (its Contact would leak): a placed
+//!   off-net call follows its Contacts' numbers through the upstreams
+//!   (redirect.rs); otherwise, or when none may be followed, `503` (like
+//!   401/407), or the trunk policy's refusal of the redirect target.
 //! * An attempt with no response at all within `no_answer_failover` is
 //!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
@@ -23,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::identity;
 use super::leg::{is_target_refresh, Leg, Side};
+use super::redirect::{self, Redirects, Reroute};
 use super::reliable::{self, Reliable};
 use super::session_timer;
 use super::table::{DialogKey, Purpose, Relay};
@@ -32,6 +36,7 @@ use super::{Action, Admitted, B2buaConfig, WallClock};
 use crate::auth::{ChallengeAnswer, Credentials};
 use crate::cdr::{billed_seconds, Cdr, Disposition};
 use crate::events::{CallEvent, CallState};
+use crate::policy::Route;
 use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
@@ -60,6 +65,9 @@ const RESPONSE_PASS: &[&[u8]] = &[b"Allow", b"Accept", b"Unsupported", b"Retry-A
 mod prack;
 mod refresh;
 
+/// "Never" for an emergency call's end (a century).
+const NO_END: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Effects of one input on a call.
 pub(crate) struct Fx<'a> {
     pub(crate) actions: &'a mut std::collections::VecDeque<Action>,
@@ -67,6 +75,8 @@ pub(crate) struct Fx<'a> {
     pub(crate) new_clients: Vec<(TransactionKey, Purpose)>,
     pub(crate) cfg: &'a B2buaConfig,
     pub(crate) now: Instant,
+    /// Routing for redirect targets.
+    pub(crate) reroute: Reroute<'a>,
     /// The core's seeded generator (digest cnonces).
     pub(crate) rng: &'a mut u64,
 }
@@ -218,6 +228,8 @@ pub(crate) struct Call {
     rang: Option<StatusCode>,
     /// Status events emitted so far (the final one goes with the CDR).
     notified: Notified,
+    /// Numbers called and upstream redirects followed.
+    redirects: Redirects,
     /// Blind transfer (REFER) state, and each leg's last SDP.
     pub(crate) xfer: Xfer,
     /// Credentials for the B-leg's upstream (its hop's account).
@@ -318,22 +330,15 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
-        let caller_id = n.admitted.decision.caller_id.as_str();
-        let from_user = match caller_id {
-            "" => from.uri.user.unwrap_or("anonymous"),
-            c => c,
-        };
+        let redirects = Redirects::new(&n.admitted.decision.number);
         let local = &cfg.local;
-        let local_addr = match from.display {
-            Some(d) => format!("\"{d}\" <sip:{from_user}@{}>", local.public_address),
-            None => format!("<sip:{from_user}@{}>", local.public_address),
-        };
         let b = Leg {
             call_id: build::new_call_id(&local.public_address),
             local_tag: build::new_tag(),
             remote_tag: None,
-            local_addr,
-            // Set per attempt (send_attempt).
+            // Set per attempt (send_invite): the caller's identity
+            // depends on the hop (identity.rs).
+            local_addr: String::new(),
             remote_addr: String::new(),
             remote_target: String::new(),
             route_set: Vec::new(),
@@ -368,7 +373,13 @@ impl Call {
             ack_b: None,
             ok: None,
             reinvite: false,
-            max_end: now + cfg.max_call_duration,
+            max_end: match n.admitted.emergency {
+                // Emergency calls have no duration limit at all.
+                true => now
+                    .checked_add(NO_END)
+                    .unwrap_or(now + cfg.max_call_duration),
+                false => now + cfg.max_call_duration,
+            },
             ended_at: None,
             open: 0,
             open_invites: 0,
@@ -381,6 +392,7 @@ impl Call {
             status_url: n.status_url,
             rang: None,
             notified: Notified::Nothing,
+            redirects,
             xfer,
             b_auth: None,
             b_answered: Answered::default(),
@@ -624,6 +636,62 @@ impl Call {
         false
     }
 
+    /// Whether a 3xx is followed: placed off-net calls only (a DID's
+    /// destinations hunt on instead).
+    fn follows_redirects(&self) -> bool {
+        self.terms.trunk.is_some()
+            && !self.hunts()
+            && matches!(self.terms.decision.route, Route::OffNet(_))
+    }
+
+    /// RFC 3261 §8.1.3.4: the numbers of a 3xx's Contacts that the trunk's
+    /// policy allows replace the rest of the plan (the carrier answered for
+    /// the dialled number), each through the upstreams. True when one is
+    /// followed; otherwise `last_final` is the 3xx, or the policy's refusal
+    /// of a target.
+    fn redirect(&mut self, resp: &Message, fx: &mut Fx<'_>) -> bool {
+        let Some(trunk) = self.terms.trunk.clone() else {
+            return false;
+        };
+        let mut hops: Vec<Hop> = Vec::new();
+        for number in redirect::contact_numbers(resp) {
+            let first_hop = self.step + hops.len();
+            let caller_id = &self.terms.decision.caller_id;
+            let admission = fx.reroute.admission;
+            match self
+                .redirects
+                .follow(&trunk, &number, caller_id, admission, first_hop)
+            {
+                Ok(terms) => {
+                    tracing::info!(
+                        call_id = %self.a.call_id,
+                        trunk = trunk.id(),
+                        "upstream redirect: calling {} instead",
+                        terms.number
+                    );
+                    let last_fork = hops.last().or(self.plan.last()).map_or(0, |h| h.fork);
+                    hops.extend(fx.reroute.hops(&terms.number, last_fork));
+                }
+                Err(skip) => {
+                    tracing::info!(
+                        call_id = %self.a.call_id,
+                        trunk = trunk.id(),
+                        "upstream redirect to `{number}` not followed: {skip}"
+                    );
+                    if let redirect::Skip::Denied(d) = skip {
+                        self.last_final = Some((d.status(), d.reason_phrase().into_owned()));
+                    }
+                }
+            }
+        }
+        if hops.is_empty() {
+            return false;
+        }
+        self.plan.truncate(self.step);
+        self.plan.extend(hops);
+        true
+    }
+
     /// The B-leg INVITE to plan hop `hop`.
     fn send_invite(&mut self, hop: usize, fx: &mut Fx<'_>) {
         let req = self.invite_request(hop, fx);
@@ -646,6 +714,22 @@ impl Call {
     /// next CSeq).
     fn invite_request(&mut self, hop: usize, fx: &mut Fx<'_>) -> RequestBuilder {
         self.aim(hop);
+        let caller = match self.a_invite.from() {
+            Ok(a_from) => identity::b_leg_caller(&identity::CallerFacts {
+                direction: self.terms.direction,
+                caller_id: &self.terms.decision.caller_id,
+                a_from: &a_from,
+                private: identity::hides_caller(&self.a_invite),
+                carrier: self.plan.get(hop).and_then(|h| h.carrier),
+                host: &fx.cfg.local.public_address,
+            }),
+            // Cannot happen: `Call::new` refuses an INVITE without From.
+            Err(_) => identity::Caller {
+                from: self.b.local_addr.clone(),
+                pai: None,
+            },
+        };
+        self.b.local_addr = caller.from;
         let mf = self
             .a_invite
             .max_forwards()
@@ -658,7 +742,8 @@ impl Call {
             .b
             .request(Method::Invite, &fx.cfg.local, None)
             .max_forwards(mf);
-        for name in REQUEST_PASS {
+        let passed = identity::passed(self.terms.direction);
+        for name in REQUEST_PASS.iter().chain(passed) {
             for v in self.a_invite.headers(&HeaderName::from_bytes(name)) {
                 req = req.header(&lossy(name), &lossy(v));
             }
@@ -668,9 +753,7 @@ impl Call {
         {
             req = req.header(name, &value);
         }
-        let caller_id = &self.terms.decision.caller_id;
-        if !caller_id.is_empty() {
-            let pai = format!("<sip:{caller_id}@{}>", fx.cfg.local.public_address);
+        if let Some(pai) = caller.pai {
             req = req.header("P-Asserted-Identity", &pai);
         }
         let body = self.a_invite.body();
@@ -879,6 +962,10 @@ impl Call {
                     if self.hold_2xx(k, resp) {
                         return;
                     }
+                    if let Some(terms) = self.redirects.terms_of(hop) {
+                        // A redirect target answered: its rate and limits.
+                        self.terms.decision = terms.clone();
+                    }
                     self.winner = Some(k);
                     self.aim(hop);
                     self.b.invite_cseq = seq;
@@ -930,11 +1017,28 @@ impl Call {
                     }
                     // The hop's `failover_codes` (default 408, 5xx; SPEC §3 "route").
                     let fails_over = self
-                        .attempts
-                        .get(k)
-                        .and_then(|a| self.plan.get(a.hop))
+                        .plan
+                        .get(hop)
                         .is_some_and(|h| h.failover.contains(status));
-                    if self.hunts() || (self.phase == Phase::Trying && fails_over) {
+                    if (300..=399).contains(&status.0) && self.follows_redirects() {
+                        if self.redirect(resp, fx) {
+                            return self.fail_over(None, fx);
+                        }
+                        let status = self
+                            .last_final
+                            .as_ref()
+                            .map_or(StatusCode::SERVICE_UNAVAILABLE, |(s, _)| map_failure(*s));
+                        self.answer_a(status, None, fx);
+                        return self.end(fx);
+                    }
+                    // A redirect target refusing (486, 404, …): the next
+                    // target, skipping its other upstreams; 408/5xx fail
+                    // over to them as usual.
+                    let next_target = self.redirects.terms_of(hop).is_some() && status.0 < 600;
+                    if next_target && !fails_over {
+                        self.step = self.redirects.next_target(hop).unwrap_or(self.plan.len());
+                    }
+                    if self.hunts() || next_target || (self.phase == Phase::Trying && fails_over) {
                         return self.fail_over(None, fx);
                     }
                     self.answer_a(

@@ -39,8 +39,10 @@
 mod admission;
 mod call;
 mod health;
+mod identity;
 mod leg;
 mod plan;
+mod redirect;
 mod registration;
 mod reliable;
 pub mod session_timer;
@@ -665,6 +667,16 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
+        if admitted.emergency {
+            tracing::warn!(
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                %source,
+                trunk = ?admitted.trunk_id(),
+                caller = %admitted.decision.caller_id,
+                "emergency call to {}: no channel, rate, cost or duration limit, to the upstreams",
+                admitted.decision.number
+            );
+        }
         let status_url = self
             .admission
             .status_url(admitted.direction, admitted.did.as_deref());
@@ -1017,6 +1029,11 @@ impl B2bua {
             new_clients: Vec::new(),
             cfg: &self.cfg,
             now,
+            reroute: redirect::Reroute {
+                upstreams: &self.upstreams,
+                admission: &self.admission,
+                seed: self.rng,
+            },
             rng: &mut self.rng,
         };
         f(call, &mut fx);

@@ -62,19 +62,8 @@ impl Planner<'_> {
         Ok(hops)
     }
 
-    /// `number` through each upstream target in fail-over order, one step
-    /// each (every SRV target and address is its own hop).
     fn upstream_hops(&self, number: &str, fork: &mut u32) -> Vec<Hop> {
-        self.upstreams
-            .plan(self.seed)
-            .iter()
-            .filter_map(|&(i, j)| {
-                let u = self.upstreams.get(i)?;
-                let t = u.targets.get(j)?;
-                *fork += 1;
-                Some(u.hop(number, t, *fork))
-            })
-            .collect()
+        upstream_hops(self.upstreams, self.seed, number, fork)
     }
 
     /// A trunk: all its registered contacts ring at once, at the address and
@@ -94,6 +83,7 @@ impl Planner<'_> {
                 to: to.clone(),
                 fork: *fork,
                 failover: crate::routing::FailoverCodes::default(),
+                carrier: None,
                 auth: None,
             })
             .collect();
@@ -146,6 +136,26 @@ impl Planner<'_> {
     }
 }
 
+/// `number` through each upstream in fail-over order, one step (fork) each,
+/// numbered after `fork`.
+pub(crate) fn upstream_hops(
+    upstreams: &Upstreams,
+    seed: u64,
+    number: &str,
+    fork: &mut u32,
+) -> Vec<Hop> {
+    upstreams
+        .plan(seed)
+        .iter()
+        .filter_map(|&(i, j)| {
+            let u = upstreams.get(i)?;
+            let t = u.targets.get(j)?;
+            *fork += 1;
+            Some(u.hop(number, t, *fork))
+        })
+        .collect()
+}
+
 /// A SIP URI destination (host must be an IP literal: no DNS yet).
 fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
     let u = Uri::parse(uri.trim())?;
@@ -161,6 +171,7 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         to: uri.trim().to_owned(),
         fork,
         failover: crate::routing::FailoverCodes::default(),
+        carrier: None,
         auth: None,
     })
 }

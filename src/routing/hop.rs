@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::FailoverCodes;
 use crate::auth::Credentials;
+use crate::config::NumberFormat;
 use crate::sip::Transport;
 
 /// The next hop of one attempt, with the Request-URI and To it carries.
@@ -27,6 +28,10 @@ pub struct Hop {
     /// Final responses that move the call to the next hop (an upstream's
     /// `failover_codes`; default `408` and `5xx`).
     pub failover: FailoverCodes,
+    /// Set when the hop is an upstream carrier: how it wants numbers
+    /// written. Carriers are our RFC 3325 trust domain: they get the
+    /// caller's number in P-Asserted-Identity even under `Privacy: id`.
+    pub carrier: Option<NumberFormat>,
     /// Credentials for this hop's `401`/`407` (an upstream's account).
     pub auth: Option<Arc<Credentials>>,
 }
@@ -55,6 +60,7 @@ impl Hop {
             uri,
             fork,
             failover: FailoverCodes::default(),
+            carrier: None,
             auth: None,
         }
     }

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::{FailoverCodes, Hop};
 use crate::auth::Credentials;
-use crate::config::{IpNet, UpstreamConfig};
+use crate::config::{IpNet, NumberFormat, UpstreamConfig};
 use crate::sip::{Host, Transport, Uri};
 
 /// At most this many targets per upstream (a DNS answer is not trusted to
@@ -111,6 +111,8 @@ pub struct Upstream {
     pub resolve: Option<Resolve>,
     /// The last DNS failure, until an answer comes.
     pub dns_error: Option<String>,
+    /// How numbers are written toward it (`number_format`).
+    pub number_format: NumberFormat,
     /// What answers its `401`/`407` (`username`/`password`); `None`: its
     /// challenges fail the attempt as before.
     pub credentials: Option<Arc<Credentials>>,
@@ -177,6 +179,7 @@ impl Upstream {
             targets,
             resolve,
             dns_error: None,
+            number_format: c.number_format,
             credentials: Credentials::new(&c.username, &c.auth_username, &c.password).map(Arc::new),
             register: c.register,
             register_expires_s: c.register_expires_s,
@@ -200,9 +203,12 @@ impl Upstream {
         best(true).or_else(|| best(false))
     }
 
-    /// An attempt to call `number` through target `t` of this upstream.
+    /// An attempt to call `number` (digits) through target `t` of this
+    /// upstream, the number written in its `number_format`.
     pub fn hop(&self, number: &str, t: &Target, fork: u32) -> Hop {
-        let mut hop = Hop::number_via(number, &self.hostport, t.addr, t.transport, fork);
+        let written = self.number_format.write(number);
+        let mut hop = Hop::number_via(&written, &self.hostport, t.addr, t.transport, fork);
+        hop.carrier = Some(self.number_format);
         hop.failover = self.failover;
         hop.auth = self.credentials.clone();
         hop
