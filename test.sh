@@ -13,8 +13,9 @@ missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip)
 command -v svmap >/dev/null 2>&1 || missing+=(sipvicious)
+command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives; sipvicious the scanner the hardening test runs)"
+    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives; sipvicious the scanner the hardening test runs; kamailio the carrier of tests/carrier.rs)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi

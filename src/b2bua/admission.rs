@@ -186,6 +186,8 @@ pub struct Admitted {
     pub did: Option<Arc<DidConfig>>,
     /// Number, caller ID, duration limit and route.
     pub decision: Decision,
+    /// A call to one of `[server] emergency_numbers`: no limit applies.
+    pub emergency: bool,
 }
 
 impl Admitted {
@@ -237,6 +239,8 @@ pub struct Admission {
     ip: IpAuth,
     on_net: OnNetIndex,
     rates: RateTable,
+    /// `[server] emergency_numbers`.
+    emergency: Vec<String>,
     /// SPEC §7: `[webhooks] call_status_url`, and each DID's own, when set.
     status_urls: StatusUrls,
 }
@@ -280,6 +284,7 @@ impl Admission {
             ip: IpAuth::default(),
             on_net: OnNetIndex::default(),
             rates: RateTable::default(),
+            emergency: Vec::new(),
             status_urls: StatusUrls::default(),
         }
     }
@@ -312,6 +317,7 @@ impl Admission {
             ip: IpAuth::new(&cfg.trunk),
             on_net: OnNetIndex::new(&cfg.trunk, &cfg.did),
             rates: cfg.rate_table.clone(),
+            emergency: cfg.server.emergency_numbers.clone(),
             status_urls: StatusUrls::new(cfg),
         }
     }
@@ -339,6 +345,15 @@ impl Admission {
     /// Whether `ip` is an IP-authenticated trunk's (`host_request`).
     pub fn is_ip_trunk(&self, ip: IpAddr) -> bool {
         self.ip.identify(ip).is_some()
+    }
+
+    /// The rate table and on-net index, for policy checks after admission
+    /// (redirects).
+    pub(crate) fn policy_context(&self) -> PolicyContext<'_> {
+        PolicyContext {
+            rates: &self.rates,
+            on_net: &self.on_net,
+        }
     }
 
     /// A trunk by login.
@@ -385,10 +400,32 @@ impl Admission {
             .get(&id)
             .cloned()
             .ok_or(Refusal::Auth(AuthError::Forbidden))?;
+        let active = active(&ChannelKey::Trunk(id));
+        self.admit_trunk(trunk, invite, source, active)
+    }
+
+    /// SPEC §3 after identification: `trunk`'s policy for `invite` from
+    /// `source` while it has `active` outbound calls. Also the terms of a
+    /// call a trunk asks for by REFER (RFC 3515), which `invite` then
+    /// describes.
+    ///
+    /// # Errors
+    /// The [`Refusal`]; its `status()` is the answer.
+    pub fn admit_trunk(
+        &self,
+        trunk: Arc<TrunkConfig>,
+        invite: &Message,
+        source: IpAddr,
+        active: u32,
+    ) -> Result<Admitted, Refusal> {
         let dialled = dialled_user(invite).ok_or(Refusal::NoNumber)?;
         let from = invite.from().ok();
+        // RFC 3325 §9.2: a PBX outside our trust domain may only *prefer*
+        // an identity; we take it like an asserted one, then the trunk's
+        // caller-ID rule decides.
         let pai = invite
             .header(&HeaderName::PAssertedIdentity)
+            .or_else(|| invite.header(&HeaderName::from_bytes(b"P-Preferred-Identity")))
             .and_then(NameAddr::parse);
         let caller = caller_user(
             from.as_ref().and_then(|f| f.uri.user),
@@ -398,14 +435,23 @@ impl Admission {
             dialled,
             caller_user: caller,
             source_ip: source,
-            active_channels: active(&ChannelKey::Trunk(id)),
+            active_channels: active,
         };
-        let ctx = PolicyContext {
-            rates: &self.rates,
-            on_net: &self.on_net,
-        };
-        match policy::decide(&trunk, &facts, &ctx) {
+        if let Some(number) = policy::emergency_number(&trunk, dialled, &self.emergency) {
+            return match policy::emergency(&trunk, &facts, number) {
+                Ok(decision) => Ok(Admitted {
+                    direction: Direction::Placed,
+                    trunk: Some(trunk),
+                    did: None,
+                    decision,
+                    emergency: true,
+                }),
+                Err(denied) => Err(Refusal::Policy { trunk, denied }),
+            };
+        }
+        match policy::decide(&trunk, &facts, &self.policy_context()) {
             Ok(decision) => Ok(Admitted {
+                emergency: false,
                 direction: Direction::Placed,
                 did: match decision.route {
                     Route::OnNet(OnNetTarget::Did) => self.dids.get(&decision.number).cloned(),
@@ -458,6 +504,7 @@ impl Admission {
         let from = invite.from().ok();
         let caller = from.as_ref().and_then(|f| f.uri.user);
         Ok(Admitted {
+            emergency: false,
             direction: Direction::Received,
             trunk: None,
             did: Some(Arc::clone(did)),

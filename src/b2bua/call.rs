@@ -9,11 +9,15 @@
 //!   offer) the B-leg ACK waits for the A-leg ACK so the SDP answer in it
 //!   reaches B.
 //! * A re-INVITE while another INVITE is in progress gets `491`.
-//! * 3xx from upstream is not relayed (its Contact would leak): `503`, like
-//!   401/407.
+//! * 3xx from upstream is never relayed (its Contact would leak): a placed
+//!   off-net call follows its Contacts' numbers through the upstreams
+//!   (redirect.rs); otherwise, or when none may be followed, `503` (like
+//!   401/407), or the trunk policy's refusal of the redirect target.
 //! * An attempt with no response at all within `no_answer_failover` is
 //!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
+
+mod refer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::identity;
 use super::leg::{is_target_refresh, Leg, Side};
+use super::redirect::{self, Redirects, Reroute};
 use super::reliable::{self, Reliable};
 use super::session_timer;
 use super::table::{DialogKey, Purpose, Relay};
@@ -30,18 +36,19 @@ use super::{Action, Admitted, B2buaConfig, WallClock};
 use crate::auth::{ChallengeAnswer, Credentials};
 use crate::cdr::{billed_seconds, Cdr, Disposition};
 use crate::events::{CallEvent, CallState};
+use crate::policy::Route;
 use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
+
+pub(crate) use refer::{Followup, Xfer};
 
 /// Headers copied from a relayed request (their content is end-to-end
 /// application data, not routing).
 const REQUEST_PASS: &[&[u8]] = &[
     b"Event",
     b"Subscription-State",
-    b"Refer-To",
-    b"Referred-By",
     b"Info-Package",
     b"Recv-Info",
     b"Allow",
@@ -58,6 +65,9 @@ const RESPONSE_PASS: &[&[u8]] = &[b"Allow", b"Accept", b"Unsupported", b"Retry-A
 mod prack;
 mod refresh;
 
+/// "Never" for an emergency call's end (a century).
+const NO_END: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Effects of one input on a call.
 pub(crate) struct Fx<'a> {
     pub(crate) actions: &'a mut std::collections::VecDeque<Action>,
@@ -65,6 +75,8 @@ pub(crate) struct Fx<'a> {
     pub(crate) new_clients: Vec<(TransactionKey, Purpose)>,
     pub(crate) cfg: &'a B2buaConfig,
     pub(crate) now: Instant,
+    /// Routing for redirect targets.
+    pub(crate) reroute: Reroute<'a>,
     /// The core's seeded generator (digest cnonces).
     pub(crate) rng: &'a mut u64,
 }
@@ -216,6 +228,10 @@ pub(crate) struct Call {
     rang: Option<StatusCode>,
     /// Status events emitted so far (the final one goes with the CDR).
     notified: Notified,
+    /// Numbers called and upstream redirects followed.
+    redirects: Redirects,
+    /// Blind transfer (REFER) state, and each leg's last SDP.
+    pub(crate) xfer: Xfer,
     /// Credentials for the B-leg's upstream (its hop's account).
     b_auth: Option<Arc<Credentials>>,
     /// B-leg in-dialog requests that carried credentials.
@@ -319,22 +335,15 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
-        let caller_id = n.admitted.decision.caller_id.as_str();
-        let from_user = match caller_id {
-            "" => from.uri.user.unwrap_or("anonymous"),
-            c => c,
-        };
+        let redirects = Redirects::new(&n.admitted.decision.number);
         let local = &cfg.local;
-        let local_addr = match from.display {
-            Some(d) => format!("\"{d}\" <sip:{from_user}@{}>", local.public_address),
-            None => format!("<sip:{from_user}@{}>", local.public_address),
-        };
         let b = Leg {
             call_id: build::new_call_id(&local.public_address),
             local_tag: build::new_tag(),
             remote_tag: None,
-            local_addr,
-            // Set per attempt (send_attempt).
+            // Set per attempt (send_invite): the caller's identity
+            // depends on the hop (identity.rs).
+            local_addr: String::new(),
             remote_addr: String::new(),
             remote_target: String::new(),
             route_set: Vec::new(),
@@ -343,6 +352,8 @@ impl Call {
             local_cseq: 0,
             invite_cseq: 0,
         };
+        let mut xfer = Xfer::default();
+        xfer.note_sdp(Side::A, inv);
         // RFC 3262 §7.1: a random first RSeq; our tag is random already.
         let rseq_seed = a
             .local_tag
@@ -367,7 +378,13 @@ impl Call {
             ack_b: None,
             ok: None,
             reinvite: false,
-            max_end: now + cfg.max_call_duration,
+            max_end: match n.admitted.emergency {
+                // Emergency calls have no duration limit at all.
+                true => now
+                    .checked_add(NO_END)
+                    .unwrap_or(now + cfg.max_call_duration),
+                false => now + cfg.max_call_duration,
+            },
             ended_at: None,
             open: 0,
             open_invites: 0,
@@ -380,6 +397,8 @@ impl Call {
             status_url: n.status_url,
             rang: None,
             notified: Notified::Nothing,
+            redirects,
+            xfer,
             b_auth: None,
             b_answered: Answered::default(),
             sessions: refresh::Sessions::default(),
@@ -389,7 +408,7 @@ impl Call {
 
     /// The A-leg Call-ID.
     pub(crate) fn a_call_id(&self) -> &str {
-        &self.a.call_id
+        self.record_id()
     }
 
     pub(crate) fn dialog_key(&self, side: Side) -> DialogKey {
@@ -548,6 +567,13 @@ impl Call {
         if self.a_final.is_some() {
             return;
         }
+        if self.xfer.is_transferee() {
+            // No A-leg INVITE: a transfer's new call reports instead.
+            if status.is_final() {
+                self.transferee_final(status, fx);
+            }
+            return;
+        }
         if status.0 >= 200 {
             self.a_final = Some(status);
         }
@@ -609,6 +635,62 @@ impl Call {
         false
     }
 
+    /// Whether a 3xx is followed: placed off-net calls only (a DID's
+    /// destinations hunt on instead).
+    fn follows_redirects(&self) -> bool {
+        self.terms.trunk.is_some()
+            && !self.hunts()
+            && matches!(self.terms.decision.route, Route::OffNet(_))
+    }
+
+    /// RFC 3261 §8.1.3.4: the numbers of a 3xx's Contacts that the trunk's
+    /// policy allows replace the rest of the plan (the carrier answered for
+    /// the dialled number), each through the upstreams. True when one is
+    /// followed; otherwise `last_final` is the 3xx, or the policy's refusal
+    /// of a target.
+    fn redirect(&mut self, resp: &Message, fx: &mut Fx<'_>) -> bool {
+        let Some(trunk) = self.terms.trunk.clone() else {
+            return false;
+        };
+        let mut hops: Vec<Hop> = Vec::new();
+        for number in redirect::contact_numbers(resp) {
+            let first_hop = self.step + hops.len();
+            let caller_id = &self.terms.decision.caller_id;
+            let admission = fx.reroute.admission;
+            match self
+                .redirects
+                .follow(&trunk, &number, caller_id, admission, first_hop)
+            {
+                Ok(terms) => {
+                    tracing::info!(
+                        call_id = %self.a.call_id,
+                        trunk = trunk.id(),
+                        "upstream redirect: calling {} instead",
+                        terms.number
+                    );
+                    let last_fork = hops.last().or(self.plan.last()).map_or(0, |h| h.fork);
+                    hops.extend(fx.reroute.hops(&terms.number, last_fork));
+                }
+                Err(skip) => {
+                    tracing::info!(
+                        call_id = %self.a.call_id,
+                        trunk = trunk.id(),
+                        "upstream redirect to `{number}` not followed: {skip}"
+                    );
+                    if let redirect::Skip::Denied(d) = skip {
+                        self.last_final = Some((d.status(), d.reason_phrase().into_owned()));
+                    }
+                }
+            }
+        }
+        if hops.is_empty() {
+            return false;
+        }
+        self.plan.truncate(self.step);
+        self.plan.extend(hops);
+        true
+    }
+
     /// The B-leg INVITE to plan hop `hop`.
     fn send_invite(&mut self, hop: usize, fx: &mut Fx<'_>) {
         let req = self.invite_request(hop, fx);
@@ -631,6 +713,22 @@ impl Call {
     /// next CSeq).
     fn invite_request(&mut self, hop: usize, fx: &mut Fx<'_>) -> RequestBuilder {
         self.aim(hop);
+        let caller = match self.a_invite.from() {
+            Ok(a_from) => identity::b_leg_caller(&identity::CallerFacts {
+                direction: self.terms.direction,
+                caller_id: &self.terms.decision.caller_id,
+                a_from: &a_from,
+                private: identity::hides_caller(&self.a_invite),
+                carrier: self.plan.get(hop).and_then(|h| h.carrier),
+                host: &fx.cfg.local.public_address,
+            }),
+            // Cannot happen: `Call::new` refuses an INVITE without From.
+            Err(_) => identity::Caller {
+                from: self.b.local_addr.clone(),
+                pai: None,
+            },
+        };
+        self.b.local_addr = caller.from;
         let mf = self
             .a_invite
             .max_forwards()
@@ -643,7 +741,8 @@ impl Call {
             .b
             .request(Method::Invite, &fx.cfg.local, None)
             .max_forwards(mf);
-        for name in REQUEST_PASS {
+        let passed = identity::passed(self.terms.direction);
+        for name in REQUEST_PASS.iter().chain(passed) {
             for v in self.a_invite.headers(&HeaderName::from_bytes(name)) {
                 req = req.header(&lossy(name), &lossy(v));
             }
@@ -653,9 +752,7 @@ impl Call {
         {
             req = req.header(name, &value);
         }
-        let caller_id = &self.terms.decision.caller_id;
-        if !caller_id.is_empty() {
-            let pai = format!("<sip:{caller_id}@{}>", fx.cfg.local.public_address);
+        if let Some(pai) = caller.pai {
             req = req.header("P-Asserted-Identity", &pai);
         }
         let body = self.a_invite.body();
@@ -864,17 +961,29 @@ impl Call {
                     if self.hold_2xx(k, resp) {
                         return;
                     }
+                    if let Some(terms) = self.redirects.terms_of(hop) {
+                        // A redirect target answered: its rate and limits.
+                        self.terms.decision = terms.clone();
+                    }
                     self.winner = Some(k);
                     self.aim(hop);
                     self.b.invite_cseq = seq;
                     self.b.learn_from_response(resp);
                     self.cancel_attempts(Some(k), fx);
                     self.phase = Phase::Confirmed;
+                    if self.xfer.is_transferee() {
+                        // Its ringing was bounded by Timer C (transfer.rs).
+                        self.max_end = fx.now + fx.cfg.max_call_duration;
+                    }
                     self.answered_at = Some(fx.now);
                     if let Some(limit) = self.terms.decision.max_duration {
                         // SPEC §3 "duration": BYE on both legs at that second.
                         self.max_end = self.max_end.min(fx.now + limit);
                     }
+                    if self.xfer.is_transferee() {
+                        return self.transferee_answered(seq, status, resp, fx);
+                    }
+                    self.xfer.note_sdp(Side::B, resp);
                     let late_offer = self.a_invite.body().is_empty();
                     let deferred = if late_offer {
                         Some((Side::B, seq))
@@ -905,7 +1014,28 @@ impl Call {
                     if self.fork_live() {
                         return; // other contacts of this fork still ring
                     }
-                    if self.hunts() || (self.phase == Phase::Trying && fails_over(status)) {
+                    if (300..=399).contains(&status.0) && self.follows_redirects() {
+                        if self.redirect(resp, fx) {
+                            return self.fail_over(None, fx);
+                        }
+                        let status = self
+                            .last_final
+                            .as_ref()
+                            .map_or(StatusCode::SERVICE_UNAVAILABLE, |(s, _)| map_failure(*s));
+                        self.answer_a(status, None, fx);
+                        return self.end(fx);
+                    }
+                    // A redirect target refusing (486, 404, …): the next
+                    // target, skipping its other upstreams; 408/5xx fail
+                    // over to them as usual.
+                    let next_target = self.redirects.terms_of(hop).is_some() && status.0 < 600;
+                    if next_target && !fails_over(status) {
+                        self.step = self.redirects.next_target(hop).unwrap_or(self.plan.len());
+                    }
+                    if self.hunts()
+                        || next_target
+                        || (self.phase == Phase::Trying && fails_over(status))
+                    {
                         return self.fail_over(None, fx);
                     }
                     self.answer_a(
@@ -1019,6 +1149,11 @@ impl Call {
             Purpose::Relay(r) => {
                 self.on_relay_response(r.from, &r.server, &r.request, Some(resp), fx)
             }
+            Purpose::Notify if resp.status().is_some_and(|s| s.is_final()) => {
+                self.on_notify_done(fx)
+            }
+            Purpose::Notify => {}
+            Purpose::Bridge => self.on_bridge_response(Some(resp), fx),
         }
     }
 
@@ -1029,6 +1164,8 @@ impl Call {
             Purpose::Refresh(side) => self.on_refresh_response(*side, None, fx),
             Purpose::Cancel | Purpose::Bye | Purpose::Prack => {}
             Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
+            Purpose::Notify => self.on_notify_done(fx),
+            Purpose::Bridge => self.on_bridge_response(None, fx),
         }
     }
 
@@ -1156,6 +1293,7 @@ impl Call {
             }
             self.reinvite = false;
             self.leg_mut(to).learn_target(r);
+            self.xfer.note_sdp(to, r);
             let deferred = if request.body().is_empty() {
                 Some((to, seq))
             } else {
@@ -1242,6 +1380,9 @@ impl Call {
         if is_target_refresh(&method) {
             self.leg_mut(side).learn_target(req);
         }
+        if matches!(method, Method::Invite | Method::Update) {
+            self.xfer.note_sdp(side, req);
+        }
         if method == Method::Update && req.body().is_empty() && self.phase == Phase::Confirmed {
             return self.absorb_refresh(side, req, key, fx);
         }
@@ -1316,6 +1457,7 @@ impl Call {
         if !matches {
             return;
         }
+        self.xfer.note_sdp(side, ack);
         if let Some(ok) = self.ok.take() {
             if let Some((to, cseq)) = ok.deferred_ack {
                 let body = ack.body();
@@ -1367,7 +1509,7 @@ impl Call {
                     }
                 }
                 for side in [Side::A, Side::B] {
-                    if Some(side) == skip {
+                    if Some(side) == skip || self.xfer.handed(side) {
                         continue;
                     }
                     let local = fx.cfg.local.clone();
@@ -1442,7 +1584,7 @@ impl Call {
         if self.ended_at.is_none() && self.max_end <= now {
             if self.phase == Phase::Confirmed {
                 tracing::info!(
-                    call_id = %self.a.call_id,
+                    call_id = %self.a_call_id(),
                     trunk = ?self.terms.trunk_id(),
                     "call ended by sipfront: maximum duration reached, BYE on both legs"
                 );
@@ -1477,7 +1619,7 @@ impl Call {
         };
         let rate = self.terms.decision.rate();
         Some(Cdr {
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             start_unix_ms: wall.unix_ms(self.started_at),
             direction: self.terms.direction,
             from: self.caller(),
@@ -1520,7 +1662,7 @@ impl Call {
         let trunk = self.terms.sip_trunk();
         Some(CallEvent {
             url: Arc::clone(url),
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             state,
             direction: self.terms.direction,
             from: self.caller(),
@@ -1535,7 +1677,7 @@ impl Call {
     /// The live view of the call (`GET /v1/calls`).
     pub(crate) fn view(&self, wall: &WallClock) -> super::CallView {
         super::CallView {
-            call_id: self.a.call_id.clone(),
+            call_id: self.a_call_id().to_owned(),
             direction: self.terms.direction.as_str(),
             trunk: self.terms.sip_trunk().to_owned(),
             from: self.terms.decision.caller_id.clone(),

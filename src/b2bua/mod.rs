@@ -25,6 +25,9 @@
 //! An admitted call keeps its terms (number, caller ID, duration limit,
 //! rate) to the end, whatever snapshot comes after.
 //!
+//! REFER from a trunk is a blind transfer (`transfer.rs`, RFC 3515): a new
+//! call under the trunk's policy, to which the transferred leg is handed.
+//!
 //! # Not yet here
 //! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
 //!   another trunk or a DID wait for the registrar (`480`).
@@ -37,12 +40,15 @@
 mod admission;
 mod call;
 mod health;
+mod identity;
 mod leg;
 mod plan;
+mod redirect;
 mod registration;
 mod reliable;
 pub mod session_timer;
 mod table;
+mod transfer;
 mod upstream_auth;
 
 use std::cmp::Reverse;
@@ -646,6 +652,16 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
+        if admitted.emergency {
+            tracing::warn!(
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                %source,
+                trunk = ?admitted.trunk_id(),
+                caller = %admitted.decision.caller_id,
+                "emergency call to {}: no channel, rate, cost or duration limit, to the upstreams",
+                admitted.decision.number
+            );
+        }
         let status_url = self
             .admission
             .status_url(admitted.direction, admitted.did.as_deref());
@@ -795,6 +811,7 @@ impl B2bua {
                 StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST,
             );
         };
+        self.before_in_dialog(id, side, msg);
         self.with_call(id, now, |call, fx| call.on_request(side, msg, &key, fx));
     }
 
@@ -954,20 +971,37 @@ impl B2bua {
         self.table.find_dialog(&key)
     }
 
+    /// Runs `f` on call `id` (see `run_call`), then what it means for the
+    /// other call of a transfer (`transfer.rs`).
+    fn with_call(&mut self, id: CallId, now: Instant, f: impl FnOnce(&mut Call, &mut Fx<'_>)) {
+        if let Some(followup) = self.run_call(id, now, f) {
+            self.transfer_followup(id, followup, now);
+        }
+    }
+
     /// Runs `f` on call `id`, then indexes its new client transactions,
     /// removes it if finished, else reschedules its timer.
-    fn with_call(&mut self, id: CallId, now: Instant, f: impl FnOnce(&mut Call, &mut Fx<'_>)) {
-        let Some(call) = self.table.calls.get_mut(&id) else {
-            return;
-        };
+    fn run_call(
+        &mut self,
+        id: CallId,
+        now: Instant,
+        f: impl FnOnce(&mut Call, &mut Fx<'_>),
+    ) -> Option<call::Followup> {
+        let call = self.table.calls.get_mut(&id)?;
         let mut fx = Fx {
             actions: &mut self.actions,
             new_clients: Vec::new(),
             cfg: &self.cfg,
             now,
+            reroute: redirect::Reroute {
+                upstreams: &self.upstreams,
+                admission: &self.admission,
+                seed: self.rng,
+            },
             rng: &mut self.rng,
         };
         f(call, &mut fx);
+        let followup = call.xfer.followup(call.phase);
         if !call.holds_channel() {
             table::release_channel(&mut self.table.channels, call);
         }
@@ -992,7 +1026,7 @@ impl B2bua {
         }
         if call.finished(now, &self.cfg) {
             self.table.remove(id);
-            return;
+            return followup;
         }
         let next = call
             .next_deadline(&self.cfg)
@@ -1010,6 +1044,7 @@ impl B2bua {
                 .filter_map(|(id, c)| c.scheduled.map(|at| Reverse((at, *id))))
                 .collect();
         }
+        followup
     }
 }
 

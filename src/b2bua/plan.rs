@@ -62,17 +62,8 @@ impl Planner<'_> {
         Ok(hops)
     }
 
-    /// `number` through each upstream in fail-over order, one step each.
     fn upstream_hops(&self, number: &str, fork: &mut u32) -> Vec<Hop> {
-        self.upstreams
-            .plan(self.seed)
-            .iter()
-            .filter_map(|&i| self.upstreams.get(i))
-            .map(|u: &Upstream| {
-                *fork += 1;
-                u.hop(number, *fork)
-            })
-            .collect()
+        upstream_hops(self.upstreams, self.seed, number, fork)
     }
 
     /// A trunk: all its registered contacts ring at once, at the address and
@@ -91,6 +82,7 @@ impl Planner<'_> {
                 uri: r.uri,
                 to: to.clone(),
                 fork: *fork,
+                carrier: None,
                 auth: None,
             })
             .collect();
@@ -143,6 +135,25 @@ impl Planner<'_> {
     }
 }
 
+/// `number` through each upstream in fail-over order, one step (fork) each,
+/// numbered after `fork`.
+pub(crate) fn upstream_hops(
+    upstreams: &Upstreams,
+    seed: u64,
+    number: &str,
+    fork: &mut u32,
+) -> Vec<Hop> {
+    upstreams
+        .plan(seed)
+        .iter()
+        .filter_map(|&i| upstreams.get(i))
+        .map(|u: &Upstream| {
+            *fork += 1;
+            u.hop(number, *fork)
+        })
+        .collect()
+}
+
 /// A SIP URI destination (host must be an IP literal: no DNS yet).
 fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
     let u = Uri::parse(uri.trim())?;
@@ -157,6 +168,7 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         uri: uri.trim().to_owned(),
         to: uri.trim().to_owned(),
         fork,
+        carrier: None,
         auth: None,
     })
 }

@@ -245,6 +245,9 @@ pub(crate) struct LegTimer {
     due: Option<Instant>,
     /// Our refresh is in flight (its answer, or expiry, comes next).
     in_flight: bool,
+    /// Where we refresh: when the session is over without a successful
+    /// refresh (retries never push past it).
+    expires: Option<Instant>,
     /// The peer listed UPDATE in `Allow` (RFC 3311): refresh with it.
     pub(crate) update: bool,
 }
@@ -255,6 +258,12 @@ impl LegTimer {
         self.in_flight = false;
         self.state = n;
         self.due = n.map(|n| now + Self::wait(n));
+        self.expires = n.map(|n| now + Self::wait(n) + Self::grace(n));
+    }
+
+    /// How long our refresh may take before the session counts as over.
+    fn grace(n: Negotiated) -> Duration {
+        n.interval - Self::wait(n).min(n.interval / 2)
     }
 
     fn wait(n: Negotiated) -> Duration {
@@ -283,33 +292,50 @@ impl LegTimer {
             return Some(Due::Expired);
         }
         self.in_flight = true;
-        self.due = Some(now + n.interval - Self::wait(n).min(n.interval / 2));
+        // The answer must come before the session ends (a late, postponed
+        // refresh does not move that end).
+        let end = self
+            .expires
+            .map_or(now + Self::grace(n), |e| e.min(now + Self::grace(n)));
+        self.due = Some(end);
+        self.expires = Some(end);
         Some(Due::Refresh)
+    }
+
+    /// Schedules the next try at `at`, unless the session is over first.
+    fn retry_at(&mut self, at: Instant) {
+        match self.expires {
+            Some(end) if end <= at => {
+                self.in_flight = true;
+                self.due = Some(end);
+            }
+            _ => {
+                self.in_flight = false;
+                self.due = Some(at);
+            }
+        }
     }
 
     /// Our refresh could not be sent now (another INVITE is in progress,
     /// §10 glare): try again shortly, keeping the expiry.
     pub(crate) fn postpone(&mut self, now: Instant, by: Duration) {
-        self.in_flight = false;
-        self.due = Some(now + by);
+        self.retry_at(now + by);
     }
 
-    /// Our refresh got a non-fatal error (e.g. `491`, `488`): the session
-    /// stays and the next refresh comes after the usual wait.
+    /// Our refresh got another error (e.g. `491`, `488`): tried again
+    /// within 1–10 s; without a success by the session's end it is over.
     pub(crate) fn retry_later(&mut self, now: Instant) {
         if let Some(n) = self.state {
-            self.in_flight = false;
-            self.due = Some(
-                now + Self::wait(n)
-                    .min(Duration::from_secs(10))
-                    .max(Duration::from_secs(1)),
-            );
+            let wait = Self::wait(n)
+                .min(Duration::from_secs(10))
+                .max(Duration::from_secs(1));
+            self.retry_at(now + wait);
         }
     }
 
     /// Headers for a refresh or a relayed re-INVITE/UPDATE we send as UAC on
-    /// this leg (§7.1): our `Supported`, and the current interval with the
-    /// refresher kept as negotiated.
+    /// this leg (§7.1): the current interval with the refresher kept as
+    /// negotiated, and our `Min-SE`.
     pub(crate) fn request_headers(&self, cfg: &SessionConfig) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         match self.state {
@@ -506,6 +532,27 @@ mod tests {
         assert!(t.request_headers(&cfg(1800, 90)).is_empty());
         // No answer within half an interval more: dead.
         assert_eq!(t.poll(t0 + Duration::from_secs(3600)), Some(Due::Expired));
+    }
+
+    #[test]
+    fn refused_refreshes_are_retried_until_the_session_ends() {
+        let t0 = Instant::now();
+        let mut t = LegTimer::default();
+        t.refreshed(neg(40, Role::Us), t0);
+        let mut now = t0 + Duration::from_secs(20);
+        assert_eq!(t.poll(now), Some(Due::Refresh));
+        let mut refreshes = 1;
+        loop {
+            t.retry_later(now); // e.g. 500 every time
+            now = t.next().expect("scheduled");
+            match t.poll(now) {
+                Some(Due::Refresh) => refreshes += 1,
+                Some(Due::Expired) => break,
+                None => panic!("due at {now:?}"),
+            }
+        }
+        assert_eq!(now, t0 + Duration::from_secs(40), "ends with the session");
+        assert!(refreshes >= 2);
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub(crate) enum Purpose {
     Cancel,
     /// A BYE we originated (its response needs no action).
     Bye,
+    /// A NOTIFY of a transfer's progress to the referrer (RFC 3515): the
+    /// final one's answer ends the referrer's leg.
+    Notify,
+    /// The re-INVITE that bridges a transferred party to its new call.
+    Bridge,
     /// A session refresh we originated on this leg (RFC 4028 §10).
     Refresh(Side),
     /// A PRACK we originated for an upstream's reliable 18x (RFC 3262 §4).
@@ -89,8 +94,13 @@ impl SessionTable {
     pub(crate) fn remove(&mut self, id: CallId) -> Option<Call> {
         let mut call = self.calls.remove(&id)?;
         release_channel(&mut self.channels, &mut call);
-        self.dialogs.remove(&call.dialog_key(Side::A));
-        self.dialogs.remove(&call.dialog_key(Side::B));
+        // A leg handed over to a transfer's new call is indexed to it now.
+        for side in [Side::A, Side::B] {
+            let key = call.dialog_key(side);
+            if self.dialogs.get(&key) == Some(&id) {
+                self.dialogs.remove(&key);
+            }
+        }
         self.invites.remove(call.a_invite_key());
         Some(call)
     }

@@ -1546,6 +1546,8 @@ fn refusal_causes_are_listed_in_declaration_order() {
     }
 }
 
+mod identity;
 mod registration;
 mod session;
+mod transfer;
 mod upauth;

@@ -19,8 +19,8 @@ pub use error::{ConfigError, ConfigErrors, SpanIndex};
 pub use rates::{Rate, RateTable};
 pub use schema::{
     ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,
-    ListenConfig, ListenTransport, RatesConfig, RegistrarSettings, SecuritySettings, ServerConfig,
-    StoreConfig, SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
+    ListenConfig, ListenTransport, NumberFormat, RatesConfig, RegistrarSettings, SecuritySettings,
+    ServerConfig, StoreConfig, SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
 };
 
 pub(crate) use validate::check_trunk;

@@ -100,6 +100,10 @@ pub struct ServerConfig {
     /// (SPEC §4 "ring timeout"; Kamailio's `fr_inv_timer`).
     #[serde(default = "default_ring_timeout_s")]
     pub ring_timeout_s: u64,
+    /// Numbers that are never refused for channels, rate, cost or duration
+    /// and always go to the upstreams (emergency services).
+    #[serde(default = "default_emergency_numbers")]
+    pub emergency_numbers: Vec<String>,
     /// RFC 4028 session interval sipfront asks for on each leg, and the
     /// period of its refresh toward peers without timers; 0 disables.
     #[serde(default = "default_session_expires_s")]
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             public_address: default_public_address(),
             drain_s: default_drain_s(),
             ring_timeout_s: default_ring_timeout_s(),
+            emergency_numbers: default_emergency_numbers(),
             session_expires_s: default_session_expires_s(),
             min_se_s: default_min_se_s(),
         }
@@ -266,6 +271,9 @@ pub struct UpstreamConfig {
     /// Expires asked for in our REGISTER.
     #[serde(default = "default_register_expires")]
     pub register_expires_s: u32,
+    /// How numbers are written in calls sent to it.
+    #[serde(default)]
+    pub number_format: NumberFormat,
 }
 
 impl Default for UpstreamConfig {
@@ -282,6 +290,29 @@ impl Default for UpstreamConfig {
             auth_username: String::new(),
             register: false,
             register_expires_s: default_register_expires(),
+            number_format: NumberFormat::Digits,
+        }
+    }
+}
+
+/// How an upstream wants numbers in Request-URI, To, From and
+/// P-Asserted-Identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberFormat {
+    /// E.164 digits without `+` (`12125551234`).
+    #[default]
+    Digits,
+    /// E.164 with `+` (`+12125551234`, RFC 3966 §5.1.4 global number).
+    Plus,
+}
+
+impl NumberFormat {
+    /// `number` (digits) written in this format.
+    pub fn write(self, number: &str) -> String {
+        match self {
+            NumberFormat::Digits => number.to_owned(),
+            NumberFormat::Plus => format!("+{number}"),
         }
     }
 }
@@ -640,6 +671,10 @@ fn default_min_se_s() -> u64 {
 
 fn default_ring_timeout_s() -> u64 {
     30
+}
+/// North America, the EU and most of the world, the UK, US TTY/relay.
+fn default_emergency_numbers() -> Vec<String> {
+    ["911", "112", "999", "933"].map(str::to_owned).to_vec()
 }
 
 fn default_drain_s() -> u64 {

@@ -263,6 +263,30 @@ fn registrar_section_defaults_and_bounds() {
 }
 
 #[test]
+fn emergency_numbers_and_number_format() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.emergency_numbers, ["911", "112", "999", "933"]);
+    let c = parse(
+        "[server]\nemergency_numbers = [\"112\"]\n\
+         [[upstream]]\nname = \"c\"\nuri = \"sip:192.0.2.1\"\nnumber_format = \"plus\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.emergency_numbers, ["112"]);
+    assert_eq!(c.upstream[0].number_format, NumberFormat::Plus);
+    let e = err("[server]\nemergency_numbers = [\n  \"911\",\n  \"+112\",\n]\n");
+    assert_eq!(
+        e,
+        ["t.toml:4: server.emergency_numbers[1]: `+112` must be digits (the number as dialled, no `+`)"]
+    );
+    let e = err("[[upstream]]\nname = \"c\"\nuri = \"sip:192.0.2.1\"\nnumber_format = \"e164\"\n");
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("t.toml:4: upstream[0].number_format: unknown variant `e164`"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn session_timer_keys_default_and_bounds() {
     let c = parse("").unwrap();
     assert_eq!((c.server.session_expires_s, c.server.min_se_s), (1800, 90));

@@ -158,6 +158,14 @@ pub(crate) fn validate(
             "must be between 1 and 3600 seconds",
         );
     }
+    for (i, n) in cfg.server.emergency_numbers.iter().enumerate() {
+        if !is_digits(n) {
+            e.push(
+                format!("server.emergency_numbers[{i}]"),
+                format!("`{n}` must be digits (the number as dialled, no `+`)"),
+            );
+        }
+    }
     // RFC 4028 §4 puts the floor at 90 s; down to 2 s is allowed for tests.
     let min_se = cfg.server.min_se_s;
     if !(2..=86_400).contains(&min_se) {

@@ -443,6 +443,12 @@ impl Endpoint {
                 self.handle_register(&msg, key, inbound, now);
                 return;
             }
+            if in_dialog && msg.method() == Some(&Method::Refer) {
+                let locations = self.registrar.store();
+                self.b2bua
+                    .handle_refer(&msg, key, inbound.peer, locations, now);
+                return;
+            }
             if in_dialog {
                 self.b2bua.handle_in_dialog(&msg, key, inbound.peer, now);
                 return;

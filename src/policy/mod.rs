@@ -9,6 +9,7 @@
 //! [`CallFacts`], the rate table and on-net index with [`PolicyContext`].
 //! Each row is also a public function so it can be tested and reused alone.
 
+mod emergency;
 mod number;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ use crate::auth::{ip_allowed, TrunkId};
 use crate::config::{DidConfig, Rate, RateTable, TrunkConfig};
 use crate::sip::StatusCode;
 
+pub use emergency::{emergency, emergency_number, EMERGENCY};
 pub use number::{normalize, rewrite};
 
 /// What the B2BUA knows about the call being placed.

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::auth::Credentials;
+use crate::config::NumberFormat;
 use crate::sip::Transport;
 
 /// The next hop of one attempt, with the Request-URI and To it carries.
@@ -23,6 +24,10 @@ pub struct Hop {
     /// trunk's registered contacts); each new number is the next step of
     /// the hunt.
     pub fork: u32,
+    /// Set when the hop is an upstream carrier: how it wants numbers
+    /// written. Carriers are our RFC 3325 trust domain: they get the
+    /// caller's number in P-Asserted-Identity even under `Privacy: id`.
+    pub carrier: Option<NumberFormat>,
     /// Credentials for this hop's `401`/`407` (an upstream's account).
     pub auth: Option<Arc<Credentials>>,
 }
@@ -37,6 +42,7 @@ impl Hop {
             to: uri.clone(),
             uri,
             fork,
+            carrier: None,
             auth: None,
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::Hop;
 use crate::auth::Credentials;
-use crate::config::UpstreamConfig;
+use crate::config::{NumberFormat, UpstreamConfig};
 use crate::sip::{Host, Transport, Uri};
 
 /// Why an `[[upstream]]` entry cannot be used.
@@ -50,6 +50,8 @@ pub struct Upstream {
     pub ping_interval_s: u32,
     /// Health: false after failed pings.
     pub up: bool,
+    /// How numbers are written toward it (`number_format`).
+    pub number_format: NumberFormat,
     /// What answers its `401`/`407` (`username`/`password`); `None`: its
     /// challenges fail the attempt as before.
     pub credentials: Option<Arc<Credentials>>,
@@ -91,17 +93,21 @@ impl Upstream {
             trusted: c.trusted,
             ping_interval_s: c.ping_interval_s,
             up: true,
+            number_format: c.number_format,
             credentials: Credentials::new(&c.username, &c.auth_username, &c.password).map(Arc::new),
             register: c.register,
             register_expires_s: c.register_expires_s,
         })
     }
 
-    /// An attempt to call `number` through this upstream.
+    /// An attempt to call `number` (digits) through this upstream, the
+    /// number written in its `number_format`.
     pub fn hop(&self, number: &str, fork: u32) -> Hop {
+        let written = self.number_format.write(number);
         Hop {
+            carrier: Some(self.number_format),
             auth: self.credentials.clone(),
-            ..Hop::number_at(number, self.addr, self.transport, fork)
+            ..Hop::number_at(&written, self.addr, self.transport, fork)
         }
     }
 

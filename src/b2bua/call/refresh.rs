@@ -48,7 +48,7 @@ impl Sessions {
         }
     }
 
-    fn get_mut(&mut self, side: Side) -> &mut LegTimer {
+    pub(crate) fn get_mut(&mut self, side: Side) -> &mut LegTimer {
         match side {
             Side::A => &mut self.a,
             Side::B => &mut self.b,

@@ -1,0 +1,386 @@
+//! Blind transfer from a trunk (RFC 3515 REFER; RFC 5589 §6 call flow):
+//! a transfer is a new B2BUA call, placed by sipfront under the referring
+//! trunk's policy, to which the transferred party's dialog is handed over
+//! once it answers.
+//!
+//! 1. A REFER from the trunk's leg of a confirmed call gets `202` and a
+//!    NOTIFY `100 Trying` (`call/refer.rs`); the REFER is never relayed.
+//! 2. The `Refer-To` number goes through the same admission and planner as
+//!    an INVITE from that trunk (channels, rate, cost, caller ID, rewrite,
+//!    on-net); a refusal is NOTIFYed (`403`, `503`, …) and the call goes on.
+//! 3. The new call is a [`Call`] whose A-leg is a placeholder until its
+//!    party answers; then the transferred party's leg moves into it
+//!    (`hand_over`), it re-INVITEs that party with the new party's SDP, and
+//!    the referring call NOTIFYs `200` and BYEs the referrer's leg.
+//!
+//! Channels and records: the new call is a call *placed* by the referring
+//! trunk: it holds one of the trunk's channels and writes its own CDR (from
+//! the REFER to its end, billed from its answer) under its own Call-ID. The
+//! referring call's channel is counted free when the new call is admitted
+//! (it is being replaced) and is given back when its referrer leg ends.
+//!
+//! `Replaces` (RFC 3891, attended transfer) is refused with `603`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::call::{Call, Followup, NewCall, Xfer};
+use super::leg::Side;
+use super::table::CallId;
+use super::{plan, B2bua, ChannelKey};
+use crate::cdr::Direction;
+use crate::routing::Locations;
+use crate::sip::build::{self, RequestBuilder};
+use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
+use crate::transaction::TransactionKey;
+
+/// Timer C (RFC 3261 §16.6): how long a transfer's new call may ring.
+const TIMER_C: Duration = Duration::from_secs(180);
+
+/// What a REFER asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// Blind transfer to this number (the `Refer-To` user part).
+    Number(String),
+    /// Attended transfer (`?Replaces=`, RFC 3891).
+    Replaces,
+}
+
+/// The one `Refer-To` of a REFER (RFC 3515 §2.4.1), or the status that
+/// refuses it: `400` without exactly one well-formed value, `484` when it
+/// names no number.
+fn refer_target(msg: &Message) -> Result<Target, StatusCode> {
+    let mut values = msg.headers(&HeaderName::ReferTo);
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    let na = NameAddr::parse(value).ok_or(StatusCode::BAD_REQUEST)?;
+    if !na.uri.is_supported() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let replaces = na.uri.headers.is_some_and(|h| {
+        h.split('&').any(|p| {
+            p.get(..9)
+                .is_some_and(|n| n.eq_ignore_ascii_case("replaces="))
+        })
+    });
+    if replaces {
+        return Ok(Target::Replaces);
+    }
+    let user = na.uri.user.unwrap_or_default();
+    // Drop user parameters (`;phone-context=…`, RFC 3966 §5.1.5).
+    let number = user.split(';').next().unwrap_or_default();
+    if number.is_empty() {
+        return Err(StatusCode::ADDRESS_INCOMPLETE);
+    }
+    Ok(Target::Number(number.to_owned()))
+}
+
+impl B2bua {
+    /// An in-dialog REFER on server transaction `key` (RFC 3515): a blind
+    /// transfer from the trunk's leg, or a refusal (`481`, `403`, `491`,
+    /// `400`, `484`, `603` for `Replaces`).
+    pub fn handle_refer(
+        &mut self,
+        msg: &Message,
+        key: TransactionKey,
+        source: SocketAddr,
+        locations: &dyn Locations,
+        now: Instant,
+    ) {
+        let Some((id, side)) = self.find_dialog(msg) else {
+            return self.handle_in_dialog(msg, key, source, now);
+        };
+        let refused = self
+            .table
+            .calls
+            .get(&id)
+            .and_then(|c| c.refer_refusal(side));
+        let target = match (refused, refer_target(msg)) {
+            (Some(status), _) | (None, Err(status)) => {
+                return self
+                    .with_call(id, now, |c, fx| c.answer_refer(side, msg, &key, status, fx));
+            }
+            (None, Ok(Target::Replaces)) => {
+                tracing::info!(
+                    call_id = %msg_call_id(msg),
+                    "REFER with Replaces (attended transfer) refused: not supported"
+                );
+                let status = StatusCode::DECLINE;
+                return self
+                    .with_call(id, now, |c, fx| c.answer_refer(side, msg, &key, status, fx));
+            }
+            (None, Ok(Target::Number(n))) => n,
+        };
+        self.with_call(id, now, |c, fx| c.accept_refer(side, msg, &key, fx));
+        if let Err(status) = self.place_transfer(id, &target, source, locations, now) {
+            self.with_call(id, now, |c, fx| c.transfer_failed(status, fx));
+        }
+    }
+
+    /// The new call of call `referrer`'s transfer to `number`, under the
+    /// referring trunk's policy; its INVITE is sent. The status to NOTIFY
+    /// when it cannot be placed.
+    fn place_transfer(
+        &mut self,
+        referrer: CallId,
+        number: &str,
+        source: SocketAddr,
+        locations: &dyn Locations,
+        now: Instant,
+    ) -> Result<CallId, StatusCode> {
+        let call = self
+            .table
+            .calls
+            .get(&referrer)
+            .ok_or(StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST)?;
+        let moved = call.trunk_side().other();
+        // The trunk as it is configured now: a transfer is a new call.
+        let trunk = match call.terms.direction {
+            Direction::Placed => call.terms.trunk_id().and_then(|t| self.admission.trunk(t)),
+            // The DID's trunk (its first-priority trunk destination).
+            Direction::Received => self.admission.trunk_by_login(call.terms.sip_trunk()),
+        }
+        .cloned()
+        .ok_or(StatusCode::FORBIDDEN)?;
+        // The transferred party is the new call's caller (as FreeSWITCH
+        // presents it); the trunk's caller-ID rules decide what is sent.
+        let caller = match call.terms.direction {
+            Direction::Placed => call.terms.decision.number.clone(),
+            Direction::Received => call.terms.decision.caller_id.clone(),
+        };
+        let (dest, transport) = call.peer(moved);
+        let sdp = call.xfer.sdp(moved).cloned();
+        let channel = ChannelKey::Trunk(trunk.id());
+        let replaced = call.channel && call.terms.channel() == channel;
+        let active = self
+            .table
+            .channels(&channel)
+            .saturating_sub(u32::from(replaced));
+        let invite = self
+            .transfer_invite(number, &caller, sdp)
+            .ok_or(StatusCode::ADDRESS_INCOMPLETE)?;
+        let admitted = match self
+            .admission
+            .admit_trunk(trunk.clone(), &invite, source.ip(), active)
+        {
+            Ok(a) => a,
+            Err(refusal) => {
+                tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {refusal}");
+                let status = refusal.status();
+                self.record_refusal(&invite, Some(&trunk), None, status, now);
+                return Err(status);
+            }
+        };
+        let seed = self.next_seed();
+        let planner = plan::Planner {
+            upstreams: &self.upstreams,
+            admission: &self.admission,
+            locations,
+            domain: &self.cfg.local.public_address,
+            seed,
+            now,
+        };
+        let plan = match planner.plan(&admitted) {
+            Ok(p) => p,
+            Err(r) => {
+                tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {}", r.why);
+                self.record_refusal(&invite, Some(&trunk), Some(&admitted), r.status, now);
+                return Err(r.status);
+            }
+        };
+        let key = TransactionKey::server(&invite).map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
+        let new = NewCall {
+            invite: &invite,
+            key,
+            source: dest,
+            transport,
+            plan,
+            status_url: self.admission.status_url(Direction::Placed, None),
+            admitted,
+        };
+        let mut call = Call::new(new, &self.cfg, now)?;
+        call.xfer.role = Xfer::transferee(referrer, msg_call_id(&invite));
+        call.limit_ringing(now + TIMER_C);
+        tracing::info!(
+            call_id = %msg_call_id(&invite),
+            trunk = trunk.id(),
+            to = %call.terms.decision.number,
+            "transfer: placing the new call"
+        );
+        self.stats.calls += 1;
+        let child = self.table.insert(call);
+        if let Some(c) = self.table.calls.get_mut(&referrer) {
+            c.set_transfer_child(child);
+        }
+        self.with_call(child, now, |call, fx| {
+            if !call.send_attempt(fx) {
+                call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
+            }
+        });
+        Ok(child)
+    }
+
+    /// The INVITE the referring trunk would have sent for `number`, as the
+    /// new call's (never sent) A-leg INVITE: the transferred party `caller`
+    /// calls, offering its last `sdp`.
+    fn transfer_invite(&self, number: &str, caller: &str, sdp: Option<Bytes>) -> Option<Message> {
+        let host = &self.cfg.local.public_address;
+        let uri = format!("sip:{number}@{host}");
+        let caller = if caller.is_empty() {
+            "anonymous"
+        } else {
+            caller
+        };
+        let mut b = RequestBuilder::new(Method::Invite, &uri)
+            .via(
+                Transport::Udp,
+                &self.cfg.local.sent_by(Transport::Udp),
+                &build::new_branch(),
+                false,
+            )
+            .max_forwards(70)
+            .from(&format!("<sip:{caller}@{host}>"), Some(&build::new_tag()))
+            .to(&format!("<{uri}>"), None)
+            .call_id(&build::new_call_id(host))
+            .cseq(1);
+        if let Some(sdp) = sdp {
+            b = b.body("application/sdp", sdp);
+        }
+        Message::parse(b.build()).ok()
+    }
+
+    /// A BYE from a referrer whose transfer is still ringing (RFC 5589 §6
+    /// lets the transferor hang up after `202`): the transferred party is
+    /// handed to the new call at once, so the BYE ends only the referrer.
+    pub(super) fn before_in_dialog(&mut self, id: CallId, side: Side, msg: &Message) {
+        if msg.method() != Some(&Method::Bye) {
+            return;
+        }
+        let child = self
+            .table
+            .calls
+            .get(&id)
+            .and_then(|c| c.pending_transfer(side));
+        if let Some(child) = child {
+            self.hand_over(id, child, true);
+        }
+    }
+
+    /// Moves the transferred party's dialog from call `from` to the new
+    /// call `to` (re-indexed, so its requests reach the new call).
+    fn hand_over(&mut self, from: CallId, to: CallId, referrer_left: bool) -> bool {
+        if !self.table.calls.contains_key(&to) {
+            return false;
+        }
+        let Some(handed) = self.table.calls.get_mut(&from).and_then(Call::hand_over) else {
+            return false;
+        };
+        let Some(call) = self.table.calls.get_mut(&to) else {
+            return false;
+        };
+        let placeholder = call.dialog_key(Side::A);
+        call.take_over(handed, referrer_left);
+        let key = call.dialog_key(Side::A);
+        self.table.dialogs.remove(&placeholder);
+        self.table.dialogs.insert(key, to);
+        true
+    }
+
+    /// The cross-call consequence of call `id`'s last input.
+    pub(super) fn transfer_followup(&mut self, id: CallId, followup: Followup, now: Instant) {
+        match followup {
+            Followup::Orphan(child) => self.terminate(child, now),
+            Followup::Report { referrer, status } => {
+                let waiting = self
+                    .table
+                    .calls
+                    .get(&referrer)
+                    .is_some_and(|c| c.transfers_to(id));
+                if !waiting {
+                    if status.is_success() {
+                        self.terminate(id, now);
+                    }
+                    return;
+                }
+                if !status.is_success() {
+                    tracing::info!(status = status.0, "transfer failed, the call goes on");
+                    return self.with_call(referrer, now, |c, fx| c.transfer_failed(status, fx));
+                }
+                if self.hand_over(referrer, id, false) {
+                    self.with_call(referrer, now, |c, fx| c.transfer_succeeded(status, fx));
+                    self.with_call(id, now, |c, fx| c.bridge(fx));
+                } else {
+                    self.terminate(id, now);
+                }
+            }
+        }
+    }
+}
+
+fn msg_call_id(msg: &Message) -> String {
+    String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refer(refer_to: &[&str]) -> Message {
+        let mut b = RequestBuilder::new(Method::Refer, "sip:sipfront@127.0.0.1")
+            .via(Transport::Udp, "10.0.0.1:5060", "z9hG4bKr", true)
+            .from("<sip:pbx@10.0.0.1>", Some("f"))
+            .to("<sip:x@127.0.0.1>", Some("t"))
+            .call_id("c@10.0.0.1")
+            .cseq(3);
+        for r in refer_to {
+            b = b.header("Refer-To", r);
+        }
+        Message::parse(b.build()).unwrap()
+    }
+
+    #[test]
+    fn refer_to_names_a_number_once() {
+        let n = |s: &str| Ok(Target::Number(s.to_owned()));
+        assert_eq!(
+            refer_target(&refer(&["<sip:2125550100@10.0.0.1>"])),
+            n("2125550100")
+        );
+        assert_eq!(refer_target(&refer(&["sip:+4420@10.0.0.1"])), n("+4420"));
+        assert_eq!(
+            refer_target(&refer(&["<tel:+12125550100>"])),
+            n("+12125550100")
+        );
+        assert_eq!(
+            refer_target(&refer(&[
+                "<sip:2125550100;phone-context=x@10.0.0.1;user=phone>"
+            ])),
+            n("2125550100")
+        );
+        assert_eq!(
+            refer_target(&refer(&[
+                "<sip:200@10.0.0.1?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"
+            ])),
+            Ok(Target::Replaces)
+        );
+        assert_eq!(refer_target(&refer(&[])), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            refer_target(&refer(&["<sip:1@h>", "<sip:2@h>"])),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            refer_target(&refer(&["garbage"])),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            refer_target(&refer(&["<http://example.com/>"])),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            refer_target(&refer(&["<sip:10.0.0.9>"])),
+            Err(StatusCode::ADDRESS_INCOMPLETE)
+        );
+    }
+}
