@@ -442,6 +442,14 @@ pub(crate) fn validate(
     if r.max_contacts == 0 {
         e.push("registrar.max_contacts", "must be at least 1");
     }
+    // Beyond an hour a NAT mapping is long gone (they last 30 s to a few
+    // minutes), and a binding outlives max_expires before its first miss.
+    if r.keepalive_s > 3600 {
+        e.push(
+            "registrar.keepalive_s",
+            "must be at most 3600 (0 turns keep-alive off)",
+        );
+    }
 
     if e.list.is_empty() {
         Ok(())
