@@ -281,3 +281,59 @@ fn min_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, b) => a.or(b),
     }
 }
+
+/// One answer for a host name of DID SIP URI destinations.
+#[derive(Debug)]
+pub struct DidAnswer {
+    /// The name (with the URI's port and transport).
+    pub name: Resolve,
+    /// Its targets (empty: no address, `error` says why).
+    pub targets: Vec<Target>,
+    /// The last lookup error, if the last lookup failed.
+    pub error: Option<String>,
+}
+
+/// Runs until `shutdown`: the same lookups as [`run`] for the host names of
+/// DID SIP URI destinations (`names`, re-sent by the core loop when a reload
+/// or the API changes the DIDs), restarted whenever that set changes.
+pub async fn run_did_hosts(
+    resolver: TokioResolver,
+    mut names: tokio::sync::watch::Receiver<Vec<Resolve>>,
+    out: mpsc::Sender<DidAnswer>,
+    tasks: crate::transport::ShutdownHandle,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let current = names.borrow_and_update().clone();
+        let list = current
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, format!("DID destination host {}", r.host), r.clone()))
+            .collect();
+        let (tx, mut rx) = mpsc::channel(16);
+        let lookups = run(resolver.clone(), list, tx, tasks.subscribe());
+        tokio::pin!(lookups);
+        let mut running = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                changed = names.changed() => {
+                    if changed.is_err() {
+                        return; // the core has stopped
+                    }
+                    if *names.borrow() != current {
+                        break;
+                    }
+                }
+                () = &mut lookups, if running => running = false,
+                Some(a) = rx.recv() => {
+                    let Some(name) = current.get(a.index) else { continue };
+                    let answer = DidAnswer { name: name.clone(), targets: a.targets, error: a.error };
+                    if out.send(answer).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -209,15 +209,35 @@ mod shell {
             .into_iter()
             .filter_map(|(i, r)| Some((i, ep_cfg.upstreams.get(i)?.name.clone(), r)))
             .collect();
-        if !names.is_empty() {
-            let resolver = sipfront::dns::resolver(&live.current().dns)
-                .map_err(|e| format!("cannot start: DNS: {e}"))?;
-            tokio::spawn(sipfront::dns::run(
-                resolver,
-                names,
-                dns_tx,
-                controller.subscribe(),
-            ));
+        // The same for host names in DID SIP URI destinations, re-collected
+        // by the core loop when a reload or the API changes the DIDs.
+        let did_names = sipfront::routing::did_hosts::collect(&live.current().did);
+        let (did_names_tx, did_names_rx) = tokio::sync::watch::channel(did_names);
+        let (did_dns_tx, did_dns_rx) = mpsc::channel(64);
+        match sipfront::dns::resolver(&live.current().dns) {
+            Ok(resolver) => {
+                if !names.is_empty() {
+                    tokio::spawn(sipfront::dns::run(
+                        resolver.clone(),
+                        names,
+                        dns_tx,
+                        controller.subscribe(),
+                    ));
+                }
+                tokio::spawn(sipfront::dns::run_did_hosts(
+                    resolver,
+                    did_names_rx,
+                    did_dns_tx,
+                    controller.handle(),
+                    controller.subscribe(),
+                ));
+            }
+            Err(e) if !names.is_empty() || !did_names_rx.borrow().is_empty() => {
+                return Err(format!("cannot start: DNS: {e}").into());
+            }
+            Err(e) => {
+                tracing::warn!("DNS: {e}: host names in new DID destinations will not resolve")
+            }
         }
         let mut endpoint = Endpoint::new(ep_cfg);
         let report = endpoint.restore_bindings(stored, now());
@@ -236,6 +256,8 @@ mod shell {
                 queries: queries_rx,
                 drain: drain_rx,
                 dns: dns_rx,
+                did_dns: did_dns_rx,
+                did_names: did_names_tx,
                 shutdown: controller.subscribe(),
             },
             transports,
@@ -444,6 +466,8 @@ mod shell {
         drain: mpsc::Receiver<Instant>,
         /// DNS answers for named upstreams (RFC 3263).
         dns: mpsc::Receiver<sipfront::dns::Answer>,
+        did_dns: mpsc::Receiver<sipfront::dns::DidAnswer>,
+        did_names: tokio::sync::watch::Sender<Vec<sipfront::routing::Resolve>>,
         shutdown: Shutdown,
     }
 
@@ -467,6 +491,8 @@ mod shell {
             mut queries,
             mut drain,
             mut dns,
+            mut did_dns,
+            did_names,
             mut shutdown,
         } = inputs;
         let mut drain_until: Option<Instant> = None;
@@ -493,7 +519,16 @@ mod shell {
                     stopping = true;
                 }
                 _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
-                Some(cfg) = reloads.recv() => endpoint.reload(&cfg),
+                Some(cfg) = reloads.recv() => {
+                    endpoint.reload(&cfg);
+                    let names = sipfront::routing::did_hosts::collect(&cfg.did);
+                    did_names.send_if_modified(|n| {
+                        let changed = *n != names;
+                        *n = names;
+                        changed
+                    });
+                }
+                Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());

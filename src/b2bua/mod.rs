@@ -276,6 +276,8 @@ pub struct B2bua {
     draining: bool,
     /// Digest outcomes by source, for brute-force counting.
     auth_outcomes: VecDeque<(std::net::IpAddr, Result<(), crate::auth::AuthError>)>,
+    /// DNS answers for host names in DID SIP URI destinations.
+    did_hosts: crate::routing::DidHosts,
 }
 
 impl B2bua {
@@ -298,6 +300,7 @@ impl B2bua {
             health: Health::default(),
             registrations: registration::Registrations::default(),
             records: VecDeque::new(),
+            did_hosts: crate::routing::DidHosts::default(),
             call_events: VecDeque::new(),
             draining: false,
             auth_outcomes: VecDeque::new(),
@@ -445,6 +448,23 @@ impl B2bua {
         if self.upstreams.set_targets(i, targets, error) {
             self.health.poke(i, now);
         }
+    }
+
+    /// A DNS answer from the shell for a host name used by DID SIP URI
+    /// destinations (RFC 3263): its targets from now on, or none with the
+    /// error. Calls in progress keep their hops.
+    pub fn set_did_host_targets(
+        &mut self,
+        name: crate::routing::Resolve,
+        targets: Vec<crate::routing::Target>,
+        error: Option<String>,
+    ) {
+        self.did_hosts.set(name, targets, error);
+    }
+
+    /// Forgets answers for names no DID destination uses any more.
+    pub fn retain_did_hosts(&mut self, used: &[crate::routing::Resolve]) {
+        self.did_hosts.retain(used);
     }
 
     /// The next action to execute.
@@ -656,6 +676,7 @@ impl B2bua {
             admission: &self.admission,
             locations,
             domain: &self.cfg.local.public_address,
+            did_hosts: &self.did_hosts,
             seed,
             now,
         };

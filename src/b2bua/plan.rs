@@ -11,7 +11,7 @@ use super::Rejection;
 use crate::auth::TrunkId;
 use crate::config::{DidConfig, TrunkConfig};
 use crate::policy::{OnNetTarget, Route};
-use crate::routing::{Hop, Locations, Upstreams};
+use crate::routing::{did_hosts, DidHosts, Hop, Locations, Upstreams};
 use crate::sip::{StatusCode, Transport, Uri};
 
 /// What planning reads.
@@ -21,6 +21,8 @@ pub(crate) struct Planner<'a> {
     pub(crate) locations: &'a dyn Locations,
     /// Host part of the To URI toward trunks (`server.public_address`).
     pub(crate) domain: &'a str,
+    /// DNS answers for host names in DID SIP URI destinations.
+    pub(crate) did_hosts: &'a DidHosts,
     /// Drives the weighted upstream order.
     pub(crate) seed: u64,
     pub(crate) now: Instant,
@@ -119,12 +121,7 @@ impl Planner<'_> {
                         hops.extend(self.trunk_hops(t, to_user, fork));
                     }
                 }
-                DEST_URI => {
-                    if let Some(hop) = uri_hop(&d.destination, *fork + 1) {
-                        *fork += 1;
-                        hops.push(hop);
-                    }
-                }
+                DEST_URI => hops.extend(self.uri_hops(&did.number, &d.destination, fork)),
                 DEST_PSTN => {
                     let n = d.destination.trim().trim_start_matches('+');
                     hops.extend(self.upstream_hops(n, fork));
@@ -133,6 +130,51 @@ impl Planner<'_> {
             }
         }
         hops
+    }
+}
+
+impl Planner<'_> {
+    /// A SIP URI destination: an IP literal is one hop; a host name is one
+    /// hop per resolved target in RFC 3263 order (each its own fail-over
+    /// step, as for upstreams), the Request-URI keeping the name. A name
+    /// with no answer is skipped like an unreachable destination.
+    fn uri_hops(&self, did: &str, uri: &str, fork: &mut u32) -> Vec<Hop> {
+        let Some(name) = did_hosts::resolution(uri) else {
+            return uri_hop(uri, *fork + 1).map_or_else(Vec::new, |hop| {
+                *fork += 1;
+                vec![hop]
+            });
+        };
+        let targets = match self.did_hosts.targets(&name) {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::warn!(
+                    did,
+                    host = %name.host,
+                    "DID destination `{}` skipped: its host does not resolve ({why})",
+                    uri.trim()
+                );
+                return Vec::new();
+            }
+        };
+        let mut targets: Vec<_> = targets.iter().collect();
+        targets.sort_by_key(|t| t.priority);
+        targets
+            .into_iter()
+            .map(|t| {
+                *fork += 1;
+                Hop {
+                    addr: t.addr,
+                    transport: t.transport,
+                    uri: uri.trim().to_owned(),
+                    to: uri.trim().to_owned(),
+                    fork: *fork,
+                    failover: crate::routing::FailoverCodes::default(),
+                    carrier: None,
+                    auth: None,
+                }
+            })
+            .collect()
     }
 }
 
@@ -156,7 +198,7 @@ pub(crate) fn upstream_hops(
         .collect()
 }
 
-/// A SIP URI destination (host must be an IP literal: no DNS yet).
+/// A SIP URI destination whose host is an IP literal.
 fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
     let u = Uri::parse(uri.trim())?;
     let ip = u.host.ip()?;

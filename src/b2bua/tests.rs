@@ -1689,3 +1689,59 @@ mod registration;
 mod session;
 mod transfer;
 mod upauth;
+
+// ---- DID SIP URI destinations with a host name (RFC 3263) -------------
+
+fn did_named_harness() -> H {
+    did_harness(
+        "[[did]]\nnumber = \"12565378257\"\ndestinations = [\n\
+         { transport = 1, destination = \"sip:phone@PBX.test\", priority = 1 },\n\
+         { transport = 1, destination = \"sip:phone@127.0.0.7:5060\", priority = 2 },\n]\n",
+    )
+}
+
+fn pbx_test() -> crate::routing::Resolve {
+    crate::routing::did_hosts::resolution("sip:phone@pbx.test").unwrap()
+}
+
+#[test]
+fn did_destination_with_a_resolved_name_is_one_hop_per_target_keeping_the_name() {
+    let mut h = did_named_harness();
+    h.ep.set_did_host_targets(
+        pbx_test(),
+        vec![srv_target(B2, 20), srv_target(PBX2, 10)],
+        None,
+    );
+    let out = h.feed(CARRIER, a_invite_n(1, "12565378257", &[]));
+    let inv = request_to(&out, PBX2, Method::Invite).expect("to the first SRV target");
+    assert_eq!(
+        inv.request_uri_str(),
+        Some("sip:phone@PBX.test"),
+        "the name stays in the Request-URI (RFC 3263 §4)"
+    );
+    let out = h.feed(PBX2, b_response(&inv, 503, ""));
+    let inv2 = request_to(&out, B2, Method::Invite).expect("then the second target");
+    let out = h.feed(B2, b_response(&inv2, 503, ""));
+    assert!(
+        request_to(&out, PHONE, Method::Invite).is_some(),
+        "then the next destination"
+    );
+}
+
+#[test]
+fn did_destination_with_an_unresolved_name_is_skipped() {
+    let mut h = did_named_harness();
+    let out = h.feed(CARRIER, a_invite_n(1, "12565378257", &[]));
+    assert!(
+        request_to(&out, PHONE, Method::Invite).is_some(),
+        "no answer yet: the next destination"
+    );
+    let mut h = did_named_harness();
+    h.ep.set_did_host_targets(pbx_test(), Vec::new(), Some("NXDOMAIN".into()));
+    let out = h.feed(CARRIER, a_invite_n(1, "12565378257", &[]));
+    assert!(
+        request_to(&out, PHONE, Method::Invite).is_some(),
+        "NXDOMAIN: skipped"
+    );
+    assert!(out.iter().all(|(to, _)| *to != addr(PBX2)));
+}

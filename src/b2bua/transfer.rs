@@ -180,6 +180,7 @@ impl B2bua {
             admission: &self.admission,
             locations,
             domain: &self.cfg.local.public_address,
+            did_hosts: &self.did_hosts,
             seed,
             now,
         };

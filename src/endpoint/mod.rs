@@ -317,6 +317,8 @@ impl Endpoint {
     pub fn reload(&mut self, cfg: &Config) {
         let admission = self.b2bua.admission().reload(cfg);
         self.b2bua.set_admission(Arc::new(admission));
+        self.b2bua
+            .retain_did_hosts(&crate::routing::did_hosts::collect(&cfg.did));
         self.registrar
             .set_config(RegistrarConfig::from(&cfg.registrar));
         self.cfg.guard = GuardConfig::from(&cfg.security);
@@ -335,6 +337,18 @@ impl Endpoint {
     ) {
         self.b2bua.set_upstream_targets(index, targets, error, now);
         self.handle_timeout(now);
+    }
+
+    /// A DNS answer from the shell for a host name of DID SIP URI
+    /// destinations (RFC 3263): its targets from now on (none, with
+    /// `error`, when it does not resolve).
+    pub fn set_did_host_targets(
+        &mut self,
+        name: crate::routing::Resolve,
+        targets: Vec<crate::routing::Target>,
+        error: Option<String>,
+    ) {
+        self.b2bua.set_did_host_targets(name, targets, error);
     }
 
     /// Calls in progress (`GET /v1/calls`).

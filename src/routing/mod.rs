@@ -3,12 +3,14 @@
 //! Sans-IO: randomness is an argument, so selection is testable; DNS
 //! answers (RFC 3263) come in from the shell, `dns` keeps their TTLs.
 
+pub mod did_hosts;
 pub mod dns;
 mod failover;
 mod hop;
 mod locations;
 mod upstream;
 
+pub use did_hosts::DidHosts;
 pub use failover::FailoverCodes;
 pub use hop::{hostport, Hop};
 pub use locations::{Locations, NoLocations, Reach};

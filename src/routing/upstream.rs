@@ -71,7 +71,7 @@ impl Target {
 }
 
 /// What the shell must resolve for a named upstream (RFC 3263 §4.1, §4.2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Resolve {
     /// The host name of the `uri`.
     pub host: String,
