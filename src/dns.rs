@@ -314,6 +314,7 @@ pub async fn run_did_hosts(
         let lookups = run(resolver.clone(), list, tx, tasks.subscribe());
         tokio::pin!(lookups);
         let mut running = true;
+        let mut resolved = vec![false; current.len()];
         loop {
             tokio::select! {
                 _ = shutdown.recv() => return,
@@ -328,6 +329,17 @@ pub async fn run_did_hosts(
                 () = &mut lookups, if running => running = false,
                 Some(a) = rx.recv() => {
                     let Some(name) = current.get(a.index) else { continue };
+                    if let Some(was) = resolved.get_mut(a.index) {
+                        if !*was && !a.targets.is_empty() {
+                            tracing::info!(
+                                host = %name.host,
+                                targets = a.targets.len(),
+                                "DNS: DID destination host `{}` resolves",
+                                name.host
+                            );
+                        }
+                        *was = !a.targets.is_empty();
+                    }
                     let answer = DidAnswer { name: name.clone(), targets: a.targets, error: a.error };
                     if out.send(answer).await.is_err() {
                         return;

@@ -335,3 +335,67 @@ fn check_accepts_a_host_name_and_refuses_sips() {
     );
     assert!(err.contains("upstream[0].failover_codes[0]"), "{err}");
 }
+
+/// A DID destination `sip:1000@pbx.test:PORT` (transport 1) with an A
+/// record in dnsmasq: a call from the trusted carrier reaches the SIPp UAS
+/// at the resolved address, the Request-URI keeping the name (RFC 3263).
+#[test]
+fn did_destination_host_name_is_resolved_and_the_call_reaches_it() {
+    let (pbx, carrier) = (free_port(), free_port());
+    let dns = Dnsmasq::start(&[], "127.0.0.1 pbx.test\n", 30);
+    let mut uas = uas("127.0.0.1", pbx, None, 1);
+    let mut cfg = b2bua_config(&[]);
+    cfg.push_str(&format!(
+        "\n[dns]\nnameservers = [\"{}\"]\n\n\
+         [[upstream]]\nname = \"carrier\"\nuri = \"sip:127.0.0.2:{carrier}\"\n\
+         ping_interval_s = 0\ntrusted = true\n\n\
+         [[did]]\nnumber = \"12565378257\"\n\
+         destinations = [ {{ transport = 1, destination = \"sip:1000@pbx.test:{pbx}\" }} ]\n",
+        dns.addr()
+    ));
+    let server = Server::start(&cfg);
+    assert!(
+        server.wait_log(
+            "DID destination host `pbx.test` resolves",
+            Duration::from_secs(20)
+        ),
+        "pbx.test never resolved\n--- log ---\n{}",
+        server.log_text()
+    );
+    let target = server.udp.to_string();
+    let port = carrier.to_string();
+    let (_, text) = sipp_run(&[
+        "-sn",
+        "uac",
+        "-s",
+        "12565378257",
+        "-i",
+        "127.0.0.2",
+        "-p",
+        &port,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "40s",
+        "-timeout_error",
+        "-recv_timeout",
+        "15000",
+        &target,
+    ]);
+    assert_eq!(
+        (
+            sipp_counter(&text, "Successful call"),
+            sipp_counter(&text, "Failed call")
+        ),
+        (Some(1), Some(0)),
+        "the DID call should reach pbx.test\n{text}\n--- log ---\n{}",
+        server.log_text()
+    );
+    let (_, uas_text) = uas.wait(Duration::from_secs(20));
+    assert_eq!(
+        sipp_counter(&uas_text, "Successful call"),
+        Some(1),
+        "{uas_text}"
+    );
+}
