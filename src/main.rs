@@ -233,7 +233,7 @@ mod shell {
                 ));
             }
             Err(e) if !names.is_empty() || !did_names_rx.borrow().is_empty() => {
-                return Err(format!("cannot start: DNS: {e}").into());
+                return Err(format!("cannot start: DNS: {e}"));
             }
             Err(e) => {
                 tracing::warn!("DNS: {e}: host names in new DID destinations will not resolve")
