@@ -12,6 +12,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod endpoint;
 pub mod events;
 pub mod policy;

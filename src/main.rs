@@ -200,6 +200,25 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        // RFC 3263: upstream host names are resolved on their own task; the
+        // core gets each answer as an input and never waits for DNS.
+        let (dns_tx, dns_rx) = mpsc::channel(64);
+        let names: Vec<_> = ep_cfg
+            .upstreams
+            .resolutions()
+            .into_iter()
+            .filter_map(|(i, r)| Some((i, ep_cfg.upstreams.get(i)?.name.clone(), r)))
+            .collect();
+        if !names.is_empty() {
+            let resolver = sipfront::dns::resolver(&live.current().dns)
+                .map_err(|e| format!("cannot start: DNS: {e}"))?;
+            tokio::spawn(sipfront::dns::run(
+                resolver,
+                names,
+                dns_tx,
+                controller.subscribe(),
+            ));
+        }
         let mut endpoint = Endpoint::new(ep_cfg);
         let report = endpoint.restore_bindings(stored, now());
         tracing::info!(
@@ -216,6 +235,7 @@ mod shell {
                 reloads: reload_rx,
                 queries: queries_rx,
                 drain: drain_rx,
+                dns: dns_rx,
                 shutdown: controller.subscribe(),
             },
             transports,
@@ -422,6 +442,8 @@ mod shell {
         queries: mpsc::Receiver<control::CoreQuery>,
         /// Start draining; end what is left at this instant.
         drain: mpsc::Receiver<Instant>,
+        /// DNS answers for named upstreams (RFC 3263).
+        dns: mpsc::Receiver<sipfront::dns::Answer>,
         shutdown: Shutdown,
     }
 
@@ -444,6 +466,7 @@ mod shell {
             mut reloads,
             mut queries,
             mut drain,
+            mut dns,
             mut shutdown,
         } = inputs;
         let mut drain_until: Option<Instant> = None;
@@ -481,6 +504,9 @@ mod shell {
                     }
                     q => control::answer(&mut endpoint, q, now()),
                 },
+                Some(a) = dns.recv() => {
+                    endpoint.set_upstream_targets(a.index, a.targets, a.error, now());
+                }
                 Some(until) = drain.recv() => {
                     endpoint.drain();
                     // Unregistered while the sockets still run, so the

@@ -289,11 +289,6 @@ fn map_failure(status: StatusCode) -> StatusCode {
     }
 }
 
-/// 408, 5xx, or no response: try the next upstream (SPEC §3 "route").
-fn fails_over(status: StatusCode) -> bool {
-    status.0 == 408 || (500..=599).contains(&status.0)
-}
-
 /// The input needed to create a call.
 pub(crate) struct NewCall<'m> {
     pub(crate) invite: &'m Message,
@@ -615,6 +610,12 @@ impl Call {
         }
         self.b.remote_tag = None;
         self.b.route_set.clear();
+    }
+
+    /// Where B-leg INVITE attempt `k` went (passive upstream health).
+    pub(crate) fn attempt_dest(&self, k: usize) -> Option<(SocketAddr, Transport)> {
+        let hop = self.plan.get(self.attempts.get(k)?.hop)?;
+        Some((hop.addr, hop.transport))
     }
 
     /// Starts the next step of the plan: every hop of the next fork gets an
@@ -1014,6 +1015,11 @@ impl Call {
                     if self.fork_live() {
                         return; // other contacts of this fork still ring
                     }
+                    // The hop's `failover_codes` (default 408, 5xx; SPEC §3 "route").
+                    let fails_over = self
+                        .plan
+                        .get(hop)
+                        .is_some_and(|h| h.failover.contains(status));
                     if (300..=399).contains(&status.0) && self.follows_redirects() {
                         if self.redirect(resp, fx) {
                             return self.fail_over(None, fx);
@@ -1029,13 +1035,10 @@ impl Call {
                     // target, skipping its other upstreams; 408/5xx fail
                     // over to them as usual.
                     let next_target = self.redirects.terms_of(hop).is_some() && status.0 < 600;
-                    if next_target && !fails_over(status) {
+                    if next_target && !fails_over {
                         self.step = self.redirects.next_target(hop).unwrap_or(self.plan.len());
                     }
-                    if self.hunts()
-                        || next_target
-                        || (self.phase == Phase::Trying && fails_over(status))
-                    {
+                    if self.hunts() || next_target || (self.phase == Phase::Trying && fails_over) {
                         return self.fail_over(None, fx);
                     }
                     self.answer_a(

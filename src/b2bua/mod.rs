@@ -31,7 +31,6 @@
 //! # Not yet here
 //! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
 //!   another trunk or a DID wait for the registrar (`480`).
-//! * DNS (RFC 3263): upstream hosts are IP literals.
 //! * RFC 4028 session timers run per leg (`session_timer.rs`) and RFC 3262
 //!   reliability is mapped or terminated per leg (`reliable.rs`).
 //! * Several early dialogs from a forking upstream share one A-leg tag; a
@@ -432,6 +431,22 @@ impl B2bua {
         &self.upstreams
     }
 
+    /// A DNS answer for upstream `i` from the shell (RFC 3263): its targets
+    /// from now on, or none with the error when the name does not resolve
+    /// (past the stale grace). Known targets keep their health; the new
+    /// set is pinged at once. Calls in progress keep their hops.
+    pub fn set_upstream_targets(
+        &mut self,
+        i: usize,
+        targets: Vec<crate::routing::Target>,
+        error: Option<String>,
+        now: Instant,
+    ) {
+        if self.upstreams.set_targets(i, targets, error) {
+            self.health.poke(i, now);
+        }
+    }
+
     /// The next action to execute.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -713,7 +728,7 @@ impl B2bua {
             return false;
         };
         self.upstreams.iter().enumerate().any(|(i, u)| {
-            u.addr.ip() == source.ip()
+            u.owns(source.ip())
                 && self
                     .registrations
                     .is_registered_user(&self.upstreams, i, user)
@@ -860,6 +875,11 @@ impl B2bua {
         let Some((id, purpose)) = self.table.clients.get(key).cloned() else {
             return;
         };
+        if let (table::Purpose::Invite { attempt }, Some(status)) = (&purpose, msg.status()) {
+            if status.0 < 500 && status.0 != 408 {
+                self.passive_health(id, *attempt, true);
+            }
+        }
         self.with_call(id, now, |call, fx| call.on_response(&purpose, msg, fx));
     }
 
@@ -882,6 +902,9 @@ impl B2bua {
                     return;
                 }
                 if let Some((id, purpose)) = self.table.clients.get(key).cloned() {
+                    if let table::Purpose::Invite { attempt } = &purpose {
+                        self.passive_health(id, *attempt, false);
+                    }
                     self.with_call(id, now, |call, fx| call.on_no_response(&purpose, fx));
                 } else if let Some(&id) = self.table.invites.get(key) {
                     // The A-leg INVITE's Timer C guard: ringing too long.
@@ -958,6 +981,19 @@ impl B2bua {
             if due {
                 self.with_call(id, now, |call, fx| call.on_timeout(fx));
             }
+        }
+    }
+
+    /// An upstream target answered (or never answered) B-leg INVITE
+    /// `attempt` of call `id`: its health follows.
+    fn passive_health(&mut self, id: CallId, attempt: usize, alive: bool) {
+        if let Some(dest) = self
+            .table
+            .calls
+            .get(&id)
+            .and_then(|c| c.attempt_dest(attempt))
+        {
+            health::call_outcome(&mut self.upstreams, dest, alive);
         }
     }
 

@@ -11,7 +11,7 @@ use super::Rejection;
 use crate::auth::TrunkId;
 use crate::config::{DidConfig, TrunkConfig};
 use crate::policy::{OnNetTarget, Route};
-use crate::routing::{Hop, Locations, Upstream, Upstreams};
+use crate::routing::{Hop, Locations, Upstreams};
 use crate::sip::{StatusCode, Transport, Uri};
 
 /// What planning reads.
@@ -35,7 +35,7 @@ impl Planner<'_> {
             (Route::OffNet(_), _) => {
                 let hops = self.upstream_hops(number, &mut fork);
                 if hops.is_empty() {
-                    let why = "no upstream configured";
+                    let why = self.upstreams.why_no_target();
                     return Err(Rejection::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         RefusalCause::NoRoute,
@@ -82,6 +82,7 @@ impl Planner<'_> {
                 uri: r.uri,
                 to: to.clone(),
                 fork: *fork,
+                failover: crate::routing::FailoverCodes::default(),
                 carrier: None,
                 auth: None,
             })
@@ -146,10 +147,11 @@ pub(crate) fn upstream_hops(
     upstreams
         .plan(seed)
         .iter()
-        .filter_map(|&i| upstreams.get(i))
-        .map(|u: &Upstream| {
+        .filter_map(|&(i, j)| {
+            let u = upstreams.get(i)?;
+            let t = u.targets.get(j)?;
             *fork += 1;
-            u.hop(number, *fork)
+            Some(u.hop(number, t, *fork))
         })
         .collect()
 }
@@ -168,6 +170,7 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         uri: uri.trim().to_owned(),
         to: uri.trim().to_owned(),
         fork,
+        failover: crate::routing::FailoverCodes::default(),
         carrier: None,
         auth: None,
     })

@@ -177,14 +177,21 @@ impl Registrations {
         let Some(creds) = up.credentials.as_deref() else {
             return;
         };
+        let Some(target) = up.primary() else {
+            // RFC 3263: its name has no address yet (or any more): retry soon.
+            a.next = Some(ctx.now + std::time::Duration::from_secs(2));
+            a.last_error = Some(format!("`{}` has no resolved address", up.hostport));
+            return;
+        };
+        let (dest, transport) = (target.addr, target.transport);
         a.cseq = a.cseq.wrapping_add(1);
         let (registrar, aor) = uris(up, &creds.username);
-        let contact = contact(ctx.local, up.transport, &creds.username);
+        let contact = contact(ctx.local, transport, &creds.username);
         let expires = if unregister { 0 } else { a.asked };
         let mut b = RequestBuilder::new(Method::Register, &registrar)
             .via(
-                up.transport,
-                &ctx.local.sent_by(up.transport),
+                transport,
+                &ctx.local.sent_by(transport),
                 &build::new_branch(),
                 true,
             )
@@ -216,8 +223,8 @@ impl Registrations {
         self.by_key.insert(key, i);
         ctx.out.push_back(Action::Request {
             request: msg,
-            dest: up.addr,
-            transport: up.transport,
+            dest,
+            transport,
         });
     }
 

@@ -555,6 +555,8 @@ fn admission_challenges_strangers_and_404s_trusted_upstreams() {
     let mut h = H::with(|c| {
         c.upstreams = Upstreams::from_config(&[UpstreamConfig {
             trusted: true,
+            failover_codes: crate::config::default_failover_codes(),
+            trusted_cidrs: Vec::new(),
             ..upstream("carrier", "sip:127.0.0.1:5090", 1)
         }])
         .unwrap();
@@ -605,7 +607,7 @@ fn options_pings_mark_upstreams_down_and_up() {
     );
     // No answer: Timer F (32 s) marks it down.
     h.advance(Duration::from_secs(33));
-    assert!(!h.ep.b2bua().upstreams().get(0).unwrap().up);
+    assert!(!h.ep.b2bua().upstreams().get(0).unwrap().up());
     let out = h.feed(A, a_invite(SDP));
     assert!(
         request_to(&out, B2, Method::Invite).is_some(),
@@ -619,7 +621,7 @@ fn options_pings_mark_upstreams_down_and_up() {
         ping.top_via().unwrap().branch()
     );
     h.feed(B1, ResponseBuilder::new(&ping2, StatusCode::OK).build());
-    assert!(h.ep.b2bua().upstreams().get(0).unwrap().up);
+    assert!(h.ep.b2bua().upstreams().get(0).unwrap().up());
 }
 
 #[test]
@@ -1268,6 +1270,8 @@ fn did_harness(did: &str) -> H {
     H::with(move |c| {
         c.upstreams = Upstreams::from_config(&[UpstreamConfig {
             trusted: true,
+            failover_codes: crate::config::default_failover_codes(),
+            trusted_cidrs: Vec::new(),
             ..upstream("carrier", &format!("sip:{CARRIER}"), 1)
         }])
         .unwrap();
@@ -1544,6 +1548,140 @@ fn refusal_causes_are_listed_in_declaration_order() {
     for (i, c) in RefusalCause::ALL.iter().enumerate() {
         assert_eq!(*c as usize, i, "{c:?}");
     }
+}
+
+// ---- upstreams by DNS name (RFC 3263), per-target health, failover_codes --
+
+fn srv_target(a: &str, priority: u16) -> crate::routing::Target {
+    crate::routing::Target {
+        priority,
+        weight: 1,
+        ..crate::routing::Target::fixed(addr(a), Transport::Udp)
+    }
+}
+
+/// One upstream `sip:carrier.example`, resolved to B1 (SRV priority 10)
+/// and B2 (priority 20).
+fn named(f: impl FnOnce(&mut UpstreamConfig)) -> H {
+    named_out(f).0
+}
+
+/// [`named`], with what the DNS answer made the endpoint send (pings).
+fn named_out(f: impl FnOnce(&mut UpstreamConfig)) -> (H, Vec<(SocketAddr, Message)>) {
+    let mut h = H::with(|c| {
+        let mut u = upstream("carrier", "sip:carrier.example", 1);
+        f(&mut u);
+        c.upstreams = Upstreams::from_config(&[u]).unwrap();
+    });
+    let now = h.now;
+    h.ep.set_upstream_targets(0, vec![srv_target(B1, 10), srv_target(B2, 20)], None, now);
+    let out = h.take();
+    (h, out)
+}
+
+#[test]
+fn named_upstream_has_no_target_before_dns_and_the_call_gets_503_saying_why() {
+    let mut h = H::with(|c| {
+        c.upstreams =
+            Upstreams::from_config(&[upstream("carrier", "sip:carrier.example", 1)]).unwrap();
+    });
+    let now = h.now;
+    h.ep.set_upstream_targets(0, Vec::new(), Some("NXDOMAIN".into()), now);
+    let out = h.feed(A, a_invite(SDP));
+    assert_eq!(status_to(&out, A), vec![503]);
+    assert!(
+        out.iter().all(|(_, m)| !m.is_request()),
+        "nothing sent upstream"
+    );
+    assert!(h.ep.b2bua().is_empty(), "no call left behind");
+    assert!(h
+        .ep
+        .b2bua()
+        .upstreams()
+        .why_no_target()
+        .contains("`carrier` (carrier.example): NXDOMAIN"));
+}
+
+#[test]
+fn srv_targets_are_hops_in_priority_order_with_the_name_in_the_request_uri() {
+    let mut h = named(|_| {});
+    let inv = start(&mut h, SDP);
+    assert_eq!(
+        inv.request_uri_str(),
+        Some("sip:12125551234@carrier.example"),
+        "the configured name stays in the Request-URI (RFC 3263 §4)"
+    );
+    let out = h.feed(B1, b_response(&inv, 503, ""));
+    assert!(status_to(&out, A).is_empty());
+    let inv2 = request_to(&out, B2, Method::Invite).expect("second SRV target tried");
+    let out = h.feed(B2, b_response(&inv2, 200, SDP));
+    assert_eq!(status_to(&out, A), vec![200]);
+}
+
+#[test]
+fn failover_codes_are_per_upstream() {
+    let mut h = named(|u| u.failover_codes = vec![crate::config::FailoverCode::Code(486)]);
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 486, ""));
+    assert!(
+        request_to(&out, B2, Method::Invite).is_some(),
+        "486 listed: fail over"
+    );
+
+    let mut h = named(|u| u.failover_codes = vec![crate::config::FailoverCode::Code(486)]);
+    let inv = start(&mut h, SDP);
+    let out = h.feed(B1, b_response(&inv, 503, ""));
+    assert_eq!(status_to(&out, A), vec![503], "503 not listed: relayed");
+    assert!(request_to(&out, B2, Method::Invite).is_none());
+}
+
+#[test]
+fn a_target_that_never_answers_is_marked_down_alone_and_tried_last() {
+    let mut h = named(|_| {});
+    start(&mut h, SDP);
+    // B1 silent: after the no-answer fail-over the call moves to B2.
+    let out = h.advance(Duration::from_millis(5100));
+    let inv2 = request_to(&out, B2, Method::Invite).expect("sibling target tried");
+    h.feed(B2, b_response(&inv2, 200, SDP));
+    // Timer B of B1's INVITE: B1 is down, B2 and the upstream stay up.
+    h.advance(Duration::from_secs(40));
+    let u = h.ep.b2bua().upstreams().get(0).unwrap().clone();
+    assert!(!u.targets[0].up && u.targets[1].up && u.up(), "{u:?}");
+    // The next call goes to the live target first.
+    let out = h.feed(A, a_invite_n(2, "12125551234", &[]));
+    assert!(
+        request_to(&out, B2, Method::Invite).is_some(),
+        "live target first"
+    );
+    assert!(request_to(&out, B1, Method::Invite).is_none());
+    // A new DNS answer with the same address does not revive it.
+    let now = h.now;
+    h.ep.set_upstream_targets(0, vec![srv_target(B1, 10), srv_target(B2, 20)], None, now);
+    assert!(!h.ep.b2bua().upstreams().get(0).unwrap().targets[0].up);
+}
+
+#[test]
+fn pings_go_to_every_target_and_mark_each_alone() {
+    let (mut h, out) = named_out(|u| u.ping_interval_s = 30);
+    let p1 = request_to(&out, B1, Method::Options).expect("B1 pinged once resolved");
+    let p2 = request_to(&out, B2, Method::Options).expect("B2 pinged once resolved");
+    assert_eq!(p1.request_uri_str(), Some("sip:carrier.example"));
+    h.feed(B2, ResponseBuilder::new(&p2, StatusCode::OK).build());
+    h.feed(B1, ResponseBuilder::new(&p1, StatusCode(503)).build());
+    let u = h.ep.b2bua().upstreams().get(0).unwrap().clone();
+    assert!(!u.targets[0].up && u.targets[1].up, "{u:?}");
+}
+
+#[test]
+fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
+    let h = named(|u| {
+        u.trusted = true;
+        u.trusted_cidrs = vec!["192.0.2.0/24".parse().unwrap()];
+    });
+    let ups = h.ep.b2bua().upstreams();
+    assert!(ups.is_trusted(addr(B1).ip()) && ups.is_trusted(addr(B2).ip()));
+    assert!(ups.is_trusted("192.0.2.9".parse().unwrap()));
+    assert!(!ups.is_trusted("198.51.100.1".parse().unwrap()));
 }
 
 mod identity;

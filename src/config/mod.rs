@@ -8,6 +8,7 @@
 //! [`Config`] value; SIGHUP builds a new one and a bad file never replaces the
 //! running one.
 
+mod dns;
 mod error;
 mod rates;
 mod schema;
@@ -15,6 +16,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use dns::{default_failover_codes, DnsConfig, FailoverCode};
 pub use error::{ConfigError, ConfigErrors, SpanIndex};
 pub use rates::{Rate, RateTable};
 pub use schema::{

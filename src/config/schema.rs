@@ -38,6 +38,9 @@ pub struct Config {
     /// `[[upstream]]`: carriers and outbound proxies.
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
+    /// `[dns]`: how upstream host names are resolved (RFC 3263).
+    #[serde(default)]
+    pub dns: super::dns::DnsConfig,
     /// `[[trunk]]`: customer trunks.
     #[serde(default)]
     pub trunk: Vec<TrunkConfig>,
@@ -255,6 +258,13 @@ pub struct UpstreamConfig {
     /// Requests from its IP (any port) are inbound DID calls.
     #[serde(default)]
     pub trusted: bool,
+    /// Final responses that move a call to the next hop (timeouts and
+    /// transport errors always do). Default `[408, "5xx"]`.
+    #[serde(default = "super::dns::default_failover_codes")]
+    pub failover_codes: Vec<super::dns::FailoverCode>,
+    /// More source networks whose requests are this upstream's.
+    #[serde(default)]
+    pub trusted_cidrs: Vec<IpNet>,
     /// Account at this upstream: its `401`/`407` are answered with
     /// `username`/`password` (RFC 3261 §22.2); empty: never answered.
     #[serde(default)]
@@ -290,6 +300,8 @@ impl Default for UpstreamConfig {
             auth_username: String::new(),
             register: false,
             register_expires_s: default_register_expires(),
+            failover_codes: super::dns::default_failover_codes(),
+            trusted_cidrs: Vec::new(),
             number_format: NumberFormat::Digits,
         }
     }

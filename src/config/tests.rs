@@ -237,6 +237,15 @@ fn registrar_section_defaults_and_bounds() {
             .any(|m| m.starts_with("t.toml:3: registrar.max_contacts")),
         "{e:?}"
     );
+    assert_eq!(c.registrar.keepalive_s, 30);
+    let c = parse("[registrar]\nkeepalive_s = 0\n").unwrap();
+    assert_eq!(c.registrar.keepalive_s, 0);
+    let e = err("[registrar]\nmin_expires = 60\nkeepalive_s = 86400\n");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:3: registrar.keepalive_s")),
+        "{e:?}"
+    );
     let e = err("[registrar]\nmin_expires = 100\nmax_expires = 50\ndefault_expires = 70\n");
     assert!(
         e.iter()

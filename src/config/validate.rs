@@ -258,6 +258,17 @@ pub(crate) fn validate(
         }
         if let Err(m) = check_sip_uri(&u.uri) {
             e.push(format!("{p}.uri"), m);
+        } else if u.uri.trim().starts_with("sips:") {
+            // RFC 3263 would pick TLS for sips:; sipfront has no TLS yet.
+            e.push(
+                format!("{p}.uri"),
+                format!("`{}`: sips: needs TLS, which is not supported yet", u.uri),
+            );
+        }
+        for (j, c) in u.failover_codes.iter().enumerate() {
+            if let Err(m) = c.range() {
+                e.push(format!("{p}.failover_codes[{j}]"), m);
+            }
         }
         if u.weight == 0 {
             e.push(format!("{p}.weight"), "must be at least 1");
@@ -430,6 +441,14 @@ pub(crate) fn validate(
     }
     if r.max_contacts == 0 {
         e.push("registrar.max_contacts", "must be at least 1");
+    }
+    // Beyond an hour a NAT mapping is long gone (they last 30 s to a few
+    // minutes), and a binding outlives max_expires before its first miss.
+    if r.keepalive_s > 3600 {
+        e.push(
+            "registrar.keepalive_s",
+            "must be at most 3600 (0 turns keep-alive off)",
+        );
     }
 
     if e.list.is_empty() {

@@ -199,7 +199,7 @@ impl Endpoint {
         }
         let _ = writeln!(
             m,
-            "# HELP sipfront_upstream_up Upstream health from OPTIONS pings (1 up, 0 down).\n\
+            "# HELP sipfront_upstream_up Upstream health: 1 when any of its targets is up.\n\
              # TYPE sipfront_upstream_up gauge"
         );
         for u in self.b2bua.upstreams().iter() {
@@ -207,7 +207,38 @@ impl Endpoint {
             let _ = writeln!(
                 m,
                 "sipfront_upstream_up{{upstream=\"{name}\"}} {}",
-                u8::from(u.up)
+                u8::from(u.up())
+            );
+        }
+        // Bounded: at most MAX_TARGETS series per configured upstream.
+        let _ = writeln!(
+            m,
+            "# HELP sipfront_upstream_target_up Health of each address an upstream resolved to (OPTIONS pings, INVITEs).\n\
+             # TYPE sipfront_upstream_target_up gauge"
+        );
+        for u in self.b2bua.upstreams().iter() {
+            let name = label(&u.name);
+            for t in &u.targets {
+                let _ = writeln!(
+                    m,
+                    "sipfront_upstream_target_up{{upstream=\"{name}\",target=\"{}\",transport=\"{}\"}} {}",
+                    t.addr,
+                    t.transport.as_str().to_ascii_lowercase(),
+                    u8::from(t.up)
+                );
+            }
+        }
+        let _ = writeln!(
+            m,
+            "# HELP sipfront_upstream_dns_ok 1 when the upstream's last DNS lookup succeeded (IP literals: 1).\n\
+             # TYPE sipfront_upstream_dns_ok gauge"
+        );
+        for u in self.b2bua.upstreams().iter() {
+            let name = label(&u.name);
+            let _ = writeln!(
+                m,
+                "sipfront_upstream_dns_ok{{upstream=\"{name}\"}} {}",
+                u8::from(u.dns_error.is_none())
             );
         }
         self.upstream_registration_metrics(m, now);

@@ -323,6 +323,20 @@ impl Endpoint {
         self.bans.set_policy(self.cfg.guard.bans.clone());
     }
 
+    /// A DNS answer for upstream `index` from the shell (RFC 3263): its
+    /// targets from now on (none, with `error`, when the name does not
+    /// resolve). Drain `poll_transmit` after it (new targets are pinged).
+    pub fn set_upstream_targets(
+        &mut self,
+        index: usize,
+        targets: Vec<crate::routing::Target>,
+        error: Option<String>,
+        now: Instant,
+    ) {
+        self.b2bua.set_upstream_targets(index, targets, error, now);
+        self.handle_timeout(now);
+    }
+
     /// Calls in progress (`GET /v1/calls`).
     pub fn calls(&self) -> Vec<crate::b2bua::CallView> {
         self.b2bua.calls()

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::FailoverCodes;
 use crate::auth::Credentials;
 use crate::config::NumberFormat;
 use crate::sip::Transport;
@@ -24,6 +25,9 @@ pub struct Hop {
     /// trunk's registered contacts); each new number is the next step of
     /// the hunt.
     pub fork: u32,
+    /// Final responses that move the call to the next hop (an upstream's
+    /// `failover_codes`; default `408` and `5xx`).
+    pub failover: FailoverCodes,
     /// Set when the hop is an upstream carrier: how it wants numbers
     /// written. Carriers are our RFC 3325 trust domain: they get the
     /// caller's number in P-Asserted-Identity even under `Privacy: id`.
@@ -35,13 +39,27 @@ pub struct Hop {
 impl Hop {
     /// `sip:{number}@{addr}` over `transport` (upstreams, `host_request`).
     pub fn number_at(number: &str, addr: SocketAddr, transport: Transport, fork: u32) -> Hop {
-        let uri = format!("sip:{number}@{}{}", hostport(addr), uri_param(transport));
+        Hop::number_via(number, &hostport(addr), addr, transport, fork)
+    }
+
+    /// `sip:{number}@{host}` sent to `addr`: the Request-URI keeps the
+    /// configured host (a name, RFC 3263 §4), the datagrams go to one of
+    /// the addresses it resolved to.
+    pub fn number_via(
+        number: &str,
+        host: &str,
+        addr: SocketAddr,
+        transport: Transport,
+        fork: u32,
+    ) -> Hop {
+        let uri = format!("sip:{number}@{host}{}", uri_param(transport));
         Hop {
             addr,
             transport,
             to: uri.clone(),
             uri,
             fork,
+            failover: FailoverCodes::default(),
             carrier: None,
             auth: None,
         }

@@ -262,3 +262,35 @@ async fn connections_past_the_per_ip_limit_are_closed_at_once() {
     drop(t);
     timeout(T, ctl.shutdown()).await.unwrap();
 }
+
+#[tokio::test]
+async fn keepalive_to_a_gone_connection_fails_and_opens_no_new_one() {
+    let (t, mut rx, ctl) = start().await;
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest = peer.local_addr().unwrap();
+    // A connection id that no longer exists (closed, or from before).
+    t.send(Outbound {
+        bytes: Bytes::from_static(b"\r\n\r\n"),
+        dest,
+        transport: Transport::Tcp,
+        conn: Some(ConnId(4242)),
+    });
+    match next_event(&mut rx).await {
+        TransportEvent::SendFailed { conn, error, .. } => {
+            assert_eq!(
+                (conn, error),
+                (Some(ConnId(4242)), io::ErrorKind::NotConnected)
+            );
+        }
+        other => panic!("expected SendFailed, got {other:?}"),
+    }
+    assert!(
+        timeout(Duration::from_millis(300), peer.accept())
+            .await
+            .is_err(),
+        "a keep-alive opened a new connection"
+    );
+    assert_eq!(t.tcp_connections(), 0);
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}

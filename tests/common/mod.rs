@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod dnsmasq;
 mod parsing;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use parsing::*;
