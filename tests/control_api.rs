@@ -937,6 +937,10 @@ fn openapi_document_matches_the_routes_served_and_the_trunk_shape() {
         doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
         "{doc}"
     );
+    // Users read this document without our internal product contract:
+    // it cites RFCs and the README, never "SPEC".
+    let text = doc.to_string();
+    assert!(!text.contains("SPEC"), "the document cites SPEC: {text}");
     let paths = doc["paths"].as_object().expect("paths");
     let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
     listed.sort_unstable();

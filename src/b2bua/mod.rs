@@ -201,7 +201,7 @@ pub struct CallView {
     pub call_id: String,
     /// `placed` or `received`.
     pub direction: &'static str,
-    /// The trunk login (SPEC §6 `sip_trunk`).
+    /// The trunk login (the CDR's `sip_trunk`).
     pub trunk: String,
     /// Caller number as sent on.
     pub from: String,

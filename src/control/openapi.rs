@@ -22,12 +22,12 @@ use utoipa::OpenApi as _;
 #[openapi(
     info(
         title = "sipfront control API",
-        description = "Trunks, DIDs, CDRs and live views of the sipfront SIP edge (SPEC §6). \
+        description = "Trunks, DIDs, CDRs and live views of the sipfront SIP edge (see the README, section HTTP API). \
             Errors are `{\"error\": \"...\", \"details\": {...}}`; unknown routes `404`, \
             wrong methods `405`, bodies over 1 MiB `413`."
     ),
     tags(
-        (name = "trunks", description = "Customer SIP trunks (SPEC §2)"),
+        (name = "trunks", description = "Customer SIP trunks"),
         (name = "dids", description = "Inbound numbers and their destinations"),
         (name = "cdr", description = "Call detail records"),
         (name = "live", description = "Calls, registrations and bans now"),

@@ -34,7 +34,7 @@ use crate::config::{check_trunk, IpNet, TrunkConfig};
 /// What a set password reads as.
 pub(crate) const MASK: &str = "********";
 
-/// A trunk as the API shows it (SPEC §2 field names).
+/// A trunk as the API shows it (the `[[trunk]]` key names of the config file).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Trunk {
     /// Unique id (generated when omitted on create).
