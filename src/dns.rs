@@ -68,7 +68,8 @@ pub fn resolver(cfg: &DnsConfig) -> Result<TokioResolver, String> {
 }
 
 /// Runs until `shutdown`: looks up every name when due and sends each
-/// answer to `out`. Nothing to resolve: returns at once.
+/// answer to `out`. Nothing to resolve: returns at once. Each name comes as
+/// (index for the answer, who depends on it for the log, the query).
 pub async fn run(
     resolver: TokioResolver,
     names: Vec<(usize, String, Resolve)>,
@@ -88,7 +89,7 @@ pub async fn run(
             _ = shutdown.recv() => return,
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
         }
-        for ((index, name, query), state) in names.iter().zip(states.iter_mut()) {
+        for ((index, who, query), state) in names.iter().zip(states.iter_mut()) {
             if state.due() > now() {
                 continue;
             }
@@ -101,7 +102,7 @@ pub async fn run(
                 Ok(_) => state.on_error(t, "no SIP target (NAPTR/SRV/A/AAAA empty)".to_owned()),
                 Err(e) => state.on_error(t, e),
             };
-            log_note(name, &query.host, &step);
+            log_note(who, &query.host, &step);
             let answer = Answer {
                 index: *index,
                 targets: step.targets,
@@ -114,35 +115,37 @@ pub async fn run(
     }
 }
 
-fn log_note(name: &str, host: &str, step: &plan::Step) {
+/// Logs a lookup's news once; `who` names what depends on the name
+/// ("upstream `carrier-a`", "DID destination `pbx.example`").
+fn log_note(who: &str, host: &str, step: &plan::Step) {
     let error = step.error.as_deref().unwrap_or("");
     match step.note {
         Some(Note::Failing { kept: 0 }) => tracing::warn!(
-            upstream = %name,
+            dns_for = %who,
             host,
-            "DNS: `{host}` does not resolve ({error}): upstream `{name}` is down until it \
+            "DNS: `{host}` does not resolve ({error}): {who} is down until it \
              does; retrying with back-off (logged once)"
         ),
         Some(Note::Failing { kept }) => tracing::warn!(
-            upstream = %name,
+            dns_for = %who,
             host,
             "DNS: lookup of `{host}` failed ({error}): keeping the last answer ({kept} targets) \
              until its TTL + {} s; retrying with back-off (logged once)",
             plan::STALE_GRACE.as_secs()
         ),
         Some(Note::StaleDropped) => tracing::warn!(
-            upstream = %name,
+            dns_for = %who,
             host,
             "DNS: `{host}` still does not resolve ({error}) and its last answer is past TTL + \
-             grace: upstream `{name}` has no target"
+             grace: {who} has no target"
         ),
         Some(Note::Recovered) => tracing::info!(
-            upstream = %name,
+            dns_for = %who,
             host,
             targets = step.targets.len(),
             "DNS: `{host}` resolves again"
         ),
-        None => tracing::debug!(upstream = %name, host, targets = step.targets.len(), "DNS answer"),
+        None => tracing::debug!(dns_for = %who, host, targets = step.targets.len(), "DNS answer"),
     }
 }
 
@@ -308,7 +311,7 @@ pub async fn run_did_hosts(
         let list = current
             .iter()
             .enumerate()
-            .map(|(i, r)| (i, format!("DID destination host {}", r.host), r.clone()))
+            .map(|(i, r)| (i, format!("DID destination `{}`", r.host), r.clone()))
             .collect();
         let (tx, mut rx) = mpsc::channel(16);
         let lookups = run(resolver.clone(), list, tx, tasks.subscribe());

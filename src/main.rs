@@ -207,7 +207,13 @@ mod shell {
             .upstreams
             .resolutions()
             .into_iter()
-            .filter_map(|(i, r)| Some((i, ep_cfg.upstreams.get(i)?.name.clone(), r)))
+            .filter_map(|(i, r)| {
+                Some((
+                    i,
+                    format!("upstream `{}`", ep_cfg.upstreams.get(i)?.name),
+                    r,
+                ))
+            })
             .collect();
         // The same for host names in DID SIP URI destinations, re-collected
         // by the core loop when a reload or the API changes the DIDs.
