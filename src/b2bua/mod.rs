@@ -670,17 +670,7 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
-        let seed = self.next_seed();
-        let planner = plan::Planner {
-            upstreams: &self.upstreams,
-            admission: &self.admission,
-            locations,
-            domain: &self.cfg.local.public_address,
-            did_hosts: &self.did_hosts,
-            seed,
-            now,
-        };
-        let plan = match planner.plan(&admitted) {
+        let plan = match self.plan(&admitted, locations, now) {
             Ok(p) => p,
             Err(r) => {
                 let trunk = admitted.trunk.as_deref();
@@ -754,6 +744,27 @@ impl B2bua {
                     .registrations
                     .is_registered_user(&self.upstreams, i, user)
         })
+    }
+
+    /// The hops of an admitted call (a new INVITE or a transfer's new
+    /// call), each plan with its own seed for the weighted choice.
+    fn plan(
+        &mut self,
+        admitted: &Admitted,
+        locations: &dyn Locations,
+        now: Instant,
+    ) -> Result<Vec<crate::routing::Hop>, Rejection> {
+        let seed = self.next_seed();
+        plan::Planner {
+            upstreams: &self.upstreams,
+            admission: &self.admission,
+            locations,
+            domain: &self.cfg.local.public_address,
+            did_hosts: &self.did_hosts,
+            seed,
+            now,
+        }
+        .plan(admitted)
     }
 
     /// The CDR of an INVITE refused after its trunk was identified: failed,

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use super::call::{Call, Followup, NewCall, Xfer};
 use super::leg::Side;
 use super::table::CallId;
-use super::{plan, B2bua, ChannelKey};
+use super::{B2bua, ChannelKey};
 use crate::cdr::Direction;
 use crate::routing::Locations;
 use crate::sip::build::{self, RequestBuilder};
@@ -174,17 +174,7 @@ impl B2bua {
                 return Err(status);
             }
         };
-        let seed = self.next_seed();
-        let planner = plan::Planner {
-            upstreams: &self.upstreams,
-            admission: &self.admission,
-            locations,
-            domain: &self.cfg.local.public_address,
-            did_hosts: &self.did_hosts,
-            seed,
-            now,
-        };
-        let plan = match planner.plan(&admitted) {
+        let plan = match self.plan(&admitted, locations, now) {
             Ok(p) => p,
             Err(r) => {
                 tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {}", r.why);
