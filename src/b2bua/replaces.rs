@@ -11,8 +11,8 @@
 //!    trunk, else NOTIFY `481` (no such dialog, RFC 3891 §3) or `403` (a
 //!    carrier's dialog, another trunk's call) and both calls go on.
 //! 2. A gets an offerless re-INVITE; its 2xx carries a fresh offer
-//!    (RFC 3725 flow I, the 3pcc reconnect FreeSWITCH and SEMS use rather
-//!    than replaying an old SDP that A never saw).
+//!    (RFC 3725 §4.1 flow I, third-party call control) rather than a
+//!    replay of an SDP from another dialog as a new offer.
 //! 3. The far legs of both calls move into a new *bridged* call: C gets a
 //!    re-INVITE with A's offer, C's answer goes to A in the ACK of step 2.
 //! 4. The referrer gets NOTIFY `200`; calls 1 and 2 BYE their trunk legs
