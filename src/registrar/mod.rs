@@ -222,6 +222,8 @@ impl Registrar {
     /// REGISTER): expired rows and TCP bindings (their connections ended
     /// with the old process) are left out, and their logins written again
     /// so the store forgets them. `now_unix_ms` is the wall time at `now`.
+    /// `stored` holds each login's rows together, oldest first (as
+    /// [`Store::bindings`](crate::store::Store::bindings) returns them).
     pub fn restore(
         &mut self,
         stored: Vec<(String, StoredBinding)>,
@@ -229,25 +231,31 @@ impl Registrar {
         now_unix_ms: u64,
     ) -> RestoreReport {
         let mut report = RestoreReport::default();
-        let mut by_login: std::collections::HashMap<String, (Vec<Binding>, bool)> =
-            std::collections::HashMap::new();
-        for (login, s) in stored {
-            let entry = by_login.entry(login).or_default();
-            if s.transport != Transport::Udp {
-                report.tcp_dropped += 1;
-                entry.1 = true;
-                continue;
-            }
-            match s.into_binding(now, now_unix_ms) {
-                Some(b) => entry.0.push(b),
-                None => {
+        // The store hands a login's rows together: each run is one login,
+        // grouped as it comes (no map of 100k logins built and dropped).
+        let mut rows = stored.into_iter().peekable();
+        while let Some((login, first)) = rows.next() {
+            let mut bindings = Vec::new();
+            let mut changed = false;
+            let mut next = Some(first);
+            while let Some(s) = next.take() {
+                if s.transport != Transport::Udp {
+                    report.tcp_dropped += 1;
+                    changed = true;
+                } else if let Some(b) = s.into_binding(now, now_unix_ms) {
+                    bindings.push(b);
+                } else {
                     report.expired += 1;
-                    entry.1 = true;
+                    changed = true;
                 }
+                next = rows.next_if(|(l, _)| *l == login).map(|(_, s)| s);
             }
-        }
-        for (login, (bindings, changed)) in by_login {
             report.restored += bindings.len();
+            // A login split over two runs: the earlier run's bindings first.
+            let earlier = self.store.raw(&login);
+            if !earlier.is_empty() {
+                bindings.splice(0..0, earlier.iter().cloned());
+            }
             let live = !bindings.is_empty();
             if changed {
                 self.store.replace(&login, bindings);

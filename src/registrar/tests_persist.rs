@@ -201,3 +201,45 @@ fn persist_off_marks_nothing_until_turned_on() {
         .is_success());
     assert_eq!(drain(&mut r, t0, WALL0).len(), 1);
 }
+
+/// Rows come a login at a time; a store that split one login's rows
+/// still restores all of them, the earlier run first.
+#[test]
+fn restore_groups_runs_and_joins_a_split_login() {
+    let t0 = Instant::now();
+    let row = |login: &str, call_id: &str| {
+        (
+            login.to_owned(),
+            StoredBinding {
+                contact: format!("sip:{login}@10.0.0.5;c={call_id}"),
+                source: nat(),
+                transport: Transport::Udp,
+                expires_unix_ms: WALL0 + 60_000,
+                instance: None,
+                reg_id: None,
+                call_id: call_id.to_owned(),
+                cseq: 1,
+                user_agent: String::new(),
+            },
+        )
+    };
+    let rows = vec![
+        row("a", "ca1"),
+        row("b", "cb1"),
+        row("b", "cb2"),
+        row("a", "ca2"),
+    ];
+    let mut r = registrar();
+    let report = r.restore(rows, t0, WALL0);
+    assert_eq!(report.restored, 4);
+    let ids = |login: &str| -> Vec<String> {
+        r.store()
+            .raw(login)
+            .iter()
+            .map(|b| b.call_id.clone())
+            .collect()
+    };
+    assert_eq!(ids("a"), ["ca1", "ca2"]);
+    assert_eq!(ids("b"), ["cb1", "cb2"]);
+    assert_eq!(r.store().len(), 4);
+}

@@ -120,8 +120,8 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn seed_once(&self, trunks: &[TrunkConfig], dids: &[DidConfig]) -> Result<bool, StoreError>;
-    /// Every stored binding with its login, each login's oldest first
-    /// (read once at start).
+    /// Every stored binding with its login, a login's rows together and
+    /// oldest first (read once at start).
     ///
     /// # Errors
     /// The store cannot be read or holds a bad row.
