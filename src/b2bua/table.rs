@@ -150,12 +150,12 @@ impl SessionTable {
         let key = dialog_bytes(call_id, local_tag);
         let id = *self.dialogs.get(key.as_slice())?;
         let call = self.calls.get(&id)?;
-        let side = if call.is_dialog(Side::A, call_id, local_tag) {
-            Side::A
-        } else {
-            Side::B
-        };
-        Some((id, side))
+        // Compared part by part: a NUL inside a Replaces' Call-ID (`%00`)
+        // must not make another split of the same bytes match.
+        [Side::A, Side::B]
+            .into_iter()
+            .find(|&side| call.is_dialog(side, call_id, local_tag))
+            .map(|side| (id, side))
     }
 }
 
