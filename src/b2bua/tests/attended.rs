@@ -95,8 +95,11 @@ fn attended_transfer_bridges_the_far_parties_and_ends_both_pbx_legs() {
     assert_eq!(body(&fetch), "", "offerless: A makes a fresh offer");
     assert!(on_dialog(&out, B1, Method::Invite, &inv2).is_none());
 
-    let out = h.feed(B1, b_response(&fetch, 200, FRESH_A));
+    let ok_a = b_response(&fetch, 200, FRESH_A);
+    let out = h.feed(B1, ok_a.clone());
     let to_c = on_dialog(&out, B1, Method::Invite, &inv2).expect("re-INVITE to C");
+    let again = h.feed(B1, ok_a.clone());
+    assert!(again.is_empty(), "A's 2xx again: no ACK before C's answer");
     assert_eq!(body(&to_c), FRESH_A, "C gets A's offer");
     assert_eq!(to_c.to().unwrap().tag(), Some("btag"));
     assert!(
@@ -125,6 +128,9 @@ fn attended_transfer_bridges_the_far_parties_and_ends_both_pbx_legs() {
     let ack_a = on_dialog(&out, B1, Method::Ack, &inv1).expect("A's 2xx ACKed");
     assert_eq!(body(&ack_a), SDP_C, "with C's answer");
     assert_eq!(ack_a.cseq().unwrap().seq, fetch.cseq().unwrap().seq);
+    let out = h.feed(B1, ok_a);
+    let again = on_dialog(&out, B1, Method::Ack, &inv1).expect("A's 2xx again: ACKed again");
+    assert_eq!(text(&again), text(&ack_a));
 
     // Calls 1 and 2 ended at the bridge; the bridged call holds one channel.
     let got = cdrs(&mut h);
