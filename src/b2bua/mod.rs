@@ -26,7 +26,8 @@
 //! rate) to the end, whatever snapshot comes after.
 //!
 //! REFER from a trunk is a blind transfer (`transfer.rs`, RFC 3515): a new
-//! call under the trunk's policy, to which the transferred leg is handed.
+//! call under the trunk's policy, to which the transferred leg is handed;
+//! with `Replaces` it joins two calls of the trunk (`replaces.rs`, RFC 3891).
 //!
 //! # Not yet here
 //! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
@@ -45,6 +46,7 @@ mod plan;
 mod redirect;
 mod registration;
 mod reliable;
+mod replaces;
 pub mod session_timer;
 mod table;
 mod transfer;
@@ -75,7 +77,7 @@ pub use registration::UpstreamRegistration;
 
 use call::{Call, Fx, NewCall};
 use health::Health;
-use table::{CallId, DialogKey, SessionTable};
+use table::{CallId, SessionTable};
 
 /// Settings of the B2BUA.
 #[derive(Clone, Debug)]
@@ -634,6 +636,15 @@ impl B2bua {
             r.headers.push(("Retry-After", "30".to_owned()));
             return self.refuse(msg, &key, source, r);
         }
+        if let Some(r) = self.invite_replaces(msg) {
+            tracing::info!(
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                %source,
+                status = r.status.0,
+                "INVITE with Replaces refused"
+            );
+            return self.refuse(msg, &key, source, r);
+        }
         if let Some(min) = session_timer::too_small(msg, &self.cfg.session) {
             // RFC 4028 §8: too brief an interval, before any policy work.
             let mut r = Rejection::new(
@@ -1031,12 +1042,9 @@ impl B2bua {
 
     fn find_dialog(&self, msg: &Message) -> Option<(CallId, Side)> {
         let call_id = msg.call_id().ok()?;
-        let to = msg.to().ok()?;
-        let key = DialogKey {
-            call_id: String::from_utf8_lossy(call_id).into_owned(),
-            local_tag: to.tag()?.to_owned(),
-        };
-        self.table.find_dialog(&key)
+        // Borrowed unless the Call-ID is not UTF-8 (legs store it lossily).
+        let call_id = String::from_utf8_lossy(call_id);
+        self.table.find_dialog(&call_id, msg.to_tag()?)
     }
 
     /// Runs `f` on call `id` (see `run_call`), then what it means for the

@@ -602,6 +602,7 @@ fn config_is_sanitized_and_reloadable() {
         default_expires: 9,
         max_contacts: 0,
         keepalive_s: 0,
+        persist: true,
     });
     let c = r.config();
     assert_eq!(

@@ -53,6 +53,7 @@ pub mod message;
 pub mod method;
 pub mod name_addr;
 pub mod status;
+mod text;
 pub mod transport;
 pub mod uri;
 pub mod via;
