@@ -77,13 +77,10 @@ impl Endpoint {
             b = b.header(name, value);
         }
         self.stats.count_answer(status);
-        if matches!(status.as_u16(), 401 | 407) {
-            // A challenge is sent once (RFC 3261 §26.3.2.4): a retransmission
-            // is challenged again, and half of every registration's
-            // transactions hold nothing for Timer J.
-            self.txns.respond_stateless(&key, b.build(), status, now);
-        } else {
-            self.txns.respond(&key, b.build(), status, now);
-        }
+        // The 401 too is kept for Timer J (not sent statelessly, as RFC
+        // 3261 §26.3.2.4 would allow): a UA, or SIPp, that retransmits its
+        // first REGISTER under load must get the same challenge again, not
+        // a new nonce and To tag it takes for an unexpected response.
+        self.txns.respond(&key, b.build(), status, now);
     }
 }
