@@ -1686,6 +1686,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 
 mod identity;
 mod registration;
+mod seeded;
 mod session;
 mod transfer;
 mod upauth;

@@ -32,10 +32,13 @@ fn nat() -> SocketAddr {
 }
 
 fn registrar() -> Registrar {
-    Registrar::new(RegistrarConfig {
-        keepalive_s: 0,
-        ..RegistrarConfig::default()
-    })
+    Registrar::new(
+        RegistrarConfig {
+            keepalive_s: 0,
+            ..RegistrarConfig::default()
+        },
+        Random::from_seed([4; 32]),
+    )
 }
 
 fn drain(r: &mut Registrar, now: Instant, unix_ms: u64) -> Vec<BindingWrite> {

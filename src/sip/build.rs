@@ -10,43 +10,10 @@ use super::method::Method;
 use super::status::StatusCode;
 use super::transport::Transport;
 use super::uri::Host;
-use super::via::{Via, MAGIC_COOKIE};
+use super::via::Via;
 use bytes::{BufMut, Bytes, BytesMut};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-
-fn random_token(n: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
-}
-
-/// A fresh RFC 3261 branch: `z9hG4bK` + 16 random alphanumerics.
-pub fn new_branch() -> String {
-    let mut s = String::with_capacity(MAGIC_COOKIE.len() + 16);
-    s.push_str(MAGIC_COOKIE);
-    s.push_str(&random_token(16));
-    s
-}
-
-/// A fresh From/To tag (12 random alphanumerics, > 32 bits of randomness).
-pub fn new_tag() -> String {
-    random_token(12)
-}
-
-/// A fresh Call-ID `random@host`.
-pub fn new_call_id(host: &str) -> String {
-    let mut s = random_token(20);
-    if !host.is_empty() {
-        s.push('@');
-        s.push_str(host);
-    }
-    s
-}
 
 /// Writes `value`, replacing CR/LF by SP (header injection guard).
 fn put_clean(out: &mut BytesMut, value: &[u8]) {
@@ -444,7 +411,7 @@ impl RequestBuilder {
         self
     }
 
-    /// Call-ID (default: a fresh one).
+    /// Call-ID (required: the core mints one with [`super::random::Random::call_id`]).
     pub fn call_id(mut self, call_id: &str) -> Self {
         self.call_id = Some(call_id.to_owned());
         self
@@ -539,7 +506,7 @@ impl RequestBuilder {
         if let Some((addr, tag)) = &self.to {
             Self::put_addr(&mut out, "To", addr, tag.as_deref());
         }
-        let call_id = self.call_id.clone().unwrap_or_else(|| new_call_id(""));
+        let call_id = self.call_id.as_deref().unwrap_or_default();
         out.put_slice(b"Call-ID: ");
         put_clean(&mut out, call_id.as_bytes());
         out.put_slice(b"\r\nCSeq: ");
@@ -622,12 +589,5 @@ mod tests {
         assert_eq!(cancel.method(), Some(&Method::Cancel));
         assert_eq!(cancel.to().unwrap().tag(), None);
         assert_eq!(cancel.cseq().unwrap().method, Method::Cancel);
-    }
-
-    #[test]
-    fn fresh_ids() {
-        assert!(new_branch().starts_with("z9hG4bK"));
-        assert_ne!(new_tag(), new_tag());
-        assert!(new_call_id("h").ends_with("@h"));
     }
 }
