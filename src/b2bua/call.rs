@@ -17,6 +17,7 @@
 //!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
 
+mod attended;
 mod refer;
 
 use std::net::SocketAddr;
@@ -1165,6 +1166,7 @@ impl Call {
             }
             Purpose::Notify => {}
             Purpose::Bridge => self.on_bridge_response(Some(resp), fx),
+            Purpose::Offer => self.on_offer_response(Some(resp), fx),
         }
     }
 
@@ -1177,6 +1179,7 @@ impl Call {
             Purpose::Relay(r) => self.on_relay_response(r.from, &r.server, &r.request, None, fx),
             Purpose::Notify => self.on_notify_done(fx),
             Purpose::Bridge => self.on_bridge_response(None, fx),
+            Purpose::Offer => self.on_offer_response(None, fx),
         }
     }
 

@@ -26,7 +26,8 @@
 //! rate) to the end, whatever snapshot comes after.
 //!
 //! REFER from a trunk is a blind transfer (`transfer.rs`, RFC 3515): a new
-//! call under the trunk's policy, to which the transferred leg is handed.
+//! call under the trunk's policy, to which the transferred leg is handed;
+//! with `Replaces` it joins two calls of the trunk (`replaces.rs`, RFC 3891).
 //!
 //! # Not yet here
 //! * DID routing (SPEC §4): trusted upstreams get `404`; on-net calls to
@@ -45,6 +46,7 @@ mod plan;
 mod redirect;
 mod registration;
 mod reliable;
+mod replaces;
 pub mod session_timer;
 mod table;
 mod transfer;
@@ -619,6 +621,15 @@ impl B2bua {
                 &"shutting down",
             );
             r.headers.push(("Retry-After", "30".to_owned()));
+            return self.refuse(msg, &key, source, r);
+        }
+        if let Some(r) = self.invite_replaces(msg) {
+            tracing::info!(
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                %source,
+                status = r.status.0,
+                "INVITE with Replaces refused"
+            );
             return self.refuse(msg, &key, source, r);
         }
         if let Some(min) = session_timer::too_small(msg, &self.cfg.session) {

@@ -40,6 +40,9 @@ pub(crate) enum Purpose {
     Notify,
     /// The re-INVITE that bridges a transferred party to its new call.
     Bridge,
+    /// The offerless re-INVITE asking an attended transfer's far party
+    /// for a fresh offer (RFC 3725 §4.1).
+    Offer,
     /// A session refresh we originated on this leg (RFC 4028 §10).
     Refresh(Side),
     /// A PRACK we originated for an upstream's reliable 18x (RFC 3262 §4).

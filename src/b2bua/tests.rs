@@ -1684,6 +1684,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
     assert!(!ups.is_trusted("198.51.100.1".parse().unwrap()));
 }
 
+mod attended;
 mod identity;
 mod registration;
 mod seeded;

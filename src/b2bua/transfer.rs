@@ -19,7 +19,7 @@
 //! referring call's channel is counted free when the new call is admitted
 //! (it is being replaced) and is given back when its referrer leg ends.
 //!
-//! `Replaces` (RFC 3891, attended transfer) is refused with `603`.
+//! A `Refer-To` with `?Replaces=` is an attended transfer (`replaces.rs`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use bytes::Bytes;
 
 use super::call::{Call, Followup, NewCall, Xfer};
 use super::leg::Side;
+use super::replaces::Replaces;
 use super::table::CallId;
 use super::{B2bua, ChannelKey};
 use crate::cdr::Direction;
@@ -44,13 +45,14 @@ const TIMER_C: Duration = Duration::from_secs(180);
 enum Target {
     /// Blind transfer to this number (the `Refer-To` user part).
     Number(String),
-    /// Attended transfer (`?Replaces=`, RFC 3891).
-    Replaces,
+    /// Attended transfer (`?Replaces=`, RFC 3891): join the call whose
+    /// trunk dialog this names.
+    Replaces(Replaces),
 }
 
 /// The one `Refer-To` of a REFER (RFC 3515 §2.4.1), or the status that
 /// refuses it: `400` without exactly one well-formed value, `484` when it
-/// names no number.
+/// names no number; `400` for a malformed `Replaces`.
 fn refer_target(msg: &Message) -> Result<Target, StatusCode> {
     let mut values = msg.headers(&HeaderName::ReferTo);
     let (Some(value), None) = (values.next(), values.next()) else {
@@ -60,14 +62,8 @@ fn refer_target(msg: &Message) -> Result<Target, StatusCode> {
     if !na.uri.is_supported() {
         return Err(StatusCode::BAD_REQUEST);
     }
-    let replaces = na.uri.headers.is_some_and(|h| {
-        h.split('&').any(|p| {
-            p.get(..9)
-                .is_some_and(|n| n.eq_ignore_ascii_case("replaces="))
-        })
-    });
-    if replaces {
-        return Ok(Target::Replaces);
+    if let Some(rep) = na.uri.headers.and_then(Replaces::in_uri_headers) {
+        return rep.map(Target::Replaces).ok_or(StatusCode::BAD_REQUEST);
     }
     let user = na.uri.user.unwrap_or_default();
     // Drop user parameters (`;phone-context=…`, RFC 3966 §5.1.5).
@@ -80,8 +76,8 @@ fn refer_target(msg: &Message) -> Result<Target, StatusCode> {
 
 impl B2bua {
     /// An in-dialog REFER on server transaction `key` (RFC 3515): a blind
-    /// transfer from the trunk's leg, or a refusal (`481`, `403`, `491`,
-    /// `400`, `484`, `603` for `Replaces`).
+    /// or attended transfer from the trunk's leg, or a refusal (`481`,
+    /// `403`, `491`, `400`, `484`).
     pub fn handle_refer(
         &mut self,
         msg: &Message,
@@ -103,14 +99,9 @@ impl B2bua {
                 return self
                     .with_call(id, now, |c, fx| c.answer_refer(side, msg, &key, status, fx));
             }
-            (None, Ok(Target::Replaces)) => {
-                tracing::info!(
-                    call_id = %msg_call_id(msg),
-                    "REFER with Replaces (attended transfer) refused: not supported"
-                );
-                let status = StatusCode::DECLINE;
-                return self
-                    .with_call(id, now, |c, fx| c.answer_refer(side, msg, &key, status, fx));
+            (None, Ok(Target::Replaces(rep))) => {
+                self.with_call(id, now, |c, fx| c.accept_refer(side, msg, &key, fx));
+                return self.start_attended(id, &rep, now);
             }
             (None, Ok(Target::Number(n))) => n,
         };
@@ -217,7 +208,7 @@ impl B2bua {
     /// The INVITE the referring trunk would have sent for `number`, as the
     /// new call's (never sent) A-leg INVITE: the transferred party `caller`
     /// calls, offering its last `sdp`.
-    fn transfer_invite(
+    pub(super) fn transfer_invite(
         &mut self,
         number: &str,
         caller: &str,
@@ -312,6 +303,7 @@ impl B2bua {
                     self.terminate(id, now);
                 }
             }
+            Followup::Join { with, ack } => self.join(id, with, ack, now),
         }
     }
 }
@@ -359,7 +351,15 @@ mod tests {
             refer_target(&refer(&[
                 "<sip:200@10.0.0.1?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"
             ])),
-            Ok(Target::Replaces)
+            Ok(Target::Replaces(Replaces {
+                call_id: "abc@h".to_owned(),
+                to_tag: "1".to_owned(),
+                from_tag: "2".to_owned(),
+            }))
+        );
+        assert_eq!(
+            refer_target(&refer(&["<sip:200@10.0.0.1?Replaces=abc%3Bto-tag%3D1>"])),
+            Err(StatusCode::BAD_REQUEST)
         );
         assert_eq!(refer_target(&refer(&[])), Err(StatusCode::BAD_REQUEST));
         assert_eq!(

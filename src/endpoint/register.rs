@@ -77,6 +77,13 @@ impl Endpoint {
             b = b.header(name, value);
         }
         self.stats.count_answer(status);
-        self.txns.respond(&key, b.build(), status, now);
+        if matches!(status.as_u16(), 401 | 407) {
+            // A challenge is sent once (RFC 3261 §26.3.2.4): a retransmission
+            // is challenged again, and half of every registration's
+            // transactions hold nothing for Timer J.
+            self.txns.respond_stateless(&key, b.build(), status, now);
+        } else {
+            self.txns.respond(&key, b.build(), status, now);
+        }
     }
 }

@@ -299,6 +299,36 @@ fn register_is_challenged_401_then_bound_to_the_packet_source() {
     assert!(ep.registrar().store().is_empty());
 }
 
+/// The 401 is sent once and forgotten (RFC 3261 §26.3.2.4): only the
+/// 200's slim record is held, and it answers a retransmitted REGISTER with
+/// the same bytes without a second registration.
+#[test]
+fn register_challenge_is_stateless_and_the_200_is_resent_verbatim() {
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let first = register_req(1, "Expires: 120\r\n");
+    let r = exchange(&mut ep, &first, t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(ep.txns.len(), 0, "a challenge holds no transaction");
+    let again = exchange(&mut ep, &first, t0).remove(0);
+    assert_eq!(again.status(), Some(StatusCode::UNAUTHORIZED));
+
+    let creds = www_credentials(&r, "pw");
+    let second = register_req(2, &format!("Expires: 120\r\n{creds}"));
+    let ok = exchange(&mut ep, &second, t0).remove(0);
+    assert_eq!(ok.status(), Some(StatusCode::OK));
+    assert_eq!(ep.txns.len(), 1);
+    let resent = exchange(&mut ep, &second, t0 + Duration::from_secs(2)).remove(0);
+    assert_eq!(
+        resent.as_bytes(),
+        ok.as_bytes(),
+        "the same 200, byte for byte"
+    );
+    let b = ep.registrar().store().lookup("100", t0);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].cseq, 2);
+}
+
 #[test]
 fn register_with_wrong_password_is_403_and_binds_nothing() {
     let mut ep = register_ep();

@@ -337,7 +337,7 @@ pub struct ViaSpec {
     pub transport: Transport,
     /// sent-by (`host:port`, IPv6 in brackets).
     pub sent_by: String,
-    /// Branch; use [`new_branch`].
+    /// Branch; use [`super::random::Random::branch`].
     pub branch: String,
     /// Add the RFC 3581 `rport` flag.
     pub rport: bool,

@@ -12,6 +12,7 @@ use crate::sip::{build, Bytes, Message, Method, StatusCode, Transport};
 use super::action::{Action, Actions};
 use super::client_invite::ClientInvite;
 use super::client_non_invite::ClientNonInvite;
+use super::completed::Completed;
 use super::key::{KeyError, Role, TransactionKey};
 use super::server_invite::{ServerInvite, ServerInviteInput};
 use super::server_non_invite::ServerNonInvite;
@@ -256,6 +257,10 @@ pub struct Transactions {
     txs: HashMap<TxId, Box<Tx>>,
     next_id: TxId,
     heap: BinaryHeap<Reverse<(Instant, TxId)>>,
+    /// Non-INVITE server transactions in Completed over UDP, slimmed to
+    /// what answering a retransmission needs (most live transactions
+    /// under a REGISTER load).
+    completed: Completed,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TransactionEvent>,
     scratch: Actions,
@@ -282,6 +287,7 @@ impl Transactions {
             txs: HashMap::new(),
             next_id: 0,
             heap: BinaryHeap::new(),
+            completed: Completed::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Actions::new(),
@@ -301,17 +307,17 @@ impl Transactions {
 
     /// Number of live transactions.
     pub fn len(&self) -> usize {
-        self.txs.len()
+        self.txs.len() + self.completed.len()
     }
 
     /// Whether there are no live transactions.
     pub fn is_empty(&self) -> bool {
-        self.txs.is_empty()
+        self.len() == 0
     }
 
     /// Whether `key` names a live transaction (the `accepts`-style lookup).
     pub fn contains(&self, key: &TransactionKey) -> bool {
-        self.by_key.contains_key(key)
+        self.by_key.contains_key(key) || self.completed.contains(key)
     }
 
     /// Whether `msg` belongs to a live transaction (str0m's `accepts`): a
@@ -323,11 +329,16 @@ impl Transactions {
         } else {
             TransactionKey::client(msg)
         };
-        key.is_ok_and(|k| self.by_key.contains_key(&k))
+        key.is_ok_and(|k| self.contains(&k))
     }
 
     /// The state of a live transaction.
     pub fn state(&self, key: &TransactionKey) -> Option<TransactionState> {
+        if self.completed.contains(key) {
+            return Some(TransactionState::ServerNonInvite(
+                ServerNonInviteState::Completed,
+            ));
+        }
         let id = self.by_key.get(key)?;
         self.txs.get(id).map(|tx| tx.machine.state())
     }
@@ -353,6 +364,7 @@ impl Transactions {
             Some(Method::Ack) => self.handle_ack(key, now),
             Some(Method::Cancel) => match self.by_key.get(&key).copied() {
                 Some(id) => self.retransmission(id),
+                None if self.completed.contains(&key) => self.completed_retransmission(key),
                 None => {
                     let invite = key.with_method(Method::Invite);
                     let invite = self.live_server_invite(&invite).then_some(invite);
@@ -365,6 +377,7 @@ impl Transactions {
             },
             _ => match self.by_key.get(&key).copied() {
                 Some(id) => self.retransmission(id),
+                None if self.completed.contains(&key) => self.completed_retransmission(key),
                 None => {
                     let invite = key.method == Method::Invite;
                     self.create_server(key.clone(), invite, peer, transport, now);
@@ -405,9 +418,42 @@ impl Transactions {
         status: StatusCode,
         now: Instant,
     ) -> Result<(), RespondError> {
+        self.respond_with(key, response, status, now, false)
+    }
+
+    /// Sends a final response to a non-INVITE request once and forgets the
+    /// transaction: a retransmitted request is a new one and is answered
+    /// anew. For digest challenges (401/407) RFC 3261 §26.3.2.4 advises
+    /// exactly this ("behaving statelessly towards unauthenticated
+    /// requests"), as Kamailio's `sl` does: an unauthenticated flood then
+    /// holds no state for Timer J. On an INVITE (or a provisional) it is
+    /// [`respond`](Self::respond).
+    pub fn respond_stateless(
+        &mut self,
+        key: &TransactionKey,
+        response: Bytes,
+        status: StatusCode,
+        now: Instant,
+    ) {
+        if let Err(e) = self.respond_with(key, response, status, now, true) {
+            tracing::debug!(?key, status = status.0, error = %e, "response refused by transaction");
+        }
+    }
+
+    fn respond_with(
+        &mut self,
+        key: &TransactionKey,
+        response: Bytes,
+        status: StatusCode,
+        now: Instant,
+        stateless: bool,
+    ) -> Result<(), RespondError> {
         let code = status.0;
         if !(100..=699).contains(&code) {
             return Err(RespondError::BadStatus(code));
+        }
+        if self.completed.contains(key) {
+            return Err(RespondError::InvalidState);
         }
         let id = *self
             .by_key
@@ -425,7 +471,11 @@ impl Transactions {
             }
             Machine::ServerNonInvite(m) if m.accepts(code) => {
                 tx.last_response = Some(response);
-                m.respond(code, now, &mut out)
+                let sent = m.respond(code, now, &mut out);
+                if stateless && code >= 200 {
+                    m.forget(&mut out);
+                }
+                sent
             }
             Machine::ServerInvite(_) | Machine::ServerNonInvite(_) => {
                 Err(RespondError::InvalidState)
@@ -540,6 +590,13 @@ impl Transactions {
     /// connection refused/reset): the transaction terminates (§17.1.1.2,
     /// §17.2.1) and the TU gets [`TransactionEvent::TransportError`].
     pub fn transport_error(&mut self, key: &TransactionKey, _now: Instant) {
+        if self.completed.remove(key) {
+            self.events
+                .push_back(TransactionEvent::TransportError { key: key.clone() });
+            self.events
+                .push_back(TransactionEvent::Terminated { key: key.clone() });
+            return;
+        }
         let Some(id) = self.by_key.get(key).copied() else {
             return;
         };
@@ -578,13 +635,20 @@ impl Transactions {
             self.apply(id);
         }
         self.stats.retransmissions_sent += (self.transmits.len() - queued) as u64;
+        while let Some(key) = self.completed.pop_due(now) {
+            self.events.push_back(TransactionEvent::Terminated { key });
+        }
         self.prune();
     }
 
     /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout)
     /// has work, if any transaction has a timer armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        let heap = self.heap.peek().map(|Reverse((at, _))| *at);
+        match (heap, self.completed.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Next message to send.
@@ -595,6 +659,13 @@ impl Transactions {
     /// Next event for the TU.
     pub fn poll_event(&mut self) -> Option<TransactionEvent> {
         self.events.pop_front()
+    }
+
+    /// Transactions held as whole state machines (the rest are slim
+    /// Completed records).
+    #[cfg(test)]
+    pub(crate) fn machines(&self) -> usize {
+        self.txs.len()
     }
 
     /// Entries in the timer heap, live and stale (tests of the bound).
@@ -676,6 +747,20 @@ impl Transactions {
         }
         self.scratch = out;
         self.apply(id);
+        ServerInput::Absorbed { key }
+    }
+
+    /// A retransmitted request of a Completed non-INVITE: the final
+    /// response again (§17.2.2).
+    fn completed_retransmission(&mut self, key: TransactionKey) -> ServerInput {
+        self.stats.retransmissions_received += 1;
+        if let Some(r) = self.completed.resend(&key) {
+            self.transmits.push_back(Transmit {
+                dest: r.dest,
+                transport: r.transport,
+                bytes: r.bytes,
+            });
+        }
         ServerInput::Absorbed { key }
     }
 
@@ -767,6 +852,18 @@ impl Transactions {
             return;
         }
         let next = tx.machine.poll_timeout();
+        let completed = matches!(&tx.machine, Machine::ServerNonInvite(m)
+            if m.state() == ServerNonInviteState::Completed);
+        if let (true, Some(until)) = (completed, next) {
+            // Timer J runs: only the response is needed until it fires.
+            if let Some(tx) = self.txs.remove(&id) {
+                self.by_key.remove(&tx.key);
+                let response = tx.last_response.as_deref().unwrap_or_default();
+                self.completed
+                    .insert(tx.key, response, tx.dest, tx.transport, until);
+            }
+            return;
+        }
         if next != tx.scheduled {
             tx.scheduled = next;
             if let Some(at) = next {

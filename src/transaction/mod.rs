@@ -63,6 +63,7 @@
 mod action;
 mod client_invite;
 mod client_non_invite;
+mod completed;
 mod key;
 mod manager;
 mod server_invite;

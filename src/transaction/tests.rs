@@ -512,6 +512,131 @@ fn server_non_invite_absorbs_and_resends_last_response_then_j() {
     assert_eq!(h.respond(&key, &ok), Err(RespondError::UnknownTransaction));
 }
 
+/// A REGISTER's 200 over UDP leaves only the slim Completed record: a
+/// retransmission within Timer J gets the very same bytes, to the same
+/// place, and nothing else of the transaction is held.
+#[test]
+fn completed_register_is_a_slim_record_resending_the_same_bytes() {
+    let mut h = Harness::new();
+    let req = request(Method::Register, "z9hG4bKreg1", 7, Transport::Udp);
+    let key = new_key(h.req_in(&req, Transport::Udp));
+    let ok = parse_str(
+        "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKreg1\n\
+         From: <sip:alice@example.net>;tag=fromtag\nTo: <sip:bob@example.com>;tag=t1\n\
+         Call-ID: call-1@192.0.2.10\nCSeq: 7 REGISTER\n\
+         Contact: <sip:alice@10.0.0.5:5060>;expires=600\nContent-Length: 0\n\n",
+    );
+    assert_eq!(h.respond(&key, &ok), Ok(()));
+    let first = h.take_sent();
+    assert_eq!(first.len(), 1);
+    assert_eq!(&first[0].1.bytes, ok.as_bytes());
+    assert_eq!(h.txs.machines(), 0, "no state machine held in Completed");
+    assert_eq!(h.txs.len(), 1);
+    assert_eq!(
+        h.txs.state(&key),
+        Some(TransactionState::ServerNonInvite(
+            ServerNonInviteState::Completed
+        ))
+    );
+
+    h.advance(ms(31_999));
+    assert_eq!(
+        h.req_in(&req, Transport::Udp),
+        ServerInput::Absorbed { key: key.clone() }
+    );
+    let again = h.take_sent();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].1, first[0].1,
+        "same bytes, destination and transport"
+    );
+    assert_eq!(h.txs.stats().retransmissions_received, 1);
+    assert_eq!(h.respond(&key, &ok), Err(RespondError::InvalidState));
+
+    h.run_to_idle();
+    assert_eq!(
+        h.take_events(),
+        [TransactionEvent::Terminated { key: key.clone() }]
+    );
+    assert!(h.txs.is_empty());
+    assert_eq!(h.txs.poll_timeout(), None);
+    assert_eq!(
+        h.req_in(&req, Transport::Udp),
+        ServerInput::NewRequest { key },
+        "after Timer J a retransmission is a new request"
+    );
+}
+
+#[test]
+fn completed_record_expires_at_timer_j_exactly() {
+    let mut h = Harness::new();
+    let req = request(Method::Options, "z9hG4bKj1", 1, Transport::Udp);
+    let key = new_key(h.req_in(&req, Transport::Udp));
+    h.advance(ms(10));
+    assert_eq!(h.respond(&key, &response(&req, 200)), Ok(()));
+    assert_eq!(h.txs.poll_timeout(), Some(h.t0 + ms(32_010)));
+    h.run_until(ms(32_009));
+    assert!(h.take_events().is_empty());
+    h.run_until(ms(32_010));
+    assert_eq!(h.take_events(), [TransactionEvent::Terminated { key }]);
+}
+
+#[test]
+fn completed_record_transport_error_terminates_it() {
+    let mut h = Harness::new();
+    let req = request(Method::Register, "z9hG4bKte", 1, Transport::Udp);
+    let key = new_key(h.req_in(&req, Transport::Udp));
+    assert_eq!(h.respond(&key, &response(&req, 200)), Ok(()));
+    h.txs.transport_error(&key, h.now);
+    h.drain();
+    assert_eq!(
+        h.take_events(),
+        [
+            TransactionEvent::TransportError { key: key.clone() },
+            TransactionEvent::Terminated { key: key.clone() }
+        ]
+    );
+    assert!(h.txs.is_empty());
+    // Its queue entry, now stale, never ends a newer transaction of the key.
+    assert_eq!(
+        h.req_in(&req, Transport::Udp),
+        ServerInput::NewRequest { key: key.clone() }
+    );
+    h.advance(ms(100));
+    assert_eq!(h.respond(&key, &response(&req, 200)), Ok(()));
+    h.run_until(ms(32_050));
+    assert!(
+        h.take_events().is_empty(),
+        "the stale deadline ends nothing"
+    );
+    h.run_to_idle();
+    assert_eq!(h.take_events(), [TransactionEvent::Terminated { key }]);
+}
+
+/// RFC 3261 §26.3.2.4: a challenge is sent once; the retransmission opens
+/// a new transaction (and is challenged again by the TU).
+#[test]
+fn stateless_challenge_holds_nothing() {
+    let mut h = Harness::new();
+    let req = request(Method::Register, "z9hG4bKch", 1, Transport::Udp);
+    let key = new_key(h.req_in(&req, Transport::Udp));
+    let challenge = response(&req, 401);
+    h.txs
+        .respond_stateless(&key, challenge.as_bytes().clone(), StatusCode(401), h.now);
+    h.drain();
+    assert_eq!(h.take_sent().len(), 1);
+    assert_eq!(
+        h.take_events(),
+        [TransactionEvent::Terminated { key: key.clone() }]
+    );
+    assert!(h.txs.is_empty());
+    assert_eq!(h.txs.poll_timeout(), None);
+    assert_eq!(
+        h.req_in(&req, Transport::Udp),
+        ServerInput::NewRequest { key }
+    );
+}
+
 #[test]
 fn server_non_invite_tcp_zero_j() {
     let mut h = Harness::new();

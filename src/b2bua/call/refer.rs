@@ -36,8 +36,8 @@ const SUBSCRIPTION_S: u32 = 180;
 /// Transfer state of one call, with the last SDP each leg's peer sent.
 #[derive(Debug, Default)]
 pub(crate) struct Xfer {
-    sdp_a: Option<Bytes>,
-    sdp_b: Option<Bytes>,
+    pub(super) sdp_a: Option<Bytes>,
+    pub(super) sdp_b: Option<Bytes>,
     pub(crate) role: Role,
 }
 
@@ -49,8 +49,15 @@ pub(crate) enum Role {
     None,
     /// Its trunk's leg sent a REFER.
     Referrer(Referral),
-    /// It is the new call of a transfer.
+    /// It is the new call of a transfer (or the bridged call of an
+    /// attended one, `call/attended.rs`).
     Transferee(Transferee),
+    /// Its far leg went to an attended transfer's bridged call; `trunk`
+    /// is the leg it still ends.
+    Replaced {
+        /// The trunk's leg.
+        trunk: Side,
+    },
 }
 
 /// The referring call's side of a transfer.
@@ -64,6 +71,9 @@ pub(crate) struct Referral {
     event: String,
     /// The other leg now belongs to the new call: never BYE it from here.
     pub(crate) handed: bool,
+    /// Attended transfer (`Replaces`): the call to join, and once the far
+    /// party's fresh offer came, the CSeq of the 2xx its ACK answers.
+    pub(super) joining: Option<(CallId, Option<u32>)>,
 }
 
 /// The new call's side of a transfer.
@@ -80,7 +90,7 @@ pub(crate) struct Transferee {
     pub(crate) report: Option<StatusCode>,
     /// Offerless INVITE: the new party's 2xx (CSeq) waits for an ACK that
     /// carries the transferred party's answer.
-    b_ack: Option<u32>,
+    pub(super) b_ack: Option<u32>,
 }
 
 /// A transferred party's dialog on its way to the new call.
@@ -103,6 +113,14 @@ pub(crate) enum Followup {
     },
     /// The referring call ended before its new call did: end that one too.
     Orphan(CallId),
+    /// An attended transfer's far party sent its fresh offer (2xx CSeq
+    /// `ack`): join it with call `with`'s far party.
+    Join {
+        /// The call whose trunk dialog the `Replaces` named.
+        with: CallId,
+        /// The CSeq of the 2xx awaiting an ACK with the answer.
+        ack: u32,
+    },
 }
 
 impl Xfer {
@@ -135,6 +153,7 @@ impl Xfer {
         match &self.role {
             Role::Referrer(r) => r.handed && r.side != side,
             Role::Transferee(t) => !t.owned && side == Side::A,
+            Role::Replaced { trunk } => *trunk != side,
             Role::None => false,
         }
     }
@@ -168,6 +187,13 @@ impl Xfer {
             Role::Referrer(r) if matches!(phase, Phase::Ended | Phase::Cancelled) && !r.handed => {
                 r.child.take().map(Followup::Orphan)
             }
+            Role::Referrer(r) if phase == Phase::Confirmed => match r.joining {
+                Some((with, Some(ack))) => {
+                    r.joining = None;
+                    Some(Followup::Join { with, ack })
+                }
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -229,6 +255,7 @@ impl Call {
             child: None,
             event: format!("refer;id={cseq}"),
             handed: false,
+            joining: None,
         });
         self.notify(StatusCode::TRYING, fx);
     }
@@ -297,12 +324,28 @@ impl Call {
         r.handed = true;
         r.child = None;
         let other = r.side.other();
-        Some(Handed {
-            leg: self.leg(other).clone(),
-            sdp: self.xfer.sdp(other).cloned(),
+        Some(self.handed_leg(other))
+    }
+
+    /// `side`'s dialog state, last SDP and session timer, for the call
+    /// that holds that dialog from now on.
+    pub(super) fn handed_leg(&mut self, side: Side) -> Handed {
+        Handed {
+            leg: self.leg(side).clone(),
+            sdp: self.xfer.sdp(side).cloned(),
             // Refreshing it is the new call's job from now on.
-            timer: std::mem::take(self.sessions.get_mut(other)),
-        })
+            timer: std::mem::take(self.sessions.get_mut(side)),
+        }
+    }
+
+    /// Takes over a dialog handed by another call as leg `side`.
+    pub(super) fn receive(&mut self, side: Side, handed: Handed) {
+        *self.leg_mut(side) = handed.leg;
+        match side {
+            Side::A => self.xfer.sdp_a = handed.sdp,
+            Side::B => self.xfer.sdp_b = handed.sdp,
+        }
+        *self.sessions.get_mut(side) = handed.timer;
     }
 
     /// The new call answered and holds the transferred party: the final
@@ -323,9 +366,7 @@ impl Call {
 
     /// Takes over the transferred party's dialog as this call's A-leg.
     pub(crate) fn take_over(&mut self, handed: Handed, referrer_left: bool) {
-        self.a = handed.leg;
-        self.xfer.sdp_a = handed.sdp;
-        *self.sessions.get_mut(Side::A) = handed.timer;
+        self.receive(Side::A, handed);
         if let Role::Transferee(t) = &mut self.xfer.role {
             t.owned = true;
             if referrer_left {

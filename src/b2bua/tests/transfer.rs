@@ -204,7 +204,7 @@ fn a_failed_new_call_is_notified_and_a_second_refer_may_follow() {
 }
 
 #[test]
-fn refer_refusals_carrier_side_pending_and_replaces() {
+fn refer_refusals_carrier_side_pending_and_unknown_replaces() {
     let mut h = H::new();
     let (inv, tag) = answered(&mut h);
     let from_b = with_refer_to(
@@ -216,7 +216,12 @@ fn refer_refusals_carrier_side_pending_and_replaces() {
     assert!(out.iter().all(|(d, _)| *d == addr(B1)));
     let replaces = "<sip:200@10.9.9.9?Replaces=x%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>";
     let out = h.feed(A, a_refer(&tag, 11, replaces));
-    assert_eq!(status_to(&out, A), vec![603]);
+    assert_eq!(status_to(&out, A), vec![202], "attended: tests/attended.rs");
+    let n = notifies_to(&out, A);
+    assert_eq!(
+        body(&n[1]),
+        "SIP/2.0 481 Call/Transaction Does Not Exist\r\n"
+    );
     let out = h.feed(A, a_refer(&tag, 12, "<sip:10.9.9.9>"));
     assert_eq!(status_to(&out, A), vec![484]);
     let out = h.feed(A, a_refer(&tag, 13, "<sip:12125550199@10.9.9.9>"));
