@@ -132,9 +132,12 @@ mod shell {
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     /// CDRs queued for the store before new ones are dropped (and counted).
     const CDR_QUEUE: usize = 65_536;
-    /// Registration writes queued for the store before new ones are dropped
-    /// (and counted); each is one login's whole set.
-    const BINDING_QUEUE: usize = 65_536;
+    /// Registration writes queued for the store (each one login's whole
+    /// set); beyond it changed logins wait, marked, in the registrar. Two
+    /// of the writer's 4,096-write transactions: enough to keep it busy.
+    const BINDING_QUEUE: usize = 8_192;
+    /// How soon the core looks again at logins a full queue left waiting.
+    const BINDING_RETRY: Duration = Duration::from_millis(20);
     /// How long call-status events still queued at stop may take to go out.
     const WEBHOOK_GRACE: Duration = Duration::from_secs(2);
 
@@ -606,11 +609,22 @@ mod shell {
                 }
             }
             let at = now();
-            while let Some(w) = endpoint.poll_binding_write(at) {
-                if !bindings.write(w) && bindings.dropped().is_power_of_two() {
+            // While the queue is full the logins stay marked in the
+            // registrar (bounded by the logins) and go on a later turn; at
+            // stop they wait for room, so the store gets the last state.
+            while stopping || bindings.has_room() {
+                let Some(w) = endpoint.poll_binding_write(at) else {
+                    break;
+                };
+                let queued = if stopping {
+                    bindings.write_waiting(w)
+                } else {
+                    bindings.write(w)
+                };
+                if !queued && bindings.dropped().is_power_of_two() {
                     tracing::warn!(
                         dropped = bindings.dropped(),
-                        "registration write queue full: the store lags behind the registrar"
+                        "registration writer gone: the store lags behind the registrar"
                     );
                 }
             }
@@ -625,10 +639,15 @@ mod shell {
             if stopping {
                 break;
             }
-            let wake = match (endpoint.poll_timeout(), drain_until) {
+            let mut wake = match (endpoint.poll_timeout(), drain_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if endpoint.pending_binding_writes() > 0 {
+                // Logins left marked by a full queue: look again soon.
+                let soon = at + BINDING_RETRY;
+                wake = Some(wake.map_or(soon, |w| w.min(soon)));
+            }
             match wake {
                 Some(deadline) => {
                     sleep

@@ -1,7 +1,10 @@
 //! Blind transfer (RFC 3515 REFER) through the real binary on loopback:
 //! SIPp as the trunk's PBX (127.0.0.1, IP-authenticated) places a call to
 //! the carrier (SIPp UAS on 127.0.0.3) and REFERs it to another number;
-//! scenarios `tests/sipp/xfer_*.xml`.
+//! scenarios `tests/sipp/xfer_*.xml`. Attended transfer (REFER with
+//! `Replaces`, RFC 3891): two SIPp PBX instances (twins in SIPp's 3pcc
+//! mode, so one learns the other's dialog) place two calls and REFER one
+//! with the other's dialog; scenarios `tests/sipp/att_*.xml`.
 
 mod common;
 
@@ -10,8 +13,8 @@ use std::time::Duration;
 
 use common::calls::{read_msgs, Msg};
 use common::{
-    free_port, scenario, shipped_rates, sipp_counter, sipp_run, Server, SippBg, TempDir, IP_TRUNK,
-    LOOPBACK_CONFIG,
+    api_get, free_port, scenario, shipped_rates, sipp_counter, sipp_run, Server, SippBg, TempDir,
+    IP_TRUNK, LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG,
 };
 
 const CARRIER_IP: &str = "127.0.0.3";
@@ -220,4 +223,276 @@ fn a_transfer_the_trunk_may_not_place_is_notified_403_and_the_call_goes_on() {
         "nothing placed toward the refused number"
     );
     assert!(server.wait_log("transfer refused", Duration::from_secs(10)));
+}
+
+// ---- attended transfer (REFER with Replaces) ------------------------------
+
+/// The end of `att_pbx1.xml` when the call goes on: it tells its twin to
+/// hang up call 2, then hangs up call 1 itself.
+const ATT_END_HANGUP: &str = r#"  <sendCmd>
+    <![CDATA[
+      Call-ID: [$rcid]
+      X-Hangup: now
+    ]]>
+  </sendCmd>
+  <pause milliseconds="200"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: pbx <sip:2001@[local_ip]:[local_port]>;tag=pbx1tag[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>"#;
+
+/// The end of `att_pbx2.xml` when the call goes on: its twin's word, then
+/// its own BYE.
+const ATT_END_TWIN_HANGUP: &str = r#"  <recvCmd/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: pbx <sip:2001@[local_ip]:[local_port]>;tag=pbx2tag[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>"#;
+
+/// One PBX twin: `att_pbx{n}.xml` with its placeholders filled, calling
+/// `number`, its messages in `log`.
+fn att_pbx(
+    dir: &TempDir,
+    server: &Server,
+    n: u8,
+    fill: &[(&str, &str)],
+    number: &str,
+    twin: u16,
+    log: &str,
+) -> SippBg {
+    let name = format!("att_pbx{n}.xml");
+    let mut xml = std::fs::read_to_string(scenario(&name)).expect("template");
+    for (from, to) in fill {
+        xml = xml.replace(from, to);
+    }
+    let sf = dir.write(&name, &xml).display().to_string();
+    let (port, twin, target) = (
+        free_port().to_string(),
+        format!("127.0.0.1:{twin}"),
+        server.udp.to_string(),
+    );
+    // Call 1's Call-ID is fixed ("att1-1") so its twin can address it.
+    let cid = if n == 1 { "att1-%u" } else { "att2-%u-%p" };
+    SippBg::start(&[
+        "-sf",
+        &sf,
+        "-s",
+        number,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-3pcc",
+        &twin,
+        "-cid_str",
+        cid,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "40s",
+        "-timeout_error",
+        "-recv_timeout",
+        "20000",
+        "-trace_msg",
+        "-message_file",
+        log,
+        &target,
+    ])
+}
+
+/// Waits (up to 20 s) until `GET /v1/calls` satisfies `f`; the last list.
+fn wait_calls(server: &Server, f: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = api_get(server, TEST_API_KEY, "/v1/calls");
+        let calls = body["items"].as_array().cloned().unwrap_or_default();
+        if f(&calls) || std::time::Instant::now() > end {
+            return calls;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_done(name: &str, sipp: &mut SippBg, calls: u64, server: &Server) {
+    let (code, text) = sipp.wait(Duration::from_secs(45));
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(calls),
+        "{name}: exit {code:?}\n{text}\n--- sipfront log ---\n{}",
+        server.log_text()
+    );
+}
+
+/// The two calls of the attended-transfer tests, up to the moment the PBX
+/// holds both: the two PBX twins (call 1 answered, call 2 placed) and the
+/// message logs of PBX 1 and PBX 2.
+fn att_setup(
+    dir: &TempDir,
+    server: &Server,
+    pbx1_fill: &[(&str, &str)],
+    pbx2_end: &str,
+) -> (SippBg, SippBg, [String; 2]) {
+    let log = |n: &str| dir.path().join(n).display().to_string();
+    let logs = [log("pbx1.msg"), log("pbx2.msg")];
+    let twin = free_port();
+    let pbx1 = att_pbx(dir, server, 1, pbx1_fill, "12125551234", twin, &logs[0]);
+    let answered = wait_calls(server, |c| c.len() == 1 && c[0]["state"] == "answered");
+    assert!(
+        answered.len() == 1,
+        "call 1 answered: {answered:?}\n--- pbx 1 ---\n{}\n--- sipfront log ---\n{}",
+        pbx1.text(),
+        server.log_text()
+    );
+    let pbx2 = att_pbx(
+        dir,
+        server,
+        2,
+        &[("__END__", pbx2_end)],
+        "12125550199",
+        twin,
+        &logs[1],
+    );
+    (pbx1, pbx2, logs)
+}
+
+#[test]
+fn attended_transfer_bridges_the_far_parties_and_ends_both_pbx_legs() {
+    let dir = TempDir::new("att");
+    let port = free_port();
+    let carrier_log = dir.path().join("carrier.msg").display().to_string();
+    let mut uas = carrier(port, Some("att_carrier.xml"), "2", &carrier_log);
+    let server = server(TEST_API_KEY_CONFIG, port);
+    let fill = [
+        ("__TO_TAG__", "[$rtag]"),
+        ("__FROM_TAG__", "[$rfrom]"),
+        ("__FINAL__", "200 OK"),
+        ("__END__", END_BYE),
+    ];
+    let (mut pbx1, mut pbx2, logs) = att_setup(&dir, &server, &fill, END_BYE);
+    assert_done("PBX call 1", &mut pbx1, 1, &server);
+    assert_done("PBX call 2", &mut pbx2, 1, &server);
+
+    // The bridged pair is one answered call of the trunk: A calls C.
+    let calls = wait_calls(&server, |c| c.len() == 1 && c[0]["to"] == "12125550199");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let bridged = &calls[0];
+    assert_eq!(bridged["state"], "answered");
+    assert_eq!(bridged["trunk"], "pbx");
+    assert_eq!(bridged["from"], "12125551234");
+    let call_id = bridged["call_id"].as_str().expect("call_id").to_owned();
+    assert!(!call_id.starts_with("att"), "its own Call-ID: {call_id}");
+
+    // Ended from the API: both far parties get BYE.
+    let url = format!("http://{}/v1/calls/{call_id}", server.http);
+    let status = reqwest::blocking::Client::new()
+        .delete(&url)
+        .bearer_auth(TEST_API_KEY)
+        .send()
+        .map(|r| r.status().as_u16());
+    assert!(matches!(status, Ok(200 | 204)), "DELETE {url}: {status:?}");
+    assert_done("carrier", &mut uas, 2, &server);
+
+    let msgs = read_msgs(Path::new(&carrier_log));
+    let invites = requests(&msgs, "INVITE");
+    let first = |number: &str| {
+        invites
+            .iter()
+            .find(|m| m.first_line().contains(&format!("sip:{number}@")))
+            .unwrap_or_else(|| panic!("no INVITE for {number}: {invites:#?}"))
+            .call_id()
+            .to_owned()
+    };
+    let (a, c) = (first("12125551234"), first("12125550199"));
+    let reinvite = |cid: &str| {
+        invites
+            .iter()
+            .filter(|m| m.call_id() == cid)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no re-INVITE on {cid}: {invites:#?}"))
+            .text
+            .clone()
+    };
+    let body = |text: &str| text.split("\n\n").nth(1).unwrap_or("").trim().to_owned();
+    assert_eq!(body(&reinvite(&a)), "", "A: offerless, for a fresh offer");
+    assert!(
+        reinvite(&c).contains("s=fresh-1"),
+        "C gets A's fresh offer:\n{}",
+        reinvite(&c)
+    );
+    let acks = requests(&msgs, "ACK");
+    assert!(
+        acks.iter()
+            .any(|m| m.call_id() == a && m.text.contains("s=fresh-2")),
+        "A gets C's answer in the ACK: {acks:#?}"
+    );
+    for cid in [&a, &c] {
+        assert!(
+            !reinvite(cid).contains("s=pbx-"),
+            "the bridge carries only the far parties' SDP:\n{}",
+            reinvite(cid)
+        );
+    }
+    let head = |m: &Msg| m.text.split("\n\n").next().unwrap_or("").to_owned();
+    for log in &logs {
+        let pbx = read_msgs(Path::new(log));
+        let leak = pbx.iter().find(|m| head(m).contains(CARRIER_IP));
+        assert!(
+            leak.is_none(),
+            "the carrier's address reached the PBX: {leak:#?}"
+        );
+    }
+    assert!(server.wait_log(
+        "attended transfer: the far parties are bridged",
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn a_replaces_naming_no_dialog_is_notified_481_and_both_calls_go_on() {
+    let dir = TempDir::new("att-refused");
+    let port = free_port();
+    let carrier_log = dir.path().join("carrier.msg").display().to_string();
+    let mut uas = carrier(port, Some("att_carrier.xml"), "2", &carrier_log);
+    let server = server(TEST_API_KEY_CONFIG, port);
+    let fill = [
+        ("__TO_TAG__", "nosuchtag"),
+        ("__FROM_TAG__", "[$rfrom]"),
+        ("__FINAL__", "481 Call/Transaction Does Not Exist"),
+        ("__END__", ATT_END_HANGUP),
+    ];
+    let (mut pbx1, mut pbx2, _logs) = att_setup(&dir, &server, &fill, ATT_END_TWIN_HANGUP);
+    assert_done("PBX call 1", &mut pbx1, 1, &server);
+    assert_done("PBX call 2", &mut pbx2, 1, &server);
+    assert_done("carrier", &mut uas, 2, &server);
+    let msgs = read_msgs(Path::new(&carrier_log));
+    let invites = requests(&msgs, "INVITE");
+    assert_eq!(invites.len(), 2, "no re-INVITE: {invites:#?}");
+    assert_eq!(
+        requests(&msgs, "BYE").len(),
+        2,
+        "each call ended by its PBX"
+    );
+    assert!(server.wait_log("attended transfer refused", Duration::from_secs(5)));
 }

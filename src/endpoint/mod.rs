@@ -289,6 +289,12 @@ impl Endpoint {
         self.registrar.poll_write(now, now_unix_ms)
     }
 
+    /// Logins whose bindings changed and are not yet handed out by
+    /// [`poll_binding_write`](Self::poll_binding_write).
+    pub fn pending_binding_writes(&self) -> usize {
+        self.registrar.pending_writes()
+    }
+
     /// The earliest instant at which `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [

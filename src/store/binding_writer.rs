@@ -5,12 +5,16 @@
 //! (Kamailio usrloc `db_mode = 2` flushes the same way). The shape is the
 //! CDR writer's (`cdr::writer`).
 //!
-//! A full queue drops the write (counted, logged by the caller): the store
-//! then lags for that login until its next change, at worst its next
-//! REGISTER refresh.
+//! The queue is bounded and the core never waits on it: while it is full
+//! ([`BindingSink::has_room`]) the shell leaves the changed logins marked
+//! in the registrar (one mark per login, however often it changes), so a
+//! burst of 100,000 REGISTERs costs at most one pending write per login
+//! and loses none. A write offered to a full queue anyway is dropped
+//! (counted, logged by the caller): the store then lags for that login
+//! until its next change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +37,8 @@ struct Shared {
     written: AtomicU64,
     failed: AtomicU64,
     stopping: AtomicBool,
+    /// Writes in the queue (sent, not yet received by the writer).
+    queued: AtomicUsize,
 }
 
 /// The core task's handle: cheap to clone, never blocks.
@@ -40,6 +46,7 @@ struct Shared {
 pub struct BindingSink {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
+    capacity: usize,
 }
 
 impl std::fmt::Debug for BindingSink {
@@ -56,9 +63,33 @@ impl BindingSink {
     /// Queues `w` without blocking; false (and a drop counted) if the queue
     /// is full or the writer gone.
     pub fn write(&self, w: BindingWrite) -> bool {
+        // Counted before the send, so the writer's decrement never comes first.
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Msg::Write(w)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Whether a [`write`](Self::write) now would be queued. Only the
+    /// writer thread empties the queue, so for the one producer a `true`
+    /// stays true until it writes.
+    pub fn has_room(&self) -> bool {
+        self.shared.queued.load(Ordering::Relaxed) < self.capacity
+    }
+
+    /// Queues `w`, waiting for room (at shutdown, when the last changes
+    /// must reach the store); false if the writer is gone.
+    pub fn write_waiting(&self, w: BindingWrite) -> bool {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.send(Msg::Write(w)) {
+            Ok(()) => true,
+            Err(_) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -105,10 +136,12 @@ impl BindingWriter {
         store: Arc<dyn Store>,
         capacity: usize,
     ) -> std::io::Result<(BindingWriter, BindingSink)> {
-        let (tx, rx) = sync_channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (tx, rx) = sync_channel(capacity);
         let sink = BindingSink {
             tx,
             shared: Arc::default(),
+            capacity,
         };
         let shared = Arc::clone(&sink.shared);
         let handle = std::thread::Builder::new()
@@ -154,14 +187,20 @@ fn run(store: &dyn Store, rx: &Receiver<Msg>, shared: &Shared) {
         let mut stop = shared.stopping.load(Ordering::SeqCst);
         if !stop {
             match rx.recv() {
-                Ok(Msg::Write(w)) => batch.push(w),
+                Ok(Msg::Write(w)) => {
+                    shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    batch.push(w);
+                }
                 Ok(Msg::Stop) | Err(_) => stop = true,
             }
         }
         let mut empty = false;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Write(w)) => batch.push(w),
+                Ok(Msg::Write(w)) => {
+                    shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    batch.push(w);
+                }
                 Ok(Msg::Stop) => stop = true,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                     empty = true;
@@ -237,6 +276,97 @@ mod tests {
                 user_agent: String::new(),
             }],
         }
+    }
+
+    /// A store whose binding writes wait until the test opens the gate.
+    #[derive(Default)]
+    struct Gated {
+        open: std::sync::Mutex<bool>,
+        opened: std::sync::Condvar,
+        logins: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Store for Gated {
+        fn trunks(&self) -> Result<Vec<crate::config::TrunkConfig>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn put_trunk(&self, _: &crate::config::TrunkConfig) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn delete_trunk(&self, _: u64) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn replace_trunks(&self, _: &[crate::config::TrunkConfig]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn dids(&self) -> Result<Vec<crate::config::DidConfig>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn put_did(&self, _: &crate::config::DidConfig) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn put_dids(&self, _: &[crate::config::DidConfig]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn delete_did(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn seed_once(
+            &self,
+            _: &[crate::config::TrunkConfig],
+            _: &[crate::config::DidConfig],
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn bindings(&self) -> Result<Vec<(String, crate::registrar::StoredBinding)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn write_bindings(&self, writes: &[BindingWrite]) -> Result<(), StoreError> {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            while !*open {
+                open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
+            }
+            let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+            logins.extend(writes.iter().map(|w| w.login.clone()));
+            Ok(())
+        }
+    }
+
+    /// The shell asks `has_room` before handing a login out: with the
+    /// writer stuck, the queue fills to its bound and says so, nothing is
+    /// dropped, and room comes back once the writer moves.
+    #[test]
+    fn full_queue_says_so_instead_of_dropping() {
+        let store = Arc::new(Gated::default());
+        let (writer, sink) =
+            BindingWriter::start(store.clone(), 2).unwrap_or_else(|e| panic!("{e}"));
+        let mut offered = 0u32;
+        // The writer takes the first write and blocks in the store with it;
+        // two more fill the queue.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while offered < 3 || sink.has_room() {
+            assert!(std::time::Instant::now() < deadline, "queue never filled");
+            if sink.has_room() {
+                assert!(sink.write(w(&format!("l{offered}"), 1)));
+                offered += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        assert!(!sink.has_room());
+        assert_eq!(sink.dropped(), 0);
+        *store.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        store.opened.notify_all();
+        writer.shutdown();
+        assert!(sink.has_room());
+        assert_eq!(sink.written(), u64::from(offered));
+        assert_eq!(sink.dropped(), 0);
+        let logins = store
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        assert_eq!(logins.len(), offered as usize);
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn attended_transfer_bridges_the_far_parties_and_ends_both_pbx_legs() {
 #[test]
 fn replaces_naming_no_dialog_or_a_carrier_dialog_is_notified_and_both_calls_go_on() {
     let mut h = H::new();
-    let (inv1, tag1) = answered_n(&mut h, A, 1, "12125551234");
+    let (_inv1, tag1) = answered_n(&mut h, A, 1, "12125551234");
     let (inv2, tag2) = answered_n(&mut h, A, 2, "12125550199");
     let carrier = {
         let from = inv2.from().unwrap();
@@ -205,7 +205,6 @@ fn replaces_naming_no_dialog_or_a_carrier_dialog_is_notified_and_both_calls_go_o
     assert_eq!(status_to(&out, A), vec![200]);
     let bye = request_to(&out, B1, Method::Bye).expect("relayed as before");
     assert_eq!(bye.call_id().unwrap(), inv2.call_id().unwrap());
-    let _ = inv1;
 }
 
 #[test]
