@@ -173,10 +173,18 @@ mod shell {
         let (cfg, store) = open_store(cfg).await?;
         let reader = store.clone();
         let loading = now();
-        let stored = tokio::task::spawn_blocking(move || reader.bindings())
-            .await
-            .map_err(|e| format!("cannot start: store: {e}"))?
-            .map_err(|e| format!("cannot start: {e}"))?;
+        // `persist = false`: the store's rows are neither loaded nor written.
+        let persist = cfg.registrar.persist;
+        let stored = tokio::task::spawn_blocking(move || {
+            if persist {
+                reader.bindings()
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await
+        .map_err(|e| format!("cannot start: store: {e}"))?
+        .map_err(|e| format!("cannot start: {e}"))?;
         let (binding_writer, binding_sink) = BindingWriter::start(store.clone(), BINDING_QUEUE)
             .map_err(|e| format!("cannot start: registration writer: {e}"))?;
         let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)

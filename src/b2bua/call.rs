@@ -415,10 +415,13 @@ impl Call {
 
     pub(crate) fn dialog_key(&self, side: Side) -> DialogKey {
         let leg = self.leg(side);
-        DialogKey {
-            call_id: leg.call_id.clone(),
-            local_tag: leg.local_tag.clone(),
-        }
+        DialogKey::new(&leg.call_id, &leg.local_tag)
+    }
+
+    /// Whether `side`'s dialog is (`call_id`, our `local_tag`).
+    pub(crate) fn is_dialog(&self, side: Side, call_id: &str, local_tag: &str) -> bool {
+        let leg = self.leg(side);
+        leg.call_id == call_id && leg.local_tag == local_tag
     }
 
     pub(crate) fn a_invite_key(&self) -> &TransactionKey {
@@ -703,8 +706,7 @@ impl Call {
     fn send_invite(&mut self, hop: usize, fx: &mut Fx<'_>) {
         let req = self.invite_request(hop, fx);
         let attempt = self.attempts.len();
-        let b = self.b.clone();
-        if let Some(invite) = fx.request(req, &b, Purpose::Invite { attempt }) {
+        if let Some(invite) = fx.request(req, &self.b, Purpose::Invite { attempt }) {
             self.attempts.push(Attempt {
                 invite,
                 hop,
@@ -799,8 +801,7 @@ impl Call {
             let req = self
                 .invite_request(hop, fx)
                 .header(answer.header, &answer.value);
-            let b = self.b.clone();
-            match fx.request(req, &b, Purpose::Invite { attempt: k }) {
+            match fx.request(req, &self.b, Purpose::Invite { attempt: k }) {
                 Some(invite) => {
                     if let Some(a) = self.attempts.get_mut(k) {
                         a.invite = invite;
@@ -868,9 +869,9 @@ impl Call {
 
     /// ACK for a 2xx on `side` to the INVITE with CSeq `cseq` (§13.2.2.4).
     fn send_ack(&mut self, side: Side, cseq: u32, body: Option<(String, Bytes)>, fx: &mut Fx<'_>) {
-        let local = fx.cfg.local.clone();
+        let cfg = fx.cfg;
         let leg = self.leg_mut(side);
-        let mut b = leg.request(Method::Ack, &local, Some(cseq), fx.rng);
+        let mut b = leg.request(Method::Ack, &cfg.local, Some(cseq), fx.rng);
         if let Some((ct, body)) = body {
             self.sessions
                 .sent_sdp(side, Some((ct.clone(), body.clone())));
@@ -1221,8 +1222,7 @@ impl Call {
         fx: &mut Fx<'_>,
     ) -> bool {
         self.b_answered.insert(self.b.local_cseq);
-        let leg = self.b.clone();
-        fx.request(b.header(answer.header, &answer.value), &leg, purpose)
+        fx.request(b.header(answer.header, &answer.value), &self.b, purpose)
             .is_some()
     }
 
@@ -1401,13 +1401,12 @@ impl Call {
             return self.absorb_refresh(side, req, key, fx);
         }
         let b = self.relayed_request(side, req, &method, rack, fx);
-        let leg = self.leg(side.other()).clone();
         let purpose = Purpose::Relay(Box::new(Relay {
             from: side,
             server: key.clone(),
             request: req.detached(),
         }));
-        if fx.request(b, &leg, purpose).is_none() {
+        if fx.request(b, self.leg(side.other()), purpose).is_none() {
             if method == Method::Invite {
                 self.reinvite = false;
             }
@@ -1427,9 +1426,9 @@ impl Call {
         fx: &mut Fx<'_>,
     ) -> RequestBuilder {
         let to = side.other();
-        let local = fx.cfg.local.clone();
+        let cfg = fx.cfg;
         let leg = self.leg_mut(to);
-        let mut b = leg.request(method.clone(), &local, None, fx.rng);
+        let mut b = leg.request(method.clone(), &cfg.local, None, fx.rng);
         for name in REQUEST_PASS {
             for v in req.headers(&HeaderName::from_bytes(name)) {
                 b = b.header(&lossy(name), &lossy(v));
@@ -1526,11 +1525,10 @@ impl Call {
                     if Some(side) == skip || self.xfer.handed(side) {
                         continue;
                     }
-                    let local = fx.cfg.local.clone();
+                    let cfg = fx.cfg;
                     let leg = self.leg_mut(side);
-                    let bye = leg.request(Method::Bye, &local, None, fx.rng);
-                    let leg = leg.clone();
-                    fx.request(bye, &leg, Purpose::Bye);
+                    let bye = leg.request(Method::Bye, &cfg.local, None, fx.rng);
+                    fx.request(bye, leg, Purpose::Bye);
                 }
                 self.end(fx);
             }

@@ -78,7 +78,7 @@ pub use registration::UpstreamRegistration;
 
 use call::{Call, Fx, NewCall};
 use health::Health;
-use table::{CallId, DialogKey, SessionTable};
+use table::{CallId, SessionTable};
 
 /// Settings of the B2BUA.
 #[derive(Clone, Debug)]
@@ -1034,12 +1034,9 @@ impl B2bua {
 
     fn find_dialog(&self, msg: &Message) -> Option<(CallId, Side)> {
         let call_id = msg.call_id().ok()?;
-        let to = msg.to().ok()?;
-        let key = DialogKey {
-            call_id: String::from_utf8_lossy(call_id).into_owned(),
-            local_tag: to.tag()?.to_owned(),
-        };
-        self.table.find_dialog(&key)
+        // Borrowed unless the Call-ID is not UTF-8 (legs store it lossily).
+        let call_id = String::from_utf8_lossy(call_id);
+        self.table.find_dialog(&call_id, msg.to_tag()?)
     }
 
     /// Runs `f` on call `id` (see `run_call`), then what it means for the

@@ -32,7 +32,7 @@ use std::time::Instant;
 use super::admission::RefusalCause;
 use super::call::{Call, NewCall};
 use super::leg::Side;
-use super::table::{CallId, DialogKey};
+use super::table::CallId;
 use super::{B2bua, Rejection};
 use crate::sip::{HeaderName, Message, StatusCode};
 use crate::transaction::TransactionKey;
@@ -91,14 +91,11 @@ impl Replaces {
     /// Both ways of reading the tags: RFC 3891 §3 compares `to-tag` with
     /// the local tag (ours, on the leg named), `from-tag` with the remote
     /// one; some PBXs write them the other way round. Both must match.
-    fn keys(&self) -> [(DialogKey, &str); 2] {
-        let key = |local: &str| DialogKey {
-            call_id: self.call_id.clone(),
-            local_tag: local.to_owned(),
-        };
+    /// (our local tag, their remote tag), both ways.
+    fn keys(&self) -> [(&str, &str); 2] {
         [
-            (key(&self.to_tag), self.from_tag.as_str()),
-            (key(&self.from_tag), self.to_tag.as_str()),
+            (self.to_tag.as_str(), self.from_tag.as_str()),
+            (self.from_tag.as_str(), self.to_tag.as_str()),
         ]
     }
 }
@@ -128,8 +125,8 @@ fn unescape(s: &str) -> Option<String> {
 impl B2bua {
     /// The call and leg `rep` names, whichever way its tags are written.
     fn replaced_dialog(&self, rep: &Replaces) -> Option<(CallId, Side)> {
-        rep.keys().into_iter().find_map(|(key, remote)| {
-            let (id, side) = self.table.find_dialog(&key)?;
+        rep.keys().into_iter().find_map(|(local, remote)| {
+            let (id, side) = self.table.find_dialog(&rep.call_id, local)?;
             let call = self.table.calls.get(&id)?;
             (call.remote_tag(side) == Some(remote)).then_some((id, side))
         })

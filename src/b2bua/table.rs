@@ -5,7 +5,11 @@
 //! client transaction we sent (§17.1.3), CANCEL by the INVITE server
 //! transaction it cancels (§9.2).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use smallvec::SmallVec;
 
 use super::call::Call;
 use super::leg::Side;
@@ -16,11 +20,39 @@ use crate::transaction::TransactionKey;
 /// Internal id of one call.
 pub(crate) type CallId = u64;
 
-/// A dialog as we see it: its Call-ID and our own tag on that leg.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct DialogKey {
-    pub(crate) call_id: String,
-    pub(crate) local_tag: String,
+/// A dialog as we see it: its Call-ID and our own tag on that leg, kept
+/// as one buffer `call-id NUL tag` (neither can hold a NUL: the parser
+/// refuses it in a head, and we mint ours) so that a received message is
+/// looked up from borrowed parts, without allocating a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DialogKey(Box<[u8]>);
+
+/// The bytes of a dialog key, on the stack for the usual lengths.
+fn dialog_bytes(call_id: &str, local_tag: &str) -> SmallVec<[u8; 96]> {
+    let mut b = SmallVec::with_capacity(call_id.len() + 1 + local_tag.len());
+    b.extend_from_slice(call_id.as_bytes());
+    b.push(0);
+    b.extend_from_slice(local_tag.as_bytes());
+    b
+}
+
+impl DialogKey {
+    pub(crate) fn new(call_id: &str, local_tag: &str) -> DialogKey {
+        DialogKey(dialog_bytes(call_id, local_tag).as_slice().into())
+    }
+}
+
+// `Borrow<[u8]>` requires the key to hash exactly as its bytes do.
+impl Hash for DialogKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Borrow<[u8]> for DialogKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Why we sent a client transaction: what to do with its responses.
@@ -113,16 +145,17 @@ impl SessionTable {
         self.channels.get(key).copied().unwrap_or(0)
     }
 
-    /// The call and leg a dialog key names.
-    pub(crate) fn find_dialog(&self, key: &DialogKey) -> Option<(CallId, Side)> {
-        let id = *self.dialogs.get(key)?;
+    /// The call and leg of the dialog (`call_id`, our `local_tag`).
+    pub(crate) fn find_dialog(&self, call_id: &str, local_tag: &str) -> Option<(CallId, Side)> {
+        let key = dialog_bytes(call_id, local_tag);
+        let id = *self.dialogs.get(key.as_slice())?;
         let call = self.calls.get(&id)?;
-        let side = if call.dialog_key(Side::A) == *key {
-            Side::A
-        } else {
-            Side::B
-        };
-        Some((id, side))
+        // Compared part by part: a NUL inside a Replaces' Call-ID (`%00`)
+        // must not make another split of the same bytes match.
+        [Side::A, Side::B]
+            .into_iter()
+            .find(|&side| call.is_dialog(side, call_id, local_tag))
+            .map(|side| (id, side))
     }
 }
 

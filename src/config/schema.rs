@@ -477,6 +477,10 @@ pub struct RegistrarSettings {
     /// a CRLF ping over TCP; 0 disables.
     #[serde(default = "default_keepalive_s")]
     pub keepalive_s: u32,
+    /// Bindings written behind to the `[store]` and reloaded at start, so
+    /// registrations survive a restart; false keeps them in memory only.
+    #[serde(default = "default_persist")]
+    pub persist: bool,
 }
 
 impl Default for RegistrarSettings {
@@ -487,8 +491,13 @@ impl Default for RegistrarSettings {
             default_expires: default_max_expires(),
             max_contacts: default_max_contacts(),
             keepalive_s: default_keepalive_s(),
+            persist: default_persist(),
         }
     }
+}
+
+fn default_persist() -> bool {
+    true
 }
 
 /// `[security]`: on by default, like the rest of the front door.

@@ -80,6 +80,9 @@ pub struct RegistrarConfig {
     /// Keep-alive ping interval toward registered contacts (seconds); 0:
     /// no pings.
     pub keepalive_s: u32,
+    /// Whether changed logins are handed out by [`Registrar::poll_write`]
+    /// (false: nothing is marked for the store).
+    pub persist: bool,
 }
 
 impl Default for RegistrarConfig {
@@ -90,6 +93,7 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             max_contacts: 10,
             keepalive_s: 30,
+            persist: true,
         }
     }
 }
@@ -106,6 +110,7 @@ impl RegistrarConfig {
             default_expires: self.default_expires.clamp(min, max),
             max_contacts: self.max_contacts.max(1),
             keepalive_s: self.keepalive_s,
+            persist: self.persist,
         }
     }
 }
@@ -118,6 +123,7 @@ impl From<&crate::config::RegistrarSettings> for RegistrarConfig {
             default_expires: s.default_expires,
             max_contacts: s.max_contacts,
             keepalive_s: s.keepalive_s,
+            persist: s.persist,
         }
         .sanitized()
     }
@@ -156,10 +162,12 @@ pub struct Registrar {
 impl Registrar {
     /// An empty registrar; `rng` mints its keep-alive OPTIONS' identifiers.
     pub fn new(cfg: RegistrarConfig, rng: Random) -> Registrar {
+        let mut store = LocationStore::default();
+        store.set_persist(cfg.persist);
         Registrar {
             keepalive: keepalive::Keepalive::new(cfg.keepalive_s, rng),
             cfg: cfg.sanitized(),
-            store: LocationStore::default(),
+            store,
         }
     }
 
@@ -186,6 +194,8 @@ impl Registrar {
         self.cfg = cfg.sanitized();
         // Turned on: logins are scheduled at their next REGISTER.
         self.keepalive.set_interval(self.cfg.keepalive_s);
+        // Turned on: each login is written at its next change.
+        self.store.set_persist(self.cfg.persist);
     }
 
     /// A REGISTER already authenticated as trunk `login`, from `source`

@@ -101,6 +101,8 @@ pub struct LocationStore {
     /// Logins changed since their last write, each once, oldest first.
     dirty: VecDeque<Arc<str>>,
     dirty_set: HashSet<Arc<str>>,
+    /// Off (`[registrar] persist = false`): nothing is marked.
+    no_persist: bool,
 }
 
 impl LocationStore {
@@ -186,7 +188,19 @@ impl LocationStore {
         self.dirty.len()
     }
 
+    /// Whether changes are marked for the store; off forgets the marks.
+    pub(super) fn set_persist(&mut self, on: bool) {
+        self.no_persist = !on;
+        if !on {
+            self.dirty.clear();
+            self.dirty_set.clear();
+        }
+    }
+
     fn mark_dirty(&mut self, login: &Arc<str>) {
+        if self.no_persist {
+            return;
+        }
         if self.dirty_set.insert(Arc::clone(login)) {
             self.dirty.push_back(Arc::clone(login));
         }

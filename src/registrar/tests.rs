@@ -603,6 +603,7 @@ fn config_is_sanitized_and_reloadable() {
             default_expires: 9,
             max_contacts: 0,
             keepalive_s: 0,
+            persist: true,
         },
         Random::from_seed([4; 32]),
     );

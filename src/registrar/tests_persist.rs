@@ -175,3 +175,35 @@ fn restore_keeps_remaining_expiry_and_nat_source_and_drops_expired_and_tcp() {
     r.handle_timeout(t1 + Duration::from_secs(500));
     assert!(r.store().is_empty());
 }
+
+/// `[registrar] persist = false`: nothing is marked for the store; turned
+/// on by a reload, the next change is written.
+#[test]
+fn persist_off_marks_nothing_until_turned_on() {
+    let mut r = Registrar::new(
+        RegistrarConfig {
+            keepalive_s: 0,
+            persist: false,
+            ..RegistrarConfig::default()
+        },
+        Random::from_seed([4; 32]),
+    );
+    let t0 = Instant::now();
+    let m = reg("100", "c1", 1, "sip:100@10.0.0.5:5060", 600);
+    assert!(r
+        .register(&m, "100", nat(), Transport::Udp, None, t0)
+        .status
+        .is_success());
+    assert_eq!(r.pending_writes(), 0);
+    assert!(r.poll_write(t0, WALL0).is_none());
+    r.set_config(RegistrarConfig {
+        keepalive_s: 0,
+        ..RegistrarConfig::default()
+    });
+    let m = reg("100", "c1", 2, "sip:100@10.0.0.5:5060", 600);
+    assert!(r
+        .register(&m, "100", nat(), Transport::Udp, None, t0)
+        .status
+        .is_success());
+    assert_eq!(drain(&mut r, t0, WALL0).len(), 1);
+}

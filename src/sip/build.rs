@@ -8,10 +8,12 @@ use super::header::HeaderName;
 use super::message::Message;
 use super::method::Method;
 use super::status::StatusCode;
+use super::text::{put_u64, Arena, Clean, Piece};
 use super::transport::Transport;
 use super::uri::Host;
 use super::via::Via;
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -51,39 +53,64 @@ fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
 
 fn put_content_length(out: &mut BytesMut, len: usize) {
     out.put_slice(b"Content-Length: ");
-    out.put_slice(itoa_buf(len as u64).as_bytes());
+    put_u64(out, len as u64);
     out.put_slice(b"\r\n");
 }
 
-fn itoa_buf(n: u64) -> String {
-    n.to_string()
+/// Caller-supplied headers and body of a builder, their text in `arena`.
+#[derive(Clone, Debug, Default)]
+struct Extra {
+    arena: Arena,
+    headers: SmallVec<[(Piece, Piece); 8]>,
+    body: Option<(Piece, Bytes)>,
 }
 
-/// Writes caller-supplied headers in order, then Content-Type (with a body)
-/// and Content-Length (always), the end of the head and the body.
-fn put_extra_and_body(
-    out: &mut BytesMut,
-    headers: &[(String, String)],
-    body: Option<&(String, Bytes)>,
-) {
-    for (n, v) in headers {
-        put_clean(out, n.as_bytes());
-        out.put_slice(b": ");
-        put_clean(out, v.as_bytes());
-        out.put_slice(b"\r\n");
+impl Extra {
+    fn header(&mut self, name: &str, value: &str) {
+        let n = self.arena.push(name);
+        let v = self.arena.push(value);
+        self.headers.push((n, v));
     }
-    match body {
-        Some((ct, body)) => {
-            out.put_slice(b"Content-Type: ");
-            put_clean(out, ct.as_bytes());
+
+    fn body(&mut self, content_type: &str, body: Bytes) {
+        self.body = Some((self.arena.push(content_type), body));
+    }
+
+    /// Bytes `put` will write, roughly (a capacity hint).
+    fn len_hint(&self) -> usize {
+        let h: usize = self
+            .headers
+            .iter()
+            .map(|&(n, v)| self.arena.get(n).len() + self.arena.get(v).len() + 4)
+            .sum();
+        h + self
+            .body
+            .as_ref()
+            .map_or(0, |&(ct, ref b)| self.arena.get(ct).len() + b.len() + 16)
+    }
+
+    /// Writes the headers in order, then Content-Type (with a body) and
+    /// Content-Length (always), the end of the head and the body.
+    fn put(&self, out: &mut BytesMut) {
+        for &(n, v) in &self.headers {
+            put_clean(out, self.arena.get(n).as_bytes());
+            out.put_slice(b": ");
+            put_clean(out, self.arena.get(v).as_bytes());
             out.put_slice(b"\r\n");
-            put_content_length(out, body.len());
-            out.put_slice(b"\r\n");
-            out.put_slice(body);
         }
-        None => {
-            put_content_length(out, 0);
-            out.put_slice(b"\r\n");
+        match &self.body {
+            Some((ct, body)) => {
+                out.put_slice(b"Content-Type: ");
+                put_clean(out, self.arena.get(*ct).as_bytes());
+                out.put_slice(b"\r\n");
+                put_content_length(out, body.len());
+                out.put_slice(b"\r\n");
+                out.put_slice(body);
+            }
+            None => {
+                put_content_length(out, 0);
+                out.put_slice(b"\r\n");
+            }
         }
     }
 }
@@ -118,7 +145,7 @@ fn put_vias_received(out: &mut BytesMut, req: &Message, source: SocketAddr) {
 
 /// Writes one Via value from its parts with `received`/`rport` set.
 fn put_via_received(out: &mut BytesMut, via: &Via<'_>, source: SocketAddr) {
-    let mut text = String::with_capacity(96);
+    let mut text = Clean(out);
     let _ = write!(
         text,
         "{}/{}/{} {}",
@@ -136,8 +163,8 @@ fn put_via_received(out: &mut BytesMut, via: &Via<'_>, source: SocketAddr) {
             let _ = write!(text, ";rport={}", source.port());
             continue;
         }
-        text.push(';');
-        text.push_str(name);
+        let _ = text.write_str(";");
+        let _ = text.write_str(name);
         if let Some(v) = value {
             // Anything but a plain token goes back quoted, as it may have come.
             let plain = v.bytes().all(super::lex::is_token);
@@ -156,7 +183,6 @@ fn put_via_received(out: &mut BytesMut, via: &Via<'_>, source: SocketAddr) {
     if rport || !sent_by_is_source {
         let _ = write!(text, ";received={}", source.ip());
     }
-    put_clean(out, text.as_bytes());
 }
 
 /// Copies the first `name` header of `msg`, if any.
@@ -183,11 +209,10 @@ fn copy_top_via(out: &mut BytesMut, msg: &Message) {
 pub struct ResponseBuilder {
     req: Message,
     status: StatusCode,
-    reason: Option<String>,
-    to_tag: Option<String>,
+    reason: Option<Piece>,
+    to_tag: Option<Piece>,
     source: Option<SocketAddr>,
-    headers: Vec<(String, String)>,
-    body: Option<(String, Bytes)>,
+    extra: Extra,
 }
 
 impl ResponseBuilder {
@@ -199,8 +224,7 @@ impl ResponseBuilder {
             reason: None,
             to_tag: None,
             source: None,
-            headers: Vec::new(),
-            body: None,
+            extra: Extra::default(),
         }
     }
 
@@ -215,19 +239,19 @@ impl ResponseBuilder {
 
     /// Reason phrase (default: the canonical one).
     pub fn reason(mut self, reason: &str) -> Self {
-        self.reason = Some(reason.to_owned());
+        self.reason = Some(self.extra.arena.push(reason));
         self
     }
 
     /// To tag to add when the request's To has none.
     pub fn to_tag(mut self, tag: &str) -> Self {
-        self.to_tag = Some(tag.to_owned());
+        self.to_tag = Some(self.extra.arena.push(tag));
         self
     }
 
     /// Appends a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.extra.header(name, value);
         self
     }
 
@@ -238,29 +262,20 @@ impl ResponseBuilder {
 
     /// Sets the body and its Content-Type.
     pub fn body(mut self, content_type: &str, body: Bytes) -> Self {
-        self.body = Some((content_type.to_owned(), body));
+        self.extra.body(content_type, body);
         self
     }
 
     /// Writes the response.
     pub fn build(self) -> Bytes {
         let req = &self.req;
-        let reason = self
-            .reason
-            .as_deref()
-            .unwrap_or_else(|| self.status.canonical_reason());
-        let extra: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
-        let body_len = self
-            .body
-            .as_ref()
-            .map_or(0, |(ct, b)| ct.len() + b.len() + 16);
-        let mut out = BytesMut::with_capacity(req.head_len() + extra + body_len + 64);
+        let reason = match self.reason {
+            Some(r) => self.extra.arena.get(r),
+            None => self.status.canonical_reason(),
+        };
+        let mut out = BytesMut::with_capacity(req.head_len() + self.extra.len_hint() + 64);
         out.put_slice(b"SIP/2.0 ");
-        out.put_slice(self.status.0.to_string().as_bytes());
+        put_u64(&mut out, u64::from(self.status.0));
         out.put_u8(b' ');
         put_clean(&mut out, reason.as_bytes());
         out.put_slice(b"\r\n");
@@ -273,15 +288,15 @@ impl ResponseBuilder {
             out.put_slice(b"To: ");
             put_unfolded(&mut out, to);
             let has_tag = req.to().map(|t| t.tag().is_some()).unwrap_or(true);
-            if let (false, Some(tag)) = (has_tag, self.to_tag.as_deref()) {
+            if let (false, Some(tag)) = (has_tag, self.to_tag) {
                 out.put_slice(b";tag=");
-                put_clean(&mut out, tag.as_bytes());
+                put_clean(&mut out, self.extra.arena.get(tag).as_bytes());
             }
             out.put_slice(b"\r\n");
         }
         copy_first(&mut out, req, &HeaderName::CallId);
         copy_first(&mut out, req, &HeaderName::CSeq);
-        put_extra_and_body(&mut out, &self.headers, self.body.as_ref());
+        self.extra.put(&mut out);
         out.freeze()
     }
 }
@@ -314,14 +329,14 @@ fn derived_request(invite: &Message, method: &str, response: Option<&Message>) -
     copy_all(&mut out, invite, &HeaderName::Route);
     let mf = invite.max_forwards().ok().flatten().unwrap_or(70);
     out.put_slice(b"Max-Forwards: ");
-    out.put_slice(mf.to_string().as_bytes());
+    put_u64(&mut out, u64::from(mf));
     out.put_slice(b"\r\n");
     copy_first(&mut out, invite, &HeaderName::From);
     copy_first(&mut out, response.unwrap_or(invite), &HeaderName::To);
     copy_first(&mut out, invite, &HeaderName::CallId);
     let seq = invite.cseq().map(|c| c.seq).unwrap_or(0);
     out.put_slice(b"CSeq: ");
-    out.put_slice(seq.to_string().as_bytes());
+    put_u64(&mut out, u64::from(seq));
     out.put_u8(b' ');
     out.put_slice(method.as_bytes());
     out.put_slice(b"\r\n");
@@ -330,17 +345,13 @@ fn derived_request(invite: &Message, method: &str, response: Option<&Message>) -
     out.freeze()
 }
 
-/// The Via a [`RequestBuilder`] writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ViaSpec {
-    /// Transport token.
-    pub transport: Transport,
-    /// sent-by (`host:port`, IPv6 in brackets).
-    pub sent_by: String,
-    /// Branch; use [`super::random::Random::branch`].
-    pub branch: String,
-    /// Add the RFC 3581 `rport` flag.
-    pub rport: bool,
+/// One Via a [`RequestBuilder`] writes (text in its arena).
+#[derive(Clone, Copy, Debug)]
+struct ViaSpec {
+    transport: Transport,
+    sent_by: Piece,
+    branch: Piece,
+    rport: bool,
 }
 
 /// A request from typed parts (B2BUA legs, OPTIONS pings).
@@ -350,46 +361,51 @@ pub struct ViaSpec {
 #[derive(Clone, Debug)]
 pub struct RequestBuilder {
     method: Method,
-    uri: String,
-    vias: Vec<ViaSpec>,
+    uri: Piece,
+    vias: SmallVec<[ViaSpec; 2]>,
     max_forwards: u32,
-    from: Option<(String, Option<String>)>,
-    to: Option<(String, Option<String>)>,
-    call_id: Option<String>,
+    from: Option<(Piece, Option<Piece>)>,
+    to: Option<(Piece, Option<Piece>)>,
+    call_id: Option<Piece>,
     cseq: u32,
-    contact: Option<String>,
-    routes: Vec<String>,
-    headers: Vec<(String, String)>,
-    body: Option<(String, Bytes)>,
+    contact: Option<Piece>,
+    routes: SmallVec<[Piece; 4]>,
+    /// Extra headers, body, and the text of every field above.
+    extra: Extra,
 }
 
 impl RequestBuilder {
     /// A request for `method` to `uri` (Max-Forwards 70, CSeq 1 by default).
     pub fn new(method: Method, uri: &str) -> Self {
+        let mut extra = Extra::default();
         RequestBuilder {
             method,
-            uri: uri.to_owned(),
-            vias: Vec::new(),
+            uri: extra.arena.push(uri),
+            vias: SmallVec::new(),
             max_forwards: 70,
             from: None,
             to: None,
             call_id: None,
             cseq: 1,
             contact: None,
-            routes: Vec::new(),
-            headers: Vec::new(),
-            body: None,
+            routes: SmallVec::new(),
+            extra,
         }
+    }
+
+    fn push(&mut self, s: &str) -> Piece {
+        self.extra.arena.push(s)
     }
 
     /// Adds a Via (the first one added is the top one).
     pub fn via(mut self, transport: Transport, sent_by: &str, branch: &str, rport: bool) -> Self {
-        self.vias.push(ViaSpec {
+        let via = ViaSpec {
             transport,
-            sent_by: sent_by.to_owned(),
-            branch: branch.to_owned(),
+            sent_by: self.push(sent_by),
+            branch: self.push(branch),
             rport,
-        });
+        };
+        self.vias.push(via);
         self
     }
 
@@ -401,19 +417,19 @@ impl RequestBuilder {
 
     /// From address (`"Name" <sip:...>` or a bare URI) and tag.
     pub fn from(mut self, addr: &str, tag: Option<&str>) -> Self {
-        self.from = Some((addr.to_owned(), tag.map(str::to_owned)));
+        self.from = Some((self.push(addr), tag.map(|t| self.push(t))));
         self
     }
 
     /// To address and optional tag.
     pub fn to(mut self, addr: &str, tag: Option<&str>) -> Self {
-        self.to = Some((addr.to_owned(), tag.map(str::to_owned)));
+        self.to = Some((self.push(addr), tag.map(|t| self.push(t))));
         self
     }
 
     /// Call-ID (required: the core mints one with [`super::random::Random::call_id`]).
     pub fn call_id(mut self, call_id: &str) -> Self {
-        self.call_id = Some(call_id.to_owned());
+        self.call_id = Some(self.push(call_id));
         self
     }
 
@@ -425,25 +441,26 @@ impl RequestBuilder {
 
     /// Contact address.
     pub fn contact(mut self, contact: &str) -> Self {
-        self.contact = Some(contact.to_owned());
+        self.contact = Some(self.push(contact));
         self
     }
 
     /// Appends a Route value.
     pub fn route(mut self, route: &str) -> Self {
-        self.routes.push(route.to_owned());
+        let r = self.push(route);
+        self.routes.push(r);
         self
     }
 
     /// Appends a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.extra.header(name, value);
         self
     }
 
     /// Sets the body and its Content-Type.
     pub fn body(mut self, content_type: &str, body: Bytes) -> Self {
-        self.body = Some((content_type.to_owned(), body));
+        self.extra.body(content_type, body);
         self
     }
 
@@ -468,58 +485,53 @@ impl RequestBuilder {
 
     /// Writes the request.
     pub fn build(self) -> Bytes {
-        let extra: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .chain(self.routes.iter().map(|r| r.len() + 9))
-            .sum();
-        let body_len = self
-            .body
-            .as_ref()
-            .map_or(0, |(ct, b)| ct.len() + b.len() + 16);
-        let mut out = BytesMut::with_capacity(320 + self.uri.len() * 2 + extra + body_len);
-        put_request_line(&mut out, self.method.as_str(), self.uri.as_bytes());
+        let text = &self.extra.arena;
+        let get = |p: Piece| text.get(p);
+        let routes: usize = self.routes.iter().map(|&r| get(r).len() + 9).sum();
+        let uri = get(self.uri);
+        let mut out = BytesMut::with_capacity(320 + uri.len() * 2 + routes + self.extra.len_hint());
+        put_request_line(&mut out, self.method.as_str(), uri.as_bytes());
         for v in &self.vias {
             out.put_slice(b"Via: SIP/2.0/");
             out.put_slice(v.transport.as_str().as_bytes());
             out.put_u8(b' ');
-            put_clean(&mut out, v.sent_by.as_bytes());
+            put_clean(&mut out, get(v.sent_by).as_bytes());
             out.put_slice(b";branch=");
-            put_clean(&mut out, v.branch.as_bytes());
+            put_clean(&mut out, get(v.branch).as_bytes());
             if v.rport {
                 out.put_slice(b";rport");
             }
             out.put_slice(b"\r\n");
         }
-        for r in &self.routes {
+        for &r in &self.routes {
             out.put_slice(b"Route: ");
-            put_clean(&mut out, r.as_bytes());
+            put_clean(&mut out, get(r).as_bytes());
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"Max-Forwards: ");
-        out.put_slice(self.max_forwards.to_string().as_bytes());
+        put_u64(&mut out, u64::from(self.max_forwards));
         out.put_slice(b"\r\n");
-        if let Some((addr, tag)) = &self.from {
-            Self::put_addr(&mut out, "From", addr, tag.as_deref());
+        if let Some((addr, tag)) = self.from {
+            Self::put_addr(&mut out, "From", get(addr), tag.map(get));
         }
-        if let Some((addr, tag)) = &self.to {
-            Self::put_addr(&mut out, "To", addr, tag.as_deref());
+        if let Some((addr, tag)) = self.to {
+            Self::put_addr(&mut out, "To", get(addr), tag.map(get));
         }
-        let call_id = self.call_id.as_deref().unwrap_or_default();
         out.put_slice(b"Call-ID: ");
-        put_clean(&mut out, call_id.as_bytes());
+        if let Some(c) = self.call_id {
+            put_clean(&mut out, get(c).as_bytes());
+        }
         out.put_slice(b"\r\nCSeq: ");
-        out.put_slice(self.cseq.to_string().as_bytes());
+        put_u64(&mut out, u64::from(self.cseq));
         out.put_u8(b' ');
         put_clean(&mut out, self.method.as_str().as_bytes());
         out.put_slice(b"\r\n");
-        if let Some(c) = &self.contact {
+        if let Some(c) = self.contact {
             out.put_slice(b"Contact: ");
-            put_clean(&mut out, c.as_bytes());
+            put_clean(&mut out, get(c).as_bytes());
             out.put_slice(b"\r\n");
         }
-        put_extra_and_body(&mut out, &self.headers, self.body.as_ref());
+        self.extra.put(&mut out);
         out.freeze()
     }
 }
@@ -589,5 +601,40 @@ mod tests {
         assert_eq!(cancel.method(), Some(&Method::Cancel));
         assert_eq!(cancel.to().unwrap().tag(), None);
         assert_eq!(cancel.cseq().unwrap().method, Method::Cancel);
+    }
+
+    #[test]
+    fn output_is_byte_exact() {
+        let req = invite();
+        let want = "INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport\r\n\
+Route: <sip:p1.example;lr>\r\n\
+Max-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@atlanta.com>;tag=ftag\r\n\
+To: sip:bob@biloxi.com\r\n\
+Call-ID: cid@10.0.0.1\r\n\
+CSeq: 7 INVITE\r\n\
+Contact: <sip:alice@10.0.0.1>\r\n\
+Subject: hi  Injected: yes\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 5\r\n\
+\r\n\
+v=0\r\n";
+        assert_eq!(String::from_utf8_lossy(req.as_bytes()), want);
+        let resp = ResponseBuilder::new(&req, StatusCode::BUSY_HERE)
+            .to_tag("totag")
+            .server("sipfront")
+            .received("192.0.2.9:4000".parse().unwrap())
+            .build();
+        let want = "SIP/2.0 486 Busy Here\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport=4000;received=192.0.2.9\r\n\
+From: \"Alice\" <sip:alice@atlanta.com>;tag=ftag\r\n\
+To: sip:bob@biloxi.com;tag=totag\r\n\
+Call-ID: cid@10.0.0.1\r\n\
+CSeq: 7 INVITE\r\n\
+Server: sipfront\r\n\
+Content-Length: 0\r\n\
+\r\n";
+        assert_eq!(String::from_utf8_lossy(&resp), want);
     }
 }

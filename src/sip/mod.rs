@@ -54,6 +54,7 @@ pub mod method;
 pub mod name_addr;
 pub mod random;
 pub mod status;
+mod text;
 pub mod transport;
 pub mod uri;
 pub mod via;

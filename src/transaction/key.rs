@@ -29,7 +29,10 @@ pub struct HostPort {
 
 impl HostPort {
     fn of(via: &Via<'_>) -> HostPort {
-        let mut host = via.host.to_string();
+        use std::fmt::Write as _;
+        // Sized once: `to_string` grows an IP literal's text several times.
+        let mut host = String::with_capacity(48);
+        let _ = write!(host, "{}", via.host);
         host.make_ascii_lowercase();
         HostPort {
             host,
