@@ -5,7 +5,47 @@
 //! The key is a struct of typed parts, not a formatted string, so matching is
 //! one `HashMap` lookup and nothing is re-parsed.
 
+use std::fmt;
+
+use smallvec::SmallVec;
+
 use crate::sip::{Message, Method, ParseError, Via};
+
+/// Text of a key part (a branch, a sent-by host), inline up to 32 bytes:
+/// keys are made, cloned and hashed for every message, and typical
+/// branches and hosts fit, so matching allocates nothing.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct KeyText(SmallVec<[u8; 32]>);
+
+impl KeyText {
+    fn new(s: &str) -> KeyText {
+        KeyText(SmallVec::from_slice(s.as_bytes()))
+    }
+
+    /// The text (always UTF-8: only ever built from `str`).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for KeyText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for KeyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Which side of the exchange a transaction is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,7 +62,7 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HostPort {
     /// Host (name lower-cased, IPv6 in brackets).
-    pub host: String,
+    pub host: KeyText,
     /// Port, when present.
     pub port: Option<u16>,
 }
@@ -30,10 +70,9 @@ pub struct HostPort {
 impl HostPort {
     fn of(via: &Via<'_>) -> HostPort {
         use std::fmt::Write as _;
-        // Sized once: `to_string` grows an IP literal's text several times.
-        let mut host = String::with_capacity(48);
+        let mut host = KeyText::default();
         let _ = write!(host, "{}", via.host);
-        host.make_ascii_lowercase();
+        host.0.make_ascii_lowercase();
         HostPort {
             host,
             port: via.port,
@@ -72,7 +111,7 @@ pub struct TransactionKey {
     /// Client or server side.
     pub role: Role,
     /// Top Via branch (empty when absent).
-    pub branch: String,
+    pub branch: KeyText,
     /// Top Via sent-by.
     pub sent_by: HostPort,
     /// Method the transaction was created for (never ACK).
@@ -136,7 +175,7 @@ impl TransactionKey {
         };
         Ok(TransactionKey {
             role: Role::Server,
-            branch: via.branch().unwrap_or("").to_owned(),
+            branch: KeyText::new(via.branch().unwrap_or("")),
             sent_by: HostPort::of(&via),
             method: fold_ack(method),
             rfc2543,
@@ -157,7 +196,7 @@ impl TransactionKey {
         };
         Ok(TransactionKey {
             role: Role::Client,
-            branch: via.branch().unwrap_or("").to_owned(),
+            branch: KeyText::new(via.branch().unwrap_or("")),
             sent_by: HostPort::of(&via),
             method,
             rfc2543: None,

@@ -72,7 +72,7 @@ mod timer;
 
 pub use client_invite::ClientInviteState;
 pub use client_non_invite::ClientNonInviteState;
-pub use key::{HostPort, KeyError, Rfc2543Id, Role, TransactionKey};
+pub use key::{HostPort, KeyError, KeyText, Rfc2543Id, Role, TransactionKey};
 pub use manager::{
     ClientInput, RequestError, ServerInput, TransactionEvent, TransactionState, TransactionStats,
     Transactions, Transmit,
