@@ -34,11 +34,18 @@ pub(crate) fn foreign_tags(msg: &Message, name: &HeaderName) -> Vec<String> {
 }
 
 /// `Supported` for a message we send that carries `from`'s application
-/// headers: our tags, then the other side's other tags.
+/// headers: our tags, then the other side's other tags, except `replaces`:
+/// an INVITE with `Replaces` names a dialog of ours, which sipfront refuses
+/// (RFC 3891 §3, `b2bua/replaces.rs`), so it never claims the extension.
 pub(crate) fn supported(from: Option<&Message>) -> String {
     let mut tags: Vec<String> = OUR_TAGS.iter().map(|&t| t.to_owned()).collect();
     if let Some(m) = from {
-        tags.extend(foreign_tags(m, &HeaderName::Supported));
+        let theirs = foreign_tags(m, &HeaderName::Supported);
+        tags.extend(
+            theirs
+                .into_iter()
+                .filter(|t| !t.eq_ignore_ascii_case("replaces")),
+        );
     }
     tags.join(", ")
 }
@@ -283,8 +290,8 @@ mod tests {
 
     #[test]
     fn supported_keeps_foreign_tags_once() {
-        let m = invite("Supported: 100rel, replaces\nSupported: timer\n");
-        assert_eq!(supported(Some(&m)), "100rel, timer, replaces");
+        let m = invite("Supported: 100rel, replaces, norefersub\nSupported: timer\n");
+        assert_eq!(supported(Some(&m)), "100rel, timer, norefersub");
         assert_eq!(supported(None), "100rel, timer");
     }
 

@@ -200,7 +200,11 @@ impl B2bua {
         );
         self.stats.calls += 1;
         let bridged = self.table.insert(call);
-        self.with_call(id, now, |c, fx| c.transfer_succeeded(StatusCode::OK, fx));
+        self.with_call(id, now, |c, fx| {
+            // Where a retransmission of A's 2xx finds its ACK.
+            c.set_transfer_child(bridged);
+            c.transfer_succeeded(StatusCode::OK, fx);
+        });
         self.with_call(with, now, |c, fx| c.end_call(None, StatusCode::OK, fx));
         self.with_call(bridged, now, |c, fx| c.bridge(fx));
     }

@@ -304,6 +304,9 @@ impl B2bua {
                 }
             }
             Followup::Join { with, ack } => self.join(id, with, ack, now),
+            Followup::Reack { to, seq } => {
+                self.with_call(to, now, |c, fx| c.reack(Side::B, seq, fx));
+            }
         }
     }
 }

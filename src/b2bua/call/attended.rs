@@ -98,8 +98,14 @@ impl Call {
             return;
         };
         let (far, waiting) = (r.side.other(), r.joining);
-        let Some((with, None)) = waiting.filter(|_| !r.handed) else {
-            // A 2xx retransmission: the bridged call sends the ACK.
+        if r.handed {
+            // A 2xx retransmission: the ACK is the bridged call's.
+            if status.is_some_and(|s| s.is_success()) {
+                r.reack = resp.and_then(|m| m.cseq().ok()).map(|c| c.seq);
+            }
+            return;
+        }
+        let Some((with, None)) = waiting else {
             return;
         };
         match (status, resp) {
@@ -149,6 +155,17 @@ impl Call {
             self.transfer_failed(status, fx);
         } else {
             self.xfer.role = Role::None;
+        }
+    }
+
+    /// A retransmitted 2xx with CSeq `seq` from `side`'s peer: the ACK
+    /// already sent for it, again (RFC 3261 §13.2.2.4).
+    pub(crate) fn reack(&mut self, side: Side, seq: u32, fx: &mut Fx<'_>) {
+        if let Some((stored, bytes)) = self.stored_ack(side) {
+            if *stored == seq {
+                let (bytes, leg) = (bytes.clone(), self.leg(side));
+                fx.raw(bytes, leg.dest, leg.transport);
+            }
         }
     }
 

@@ -65,7 +65,8 @@ pub(crate) enum Role {
 pub(crate) struct Referral {
     /// The referrer's leg (the trunk's).
     pub(crate) side: Side,
-    /// The new call while it is set up.
+    /// The new call while it is set up (after an attended transfer's
+    /// join: the bridged call).
     pub(crate) child: Option<CallId>,
     /// `Event: refer;id=<REFER CSeq>` (RFC 3515 §2.4.4).
     event: String,
@@ -74,6 +75,9 @@ pub(crate) struct Referral {
     /// Attended transfer (`Replaces`): the call to join, and once the far
     /// party's fresh offer came, the CSeq of the 2xx its ACK answers.
     pub(super) joining: Option<(CallId, Option<u32>)>,
+    /// A 2xx retransmission of that offer (its CSeq) after the join: the
+    /// bridged call (`child`) sends its ACK again.
+    pub(super) reack: Option<u32>,
 }
 
 /// The new call's side of a transfer.
@@ -120,6 +124,14 @@ pub(crate) enum Followup {
         with: CallId,
         /// The CSeq of the 2xx awaiting an ACK with the answer.
         ack: u32,
+    },
+    /// The far party of a joined call retransmitted the 2xx with CSeq
+    /// `seq`: the bridged call `to` resends its ACK, if sent already.
+    Reack {
+        /// The bridged call.
+        to: CallId,
+        /// The 2xx's CSeq.
+        seq: u32,
     },
 }
 
@@ -183,6 +195,10 @@ impl Xfer {
                     referrer: t.referrer.take()?,
                     status,
                 })
+            }
+            Role::Referrer(r) if r.handed && r.reack.is_some() => {
+                let seq = r.reack.take()?;
+                r.child.map(|to| Followup::Reack { to, seq })
             }
             Role::Referrer(r) if matches!(phase, Phase::Ended | Phase::Cancelled) && !r.handed => {
                 r.child.take().map(Followup::Orphan)
@@ -256,6 +272,7 @@ impl Call {
             event: format!("refer;id={cseq}"),
             handed: false,
             joining: None,
+            reack: None,
         });
         self.notify(StatusCode::TRYING, fx);
     }

@@ -95,8 +95,11 @@ fn attended_transfer_bridges_the_far_parties_and_ends_both_pbx_legs() {
     assert_eq!(body(&fetch), "", "offerless: A makes a fresh offer");
     assert!(on_dialog(&out, B1, Method::Invite, &inv2).is_none());
 
-    let out = h.feed(B1, b_response(&fetch, 200, FRESH_A));
+    let ok_a = b_response(&fetch, 200, FRESH_A);
+    let out = h.feed(B1, ok_a.clone());
     let to_c = on_dialog(&out, B1, Method::Invite, &inv2).expect("re-INVITE to C");
+    let again = h.feed(B1, ok_a.clone());
+    assert!(again.is_empty(), "A's 2xx again: no ACK before C's answer");
     assert_eq!(body(&to_c), FRESH_A, "C gets A's offer");
     assert_eq!(to_c.to().unwrap().tag(), Some("btag"));
     assert!(
@@ -125,6 +128,9 @@ fn attended_transfer_bridges_the_far_parties_and_ends_both_pbx_legs() {
     let ack_a = on_dialog(&out, B1, Method::Ack, &inv1).expect("A's 2xx ACKed");
     assert_eq!(body(&ack_a), SDP_C, "with C's answer");
     assert_eq!(ack_a.cseq().unwrap().seq, fetch.cseq().unwrap().seq);
+    let out = h.feed(B1, ok_a);
+    let again = on_dialog(&out, B1, Method::Ack, &inv1).expect("A's 2xx again: ACKed again");
+    assert_eq!(text(&again), text(&ack_a));
 
     // Calls 1 and 2 ended at the bridge; the bridged call holds one channel.
     let got = cdrs(&mut h);
@@ -284,4 +290,87 @@ fn an_invite_with_replaces_is_refused_403_for_our_dialog_481_otherwise() {
     assert_eq!(status_to(&out, A), vec![400]);
     assert!(request_to(&out, B1, Method::Invite).is_none());
     assert_eq!(h.ep.b2bua().calls_of_trunk(1), 1);
+}
+
+#[test]
+fn a_did_call_and_a_placed_call_of_one_trunk_are_joined() {
+    let mut h = did_harness(
+        "[[did]]\nnumber = \"12565378257\"\ndestinations = [{ transport = 5, destination = \"36465\" }]\n",
+    );
+    // Call 1: the carrier's caller reaches the PBX on a DID.
+    let out = h.feed(CARRIER, a_invite_n(1, "+12565378257", &[]));
+    let inv1 = request_to(&out, PBX2, Method::Invite).unwrap();
+    let out = h.feed(PBX2, b_response(&inv1, 200, SDP));
+    let ok = request_ok(&out, CARRIER);
+    let tag1 = ok.to().unwrap().tag().unwrap().to_owned();
+    h.feed(
+        CARRIER,
+        pbx_request(1, Method::Ack, 10, &tag1, "z9hG4bKc-ack"),
+    );
+    // Call 2: the PBX consults an outside number.
+    let (inv2, tag2) = answered_via(&mut h, PBX2, CARRIER, 2, "12125550199");
+    assert_eq!(h.ep.b2bua().calls_of_trunk(2), 1);
+    assert_eq!(h.ep.b2bua().calls_of_did("12565378257"), 1);
+
+    let refer = String::from_utf8_lossy(&b_request(&inv1, Method::Refer, 2, "z9hG4bKp-refer"))
+        .replace(
+            "Content-Length: 0\r\n",
+            &format!(
+                "Refer-To: <sip:x@127.0.0.8?Replaces={}>\r\nContent-Length: 0\r\n",
+                names(2, &tag2)
+            ),
+        );
+    let out = h.feed(PBX2, Bytes::from(refer));
+    assert_eq!(status_to(&out, PBX2), vec![202]);
+    let fetch = request_to(&out, CARRIER, Method::Invite).expect("re-INVITE to the caller");
+    assert_eq!(fetch.call_id().unwrap(), b"a-call-1@10.9.9.9");
+    assert_eq!(body(&fetch), "");
+    let out = h.feed(CARRIER, b_response(&fetch, 200, FRESH_A));
+    let to_c = on_dialog(&out, CARRIER, Method::Invite, &inv2).expect("re-INVITE to C");
+    assert_eq!(body(&to_c), FRESH_A);
+    assert_eq!(
+        notify_bodies(&out, PBX2).last().map(String::as_str),
+        Some("SIP/2.0 200 OK\r\n")
+    );
+    let bye = request_to(&out, PBX2, Method::Bye).expect("call 2's PBX leg BYEd");
+    assert_eq!(bye.call_id().unwrap(), b"a-call-2@10.9.9.9");
+    let notify = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .unwrap()
+        .1
+        .clone();
+    let out = h.feed(PBX2, ResponseBuilder::new(&notify, StatusCode::OK).build());
+    let bye = request_to(&out, PBX2, Method::Bye).expect("call 1's PBX leg BYEd");
+    assert_eq!(bye.call_id().unwrap(), inv1.call_id().unwrap());
+    // The bridged call holds call 2's channel (the trunk's); the DID's is free.
+    assert_eq!(h.ep.b2bua().calls_of_trunk(2), 1);
+    assert_eq!(h.ep.b2bua().calls_of_did("12565378257"), 0);
+    let calls = h.ep.b2bua().calls();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].to, "12125550199");
+    assert_eq!(calls[0].trunk, "36465");
+}
+
+/// The 200 sent to `dest`.
+fn request_ok(out: &[(SocketAddr, Message)], dest: &str) -> Message {
+    out.iter()
+        .find(|(d, m)| *d == addr(dest) && m.status() == Some(StatusCode::OK))
+        .map(|(_, m)| m.clone())
+        .expect("a 200")
+}
+
+/// `answered_n` for a PBX at `from` whose calls go to the upstream `up`.
+fn answered_via(h: &mut H, from: &str, up: &str, n: u32, number: &str) -> (Message, String) {
+    let out = h.feed(from, a_invite_n(n, number, &[]));
+    let inv = request_to(&out, up, Method::Invite).expect("B-leg INVITE");
+    let out = h.feed(up, b_response(&inv, 200, SDP));
+    let tag = request_ok(&out, from)
+        .to()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_owned();
+    h.feed(from, pbx_request(n, Method::Ack, 10, &tag, "z9hG4bKack"));
+    (inv, tag)
 }

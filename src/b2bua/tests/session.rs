@@ -68,7 +68,8 @@ fn b_leg_invite_offers_our_own_timer_not_the_callers() {
     assert_eq!(header(&inv, HeaderName::MinSe).as_deref(), Some("90"));
     assert_eq!(
         header(&inv, HeaderName::Supported).as_deref(),
-        Some("100rel, timer, replaces")
+        Some("100rel, timer"),
+        "replaces is not claimed for the caller (b2bua/replaces.rs)"
     );
 }
 
