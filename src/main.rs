@@ -193,10 +193,14 @@ mod shell {
             .map_err(|e| format!("cannot start: {e}"))?;
         let controller = ShutdownController::new();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let transports =
-            Transports::start(&cfg, TransportLimits::default(), events_tx, &controller)
-                .await
-                .map_err(|e| format!("cannot start: {e}"))?;
+        let transports = Transports::start(
+            &cfg,
+            TransportLimits::from_settings(&cfg.transport),
+            events_tx,
+            &controller,
+        )
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
         let http = control::bind(cfg.http.address)
             .await
             .map_err(|e| format!("cannot start: HTTP API on {}: {e}", cfg.http.address))?;
@@ -569,6 +573,7 @@ mod shell {
                         cdr_metrics(&mut m, &cdrs);
                         binding_metrics(&mut m, &bindings);
                         webhooks.write_metrics(&mut m);
+                        transports.stats().write_metrics(&mut m);
                         let _ = tx.send(m);
                     }
                     q => control::answer(&mut endpoint, q, now()),

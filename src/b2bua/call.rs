@@ -215,9 +215,9 @@ pub(crate) struct Call {
     pub(crate) scheduled: Option<Instant>,
     /// The trunk the call came from and the terms it was admitted with.
     pub(crate) terms: Admitted,
-    /// Whether the call holds one of its trunk's channels (kept by the
-    /// session table, which owns the counts).
-    pub(crate) channel: bool,
+    /// The channel of its trunk or DID the call holds, until the A-leg
+    /// gets a failure or the call ends (dropping it gives it back).
+    pub(crate) channel: Option<super::ChannelGuard>,
     /// When the INVITE arrived.
     started_at: Instant,
     /// When the B-leg answered (the duration limit and billing start here).
@@ -299,6 +299,8 @@ pub(crate) struct NewCall<'m> {
     pub(crate) transport: Transport,
     pub(crate) plan: Vec<Hop>,
     pub(crate) admitted: Admitted,
+    /// The channel taken at admission (every new call holds one).
+    pub(crate) channel: super::ChannelGuard,
     pub(crate) status_url: Option<Arc<str>>,
 }
 
@@ -392,7 +394,7 @@ impl Call {
             open_invites: 0,
             scheduled: None,
             terms: n.admitted,
-            channel: false,
+            channel: Some(n.channel),
             started_at: now,
             answered_at: None,
             recorded: false,

@@ -39,6 +39,7 @@
 
 mod admission;
 mod call;
+mod channels;
 mod health;
 mod identity;
 mod leg;
@@ -73,6 +74,7 @@ pub use admission::{
     Admission, Admitted, ChannelKey, Refusal, RefusalCause, DEST_PSTN, DEST_TRUNK, DEST_URI,
 };
 pub use call::Phase;
+pub use channels::{ChannelCounters, ChannelGuard, LocalChannels};
 pub use leg::{Local, Side};
 pub use registration::UpstreamRegistration;
 
@@ -252,6 +254,8 @@ pub struct B2bua {
     cfg: B2buaConfig,
     upstreams: Upstreams,
     admission: Arc<Admission>,
+    /// Channels in use per trunk and DID, shared by the node's shards.
+    channels: Arc<dyn ChannelCounters>,
     table: SessionTable,
     actions: VecDeque<Action>,
     heap: BinaryHeap<Reverse<(Instant, CallId)>>,
@@ -285,6 +289,7 @@ impl B2bua {
             cfg,
             upstreams,
             admission,
+            channels: Arc::new(LocalChannels::new()),
             table: SessionTable::default(),
             actions: VecDeque::new(),
             heap: BinaryHeap::new(),
@@ -298,6 +303,17 @@ impl B2bua {
             draining: false,
             auth_outcomes: VecDeque::new(),
         }
+    }
+
+    /// Counts channels in `counters`, shared with the node's other shards
+    /// (before the first call: calls admitted earlier keep their own).
+    pub fn share_channels(&mut self, counters: Arc<dyn ChannelCounters>) {
+        self.channels = counters;
+    }
+
+    /// The channel counters calls are admitted against.
+    pub fn channel_counters(&self) -> &Arc<dyn ChannelCounters> {
+        &self.channels
     }
 
     /// Calls in the table (including ended ones waiting for transactions).
@@ -323,15 +339,15 @@ impl B2bua {
     /// A trunk deleted while its calls go on shows under its id.
     pub fn trunk_channels(&self) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = self
-            .table
             .channels
-            .iter()
+            .snapshot()
+            .into_iter()
             .filter_map(|(key, n)| match key {
                 ChannelKey::Trunk(id) => Some((
                     self.admission
-                        .trunk(*id)
+                        .trunk(id)
                         .map_or_else(|| format!("#{id}"), |t| t.login().to_owned()),
-                    *n,
+                    n,
                 )),
                 ChannelKey::Did(_) => None,
             })
@@ -398,12 +414,12 @@ impl B2bua {
     /// Outbound calls of one trunk holding a channel (SPEC §3 "channels"):
     /// from the INVITE until the A-leg's final failure or the call's end.
     pub fn calls_of_trunk(&self, trunk: u64) -> u32 {
-        self.table.channels(&ChannelKey::Trunk(trunk))
+        self.channels.active(&ChannelKey::Trunk(trunk))
     }
 
     /// Inbound calls holding a channel of DID `number` (SPEC §4).
     pub fn calls_of_did(&self, number: &str) -> u32 {
-        self.table.channels(&ChannelKey::Did(Arc::from(number)))
+        self.channels.active(&ChannelKey::Did(Arc::from(number)))
     }
 
     /// Swaps in a new admission snapshot: new calls see it at once, calls
@@ -644,15 +660,16 @@ impl B2bua {
         }
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
-        let table = &self.table;
+        let channels = &self.channels;
         let admitted = if self.to_registered_contact(msg, source) {
             // SPEC §8.1: a DID call of the upstream we registered at.
-            self.admission.admit_to_contact(msg, |k| table.channels(k))
+            self.admission.admit_to_contact(msg, |k| channels.active(k))
         } else {
             self.admission
-                .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k))
+                .admit(msg, source.ip(), trusted, now_unix, |k| channels.active(k))
         };
-        let admitted = match admitted {
+        let admitted = admitted.and_then(|a| Ok((a.take_channel(channels, 0)?, a)));
+        let (channel, admitted) = match admitted {
             Ok(a) => {
                 self.auth_outcomes.push_back((source.ip(), Ok(())));
                 a
@@ -696,6 +713,7 @@ impl B2bua {
             transport,
             plan,
             admitted,
+            channel,
             status_url,
         };
         let trunk = new.admitted.trunk.clone();
@@ -1071,7 +1089,8 @@ impl B2bua {
         f(call, &mut fx);
         let followup = call.xfer.followup(call.phase);
         if !call.holds_channel() {
-            table::release_channel(&mut self.table.channels, call);
+            // A failure answered or the end: the channel is free again.
+            call.channel = None;
         }
         while let Some(ev) = call.poll_status(&self.cfg.wall, now) {
             self.call_events.push_back(ev);

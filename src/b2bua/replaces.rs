@@ -33,7 +33,7 @@ use super::admission::RefusalCause;
 use super::call::{Call, NewCall};
 use super::leg::Side;
 use super::table::CallId;
-use super::{B2bua, Rejection};
+use super::{B2bua, ChannelGuard, Rejection};
 use crate::sip::{HeaderName, Message, StatusCode};
 use crate::transaction::TransactionKey;
 
@@ -225,6 +225,10 @@ impl B2bua {
         let status_url = self
             .admission
             .status_url(terms.direction, terms.did.as_deref());
+        // Call 2's channel passes to the bridged call: counted before call
+        // 2 gives its own back, never refused (it is no new call).
+        let channel = ChannelGuard::acquire(&self.channels, terms.channel(), None)
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
         let new = NewCall {
             invite: &invite,
             key,
@@ -232,6 +236,7 @@ impl B2bua {
             transport,
             plan: Vec::new(),
             admitted: terms,
+            channel,
             status_url,
         };
         Call::new(new, &self.cfg, now, &mut self.rng)

@@ -61,6 +61,25 @@ impl H {
     }
 
     fn with(f: impl FnOnce(&mut EndpointConfig)) -> H {
+        H {
+            ep: Endpoint::new(H::config(f)),
+            now: Instant::now(),
+        }
+        .started()
+    }
+
+    /// Another core shard of the same node: its own endpoint, sharing this
+    /// one's `SharedState` (channel counters, bans, rates).
+    fn shard(&self, f: impl FnOnce(&mut EndpointConfig)) -> H {
+        let shared = Arc::clone(self.ep.shared());
+        H {
+            ep: Endpoint::with_shared(H::config(f), shared),
+            now: self.now,
+        }
+        .started()
+    }
+
+    fn config(f: impl FnOnce(&mut EndpointConfig)) -> EndpointConfig {
         let mut cfg = EndpointConfig {
             upstreams: Upstreams::from_config(&[
                 upstream("one", &format!("sip:{B1}"), 1),
@@ -71,11 +90,7 @@ impl H {
             ..EndpointConfig::default()
         };
         f(&mut cfg);
-        H {
-            ep: Endpoint::new(cfg),
-            now: Instant::now(),
-        }
-        .started()
+        cfg
     }
 
     /// What main.rs does before its loop: the first `handle_timeout`.
@@ -848,6 +863,40 @@ fn a_invite_n(n: u32, number: &str, extra: &[(&str, &str)]) -> Bytes {
 
 fn trunk(extra: &str) -> String {
     format!("{PBX_TRUNK}{extra}\n")
+}
+
+#[test]
+fn a_trunks_channel_limit_holds_across_shards_sharing_state() {
+    let limit = |c: &mut EndpointConfig| {
+        c.admission = admission(&trunk("channels_restrict = true\nmax_channels = 2"));
+    };
+    let mut s1 = H::with(limit);
+    let mut s2 = s1.shard(limit);
+    let inv1 = request_to(
+        &s1.feed(A, a_invite_n(1, "12125551234", &[])),
+        B1,
+        Method::Invite,
+    )
+    .expect("shard 1 relays its call");
+    let out = s2.feed(A, a_invite_n(2, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "shard 2 relays its call"
+    );
+    // Both channels are taken, one on each shard: either refuses now.
+    for (n, s) in [(3, &mut s1), (4, &mut s2)] {
+        let out = s.feed(A, a_invite_n(n, "12125551234", &[]));
+        assert_eq!(status_to(&out, A), vec![503], "call {n}");
+    }
+    assert_eq!(s2.ep.b2bua().calls_of_trunk(1), 2);
+    // Shard 1's call fails upstream: shard 2 gets its channel.
+    s1.feed(B1, b_response(&inv1, 486, ""));
+    let out = s2.feed(A, a_invite_n(5, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "call 5 relayed"
+    );
+    assert_eq!(s1.ep.b2bua().calls_of_trunk(1), 2);
 }
 
 #[test]

@@ -145,18 +145,17 @@ impl B2bua {
         let (dest, transport) = call.peer(moved);
         let sdp = call.xfer.sdp(moved).cloned();
         let channel = ChannelKey::Trunk(trunk.id());
-        let replaced = call.channel && call.terms.channel() == channel;
-        let active = self
-            .table
-            .channels(&channel)
-            .saturating_sub(u32::from(replaced));
+        // The referrer's channel is the new call's to take over.
+        let spare = u32::from(call.channel.is_some() && call.terms.channel() == channel);
+        let active = self.channels.active(&channel).saturating_sub(spare);
         let invite = self
             .transfer_invite(number, &caller, sdp)
             .ok_or(StatusCode::ADDRESS_INCOMPLETE)?;
-        let admitted = match self
+        let admitted = self
             .admission
             .admit_trunk(trunk.clone(), &invite, source.ip(), active)
-        {
+            .and_then(|a| Ok((a.take_channel(&self.channels, spare)?, a)));
+        let (channel, admitted) = match admitted {
             Ok(a) => a,
             Err(refusal) => {
                 tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {refusal}");
@@ -182,6 +181,7 @@ impl B2bua {
             plan,
             status_url: self.admission.status_url(Direction::Placed, None),
             admitted,
+            channel,
         };
         let mut call = Call::new(new, &self.cfg, now, &mut self.rng)?;
         call.xfer.role = Xfer::transferee(referrer, msg_call_id(&invite));

@@ -39,6 +39,7 @@ mod env;
 mod guard;
 mod metrics;
 mod register;
+mod shared;
 mod stats;
 
 use std::collections::VecDeque;
@@ -47,7 +48,7 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use crate::auth::{Ban, Bans};
+use crate::auth::Ban;
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
@@ -60,8 +61,9 @@ use crate::transport::{Inbound, Outbound, TransportEvent};
 
 pub use answer::{ALLOW, SUPPORTED};
 pub use env::Env;
-pub use guard::GuardConfig;
+pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, metric};
+pub use shared::SharedState;
 pub use stats::{EndedCalls, Stats};
 
 /// Settings of the endpoint that do not change per message.
@@ -162,32 +164,40 @@ pub struct Endpoint {
     registrar: Registrar,
     outbox: VecDeque<Outbound>,
     stats: Stats,
-    bans: Bans,
-    rates: guard::RateLimiter,
+    /// What crosses calls: channel counters, bans, rate limiter.
+    shared: Arc<SharedState>,
     next_sweep: Instant,
     /// Mints the To tags of the endpoint's own answers.
     rng: Random,
 }
 
 impl Endpoint {
-    /// A new endpoint with no transactions.
+    /// A new endpoint with no transactions and state of its own.
     pub fn new(cfg: EndpointConfig) -> Self {
+        let shared = Arc::new(SharedState::new(&cfg.guard));
+        Endpoint::with_shared(cfg, shared)
+    }
+
+    /// A new endpoint (one core shard) counting channels, bans and rates
+    /// in `shared`, which the node's other shards share.
+    pub fn with_shared(cfg: EndpointConfig, shared: Arc<SharedState>) -> Self {
         let mut b2cfg = cfg.b2bua.clone();
         b2cfg.timers = cfg.timers;
         let mut rng = Random::from_seed(cfg.seed);
         let mut registrar = Registrar::new(cfg.registrar, rng.fork());
         registrar.set_local(cfg.b2bua.local.sent_by(crate::sip::Transport::Udp));
+        let mut b2bua = B2bua::new(
+            b2cfg,
+            cfg.upstreams.clone(),
+            cfg.admission.clone(),
+            rng.fork(),
+        );
+        b2bua.share_channels(Arc::clone(shared.channels()));
         Endpoint {
             txns: Transactions::new(cfg.timers),
-            b2bua: B2bua::new(
-                b2cfg,
-                cfg.upstreams.clone(),
-                cfg.admission.clone(),
-                rng.fork(),
-            ),
+            b2bua,
             registrar,
-            bans: Bans::new(cfg.guard.bans.clone()),
-            rates: guard::RateLimiter::default(),
+            shared,
             next_sweep: cfg.b2bua.wall.at,
             cfg,
             outbox: VecDeque::new(),
@@ -351,7 +361,7 @@ impl Endpoint {
         self.registrar
             .set_config(RegistrarConfig::from(&cfg.registrar));
         self.cfg.guard = GuardConfig::from(&cfg.security);
-        self.bans.set_policy(self.cfg.guard.bans.clone());
+        self.shared.bans().set_policy(self.cfg.guard.bans.clone());
     }
 
     /// A DNS answer for upstream `index` from the shell (RFC 3263): its
@@ -404,17 +414,22 @@ impl Endpoint {
 
     /// Sources banned now, with when each ban ends (`/v1/bans`, metrics).
     pub fn bans(&self, now: Instant) -> Vec<(std::net::IpAddr, Ban)> {
-        self.bans.list(now)
+        self.shared.bans().list(now)
     }
 
     /// Lifts a ban; false if `ip` was not banned.
     pub fn unban(&mut self, ip: std::net::IpAddr) -> bool {
-        self.bans.unban(ip)
+        self.shared.bans().unban(ip)
     }
 
     /// Packets dropped because their source was banned.
     pub fn banned_drops(&self) -> u64 {
-        self.bans.dropped
+        self.shared.bans().dropped()
+    }
+
+    /// The state this endpoint shares with the node's other shards.
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
     }
 
     /// The next message to put on the wire.

@@ -22,6 +22,12 @@ pub(crate) const HOST: u8 = 4;
 pub(crate) const URI: u8 = 8;
 /// URI `paramchar` (RFC 3261 §25.1).
 pub(crate) const URI_PARAM: u8 = 16;
+/// Control characters other than HT (not allowed in a start line).
+pub(crate) const CTL: u8 = 32;
+/// A header parameter value character: token or `:` (bare IPv6).
+pub(crate) const HDR_VALUE: u8 = 64;
+/// A digit or `.`: what an IPv4 literal is made of.
+pub(crate) const DIGIT_DOT: u8 = 128;
 
 const fn class_table() -> [u8; 256] {
     let mut t = [0u8; 256];
@@ -69,6 +75,15 @@ const fn class_table() -> [u8; 256] {
         {
             c |= URI_PARAM;
         }
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            c |= CTL;
+        }
+        if c & TOKEN != 0 || b == b':' {
+            c |= HDR_VALUE;
+        }
+        if b.is_ascii_digit() || b == b'.' {
+            c |= DIGIT_DOT;
+        }
         t[i] = c;
         i += 1;
     }
@@ -81,6 +96,30 @@ static CLASS: [u8; 256] = class_table();
 #[inline(always)]
 pub(crate) fn is(b: u8, mask: u8) -> bool {
     CLASS[usize::from(b)] & mask != 0
+}
+
+/// Whether every byte of `s` is in class `class` (one bit): branch-free,
+/// as the common answer is yes.
+#[inline]
+pub(crate) fn all_in(s: &[u8], class: u8) -> bool {
+    s.iter().fold(class, |acc, &b| acc & CLASS[usize::from(b)]) != 0
+}
+
+/// The length of the leading run of `s` in class `host_class`, and whether
+/// that run is all digits and dots (a candidate IPv4 literal).
+#[inline]
+pub(crate) fn run_of(s: &[u8], host_class: u8) -> (usize, bool) {
+    let mut seen = DIGIT_DOT;
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        let c = CLASS[usize::from(b)];
+        if c & host_class == 0 {
+            break;
+        }
+        seen &= c;
+        i += 1;
+    }
+    (i, seen != 0)
 }
 
 /// RFC 3261 `token` characters.
@@ -229,11 +268,12 @@ enum Grammar {
 }
 
 impl Grammar {
+    /// The class of value characters (token or `:` / URI `paramchar`).
     #[inline(always)]
-    fn value_char(self, b: u8) -> bool {
+    fn value_class(self) -> u8 {
         match self {
-            Grammar::Header => is_token(b) || b == b':',
-            Grammar::Uri => is(b, URI_PARAM),
+            Grammar::Header => HDR_VALUE,
+            Grammar::Uri => URI_PARAM,
         }
     }
 }
@@ -343,7 +383,8 @@ impl<'a> ParamIter<'a> {
                 }
                 (Some(val), r)
             } else {
-                let end = v.bytes().position(|b| !g.value_char(b)).unwrap_or(v.len());
+                let class = g.value_class();
+                let end = v.bytes().position(|b| !is(b, class)).unwrap_or(v.len());
                 let (val, r) = v.split_at_checked(end)?;
                 if val.is_empty() {
                     return None;
@@ -448,6 +489,19 @@ mod tests {
             }
         }
         assert!(Params::parse_get("a=\"open", "a").is_none());
+    }
+
+    #[test]
+    fn class_bits_match_their_definitions() {
+        for b in 0..=255u8 {
+            assert_eq!(is(b, CTL), (b < 0x20 && b != b'\t') || b == 0x7f, "{b}");
+            assert_eq!(is(b, HDR_VALUE), is_token(b) || b == b':', "{b}");
+            assert_eq!(is(b, DIGIT_DOT), b.is_ascii_digit() || b == b'.', "{b}");
+        }
+        assert!(all_in(b"", URI) && all_in(b"sip:a@b", URI) && !all_in(b"a b", URI));
+        assert_eq!(run_of(b"10.0.0.1:5060", HOST), (8, true));
+        assert_eq!(run_of(b"gw1.example:5", HOST), (11, false));
+        assert_eq!(run_of(b":5", HOST), (0, true));
     }
 
     #[test]

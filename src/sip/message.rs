@@ -185,7 +185,7 @@ fn parse_start(buf: &Bytes, s: usize, e: usize, mode: Mode) -> Result<Start, Par
     if memchr::memchr(0, line).is_some() {
         return Err(ParseError::InvalidByte);
     }
-    if line.iter().any(|&c| c < 0x20 && c != b'\t' || c == 0x7f) {
+    if line.iter().any(|&c| lex::is(c, lex::CTL)) {
         return Err(ParseError::BadStartLine);
     }
     if line.get(..4).is_some_and(|p| eq_ci(p, b"SIP/")) {
@@ -230,9 +230,8 @@ fn parse_start(buf: &Bytes, s: usize, e: usize, mode: Mode) -> Result<Start, Par
             continue;
         }
         let tok_start = i;
-        while i < line.len() && line.get(i) != Some(&b' ') {
-            i += 1;
-        }
+        let rest = line.get(i..).unwrap_or_default();
+        i = memchr::memchr(b' ', rest).map_or(line.len(), |k| i + k);
         let slot = parts.get_mut(n).ok_or(ParseError::BadStartLine)?;
         *slot = (tok_start, i);
         n += 1;

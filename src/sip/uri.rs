@@ -84,15 +84,7 @@ pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
         (Host::parse(h)?, r)
     } else {
         // one pass: host characters, noting whether it could be an IPv4 literal
-        let mut i = 0;
-        let mut numeric = true;
-        while let Some(&c) = b.get(i) {
-            if !lex::is(c, lex::HOST) {
-                break;
-            }
-            numeric &= c.is_ascii_digit() || c == b'.';
-            i += 1;
-        }
+        let (i, numeric) = lex::run_of(b, lex::HOST);
         let (h, r) = s.split_at_checked(i)?;
         if h.is_empty() {
             return None;
@@ -205,7 +197,7 @@ impl<'a> Uri<'a> {
                 raw,
             });
         }
-        if !rb.iter().all(|&b| lex::is(b, lex::URI)) {
+        if !lex::all_in(rb, lex::URI) {
             return None;
         }
         if scheme == Scheme::Tel {

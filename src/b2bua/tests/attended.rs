@@ -374,3 +374,55 @@ fn answered_via(h: &mut H, from: &str, up: &str, n: u32, number: &str) -> (Messa
     h.feed(from, pbx_request(n, Method::Ack, 10, &tag, "z9hG4bKack"));
     (inv, tag)
 }
+
+#[test]
+fn a_pbx_that_hangs_up_both_legs_itself_leaves_the_bridged_call_up() {
+    let mut h = H::new();
+    let (inv1, tag1) = answered_n(&mut h, A, 1, "12125551234");
+    let (inv2, tag2) = answered_n(&mut h, A, 2, "12125550199");
+    let out = h.feed(A, refer_replaces(1, &tag1, &names(2, &tag2)));
+    let fetch = on_dialog(&out, B1, Method::Invite, &inv1).unwrap();
+    let out = h.feed(B1, b_response(&fetch, 200, FRESH_A));
+    let to_c = on_dialog(&out, B1, Method::Invite, &inv2).unwrap();
+    // As Asterisk does after NOTIFY 200: BYE on both of its dialogs, before
+    // answering the NOTIFY and crossing sipfront's BYE on call 2.
+    for (n, tag) in [(1, &tag1), (2, &tag2)] {
+        let out = h.feed(A, pbx_request(n, Method::Bye, 30, tag, "z9hG4bKpbx-bye"));
+        assert_eq!(status_to(&out, A), vec![200], "call {n}");
+        assert!(
+            request_to(&out, B1, Method::Bye).is_none(),
+            "call {n}: the far parties stay"
+        );
+    }
+    let out = h.feed(B1, b_response(&to_c, 200, SDP_C));
+    let ack_a = on_dialog(&out, B1, Method::Ack, &inv1).expect("A's 2xx ACKed");
+    assert_eq!(body(&ack_a), SDP_C);
+    assert_eq!(h.ep.b2bua().calls_of_trunk(1), 1, "the bridged call");
+    let calls = h.ep.b2bua().calls();
+    assert_eq!((calls.len(), calls[0].state), (1, "answered"));
+    let out = h.feed(B1, b_request(&inv2, Method::Bye, 9, "z9hG4bKc-bye"));
+    let bye = request_to(&out, B1, Method::Bye).expect("C hangs up: A gets BYE");
+    assert_eq!(bye.call_id().unwrap(), inv1.call_id().unwrap());
+    assert_eq!(h.ep.b2bua().calls_of_trunk(1), 0);
+}
+
+#[test]
+fn the_referrer_hanging_up_before_the_fresh_offer_ends_call_1_only() {
+    let mut h = H::new();
+    let (inv1, tag1) = answered_n(&mut h, A, 1, "12125551234");
+    let (inv2, tag2) = answered_n(&mut h, A, 2, "12125550199");
+    let out = h.feed(A, refer_replaces(1, &tag1, &names(2, &tag2)));
+    let fetch = on_dialog(&out, B1, Method::Invite, &inv1).unwrap();
+    let out = h.feed(A, pbx_request(1, Method::Bye, 30, &tag1, "z9hG4bKpbx-bye"));
+    assert_eq!(status_to(&out, A), vec![200]);
+    assert!(on_dialog(&out, B1, Method::Bye, &inv1).is_some(), "A BYEd");
+    let out = h.feed(B1, b_response(&fetch, 200, FRESH_A));
+    let ack = on_dialog(&out, B1, Method::Ack, &inv1).expect("the late 2xx ACKed");
+    assert_eq!(body(&ack), SDP, "with the SDP A had");
+    assert!(
+        on_dialog(&out, B1, Method::Invite, &inv2).is_none(),
+        "no join"
+    );
+    assert!(notify_bodies(&out, A).is_empty());
+    assert_eq!(h.ep.b2bua().calls_of_trunk(1), 1, "call 2 goes on");
+}
