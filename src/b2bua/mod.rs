@@ -57,7 +57,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -66,6 +66,7 @@ use crate::config::TrunkConfig;
 use crate::events::CallEvent;
 use crate::routing::{Locations, Upstreams};
 use crate::sip::build::ResponseBuilder;
+use crate::sip::random::Random;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transaction::{TimerConfig, TransactionEvent, TransactionKey};
 
@@ -119,17 +120,6 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    /// Reads both clocks now (the shell's job, once).
-    pub fn now() -> WallClock {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        WallClock {
-            at: Instant::now(),
-            unix_ms,
-        }
-    }
-
     /// Milliseconds since the Unix epoch at `now`.
     pub fn unix_ms(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.at).as_millis();
@@ -144,8 +134,8 @@ impl WallClock {
 }
 
 impl B2buaConfig {
-    /// Defaults around `local`.
-    pub fn new(local: Local) -> B2buaConfig {
+    /// Defaults around `local`, with the shell's `wall` clock.
+    pub fn new(local: Local, wall: WallClock) -> B2buaConfig {
         let timers = TimerConfig::default();
         B2buaConfig {
             local,
@@ -155,7 +145,7 @@ impl B2buaConfig {
             ring_timeout: Duration::from_secs(30),
             linger: timers.t1x64() + timers.t4 + Duration::from_secs(1),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
-            wall: WallClock::now(),
+            wall,
             session: session_timer::SessionConfig::default(),
         }
     }
@@ -269,7 +259,7 @@ pub struct B2bua {
     table: SessionTable,
     actions: VecDeque<Action>,
     heap: BinaryHeap<Reverse<(Instant, CallId)>>,
-    rng: u64,
+    rng: Random,
     stats: B2buaStats,
     health: Health,
     /// Registration trunks (`register = true` upstreams).
@@ -287,12 +277,13 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    /// A B2BUA with no calls. `seed` drives the weighted upstream choice.
+    /// A B2BUA with no calls. `rng` mints its tags, branches and Call-IDs
+    /// and drives the weighted upstream choice.
     pub fn new(
         cfg: B2buaConfig,
         upstreams: Upstreams,
         admission: Arc<Admission>,
-        seed: u64,
+        rng: Random,
     ) -> B2bua {
         B2bua {
             cfg,
@@ -302,7 +293,7 @@ impl B2bua {
             table: SessionTable::default(),
             actions: VecDeque::new(),
             heap: BinaryHeap::new(),
-            rng: seed,
+            rng,
             stats: B2buaStats::default(),
             health: Health::default(),
             registrations: registration::Registrations::default(),
@@ -562,7 +553,7 @@ impl B2bua {
         }
         let mut b = ResponseBuilder::new(msg, r.status)
             .received(source)
-            .to_tag(&crate::sip::build::new_tag())
+            .to_tag(&self.rng.tag())
             .server(&self.cfg.server_header);
         if let Some(reason) = &r.reason {
             b = b.reason(reason);
@@ -614,7 +605,7 @@ impl B2bua {
     ) {
         let bytes = ResponseBuilder::new(req, status)
             .received(source)
-            .to_tag(&crate::sip::build::new_tag())
+            .to_tag(&self.rng.tag())
             .server(&self.cfg.server_header)
             .build();
         self.actions.push_back(Action::Respond {
@@ -625,11 +616,7 @@ impl B2bua {
     }
 
     fn next_seed(&mut self) -> u64 {
-        self.rng = self
-            .rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.rng >> 11
+        self.rng.next_u64()
     }
 
     /// A new INVITE (no To tag) on server transaction `key`: admission
@@ -730,7 +717,7 @@ impl B2bua {
             status_url,
         };
         let trunk = new.admitted.trunk.clone();
-        let call = match Call::new(new, &self.cfg, now) {
+        let call = match Call::new(new, &self.cfg, now, &mut self.rng) {
             Ok(c) => c,
             Err(status) => {
                 self.record_refusal(msg, trunk.as_deref(), None, status, now);
@@ -1016,10 +1003,15 @@ impl B2bua {
     /// starts the OPTIONS pings.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.health.arm(&self.upstreams, now);
-        self.health
-            .handle_timeout(&self.upstreams, &self.cfg.local, now, &mut self.actions);
+        self.health.handle_timeout(
+            &self.upstreams,
+            &self.cfg.local,
+            now,
+            &mut self.rng,
+            &mut self.actions,
+        );
         self.registrations
-            .arm(&self.upstreams, &self.cfg.local, now);
+            .arm(&self.upstreams, &self.cfg.local, now, &mut self.rng);
         let mut ctx = registration::Ctx {
             ups: &self.upstreams,
             local: &self.cfg.local,
@@ -1090,7 +1082,7 @@ impl B2bua {
             reroute: redirect::Reroute {
                 upstreams: &self.upstreams,
                 admission: &self.admission,
-                seed: self.rng,
+                seed: self.rng.next_u64(),
             },
             rng: &mut self.rng,
         };

@@ -35,6 +35,7 @@
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
+mod env;
 mod guard;
 mod metrics;
 mod register;
@@ -53,11 +54,13 @@ use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::registrar::{BindingWrite, Registrar, RegistrarConfig, RestoreReport, StoredBinding};
 use crate::routing::{UpstreamError, Upstreams};
+use crate::sip::random::Random;
 use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
 
 pub use answer::{ALLOW, SUPPORTED};
+pub use env::Env;
 pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, metric};
 pub use shared::SharedState;
@@ -80,10 +83,21 @@ pub struct EndpointConfig {
     pub registrar: RegistrarConfig,
     /// Bans and scanner rules (`[security]`).
     pub guard: GuardConfig,
+    /// Seed of the identifiers the core mints ([`Env::seed`]).
+    pub seed: [u8; 32],
 }
 
+/// Unit tests' defaults: [`Env::fixed`] at the time of the call.
+#[cfg(test)]
 impl Default for EndpointConfig {
     fn default() -> Self {
+        EndpointConfig::new(Env::fixed(Instant::now()))
+    }
+}
+
+impl EndpointConfig {
+    /// Defaults (no trunks, no upstreams) around the shell's `env`.
+    pub fn new(env: Env) -> Self {
         let local = Local {
             public_address: "127.0.0.1".to_owned(),
             udp_port: 5060,
@@ -92,18 +106,18 @@ impl Default for EndpointConfig {
         EndpointConfig {
             timers: TimerConfig::default(),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
-            b2bua: B2buaConfig::new(local),
+            b2bua: B2buaConfig::new(local, env.wall),
             upstreams: Upstreams::default(),
-            admission: Arc::new(Admission::empty("sipfront.local", rand::random())),
+            admission: Arc::new(Admission::empty("sipfront.local", env.nonce_secret)),
             registrar: RegistrarConfig::default(),
             guard: GuardConfig::from(&crate::config::SecuritySettings::default()),
+            seed: env.seed,
         }
     }
-}
 
-impl EndpointConfig {
-    /// From the config file and the bound listen sockets (their ports go in
-    /// Via and Contact; with port 0 in the file only the bound one is known).
+    /// From the config file, the bound listen sockets (their ports go in
+    /// Via and Contact; with port 0 in the file only the bound one is known)
+    /// and the shell's `env`.
     ///
     /// # Errors
     /// [`UpstreamError`] for an `[[upstream]]` the B2BUA cannot use.
@@ -111,15 +125,16 @@ impl EndpointConfig {
         cfg: &Config,
         udp: Option<SocketAddr>,
         tcp: Option<SocketAddr>,
+        env: Env,
     ) -> Result<EndpointConfig, UpstreamError> {
-        let mut out = EndpointConfig::default();
+        let mut out = EndpointConfig::new(env);
         let udp_port = udp.map_or(5060, |a| a.port());
         let local = Local {
             public_address: cfg.server.public_address.clone(),
             udp_port,
             tcp_port: tcp.map_or(udp_port, |a| a.port()),
         };
-        out.b2bua = B2buaConfig::new(local);
+        out.b2bua = B2buaConfig::new(local, env.wall);
         out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);
         out.b2bua.session = crate::b2bua::session_timer::SessionConfig {
             expires: std::time::Duration::from_secs(cfg.server.session_expires_s),
@@ -127,7 +142,7 @@ impl EndpointConfig {
         };
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
-        out.admission = Arc::new(Admission::new(cfg, rand::random()));
+        out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
         out.guard = GuardConfig::from(&cfg.security);
         Ok(out)
@@ -152,6 +167,8 @@ pub struct Endpoint {
     /// What crosses calls: channel counters, bans, rate limiter.
     shared: Arc<SharedState>,
     next_sweep: Instant,
+    /// Mints the To tags of the endpoint's own answers.
+    rng: Random,
 }
 
 impl Endpoint {
@@ -166,10 +183,15 @@ impl Endpoint {
     pub fn with_shared(cfg: EndpointConfig, shared: Arc<SharedState>) -> Self {
         let mut b2cfg = cfg.b2bua.clone();
         b2cfg.timers = cfg.timers;
-        let seed = rand::random();
-        let mut registrar = Registrar::new(cfg.registrar);
+        let mut rng = Random::from_seed(cfg.seed);
+        let mut registrar = Registrar::new(cfg.registrar, rng.fork());
         registrar.set_local(cfg.b2bua.local.sent_by(crate::sip::Transport::Udp));
-        let mut b2bua = B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed);
+        let mut b2bua = B2bua::new(
+            b2cfg,
+            cfg.upstreams.clone(),
+            cfg.admission.clone(),
+            rng.fork(),
+        );
         b2bua.share_channels(Arc::clone(shared.channels()));
         Endpoint {
             txns: Transactions::new(cfg.timers),
@@ -180,6 +202,7 @@ impl Endpoint {
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),
+            rng,
         }
     }
 
@@ -473,7 +496,7 @@ impl Endpoint {
             };
             if let Some(why) = why {
                 tracing::debug!(peer = %inbound.peer, "request refused 503: {why}");
-                let response = answer::unavailable(&msg, inbound, &self.cfg);
+                let response = answer::unavailable(&msg, inbound, &self.cfg, &mut self.rng);
                 self.stats.count_answer(response.status);
                 self.txns
                     .respond(&key, response.bytes, response.status, now);
@@ -481,7 +504,7 @@ impl Endpoint {
             }
         }
         if !is_cancel {
-            if let Some(response) = answer::precheck(&msg, inbound, &self.cfg) {
+            if let Some(response) = answer::precheck(&msg, inbound, &self.cfg, &mut self.rng) {
                 self.stats.count_answer(response.status);
                 self.txns
                     .respond(&key, response.bytes, response.status, now);
@@ -517,7 +540,7 @@ impl Endpoint {
                 return;
             }
         }
-        let response = answer::answer(&msg, inbound, &self.cfg);
+        let response = answer::answer(&msg, inbound, &self.cfg, &mut self.rng);
         self.stats.count_answer(response.status);
         self.txns
             .respond(&key, response.bytes, response.status, now);
@@ -537,7 +560,7 @@ impl Endpoint {
 
     fn reject_malformed(&mut self, inbound: &Inbound, err: &ParseError) {
         self.stats.parse_errors += 1;
-        match answer::reject(&inbound.bytes, err, inbound, &self.cfg) {
+        match answer::reject(&inbound.bytes, err, inbound, &self.cfg, &mut self.rng) {
             Some(bytes) => self.outbox.push_back(Outbound {
                 bytes,
                 dest: inbound.peer,
