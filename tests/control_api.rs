@@ -684,6 +684,17 @@ fn live_calls_hang_up_metrics_registrations_and_bans() {
         "{text}"
     );
     assert!(text.contains("sipfront_cdrs_written_total"), "{text}");
+    // The socket layer's counters (a call went through: datagrams both ways).
+    for name in ["sipfront_udp_received_total", "sipfront_udp_sent_total"] {
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+        assert!(n.is_some_and(|n| n > 0), "{name}: {text}");
+    }
+    assert!(
+        text.contains("\nsipfront_udp_send_queue_dropped_total 0\n"),
+        "{text}"
+    );
     let (st, v) = api.get("/v1/registrations");
     assert_eq!((st, v["items"].is_array()), (200, true), "{v}");
     let (st, v) = api.get("/v1/bans");

@@ -12,6 +12,7 @@ mod dns;
 mod error;
 mod rates;
 mod schema;
+mod transport;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use schema::{
     ListenConfig, ListenTransport, NumberFormat, RatesConfig, RegistrarSettings, SecuritySettings,
     ServerConfig, StoreConfig, SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
 };
+pub use transport::{TransportSettings, MAX_TRANSPORT_BYTES, MIN_TRANSPORT_BYTES};
 
 pub(crate) use validate::check_trunk;
 

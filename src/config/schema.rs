@@ -59,6 +59,9 @@ pub struct Config {
     /// `[security]`: brute-force bans and scanner rules.
     #[serde(default)]
     pub security: SecuritySettings,
+    /// `[transport]`: socket buffers and send queues.
+    #[serde(default)]
+    pub transport: super::TransportSettings,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,

@@ -308,3 +308,15 @@ fn session_timer_keys_default_and_bounds() {
         "{e:?}"
     );
 }
+
+#[test]
+fn transport_sizes_default_and_bounds_name_the_line() {
+    let c = parse("[transport]\nudp_send_queue = 65536\n").unwrap();
+    assert_eq!(c.transport.udp_send_queue, 65_536);
+    assert_eq!(c.transport.udp_recv_buffer, 4 << 20);
+    let e = err("[transport]\nudp_recv_buffer = 4194304\ntcp_write_queue = 1024\n");
+    assert_eq!(
+        e,
+        ["t.toml:3: transport.tcp_write_queue: must be between 65536 and 1073741824 bytes"]
+    );
+}

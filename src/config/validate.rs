@@ -419,6 +419,20 @@ pub(crate) fn validate(
         }
     }
 
+    // [transport]
+    for (key, v) in cfg.transport.sizes() {
+        if !(super::MIN_TRANSPORT_BYTES..=super::MAX_TRANSPORT_BYTES).contains(&v) {
+            e.push(
+                format!("transport.{key}"),
+                format!(
+                    "must be between {} and {} bytes",
+                    super::MIN_TRANSPORT_BYTES,
+                    super::MAX_TRANSPORT_BYTES
+                ),
+            );
+        }
+    }
+
     // [registrar]
     let r = &cfg.registrar;
     if r.min_expires == 0 {

@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use super::write_queue::WriteTx;
 
 /// Identifies one stream connection for its whole life (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,7 +29,7 @@ impl fmt::Display for ConnId {
 pub(crate) struct ConnEntry {
     pub(crate) id: ConnId,
     pub(crate) peer: SocketAddr,
-    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) tx: WriteTx,
 }
 
 #[derive(Debug, Default)]
@@ -145,7 +144,7 @@ mod tests {
         ConnEntry {
             id: t.next_id(),
             peer,
-            tx: mpsc::channel(1).0,
+            tx: super::super::write_queue::write_queue(1).0,
         }
     }
 
@@ -168,7 +167,7 @@ mod tests {
         let (c, new) = t.get_or_insert_with(peer, |id| ConnEntry {
             id,
             peer,
-            tx: mpsc::channel(1).0,
+            tx: super::super::write_queue::write_queue(1).0,
         });
         assert!(new);
         let (d, new) = t.get_or_insert_with(peer, |_| unreachable!());

@@ -12,23 +12,26 @@
 
 mod conn;
 mod shutdown;
+mod stats;
 mod tcp;
 mod udp;
+mod udp_send;
+mod write_queue;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, ListenTransport};
+use crate::config::{Config, ListenTransport, TransportSettings};
 use crate::sip::Transport;
 
 pub use conn::ConnId;
 pub use shutdown::{Shutdown, ShutdownController, ShutdownHandle};
+pub use stats::TransportStats;
 
 use conn::ConnTable;
 
@@ -87,7 +90,7 @@ pub enum TransportEvent {
     },
 }
 
-/// Limits of the socket layer. SPEC §2 has no keys for these yet.
+/// Limits of the socket layer; the sizes come from `[transport]`.
 #[derive(Debug, Clone)]
 pub struct TransportLimits {
     /// Largest SIP message accepted or sent over a stream.
@@ -104,12 +107,31 @@ pub struct TransportLimits {
     pub tcp_message_deadline: Duration,
     /// Outbound TCP connect timeout.
     pub tcp_connect_timeout: Duration,
-    /// Messages queued per TCP connection for writing.
-    pub tcp_write_queue: usize,
+    /// Bytes queued per TCP connection for writing before further messages
+    /// are refused (a peer that stopped reading).
+    pub tcp_write_queue_bytes: usize,
     /// UDP receive tasks (SO_REUSEPORT sockets) per UDP listen address.
     pub udp_receivers: usize,
     /// Requested SO_RCVBUF for UDP sockets.
     pub udp_recv_buffer: usize,
+    /// Requested SO_SNDBUF for UDP sockets.
+    pub udp_send_buffer: usize,
+    /// Bytes of datagrams held per UDP socket while its send buffer is full.
+    pub udp_send_queue_bytes: usize,
+}
+
+impl TransportLimits {
+    /// The defaults with the `[transport]` sizes of the config.
+    pub fn from_settings(t: &TransportSettings) -> TransportLimits {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        TransportLimits {
+            udp_recv_buffer: size(t.udp_recv_buffer),
+            udp_send_buffer: size(t.udp_send_buffer),
+            udp_send_queue_bytes: size(t.udp_send_queue),
+            tcp_write_queue_bytes: size(t.tcp_write_queue),
+            ..TransportLimits::default()
+        }
+    }
 }
 
 impl Default for TransportLimits {
@@ -121,49 +143,14 @@ impl Default for TransportLimits {
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_message_deadline: Duration::from_secs(10),
             tcp_connect_timeout: Duration::from_secs(5),
-            tcp_write_queue: 256,
+            tcp_write_queue_bytes: 4 << 20,
             udp_receivers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
             udp_recv_buffer: 4 << 20,
+            udp_send_buffer: 4 << 20,
+            udp_send_queue_bytes: 4 << 20,
         }
-    }
-}
-
-/// Counters of the socket layer (exported by `/metrics` later).
-#[derive(Debug, Default)]
-pub struct TransportStats {
-    /// Datagrams received.
-    pub udp_received: AtomicU64,
-    /// Datagrams sent.
-    pub udp_sent: AtomicU64,
-    /// Stream messages received.
-    pub tcp_received: AtomicU64,
-    /// Stream messages queued for sending.
-    pub tcp_sent: AtomicU64,
-    /// TCP connections accepted.
-    pub tcp_accepted: AtomicU64,
-    /// TCP connections closed at once: their IP already had the most allowed.
-    pub tcp_refused_per_ip: AtomicU64,
-    /// TCP connections we opened.
-    pub tcp_connected: AtomicU64,
-    /// Streams closed for a framing error or an oversize message.
-    pub tcp_framing_errors: AtomicU64,
-    /// RFC 5626 double-CRLF pings answered.
-    pub keepalive_pongs: AtomicU64,
-    /// Inbound messages dropped because the core's queue was full.
-    pub dropped_queue_full: AtomicU64,
-    /// Datagrams dropped for being larger than `max_message`.
-    pub dropped_too_large: AtomicU64,
-    /// Events (send failures, closes) dropped because the queue was full.
-    pub dropped_events: AtomicU64,
-    /// Sends that failed.
-    pub send_errors: AtomicU64,
-}
-
-impl TransportStats {
-    fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -213,8 +200,8 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Transports {
     shared: Arc<Shared>,
-    /// Per UDP listen address: its address and the socket used for sending.
-    udp: Arc<Vec<(SocketAddr, std::net::UdpSocket)>>,
+    /// Per UDP listen address: its address and its sender.
+    udp: Arc<Vec<(SocketAddr, Arc<udp_send::UdpSender>)>>,
     udp_local: Vec<SocketAddr>,
     tcp_local: Vec<SocketAddr>,
     shutdown: ShutdownHandle,
@@ -250,7 +237,18 @@ impl Transports {
                     let local = sockets.local;
                     tracing::info!(%local, receivers = sockets.receivers.len(), "listening on UDP");
                     udp_local.push(local);
-                    udp.push((local, sockets.sender));
+                    let flush = tokio::net::UdpSocket::from_std(sockets.sender.try_clone()?)?;
+                    let sender = Arc::new(udp_send::UdpSender::new(
+                        sockets.sender,
+                        shared.limits.udp_send_queue_bytes,
+                    ));
+                    tokio::spawn(udp_send::flush_loop(
+                        sender.clone(),
+                        flush,
+                        shared.clone(),
+                        shutdown.subscribe(),
+                    ));
+                    udp.push((local, sender));
                     for s in sockets.receivers {
                         let s = Arc::new(s);
                         tokio::spawn(udp::receive_loop(
@@ -306,7 +304,8 @@ impl Transports {
     }
 
     /// Sends one message without waiting. UDP goes out at once from the first
-    /// UDP socket of the destination's address family; TCP is queued on the
+    /// UDP socket of the destination's address family (or waits in a bounded
+    /// queue while that socket's send buffer is full); TCP is queued on the
     /// given connection, else on any connection to `dest`, else on a new
     /// outbound connection (RFC 3261 §18.1.1/§18.2.2). Failures are reported
     /// as [`TransportEvent::SendFailed`].
@@ -332,12 +331,7 @@ impl Transports {
             );
             return;
         };
-        match socket.send_to(&out.bytes, out.dest) {
-            Ok(_) => TransportStats::inc(&self.shared.stats.udp_sent),
-            Err(e) => self
-                .shared
-                .send_failed(out.dest, Transport::Udp, None, e.kind()),
-        }
+        socket.send(&self.shared, out.bytes, out.dest);
     }
 }
 

@@ -12,14 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::conn::{ConnEntry, ConnId};
+use super::write_queue::{write_queue, Pushed, WriteRx};
 use super::{Inbound, Outbound, Shared, ShutdownHandle, TransportEvent, TransportStats};
 use crate::sip::framing::{self, Frame, FrameError};
 use crate::sip::Transport;
@@ -72,7 +73,7 @@ pub(super) async fn accept_loop(
                 TransportStats::inc(&shared.stats.tcp_accepted);
                 let _ = stream.set_nodelay(true);
                 let id = shared.conns.next_id();
-                let (tx, rx) = mpsc::channel(shared.limits.tcp_write_queue);
+                let (tx, rx) = write_queue(shared.limits.tcp_write_queue_bytes);
                 let max = shared.limits.max_tcp_per_ip;
                 if !shared.conns.insert_within(ConnEntry { id, peer, tx }, max) {
                     TransportStats::inc(&shared.stats.tcp_refused_per_ip);
@@ -127,7 +128,7 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound, handle: &ShutdownHandle)
         None => {
             let mut new_rx = None;
             let (entry, new) = shared.conns.get_or_insert_with(dest, |id| {
-                let (tx, rx) = mpsc::channel(shared.limits.tcp_write_queue);
+                let (tx, rx) = write_queue(shared.limits.tcp_write_queue_bytes);
                 new_rx = Some(rx);
                 ConnEntry { id, peer: dest, tx }
             });
@@ -151,12 +152,18 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound, handle: &ShutdownHandle)
             entry
         }
     };
-    match entry.tx.try_send(bytes) {
-        Ok(()) => TransportStats::inc(&shared.stats.tcp_sent),
-        Err(mpsc::error::TrySendError::Full(_)) => fail(Some(entry.id), io::ErrorKind::WouldBlock),
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            fail(Some(entry.id), io::ErrorKind::BrokenPipe)
+    match entry.tx.push(bytes) {
+        Pushed::Queued => TransportStats::inc(&shared.stats.tcp_sent),
+        Pushed::Behind => {
+            TransportStats::inc(&shared.stats.tcp_sent);
+            TransportStats::inc(&shared.stats.tcp_write_queued);
         }
+        // `tcp_write_queue_bytes` unwritten: the peer stopped reading.
+        Pushed::Full => {
+            TransportStats::inc(&shared.stats.tcp_write_queue_full);
+            fail(Some(entry.id), io::ErrorKind::WouldBlock)
+        }
+        Pushed::Closed => fail(Some(entry.id), io::ErrorKind::BrokenPipe),
     }
 }
 
@@ -165,7 +172,7 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound, handle: &ShutdownHandle)
 async fn connect(
     dest: SocketAddr,
     id: ConnId,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: WriteRx,
     shared: Arc<Shared>,
     handle: ShutdownHandle,
     permit: OwnedSemaphorePermit,
@@ -189,7 +196,8 @@ async fn connect(
     tracing::debug!(%dest, %id, ?err, "TCP connect failed");
     shared.conns.remove(id);
     rx.close();
-    while rx.recv().await.is_some() {
+    while let Some(b) = rx.recv().await {
+        rx.written(b.len());
         shared.send_failed(dest, Transport::Tcp, Some(id), err);
     }
 }
@@ -212,7 +220,7 @@ async fn run(
     peer: SocketAddr,
     local: SocketAddr,
     id: ConnId,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: WriteRx,
     shared: Arc<Shared>,
     handle: ShutdownHandle,
     _permit: OwnedSemaphorePermit,
@@ -221,6 +229,7 @@ async fn run(
     let (mut rd, mut wr) = stream.into_split();
     let limits = &shared.limits;
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut batch = BytesMut::new();
     let mut crlf_run = 0usize;
     let mut deadline = Instant::now() + limits.tcp_idle_timeout;
     // When the message now in `buf` must be complete (None: no partial one).
@@ -240,8 +249,12 @@ async fn run(
             msg = rx.recv() => {
                 // `None` cannot happen while we are in the table holding a sender clone
                 // there; treat it as a close all the same.
-                let Some(bytes) = msg else { break 'conn End::Shutdown };
-                if let Err(kind) = write(&mut wr, &bytes).await {
+                let Some(first) = msg else { break 'conn End::Shutdown };
+                // Whatever else the core queued meanwhile goes in the same write.
+                let (bytes, _) = rx.gather(first, &mut batch);
+                let result = write(&mut wr, &bytes).await;
+                rx.written(bytes.len());
+                if let Err(kind) = result {
                     shared.send_failed(peer, Transport::Tcp, Some(id), kind);
                     break 'conn End::Io(kind);
                 }
@@ -318,7 +331,8 @@ async fn run(
     }
     // Anything still queued cannot be delivered on this connection.
     rx.close();
-    while rx.try_recv().is_ok() {
+    while let Some(b) = rx.try_recv() {
+        rx.written(b.len());
         shared.send_failed(peer, Transport::Tcp, Some(id), io::ErrorKind::BrokenPipe);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;

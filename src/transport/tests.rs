@@ -10,6 +10,7 @@ use tokio::time::timeout;
 
 use super::*;
 use crate::config::ConfigSource;
+use std::sync::atomic::Ordering;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -93,6 +94,53 @@ async fn outbound_tcp_connects_once_and_is_reused_both_ways() {
     }
     assert_eq!(t.tcp_connections(), 0);
 
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+/// A burst to one connection far bigger than the socket buffers (and than
+/// the old 256-message queue) while the peer is not reading yet: every
+/// message waits and arrives in order, none becomes a send failure.
+#[tokio::test]
+async fn tcp_burst_waits_instead_of_failing() {
+    let (t, mut rx, ctl) = start().await;
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest = peer.local_addr().unwrap();
+    const N: usize = 5_000; // ~1 MB
+    for _ in 0..N {
+        t.send(out(dest, Transport::Tcp, None));
+    }
+    let (mut s, _) = timeout(T, peer.accept()).await.unwrap().unwrap();
+    let mut got = vec![0u8; MSG.len() * N];
+    timeout(T, s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert!(got.chunks(MSG.len()).all(|m| m == MSG.as_bytes()));
+    assert_eq!(t.stats().send_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(t.stats().tcp_write_queue_full.load(Ordering::Relaxed), 0);
+    assert!(t.stats().tcp_write_queued.load(Ordering::Relaxed) > 0);
+    assert!(rx.try_recv().is_err(), "no event expected");
+    drop(t);
+    timeout(T, ctl.shutdown()).await.unwrap();
+}
+
+/// Past `tcp_write_queue_bytes` unwritten, sends fail and are counted.
+#[tokio::test]
+async fn tcp_write_queue_is_bounded_in_bytes() {
+    let (t, mut rx, ctl) = start_with(TransportLimits {
+        tcp_write_queue_bytes: MSG.len() * 3,
+        ..TransportLimits::default()
+    })
+    .await;
+    // Nobody accepts: the connect is pending (or refused), nothing is written.
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest = peer.local_addr().unwrap();
+    for _ in 0..4 {
+        t.send(out(dest, Transport::Tcp, None));
+    }
+    assert_eq!(t.stats().tcp_write_queue_full.load(Ordering::Relaxed), 1);
+    let TransportEvent::SendFailed { error, .. } = next_event(&mut rx).await else {
+        panic!("expected a send failure")
+    };
+    assert_eq!(error, io::ErrorKind::WouldBlock);
     drop(t);
     timeout(T, ctl.shutdown()).await.unwrap();
 }

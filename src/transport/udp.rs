@@ -33,9 +33,13 @@ fn socket(
     if reuse_port {
         s.set_reuse_port(true)?;
     }
-    // Best effort: the kernel caps it at net.core.rmem_max.
+    // Best effort: the kernel caps them at net.core.rmem_max / wmem_max
+    // (what it granted is logged by `bind`).
     if let Err(e) = s.set_recv_buffer_size(limits.udp_recv_buffer) {
         tracing::debug!(%addr, "SO_RCVBUF not set: {e}");
+    }
+    if let Err(e) = s.set_send_buffer_size(limits.udp_send_buffer) {
+        tracing::debug!(%addr, "SO_SNDBUF not set: {e}");
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
@@ -47,8 +51,8 @@ pub(super) struct Bound {
     /// The receive sockets (SO_REUSEPORT siblings).
     pub(super) receivers: Vec<UdpSocket>,
     /// A duplicate of the first socket's descriptor, non-blocking, used for
-    /// sending: a plain `sendto` with no readiness bookkeeping, so
-    /// `Transports::send` stays synchronous and never waits.
+    /// sending (`udp_send::UdpSender`): a plain `sendto` with no readiness
+    /// bookkeeping, so `Transports::send` stays synchronous and never waits.
     pub(super) sender: std::net::UdpSocket,
     /// The bound address (real port when the config said 0).
     pub(super) local: SocketAddr,
@@ -69,6 +73,7 @@ pub(super) fn bind(addr: SocketAddr, limits: &TransportLimits) -> io::Result<Bou
     }
     let first = socket(addr, limits, n > 1)?;
     let local = first.local_addr()?;
+    log_buffers(&first, local, limits);
     let sender = first.try_clone()?;
     let bound = local;
     let mut sockets = vec![UdpSocket::from_std(first)?];
@@ -86,6 +91,26 @@ pub(super) fn bind(addr: SocketAddr, limits: &TransportLimits) -> io::Result<Bou
         sender,
         local,
     })
+}
+
+/// Logs the socket buffer sizes the kernel granted (Linux reports twice
+/// the requested size, its bookkeeping overhead included); a warning when
+/// it capped the request, naming the sysctl to raise.
+fn log_buffers(s: &std::net::UdpSocket, local: SocketAddr, limits: &TransportLimits) {
+    let s = socket2::SockRef::from(s);
+    let (rcv, snd) = (s.recv_buffer_size(), s.send_buffer_size());
+    let (Ok(rcv), Ok(snd)) = (rcv, snd) else {
+        return;
+    };
+    tracing::info!(%local, so_rcvbuf = rcv, so_sndbuf = snd, "UDP socket buffers");
+    if rcv < limits.udp_recv_buffer {
+        tracing::warn!(%local, requested = limits.udp_recv_buffer, granted = rcv,
+            "UDP receive buffer capped by the kernel: raise net.core.rmem_max");
+    }
+    if snd < limits.udp_send_buffer {
+        tracing::warn!(%local, requested = limits.udp_send_buffer, granted = snd,
+            "UDP send buffer capped by the kernel: raise net.core.wmem_max");
+    }
 }
 
 fn is_keepalive(b: &[u8]) -> bool {
