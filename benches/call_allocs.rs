@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use sipfront::b2bua::Admission;
 use sipfront::config::{Config, ConfigSource, UpstreamConfig};
-use sipfront::endpoint::{Endpoint, EndpointConfig};
+use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
 use sipfront::routing::Upstreams;
 use sipfront::sip::build::{RequestBuilder, ResponseBuilder};
 use sipfront::sip::{Bytes, Message, Method, StatusCode, Transport};
@@ -111,13 +111,14 @@ impl Harness {
             trusted: false,
             ..Default::default()
         };
+        let now = Instant::now();
         let mut h = Harness {
             ep: Endpoint::new(EndpointConfig {
                 upstreams: Upstreams::from_config(&[upstream]).expect("upstream"),
                 admission: Arc::new(Admission::new(&cfg, [7; 32])),
-                ..EndpointConfig::default()
+                ..EndpointConfig::new(Env::fixed(now))
             }),
-            now: Instant::now(),
+            now,
         };
         h.ep.handle_timeout(h.now);
         h

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use sipfront::auth::{ha1, response, Algorithm, ChallengeKind};
-use sipfront::b2bua::Admission;
+use sipfront::b2bua::{Admission, WallClock};
 use sipfront::config::{Config, ConfigSource};
-use sipfront::endpoint::{Endpoint, EndpointConfig};
+use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
 use sipfront::registrar::{BindingWrite, Registrar, RegistrarConfig};
+use sipfront::sip::random::Random;
 use sipfront::sip::{Bytes, Message, StatusCode, Transport};
 use sipfront::store::{SqliteStore, Store};
 use sipfront::transport::Inbound;
@@ -87,7 +88,7 @@ fn register_text(login: u32, call_id: &str, cseq: u32, branch: u64, auth: &str) 
 }
 
 fn memory_100k() -> Registrar {
-    let mut r = Registrar::new(RegistrarConfig::default());
+    let mut r = Registrar::new(RegistrarConfig::default(), Random::from_seed([3; 32]));
     let src: SocketAddr = PEER.parse().unwrap_or_else(|e| panic!("{e}"));
     let msgs: Vec<(String, Message)> = (0..100_000u32)
         .map(|i| {
@@ -156,7 +157,7 @@ fn reload_100k(mut r: Registrar) {
     let t = Instant::now();
     let rows = store.bindings().unwrap_or_else(|e| panic!("{e}"));
     let read = t.elapsed();
-    let mut fresh = Registrar::new(RegistrarConfig::default());
+    let mut fresh = Registrar::new(RegistrarConfig::default(), Random::from_seed([3; 32]));
     let report = fresh.restore(rows, Instant::now(), unix_ms);
     let total = t.elapsed();
     assert_eq!(report.restored, 100_000);
@@ -183,14 +184,23 @@ fn bench(c: &mut Criterion) {
     }
     let cfg = Config::parse(&text, ConfigSource::Embedded).unwrap_or_else(|e| panic!("{e}"));
     let admission = Arc::new(Admission::new(&cfg, [3; 32]));
-    let mut ep = Endpoint::new(EndpointConfig {
-        admission: admission.clone(),
-        ..EndpointConfig::default()
-    });
     let peer: SocketAddr = PEER.parse().unwrap_or_else(|e| panic!("{e}"));
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // The nonces below are dated by the real clock: so is the core's.
+    let at = Instant::now();
+    let env = Env {
+        wall: WallClock {
+            at,
+            unix_ms: now_unix * 1000,
+        },
+        ..Env::fixed(at)
+    };
+    let mut ep = Endpoint::new(EndpointConfig {
+        admission: admission.clone(),
+        ..EndpointConfig::new(env)
+    });
     let challenge = admission
         .auth()
         .challenge(ChallengeKind::Www, peer.ip(), now_unix, false);
@@ -271,7 +281,7 @@ fn bench(c: &mut Criterion) {
 
     // Registrar alone: refresh of one binding per login (parsed in the
     // untimed setup, a higher CSeq each lap).
-    let mut r = Registrar::new(RegistrarConfig::default());
+    let mut r = Registrar::new(RegistrarConfig::default(), Random::from_seed([3; 32]));
     let mut k = 0u32;
     let mut t = Instant::now();
     let mut refused = 0u32;

@@ -117,9 +117,10 @@ mod shell {
     };
     use tokio::sync::mpsc;
 
+    use sipfront::b2bua::WallClock;
     use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::control::{self, Live};
-    use sipfront::endpoint::{Endpoint, EndpointConfig};
+    use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
     use sipfront::events::dispatch::{self as webhooks, WebhookSink};
     use sipfront::store::{self, BindingSink, BindingWriter, SqliteStore, Store};
 
@@ -144,6 +145,21 @@ mod shell {
     /// The only place time is read; the core gets it as an argument.
     fn now() -> Instant {
         tokio::time::Instant::now().into_std()
+    }
+
+    /// The core's other outside inputs, read once here: the wall clock
+    /// against `now()`, and seeds from the OS (the core never reads either).
+    fn env() -> Env {
+        use rand::Rng;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut os = rand::rngs::OsRng;
+        Env {
+            wall: WallClock { at: now(), unix_ms },
+            seed: os.gen(),
+            nonce_secret: os.gen(),
+        }
     }
 
     /// Binds the sockets, runs the core task, handles signals until asked to stop.
@@ -197,6 +213,7 @@ mod shell {
             &cfg,
             transports.udp_addrs().first().copied(),
             transports.tcp_addrs().first().copied(),
+            env(),
         )
         .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sipfront::endpoint::{Endpoint, EndpointConfig};
+use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
 use sipfront::sip::{Message, Transport};
 use sipfront::transport::Inbound;
 
@@ -47,8 +47,8 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
 
 fn feed(inputs: Vec<(Vec<u8>, bool)>) {
     let peer: SocketAddr = "127.0.0.9:5999".parse().unwrap();
-    let mut ep = Endpoint::new(EndpointConfig::default());
     let start = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::new(Env::fixed(start)));
     for (i, (bytes, tcp)) in inputs.into_iter().enumerate() {
         let now = start + Duration::from_millis(i as u64 * 100);
         ep.handle(

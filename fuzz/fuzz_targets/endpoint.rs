@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sipfront::endpoint::{Endpoint, EndpointConfig};
+use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
 use sipfront::sip::{Message, Transport};
 use sipfront::transport::Inbound;
 
@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, msg)) = data.split_first() else {
         return;
     };
-    let mut ep = Endpoint::new(EndpointConfig::default());
     let start = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::new(Env::fixed(start)));
     let transport = if mode & 1 == 0 { Transport::Udp } else { Transport::Tcp };
     let copies = 1 + usize::from(mode & 2 != 0);
     for i in 0..copies {

@@ -5,13 +5,22 @@
 //! so a password cracker learns nothing and costs us one hash lookup per
 //! packet. Sans-IO: time comes in as `now`.
 //!
+//! Concurrent: every core shard of a node shares one `Bans` (issue 17 goal
+//! 2), so the maps are sharded (`dashmap`) and no lock is held across more
+//! than one map entry; a source's failures count toward one ban whichever
+//! shard its requests land on.
+//!
 //! Memory is bounded: at most [`MAX_TRACKED`] sources are counted; past
 //! that, expired windows are dropped first and new sources are not counted
 //! until there is room (their failures still get `403`).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
 
 use crate::config::{IpNet, SecuritySettings};
 
@@ -72,89 +81,100 @@ pub struct Ban {
     pub strikes: u32,
 }
 
-/// Failure counts and bans.
+/// Failure counts and bans, shared by the node's shards.
 #[derive(Debug, Default)]
 pub struct Bans {
-    policy: BanPolicy,
-    counts: HashMap<IpAddr, Count>,
-    banned: HashMap<IpAddr, Ban>,
+    policy: ArcSwap<BanPolicy>,
+    counts: DashMap<IpAddr, Count>,
+    banned: DashMap<IpAddr, Ban>,
     /// Sources with a recent successful authentication, and when.
-    known: HashMap<IpAddr, Instant>,
+    known: DashMap<IpAddr, Instant>,
     /// Packets dropped because their source was banned.
-    pub dropped: u64,
+    dropped: AtomicU64,
 }
 
 impl Bans {
     /// No counts, no bans.
     pub fn new(policy: BanPolicy) -> Bans {
         Bans {
-            policy,
+            policy: ArcSwap::from_pointee(policy),
             ..Bans::default()
         }
     }
 
     /// New limits (SIGHUP); counts and bans stay.
-    pub fn set_policy(&mut self, policy: BanPolicy) {
-        self.policy = policy;
+    pub fn set_policy(&self, policy: BanPolicy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Packets dropped because their source was banned.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether packets from `ip` are dropped now. Counts the drop.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> bool {
-        match self.banned.get(&ip) {
-            Some(b) if b.until > now => {
-                self.dropped += 1;
-                true
-            }
-            _ => false,
+    pub fn check(&self, ip: IpAddr, now: Instant) -> bool {
+        let banned = self.banned.get(&ip).is_some_and(|b| b.until > now);
+        if banned {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        banned
     }
 
     /// Wrong credentials from `ip`. Returns the ban when this one bans it.
     /// `exempt` sources (trusted upstreams) are never counted.
-    pub fn failure(&mut self, ip: IpAddr, exempt: bool, now: Instant) -> Option<Ban> {
-        let p = &self.policy;
+    pub fn failure(&self, ip: IpAddr, exempt: bool, now: Instant) -> Option<Ban> {
+        let p = self.policy.load();
         if p.max_failures == 0 || exempt || p.allow.iter().any(|n| n.contains(ip)) {
             return None;
         }
         if !self.counts.contains_key(&ip) && self.counts.len() >= MAX_TRACKED {
             let window = p.window;
             self.counts
-                .retain(|_, c| now.duration_since(c.since) < window);
+                .retain(|_, c| now.saturating_duration_since(c.since) < window);
             if self.counts.len() >= MAX_TRACKED {
                 return None;
             }
         }
-        let c = self.counts.entry(ip).or_insert(Count {
-            since: now,
-            failures: 0,
-        });
-        if now.duration_since(c.since) >= p.window {
-            *c = Count {
+        {
+            // One entry lock: concurrent failures from one source count
+            // one by one, and exactly one of them reaches the limit.
+            let mut c = self.counts.entry(ip).or_insert(Count {
                 since: now,
                 failures: 0,
-            };
+            });
+            if now.saturating_duration_since(c.since) >= p.window {
+                *c = Count {
+                    since: now,
+                    failures: 0,
+                };
+            }
+            c.failures += 1;
+            if c.failures < p.max_failures {
+                return None;
+            }
+            c.failures = 0;
         }
-        c.failures += 1;
-        if c.failures < p.max_failures {
-            return None;
-        }
-        self.counts.remove(&ip);
-        let strikes = self.banned.get(&ip).map_or(1, |b| b.strikes + 1);
+        self.counts.remove_if(&ip, |_, c| c.failures == 0);
+        let mut b = self.banned.entry(ip).or_insert(Ban {
+            until: now,
+            strikes: 0,
+        });
+        let strikes = b.strikes.saturating_add(1);
         let factor = 1u32 << (strikes - 1).min(16);
         let length = p.ban.saturating_mul(factor).min(MAX_BAN);
-        let ban = Ban {
+        *b = Ban {
             until: now + length,
             strikes,
         };
-        self.banned.insert(ip, ban);
-        Some(ban)
+        Some(*b)
     }
 
     /// Right credentials from `ip` at `now`: its count starts again, and
     /// for an hour it is a known source (see [`Bans::is_known`]).
-    pub fn success(&mut self, ip: IpAddr, now: Instant) {
+    pub fn success(&self, ip: IpAddr, now: Instant) {
         self.counts.remove(&ip);
-        if self.known.len() < MAX_TRACKED || self.known.contains_key(&ip) {
+        if self.known.contains_key(&ip) || self.known.len() < MAX_TRACKED {
             self.known.insert(ip, now);
         }
     }
@@ -168,7 +188,7 @@ impl Bans {
     }
 
     /// Lifts a ban (the API's `DELETE /v1/bans/{ip}`); false if none.
-    pub fn unban(&mut self, ip: IpAddr) -> bool {
+    pub fn unban(&self, ip: IpAddr) -> bool {
         self.counts.remove(&ip);
         self.banned.remove(&ip).is_some()
     }
@@ -178,8 +198,8 @@ impl Bans {
         let mut v: Vec<_> = self
             .banned
             .iter()
-            .filter(|(_, b)| b.until > now)
-            .map(|(ip, b)| (*ip, *b))
+            .filter(|e| e.value().until > now)
+            .map(|e| (*e.key(), *e.value()))
             .collect();
         v.sort_by_key(|(ip, _)| *ip);
         v
@@ -187,10 +207,10 @@ impl Bans {
 
     /// Forgets counts whose window has passed and bans long over (a
     /// source's strikes are kept for a day after its ban ends).
-    pub fn sweep(&mut self, now: Instant) {
-        let window = self.policy.window;
+    pub fn sweep(&self, now: Instant) {
+        let window = self.policy.load().window;
         self.counts
-            .retain(|_, c| now.duration_since(c.since) < window);
+            .retain(|_, c| now.saturating_duration_since(c.since) < window);
         self.banned
             .retain(|_, b| now.saturating_duration_since(b.until) < MAX_BAN);
         self.known
@@ -210,7 +230,7 @@ mod tests {
 
     #[test]
     fn ten_failures_in_a_minute_ban_for_fifteen_minutes_then_doubling() {
-        let mut b = Bans::new(BanPolicy::default());
+        let b = Bans::new(BanPolicy::default());
         let t0 = Instant::now();
         for _ in 0..9 {
             assert_eq!(b.failure(ip(IP), false, t0), None);
@@ -223,7 +243,7 @@ mod tests {
             "another source is unaffected"
         );
         assert!(!b.check(ip(IP), t0 + Duration::from_secs(900)));
-        assert_eq!(b.dropped, 1);
+        assert_eq!(b.dropped(), 1);
         let t1 = t0 + Duration::from_secs(1000);
         for _ in 0..10 {
             b.failure(ip(IP), false, t1);
@@ -233,7 +253,7 @@ mod tests {
 
     #[test]
     fn failures_spread_over_windows_do_not_ban_and_success_resets() {
-        let mut b = Bans::new(BanPolicy::default());
+        let b = Bans::new(BanPolicy::default());
         let t0 = Instant::now();
         for i in 0..30u64 {
             // 9 per minute: never 10 in one window.
@@ -255,7 +275,7 @@ mod tests {
             allow: vec!["10.0.0.0/8".parse().unwrap()],
             ..BanPolicy::default()
         };
-        let mut b = Bans::new(policy);
+        let b = Bans::new(policy);
         let t0 = Instant::now();
         for _ in 0..50 {
             assert_eq!(b.failure(ip("10.1.2.3"), false, t0), None);
@@ -270,8 +290,35 @@ mod tests {
     }
 
     #[test]
+    fn failures_from_several_threads_count_toward_one_ban_exactly() {
+        let b = std::sync::Arc::new(Bans::new(BanPolicy::default()));
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let b = std::sync::Arc::clone(&b);
+                std::thread::spawn(move || {
+                    (0..10)
+                        .filter_map(|_| b.failure(ip(IP), false, t0))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut bans: Vec<Ban> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        bans.sort_by_key(|b| b.strikes);
+        // 40 failures, 10 per ban: four bans, each one strike more.
+        assert_eq!(
+            bans.iter().map(|b| b.strikes).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert!(b.check(ip(IP), t0));
+    }
+
+    #[test]
     fn tracked_sources_are_bounded() {
-        let mut b = Bans::new(BanPolicy::default());
+        let b = Bans::new(BanPolicy::default());
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 10) {
             let a = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());

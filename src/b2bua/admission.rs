@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::channels::{ChannelCounters, ChannelGuard};
 use crate::auth::{AuthError, Authenticator, IpAuth, TrunkId};
 use crate::cdr::Direction;
 use crate::config::{Config, DidConfig, RateTable, TrunkConfig};
@@ -198,6 +199,52 @@ impl Admitted {
             (None, Some(d)) => ChannelKey::Did(Arc::from(d.number.as_str())),
             (None, None) => ChannelKey::Trunk(0),
         }
+    }
+
+    /// The most channels of [`Admitted::channel`] in use at once: the
+    /// trunk's `max_channels` under `channels_restrict`, a DID's non-zero
+    /// `channels`; `None` (counted, never refused) for emergency calls.
+    pub fn channel_limit(&self) -> Option<u32> {
+        match (&self.trunk, &self.did) {
+            _ if self.emergency => None,
+            (Some(t), _) => policy::channel_limit(t),
+            (None, Some(d)) => did_channel_limit(d),
+            (None, None) => None,
+        }
+    }
+
+    /// Takes the call's channel with one atomic try-acquire, which makes
+    /// the limit exact across the shards sharing `counters` (the check in
+    /// [`Admission::admit`] only reads the count). `spare`: channels of
+    /// the same key the call takes over (a transfer's referrer).
+    ///
+    /// # Errors
+    /// The refusal the limit answers with: `503` for a trunk, `486` for a
+    /// DID.
+    pub fn take_channel(
+        &self,
+        counters: &Arc<dyn ChannelCounters>,
+        spare: u32,
+    ) -> Result<ChannelGuard, Refusal> {
+        let limit = self.channel_limit().map(|max| max.saturating_add(spare));
+        ChannelGuard::acquire(counters, self.channel(), limit).map_err(|active| {
+            let active = active.saturating_sub(spare);
+            match (&self.trunk, &self.did) {
+                (Some(t), _) => Refusal::Policy {
+                    trunk: Arc::clone(t),
+                    denied: Denied::ChannelLimit {
+                        active,
+                        max: t.max_channels,
+                    },
+                },
+                (None, Some(d)) => Refusal::DidBusy {
+                    number: d.number.clone(),
+                    max: d.channels,
+                },
+                // No limit without a trunk or DID: acquiring cannot fail.
+                (None, None) => Refusal::NoNumber,
+            }
+        })
     }
 
     /// The trunk id for logs and CDRs.
@@ -495,7 +542,7 @@ impl Admission {
             .get(number)
             .ok_or_else(|| Refusal::UnknownDid(dialled.to_owned()))?;
         let key = ChannelKey::Did(Arc::from(number));
-        if did.channels > 0 && active(&key) >= did.channels {
+        if did_channel_limit(did).is_some_and(|max| active(&key) >= max) {
             return Err(Refusal::DidBusy {
                 number: did.number.clone(),
                 max: did.channels,
@@ -519,6 +566,11 @@ impl Admission {
             },
         })
     }
+}
+
+/// SPEC §4: a DID's `channels`, 0 meaning no limit.
+fn did_channel_limit(did: &DidConfig) -> Option<u32> {
+    (did.channels > 0).then_some(did.channels)
 }
 
 /// The dialled number: the Request-URI user, else the To user.

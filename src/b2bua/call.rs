@@ -40,6 +40,7 @@ use crate::events::{CallEvent, CallState};
 use crate::policy::Route;
 use crate::routing::Hop;
 use crate::sip::build::{self, RequestBuilder, ResponseBuilder};
+use crate::sip::random::Random;
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
 
@@ -79,7 +80,7 @@ pub(crate) struct Fx<'a> {
     /// Routing for redirect targets.
     pub(crate) reroute: Reroute<'a>,
     /// The core's seeded generator (digest cnonces).
-    pub(crate) rng: &'a mut u64,
+    pub(crate) rng: &'a mut Random,
 }
 
 impl Fx<'_> {
@@ -214,9 +215,9 @@ pub(crate) struct Call {
     pub(crate) scheduled: Option<Instant>,
     /// The trunk the call came from and the terms it was admitted with.
     pub(crate) terms: Admitted,
-    /// Whether the call holds one of its trunk's channels (kept by the
-    /// session table, which owns the counts).
-    pub(crate) channel: bool,
+    /// The channel of its trunk or DID the call holds, until the A-leg
+    /// gets a failure or the call ends (dropping it gives it back).
+    pub(crate) channel: Option<super::ChannelGuard>,
     /// When the INVITE arrived.
     started_at: Instant,
     /// When the B-leg answered (the duration limit and billing start here).
@@ -298,12 +299,19 @@ pub(crate) struct NewCall<'m> {
     pub(crate) transport: Transport,
     pub(crate) plan: Vec<Hop>,
     pub(crate) admitted: Admitted,
+    /// The channel taken at admission (every new call holds one).
+    pub(crate) channel: super::ChannelGuard,
     pub(crate) status_url: Option<Arc<str>>,
 }
 
 impl Call {
     /// A call for a new INVITE, or the status to refuse it with.
-    pub(crate) fn new(n: NewCall<'_>, cfg: &B2buaConfig, now: Instant) -> Result<Call, StatusCode> {
+    pub(crate) fn new(
+        n: NewCall<'_>,
+        cfg: &B2buaConfig,
+        now: Instant,
+        rng: &mut Random,
+    ) -> Result<Call, StatusCode> {
         let inv = n.invite;
         let bad = StatusCode::BAD_REQUEST;
         let from = inv.from().map_err(|_| bad)?;
@@ -317,7 +325,7 @@ impl Call {
         .unwrap_or_else(|| format!("sip:{}", n.source));
         let a = Leg {
             call_id,
-            local_tag: build::new_tag(),
+            local_tag: rng.tag(),
             remote_tag: from.tag().map(str::to_owned),
             local_addr: addr_without_tag(&to),
             remote_addr: addr_without_tag(&from),
@@ -334,8 +342,8 @@ impl Call {
         let redirects = Redirects::new(&n.admitted.decision.number);
         let local = &cfg.local;
         let b = Leg {
-            call_id: build::new_call_id(&local.public_address),
-            local_tag: build::new_tag(),
+            call_id: rng.call_id(&local.public_address),
+            local_tag: rng.tag(),
             remote_tag: None,
             // Set per attempt (send_invite): the caller's identity
             // depends on the hop (identity.rs).
@@ -386,7 +394,7 @@ impl Call {
             open_invites: 0,
             scheduled: None,
             terms: n.admitted,
-            channel: false,
+            channel: Some(n.channel),
             started_at: now,
             answered_at: None,
             recorded: false,
@@ -743,7 +751,7 @@ impl Call {
             - 1;
         let mut req = self
             .b
-            .request(Method::Invite, &fx.cfg.local, None)
+            .request(Method::Invite, &fx.cfg.local, None, fx.rng)
             .max_forwards(mf);
         let passed = identity::passed(self.terms.direction);
         for name in REQUEST_PASS.iter().chain(passed) {
@@ -865,7 +873,7 @@ impl Call {
     fn send_ack(&mut self, side: Side, cseq: u32, body: Option<(String, Bytes)>, fx: &mut Fx<'_>) {
         let cfg = fx.cfg;
         let leg = self.leg_mut(side);
-        let mut b = leg.request(Method::Ack, &cfg.local, Some(cseq));
+        let mut b = leg.request(Method::Ack, &cfg.local, Some(cseq), fx.rng);
         if let Some((ct, body)) = body {
             self.sessions
                 .sent_sdp(side, Some((ct.clone(), body.clone())));
@@ -903,9 +911,11 @@ impl Call {
         leg.route_set.clear();
         leg.learn_from_response(resp);
         let seq = invite.cseq().map_or(leg.invite_cseq, |c| c.seq);
-        let ack = leg.request(Method::Ack, &fx.cfg.local, Some(seq)).build();
+        let ack = leg
+            .request(Method::Ack, &fx.cfg.local, Some(seq), fx.rng)
+            .build();
         fx.raw(ack, leg.dest, leg.transport);
-        let bye = leg.request(Method::Bye, &fx.cfg.local, None);
+        let bye = leg.request(Method::Bye, &fx.cfg.local, None, fx.rng);
         fx.request(bye, &leg, Purpose::Bye);
         if leg.call_id == self.b.call_id {
             self.b.local_cseq = leg.local_cseq;
@@ -1226,7 +1236,7 @@ impl Call {
         }
         if let Step::Retry(answer) = self.b_challenge(resp, &Method::Bye, fx) {
             let local = fx.cfg.local.clone();
-            let bye = self.b.request(Method::Bye, &local, None);
+            let bye = self.b.request(Method::Bye, &local, None, fx.rng);
             self.send_b_with_auth(bye, &answer, Purpose::Bye, fx);
         }
     }
@@ -1415,12 +1425,12 @@ impl Call {
         req: &Message,
         method: &Method,
         rack: Option<String>,
-        fx: &Fx<'_>,
+        fx: &mut Fx<'_>,
     ) -> RequestBuilder {
         let to = side.other();
         let cfg = fx.cfg;
         let leg = self.leg_mut(to);
-        let mut b = leg.request(method.clone(), &cfg.local, None);
+        let mut b = leg.request(method.clone(), &cfg.local, None, fx.rng);
         for name in REQUEST_PASS {
             for v in req.headers(&HeaderName::from_bytes(name)) {
                 b = b.header(&lossy(name), &lossy(v));
@@ -1519,7 +1529,7 @@ impl Call {
                     }
                     let cfg = fx.cfg;
                     let leg = self.leg_mut(side);
-                    let bye = leg.request(Method::Bye, &cfg.local, None);
+                    let bye = leg.request(Method::Bye, &cfg.local, None, fx.rng);
                     fx.request(bye, leg, Purpose::Bye);
                 }
                 self.end(fx);

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use super::leg::Local;
 use super::Action;
 use crate::routing::Upstreams;
-use crate::sip::build::{self, RequestBuilder};
+use crate::sip::build::RequestBuilder;
+use crate::sip::random::Random;
 use crate::sip::{Message, Method, StatusCode, Transport};
 use crate::transaction::TransactionKey;
 
@@ -66,6 +67,7 @@ impl Health {
         ups: &Upstreams,
         local: &Local,
         now: Instant,
+        rng: &mut Random,
         out: &mut std::collections::VecDeque<Action>,
     ) {
         for (i, next) in self.next.iter_mut().enumerate() {
@@ -94,15 +96,15 @@ impl Health {
                         .via(
                             t.transport,
                             &local.sent_by(t.transport),
-                            &build::new_branch(),
+                            &rng.branch(),
                             true,
                         )
                         .from(
                             &format!("<sip:sipfront@{}>", local.public_address),
-                            Some(&build::new_tag()),
+                            Some(&rng.tag()),
                         )
                         .to(&format!("<sip:{}>", up.hostport), None)
-                        .call_id(&build::new_call_id(&local.public_address))
+                        .call_id(&rng.call_id(&local.public_address))
                         .cseq(self.cseq)
                         .build();
                 let Ok(msg) = Message::parse(bytes) else {

@@ -8,7 +8,8 @@
 
 use std::net::SocketAddr;
 
-use crate::sip::build::{self, RequestBuilder};
+use crate::sip::build::RequestBuilder;
+use crate::sip::random::Random;
 use crate::sip::{Message, Method, Transport};
 
 /// Which leg: A is the caller's side (we are its UAS), B the upstream's
@@ -105,6 +106,7 @@ impl Leg {
         method: Method,
         local: &Local,
         cseq: Option<u32>,
+        rng: &mut Random,
     ) -> RequestBuilder {
         let seq = match cseq {
             Some(s) => s,
@@ -121,7 +123,7 @@ impl Leg {
             .via(
                 self.transport,
                 &local.sent_by(self.transport),
-                &build::new_branch(),
+                &rng.branch(),
                 true,
             )
             .from(&self.local_addr, Some(&self.local_tag))

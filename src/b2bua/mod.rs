@@ -39,6 +39,7 @@
 
 mod admission;
 mod call;
+mod channels;
 mod health;
 mod identity;
 mod leg;
@@ -56,7 +57,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -65,6 +66,7 @@ use crate::config::TrunkConfig;
 use crate::events::CallEvent;
 use crate::routing::{Locations, Upstreams};
 use crate::sip::build::ResponseBuilder;
+use crate::sip::random::Random;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transaction::{TimerConfig, TransactionEvent, TransactionKey};
 
@@ -72,6 +74,7 @@ pub use admission::{
     Admission, Admitted, ChannelKey, Refusal, RefusalCause, DEST_PSTN, DEST_TRUNK, DEST_URI,
 };
 pub use call::Phase;
+pub use channels::{ChannelCounters, ChannelGuard, LocalChannels};
 pub use leg::{Local, Side};
 pub use registration::UpstreamRegistration;
 
@@ -117,17 +120,6 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    /// Reads both clocks now (the shell's job, once).
-    pub fn now() -> WallClock {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        WallClock {
-            at: Instant::now(),
-            unix_ms,
-        }
-    }
-
     /// Milliseconds since the Unix epoch at `now`.
     pub fn unix_ms(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.at).as_millis();
@@ -142,8 +134,8 @@ impl WallClock {
 }
 
 impl B2buaConfig {
-    /// Defaults around `local`.
-    pub fn new(local: Local) -> B2buaConfig {
+    /// Defaults around `local`, with the shell's `wall` clock.
+    pub fn new(local: Local, wall: WallClock) -> B2buaConfig {
         let timers = TimerConfig::default();
         B2buaConfig {
             local,
@@ -153,7 +145,7 @@ impl B2buaConfig {
             ring_timeout: Duration::from_secs(30),
             linger: timers.t1x64() + timers.t4 + Duration::from_secs(1),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
-            wall: WallClock::now(),
+            wall,
             session: session_timer::SessionConfig::default(),
         }
     }
@@ -262,10 +254,12 @@ pub struct B2bua {
     cfg: B2buaConfig,
     upstreams: Upstreams,
     admission: Arc<Admission>,
+    /// Channels in use per trunk and DID, shared by the node's shards.
+    channels: Arc<dyn ChannelCounters>,
     table: SessionTable,
     actions: VecDeque<Action>,
     heap: BinaryHeap<Reverse<(Instant, CallId)>>,
-    rng: u64,
+    rng: Random,
     stats: B2buaStats,
     health: Health,
     /// Registration trunks (`register = true` upstreams).
@@ -283,21 +277,23 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    /// A B2BUA with no calls. `seed` drives the weighted upstream choice.
+    /// A B2BUA with no calls. `rng` mints its tags, branches and Call-IDs
+    /// and drives the weighted upstream choice.
     pub fn new(
         cfg: B2buaConfig,
         upstreams: Upstreams,
         admission: Arc<Admission>,
-        seed: u64,
+        rng: Random,
     ) -> B2bua {
         B2bua {
             cfg,
             upstreams,
             admission,
+            channels: Arc::new(LocalChannels::new()),
             table: SessionTable::default(),
             actions: VecDeque::new(),
             heap: BinaryHeap::new(),
-            rng: seed,
+            rng,
             stats: B2buaStats::default(),
             health: Health::default(),
             registrations: registration::Registrations::default(),
@@ -307,6 +303,17 @@ impl B2bua {
             draining: false,
             auth_outcomes: VecDeque::new(),
         }
+    }
+
+    /// Counts channels in `counters`, shared with the node's other shards
+    /// (before the first call: calls admitted earlier keep their own).
+    pub fn share_channels(&mut self, counters: Arc<dyn ChannelCounters>) {
+        self.channels = counters;
+    }
+
+    /// The channel counters calls are admitted against.
+    pub fn channel_counters(&self) -> &Arc<dyn ChannelCounters> {
+        &self.channels
     }
 
     /// Calls in the table (including ended ones waiting for transactions).
@@ -332,15 +339,15 @@ impl B2bua {
     /// A trunk deleted while its calls go on shows under its id.
     pub fn trunk_channels(&self) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = self
-            .table
             .channels
-            .iter()
+            .snapshot()
+            .into_iter()
             .filter_map(|(key, n)| match key {
                 ChannelKey::Trunk(id) => Some((
                     self.admission
-                        .trunk(*id)
+                        .trunk(id)
                         .map_or_else(|| format!("#{id}"), |t| t.login().to_owned()),
-                    *n,
+                    n,
                 )),
                 ChannelKey::Did(_) => None,
             })
@@ -407,12 +414,12 @@ impl B2bua {
     /// Outbound calls of one trunk holding a channel (SPEC §3 "channels"):
     /// from the INVITE until the A-leg's final failure or the call's end.
     pub fn calls_of_trunk(&self, trunk: u64) -> u32 {
-        self.table.channels(&ChannelKey::Trunk(trunk))
+        self.channels.active(&ChannelKey::Trunk(trunk))
     }
 
     /// Inbound calls holding a channel of DID `number` (SPEC §4).
     pub fn calls_of_did(&self, number: &str) -> u32 {
-        self.table.channels(&ChannelKey::Did(Arc::from(number)))
+        self.channels.active(&ChannelKey::Did(Arc::from(number)))
     }
 
     /// Swaps in a new admission snapshot: new calls see it at once, calls
@@ -546,7 +553,7 @@ impl B2bua {
         }
         let mut b = ResponseBuilder::new(msg, r.status)
             .received(source)
-            .to_tag(&crate::sip::build::new_tag())
+            .to_tag(&self.rng.tag())
             .server(&self.cfg.server_header);
         if let Some(reason) = &r.reason {
             b = b.reason(reason);
@@ -598,7 +605,7 @@ impl B2bua {
     ) {
         let bytes = ResponseBuilder::new(req, status)
             .received(source)
-            .to_tag(&crate::sip::build::new_tag())
+            .to_tag(&self.rng.tag())
             .server(&self.cfg.server_header)
             .build();
         self.actions.push_back(Action::Respond {
@@ -609,11 +616,7 @@ impl B2bua {
     }
 
     fn next_seed(&mut self) -> u64 {
-        self.rng = self
-            .rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.rng >> 11
+        self.rng.next_u64()
     }
 
     /// A new INVITE (no To tag) on server transaction `key`: admission
@@ -657,15 +660,16 @@ impl B2bua {
         }
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
-        let table = &self.table;
+        let channels = &self.channels;
         let admitted = if self.to_registered_contact(msg, source) {
             // SPEC §8.1: a DID call of the upstream we registered at.
-            self.admission.admit_to_contact(msg, |k| table.channels(k))
+            self.admission.admit_to_contact(msg, |k| channels.active(k))
         } else {
             self.admission
-                .admit(msg, source.ip(), trusted, now_unix, |k| table.channels(k))
+                .admit(msg, source.ip(), trusted, now_unix, |k| channels.active(k))
         };
-        let admitted = match admitted {
+        let admitted = admitted.and_then(|a| Ok((a.take_channel(channels, 0)?, a)));
+        let (channel, admitted) = match admitted {
             Ok(a) => {
                 self.auth_outcomes.push_back((source.ip(), Ok(())));
                 a
@@ -709,10 +713,11 @@ impl B2bua {
             transport,
             plan,
             admitted,
+            channel,
             status_url,
         };
         let trunk = new.admitted.trunk.clone();
-        let call = match Call::new(new, &self.cfg, now) {
+        let call = match Call::new(new, &self.cfg, now, &mut self.rng) {
             Ok(c) => c,
             Err(status) => {
                 self.record_refusal(msg, trunk.as_deref(), None, status, now);
@@ -998,10 +1003,15 @@ impl B2bua {
     /// starts the OPTIONS pings.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.health.arm(&self.upstreams, now);
-        self.health
-            .handle_timeout(&self.upstreams, &self.cfg.local, now, &mut self.actions);
+        self.health.handle_timeout(
+            &self.upstreams,
+            &self.cfg.local,
+            now,
+            &mut self.rng,
+            &mut self.actions,
+        );
         self.registrations
-            .arm(&self.upstreams, &self.cfg.local, now);
+            .arm(&self.upstreams, &self.cfg.local, now, &mut self.rng);
         let mut ctx = registration::Ctx {
             ups: &self.upstreams,
             local: &self.cfg.local,
@@ -1072,14 +1082,15 @@ impl B2bua {
             reroute: redirect::Reroute {
                 upstreams: &self.upstreams,
                 admission: &self.admission,
-                seed: self.rng,
+                seed: self.rng.next_u64(),
             },
             rng: &mut self.rng,
         };
         f(call, &mut fx);
         let followup = call.xfer.followup(call.phase);
         if !call.holds_channel() {
-            table::release_channel(&mut self.table.channels, call);
+            // A failure answered or the end: the channel is free again.
+            call.channel = None;
         }
         while let Some(ev) = call.poll_status(&self.cfg.wall, now) {
             self.call_events.push_back(ev);

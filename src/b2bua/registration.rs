@@ -24,7 +24,8 @@ use super::leg::Local;
 use super::upstream_auth::{self, Step};
 use super::{Action, WallClock};
 use crate::routing::{Upstream, Upstreams};
-use crate::sip::build::{self, RequestBuilder};
+use crate::sip::build::RequestBuilder;
+use crate::sip::random::Random;
 use crate::sip::{HeaderName, Message, Method, Transport};
 use crate::transaction::TransactionKey;
 
@@ -100,7 +101,7 @@ pub(crate) struct Registrations {
 
 impl Registrations {
     /// Registers every `register = true` upstream from `now` on.
-    pub(crate) fn arm(&mut self, ups: &Upstreams, local: &Local, now: Instant) {
+    pub(crate) fn arm(&mut self, ups: &Upstreams, local: &Local, now: Instant, rng: &mut Random) {
         if self.armed {
             return;
         }
@@ -109,8 +110,8 @@ impl Registrations {
             if u.register && u.credentials.is_some() {
                 self.accounts.push(Account {
                     upstream: i,
-                    call_id: build::new_call_id(&local.public_address),
-                    from_tag: build::new_tag(),
+                    call_id: rng.call_id(&local.public_address),
+                    from_tag: rng.tag(),
                     cseq: 0,
                     asked: u.register_expires_s,
                     pending: None,
@@ -192,7 +193,7 @@ impl Registrations {
             .via(
                 transport,
                 &ctx.local.sent_by(transport),
-                &build::new_branch(),
+                &ctx.rng.branch(),
                 true,
             )
             .from(&aor, Some(&a.from_tag))
@@ -452,7 +453,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ups: &'a Upstreams,
     pub(crate) local: &'a Local,
     pub(crate) now: Instant,
-    pub(crate) rng: &'a mut u64,
+    pub(crate) rng: &'a mut Random,
     pub(crate) out: &'a mut VecDeque<Action>,
 }
 
@@ -504,9 +505,9 @@ fn granted_expires(resp: &Message, ours: &str, asked: u32) -> u32 {
 
 /// RFC 5626 §4.5: `min(max-time, base-time · 2^failures)` seconds,
 /// randomised to between 50 % and 100 % of it.
-fn backoff(failures: u32, rng: &mut u64) -> u64 {
+fn backoff(failures: u32, rng: &mut Random) -> u64 {
     let w = BACKOFF_BASE_S
         .saturating_mul(1u64 << failures.min(16))
         .min(BACKOFF_MAX_S);
-    w / 2 + upstream_auth::random(rng) % (w / 2 + 1)
+    w / 2 + rng.next_u64() % (w / 2 + 1)
 }

@@ -33,7 +33,7 @@ use super::admission::RefusalCause;
 use super::call::{Call, NewCall};
 use super::leg::Side;
 use super::table::CallId;
-use super::{B2bua, Rejection};
+use super::{B2bua, ChannelGuard, Rejection};
 use crate::sip::{HeaderName, Message, StatusCode};
 use crate::transaction::TransactionKey;
 
@@ -212,19 +212,23 @@ impl B2bua {
     /// The bridged call of calls `id` (A's) and `with` (C's), before its
     /// legs move in: call 2's terms with A as the other end, recorded
     /// under a Call-ID of its own.
-    fn bridged_call(&self, id: CallId, with: CallId, now: Instant) -> Result<Call, StatusCode> {
+    fn bridged_call(&mut self, id: CallId, with: CallId, now: Instant) -> Result<Call, StatusCode> {
         let gone = StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST;
         let a = self.table.calls.get(&id).ok_or(gone)?;
         let c = self.table.calls.get(&with).ok_or(gone)?;
         let terms = c.joined_terms(&a.far_number());
+        let (source, transport) = c.peer(c.trunk_side().other());
         let invite = self
             .transfer_invite(&terms.decision.number, &terms.decision.caller_id, None)
             .ok_or(StatusCode::SERVER_INTERNAL_ERROR)?;
         let key = TransactionKey::server(&invite).map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
-        let (source, transport) = c.peer(c.trunk_side().other());
         let status_url = self
             .admission
             .status_url(terms.direction, terms.did.as_deref());
+        // Call 2's channel passes to the bridged call: counted before call
+        // 2 gives its own back, never refused (it is no new call).
+        let channel = ChannelGuard::acquire(&self.channels, terms.channel(), None)
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
         let new = NewCall {
             invite: &invite,
             key,
@@ -232,9 +236,10 @@ impl B2bua {
             transport,
             plan: Vec::new(),
             admitted: terms,
+            channel,
             status_url,
         };
-        Call::new(new, &self.cfg, now)
+        Call::new(new, &self.cfg, now, &mut self.rng)
     }
 
     /// A new INVITE carrying `Replaces` (RFC 3891 §3): the refusal, if so.

@@ -13,7 +13,6 @@ use smallvec::SmallVec;
 
 use super::call::Call;
 use super::leg::Side;
-use super::ChannelKey;
 use crate::sip::Message;
 use crate::transaction::TransactionKey;
 
@@ -102,19 +101,12 @@ pub(crate) struct SessionTable {
     pub(crate) dialogs: HashMap<DialogKey, CallId>,
     pub(crate) clients: HashMap<TransactionKey, (CallId, Purpose)>,
     pub(crate) invites: HashMap<TransactionKey, CallId>,
-    /// Per trunk or DID, calls holding a channel (ARCHITECTURE.md: channel
-    /// counts are derived from the session table, kept here as it changes).
-    pub(crate) channels: HashMap<ChannelKey, u32>,
     next: CallId,
 }
 
 impl SessionTable {
     /// Inserts a call and indexes both legs and the A-leg INVITE.
-    pub(crate) fn insert(&mut self, mut call: Call) -> CallId {
-        if call.holds_channel() {
-            call.channel = true;
-            *self.channels.entry(call.terms.channel()).or_default() += 1;
-        }
+    pub(crate) fn insert(&mut self, call: Call) -> CallId {
         let id = self.next;
         self.next = self.next.wrapping_add(1);
         self.dialogs.insert(call.dialog_key(Side::A), id);
@@ -127,8 +119,7 @@ impl SessionTable {
     /// Removes a call and its dialog and INVITE indexes. Client transaction
     /// entries go when their transactions terminate.
     pub(crate) fn remove(&mut self, id: CallId) -> Option<Call> {
-        let mut call = self.calls.remove(&id)?;
-        release_channel(&mut self.channels, &mut call);
+        let call = self.calls.remove(&id)?;
         // A leg handed over to a transfer's new call is indexed to it now.
         for side in [Side::A, Side::B] {
             let key = call.dialog_key(side);
@@ -138,11 +129,6 @@ impl SessionTable {
         }
         self.invites.remove(call.a_invite_key());
         Some(call)
-    }
-
-    /// Calls holding a channel of `key`.
-    pub(crate) fn channels(&self, key: &ChannelKey) -> u32 {
-        self.channels.get(key).copied().unwrap_or(0)
     }
 
     /// The call and leg of the dialog (`call_id`, our `local_tag`).
@@ -156,21 +142,5 @@ impl SessionTable {
             .into_iter()
             .find(|&side| call.is_dialog(side, call_id, local_tag))
             .map(|side| (id, side))
-    }
-}
-
-/// Gives `call`'s channel back (a failure answered, the end of the call,
-/// or its removal however that happened); a no-op if it holds none.
-pub(crate) fn release_channel(channels: &mut HashMap<ChannelKey, u32>, call: &mut Call) {
-    if !call.channel {
-        return;
-    }
-    call.channel = false;
-    let key = call.terms.channel();
-    if let Some(n) = channels.get_mut(&key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            channels.remove(&key);
-        }
     }
 }

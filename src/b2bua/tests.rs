@@ -61,6 +61,25 @@ impl H {
     }
 
     fn with(f: impl FnOnce(&mut EndpointConfig)) -> H {
+        H {
+            ep: Endpoint::new(H::config(f)),
+            now: Instant::now(),
+        }
+        .started()
+    }
+
+    /// Another core shard of the same node: its own endpoint, sharing this
+    /// one's `SharedState` (channel counters, bans, rates).
+    fn shard(&self, f: impl FnOnce(&mut EndpointConfig)) -> H {
+        let shared = Arc::clone(self.ep.shared());
+        H {
+            ep: Endpoint::with_shared(H::config(f), shared),
+            now: self.now,
+        }
+        .started()
+    }
+
+    fn config(f: impl FnOnce(&mut EndpointConfig)) -> EndpointConfig {
         let mut cfg = EndpointConfig {
             upstreams: Upstreams::from_config(&[
                 upstream("one", &format!("sip:{B1}"), 1),
@@ -71,11 +90,7 @@ impl H {
             ..EndpointConfig::default()
         };
         f(&mut cfg);
-        H {
-            ep: Endpoint::new(cfg),
-            now: Instant::now(),
-        }
-        .started()
+        cfg
     }
 
     /// What main.rs does before its loop: the first `handle_timeout`.
@@ -851,6 +866,40 @@ fn trunk(extra: &str) -> String {
 }
 
 #[test]
+fn a_trunks_channel_limit_holds_across_shards_sharing_state() {
+    let limit = |c: &mut EndpointConfig| {
+        c.admission = admission(&trunk("channels_restrict = true\nmax_channels = 2"));
+    };
+    let mut s1 = H::with(limit);
+    let mut s2 = s1.shard(limit);
+    let inv1 = request_to(
+        &s1.feed(A, a_invite_n(1, "12125551234", &[])),
+        B1,
+        Method::Invite,
+    )
+    .expect("shard 1 relays its call");
+    let out = s2.feed(A, a_invite_n(2, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "shard 2 relays its call"
+    );
+    // Both channels are taken, one on each shard: either refuses now.
+    for (n, s) in [(3, &mut s1), (4, &mut s2)] {
+        let out = s.feed(A, a_invite_n(n, "12125551234", &[]));
+        assert_eq!(status_to(&out, A), vec![503], "call {n}");
+    }
+    assert_eq!(s2.ep.b2bua().calls_of_trunk(1), 2);
+    // Shard 1's call fails upstream: shard 2 gets its channel.
+    s1.feed(B1, b_response(&inv1, 486, ""));
+    let out = s2.feed(A, a_invite_n(5, "12125551234", &[]));
+    assert!(
+        request_to(&out, B1, Method::Invite).is_some(),
+        "call 5 relayed"
+    );
+    assert_eq!(s1.ep.b2bua().calls_of_trunk(1), 2);
+}
+
+#[test]
 fn channel_limit_answers_503_naming_it_and_a_failed_call_gives_its_channel_back() {
     let mut h = H::with(|c| {
         c.admission = admission(&trunk("channels_restrict = true\nmax_channels = 2"));
@@ -1263,11 +1312,16 @@ const PHONE: &str = "127.0.0.7:5060";
 const PBX2: &str = "127.0.0.8:5060";
 
 fn did_harness(did: &str) -> H {
+    H::with(did_setup(did))
+}
+
+/// The config of [`did_harness`], for more shards of it.
+fn did_setup(did: &str) -> impl Fn(&mut EndpointConfig) {
     let trunks = format!(
         "[[trunk]]\nid = 2\nname = \"36465\"\nhost_request = \"127.0.0.8\"\ndidinfo_enabled = true\n\
          [[trunk]]\nid = 3\nname = \"36466\"\npassword = \"p\"\n{did}"
     );
-    H::with(move |c| {
+    move |c| {
         c.upstreams = Upstreams::from_config(&[UpstreamConfig {
             trusted: true,
             failover_codes: crate::config::default_failover_codes(),
@@ -1276,7 +1330,7 @@ fn did_harness(did: &str) -> H {
         }])
         .unwrap();
         c.admission = admission(&trunks);
-    })
+    }
 }
 
 #[test]
@@ -1316,6 +1370,31 @@ fn unknown_did_is_404_and_did_channels_give_486() {
     let out = h.feed(CARRIER, a_invite_n(3, "12565378257", &[]));
     assert_eq!(status_to(&out, CARRIER), vec![486]);
     assert_eq!(h.ep.b2bua().calls_of_did("12565378257"), 1);
+}
+
+#[test]
+fn did_channels_hold_across_shards_sharing_state() {
+    let setup = did_setup(
+        "[[did]]\nnumber = \"12565378257\"\nchannels = 1\n\
+         destinations = [{ transport = 1, destination = \"sip:phone@127.0.0.7:5060\" }]\n",
+    );
+    let mut s1 = H::with(&setup);
+    let mut s2 = s1.shard(&setup);
+    let out = s1.feed(CARRIER, a_invite_n(1, "12565378257", &[]));
+    let inv = request_to(&out, PHONE, Method::Invite).expect("shard 1 rings the DID");
+    let out = s2.feed(CARRIER, a_invite_n(2, "12565378257", &[]));
+    assert_eq!(
+        status_to(&out, CARRIER),
+        vec![486],
+        "shard 2 sees the channel taken"
+    );
+    s1.feed(PHONE, b_response(&inv, 486, ""));
+    assert_eq!(s2.ep.b2bua().calls_of_did("12565378257"), 0);
+    let out = s2.feed(CARRIER, a_invite_n(3, "12565378257", &[]));
+    assert!(
+        request_to(&out, PHONE, Method::Invite).is_some(),
+        "free again"
+    );
 }
 
 #[test]
@@ -1687,6 +1766,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 mod attended;
 mod identity;
 mod registration;
+mod seeded;
 mod session;
 mod transfer;
 mod upauth;

@@ -33,7 +33,7 @@ use super::table::CallId;
 use super::{B2bua, ChannelKey};
 use crate::cdr::Direction;
 use crate::routing::Locations;
-use crate::sip::build::{self, RequestBuilder};
+use crate::sip::build::RequestBuilder;
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
 
@@ -145,18 +145,17 @@ impl B2bua {
         let (dest, transport) = call.peer(moved);
         let sdp = call.xfer.sdp(moved).cloned();
         let channel = ChannelKey::Trunk(trunk.id());
-        let replaced = call.channel && call.terms.channel() == channel;
-        let active = self
-            .table
-            .channels(&channel)
-            .saturating_sub(u32::from(replaced));
+        // The referrer's channel is the new call's to take over.
+        let spare = u32::from(call.channel.is_some() && call.terms.channel() == channel);
+        let active = self.channels.active(&channel).saturating_sub(spare);
         let invite = self
             .transfer_invite(number, &caller, sdp)
             .ok_or(StatusCode::ADDRESS_INCOMPLETE)?;
-        let admitted = match self
+        let admitted = self
             .admission
             .admit_trunk(trunk.clone(), &invite, source.ip(), active)
-        {
+            .and_then(|a| Ok((a.take_channel(&self.channels, spare)?, a)));
+        let (channel, admitted) = match admitted {
             Ok(a) => a,
             Err(refusal) => {
                 tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {refusal}");
@@ -182,8 +181,9 @@ impl B2bua {
             plan,
             status_url: self.admission.status_url(Direction::Placed, None),
             admitted,
+            channel,
         };
-        let mut call = Call::new(new, &self.cfg, now)?;
+        let mut call = Call::new(new, &self.cfg, now, &mut self.rng)?;
         call.xfer.role = Xfer::transferee(referrer, msg_call_id(&invite));
         call.limit_ringing(now + TIMER_C);
         tracing::info!(
@@ -209,7 +209,7 @@ impl B2bua {
     /// new call's (never sent) A-leg INVITE: the transferred party `caller`
     /// calls, offering its last `sdp`.
     pub(super) fn transfer_invite(
-        &self,
+        &mut self,
         number: &str,
         caller: &str,
         sdp: Option<Bytes>,
@@ -225,13 +225,13 @@ impl B2bua {
             .via(
                 Transport::Udp,
                 &self.cfg.local.sent_by(Transport::Udp),
-                &build::new_branch(),
+                &self.rng.branch(),
                 false,
             )
             .max_forwards(70)
-            .from(&format!("<sip:{caller}@{host}>"), Some(&build::new_tag()))
+            .from(&format!("<sip:{caller}@{host}>"), Some(&self.rng.tag()))
             .to(&format!("<{uri}>"), None)
-            .call_id(&build::new_call_id(host))
+            .call_id(&self.rng.call_id(host))
             .cseq(1);
         if let Some(sdp) = sdp {
             b = b.body("application/sdp", sdp);

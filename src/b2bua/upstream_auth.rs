@@ -10,6 +10,7 @@
 //! holds the per-leg bookkeeping and the decision for one response.
 
 use crate::auth::client::{self, ChallengeAnswer, Credentials};
+use crate::sip::random::Random;
 use crate::sip::{Message, Method};
 
 /// CSeq numbers of in-dialog requests we sent toward the upstream with
@@ -106,18 +107,9 @@ pub(crate) fn decide(
     }
 }
 
-/// The next number of the core's seeded generator (splitmix64).
-pub(crate) fn random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// A digest cnonce from the core's seeded generator: 16 hex digits.
-pub(crate) fn cnonce(state: &mut u64) -> String {
-    format!("{:016x}", random(state))
+pub(crate) fn cnonce(rng: &mut Random) -> String {
+    format!("{:016x}", rng.next_u64())
 }
 
 #[cfg(test)]
@@ -133,7 +125,9 @@ mod tests {
         assert!(!a.take(0), "oldest dropped");
         assert!(a.take(19));
         assert!(!a.take(19), "taken once");
-        let mut s = 1;
-        assert_ne!(cnonce(&mut s), cnonce(&mut s));
+        let mut r = Random::from_seed([1; 32]);
+        let c = cnonce(&mut r);
+        assert_eq!(c.len(), 16);
+        assert_ne!(c, cnonce(&mut r));
     }
 }

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 
 use super::{EndpointConfig, Inbound};
-use crate::sip::build::{self, ResponseBuilder};
+use crate::sip::build::ResponseBuilder;
+use crate::sip::random::Random;
 use crate::sip::{HeaderName, Message, Method, ParseError, StatusCode};
 
 /// Methods we act on today; sent in `Allow` (RFC 3261 §20.5). Everything
@@ -29,11 +30,16 @@ pub(super) struct Answer {
 /// The answer to a well-formed request that opened a new server transaction.
 ///
 /// ACK never reaches here: it opens no transaction (RFC 3261 §17.2.3).
-pub(super) fn answer(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Answer {
+pub(super) fn answer(
+    req: &Message,
+    inbound: &Inbound,
+    cfg: &EndpointConfig,
+    rng: &mut Random,
+) -> Answer {
     let (status, builder) = decide(req);
     let builder = builder
         .received(inbound.peer)
-        .to_tag(&build::new_tag())
+        .to_tag(&rng.tag())
         .server(&cfg.server_header);
     Answer {
         status,
@@ -42,11 +48,16 @@ pub(super) fn answer(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> 
 }
 
 /// `503` with `Retry-After` (rate limit, overload): try again later.
-pub(super) fn unavailable(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Answer {
+pub(super) fn unavailable(
+    req: &Message,
+    inbound: &Inbound,
+    cfg: &EndpointConfig,
+    rng: &mut Random,
+) -> Answer {
     let status = StatusCode::SERVICE_UNAVAILABLE;
     let builder = ResponseBuilder::new(req, status)
         .received(inbound.peer)
-        .to_tag(&build::new_tag())
+        .to_tag(&rng.tag())
         .server(&cfg.server_header)
         .header("Retry-After", "5");
     Answer {
@@ -56,11 +67,16 @@ pub(super) fn unavailable(req: &Message, inbound: &Inbound, cfg: &EndpointConfig
 }
 
 /// The answer owed before any processing (483, then 420), if one is.
-pub(super) fn precheck(req: &Message, inbound: &Inbound, cfg: &EndpointConfig) -> Option<Answer> {
+pub(super) fn precheck(
+    req: &Message,
+    inbound: &Inbound,
+    cfg: &EndpointConfig,
+    rng: &mut Random,
+) -> Option<Answer> {
     let (status, builder) = early(req)?;
     let builder = builder
         .received(inbound.peer)
-        .to_tag(&build::new_tag())
+        .to_tag(&rng.tag())
         .server(&cfg.server_header);
     Some(Answer {
         status,
@@ -143,12 +159,13 @@ pub(super) fn reject(
     err: &ParseError,
     inbound: &Inbound,
     cfg: &EndpointConfig,
+    rng: &mut Random,
 ) -> Option<Bytes> {
     let req = Message::parse_for_reply(raw.clone())?;
     let b = ResponseBuilder::new(&req, err.status())
         .reason(err.reason())
         .received(inbound.peer)
-        .to_tag(&build::new_tag())
+        .to_tag(&rng.tag())
         .server(&cfg.server_header);
     Some(b.build())
 }

@@ -3,9 +3,11 @@
 //! banned sources and SIP scanners get no answer at all, and wrong
 //! credentials from the INVITE and REGISTER paths are counted toward bans.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use super::Endpoint;
 use crate::auth::{AuthError, BanPolicy};
@@ -38,17 +40,23 @@ pub(super) struct Bucket {
     at: Instant,
 }
 
-/// Per-source token buckets for new out-of-dialog requests.
+/// Per-source token buckets for new out-of-dialog requests, shared by the
+/// node's shards (a source's rate is its rate over all of them).
 #[derive(Debug, Default)]
-pub(super) struct RateLimiter {
-    buckets: HashMap<IpAddr, Bucket>,
+pub struct RateLimiter {
+    buckets: DashMap<IpAddr, Bucket>,
     /// Requests refused for exceeding the rate.
-    pub(super) limited: u64,
+    limited: AtomicU64,
 }
 
 impl RateLimiter {
+    /// Requests refused for exceeding the rate.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
+    }
+
     /// Takes one token for `ip`; false when its bucket is empty.
-    fn take(&mut self, ip: IpAddr, rate: u32, now: Instant) -> bool {
+    fn take(&self, ip: IpAddr, rate: u32, now: Instant) -> bool {
         let cap = f64::from(rate) * 2.0;
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_BUCKETS {
             // Full buckets carry no information: forget them first.
@@ -59,18 +67,20 @@ impl RateLimiter {
                 return true;
             }
         }
-        let b = self.buckets.entry(ip).or_insert(Bucket {
+        let mut b = self.buckets.entry(ip).or_insert(Bucket {
             tokens: cap,
             at: now,
         });
         let refill = now.saturating_duration_since(b.at).as_secs_f64() * f64::from(rate);
         b.tokens = (b.tokens + refill).min(cap);
-        b.at = now;
+        // Shards pass their own `now`: a bucket's time never goes back.
+        b.at = b.at.max(now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             true
         } else {
-            self.limited += 1;
+            drop(b);
+            self.limited.fetch_add(1, Ordering::Relaxed);
             false
         }
     }
@@ -104,10 +114,10 @@ impl Endpoint {
     /// Whether a datagram or frame from `ip` is dropped unread (banned).
     pub(super) fn banned(&mut self, ip: IpAddr, now: Instant) -> bool {
         if now >= self.next_sweep {
-            self.bans.sweep(now);
+            self.shared.bans().sweep(now);
             self.next_sweep = now + SWEEP_EVERY;
         }
-        self.bans.check(ip, now)
+        self.shared.bans().check(ip, now)
     }
 
     /// Whether a request comes from a known SIP scanner (dropped unanswered,
@@ -140,11 +150,11 @@ impl Endpoint {
             || self.b2bua.upstreams().is_upstream(ip)
             || self.cfg.guard.bans.allow.iter().any(|n| n.contains(ip))
             || self.b2bua.admission().is_ip_trunk(ip)
-            || self.bans.is_known(ip, now)
+            || self.shared.bans().is_known(ip, now)
         {
             return true;
         }
-        self.rates.take(ip, rate, now)
+        self.shared.rates().take(ip, rate, now)
     }
 
     /// Whether the node is past its transaction bound: new INVITEs get
@@ -162,11 +172,11 @@ impl Endpoint {
         now: Instant,
     ) {
         match outcome {
-            Ok(()) => self.bans.success(ip, now),
+            Ok(()) => self.shared.bans().success(ip, now),
             Err(AuthError::Forbidden) => {
                 // Never an upstream: its responses and DID calls must flow.
                 let exempt = self.b2bua.upstreams().is_upstream(ip);
-                if let Some(ban) = self.bans.failure(ip, exempt, now) {
+                if let Some(ban) = self.shared.bans().failure(ip, exempt, now) {
                     let secs = ban.until.saturating_duration_since(now).as_secs();
                     tracing::warn!(
                         source = %ip,
@@ -178,5 +188,29 @@ impl Endpoint {
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_sources_bucket_is_one_over_every_shard() {
+        let limiter = Arc::new(RateLimiter::default());
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let l = Arc::clone(&limiter);
+                std::thread::spawn(move || (0..10).filter(|_| l.take(ip, 5, t0)).count())
+            })
+            .collect();
+        let granted: usize = handles.into_iter().map(|h| h.join().unwrap_or(99)).sum();
+        // Rate 5/s: a bucket of 10, whichever thread asks.
+        assert_eq!(granted, 10);
+        assert_eq!(limiter.limited(), 30);
     }
 }

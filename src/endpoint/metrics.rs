@@ -166,14 +166,14 @@ impl Endpoint {
             "sipfront_bans",
             "gauge",
             "Sources banned now.",
-            self.bans.list(now).len(),
+            self.shared.bans().list(now).len(),
         );
         metric(
             m,
             "sipfront_banned_drops_total",
             "counter",
             "Packets dropped from banned sources.",
-            self.bans.dropped,
+            self.shared.bans().dropped(),
         );
         metric(
             m,
@@ -187,7 +187,7 @@ impl Endpoint {
             "sipfront_rate_limited_total",
             "counter",
             "Requests refused 503 for their source's rate.",
-            self.rates.limited,
+            self.shared.rates().limited(),
         );
         let _ = writeln!(
             m,

@@ -35,9 +35,11 @@
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
+mod env;
 mod guard;
 mod metrics;
 mod register;
+mod shared;
 mod stats;
 
 use std::collections::VecDeque;
@@ -46,19 +48,22 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use crate::auth::{Ban, Bans};
+use crate::auth::Ban;
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
 use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::registrar::{BindingWrite, Registrar, RegistrarConfig, RestoreReport, StoredBinding};
 use crate::routing::{UpstreamError, Upstreams};
+use crate::sip::random::Random;
 use crate::sip::{Message, Method, ParseError};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
 
 pub use answer::{ALLOW, SUPPORTED};
-pub use guard::GuardConfig;
+pub use env::Env;
+pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, metric};
+pub use shared::SharedState;
 pub use stats::{EndedCalls, Stats};
 
 /// Settings of the endpoint that do not change per message.
@@ -78,10 +83,21 @@ pub struct EndpointConfig {
     pub registrar: RegistrarConfig,
     /// Bans and scanner rules (`[security]`).
     pub guard: GuardConfig,
+    /// Seed of the identifiers the core mints ([`Env::seed`]).
+    pub seed: [u8; 32],
 }
 
+/// Unit tests' defaults: [`Env::fixed`] at the time of the call.
+#[cfg(test)]
 impl Default for EndpointConfig {
     fn default() -> Self {
+        EndpointConfig::new(Env::fixed(Instant::now()))
+    }
+}
+
+impl EndpointConfig {
+    /// Defaults (no trunks, no upstreams) around the shell's `env`.
+    pub fn new(env: Env) -> Self {
         let local = Local {
             public_address: "127.0.0.1".to_owned(),
             udp_port: 5060,
@@ -90,18 +106,18 @@ impl Default for EndpointConfig {
         EndpointConfig {
             timers: TimerConfig::default(),
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
-            b2bua: B2buaConfig::new(local),
+            b2bua: B2buaConfig::new(local, env.wall),
             upstreams: Upstreams::default(),
-            admission: Arc::new(Admission::empty("sipfront.local", rand::random())),
+            admission: Arc::new(Admission::empty("sipfront.local", env.nonce_secret)),
             registrar: RegistrarConfig::default(),
             guard: GuardConfig::from(&crate::config::SecuritySettings::default()),
+            seed: env.seed,
         }
     }
-}
 
-impl EndpointConfig {
-    /// From the config file and the bound listen sockets (their ports go in
-    /// Via and Contact; with port 0 in the file only the bound one is known).
+    /// From the config file, the bound listen sockets (their ports go in
+    /// Via and Contact; with port 0 in the file only the bound one is known)
+    /// and the shell's `env`.
     ///
     /// # Errors
     /// [`UpstreamError`] for an `[[upstream]]` the B2BUA cannot use.
@@ -109,15 +125,16 @@ impl EndpointConfig {
         cfg: &Config,
         udp: Option<SocketAddr>,
         tcp: Option<SocketAddr>,
+        env: Env,
     ) -> Result<EndpointConfig, UpstreamError> {
-        let mut out = EndpointConfig::default();
+        let mut out = EndpointConfig::new(env);
         let udp_port = udp.map_or(5060, |a| a.port());
         let local = Local {
             public_address: cfg.server.public_address.clone(),
             udp_port,
             tcp_port: tcp.map_or(udp_port, |a| a.port()),
         };
-        out.b2bua = B2buaConfig::new(local);
+        out.b2bua = B2buaConfig::new(local, env.wall);
         out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);
         out.b2bua.session = crate::b2bua::session_timer::SessionConfig {
             expires: std::time::Duration::from_secs(cfg.server.session_expires_s),
@@ -125,7 +142,7 @@ impl EndpointConfig {
         };
         out.b2bua.server_header.clone_from(&out.server_header);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
-        out.admission = Arc::new(Admission::new(cfg, rand::random()));
+        out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
         out.guard = GuardConfig::from(&cfg.security);
         Ok(out)
@@ -147,29 +164,45 @@ pub struct Endpoint {
     registrar: Registrar,
     outbox: VecDeque<Outbound>,
     stats: Stats,
-    bans: Bans,
-    rates: guard::RateLimiter,
+    /// What crosses calls: channel counters, bans, rate limiter.
+    shared: Arc<SharedState>,
     next_sweep: Instant,
+    /// Mints the To tags of the endpoint's own answers.
+    rng: Random,
 }
 
 impl Endpoint {
-    /// A new endpoint with no transactions.
+    /// A new endpoint with no transactions and state of its own.
     pub fn new(cfg: EndpointConfig) -> Self {
+        let shared = Arc::new(SharedState::new(&cfg.guard));
+        Endpoint::with_shared(cfg, shared)
+    }
+
+    /// A new endpoint (one core shard) counting channels, bans and rates
+    /// in `shared`, which the node's other shards share.
+    pub fn with_shared(cfg: EndpointConfig, shared: Arc<SharedState>) -> Self {
         let mut b2cfg = cfg.b2bua.clone();
         b2cfg.timers = cfg.timers;
-        let seed = rand::random();
-        let mut registrar = Registrar::new(cfg.registrar);
+        let mut rng = Random::from_seed(cfg.seed);
+        let mut registrar = Registrar::new(cfg.registrar, rng.fork());
         registrar.set_local(cfg.b2bua.local.sent_by(crate::sip::Transport::Udp));
+        let mut b2bua = B2bua::new(
+            b2cfg,
+            cfg.upstreams.clone(),
+            cfg.admission.clone(),
+            rng.fork(),
+        );
+        b2bua.share_channels(Arc::clone(shared.channels()));
         Endpoint {
             txns: Transactions::new(cfg.timers),
-            b2bua: B2bua::new(b2cfg, cfg.upstreams.clone(), cfg.admission.clone(), seed),
+            b2bua,
             registrar,
-            bans: Bans::new(cfg.guard.bans.clone()),
-            rates: guard::RateLimiter::default(),
+            shared,
             next_sweep: cfg.b2bua.wall.at,
             cfg,
             outbox: VecDeque::new(),
             stats: Stats::default(),
+            rng,
         }
     }
 
@@ -328,7 +361,7 @@ impl Endpoint {
         self.registrar
             .set_config(RegistrarConfig::from(&cfg.registrar));
         self.cfg.guard = GuardConfig::from(&cfg.security);
-        self.bans.set_policy(self.cfg.guard.bans.clone());
+        self.shared.bans().set_policy(self.cfg.guard.bans.clone());
     }
 
     /// A DNS answer for upstream `index` from the shell (RFC 3263): its
@@ -381,17 +414,22 @@ impl Endpoint {
 
     /// Sources banned now, with when each ban ends (`/v1/bans`, metrics).
     pub fn bans(&self, now: Instant) -> Vec<(std::net::IpAddr, Ban)> {
-        self.bans.list(now)
+        self.shared.bans().list(now)
     }
 
     /// Lifts a ban; false if `ip` was not banned.
     pub fn unban(&mut self, ip: std::net::IpAddr) -> bool {
-        self.bans.unban(ip)
+        self.shared.bans().unban(ip)
     }
 
     /// Packets dropped because their source was banned.
     pub fn banned_drops(&self) -> u64 {
-        self.bans.dropped
+        self.shared.bans().dropped()
+    }
+
+    /// The state this endpoint shares with the node's other shards.
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
     }
 
     /// The next message to put on the wire.
@@ -458,7 +496,7 @@ impl Endpoint {
             };
             if let Some(why) = why {
                 tracing::debug!(peer = %inbound.peer, "request refused 503: {why}");
-                let response = answer::unavailable(&msg, inbound, &self.cfg);
+                let response = answer::unavailable(&msg, inbound, &self.cfg, &mut self.rng);
                 self.stats.count_answer(response.status);
                 self.txns
                     .respond(&key, response.bytes, response.status, now);
@@ -466,7 +504,7 @@ impl Endpoint {
             }
         }
         if !is_cancel {
-            if let Some(response) = answer::precheck(&msg, inbound, &self.cfg) {
+            if let Some(response) = answer::precheck(&msg, inbound, &self.cfg, &mut self.rng) {
                 self.stats.count_answer(response.status);
                 self.txns
                     .respond(&key, response.bytes, response.status, now);
@@ -502,7 +540,7 @@ impl Endpoint {
                 return;
             }
         }
-        let response = answer::answer(&msg, inbound, &self.cfg);
+        let response = answer::answer(&msg, inbound, &self.cfg, &mut self.rng);
         self.stats.count_answer(response.status);
         self.txns
             .respond(&key, response.bytes, response.status, now);
@@ -522,7 +560,7 @@ impl Endpoint {
 
     fn reject_malformed(&mut self, inbound: &Inbound, err: &ParseError) {
         self.stats.parse_errors += 1;
-        match answer::reject(&inbound.bytes, err, inbound, &self.cfg) {
+        match answer::reject(&inbound.bytes, err, inbound, &self.cfg, &mut self.rng) {
             Some(bytes) => self.outbox.push_back(Outbound {
                 bytes,
                 dest: inbound.peer,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::Endpoint;
 use crate::auth::TrunkId;
-use crate::sip::build::{self, ResponseBuilder};
+use crate::sip::build::ResponseBuilder;
 use crate::sip::{Message, StatusCode};
 use crate::transaction::TransactionKey;
 use crate::transport::Inbound;
@@ -68,7 +68,7 @@ impl Endpoint {
         };
         let mut b = ResponseBuilder::new(msg, status)
             .received(peer)
-            .to_tag(&build::new_tag())
+            .to_tag(&self.rng.tag())
             .server(&self.cfg.server_header);
         if let Some(r) = &reason {
             b = b.reason(r);

@@ -210,13 +210,19 @@ pub fn check_ip(trunk: &TrunkConfig, source: IpAddr) -> Result<(), Denied> {
     }
 }
 
+/// SPEC §3 "channels": the most concurrent outbound calls of `trunk`,
+/// `max_channels` under `channels_restrict`, else no limit.
+pub fn channel_limit(trunk: &TrunkConfig) -> Option<u32> {
+    trunk.channels_restrict.then_some(trunk.max_channels)
+}
+
 /// SPEC §3 "channels": with `channels_restrict`, `active` must be below
 /// `max_channels`.
 ///
 /// # Errors
 /// [`Denied::ChannelLimit`].
 pub fn check_channels(trunk: &TrunkConfig, active: u32) -> Result<(), Denied> {
-    if trunk.channels_restrict && active >= trunk.max_channels {
+    if channel_limit(trunk).is_some_and(|max| active >= max) {
         Err(Denied::ChannelLimit {
             active,
             max: trunk.max_channels,

@@ -30,7 +30,8 @@ use bytes::Bytes;
 
 use super::store::LocationStore;
 use super::Binding;
-use crate::sip::build::{self, RequestBuilder};
+use crate::sip::build::RequestBuilder;
+use crate::sip::random::Random;
 use crate::sip::{Message, Method, Transport};
 use crate::transport::Outbound;
 
@@ -68,6 +69,8 @@ pub(super) struct Keepalive {
     pub(super) out: VecDeque<Outbound>,
     /// Counters: OPTIONS sent, answered; CRLF pings sent; bindings dropped.
     pub(super) stats: KeepaliveStats,
+    /// Mints the OPTIONS' branches, tags and Call-IDs.
+    rng: Random,
 }
 
 /// Keep-alive counters (metrics).
@@ -84,7 +87,7 @@ pub struct KeepaliveStats {
 }
 
 impl Keepalive {
-    pub(super) fn new(interval_s: u32) -> Keepalive {
+    pub(super) fn new(interval_s: u32, rng: Random) -> Keepalive {
         Keepalive {
             interval: Duration::from_secs(u64::from(interval_s)),
             sent_by: "127.0.0.1:5060".to_owned(),
@@ -94,6 +97,7 @@ impl Keepalive {
             cseq: 0,
             out: VecDeque::new(),
             stats: KeepaliveStats::default(),
+            rng,
         }
     }
 
@@ -187,7 +191,7 @@ impl Keepalive {
                         dead = true;
                         continue;
                     }
-                    let branch = build::new_branch();
+                    let branch = self.rng.branch();
                     self.cseq = self.cseq.wrapping_add(1);
                     self.out.push_back(options(
                         &self.sent_by,
@@ -195,6 +199,7 @@ impl Keepalive {
                         b.source,
                         &branch,
                         self.cseq,
+                        &mut self.rng,
                     ));
                     self.stats.options_sent += 1;
                     let branch: Box<str> = branch.into();
@@ -289,13 +294,20 @@ fn spread(login: &str, interval: Duration) -> Duration {
 
 /// The OPTIONS ping to `contact`, sent to the NAT address `dest` (the
 /// Request-URI is the Contact as registered, as nathelper does).
-fn options(sent_by: &str, contact: &str, dest: SocketAddr, branch: &str, cseq: u32) -> Outbound {
+fn options(
+    sent_by: &str,
+    contact: &str,
+    dest: SocketAddr,
+    branch: &str,
+    cseq: u32,
+    rng: &mut Random,
+) -> Outbound {
     let host = sent_by.rsplit_once(':').map_or(sent_by, |(h, _)| h);
     let bytes = RequestBuilder::new(Method::Options, contact)
         .via(Transport::Udp, sent_by, branch, true)
-        .from(&format!("<sip:sipfront@{host}>"), Some(&build::new_tag()))
+        .from(&format!("<sip:sipfront@{host}>"), Some(&rng.tag()))
         .to(&format!("<{contact}>"), None)
-        .call_id(&build::new_call_id(host))
+        .call_id(&rng.call_id(host))
         .cseq(cseq)
         .max_forwards(70)
         .build();

@@ -56,6 +56,7 @@ mod tests_persist;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::sip::random::Random;
 use crate::sip::{Message, StatusCode, Transport};
 use crate::transport::ConnId;
 
@@ -159,12 +160,12 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    /// An empty registrar.
-    pub fn new(cfg: RegistrarConfig) -> Registrar {
+    /// An empty registrar; `rng` mints its keep-alive OPTIONS' identifiers.
+    pub fn new(cfg: RegistrarConfig, rng: Random) -> Registrar {
         let mut store = LocationStore::default();
         store.set_persist(cfg.persist);
         Registrar {
-            keepalive: keepalive::Keepalive::new(cfg.keepalive_s),
+            keepalive: keepalive::Keepalive::new(cfg.keepalive_s, rng),
             cfg: cfg.sanitized(),
             store,
         }

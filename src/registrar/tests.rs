@@ -49,7 +49,7 @@ impl H {
     }
     fn with(cfg: RegistrarConfig) -> H {
         H {
-            r: Registrar::new(cfg),
+            r: Registrar::new(cfg, Random::from_seed([4; 32])),
             t0: Instant::now(),
         }
     }
@@ -596,14 +596,17 @@ fn snapshot_view_for_the_api() {
 
 #[test]
 fn config_is_sanitized_and_reloadable() {
-    let mut r = Registrar::new(RegistrarConfig {
-        min_expires: 0,
-        max_expires: 0,
-        default_expires: 9,
-        max_contacts: 0,
-        keepalive_s: 0,
-        persist: true,
-    });
+    let mut r = Registrar::new(
+        RegistrarConfig {
+            min_expires: 0,
+            max_expires: 0,
+            default_expires: 9,
+            max_contacts: 0,
+            keepalive_s: 0,
+            persist: true,
+        },
+        Random::from_seed([4; 32]),
+    );
     let c = r.config();
     assert_eq!(
         (

@@ -32,10 +32,13 @@ fn nat(port: u16) -> SocketAddr {
 }
 
 fn registrar(keepalive_s: u32) -> Registrar {
-    let mut r = Registrar::new(RegistrarConfig {
-        keepalive_s,
-        ..RegistrarConfig::default()
-    });
+    let mut r = Registrar::new(
+        RegistrarConfig {
+            keepalive_s,
+            ..RegistrarConfig::default()
+        },
+        Random::from_seed([4; 32]),
+    );
     r.set_local("192.0.2.1:5060".to_owned());
     r
 }

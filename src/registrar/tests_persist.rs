@@ -32,10 +32,13 @@ fn nat() -> SocketAddr {
 }
 
 fn registrar() -> Registrar {
-    Registrar::new(RegistrarConfig {
-        keepalive_s: 0,
-        ..RegistrarConfig::default()
-    })
+    Registrar::new(
+        RegistrarConfig {
+            keepalive_s: 0,
+            ..RegistrarConfig::default()
+        },
+        Random::from_seed([4; 32]),
+    )
 }
 
 fn drain(r: &mut Registrar, now: Instant, unix_ms: u64) -> Vec<BindingWrite> {
@@ -177,11 +180,14 @@ fn restore_keeps_remaining_expiry_and_nat_source_and_drops_expired_and_tcp() {
 /// on by a reload, the next change is written.
 #[test]
 fn persist_off_marks_nothing_until_turned_on() {
-    let mut r = Registrar::new(RegistrarConfig {
-        keepalive_s: 0,
-        persist: false,
-        ..RegistrarConfig::default()
-    });
+    let mut r = Registrar::new(
+        RegistrarConfig {
+            keepalive_s: 0,
+            persist: false,
+            ..RegistrarConfig::default()
+        },
+        Random::from_seed([4; 32]),
+    );
     let t0 = Instant::now();
     let m = reg("100", "c1", 1, "sip:100@10.0.0.5:5060", 600);
     assert!(r

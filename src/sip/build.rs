@@ -11,44 +11,11 @@ use super::status::StatusCode;
 use super::text::{put_u64, Arena, Clean, Piece};
 use super::transport::Transport;
 use super::uri::Host;
-use super::via::{Via, MAGIC_COOKIE};
+use super::via::Via;
 use bytes::{BufMut, Bytes, BytesMut};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use smallvec::SmallVec;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-
-fn random_token(n: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
-}
-
-/// A fresh RFC 3261 branch: `z9hG4bK` + 16 random alphanumerics.
-pub fn new_branch() -> String {
-    let mut s = String::with_capacity(MAGIC_COOKIE.len() + 16);
-    s.push_str(MAGIC_COOKIE);
-    s.push_str(&random_token(16));
-    s
-}
-
-/// A fresh From/To tag (12 random alphanumerics, > 32 bits of randomness).
-pub fn new_tag() -> String {
-    random_token(12)
-}
-
-/// A fresh Call-ID `random@host`.
-pub fn new_call_id(host: &str) -> String {
-    let mut s = random_token(20);
-    if !host.is_empty() {
-        s.push('@');
-        s.push_str(host);
-    }
-    s
-}
 
 /// Writes `value`, replacing CR/LF by SP (header injection guard).
 fn put_clean(out: &mut BytesMut, value: &[u8]) {
@@ -460,7 +427,7 @@ impl RequestBuilder {
         self
     }
 
-    /// Call-ID (default: a fresh one).
+    /// Call-ID (required: the core mints one with [`super::random::Random::call_id`]).
     pub fn call_id(mut self, call_id: &str) -> Self {
         self.call_id = Some(self.push(call_id));
         self
@@ -551,9 +518,8 @@ impl RequestBuilder {
             Self::put_addr(&mut out, "To", get(addr), tag.map(get));
         }
         out.put_slice(b"Call-ID: ");
-        match self.call_id {
-            Some(c) => put_clean(&mut out, get(c).as_bytes()),
-            None => put_clean(&mut out, new_call_id("").as_bytes()),
+        if let Some(c) = self.call_id {
+            put_clean(&mut out, get(c).as_bytes());
         }
         out.put_slice(b"\r\nCSeq: ");
         put_u64(&mut out, u64::from(self.cseq));
@@ -670,12 +636,5 @@ Server: sipfront\r\n\
 Content-Length: 0\r\n\
 \r\n";
         assert_eq!(String::from_utf8_lossy(&resp), want);
-    }
-
-    #[test]
-    fn fresh_ids() {
-        assert!(new_branch().starts_with("z9hG4bK"));
-        assert_ne!(new_tag(), new_tag());
-        assert!(new_call_id("h").ends_with("@h"));
     }
 }

@@ -31,7 +31,7 @@
 //! assert_eq!(req.from()?.tag(), Some("a1"));
 //!
 //! let resp = build::ResponseBuilder::new(&req, StatusCode::OK)
-//!     .to_tag(&build::new_tag())
+//!     .to_tag("9fxced76sl")
 //!     .header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
 //!     .build();
 //! let resp = Message::parse(resp)?;
@@ -52,6 +52,7 @@ mod lex;
 pub mod message;
 pub mod method;
 pub mod name_addr;
+pub mod random;
 pub mod status;
 mod text;
 pub mod transport;

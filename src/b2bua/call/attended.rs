@@ -74,7 +74,9 @@ impl Call {
         r.joining = Some((with, None));
         let far = r.side.other();
         let local = fx.cfg.local.clone();
-        let mut b = self.leg_mut(far).request(Method::Invite, &local, None);
+        let mut b = self
+            .leg_mut(far)
+            .request(Method::Invite, &local, None, fx.rng);
         for (name, value) in self.sessions.get(far).request_headers(&fx.cfg.session) {
             b = b.header(name, &value);
         }

@@ -84,7 +84,7 @@ impl Call {
         let local = fx.cfg.local.clone();
         let b = self
             .b
-            .request(Method::Prack, &local, None)
+            .request(Method::Prack, &local, None, fx.rng)
             .header("RAck", &format!("{rseq} {cseq} INVITE"));
         let leg = self.b.clone();
         fx.request(b, &leg, Purpose::Prack);

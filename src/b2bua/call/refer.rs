@@ -313,7 +313,7 @@ impl Call {
         let local = fx.cfg.local.clone();
         let leg = self.leg_mut(side);
         let b = leg
-            .request(Method::Notify, &local, None)
+            .request(Method::Notify, &local, None, fx.rng)
             .header("Event", &event)
             .header("Subscription-State", &state)
             .body(SIPFRAG, Bytes::from(frag));
@@ -424,7 +424,7 @@ impl Call {
         t.report = Some(status);
         if t.owned && !status.is_success() {
             let local = fx.cfg.local.clone();
-            let bye = self.a.request(Method::Bye, &local, None);
+            let bye = self.a.request(Method::Bye, &local, None, fx.rng);
             let leg = self.a.clone();
             fx.request(bye, &leg, Purpose::Bye);
         }
@@ -463,7 +463,7 @@ impl Call {
     /// party (its SDP as the offer; RFC 3264 §8).
     pub(crate) fn bridge(&mut self, fx: &mut Fx<'_>) {
         let local = fx.cfg.local.clone();
-        let mut b = self.a.request(Method::Invite, &local, None);
+        let mut b = self.a.request(Method::Invite, &local, None, fx.rng);
         for (name, value) in self.sessions.get(Side::A).request_headers(&fx.cfg.session) {
             b = b.header(name, &value);
         }

@@ -224,7 +224,7 @@ impl Call {
         let local = fx.cfg.local.clone();
         let mut b = self
             .leg_mut(side)
-            .request(method.clone(), &local, None)
+            .request(method.clone(), &local, None, fx.rng)
             .header("Supported", &reliable::supported(None));
         for (name, value) in headers {
             b = b.header(name, &value);
