@@ -1312,11 +1312,16 @@ const PHONE: &str = "127.0.0.7:5060";
 const PBX2: &str = "127.0.0.8:5060";
 
 fn did_harness(did: &str) -> H {
+    H::with(did_setup(did))
+}
+
+/// The config of [`did_harness`], for more shards of it.
+fn did_setup(did: &str) -> impl Fn(&mut EndpointConfig) {
     let trunks = format!(
         "[[trunk]]\nid = 2\nname = \"36465\"\nhost_request = \"127.0.0.8\"\ndidinfo_enabled = true\n\
          [[trunk]]\nid = 3\nname = \"36466\"\npassword = \"p\"\n{did}"
     );
-    H::with(move |c| {
+    move |c| {
         c.upstreams = Upstreams::from_config(&[UpstreamConfig {
             trusted: true,
             failover_codes: crate::config::default_failover_codes(),
@@ -1325,7 +1330,7 @@ fn did_harness(did: &str) -> H {
         }])
         .unwrap();
         c.admission = admission(&trunks);
-    })
+    }
 }
 
 #[test]
@@ -1365,6 +1370,31 @@ fn unknown_did_is_404_and_did_channels_give_486() {
     let out = h.feed(CARRIER, a_invite_n(3, "12565378257", &[]));
     assert_eq!(status_to(&out, CARRIER), vec![486]);
     assert_eq!(h.ep.b2bua().calls_of_did("12565378257"), 1);
+}
+
+#[test]
+fn did_channels_hold_across_shards_sharing_state() {
+    let setup = did_setup(
+        "[[did]]\nnumber = \"12565378257\"\nchannels = 1\n\
+         destinations = [{ transport = 1, destination = \"sip:phone@127.0.0.7:5060\" }]\n",
+    );
+    let mut s1 = H::with(&setup);
+    let mut s2 = s1.shard(&setup);
+    let out = s1.feed(CARRIER, a_invite_n(1, "12565378257", &[]));
+    let inv = request_to(&out, PHONE, Method::Invite).expect("shard 1 rings the DID");
+    let out = s2.feed(CARRIER, a_invite_n(2, "12565378257", &[]));
+    assert_eq!(
+        status_to(&out, CARRIER),
+        vec![486],
+        "shard 2 sees the channel taken"
+    );
+    s1.feed(PHONE, b_response(&inv, 486, ""));
+    assert_eq!(s2.ep.b2bua().calls_of_did("12565378257"), 0);
+    let out = s2.feed(CARRIER, a_invite_n(3, "12565378257", &[]));
+    assert!(
+        request_to(&out, PHONE, Method::Invite).is_some(),
+        "free again"
+    );
 }
 
 #[test]

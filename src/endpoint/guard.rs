@@ -190,3 +190,27 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_sources_bucket_is_one_over_every_shard() {
+        let limiter = Arc::new(RateLimiter::default());
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let l = Arc::clone(&limiter);
+                std::thread::spawn(move || (0..10).filter(|_| l.take(ip, 5, t0)).count())
+            })
+            .collect();
+        let granted: usize = handles.into_iter().map(|h| h.join().unwrap_or(99)).sum();
+        // Rate 5/s: a bucket of 10, whichever thread asks.
+        assert_eq!(granted, 10);
+        assert_eq!(limiter.limited(), 30);
+    }
+}
