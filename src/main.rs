@@ -556,7 +556,6 @@ mod shell {
                     endpoint.hang_up_all(now());
                     stopping = true;
                 }
-                _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
                 Some(cfg) = reloads.recv() => {
                     endpoint.reload(&cfg);
                     let names = sipfront::routing::did_hosts::collect(&cfg.did);
@@ -592,13 +591,22 @@ mod shell {
                     let Some(ev) = ev else { break };
                     let now = now();
                     endpoint.handle_event(ev, now);
+                    let mut drained = false;
                     for _ in 1..EVENTS_PER_WAKE {
                         match events.try_recv() {
                             Ok(ev) => endpoint.handle_event(ev, now),
-                            Err(_) => break,
+                            Err(_) => {
+                                drained = true;
+                                break;
+                            }
                         }
                     }
+                    if timers_due(endpoint.poll_timeout(), now, drained) {
+                        endpoint.handle_timeout(now);
+                    }
                 }
+                // After the inputs (`biased`): see `timers_due`.
+                _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
             }
             if let Some(until) = drain_until {
                 // Drained, or out of time: BYE what is left, then stop.
@@ -674,6 +682,22 @@ mod shell {
         tracing::debug!("core task stopped");
     }
 
+    /// How late a due timer may run while received messages still wait.
+    const TIMER_SLACK: Duration = Duration::from_millis(50);
+
+    /// Whether to fire the timers after a batch of received messages.
+    /// Messages already received go first: a response waiting in the queue
+    /// stops its transaction's retransmission timer (RFC 3261 §17.1.1.2)
+    /// instead of racing it. Firing timers first, under load, retransmitted
+    /// requests whose answers were queued, and each retransmission drew
+    /// another answer: more load, more lateness. Timers never starve: once
+    /// `TIMER_SLACK` late they fire between batches however busy the queue.
+    fn timers_due(deadline: Option<Instant>, now: Instant, queue_drained: bool) -> bool {
+        deadline.is_some_and(|d| {
+            d <= now && (queue_drained || now.saturating_duration_since(d) >= TIMER_SLACK)
+        })
+    }
+
     /// What a signal asks for.
     enum Signal {
         Stop(&'static str),
@@ -719,6 +743,26 @@ mod shell {
         async fn next(&mut self) -> Signal {
             let _ = tokio::signal::ctrl_c().await;
             Signal::Stop("Ctrl-C")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn received_messages_go_before_timers_that_are_not_too_late() {
+            let t0 = Instant::now();
+            let ms = Duration::from_millis;
+            // Nothing armed, or not due yet: no.
+            assert!(!timers_due(None, t0, true));
+            assert!(!timers_due(Some(t0 + ms(1)), t0, true));
+            // Due and the queue is drained: fire.
+            assert!(timers_due(Some(t0), t0, true));
+            // Due but messages wait: they go first...
+            assert!(!timers_due(Some(t0), t0 + ms(49), false));
+            // ...unless the timer is TIMER_SLACK late: no starvation.
+            assert!(timers_due(Some(t0), t0 + ms(50), false));
         }
     }
 }

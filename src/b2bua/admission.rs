@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::channels::{ChannelCounters, ChannelGuard};
 use crate::auth::{AuthError, Authenticator, IpAuth, TrunkId};
-use crate::cdr::Direction;
+use crate::b2bua::record::Direction;
 use crate::config::{Config, DidConfig, RateTable, TrunkConfig};
 use crate::policy::{
     self, CallFacts, Decision, Denied, OnNetIndex, OnNetTarget, PolicyContext, Route,

@@ -8,7 +8,7 @@
 //! Customer trunks are outside it: a hidden caller reaches another trunk
 //! with an anonymous From and no P-Asserted-Identity (RFC 3325 §5).
 
-use crate::cdr::Direction;
+use crate::b2bua::record::Direction;
 use crate::config::NumberFormat;
 use crate::sip::{HeaderName, Message, NameAddr};
 

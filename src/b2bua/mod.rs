@@ -40,10 +40,12 @@
 mod admission;
 mod call;
 mod channels;
+pub mod event;
 mod health;
 mod identity;
 mod leg;
 mod plan;
+pub mod record;
 mod redirect;
 mod registration;
 mod reliable;
@@ -61,9 +63,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::cdr::{Cdr, Direction, Disposition};
+use crate::b2bua::event::CallEvent;
+use crate::b2bua::record::{Cdr, Direction, Disposition};
 use crate::config::TrunkConfig;
-use crate::events::CallEvent;
 use crate::routing::{Locations, Upstreams};
 use crate::sip::build::ResponseBuilder;
 use crate::sip::random::Random;

@@ -1153,13 +1153,13 @@ fn a_call_to_another_trunks_login_stays_on_net_without_rate_or_upstream() {
 
 // ---- CDRs (SPEC §6) ---------------------------------------------------
 
-fn cdrs(h: &mut H) -> Vec<crate::cdr::Cdr> {
+fn cdrs(h: &mut H) -> Vec<crate::b2bua::record::Cdr> {
     std::iter::from_fn(|| h.ep.poll_cdr()).collect()
 }
 
 #[test]
 fn one_cdr_per_attempt_with_disposition_duration_and_charge() {
-    use crate::cdr::Disposition;
+    use crate::b2bua::record::Disposition;
     let mut h = H::with(|c| {
         c.admission = admission(&trunk(
             "call_restrict = true\ncall_limit = 61\nchannels_restrict = true\nmax_channels = 1\n\
@@ -1349,7 +1349,7 @@ fn did_call_reaches_its_trunk_with_the_did_in_to_and_a_received_cdr() {
     let out = h.feed(PBX2, b_response(&inv, 486, ""));
     assert_eq!(status_to(&out, CARRIER), vec![486]);
     let cdr = cdrs(&mut h).pop().expect("a CDR");
-    assert_eq!(cdr.direction, crate::cdr::Direction::Received);
+    assert_eq!(cdr.direction, crate::b2bua::record::Direction::Received);
     assert_eq!(
         (cdr.to.as_str(), cdr.sip_trunk.as_str()),
         ("12565378257", "36465")
@@ -1494,12 +1494,12 @@ fn hooked(trunks: &str, global: bool) -> H {
     })
 }
 
-fn call_events(h: &mut H) -> Vec<crate::events::CallEvent> {
+fn call_events(h: &mut H) -> Vec<crate::b2bua::event::CallEvent> {
     std::iter::from_fn(|| h.ep.poll_call_event()).collect()
 }
 
 /// (state, sip_code, duration) of each event, in order.
-fn states(evs: &[crate::events::CallEvent]) -> Vec<(&'static str, u16, u64)> {
+fn states(evs: &[crate::b2bua::event::CallEvent]) -> Vec<(&'static str, u16, u64)> {
     evs.iter()
         .map(|e| (e.state.as_str(), e.sip_code, e.duration))
         .collect()
@@ -1614,7 +1614,7 @@ fn a_did_call_goes_to_the_dids_own_url_else_the_global_one() {
         assert_eq!(states(&evs), [("ringing", 180, 0), ("failed", 486, 0)]);
         for e in &evs {
             assert_eq!(&*e.url, want);
-            assert_eq!(e.direction, crate::cdr::Direction::Received);
+            assert_eq!(e.direction, crate::b2bua::record::Direction::Received);
             assert_eq!((e.to.as_str(), e.trunk.as_deref()), ("12565378257", None));
         }
     }

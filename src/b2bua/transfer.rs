@@ -31,7 +31,7 @@ use super::leg::Side;
 use super::replaces::Replaces;
 use super::table::CallId;
 use super::{B2bua, ChannelKey};
-use crate::cdr::Direction;
+use crate::b2bua::record::Direction;
 use crate::routing::Locations;
 use crate::sip::build::RequestBuilder;
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};

@@ -8,13 +8,12 @@
 //! calls delayed (ARCHITECTURE principle 3). [`CdrStore`] is the file
 //! itself, also what the API reads from.
 
-mod record;
 mod store;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-pub use record::{billed_seconds, format_date, Cdr, Direction, Disposition};
+pub use crate::b2bua::record::{billed_seconds, format_date, Cdr, Direction, Disposition};
 pub use store::{CdrCursor, CdrError, CdrFilter, CdrStats, CdrStore, SCHEMA_VERSION};
 pub use writer::{CdrSink, CdrWriter};

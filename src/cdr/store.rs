@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
-use super::record::{format_date, Cdr, Direction, Disposition};
+use crate::b2bua::record::{format_date, Cdr, Direction, Disposition};
 use crate::store::{open_connection, OpenFailure};
 
 /// `PRAGMA user_version` of a current file; bumped, with a migration

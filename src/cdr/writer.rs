@@ -9,8 +9,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::record::Cdr;
 use super::store::{CdrError, CdrStore};
+use crate::b2bua::record::Cdr;
 
 /// Most records one transaction takes: big enough to amortise the commit,
 /// small enough that a failed batch loses little.

@@ -36,7 +36,7 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
     if url.is_empty() {
         return Ok(());
     }
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(format!("`{url}` is not an http:// or https:// URL")),
     }

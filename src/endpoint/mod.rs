@@ -49,8 +49,8 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use crate::auth::Ban;
+use crate::b2bua::record::Cdr;
 use crate::b2bua::{Action, Admission, B2bua, B2buaConfig, Local};
-use crate::cdr::Cdr;
 use crate::config::Config;
 use crate::registrar::{BindingWrite, Registrar, RegistrarConfig, RestoreReport, StoredBinding};
 use crate::routing::{UpstreamError, Upstreams};
@@ -327,7 +327,7 @@ impl Endpoint {
 
     /// The next call-status event for the webhook dispatcher (SPEC §7);
     /// drain after each input, with `poll_cdr`.
-    pub fn poll_call_event(&mut self) -> Option<crate::events::CallEvent> {
+    pub fn poll_call_event(&mut self) -> Option<crate::b2bua::event::CallEvent> {
         self.b2bua.poll_call_event()
     }
 

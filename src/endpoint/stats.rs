@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cdr::Cdr;
+use crate::b2bua::record::Cdr;
 use crate::sip::StatusCode;
 
 /// Ended calls per trunk login, by (`placed`/`received`, disposition).

@@ -352,7 +352,7 @@ impl Lane {
     }
 
     async fn deliver(&self, ev: &CallEvent) {
-        let body = Bytes::from(ev.to_json());
+        let body = Bytes::from(super::to_json(ev));
         let mut wait = self.settings.backoff;
         let mut attempt = 1;
         let why = loop {

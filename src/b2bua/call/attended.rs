@@ -11,10 +11,10 @@ use super::refer::{Handed, Role, Transferee};
 use super::{Call, Fx, Phase};
 use crate::b2bua::admission::Admitted;
 use crate::b2bua::leg::Side;
+use crate::b2bua::record::Direction;
 use crate::b2bua::session_timer;
 use crate::b2bua::table::{CallId, Purpose};
 use crate::b2bua::B2buaConfig;
-use crate::cdr::Direction;
 use crate::sip::{Message, Method, StatusCode};
 
 impl Call {

@@ -20,9 +20,9 @@ use bytes::Bytes;
 
 use super::{Call, Fx, Phase};
 use crate::b2bua::leg::{Leg, Side};
+use crate::b2bua::record::Direction;
 use crate::b2bua::session_timer::{self, LegTimer};
 use crate::b2bua::table::{CallId, Purpose};
-use crate::cdr::Direction;
 use crate::sip::{HeaderName, Message, Method, StatusCode};
 
 /// The sipfrag content type (RFC 3420, RFC 3515 §2.4.5).
