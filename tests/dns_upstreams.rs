@@ -277,8 +277,18 @@ fn a_name_that_does_not_resolve_gives_503_and_says_why() {
         "{}",
         server.log_text()
     );
-    // Logged once, however many retries happened meanwhile.
-    std::thread::sleep(Duration::from_secs(3));
+    // Logged once, however many retries happened meanwhile: wait until
+    // dnsmasq has answered a retried lookup (the first NAPTR query and at
+    // least one more; retries start 2 s after a failure).
+    let end = Instant::now() + Duration::from_secs(20);
+    while dns.log_text().matches("query[NAPTR] nowhere.test").count() < 2 {
+        assert!(
+            Instant::now() < end,
+            "sipfront never retried the lookup:\n{}",
+            dns.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = server.log_text();
     assert_eq!(log.matches("does not resolve").count(), 1, "{log}");
     let url = format!("http://{}/v1/calls?appid={KEY}", server.http);
