@@ -67,7 +67,7 @@ fn view(u: &Upstream, registration: UpstreamRegistration, now: Instant) -> Upstr
         .iter()
         .map(|t| TargetView {
             address: t.addr.to_string(),
-            transport: t.transport.as_str().to_ascii_lowercase(),
+            transport: t.transport.as_lowercase().to_owned(),
             priority: t.priority,
             weight: t.weight,
             up: t.up,
