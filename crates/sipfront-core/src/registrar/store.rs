@@ -64,8 +64,7 @@ impl Binding {
 }
 
 /// One binding as `GET /v1/registrations` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = Registration)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RegistrationView {
     /// The trunk login (the AOR user part).
     pub login: String,
@@ -73,7 +72,7 @@ pub struct RegistrationView {
     pub contact: String,
     /// Where the REGISTER came from (`ip:port`).
     pub source: String,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP`, `WS` or `WSS` (RFC 7118).
     pub transport: String,
     /// Seconds until it lapses.
     pub expires: u64,
