@@ -15,6 +15,7 @@ pub mod control;
 pub mod dns;
 pub mod endpoint;
 pub mod events;
+pub mod media;
 pub mod policy;
 pub mod registrar;
 pub mod routing;

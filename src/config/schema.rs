@@ -62,6 +62,9 @@ pub struct Config {
     /// `[transport]`: socket buffers and send queues.
     #[serde(default)]
     pub transport: super::TransportSettings,
+    /// `[media]`: rtpengine ng sockets for relayed calls (SPEC §8.4).
+    #[serde(default)]
+    pub media: super::MediaConfig,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -287,6 +290,9 @@ pub struct UpstreamConfig {
     /// How numbers are written in calls sent to it.
     #[serde(default)]
     pub number_format: NumberFormat,
+    /// `relay`: calls through this upstream are anchored by rtpengine.
+    #[serde(default)]
+    pub media: super::MediaMode,
 }
 
 impl Default for UpstreamConfig {
@@ -306,6 +312,7 @@ impl Default for UpstreamConfig {
             failover_codes: super::dns::default_failover_codes(),
             trusted_cidrs: Vec::new(),
             number_format: NumberFormat::Digits,
+            media: super::MediaMode::Passthrough,
         }
     }
 }
@@ -393,6 +400,10 @@ pub struct TrunkConfig {
     /// Keep the caller's own number (alias `multiple_numbers`).
     #[serde(default, alias = "multiple_numbers")]
     pub passthrough: bool,
+    /// `relay`: this trunk's calls are anchored by rtpengine (its phones
+    /// may sit behind NAT).
+    #[serde(default)]
+    pub media: super::MediaMode,
 }
 
 impl TrunkConfig {

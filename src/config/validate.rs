@@ -465,6 +465,37 @@ pub(crate) fn validate(
         );
     }
 
+    // [media]
+    let m = &cfg.media;
+    if !(10..=10_000).contains(&m.timeout_ms) {
+        e.push("media.timeout_ms", "must be between 10 and 10000 ms");
+    }
+    if !(1..=10).contains(&m.tries) {
+        e.push("media.tries", "must be between 1 and 10");
+    }
+    let mut seen = HashSet::new();
+    for (i, a) in m.rtpengine.iter().enumerate() {
+        if !seen.insert(a) {
+            e.push(
+                format!("media.rtpengine[{i}]"),
+                format!("{a} is listed twice"),
+            );
+        }
+    }
+    if m.rtpengine.is_empty() {
+        let why = "is \"relay\" but [media] rtpengine lists no rtpengine";
+        for (i, u) in cfg.upstream.iter().enumerate() {
+            if u.media.relays() {
+                e.push(format!("upstream[{i}].media"), why);
+            }
+        }
+        for (i, t) in cfg.trunk.iter().enumerate() {
+            if t.media.relays() {
+                e.push(format!("trunk[{i}].media"), why);
+            }
+        }
+    }
+
     if e.list.is_empty() {
         Ok(())
     } else {

@@ -7,6 +7,7 @@
 pub mod calls;
 pub mod dnsmasq;
 mod parsing;
+pub mod rtpengine;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use parsing::*;
 
