@@ -89,7 +89,7 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
 /// (naming the JSON field) both call it, so the rules live in one place.
 /// Rules across trunks (unique id and login, DIDs naming a trunk) stay in
 /// [`validate`].
-pub(crate) fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
+pub fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
     let mut e = Vec::new();
     let login = t.login();
     if login.contains(|c: char| c.is_whitespace() || "@:;<>\"".contains(c)) {
