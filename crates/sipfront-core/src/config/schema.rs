@@ -121,7 +121,7 @@ pub struct ServerConfig {
     /// before it is answered `503` with `Retry-After` unprocessed; 0 off.
     #[serde(default = "default_overload_queue_ms")]
     pub overload_queue_ms: u64,
-    /// Milliseconds after which a new out-of-dialog request is dropped
+    /// Milliseconds after which a new out-of-dialog UDP request is dropped
     /// unanswered (the caller has retransmitted it by then); 0 off.
     #[serde(default = "default_overload_drop_ms")]
     pub overload_drop_ms: u64,

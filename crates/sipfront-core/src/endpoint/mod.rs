@@ -460,7 +460,7 @@ impl Endpoint {
 
     fn handle_request(&mut self, msg: Message, inbound: &Inbound, now: Instant) {
         let waited = now.saturating_duration_since(inbound.received);
-        if self.stale_request(&msg, waited) {
+        if self.stale_request(&msg, inbound.transport, waited) {
             return;
         }
         let key = match self

@@ -10,9 +10,11 @@
 //!   `[server] overload_queue_ms` is answered `503 Service Unavailable` with
 //!   `Retry-After` (RFC 3261 §21.5.4) at once: no authentication, no
 //!   policy, no routing. Its transaction absorbs the retransmissions;
-//! * a new out-of-dialog request (not CANCEL, not ACK) older than
-//!   `[server] overload_drop_ms` is dropped unanswered: a newer copy is
-//!   already queued behind it;
+//! * a new out-of-dialog request (not CANCEL, not ACK) that came over UDP
+//!   and is older than `[server] overload_drop_ms` is dropped unanswered:
+//!   a newer copy is already queued behind it. Over a reliable transport
+//!   nothing is retransmitted (RFC 3261 §17.1.1.2), so nothing is dropped:
+//!   a new INVITE gets its `503`, other requests are processed;
 //! * in-dialog requests, CANCEL, ACK and responses are always processed:
 //!   they finish calls and free resources.
 //!
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use super::Endpoint;
 use crate::config::ServerConfig;
-use crate::sip::{Message, Method};
+use crate::sip::{Message, Method, Transport};
 
 #[cfg(doc)]
 use crate::transport::Inbound;
@@ -51,12 +53,17 @@ impl From<&ServerConfig> for OverloadConfig {
 
 impl Endpoint {
     /// True (counted, logged) when `msg`, a request that waited `waited`,
-    /// is a new out-of-dialog request past `overload_drop_ms`: drop it.
-    pub(super) fn stale_request(&mut self, msg: &Message, waited: Duration) -> bool {
+    /// is a new out-of-dialog UDP request past `overload_drop_ms`: drop it.
+    pub(super) fn stale_request(
+        &mut self,
+        msg: &Message,
+        transport: Transport,
+        waited: Duration,
+    ) -> bool {
         let Some(limit) = self.cfg.overload.drop_after else {
             return false;
         };
-        if waited <= limit {
+        if waited <= limit || transport.is_reliable() {
             return false;
         }
         let method = msg.method();

@@ -7,9 +7,20 @@ use super::*;
 use crate::endpoint::OverloadConfig;
 
 impl H {
-    /// Feeds `bytes` from `from` as read off the socket `queued` ago.
+    /// Feeds `bytes` from `from` as read off the UDP socket `queued` ago.
     fn feed_queued(
         &mut self,
+        from: &str,
+        bytes: Bytes,
+        queued: Duration,
+    ) -> Vec<(SocketAddr, Message)> {
+        self.feed_queued_over(Transport::Udp, from, bytes, queued)
+    }
+
+    /// [`H::feed_queued`] over `transport`.
+    fn feed_queued_over(
+        &mut self,
+        transport: Transport,
         from: &str,
         bytes: Bytes,
         queued: Duration,
@@ -19,7 +30,7 @@ impl H {
                 bytes,
                 peer: addr(from),
                 local: addr("127.0.0.1:5060"),
-                transport: Transport::Udp,
+                transport,
                 conn: None,
                 received: self.now - queued,
             },
@@ -110,6 +121,18 @@ fn an_aged_cancel_and_reinvite_are_processed() {
     let out = h.feed_queued(A, reinvite, Duration::from_secs(1));
     assert!(request_to(&out, B1, Method::Invite).is_some(), "{out:?}");
     assert_eq!(h.ep.stats().overload_refused, 0);
+}
+
+#[test]
+fn over_tcp_nothing_is_dropped_an_aged_new_invite_gets_503() {
+    let mut h = H::new();
+    let invite = a_invite_n(2, DIALLED, &[]);
+    let out = h.feed_queued_over(Transport::Tcp, A, invite, Duration::from_secs(5));
+    assert_eq!(status_to(&out, A), vec![503], "no retransmission will come");
+    assert_eq!(
+        (h.ep.stats().overload_refused, h.ep.stats().overload_dropped),
+        (1, 0)
+    );
 }
 
 #[test]
