@@ -294,6 +294,7 @@ async fn run(
                         local,
                         transport: Transport::Tcp,
                         conn: Some(id),
+                        received: Instant::now().into_std(),
                     });
                     // Backpressure: a slow core slows this peer's reads (TCP
                     // flow control does the rest), but shutdown still wins.

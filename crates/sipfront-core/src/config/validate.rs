@@ -178,6 +178,21 @@ pub(crate) fn validate(
             format!("must be 0 (off) or between min_se_s ({min_se}) and 86400 seconds"),
         );
     }
+    let (queue, drop) = (cfg.server.overload_queue_ms, cfg.server.overload_drop_ms);
+    if queue > 60_000 {
+        e.push(
+            "server.overload_queue_ms",
+            "must be 0 (off) or at most 60000 milliseconds",
+        );
+    }
+    if drop != 0 && (drop > 60_000 || drop <= queue) {
+        e.push(
+            "server.overload_drop_ms",
+            format!(
+                "must be 0 (off) or more than overload_queue_ms ({queue}) and at most 60000 milliseconds"
+            ),
+        );
+    }
     if cfg.server.realm.trim().is_empty() {
         e.push("server.realm", "must not be empty");
     }
