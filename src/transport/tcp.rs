@@ -344,6 +344,7 @@ pub(super) async fn run(stream: TcpStream, conn: StreamConn) {
                         local,
                         transport: Transport::Tcp,
                         conn: Some(id),
+                        received: Instant::now().into_std(),
                     });
                     // Backpressure: a slow core slows this peer's reads (TCP
                     // flow control does the rest), but shutdown still wins.

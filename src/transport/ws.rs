@@ -244,6 +244,7 @@ where
                     local,
                     transport,
                     conn: Some(id),
+                    received: last_heard.into_std(),
                 });
                 // Backpressure as on TCP: a slow core slows this peer.
                 tokio::select! {

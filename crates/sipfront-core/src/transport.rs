@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -37,6 +38,11 @@ pub struct Inbound {
     pub transport: Transport,
     /// The stream connection, for TCP and WebSocket.
     pub conn: Option<ConnId>,
+    /// When the shell read it off the socket (a stream message: when it
+    /// was framed whole), on the clock the core's `now` comes from. The
+    /// core measures how long it queued against that `now` (overload
+    /// control: a new INVITE that waited too long is refused at once).
+    pub received: Instant,
 }
 
 /// A message the core wants sent.

@@ -44,6 +44,7 @@ pub mod event;
 mod health;
 mod identity;
 mod leg;
+pub mod media;
 mod plan;
 pub mod record;
 mod redirect;
