@@ -550,11 +550,14 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
 /// message have been arriving for longer than `limit` (a WebSocket
 /// slowloris: a byte every few seconds keeps a connection from idling out
 /// but never completes a message). The clock starts at the first byte after
-/// [`SlowMessage::message_done`].
+/// [`SlowMessage::message_done`]; before the first call (the upgrade, which
+/// has its own deadline) there is none.
 struct SlowMessage<S> {
     inner: S,
     limit: Duration,
     timer: Pin<Box<Sleep>>,
+    /// Counting starts after the upgrade.
+    active: bool,
     armed: bool,
 }
 
@@ -564,12 +567,15 @@ impl<S> SlowMessage<S> {
             inner,
             limit,
             timer: Box::pin(tokio::time::sleep(limit)),
+            active: false,
             armed: false,
         }
     }
 
-    /// A whole message has been read: the next byte starts a new clock.
+    /// A whole message has been read (or the upgrade): the next byte
+    /// starts a new clock.
     fn message_done(&mut self) {
+        self.active = true;
         self.armed = false;
     }
 }
@@ -586,7 +592,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for SlowMessage<S> {
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before && !this.armed {
+        let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        if got && this.active && !this.armed {
             this.armed = true;
             let at = Instant::now() + this.limit;
             this.timer.as_mut().reset(at);
