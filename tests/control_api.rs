@@ -122,6 +122,17 @@ impl Api {
     }
 }
 
+/// SIGTERM, and a clean exit within 20 s (before a restart on the same store).
+fn stop(server: &mut Server) {
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
+}
+
 fn is_error_body(v: &Value) -> bool {
     v.get("error").is_some_and(Value::is_string) && v.get("details").is_some_and(Value::is_object)
 }
@@ -408,13 +419,7 @@ fn restart_keeps_api_changes_and_the_store_wins_over_the_file() {
     );
     assert_eq!(st, 201, "{t}");
     assert_eq!(api.delete("/v1/trunks/1").0, 204);
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.log_text()
-    );
+    stop(&mut server);
 
     let server = Server::start(&cfg);
     let api = Api::new(&server);
@@ -597,13 +602,7 @@ fn mydids_list_update_destinations_and_persist() {
     assert_eq!(after["pagination"]["total"], 2, "{after}");
 
     // And a restart keeps the update.
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.log_text()
-    );
+    stop(&mut server);
     let server = Server::start(&cfg);
     let api = Api::new(&server);
     let (_, list) = api.get("/v1/mydids");
@@ -768,13 +767,7 @@ fn did_crud_round_trip_bad_bodies_and_the_provider_shaped_update() {
         assert_eq!(st, 404, "{body}");
         assert!(is_error_body(&body), "{body}");
     }
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.log_text()
-    );
+    stop(&mut server);
     let server = Server::start(&cfg);
     let api = Api::new(&server);
     let (_, list) = api.get("/v1/mydids");

@@ -30,7 +30,7 @@ use super::live::{Change, Stored};
 use super::schema::{page_params, Error, Items, Pagination};
 use super::trunks::{a_string, a_u32};
 use super::{JsonObject, Live};
-use crate::config::{DestinationConfig, DidConfig};
+use crate::config::{Config, DestinationConfig, DidConfig};
 
 /// A DID as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -404,29 +404,22 @@ pub(crate) async fn create(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let stored = live
-        .change(move |cur| {
-            if cur.did.iter().any(|x| x.number == d.number) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "DID `{}` already exists: change it with PUT /v1/mydids/{}",
-                        d.number, d.number
-                    ),
-                ));
-            }
-            let mut next = (*cur).clone();
-            next.did.push(d);
-            let index = next.did.len() - 1;
-            Ok((
-                next,
-                Change::PutDids {
-                    indexes: vec![index],
-                },
-            ))
-        })
-        .await?;
-    let did = one_did(stored)?;
+    let did = put_one(&live, move |cur| {
+        if cur.did.iter().any(|x| x.number == d.number) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "DID `{}` already exists: change it with PUT /v1/mydids/{}",
+                    d.number, d.number
+                ),
+            ));
+        }
+        let mut next = (*cur).clone();
+        next.did.push(d);
+        let index = next.did.len() - 1;
+        Ok((next, index))
+    })
+    .await?;
     tracing::info!(
         number = %did.number,
         destinations = did.destinations.len(),
@@ -453,33 +446,26 @@ pub(crate) async fn update(
     JsonObject(body): JsonObject,
 ) -> Result<Json<Did>, ApiError> {
     let number = did_number(&number);
-    let stored = live
-        .change(move |cur| {
-            let index = cur
-                .did
-                .iter()
-                .position(|d| d.number == number)
-                .ok_or_else(|| ApiError::not_found(format!("no DID `{number}`")))?;
-            let mut errors = Details::new();
-            let d = read_did(&body, Some(&number), &mut errors);
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(errors));
-            }
-            let mut next = (*cur).clone();
-            let slot = next
-                .did
-                .get_mut(index)
-                .ok_or_else(|| ApiError::internal("DID index"))?;
-            *slot = d;
-            Ok((
-                next,
-                Change::PutDids {
-                    indexes: vec![index],
-                },
-            ))
-        })
-        .await?;
-    let did = one_did(stored)?;
+    let did = put_one(&live, move |cur| {
+        let index = cur
+            .did
+            .iter()
+            .position(|d| d.number == number)
+            .ok_or_else(|| ApiError::not_found(format!("no DID `{number}`")))?;
+        let mut errors = Details::new();
+        let d = read_did(&body, Some(&number), &mut errors);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(errors));
+        }
+        let mut next = (*cur).clone();
+        let slot = next
+            .did
+            .get_mut(index)
+            .ok_or_else(|| ApiError::internal("DID index"))?;
+        *slot = d;
+        Ok((next, index))
+    })
+    .await?;
     tracing::info!(
         number = %did.number,
         destinations = did.destinations.len(),
@@ -518,8 +504,23 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The one DID a `POST`/`PUT` stored.
-fn one_did(stored: Stored) -> Result<DidConfig, ApiError> {
+/// A `POST`/`PUT`: `build` gives the next config and the position of the
+/// one DID it wrote; through [`Live::change`], the DID as stored.
+async fn put_one(
+    live: &Live,
+    build: impl FnOnce(&Config) -> Result<(Config, usize), ApiError>,
+) -> Result<DidConfig, ApiError> {
+    let stored = live
+        .change(move |cur| {
+            let (next, index) = build(cur)?;
+            Ok((
+                next,
+                Change::PutDids {
+                    indexes: vec![index],
+                },
+            ))
+        })
+        .await?;
     match stored {
         Stored::Dids(dids) => dids
             .into_iter()
