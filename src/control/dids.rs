@@ -205,12 +205,20 @@ fn did_number(s: &str) -> String {
 
 /// A SIP URI destination written without its scheme, as the provider
 /// stores them (`1000@pbx.example.net`, `pbx.example.net:5070`), gets
-/// `sip:` (RFC 3261 §19.1.1). Another scheme (`tel:`, `http:`) is left as
-/// it is, for the config rules to refuse by name.
+/// `sip:` (RFC 3261 §19.1.1); `SIP:`/`Sips:` are written in lower case
+/// (schemes are case-insensitive, RFC 3261 §19.1.4). Another scheme
+/// (`tel:`, `http:`) is left as it is, for the config rules to refuse by
+/// name.
 fn with_sip_scheme(uri: String) -> String {
-    let lower = uri.get(..5).unwrap_or(&uri).to_ascii_lowercase();
-    if lower.starts_with("sip:") || lower.starts_with("sips:") {
-        return uri;
+    for scheme in ["sip:", "sips:"] {
+        if let Some(rest) = uri.get(scheme.len()..) {
+            if uri
+                .get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            {
+                return format!("{scheme}{rest}");
+            }
+        }
     }
     // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ),
     // then ":"; `host:5070` is a host and a port, not a scheme.
@@ -623,7 +631,9 @@ mod tests {
             ("[::1]:5060", "sip:[::1]:5060"),
             ("sip:1000@h", "sip:1000@h"),
             ("sips:1000@h", "sips:1000@h"),
-            ("SIP:1000@h", "SIP:1000@h"),
+            ("SIP:1000@h", "sip:1000@h"),
+            ("Sips:1000@h", "sips:1000@h"),
+            ("sip", "sip:sip"),
             // Another scheme stays, for the config rules to refuse.
             ("tel:+12125550000", "tel:+12125550000"),
             ("http://x", "http://x"),
