@@ -145,6 +145,9 @@ pub struct CallView {
     pub started: u64,
     /// Unix seconds of the answer, if answered.
     pub answered: Option<u64>,
+    /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
+    /// media (`media = "relay"`); null when media flows end to end.
+    pub relay: Option<String>,
 }
 
 impl From<b2bua::CallView> for CallView {
@@ -158,6 +161,7 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            relay,
         } = v;
         CallView {
             call_id,
@@ -168,6 +172,7 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            relay,
         }
     }
 }

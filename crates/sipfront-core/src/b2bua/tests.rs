@@ -1766,6 +1766,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 
 mod attended;
 mod identity;
+mod media;
 mod overload;
 mod registration;
 mod seeded;
