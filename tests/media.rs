@@ -343,6 +343,18 @@ fn sipp_messages(path: &std::path::Path) -> Vec<Sip> {
         .collect()
 }
 
+/// Waits until rtpengine holds no session and the carrier's scenario
+/// ended well.
+fn no_session_left(rtpe: &Rtpengine, uas: &mut SippBg) {
+    assert!(
+        wait_until(|| rtpe.calls().is_empty()),
+        "rtpengine still holds {:?}",
+        rtpe.calls()
+    );
+    let (code, out) = uas.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{out}");
+}
+
 /// `/metrics` as text.
 fn metrics_text(server: &Server) -> String {
     reqwest::blocking::Client::new()
@@ -393,20 +405,42 @@ fn carrier(sf: &str, port: u16, media_port: u16, trace: &std::path::Path) -> Sip
     ])
 }
 
+/// An rtpengine, a sipfront on [`relay_config`] using it, and the port
+/// its carrier will listen on.
+struct Rig {
+    rtpe: Rtpengine,
+    carrier_port: u16,
+    server: Server,
+    dir: TempDir,
+}
+
+impl Rig {
+    fn start(tag: &str) -> Rig {
+        let rtpe = Rtpengine::start();
+        let carrier_port = common::free_port();
+        let server = Server::start(&relay_config(rtpe.ng, carrier_port));
+        Rig {
+            rtpe,
+            carrier_port,
+            server,
+            dir: TempDir::new(tag),
+        }
+    }
+
+    /// The carrier (SIPp UAS `sf`, its SDP naming `media_port`) and the
+    /// file its messages are traced to.
+    fn carrier(&self, sf: &str, media_port: u16) -> (SippBg, std::path::PathBuf) {
+        let trace = self.dir.path().join(format!("{sf}.msg"));
+        (carrier(sf, self.carrier_port, media_port, &trace), trace)
+    }
+}
+
 #[test]
 fn relayed_call_early_media_hold_resume_and_rtp_both_ways_then_no_session() {
-    let rtpe = Rtpengine::start();
-    let carrier_port = common::free_port();
-    let server = Server::start(&relay_config(rtpe.ng, carrier_port));
-    let dir = TempDir::new("media-call");
+    let rig = Rig::start("media-call");
+    let (rtpe, server) = (&rig.rtpe, &rig.server);
     let carrier_media = UdpSocket::bind("127.0.0.3:0").unwrap();
-    let trace = dir.path().join("carrier.msg");
-    let mut uas = carrier(
-        "media_uas.xml",
-        carrier_port,
-        carrier_media.local_addr().unwrap().port(),
-        &trace,
-    );
+    let (mut uas, trace) = rig.carrier("media_uas.xml", carrier_media.local_addr().unwrap().port());
     let caller_media = UdpSocket::bind("127.0.0.2:0").unwrap();
     let a_port = caller_media.local_addr().unwrap().port();
     let mut caller = Caller::new("127.0.0.2", server.udp, 1);
@@ -439,7 +473,7 @@ fn relayed_call_early_media_hold_resume_and_rtp_both_ways_then_no_session() {
         .unwrap_or_else(|| panic!("carrier RTP never reached the caller\n{}", rtpe.log_text()));
     assert_eq!(src.ip().to_string(), "127.0.0.1");
     // /v1/calls shows the relay.
-    let (code, calls) = api_get(&server, KEY, "/v1/calls");
+    let (code, calls) = api_get(server, KEY, "/v1/calls");
     assert_eq!(code, 200);
     assert_eq!(calls["items"][0]["relay"], rtpe.ng.to_string(), "{calls}");
     // Hold, then resume, by re-INVITE.
@@ -471,14 +505,8 @@ fn relayed_call_early_media_hold_resume_and_rtp_both_ways_then_no_session() {
     let branch = format!("z9hG4bK-bye-{}", caller.tag);
     caller.send("BYE", caller.cseq, &branch, None);
     caller.expect(200, &mut seen);
-    assert!(
-        wait_until(|| rtpe.calls().is_empty()),
-        "rtpengine still holds {:?}",
-        rtpe.calls()
-    );
-    let (code, out) = uas.wait(Duration::from_secs(10));
-    assert_eq!(code, Some(0), "{out}");
-    let metrics = metrics_text(&server);
+    no_session_left(rtpe, &mut uas);
+    let metrics = metrics_text(server);
     assert!(
         metrics.contains("sipfront_rtpengine_requests_total{command=\"delete\"} 1"),
         "{metrics}"
@@ -487,12 +515,9 @@ fn relayed_call_early_media_hold_resume_and_rtp_both_ways_then_no_session() {
 
 #[test]
 fn cancel_while_ringing_deletes_the_session() {
-    let rtpe = Rtpengine::start();
-    let carrier_port = common::free_port();
-    let server = Server::start(&relay_config(rtpe.ng, carrier_port));
-    let dir = TempDir::new("media-cancel");
-    let trace = dir.path().join("carrier.msg");
-    let mut uas = carrier("uas_cancelled.xml", carrier_port, 9, &trace);
+    let rig = Rig::start("media-cancel");
+    let (rtpe, server) = (&rig.rtpe, &rig.server);
+    let (mut uas, _) = rig.carrier("uas_cancelled.xml", 9);
     let mut caller = Caller::new("127.0.0.2", server.udp, 2);
     let mut seen = Vec::new();
     caller.invite(&caller_sdp(40_000, 1, "sendrecv"));
@@ -503,21 +528,14 @@ fn cancel_while_ringing_deletes_the_session() {
     caller.to_tag = None;
     caller.send("CANCEL", 1, &branch, None);
     caller.expect(487, &mut seen);
-    assert!(
-        wait_until(|| rtpe.calls().is_empty()),
-        "rtpengine still holds {:?}",
-        rtpe.calls()
-    );
-    let (code, out) = uas.wait(Duration::from_secs(10));
-    assert_eq!(code, Some(0), "{out}");
+    no_session_left(rtpe, &mut uas);
 }
 
 #[test]
 fn no_rtpengine_gets_503_within_the_timeout_and_a_restart_brings_calls_back() {
-    let mut rtpe = Rtpengine::start();
-    let carrier_port = common::free_port();
-    let server = Server::start(&relay_config(rtpe.ng, carrier_port));
-    rtpe.stop();
+    let mut rig = Rig::start("media-again");
+    rig.rtpe.stop();
+    let server = &rig.server;
     let mut caller = Caller::new("127.0.0.2", server.udp, 3);
     let mut seen = Vec::new();
     let t0 = Instant::now();
@@ -533,33 +551,21 @@ fn no_rtpengine_gets_503_within_the_timeout_and_a_restart_brings_calls_back() {
     );
     caller.ack();
     // Back again: the next call is relayed.
-    rtpe.spawn();
-    let dir = TempDir::new("media-again");
-    let trace = dir.path().join("carrier.msg");
-    let carrier_media = UdpSocket::bind("127.0.0.3:0").unwrap();
-    let mut uas = carrier(
-        "media_uas.xml",
-        carrier_port,
-        carrier_media.local_addr().unwrap().port(),
-        &trace,
-    );
+    rig.rtpe.spawn();
+    let (_uas, _) = rig.carrier("media_uas.xml", 40_008);
     let mut caller = Caller::new("127.0.0.2", server.udp, 4);
     caller.invite(&caller_sdp(40_004, 1, "sendrecv"));
     let ok = caller.expect(200, &mut seen);
     caller.ack();
     assert!(ok.body.contains("c=IN IP4 127.0.0.1"), "{ok:#?}");
-    assert_eq!(rtpe.calls(), vec![caller.call_id.clone()]);
-    drop(uas.wait(Duration::from_millis(1)));
+    assert_eq!(rig.rtpe.calls(), vec![caller.call_id.clone()]);
 }
 
 #[test]
 fn a_passthrough_trunk_keeps_its_sdp_byte_for_byte() {
-    let rtpe = Rtpengine::start();
-    let carrier_port = common::free_port();
-    let server = Server::start(&relay_config(rtpe.ng, carrier_port));
-    let dir = TempDir::new("media-direct");
-    let trace = dir.path().join("carrier.msg");
-    let mut uas = carrier("media_uas.xml", carrier_port, 40_010, &trace);
+    let rig = Rig::start("media-direct");
+    let (rtpe, server) = (&rig.rtpe, &rig.server);
+    let (_uas, trace) = rig.carrier("media_uas.xml", 40_010);
     let mut caller = Caller::new("127.0.0.4", server.udp, 5);
     let mut seen = Vec::new();
     let offer = caller_sdp(40_006, 1, "sendrecv");
@@ -586,8 +592,7 @@ fn a_passthrough_trunk_keeps_its_sdp_byte_for_byte() {
         "nothing relayed: {:?}",
         rtpe.calls()
     );
-    let (code, calls) = api_get(&server, KEY, "/v1/calls");
+    let (code, calls) = api_get(server, KEY, "/v1/calls");
     assert_eq!(code, 200);
     assert!(calls["items"][0]["relay"].is_null(), "{calls}");
-    drop(uas.wait(Duration::from_millis(1)));
 }

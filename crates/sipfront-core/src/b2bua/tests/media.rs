@@ -156,13 +156,7 @@ fn cancel_while_the_offer_is_out_deletes_the_session_it_made() {
     let mut h = relayed();
     h.feed(A, a_invite(SDP));
     let offer = media(&mut h).remove(0);
-    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
-        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
-        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
-        .to("<sip:12125551234@sipfront.local>", None)
-        .call_id("a-call@10.9.9.9")
-        .cseq(10)
-        .build();
+    let cancel = a_cancel();
     let out = h.feed(A, cancel);
     let mut got = status_to(&out, A);
     got.sort_unstable();
