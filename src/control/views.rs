@@ -148,6 +148,10 @@ pub struct CallView {
     /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
     /// media (`media = "relay"`); null when media flows end to end.
     pub relay: Option<String>,
+    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    pub a_transport: &'static str,
+    /// Transport of the callee's leg (of the attempt in progress).
+    pub b_transport: &'static str,
 }
 
 impl From<b2bua::CallView> for CallView {
@@ -162,6 +166,8 @@ impl From<b2bua::CallView> for CallView {
             started,
             answered,
             relay,
+            a_transport,
+            b_transport,
         } = v;
         CallView {
             call_id,
@@ -173,6 +179,8 @@ impl From<b2bua::CallView> for CallView {
             started,
             answered,
             relay,
+            a_transport,
+            b_transport,
         }
     }
 }
@@ -187,7 +195,7 @@ pub struct RegistrationView {
     pub contact: String,
     /// Where the REGISTER came from (`ip:port`).
     pub source: String,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP`, `WS` or `WSS` (RFC 7118).
     pub transport: String,
     /// Seconds until it lapses.
     pub expires: u64,

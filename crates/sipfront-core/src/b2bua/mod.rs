@@ -216,6 +216,10 @@ pub struct CallView {
     /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
     /// media; `None` when media flows end to end (or before the offer).
     pub relay: Option<String>,
+    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    pub a_transport: &'static str,
+    /// Transport of the callee's leg (of the attempt in progress).
+    pub b_transport: &'static str,
 }
 
 /// A failure answer to a new INVITE and why, for the log.
