@@ -88,6 +88,29 @@ fn type_error_names_line_and_key() {
 }
 
 #[test]
+fn media_relay_needs_an_rtpengine_and_names_the_key() {
+    let e = err(&format!("{GOOD_TRUNK}media = \"relay\"\n"));
+    assert_eq!(
+        e,
+        ["t.toml:5: trunk[0].media: is \"relay\" but [media] rtpengine lists no rtpengine"]
+    );
+    let e = err(&format!("{GOOD_TRUNK}media = \"anchored\"\n"));
+    assert!(
+        e[0].starts_with("t.toml:5: trunk[0].media: unknown variant `anchored`"),
+        "{e:?}"
+    );
+    let c = parse(&format!(
+        "[media]\nrtpengine = [\"127.0.0.1:2223\"]\n{GOOD_TRUNK}media = \"relay\"\n"
+    ))
+    .unwrap();
+    assert!(c.trunk[0].media.relays());
+    assert_eq!(c.media.timeout_ms, 500);
+    assert_eq!(c.media.budget(), std::time::Duration::from_millis(1000));
+    let e = err("[media]\nrtpengine = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\ntries = 0\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+}
+
+#[test]
 fn unknown_key_is_an_error() {
     let e = err(&format!("{GOOD_TRUNK}max_chanels = 10\n"));
     assert_eq!(e.len(), 1);
@@ -318,5 +341,31 @@ fn transport_sizes_default_and_bounds_name_the_line() {
     assert_eq!(
         e,
         ["t.toml:3: transport.tcp_write_queue: must be between 65536 and 1073741824 bytes"]
+    );
+}
+
+#[test]
+fn overload_keys_default_and_bounds_name_the_line() {
+    let c = parse("").unwrap();
+    assert_eq!(
+        (c.server.overload_queue_ms, c.server.overload_drop_ms),
+        (200, 2000)
+    );
+    assert!(
+        parse("[server]\noverload_queue_ms = 0\noverload_drop_ms = 0\n").is_ok(),
+        "0 turns each off"
+    );
+    let e = err("[server]\noverload_queue_ms = 500\noverload_drop_ms = 400\n");
+    assert_eq!(
+        e,
+        [
+            "t.toml:3: server.overload_drop_ms: must be 0 (off) or more than \
+          overload_queue_ms (500) and at most 60000 milliseconds"
+        ]
+    );
+    let e = err("[server]\noverload_queue_ms = 60001\noverload_drop_ms = 0\n");
+    assert_eq!(
+        e,
+        ["t.toml:2: server.overload_queue_ms: must be 0 (off) or at most 60000 milliseconds"]
     );
 }

@@ -89,7 +89,7 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
 /// (naming the JSON field) both call it, so the rules live in one place.
 /// Rules across trunks (unique id and login, DIDs naming a trunk) stay in
 /// [`validate`].
-pub(crate) fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
+pub fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
     let mut e = Vec::new();
     let login = t.login();
     if login.contains(|c: char| c.is_whitespace() || "@:;<>\"".contains(c)) {
@@ -176,6 +176,21 @@ pub(crate) fn validate(
         e.push(
             "server.session_expires_s",
             format!("must be 0 (off) or between min_se_s ({min_se}) and 86400 seconds"),
+        );
+    }
+    let (queue, drop) = (cfg.server.overload_queue_ms, cfg.server.overload_drop_ms);
+    if queue > 60_000 {
+        e.push(
+            "server.overload_queue_ms",
+            "must be 0 (off) or at most 60000 milliseconds",
+        );
+    }
+    if drop != 0 && (drop > 60_000 || drop <= queue) {
+        e.push(
+            "server.overload_drop_ms",
+            format!(
+                "must be 0 (off) or more than overload_queue_ms ({queue}) and at most 60000 milliseconds"
+            ),
         );
     }
     if cfg.server.realm.trim().is_empty() {
@@ -463,6 +478,37 @@ pub(crate) fn validate(
             "registrar.keepalive_s",
             "must be at most 3600 (0 turns keep-alive off)",
         );
+    }
+
+    // [media]
+    let m = &cfg.media;
+    if !(10..=10_000).contains(&m.timeout_ms) {
+        e.push("media.timeout_ms", "must be between 10 and 10000 ms");
+    }
+    if !(1..=10).contains(&m.tries) {
+        e.push("media.tries", "must be between 1 and 10");
+    }
+    let mut seen = HashSet::new();
+    for (i, a) in m.rtpengine.iter().enumerate() {
+        if !seen.insert(a) {
+            e.push(
+                format!("media.rtpengine[{i}]"),
+                format!("{a} is listed twice"),
+            );
+        }
+    }
+    if m.rtpengine.is_empty() {
+        let why = "is \"relay\" but [media] rtpengine lists no rtpengine";
+        for (i, u) in cfg.upstream.iter().enumerate() {
+            if u.media.relays() {
+                e.push(format!("upstream[{i}].media"), why);
+            }
+        }
+        for (i, t) in cfg.trunk.iter().enumerate() {
+            if t.media.relays() {
+                e.push(format!("trunk[{i}].media"), why);
+            }
+        }
     }
 
     if e.list.is_empty() {
