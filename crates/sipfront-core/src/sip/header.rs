@@ -134,11 +134,13 @@ const EMPTY: u8 = u8::MAX;
 const MAX_NAME: usize = 24;
 
 /// One known spelling as little-endian words, for a comparison of eight
-/// bytes at a time: `(name | fold) == word` matches letters in either case
-/// and every other byte exactly.
+/// bytes at a time: `(name & mask) | fold == word` matches letters in
+/// either case and every other byte exactly, and ignores what follows the
+/// name.
 struct Spelling {
     words: [u64; 3],
     fold: [u64; 3],
+    mask: [u64; 3],
     len: usize,
     id: u8,
 }
@@ -146,17 +148,21 @@ struct Spelling {
 const fn spelling(name: &[u8], id: u8) -> Spelling {
     let mut words = [0u64; 3];
     let mut fold = [0u64; 3];
+    let mut mask = [0u64; 3];
     let mut i = 0;
     while i < name.len() {
-        words[i / 8] |= (name[i] as u64) << (8 * (i % 8));
+        let shift = 8 * (i % 8);
+        words[i / 8] |= (name[i] as u64) << shift;
+        mask[i / 8] |= 0xff << shift;
         if name[i].is_ascii_lowercase() {
-            fold[i / 8] |= 0x20 << (8 * (i % 8));
+            fold[i / 8] |= 0x20 << shift;
         }
         i += 1;
     }
     Spelling {
         words,
         fold,
+        mask,
         len: name.len(),
         id,
     }
@@ -166,7 +172,7 @@ static SPELLINGS: [Spelling; ALIASES.len()] = {
     let mut t = [const { spelling(b"", 0) }; ALIASES.len()];
     let mut k = 0;
     while k < ALIASES.len() {
-        assert!(ALIASES[k].0.len() <= MAX_NAME);
+        assert!(!ALIASES[k].0.is_empty() && ALIASES[k].0.len() <= MAX_NAME);
         t[k] = spelling(ALIASES[k].0, ALIASES[k].1);
         k += 1;
     }
@@ -196,45 +202,44 @@ pub(crate) fn lookup(name: &[u8]) -> Option<u8> {
     lookup_in(name, 0, name.len())
 }
 
-/// [`lookup`] of the name at `b[start..end]`, reading whole words from `b`
-/// when the bytes after the name are there (as in a message, where the
-/// colon and value follow): one hash of length and end bytes, then one
-/// word-wise comparison per probe.
+/// [`lookup`] of the name at `b[start..end]`: one hash of the length and
+/// end bytes, then per probe one comparison of three words read straight
+/// from `b` (in a message the colon and value follow the name, so the bytes
+/// are there; near the end of `b` the name is copied into a padded buffer).
 #[inline]
 pub(crate) fn lookup_in(b: &[u8], start: usize, end: usize) -> Option<u8> {
     let len = end.checked_sub(start)?;
     if len == 0 || len > MAX_NAME {
         return None;
     }
-    let padded;
-    let (src, at) = if start + 24 <= b.len() {
-        (b, start)
-    } else {
+    let Some(src) = b
+        .get(start..start + MAX_NAME)
+        .and_then(|s| <&[u8; MAX_NAME]>::try_from(s).ok())
+    else {
         let mut pad = [0u8; MAX_NAME];
         pad.get_mut(..len)?.copy_from_slice(b.get(start..end)?);
-        padded = pad;
-        (&padded[..], 0)
+        return lookup_words(&pad, len);
     };
-    let word = |k: usize| {
-        let bytes = src.get(at + 8 * k..at + 8 * k + 8);
-        let w = bytes
-            .and_then(|c| <[u8; 8]>::try_from(c).ok())
-            .map_or(0, u64::from_le_bytes);
-        // keep only the name's bytes of this word
-        match len.saturating_sub(8 * k) {
-            0 => 0,
-            n if n >= 8 => w,
-            n => w & ((1u64 << (8 * n)) - 1),
-        }
-    };
-    let w = [word(0), word(1), word(2)];
-    let mut h = slot(len, *b.get(start)?, *b.get(end - 1)?);
+    lookup_words(src, len)
+}
+
+#[inline(always)]
+fn lookup_words(src: &[u8; MAX_NAME], len: usize) -> Option<u8> {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7] =
+        *src;
+    let w = [
+        u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+    ];
+    let last = *src.get(len - 1)?;
+    let mut h = slot(len, a0, last);
     loop {
         let sp = SPELLINGS.get(usize::from(*LOOKUP.get(h)?))?;
         if sp.len == len
-            && w[0] | sp.fold[0] == sp.words[0]
-            && w[1] | sp.fold[1] == sp.words[1]
-            && w[2] | sp.fold[2] == sp.words[2]
+            && (w[0] & sp.mask[0]) | sp.fold[0] == sp.words[0]
+            && (w[1] & sp.mask[1]) | sp.fold[1] == sp.words[1]
+            && (w[2] & sp.mask[2]) | sp.fold[2] == sp.words[2]
         {
             return Some(sp.id);
         }

@@ -326,9 +326,7 @@ impl Message {
     /// # Errors
     /// See [`ParseError`].
     pub fn parse_with_limit(buf: Bytes, max: usize) -> Result<Message, ParseError> {
-        let mut msg = Self::index(buf, max, Mode::Strict)?;
-        msg.cache = msg.validate()?;
-        Ok(msg)
+        Self::index(buf, max, Mode::Strict)
     }
 
     /// Salvages a request that [`Message::parse`] rejected, so that it can be
@@ -354,7 +352,8 @@ impl Message {
         Some(msg)
     }
 
-    /// Indexes the start line and header fields; `validate` is separate.
+    /// Indexes the start line and header fields, then (`Mode::Strict`)
+    /// validates them.
     fn index(mut buf: Bytes, max: usize, mode: Mode) -> Result<Message, ParseError> {
         let max = max.min(u32::MAX as usize - 1);
         if buf.len() > max {
@@ -496,7 +495,7 @@ impl Message {
         };
         buf.truncate(body_end);
 
-        let msg = Message {
+        let mut msg = Message {
             buf,
             start,
             headers,
@@ -505,6 +504,10 @@ impl Message {
             content_length,
             cache: Cache::default(),
         };
+        // validated where it was built: a `Message` is large, moves cost
+        if mode == Mode::Strict {
+            msg.cache = msg.validate()?;
+        }
         Ok(msg)
     }
 

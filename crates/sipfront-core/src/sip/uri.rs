@@ -407,7 +407,8 @@ mod tests {
             ("1.2.3.", false),
             ("0001.2.3.4", false),
         ] {
-            let u = Uri::parse(&format!("sip:{text}")).unwrap();
+            let full = format!("sip:{text}");
+            let u = Uri::parse(&full).unwrap();
             assert_eq!(matches!(u.host, Host::V4(_)), v4, "{text}");
             assert_eq!(
                 u.host.to_string(),
