@@ -154,6 +154,8 @@ pub enum ListenTransport {
     Udp,
     /// Streams with Content-Length framing.
     Tcp,
+    /// SIP over WebSocket (RFC 7118): clients upgrade with subprotocol `sip`.
+    Ws,
 }
 
 impl fmt::Display for ListenTransport {
@@ -161,6 +163,7 @@ impl fmt::Display for ListenTransport {
         f.write_str(match self {
             ListenTransport::Udp => "udp",
             ListenTransport::Tcp => "tcp",
+            ListenTransport::Ws => "ws",
         })
     }
 }
@@ -169,7 +172,7 @@ impl fmt::Display for ListenTransport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `ws`.
     pub transport: ListenTransport,
     /// `IP:port` to bind.
     pub address: SocketAddr,

@@ -138,6 +138,23 @@ fn bad_transport_and_address() {
 }
 
 #[test]
+fn ws_listener_needs_a_port_of_its_own() {
+    let c = parse("[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:8088\"\n").unwrap();
+    assert_eq!(c.listen[0].transport, ListenTransport::Ws);
+    let e = err(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\
+         [[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:5060\"\n\
+         [[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:5060\"\n",
+    );
+    assert!(
+        e[0].starts_with(
+            "t.toml:9: listen[2].address: ws 127.0.0.1:5060 is also a tcp listen address"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn missing_field_names_table() {
     let e = err("[server]\n\n[[upstream]]\nname = \"a\"\n");
     assert!(

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::error::{ConfigError, SpanIndex};
-use super::schema::{Config, TrunkConfig};
+use super::schema::{Config, ListenTransport, TrunkConfig};
 
 /// Collects errors with their key path; lines are filled in at the end.
 struct Errors<'a> {
@@ -209,11 +209,27 @@ pub(crate) fn validate(
         e.push("listen", "at least one [[listen]] socket is needed");
     }
     let mut seen = HashSet::new();
+    // TCP, WebSocket (and TLS) listeners each need a TCP port of their own.
+    let mut streams = HashMap::new();
     for (i, l) in cfg.listen.iter().enumerate() {
         if !seen.insert((l.transport, l.address)) {
             e.push(
                 format!("listen[{i}].address"),
                 format!("{} {} is listed twice", l.transport, l.address),
+            );
+            continue;
+        }
+        if l.transport == ListenTransport::Udp || l.address.port() == 0 {
+            continue;
+        }
+        if let Some(other) = streams.insert(l.address, l.transport) {
+            e.push(
+                format!("listen[{i}].address"),
+                format!(
+                    "{} {} is also a {other} listen address: each TCP-based listener needs \
+                     a port of its own",
+                    l.transport, l.address
+                ),
             );
         }
     }
