@@ -138,6 +138,10 @@ mod shell {
     const BINDING_QUEUE: usize = 8_192;
     /// How soon the core looks again at logins a full queue left waiting.
     const BINDING_RETRY: Duration = Duration::from_millis(20);
+    /// Media relay answers queued for the core task (each shard has its own).
+    const MEDIA_QUEUE: usize = 4096;
+    /// How long the rtpengine deletes of calls ended at stop may take.
+    const MEDIA_GRACE: Duration = Duration::from_secs(2);
     /// How long call-status events still queued at stop may take to go out.
     const WEBHOOK_GRACE: Duration = Duration::from_secs(2);
 
@@ -273,6 +277,12 @@ mod shell {
                 tracing::warn!("DNS: {e}: host names in new DID destinations will not resolve")
             }
         }
+        // SPEC §8.4: rtpengine's ng client on its own task; relayed calls
+        // ask it through the core's outputs and get answers as inputs.
+        let (media_client, media_task) = sipfront::media::MediaClient::start(&live.current().media)
+            .await
+            .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         let mut endpoint = Endpoint::new(ep_cfg);
         let report = endpoint.restore_bindings(stored, now());
         tracing::info!(
@@ -292,6 +302,7 @@ mod shell {
                 dns: dns_rx,
                 did_dns: did_dns_rx,
                 did_names: did_names_tx,
+                media: media_rx,
                 shutdown: controller.subscribe(),
             },
             transports,
@@ -299,6 +310,8 @@ mod shell {
                 cdrs: cdr_sink.clone(),
                 webhooks: webhook_sink.clone(),
                 bindings: binding_sink.clone(),
+                media: media_client,
+                media_answers: media_tx,
             },
         ));
 
@@ -367,6 +380,10 @@ mod shell {
         }
         if !core_done {
             let _ = core.await;
+        }
+        // The deletes of the calls ended at stop get their chance to go out.
+        if tokio::time::timeout(MEDIA_GRACE, media_task).await.is_err() {
+            tracing::warn!("rtpengine deletes still unanswered at exit");
         }
         // Call-status events get a short, bounded chance to go out.
         webhooks.shutdown(WEBHOOK_GRACE).await;
@@ -487,6 +504,9 @@ mod shell {
         cdrs: CdrSink,
         webhooks: WebhookSink,
         bindings: BindingSink,
+        /// rtpengine's ng client, and where its answers for this core go.
+        media: sipfront::media::MediaClient,
+        media_answers: sipfront::media::ReplyTo,
     }
 
     /// What the core task listens to besides its timer.
@@ -502,6 +522,8 @@ mod shell {
         dns: mpsc::Receiver<sipfront::dns::Answer>,
         did_dns: mpsc::Receiver<sipfront::dns::DidAnswer>,
         did_names: tokio::sync::watch::Sender<Vec<sipfront::routing::Resolve>>,
+        /// The media relay's answers to this core's requests.
+        media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
         shutdown: Shutdown,
     }
 
@@ -518,6 +540,8 @@ mod shell {
             cdrs,
             webhooks,
             bindings,
+            media,
+            media_answers,
         } = sinks;
         let Inputs {
             mut events,
@@ -527,6 +551,7 @@ mod shell {
             mut dns,
             mut did_dns,
             did_names,
+            media: mut media_results,
             mut shutdown,
         } = inputs;
         let mut drain_until: Option<Instant> = None;
@@ -562,6 +587,7 @@ mod shell {
                     });
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
+                Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
@@ -569,6 +595,7 @@ mod shell {
                         binding_metrics(&mut m, &bindings);
                         webhooks.write_metrics(&mut m);
                         transports.stats().write_metrics(&mut m);
+                        media.stats().write_metrics(&mut m);
                         let _ = tx.send(m);
                     }
                     q => control::answer(&mut endpoint, q, now()),
@@ -615,6 +642,9 @@ mod shell {
             }
             while let Some(out) = endpoint.poll_transmit() {
                 transports.send(out);
+            }
+            while let Some(req) = endpoint.poll_media() {
+                media.request(req, &media_answers);
             }
             while let Some(cdr) = endpoint.poll_cdr() {
                 // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
