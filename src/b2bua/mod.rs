@@ -276,6 +276,9 @@ pub struct B2bua {
     auth_outcomes: VecDeque<(std::net::IpAddr, Result<(), crate::auth::AuthError>)>,
     /// DNS answers for host names in DID SIP URI destinations.
     did_hosts: crate::routing::DidHosts,
+    /// Whether this B2BUA pings the upstreams and registers at them (one
+    /// core shard per node does; the others only know the accounts).
+    node_duties: bool,
 }
 
 impl B2bua {
@@ -304,7 +307,17 @@ impl B2bua {
             call_events: VecDeque::new(),
             draining: false,
             auth_outcomes: VecDeque::new(),
+            node_duties: true,
         }
+    }
+
+    /// Whether this B2BUA sends the node's upstream OPTIONS pings and
+    /// registrations (true by default; false on every core shard but 0,
+    /// so a node pings and registers once). Without them it still knows
+    /// the registration accounts (inbound calls to them are recognised)
+    /// and marks targets by its own B-leg INVITEs (passive health).
+    pub fn set_node_duties(&mut self, on: bool) {
+        self.node_duties = on;
     }
 
     /// Counts channels in `counters`, shared with the node's other shards
@@ -506,10 +519,11 @@ impl B2bua {
     /// The earliest instant `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.heap.peek().map(|Reverse((at, _))| *at);
+        let node = |t: Option<Instant>| t.filter(|_| self.node_duties);
         [
             calls,
-            self.health.poll_timeout(),
-            self.registrations.poll_timeout(),
+            node(self.health.poll_timeout()),
+            node(self.registrations.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -524,12 +538,15 @@ impl B2bua {
     /// Whether a stop still waits for unregistrations (at most
     /// 5 s after [`B2bua::unregister_all`]).
     pub fn unregistering(&self, now: Instant) -> bool {
-        self.registrations.unregistering(now)
+        self.node_duties && self.registrations.unregistering(now)
     }
 
     /// Unregisters every registration trunk (`Expires: 0`) and stops
     /// refreshing: the start of a stop (SIGTERM).
     pub fn unregister_all(&mut self, now: Instant) {
+        if !self.node_duties {
+            return;
+        }
         let mut ctx = registration::Ctx {
             ups: &self.upstreams,
             local: &self.cfg.local,
@@ -1004,24 +1021,26 @@ impl B2bua {
     /// Fires call timers and upstream pings due at `now`. The first call
     /// starts the OPTIONS pings.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.health.arm(&self.upstreams, now);
-        self.health.handle_timeout(
-            &self.upstreams,
-            &self.cfg.local,
-            now,
-            &mut self.rng,
-            &mut self.actions,
-        );
         self.registrations
             .arm(&self.upstreams, &self.cfg.local, now, &mut self.rng);
-        let mut ctx = registration::Ctx {
-            ups: &self.upstreams,
-            local: &self.cfg.local,
-            now,
-            rng: &mut self.rng,
-            out: &mut self.actions,
-        };
-        self.registrations.handle_timeout(&mut ctx);
+        if self.node_duties {
+            self.health.arm(&self.upstreams, now);
+            self.health.handle_timeout(
+                &self.upstreams,
+                &self.cfg.local,
+                now,
+                &mut self.rng,
+                &mut self.actions,
+            );
+            let mut ctx = registration::Ctx {
+                ups: &self.upstreams,
+                local: &self.cfg.local,
+                now,
+                rng: &mut self.rng,
+                out: &mut self.actions,
+            };
+            self.registrations.handle_timeout(&mut ctx);
+        }
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;

@@ -1768,6 +1768,7 @@ mod identity;
 mod registration;
 mod seeded;
 mod session;
+mod shards;
 mod transfer;
 mod upauth;
 
