@@ -117,6 +117,10 @@ pub struct ServerConfig {
     /// Smallest `Session-Expires` accepted (`422` with `Min-SE` below).
     #[serde(default = "default_min_se_s")]
     pub min_se_s: u64,
+    /// Core shards (threads of SIP work), 1..=64; default: the machine's
+    /// CPUs (at most 64). 1 runs every call on one core task.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             emergency_numbers: default_emergency_numbers(),
             session_expires_s: default_session_expires_s(),
             min_se_s: default_min_se_s(),
+            workers: default_workers(),
         }
     }
 }
@@ -691,6 +696,16 @@ fn default_session_expires_s() -> u64 {
 
 fn default_min_se_s() -> u64 {
     90
+}
+
+/// Most core shards `[server] workers` accepts.
+pub(crate) const MAX_WORKERS: u32 = 64;
+
+/// One core shard per CPU the process may use (at most [`MAX_WORKERS`]).
+fn default_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(MAX_WORKERS))
+        .clamp(1, MAX_WORKERS)
 }
 
 fn default_ring_timeout_s() -> u64 {
