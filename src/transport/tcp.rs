@@ -19,8 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::conn::{ConnEntry, ConnId};
+use super::conn::ConnEntry;
 use super::write_queue::{write_queue, Pushed, WriteRx};
+use super::ConnId;
 use super::{Inbound, Outbound, Shared, ShutdownHandle, TransportEvent, TransportStats};
 use crate::sip::framing::{self, Frame, FrameError};
 use crate::sip::Transport;
@@ -293,6 +294,7 @@ async fn run(
                         local,
                         transport: Transport::Tcp,
                         conn: Some(id),
+                        received: Instant::now().into_std(),
                     });
                     // Backpressure: a slow core slows this peer's reads (TCP
                     // flow control does the rest), but shutdown still wins.

@@ -38,6 +38,7 @@ mod answer;
 mod env;
 mod guard;
 mod metrics;
+mod overload;
 mod register;
 pub mod shard;
 mod shared;
@@ -64,6 +65,7 @@ pub use answer::{ALLOW, SUPPORTED};
 pub use env::Env;
 pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, merge as merge_metrics, metric};
+pub use overload::OverloadConfig;
 pub use shared::SharedState;
 pub use stats::{EndedCalls, Stats};
 
@@ -84,6 +86,8 @@ pub struct EndpointConfig {
     pub registrar: RegistrarConfig,
     /// Bans and scanner rules (`[security]`).
     pub guard: GuardConfig,
+    /// When queued messages are shed (`[server] overload_*`).
+    pub overload: OverloadConfig,
     /// Seed of the identifiers the core mints ([`Env::seed`]); each shard
     /// needs its own.
     pub seed: [u8; 32],
@@ -120,6 +124,7 @@ impl EndpointConfig {
             admission: Arc::new(Admission::empty("sipfront.local", env.nonce_secret)),
             registrar: RegistrarConfig::default(),
             guard: GuardConfig::from(&crate::config::SecuritySettings::default()),
+            overload: OverloadConfig::from(&crate::config::ServerConfig::default()),
             seed: env.seed,
             shard: 0,
             shards: 1,
@@ -166,6 +171,7 @@ impl EndpointConfig {
         out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
         out.guard = GuardConfig::from(&cfg.security);
+        out.overload = OverloadConfig::from(&cfg.server);
         Ok(out)
     }
 }
@@ -439,6 +445,7 @@ impl Endpoint {
                 .set_config(RegistrarConfig::from(&cfg.registrar));
         }
         self.cfg.guard = GuardConfig::from(&cfg.security);
+        self.cfg.overload = OverloadConfig::from(&cfg.server);
         self.shared.bans().set_policy(self.cfg.guard.bans.clone());
     }
 
@@ -530,6 +537,10 @@ impl Endpoint {
     }
 
     fn handle_request(&mut self, msg: Message, inbound: &Inbound, now: Instant) {
+        let waited = now.saturating_duration_since(inbound.received);
+        if self.stale_request(&msg, inbound.transport, waited) {
+            return;
+        }
         let key = match self
             .txns
             .handle_request(&msg, inbound.peer, inbound.transport, now)
@@ -569,11 +580,14 @@ impl Endpoint {
                 Some("rate limit")
             } else if is_invite && self.overloaded() {
                 Some("overload")
+            } else if is_invite && self.shed_invite(waited) {
+                Some("queued too long")
             } else {
                 None
             };
             if let Some(why) = why {
-                tracing::debug!(peer = %inbound.peer, "request refused 503: {why}");
+                tracing::debug!(peer = %inbound.peer, waited_ms = waited.as_millis(),
+                    "request refused 503: {why}");
                 let response = answer::unavailable(&msg, inbound, &self.cfg, &mut self.rng);
                 self.stats.count_answer(response.status);
                 self.txns
