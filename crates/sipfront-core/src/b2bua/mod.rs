@@ -313,8 +313,9 @@ impl B2bua {
     /// Whether this B2BUA sends the node's upstream OPTIONS pings and
     /// registrations (true by default; false on every core shard but 0,
     /// so a node pings and registers once). Without them it still knows
-    /// the registration accounts (inbound calls to them are recognised)
-    /// and marks targets by its own B-leg INVITEs (passive health).
+    /// the registration accounts (inbound calls to them are recognised),
+    /// and it reads the pings' verdicts (and every shard's B-leg INVITE
+    /// outcomes) through the health board its [`Upstreams`] clone shares.
     pub fn set_node_duties(&mut self, on: bool) {
         self.node_duties = on;
     }
@@ -788,6 +789,8 @@ impl B2bua {
         locations: &dyn Locations,
         now: Instant,
     ) -> Result<Vec<crate::routing::Hop>, Rejection> {
+        // What the node's other shards learned of upstream health.
+        self.upstreams.sync_health();
         let seed = self.next_seed();
         plan::Planner {
             upstreams: &self.upstreams,
@@ -1020,6 +1023,7 @@ impl B2bua {
     /// Fires call timers and upstream pings due at `now`. The first call
     /// starts the OPTIONS pings.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.upstreams.sync_health();
         self.registrations
             .arm(&self.upstreams, &self.cfg.local, now, &mut self.rng);
         if self.node_duties {
