@@ -239,13 +239,8 @@ mod shell {
             .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let ep_cfg = EndpointConfig::from_config(
-            &cfg,
-            transports.udp_addrs().first().copied(),
-            transports.tcp_addrs().first().copied(),
-            env(),
-        )
-        .map_err(|e| format!("cannot start: {e}"))?;
+        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env())
+            .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot to each shard.
         let (reload_tx, reload_rx) = queues(workers, 4);
@@ -258,6 +253,7 @@ mod shell {
         tracing::info!(
             udp = ?transports.udp_addrs(),
             tcp = ?transports.tcp_addrs(),
+            ws = ?transports.ws_addrs(),
             http = ?[http_addr],
             workers,
             "sipfront {} ready",

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::calls::{call_ids, check_scenario, read_cdrs, read_msgs, Cdr, Msg, SippOut};
+use common::phone::{Pipe, TcpPhone, WsPhone};
 use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 
 /// The carrier's address: a trusted upstream by IP.
@@ -1732,223 +1733,6 @@ fn baresip_registered_softphone_answers_a_did_call() {
 
 // ---- a softphone registered over TCP -----------------------------------------------
 
-/// A minimal softphone over one TCP connection: REGISTER with MD5 digest,
-/// then answers one call on the same connection.
-struct TcpPhone {
-    stream: std::net::TcpStream,
-    buf: Vec<u8>,
-    /// Every message read or written, for assertion messages.
-    log: String,
-}
-
-fn md5_hex(s: &str) -> String {
-    use md5::{Digest, Md5};
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `name="value"` or `name=value` inside a challenge header.
-fn auth_param(h: &str, name: &str) -> Option<String> {
-    let i = h.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &h[i..];
-    if let Some(r) = rest.strip_prefix('"') {
-        Some(r[..r.find('"')?].to_owned())
-    } else {
-        Some(rest.split([',', ' ']).next()?.to_owned())
-    }
-}
-
-fn header_lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
-    msg.split("\r\n")
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .filter(|l| {
-            l.split_once(':')
-                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        })
-        .collect()
-}
-
-impl TcpPhone {
-    fn connect(server: std::net::SocketAddr) -> TcpPhone {
-        // SO_REUSEADDR, so that the test can listen on its address once it
-        // is closed (Linux wants it on the TIME_WAIT socket too).
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        sock.set_reuse_address(true).expect("SO_REUSEADDR");
-        sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .expect("bind");
-        sock.connect(&server.into())
-            .expect("connect to sipfront TCP");
-        let stream: std::net::TcpStream = sock.into();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        TcpPhone {
-            stream,
-            buf: Vec::new(),
-            log: String::new(),
-        }
-    }
-
-    fn send(&mut self, msg: &str) {
-        use std::io::Write;
-        self.log.push_str(&format!("--- sent ---\n{msg}"));
-        self.stream.write_all(msg.as_bytes()).expect("write");
-    }
-
-    /// The next whole message (headers and Content-Length body) within `timeout`.
-    fn recv(&mut self, timeout: Duration) -> Option<String> {
-        use std::io::Read;
-        let end = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(hdr_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..hdr_end]).into_owned();
-                let len: usize = head
-                    .split("\r\n")
-                    .find_map(|l| {
-                        let (n, v) = l.split_once(':')?;
-                        let n = n.trim().to_ascii_lowercase();
-                        (n == "content-length" || n == "l").then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                let total = hdr_end + 4 + len;
-                if self.buf.len() >= total {
-                    let msg = String::from_utf8_lossy(&self.buf[..total]).into_owned();
-                    self.buf.drain(..total);
-                    self.log.push_str(&format!("--- received ---\n{msg}"));
-                    return Some(msg);
-                }
-            }
-            if std::time::Instant::now() >= end {
-                return None;
-            }
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// REGISTER `login` with Contact `contact`; digest on 401. The final status.
-    fn register(
-        &mut self,
-        login: &str,
-        password: &str,
-        contact: &str,
-        server: std::net::SocketAddr,
-    ) -> u16 {
-        let local = self.stream.local_addr().expect("local");
-        let uri = format!("sip:{server}");
-        let mut auth = String::new();
-        for cseq in 1..=2 {
-            self.send(&format!(
-                "REGISTER {uri} SIP/2.0\r\n\
-                 Via: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq};rport\r\n\
-                 Max-Forwards: 70\r\n\
-                 From: <sip:{login}@{server}>;tag=tcpreg\r\n\
-                 To: <sip:{login}@{server}>\r\n\
-                 Call-ID: tcpreg-{login}@test\r\n\
-                 CSeq: {cseq} REGISTER\r\n\
-                 Contact: <{contact}>\r\n\
-                 Expires: 3600\r\n{auth}\
-                 Content-Length: 0\r\n\r\n"
-            ));
-            let resp = loop {
-                match self.recv(Duration::from_secs(5)) {
-                    Some(m) if m.starts_with("SIP/2.0 1") => continue,
-                    Some(m) => break m,
-                    None => return 0,
-                }
-            };
-            let code: u16 = resp.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
-            if code != 401 || cseq == 2 {
-                return code;
-            }
-            let chal = header_lines(&resp, "WWW-Authenticate");
-            let md5 = chal
-                .iter()
-                .find(|h| !h.contains("SHA-256"))
-                .copied()
-                .unwrap_or_default();
-            let realm = auth_param(md5, "realm").unwrap_or_default();
-            let nonce = auth_param(md5, "nonce").unwrap_or_default();
-            let opaque = auth_param(md5, "opaque");
-            let ha1 = md5_hex(&format!("{login}:{realm}:{password}"));
-            let ha2 = md5_hex(&format!("REGISTER:{uri}"));
-            let response = md5_hex(&format!("{ha1}:{nonce}:00000001:tcpcnonce:auth:{ha2}"));
-            auth = format!(
-                "Authorization: Digest username=\"{login}\", realm=\"{realm}\", nonce=\"{nonce}\", \
-                 uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"tcpcnonce\", \
-                 qop=auth, nc=00000001{}\r\n",
-                opaque.map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default()
-            );
-        }
-        0
-    }
-
-    /// A response to `req` copying its Via/From/To/Call-ID/CSeq.
-    fn respond(&mut self, req: &str, status: &str, body: &str) {
-        let local = self.stream.local_addr().expect("local");
-        let mut s = format!("SIP/2.0 {status}\r\n");
-        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-            for l in header_lines(req, name) {
-                s.push_str(l);
-                if name == "To" && !l.contains("tag=") {
-                    s.push_str(";tag=tcpphone");
-                }
-                s.push_str("\r\n");
-            }
-        }
-        s.push_str(&format!("Contact: <sip:001@{local};transport=tcp>\r\n"));
-        if body.is_empty() {
-            s.push_str("Content-Length: 0\r\n\r\n");
-        } else {
-            s.push_str(&format!(
-                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ));
-        }
-        self.send(&s);
-    }
-
-    /// Answers one call: INVITE (its first line returned), 180, 200, ACK, BYE, 200.
-    fn answer_one_call(&mut self) -> Result<String, String> {
-        let invite = loop {
-            match self.recv(Duration::from_secs(15)) {
-                Some(m) if m.starts_with("INVITE ") => break m,
-                Some(_) => continue,
-                None => return Err("no INVITE on the registered TCP connection".into()),
-            }
-        };
-        let first = invite.lines().next().unwrap_or("").to_owned();
-        let sdp = "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                   m=audio 40000 RTP/AVP 0\r\na=sendrecv\r\n";
-        self.respond(&invite, "180 Ringing", "");
-        self.respond(&invite, "200 OK", sdp);
-        let mut got_ack = false;
-        loop {
-            match self.recv(Duration::from_secs(15)) {
-                Some(m) if m.starts_with("ACK ") => got_ack = true,
-                Some(m) if m.starts_with("BYE ") => {
-                    self.respond(&m, "200 OK", "");
-                    return if got_ack {
-                        Ok(first)
-                    } else {
-                        Err("BYE without an ACK first".into())
-                    };
-                }
-                Some(_) => continue,
-                None => return Err(format!("no BYE (ACK seen: {got_ack})")),
-            }
-        }
-    }
-}
-
 /// Keep-alive over TCP (RFC 5626 §4.4.1): with `keepalive_s = 1` a phone
 /// registered over TCP gets double-CRLF pings on its registered connection
 /// (it need not answer them and keeps its binding); when the connection
@@ -2049,7 +1833,7 @@ fn tcp_registered_phone_is_called_over_its_connection_and_not_after_it_closes() 
     // The connection closes: the binding is gone, the URI answers, and
     // nothing tries to reach the phone's old address (a listener now bound
     // there would see a new connection).
-    let old_addr = ph.stream.local_addr().expect("local");
+    let old_addr = ph.pipe.stream.local_addr().expect("local");
     drop(ph);
     assert!(
         rig.server
@@ -2093,4 +1877,98 @@ fn tcp_registered_phone_is_called_over_its_connection_and_not_after_it_closes() 
             .all(|c| c.kind == "received" && c.disposition == "answered" && c.sip_code == 200),
         "{rows:#?}\n{show}"
     );
+}
+
+// ---- a WebSocket client (RFC 7118) -------------------------------------------------
+
+/// `[[listen]]` on a WebSocket port chosen by the OS.
+const WS_LISTEN: &str = "\n[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:0\"\n";
+
+/// RFC 7118 / SPEC §8.3: a WebSocket client (tokio-tungstenite, the test's
+/// own) registers over `ws` with digest from an `.invalid` Via and Contact
+/// host, is called on its WebSocket by a DID call from the SIPp carrier,
+/// answers, and its own BYE ends the call (the carrier gets it). The API
+/// shows the binding's and the call's transport, `/metrics` the upgrade.
+#[test]
+fn ws_client_registers_is_called_on_its_websocket_and_hangs_up() {
+    let body = phone_trunks(1..=1, |_| true)
+        + &did_toml(DID, 0, &[(5, "phone001", 1)])
+        + WS_LISTEN
+        + common::TEST_API_KEY_CONFIG;
+    let mut rig = Rig::start("ws-phone", &body);
+    let ws = rig.server.ws.expect("a ws listener in the ready line");
+    let (login, pw, _, nnn) = phone(1);
+    let mut ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
+    let contact = format!("sip:{nnn}@{};transport=ws", ph.pipe.sent_by());
+    let code = ph.register(&login, &pw, &contact, ws);
+    assert_eq!(code, 200, "WS REGISTER\n{}\n{}", ph.log, rig.show());
+    let regs = common::wait_registrations(&rig.server, Duration::from_secs(5), |items| {
+        items.iter().any(|r| r["transport"] == "WS")
+    });
+    assert!(
+        regs.is_some(),
+        "/v1/registrations does not show the WS binding\n{}",
+        rig.show()
+    );
+
+    let server = rig.server.http;
+    let phone_thread = thread::spawn(move || {
+        let r = (|| {
+            let invite = ph.wait_invite(Duration::from_secs(15))?;
+            ph.answer(&invite)?;
+            // The call is up: the API shows both legs' transports.
+            let calls = common::api_get_at(server, common::TEST_API_KEY, "/v1/calls");
+            let code = ph.hang_up(&invite);
+            if code != 200 {
+                return Err(format!("BYE answered {code}"));
+            }
+            Ok((invite, calls))
+        })();
+        (r, ph)
+    });
+    let out = rig.carrier(
+        &scenario("did_uac_wait_bye.xml"),
+        DID,
+        "ws",
+        30,
+        &["-m", "1"],
+    );
+    let (r, ph) = phone_thread.join().expect("phone thread");
+    let show = format!(
+        "{}\n--- WS phone ---\n{}\n{}",
+        out.show(),
+        ph.log,
+        rig.show()
+    );
+    assert!(out.all_ok(1), "{show}");
+    let (invite, (status, calls)) = r.unwrap_or_else(|e| panic!("{e}\n{show}"));
+    let first = invite.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with(&format!("INVITE {contact}")),
+        "Request-URI must be the registered Contact: {first}\n{show}"
+    );
+    let via = common::phone::header_value(&invite, "Via").unwrap_or("");
+    assert!(
+        via.starts_with("SIP/2.0/WS "),
+        "our Via on a WS leg: {via}\n{show}"
+    );
+    let our_contact = common::phone::header_value(&invite, "Contact").unwrap_or("");
+    assert!(
+        our_contact.contains(";transport=ws"),
+        "our Contact on a WS leg: {our_contact}\n{show}"
+    );
+    let call = &calls["items"][0];
+    assert_eq!(status, 200, "{calls}\n{show}");
+    assert_eq!(
+        (call["a_transport"].as_str(), call["b_transport"].as_str()),
+        (Some("udp"), Some("ws")),
+        "{calls}\n{show}"
+    );
+    let (_, metrics) = common::api_text(&rig.server, common::TEST_API_KEY, "/metrics");
+    assert!(
+        metrics.contains("\nsipfront_ws_upgrades_accepted_total 1\n"),
+        "{metrics}"
+    );
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, Some("phone001"), &show);
 }

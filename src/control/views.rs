@@ -155,6 +155,10 @@ pub struct CallView {
     pub started: u64,
     /// Unix seconds of the answer, if answered.
     pub answered: Option<u64>,
+    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    pub a_transport: &'static str,
+    /// Transport of the callee's leg (of the attempt in progress).
+    pub b_transport: &'static str,
 }
 
 impl From<b2bua::CallView> for CallView {
@@ -168,6 +172,8 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            a_transport,
+            b_transport,
         } = v;
         CallView {
             call_id,
@@ -178,6 +184,8 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            a_transport,
+            b_transport,
         }
     }
 }
@@ -192,7 +200,7 @@ pub struct RegistrationView {
     pub contact: String,
     /// Where the REGISTER came from (`ip:port`).
     pub source: String,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP`, `WS` or `WSS` (RFC 7118).
     pub transport: String,
     /// Seconds until it lapses.
     pub expires: u64,

@@ -1,6 +1,7 @@
-//! The TCP connection table: remote address → open connection, so responses
-//! and new requests to an address reuse the connection it is on (RFC 3261
-//! §18.2.2, §18.1.1).
+//! The stream connection table (TCP and WebSocket): remote address → open
+//! connection, so responses and new requests to an address reuse the
+//! connection it is on (RFC 3261 §18.2.2, §18.1.1; RFC 7118 §5), with the
+//! per-source count behind the per-IP cap.
 //!
 //! A plain `HashMap` behind a `std::sync::Mutex`: every operation is a short
 //! lookup or insert with no `.await` inside the lock, and connection churn is
@@ -13,12 +14,17 @@ use std::sync::Mutex;
 
 use super::write_queue::WriteTx;
 use super::ConnId;
+use crate::sip::Transport;
 
-/// One entry: who it is and where its writer task takes bytes from.
+/// One entry: who it is, what it speaks and where its writer task takes
+/// bytes from.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnEntry {
     pub(crate) id: ConnId,
     pub(crate) peer: SocketAddr,
+    /// `Tcp`, `Ws` or `Wss`: a message is only queued on a connection of
+    /// its own transport (the writer frames it accordingly).
+    pub(crate) transport: Transport,
     pub(crate) tx: WriteTx,
 }
 
@@ -97,23 +103,25 @@ impl ConnTable {
     }
 
     /// The connection to this remote address.
-    #[cfg(test)]
     pub(crate) fn by_peer(&self, peer: SocketAddr) -> Option<ConnEntry> {
         let t = self.lock();
         t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)).cloned()
     }
 
-    /// Looks up `peer`, or registers the entry made by `make` for it, in one
-    /// critical section (so two sends to a new peer open one connection).
-    /// Returns the entry and whether it is new.
+    /// Looks up a `transport` connection to `peer`, or registers the entry
+    /// made by `make` for it, in one critical section (so two sends to a new
+    /// peer open one connection). Returns the entry and whether it is new.
     pub(crate) fn get_or_insert_with(
         &self,
         peer: SocketAddr,
+        transport: Transport,
         make: impl FnOnce(ConnId) -> ConnEntry,
     ) -> (ConnEntry, bool) {
         let mut t = self.lock();
         if let Some(e) = t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)) {
-            return (e.clone(), false);
+            if e.transport == transport {
+                return (e.clone(), false);
+            }
         }
         let e = make(self.next_id());
         t.add(e.clone());
@@ -134,6 +142,7 @@ mod tests {
         ConnEntry {
             id: t.next_id(),
             peer,
+            transport: Transport::Tcp,
             tx: super::super::write_queue::write_queue(1).0,
         }
     }
@@ -154,13 +163,14 @@ mod tests {
         t.remove(b.id);
         assert!(t.by_peer(peer).is_none());
         assert_eq!(t.len(), 0);
-        let (c, new) = t.get_or_insert_with(peer, |id| ConnEntry {
+        let (c, new) = t.get_or_insert_with(peer, Transport::Tcp, |id| ConnEntry {
             id,
             peer,
+            transport: Transport::Tcp,
             tx: super::super::write_queue::write_queue(1).0,
         });
         assert!(new);
-        let (d, new) = t.get_or_insert_with(peer, |_| unreachable!());
+        let (d, new) = t.get_or_insert_with(peer, Transport::Tcp, |_| unreachable!());
         assert!(!new);
         assert_eq!(c.id, d.id);
         assert!(t.get(c.id).is_some());

@@ -7,6 +7,7 @@
 //! Keep-alives (RFC 5626 §3.5.1): leading CR/LF bytes are skipped; each
 //! double-CRLF "ping" is answered with one CRLF "pong".
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::sip::framing::{self, Frame, FrameError};
 use crate::sip::Transport;
 
 /// How long one write may take before the connection is considered dead.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages handled per connection per wake before yielding to other tasks.
 const FRAMES_PER_WAKE: usize = 64;
 
@@ -47,15 +48,40 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-/// Accepts connections until shutdown. A connection needs a permit from the
-/// shared semaphore first, so at the limit new connections wait in the
-/// kernel backlog instead of exhausting file descriptors.
-pub(super) async fn accept_loop(
+/// A stream connection that is in the table and holds its permit: what the
+/// per-connection task of a stream transport (TCP framing here, WebSocket in
+/// `ws.rs`) runs on. Dropping it (with the task) frees the permit.
+pub(super) struct StreamConn {
+    /// Remote address.
+    pub(super) peer: SocketAddr,
+    /// Our address of the connection.
+    pub(super) local: SocketAddr,
+    /// Its id in the table.
+    pub(super) id: ConnId,
+    /// What the core queues for it.
+    pub(super) rx: WriteRx,
+    pub(super) shared: Arc<Shared>,
+    pub(super) handle: ShutdownHandle,
+    pub(super) permit: OwnedSemaphorePermit,
+}
+
+/// Accepts connections until shutdown and runs `serve` on each, as a task of
+/// its own. A connection needs a permit from the shared semaphore first, so
+/// at the limit new connections wait in the kernel backlog instead of
+/// exhausting file descriptors; one from an IP that already has
+/// `max_tcp_per_ip` open connections (any stream transport) is closed at
+/// once. `transport` is what the connection speaks once `serve` runs it.
+pub(super) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     local: SocketAddr,
+    transport: Transport,
     shared: Arc<Shared>,
     handle: ShutdownHandle,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, StreamConn) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut shutdown = handle.subscribe();
     let mut backoff = Duration::from_millis(1);
     while !shutdown.is_shutdown() {
@@ -76,22 +102,30 @@ pub(super) async fn accept_loop(
                 let id = shared.conns.next_id();
                 let (tx, rx) = write_queue(shared.limits.tcp_write_queue_bytes);
                 let max = shared.limits.max_tcp_per_ip;
-                if !shared.conns.insert_within(ConnEntry { id, peer, tx }, max) {
+                let entry = ConnEntry {
+                    id,
+                    peer,
+                    transport,
+                    tx,
+                };
+                if !shared.conns.insert_within(entry, max) {
                     TransportStats::inc(&shared.stats.tcp_refused_per_ip);
-                    tracing::debug!(%peer, "TCP connection refused: {max} already open from this IP");
+                    tracing::debug!(%peer, %transport, "connection refused: {max} already open from this IP");
                     drop(stream);
                     continue;
                 }
-                tracing::debug!(%peer, %local, %id, "TCP connection accepted");
-                tokio::spawn(run(
+                tracing::debug!(%peer, %local, %id, %transport, "connection accepted");
+                tokio::spawn(serve(
                     stream,
-                    peer,
-                    local,
-                    id,
-                    rx,
-                    shared.clone(),
-                    handle.clone(),
-                    permit,
+                    StreamConn {
+                        peer,
+                        local,
+                        id,
+                        rx,
+                        shared: shared.clone(),
+                        handle: handle.clone(),
+                        permit,
+                    },
                 ));
             }
             Err(e) => {
@@ -119,7 +153,10 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound, handle: &ShutdownHandle)
     }
     // RFC 3261 §18.2.2: use the request's connection; if it has gone, open
     // a new one to the same address.
-    let entry = match conn.and_then(|id| shared.conns.get(id)) {
+    let named = conn
+        .and_then(|id| shared.conns.get(id))
+        .filter(|e| e.transport == Transport::Tcp);
+    let entry = match named {
         Some(e) => e,
         // A keep-alive (only CR/LF) is for that connection alone (RFC 5626
         // §3.5.1): once it is gone, opening another would keep nothing alive.
@@ -128,10 +165,15 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound, handle: &ShutdownHandle)
         }
         None => {
             let mut new_rx = None;
-            let (entry, new) = shared.conns.get_or_insert_with(dest, |id| {
+            let (entry, new) = shared.conns.get_or_insert_with(dest, Transport::Tcp, |id| {
                 let (tx, rx) = write_queue(shared.limits.tcp_write_queue_bytes);
                 new_rx = Some(rx);
-                ConnEntry { id, peer: dest, tx }
+                ConnEntry {
+                    id,
+                    peer: dest,
+                    transport: Transport::Tcp,
+                    tx,
+                }
             });
             if new {
                 let (Some(rx), Ok(permit)) =
@@ -186,7 +228,16 @@ async fn connect(
             match stream.local_addr() {
                 Ok(local) => {
                     tracing::debug!(%dest, %local, %id, "TCP connection opened");
-                    return run(stream, dest, local, id, rx, shared, handle, permit).await;
+                    let conn = StreamConn {
+                        peer: dest,
+                        local,
+                        id,
+                        rx,
+                        shared,
+                        handle,
+                        permit,
+                    };
+                    return run(stream, conn).await;
                 }
                 Err(e) => e.kind(),
             }
@@ -215,17 +266,16 @@ enum End {
 
 /// One connection: read and frame, write what is queued, until the peer
 /// closes, it idles out, a framing/IO error, or shutdown.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    id: ConnId,
-    mut rx: WriteRx,
-    shared: Arc<Shared>,
-    handle: ShutdownHandle,
-    _permit: OwnedSemaphorePermit,
-) {
+pub(super) async fn run(stream: TcpStream, conn: StreamConn) {
+    let StreamConn {
+        peer,
+        local,
+        id,
+        mut rx,
+        shared,
+        handle,
+        permit: _permit,
+    } = conn;
     let mut shutdown = handle.subscribe();
     let (mut rd, mut wr) = stream.into_split();
     let limits = &shared.limits;

@@ -203,7 +203,8 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
     let u = Uri::parse(uri.trim())?;
     let ip = u.host.ip()?;
     let transport = match u.transport_param() {
-        Some(t) => Transport::from_token(t)?,
+        // A WebSocket peer is reached only over its own connection.
+        Some(t) => Transport::from_token(t).filter(|t| !t.is_websocket())?,
         None => Transport::Udp,
     };
     Some(Hop {

@@ -62,6 +62,9 @@ pub struct Config {
     /// `[transport]`: socket buffers and send queues.
     #[serde(default)]
     pub transport: super::TransportSettings,
+    /// `[media]`: rtpengine ng sockets for relayed calls (SPEC §8.4).
+    #[serde(default)]
+    pub media: super::MediaConfig,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -156,6 +159,8 @@ pub enum ListenTransport {
     Udp,
     /// Streams with Content-Length framing.
     Tcp,
+    /// SIP over WebSocket (RFC 7118): clients upgrade with subprotocol `sip`.
+    Ws,
 }
 
 impl fmt::Display for ListenTransport {
@@ -163,6 +168,7 @@ impl fmt::Display for ListenTransport {
         f.write_str(match self {
             ListenTransport::Udp => "udp",
             ListenTransport::Tcp => "tcp",
+            ListenTransport::Ws => "ws",
         })
     }
 }
@@ -171,7 +177,7 @@ impl fmt::Display for ListenTransport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `ws`.
     pub transport: ListenTransport,
     /// `IP:port` to bind.
     pub address: SocketAddr,
@@ -302,6 +308,9 @@ pub struct UpstreamConfig {
     /// How numbers are written in calls sent to it.
     #[serde(default)]
     pub number_format: NumberFormat,
+    /// `relay`: calls through this upstream are anchored by rtpengine.
+    #[serde(default)]
+    pub media: super::MediaMode,
 }
 
 impl Default for UpstreamConfig {
@@ -321,6 +330,7 @@ impl Default for UpstreamConfig {
             failover_codes: super::dns::default_failover_codes(),
             trusted_cidrs: Vec::new(),
             number_format: NumberFormat::Digits,
+            media: super::MediaMode::Passthrough,
         }
     }
 }
@@ -408,6 +418,10 @@ pub struct TrunkConfig {
     /// Keep the caller's own number (alias `multiple_numbers`).
     #[serde(default, alias = "multiple_numbers")]
     pub passthrough: bool,
+    /// `relay`: this trunk's calls are anchored by rtpengine (its phones
+    /// may sit behind NAT).
+    #[serde(default)]
+    pub media: super::MediaMode,
 }
 
 impl TrunkConfig {

@@ -57,7 +57,7 @@ use crate::config::Config;
 use crate::registrar::{BindingWrite, Registrar, RegistrarConfig, RestoreReport, StoredBinding};
 use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::random::Random;
-use crate::sip::{Message, Method, ParseError};
+use crate::sip::{Message, Method, ParseError, Transport};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
 
@@ -113,8 +113,7 @@ impl EndpointConfig {
     pub fn new(env: Env) -> Self {
         let local = Local {
             public_address: "127.0.0.1".to_owned(),
-            udp_port: 5060,
-            tcp_port: 5060,
+            ports: vec![(Transport::Udp, 5060), (Transport::Tcp, 5060)],
         };
         EndpointConfig {
             timers: TimerConfig::default(),
@@ -141,24 +140,27 @@ impl EndpointConfig {
         }
     }
 
-    /// From the config file, the bound listen sockets (their ports go in
-    /// Via and Contact; with port 0 in the file only the bound one is known)
-    /// and the shell's `env`.
+    /// From the config file, the bound listen sockets with their transports
+    /// (the first port of each goes in Via and Contact; with port 0 in the
+    /// file only the bound one is known) and the shell's `env`.
     ///
     /// # Errors
     /// [`UpstreamError`] for an `[[upstream]]` the B2BUA cannot use.
     pub fn from_config(
         cfg: &Config,
-        udp: Option<SocketAddr>,
-        tcp: Option<SocketAddr>,
+        bound: &[(Transport, SocketAddr)],
         env: Env,
     ) -> Result<EndpointConfig, UpstreamError> {
         let mut out = EndpointConfig::new(env);
-        let udp_port = udp.map_or(5060, |a| a.port());
+        let mut ports: Vec<(Transport, u16)> = Vec::new();
+        for (t, a) in bound {
+            if !ports.iter().any(|(x, _)| x == t) {
+                ports.push((*t, a.port()));
+            }
+        }
         let local = Local {
             public_address: cfg.server.public_address.clone(),
-            udp_port,
-            tcp_port: tcp.map_or(udp_port, |a| a.port()),
+            ports,
         };
         out.b2bua = B2buaConfig::new(local, env.wall);
         out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);

@@ -18,7 +18,7 @@ const DEST_URI: u8 = 1;
 pub fn resolution(uri: &str) -> Option<Resolve> {
     let u = Uri::parse(uri.trim())?;
     let transport = match u.transport_param() {
-        Some(t) => Some(Transport::from_token(t)?),
+        Some(t) => Some(Transport::from_token(t).filter(|t| !t.is_websocket())?),
         None => None,
     };
     match u.host {

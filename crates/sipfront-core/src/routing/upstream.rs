@@ -40,7 +40,8 @@ pub enum UpstreamError {
     /// The `uri` is not a `sip:` URI (`sips:` needs TLS, not supported yet).
     #[error("upstream `{0}`: uri is not a sip: URI (sips:/TLS is not supported yet)")]
     BadUri(String),
-    /// `;transport=` names something other than udp or tcp.
+    /// `;transport=` names something other than udp or tcp (sipfront
+    /// does not dial WebSocket peers: RFC 7118 clients connect to it).
     #[error("upstream `{0}`: unsupported transport")]
     BadTransport(String),
 }
@@ -143,8 +144,8 @@ impl Upstream {
         let explicit = match uri.transport_param() {
             None => None,
             Some(t) => match Transport::from_token(t) {
-                Some(t) => Some(t),
-                None => return Err(UpstreamError::BadTransport(c.name.clone())),
+                Some(t) if !t.is_websocket() => Some(t),
+                _ => return Err(UpstreamError::BadTransport(c.name.clone())),
             },
         };
         let transport = explicit.unwrap_or(Transport::Udp);
@@ -572,6 +573,10 @@ mod tests {
         assert_eq!(u.resolve.unwrap().port, Some(5070));
         assert!(matches!(
             Upstream::from_config(&cfg("d", "sip:10.0.0.1;transport=sctp", 1, 1)),
+            Err(UpstreamError::BadTransport(_))
+        ));
+        assert!(matches!(
+            Upstream::from_config(&cfg("d", "sip:10.0.0.1;transport=ws", 1, 1)),
             Err(UpstreamError::BadTransport(_))
         ));
         assert!(Upstream::from_config(&cfg("e", "http://x", 1, 1)).is_err());

@@ -12,34 +12,60 @@ pub enum Transport {
     Udp,
     /// TCP byte stream, framed by Content-Length (reliable).
     Tcp,
+    /// SIP over WebSocket (RFC 7118): one message per WebSocket message
+    /// over a connection the client opened (reliable).
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118, WebSocket over TLS).
+    Wss,
 }
 
 impl Transport {
     /// Whether the transport is reliable (RFC 3261 §17: no retransmission timers A/E/G).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        !matches!(self, Transport::Udp)
     }
 
-    /// The Via transport token: `"UDP"` or `"TCP"`.
+    /// Whether messages to a peer on this transport can only travel over a
+    /// connection the peer opened (RFC 7118 §5: a WebSocket client's Via and
+    /// Contact hosts are not routable, so sipfront never dials it).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
+
+    /// The Via transport token: `"UDP"`, `"TCP"`, `"WS"` or `"WSS"` (RFC 7118 §5.2).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+
+    /// The `transport=` URI parameter value (RFC 3261 §19.1.1, RFC 7118
+    /// §5.2): `"udp"`, `"tcp"`, `"ws"` or `"wss"`.
+    pub fn as_lowercase(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 
     /// Maps a Via transport token (case-insensitive) to a transport we speak.
     ///
     /// # Returns
-    /// `None` for transports we do not implement (TLS, SCTP, WS ...).
+    /// `None` for transports we do not implement (SCTP ...).
     pub fn from_token(token: &str) -> Option<Transport> {
-        if token.eq_ignore_ascii_case("UDP") {
-            Some(Transport::Udp)
-        } else if token.eq_ignore_ascii_case("TCP") {
-            Some(Transport::Tcp)
-        } else {
-            None
-        }
+        [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .find(|t| token.eq_ignore_ascii_case(t.as_str()))
     }
 }
 
@@ -55,12 +81,28 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        for t in [Transport::Udp, Transport::Tcp] {
+        for t in [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Ws,
+            Transport::Wss,
+        ] {
             assert_eq!(Transport::from_token(t.as_str()), Some(t));
         }
         assert_eq!(Transport::from_token("udp"), Some(Transport::Udp));
-        assert_eq!(Transport::from_token("TLS"), None);
+        assert_eq!(Transport::from_token("wss"), Some(Transport::Wss));
+        assert_eq!(Transport::from_token("SCTP"), None);
         assert!(Transport::Tcp.is_reliable());
+        assert!(Transport::Ws.is_reliable() && Transport::Wss.is_reliable());
         assert!(!Transport::Udp.is_reliable());
+        assert!(Transport::Ws.is_websocket() && !Transport::Tcp.is_websocket());
+        for t in [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Ws,
+            Transport::Wss,
+        ] {
+            assert_eq!(t.as_lowercase(), t.as_str().to_ascii_lowercase());
+        }
     }
 }
