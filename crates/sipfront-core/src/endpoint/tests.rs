@@ -718,7 +718,8 @@ fn websocket_register_binds_to_its_connection_and_ends_with_it() {
     assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
     let r = send(req(2, &www_credentials(&r, "pw")));
     assert_eq!(r.status(), Some(StatusCode::OK));
-    let b = ep.registrar().store().lookup("100", t0);
+    let reg = ep.registrar();
+    let b = reg.store().lookup("100", t0);
     assert_eq!(b.len(), 1);
     assert_eq!(
         (b[0].transport, b[0].conn, b[0].contact.as_str()),
@@ -728,6 +729,7 @@ fn websocket_register_binds_to_its_connection_and_ends_with_it() {
             "sip:k3j4@df7jal23ls0d.invalid;transport=ws"
         )
     );
+    drop(reg);
     ep.handle_event(
         TransportEvent::Closed {
             conn,
