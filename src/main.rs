@@ -139,6 +139,10 @@ mod shell {
     const BINDING_QUEUE: usize = 8_192;
     /// How soon the core looks again at logins a full queue left waiting.
     const BINDING_RETRY: Duration = Duration::from_millis(20);
+    /// Media relay answers queued for the core task (each shard has its own).
+    const MEDIA_QUEUE: usize = 4096;
+    /// How long the rtpengine deletes of calls ended at stop may take.
+    const MEDIA_GRACE: Duration = Duration::from_secs(2);
     /// How long call-status events still queued at stop may take to go out.
     const WEBHOOK_GRACE: Duration = Duration::from_secs(2);
 
@@ -304,6 +308,13 @@ mod shell {
                 tracing::warn!("DNS: {e}: host names in new DID destinations will not resolve")
             }
         }
+        // SPEC §8.4: rtpengine's ng client on its own task; relayed calls
+        // ask it through the core's outputs and get answers as inputs (each
+        // shard on its own queue: request ids are per shard).
+        let (media_client, media_task) = sipfront::media::MediaClient::start(&live.current().media)
+            .await
+            .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
+        let (media_txs, media_rxs) = queues(workers, MEDIA_QUEUE);
         // Shard 0 first: it installs the shared registrar the others use.
         let shared = Arc::new(SharedState::new(&ep_cfg.guard));
         let mut endpoints: Vec<Endpoint> = (0..workers)
@@ -340,8 +351,13 @@ mod shell {
             .zip(queries_rx)
             .zip(drain_rx)
             .zip(dns_rxs)
-            .zip(did_dns_rxs);
-        for ((((((endpoint, events), reloads), queries), drain), dns), did_dns) in inputs {
+            .zip(did_dns_rxs)
+            .zip(media_rxs.into_iter().zip(media_txs));
+        for (
+            ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
+            (media, media_answers),
+        ) in inputs
+        {
             shards.push(tokio::spawn(core_loop(
                 endpoint,
                 Inputs {
@@ -352,6 +368,7 @@ mod shell {
                     dns,
                     did_dns,
                     did_names: did_names.take(),
+                    media,
                     nudge: Arc::clone(&nudge),
                     shutdown: controller.subscribe(),
                 },
@@ -360,10 +377,14 @@ mod shell {
                     cdrs: cdr_sink.clone(),
                     webhooks: webhook_sink.clone(),
                     bindings: binding_sink.clone(),
+                    media: media_client.clone(),
+                    media_answers,
                 },
             )));
         }
         drop(transports);
+        // The shards hold the clients now: the media task ends with the last.
+        drop(media_client);
         // Done when every shard is.
         let mut core = tokio::spawn(async move {
             for shard in shards {
@@ -439,6 +460,10 @@ mod shell {
         }
         if !core_done {
             let _ = core.await;
+        }
+        // The deletes of the calls ended at stop get their chance to go out.
+        if tokio::time::timeout(MEDIA_GRACE, media_task).await.is_err() {
+            tracing::warn!("rtpengine deletes still unanswered at exit");
         }
         // Call-status events get a short, bounded chance to go out.
         webhooks.shutdown(WEBHOOK_GRACE).await;
@@ -559,6 +584,9 @@ mod shell {
         cdrs: CdrSink,
         webhooks: WebhookSink,
         bindings: BindingSink,
+        /// rtpengine's ng client, and where its answers for this core go.
+        media: sipfront::media::MediaClient,
+        media_answers: sipfront::media::ReplyTo,
     }
 
     /// What the core task listens to besides its timer.
@@ -578,6 +606,8 @@ mod shell {
         /// Shard 0 waits on it; the others notify it after changing the
         /// shared registrar (its timers and store writes).
         nudge: Arc<Notify>,
+        /// The media relay's answers to this core's requests.
+        media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
         shutdown: Shutdown,
     }
 
@@ -595,6 +625,8 @@ mod shell {
             cdrs,
             webhooks,
             bindings,
+            media,
+            media_answers,
         } = sinks;
         let Inputs {
             mut events,
@@ -605,6 +637,7 @@ mod shell {
             mut did_dns,
             did_names,
             nudge,
+            media: mut media_results,
             mut shutdown,
         } = inputs;
         let owner = endpoint.is_owner();
@@ -643,6 +676,7 @@ mod shell {
                     }
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
+                Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
@@ -652,6 +686,7 @@ mod shell {
                             binding_metrics(&mut m, &bindings);
                             webhooks.write_metrics(&mut m);
                             transports.stats().write_metrics(&mut m);
+                            media.stats().write_metrics(&mut m);
                         }
                         let _ = tx.send(m);
                     }
@@ -705,6 +740,9 @@ mod shell {
             }
             while let Some(out) = endpoint.poll_transmit() {
                 transports.send(out);
+            }
+            while let Some(req) = endpoint.poll_media() {
+                media.request(req, &media_answers);
             }
             while let Some(cdr) = endpoint.poll_cdr() {
                 // Logged at 1, 2, 4, 8… drops: visible, never a log flood.

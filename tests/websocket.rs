@@ -234,3 +234,53 @@ fn idle_websocket_connection_memory() {
     assert!(per_ws < 64 * 1024, "{per_ws} bytes per idle WebSocket");
     drop((warm, clients, tcp_clients));
 }
+
+/// A WebSocket phone places a call (RFC 7118 on the A-leg): its INVITE is
+/// challenged 407 and answered over its connection, the call reaches the
+/// SIPp carrier over UDP, `/v1/calls` shows `ws` → `udp`, and the phone's
+/// BYE ends it.
+#[test]
+fn ws_client_places_a_call_to_a_udp_carrier_and_hangs_up() {
+    let carrier_port = common::free_port();
+    let cfg = format!(
+        "{LOOPBACK_CONFIG}{WS_LISTEN}{TEST_API_KEY_CONFIG}\n[rates]\nfile = \"{}\"\n\n{}\n{TRUNK}",
+        common::shipped_rates(),
+        common::carrier_upstream(carrier_port),
+    );
+    let server = Server::start(&cfg);
+    let ws = server.ws.expect("ws address in the ready line");
+    let _carrier = common::calls::carrier_uas(carrier_port);
+    let mut ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}"));
+    ph.contact = format!(
+        "sip:alice@{};transport=ws",
+        common::phone::Pipe::sent_by(&ph.pipe)
+    );
+    let show = |ph: &WsPhone| format!("{}\n--- sipfront log ---\n{}", ph.log, server.log_text());
+    let ok = ph
+        .call("12125550000", "alice", "pw-alice", ws)
+        .unwrap_or_else(|e| panic!("{e}\n{}", show(&ph)));
+    assert!(ok.starts_with("SIP/2.0 200"), "{}", show(&ph));
+    let via = common::phone::header_value(&ok, "Via").unwrap_or("");
+    assert!(via.starts_with("SIP/2.0/WS "), "{via}\n{}", show(&ph));
+    let (status, calls) = common::api_get(&server, TEST_API_KEY, "/v1/calls");
+    let call = &calls["items"][0];
+    assert_eq!(
+        (
+            status,
+            call["a_transport"].as_str(),
+            call["b_transport"].as_str()
+        ),
+        (200, Some("ws"), Some("udp")),
+        "{calls}\n{}",
+        show(&ph)
+    );
+    assert_eq!(ph.hang_up_placed(&ok), 200, "{}", show(&ph));
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let (_, calls) = common::api_get(&server, TEST_API_KEY, "/v1/calls");
+            calls["items"].as_array().is_some_and(Vec::is_empty)
+        }),
+        "{}",
+        show(&ph)
+    );
+}

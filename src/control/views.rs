@@ -155,6 +155,9 @@ pub struct CallView {
     pub started: u64,
     /// Unix seconds of the answer, if answered.
     pub answered: Option<u64>,
+    /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
+    /// media (`media = "relay"`); null when media flows end to end.
+    pub relay: Option<String>,
     /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
     pub a_transport: &'static str,
     /// Transport of the callee's leg (of the attempt in progress).
@@ -172,6 +175,7 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            relay,
             a_transport,
             b_transport,
         } = v;
@@ -184,6 +188,7 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            relay,
             a_transport,
             b_transport,
         }

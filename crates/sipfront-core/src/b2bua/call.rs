@@ -17,6 +17,7 @@
 //!   abandoned and the next upstream is tried (Kamailio's `fr_timer` for
 //!   fail-over); a late 2xx from it is ACKed and BYEd, a late 1xx CANCELled.
 
+mod anchor;
 mod attended;
 mod refer;
 
@@ -44,6 +45,7 @@ use crate::sip::random::Random;
 use crate::sip::{HeaderName, Message, Method, NameAddr, StatusCode, Transport};
 use crate::transaction::TransactionKey;
 
+pub(crate) use anchor::{delete_request, Anchor, Held};
 pub(crate) use refer::{Followup, Xfer};
 
 /// Headers copied from a relayed request (their content is end-to-end
@@ -242,6 +244,8 @@ pub(crate) struct Call {
     sessions: refresh::Sessions,
     /// RFC 3262 state of the A-leg.
     rel: Reliable,
+    /// The media relay session of a relayed call (SPEC §8.4).
+    pub(crate) media: Option<Anchor>,
 }
 
 /// How far the call's status events have gone (SPEC §7), in order.
@@ -407,6 +411,7 @@ impl Call {
             b_answered: Answered::default(),
             sessions: refresh::Sessions::default(),
             rel: Reliable::new(inv, rseq_seed),
+            media: None,
         })
     }
 
@@ -1704,6 +1709,7 @@ impl Call {
             },
             started: wall.unix_ms(self.started_at) / 1000,
             answered: self.answered_at.map(|at| wall.unix_ms(at) / 1000),
+            relay: self.relay().map(str::to_owned),
             a_transport: self.a.transport.as_lowercase(),
             b_transport: self.b.transport.as_lowercase(),
         }

@@ -109,6 +109,9 @@ pub struct B2buaConfig {
     pub wall: WallClock,
     /// RFC 4028 session timers (`[server] session_expires_s`, `min_se_s`).
     pub session: session_timer::SessionConfig,
+    /// How long a relayed call waits for the media client's answer before
+    /// it fails with `503` (the client's own budget plus slack).
+    pub media_timeout: Duration,
 }
 
 /// Wall-clock time as a function of the monotonic `now` the core is given:
@@ -150,6 +153,7 @@ impl B2buaConfig {
             server_header: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
             wall,
             session: session_timer::SessionConfig::default(),
+            media_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -209,6 +213,9 @@ pub struct CallView {
     pub started: u64,
     /// Unix seconds of the answer, if answered.
     pub answered: Option<u64>,
+    /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
+    /// media; `None` when media flows end to end (or before the offer).
+    pub relay: Option<String>,
     /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
     pub a_transport: &'static str,
     /// Transport of the callee's leg (of the attempt in progress).
@@ -283,6 +290,8 @@ pub struct B2bua {
     /// Whether this B2BUA pings the upstreams and registers at them (one
     /// core shard per node does; the others only know the accounts).
     node_duties: bool,
+    /// Media relay requests of relayed calls (SPEC §8.4).
+    media: media::MediaQueue,
 }
 
 impl B2bua {
@@ -312,6 +321,7 @@ impl B2bua {
             draining: false,
             auth_outcomes: VecDeque::new(),
             node_duties: true,
+            media: media::MediaQueue::default(),
         }
     }
 
@@ -529,6 +539,7 @@ impl B2bua {
             calls,
             node(self.health.poll_timeout()),
             node(self.registrations.poll_timeout()),
+            self.media_poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -741,7 +752,20 @@ impl B2bua {
             status_url,
         };
         let trunk = new.admitted.trunk.clone();
-        let call = match Call::new(new, &self.cfg, now, &mut self.rng) {
+        // SPEC §8.4: anchored when the trunk, the upstream it came from or
+        // the upstream/trunk of any hop says `relay`.
+        let relay = trunk.as_ref().is_some_and(|t| t.media.relays())
+            || new.plan.iter().any(|h| h.media.relays())
+            || self
+                .upstreams
+                .iter()
+                .any(|u| u.media.relays() && u.owns(source.ip()));
+        // A trunk's phone may sit behind NAT; a carrier's SDP is trusted.
+        let nat = [
+            new.admitted.direction == Direction::Placed,
+            new.plan.first().is_some_and(|h| h.carrier.is_none()),
+        ];
+        let mut call = match Call::new(new, &self.cfg, now, &mut self.rng) {
             Ok(c) => c,
             Err(status) => {
                 self.record_refusal(msg, trunk.as_deref(), None, status, now);
@@ -762,7 +786,14 @@ impl B2bua {
             bytes: trying,
         });
         self.stats.calls += 1;
+        if relay {
+            call.anchor_media(nat);
+        }
         let id = self.table.insert(call);
+        if relay {
+            // The B-leg INVITE waits for the relay's offer.
+            return self.media_input(id, call::Held::Invite, now);
+        }
         self.with_call(id, now, |call, fx| {
             if !call.send_attempt(fx) {
                 call.end_call(None, StatusCode::SERVICE_UNAVAILABLE, fx);
@@ -901,6 +932,14 @@ impl B2bua {
             );
         };
         self.before_in_dialog(id, side, msg);
+        if msg.method() != Some(&crate::sip::Method::Bye) && self.relays(id) {
+            let held = call::Held::Request {
+                side,
+                msg: msg.detached(),
+                key,
+            };
+            return self.media_input(id, held, now);
+        }
         self.with_call(id, now, |call, fx| call.on_request(side, msg, &key, fx));
     }
 
@@ -908,6 +947,10 @@ impl B2bua {
     /// ACKs matching no call are dropped (§17.2.3).
     pub fn handle_ack(&mut self, msg: &Message, now: Instant) {
         if let Some((id, side)) = self.find_dialog(msg) {
+            if self.relays(id) {
+                let msg = msg.detached();
+                return self.media_input(id, call::Held::Ack { side, msg }, now);
+            }
             self.with_call(id, now, |call, fx| call.on_ack(side, msg, fx));
         }
     }
@@ -953,6 +996,10 @@ impl B2bua {
             if status.0 < 500 && status.0 != 408 {
                 self.passive_health(id, *attempt, true);
             }
+        }
+        if self.relays(id) {
+            let msg = msg.detached();
+            return self.media_input(id, call::Held::Response { purpose, msg }, now);
         }
         self.with_call(id, now, |call, fx| call.on_response(&purpose, msg, fx));
     }
@@ -1049,6 +1096,7 @@ impl B2bua {
             };
             self.registrations.handle_timeout(&mut ctx);
         }
+        self.media_timeouts(now);
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;
@@ -1077,6 +1125,12 @@ impl B2bua {
         {
             health::call_outcome(&mut self.upstreams, dest, alive);
         }
+    }
+
+    /// Whether call `id`'s media is anchored (its SDP goes through the
+    /// relay, SPEC §8.4).
+    fn relays(&self, id: CallId) -> bool {
+        self.table.calls.get(&id).is_some_and(Call::relays)
     }
 
     fn find_dialog(&self, msg: &Message) -> Option<(CallId, Side)> {
@@ -1116,6 +1170,7 @@ impl B2bua {
             rng: &mut self.rng,
         };
         f(call, &mut fx);
+        B2bua::media_queue_delete(&mut self.media, call, id, now);
         let followup = call.xfer.followup(call.phase);
         if !call.holds_channel() {
             // A failure answered or the end: the channel is free again.

@@ -87,18 +87,19 @@ impl Planner<'_> {
                 failover: crate::routing::FailoverCodes::default(),
                 carrier: None,
                 auth: None,
+                media: trunk.media,
             })
             .collect();
         if !contacts.is_empty() {
             return contacts;
         }
         match trunk.host_request.trim().parse::<IpAddr>() {
-            Ok(ip) => vec![Hop::number_at(
-                to_user,
-                SocketAddr::new(ip, 5060),
-                Transport::Udp,
-                *fork,
-            )],
+            Ok(ip) => {
+                let addr = SocketAddr::new(ip, 5060);
+                let mut hop = Hop::number_at(to_user, addr, Transport::Udp, *fork);
+                hop.media = trunk.media;
+                vec![hop]
+            }
             Err(_) => Vec::new(),
         }
     }
@@ -172,6 +173,7 @@ impl Planner<'_> {
                     failover: crate::routing::FailoverCodes::default(),
                     carrier: None,
                     auth: None,
+                    media: crate::config::MediaMode::Passthrough,
                 }
             })
             .collect()
@@ -216,5 +218,6 @@ fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
         failover: crate::routing::FailoverCodes::default(),
         carrier: None,
         auth: None,
+        media: crate::config::MediaMode::Passthrough,
     })
 }

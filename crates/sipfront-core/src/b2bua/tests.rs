@@ -174,6 +174,17 @@ fn a_invite(body: &str) -> Bytes {
     b.build()
 }
 
+/// A's CANCEL of its INVITE (`a_invite`).
+fn a_cancel() -> Bytes {
+    RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
+        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
+        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
+        .to("<sip:12125551234@sipfront.local>", None)
+        .call_id("a-call@10.9.9.9")
+        .cseq(10)
+        .build()
+}
+
 /// An in-dialog request from A (To carries the tag we gave A).
 fn a_request(method: Method, cseq: u32, our_tag: &str, branch: &str) -> Bytes {
     RequestBuilder::new(method, "sip:sipfront@127.0.0.1:5060")
@@ -368,13 +379,7 @@ fn cancel_after_180_gives_200_and_487_and_cancels_b() {
     let mut h = H::new();
     let inv = start(&mut h, SDP);
     h.feed(B1, b_response(&inv, 180, ""));
-    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
-        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
-        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
-        .to("<sip:12125551234@sipfront.local>", None)
-        .call_id("a-call@10.9.9.9")
-        .cseq(10)
-        .build();
+    let cancel = a_cancel();
     let out = h.feed(A, cancel);
     let mut got = status_to(&out, A);
     got.sort_unstable();
@@ -401,13 +406,7 @@ fn two_xx_crossing_cancel_is_acked_and_byed() {
     let mut h = H::new();
     let inv = start(&mut h, SDP);
     h.feed(B1, b_response(&inv, 183, SDP));
-    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
-        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
-        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
-        .to("<sip:12125551234@sipfront.local>", None)
-        .call_id("a-call@10.9.9.9")
-        .cseq(10)
-        .build();
+    let cancel = a_cancel();
     h.feed(A, cancel);
     let out = h.feed(B1, b_response(&inv, 200, SDP));
     assert!(request_to(&out, B1, Method::Ack).is_some());
@@ -1766,6 +1765,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 
 mod attended;
 mod identity;
+mod media;
 mod overload;
 mod registration;
 mod seeded;

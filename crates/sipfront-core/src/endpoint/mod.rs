@@ -169,6 +169,9 @@ impl EndpointConfig {
             min_se: std::time::Duration::from_secs(cfg.server.min_se_s),
         };
         out.b2bua.server_header.clone_from(&out.server_header);
+        // The client fails a request after its whole budget; the core
+        // waits a little longer so the client's answer (and reason) wins.
+        out.b2bua.media_timeout = cfg.media.budget() + std::time::Duration::from_millis(500);
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
@@ -475,6 +478,22 @@ impl Endpoint {
         error: Option<String>,
     ) {
         self.b2bua.set_did_host_targets(name, targets, error);
+    }
+
+    /// The next media relay request of a relayed call (SPEC §8.4) for the
+    /// shell's rtpengine client; drain after each input, with
+    /// `poll_transmit`. Its answer comes back through
+    /// [`handle_media`](Self::handle_media) on this same endpoint.
+    pub fn poll_media(&mut self) -> Option<crate::b2bua::media::MediaRequest> {
+        self.b2bua.poll_media()
+    }
+
+    /// The media relay's answer to a request from
+    /// [`poll_media`](Self::poll_media): the call it held goes on (or
+    /// fails with `503`). Drain `poll_transmit` and `poll_media` after it.
+    pub fn handle_media(&mut self, result: crate::b2bua::media::MediaResult, now: Instant) {
+        self.b2bua.handle_media(result, now);
+        self.drain_transactions(now);
     }
 
     /// Calls in progress (`GET /v1/calls`).

@@ -34,6 +34,9 @@ pub struct Hop {
     pub carrier: Option<NumberFormat>,
     /// Credentials for this hop's `401`/`407` (an upstream's account).
     pub auth: Option<Arc<Credentials>>,
+    /// `relay`: the upstream or trunk this hop reaches wants its media
+    /// anchored (SPEC §8.4).
+    pub media: crate::config::MediaMode,
 }
 
 impl Hop {
@@ -62,6 +65,7 @@ impl Hop {
             failover: FailoverCodes::default(),
             carrier: None,
             auth: None,
+            media: crate::config::MediaMode::Passthrough,
         }
     }
 }

@@ -128,6 +128,8 @@ pub struct Upstream {
     pub register: bool,
     /// Expires asked for in our REGISTER.
     pub register_expires_s: u32,
+    /// `relay`: calls through it are anchored by rtpengine (SPEC §8.4).
+    pub media: crate::config::MediaMode,
 }
 
 impl Upstream {
@@ -191,6 +193,7 @@ impl Upstream {
             credentials: Credentials::new(&c.username, &c.auth_username, &c.password).map(Arc::new),
             register: c.register,
             register_expires_s: c.register_expires_s,
+            media: c.media,
         })
     }
 
@@ -219,6 +222,7 @@ impl Upstream {
         hop.carrier = Some(self.number_format);
         hop.failover = self.failover;
         hop.auth = self.credentials.clone();
+        hop.media = self.media;
         hop
     }
 

@@ -872,6 +872,34 @@ impl Message {
         self.buf.slice(self.body.range())
     }
 
+    /// The same message with `body` instead of its own (a media relay's
+    /// rewritten SDP): start line and headers as received, Content-Length
+    /// written anew.
+    ///
+    /// # Errors
+    /// The result does not parse (too large).
+    pub fn with_body(&self, body: &[u8]) -> Result<Message, ParseError> {
+        let head = self.buf.get(..self.head_len()).unwrap_or_default();
+        let start = head
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(head, |i| head.get(..i + 2).unwrap_or_default());
+        let mut out = BytesMut::with_capacity(head.len() + body.len() + 24);
+        out.put_slice(start);
+        for (name, value) in self.raw_headers() {
+            if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+                continue;
+            }
+            out.put_slice(name);
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        out.put_slice(body);
+        Message::parse(out.freeze())
+    }
+
     /// Length of start line plus headers plus the empty line.
     pub fn head_len(&self) -> usize {
         self.body.start as usize

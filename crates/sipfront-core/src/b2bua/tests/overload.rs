@@ -103,13 +103,7 @@ fn an_aged_cancel_and_reinvite_are_processed() {
     let inv = start(&mut h, SDP);
     h.feed(B1, b_response(&inv, 180, ""));
     // CANCEL has no To tag but ends a call attempt: never shed.
-    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
-        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
-        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
-        .to("<sip:12125551234@sipfront.local>", None)
-        .call_id("a-call@10.9.9.9")
-        .cseq(10)
-        .build();
+    let cancel = a_cancel();
     let out = h.feed_queued(A, cancel, Duration::from_secs(5));
     assert_eq!(status_to(&out, A), vec![200, 487]);
     assert!(request_to(&out, B1, Method::Cancel).is_some());

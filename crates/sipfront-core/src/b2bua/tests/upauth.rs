@@ -85,13 +85,7 @@ fn invite_407_is_answered_once_as_a_new_transaction_and_cancel_matches_it() {
     assert_eq!(&inv2.body()[..], SDP.as_bytes());
     let out = h.feed(B1, b_response(&inv2, 180, ""));
     assert_eq!(status_to(&out, A), vec![180]);
-    let cancel = RequestBuilder::new(Method::Cancel, "sip:12125551234@sipfront.local")
-        .via(Transport::Udp, "10.9.9.9:5071", "z9hG4bKa-inv", true)
-        .from("\"Alice A\" <sip:alice@10.9.9.9>", Some("atag"))
-        .to("<sip:12125551234@sipfront.local>", None)
-        .call_id("a-call@10.9.9.9")
-        .cseq(10)
-        .build();
+    let cancel = a_cancel();
     let out = h.feed(A, cancel);
     let b_cancel = request_to(&out, B1, Method::Cancel).expect("CANCEL on the B-leg");
     assert_eq!(
