@@ -489,6 +489,21 @@ fn digest_replayed_credentials_get_407() {
 
 // ---- policy ----------------------------------------------------------------------
 
+/// A channel-limit run's INVITE outcomes: the 503s received, their Call-IDs,
+/// and the Call-IDs answered 200.
+fn channel_outcomes(out: &SippOut) -> (Vec<&Msg>, BTreeSet<&str>, BTreeSet<String>) {
+    let refused: Vec<&Msg> = out
+        .msgs
+        .iter()
+        .filter(|m| !m.sent && m.status() == Some(503) && m.cseq_method() == "INVITE")
+        .collect();
+    let refused_ids = refused.iter().map(|m| m.call_id()).collect();
+    let answered = call_ids(&out.msgs, |m| {
+        !m.sent && m.status() == Some(200) && m.cseq_method() == "INVITE"
+    });
+    (refused, refused_ids, answered)
+}
+
 /// Issue 17 "Must show": with `[server] workers = 4` the calls of one trunk
 /// land on four core shards (by Call-ID), yet `max_channels = 7` holds
 /// exactly: of 20 concurrent calls held 4 s, 7 are answered and 13 get
@@ -513,15 +528,7 @@ fn channel_limit_holds_exactly_across_four_workers() {
     let diag = || format!("{}\n{}", out.show(), rig.show());
     assert!(rig.server.log_text().contains("workers=4"), "{}", diag());
     assert!(out.all_ok(20), "{}", diag());
-    let refused: Vec<&Msg> = out
-        .msgs
-        .iter()
-        .filter(|m| !m.sent && m.status() == Some(503) && m.cseq_method() == "INVITE")
-        .collect();
-    let refused_ids: BTreeSet<&str> = refused.iter().map(|m| m.call_id()).collect();
-    let answered = call_ids(&out.msgs, |m| {
-        !m.sent && m.status() == Some(200) && m.cseq_method() == "INVITE"
-    });
+    let (refused, refused_ids, answered) = channel_outcomes(&out);
     assert_eq!(answered.len(), 7, "answered: {answered:?}\n{}", diag());
     assert_eq!(refused_ids.len(), 13, "503s: {refused_ids:?}\n{}", diag());
     assert!(
@@ -555,15 +562,7 @@ fn channels_limit_503_then_free_again() {
     );
     let diag = || format!("{}\n{}", out.show(), rig.show());
     assert!(out.all_ok(5), "{}", diag());
-    let refused: Vec<&Msg> = out
-        .msgs
-        .iter()
-        .filter(|m| !m.sent && m.status() == Some(503) && m.cseq_method() == "INVITE")
-        .collect();
-    let refused_ids: BTreeSet<&str> = refused.iter().map(|m| m.call_id()).collect();
-    let answered = call_ids(&out.msgs, |m| {
-        !m.sent && m.status() == Some(200) && m.cseq_method() == "INVITE"
-    });
+    let (refused, refused_ids, answered) = channel_outcomes(&out);
     assert_eq!(refused_ids.len(), 3, "503s: {refused_ids:?}\n{}", diag());
     assert_eq!(answered.len(), 2, "answered: {answered:?}\n{}", diag());
     for m in &refused {
