@@ -17,6 +17,7 @@ mod stats;
 mod tcp;
 mod udp;
 mod udp_send;
+mod udp_stamp;
 mod write_queue;
 pub mod ws;
 

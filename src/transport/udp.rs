@@ -5,16 +5,20 @@
 //! A datagram is one SIP message (RFC 3261 §18.3 applies to streams only).
 //! Datagrams of only CR/LF (keep-alives) are ignored; oversize ones are
 //! dropped and counted. Received bytes are split off one growing `BytesMut`,
-//! so a message costs no copy and no allocation of its own.
+//! so a message costs no copy and no allocation of its own. Each carries the
+//! time the kernel received it (`udp_stamp`), for overload control.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::udp_stamp::{self, Received};
 use super::{Inbound, Shared, Shutdown, TransportEvent, TransportLimits, TransportStats};
 use crate::sip::Transport;
 
@@ -42,6 +46,7 @@ fn socket(
         tracing::debug!(%addr, "SO_SNDBUF not set: {e}");
     }
     s.set_nonblocking(true)?;
+    udp_stamp::enable(&s);
     s.bind(&addr.into())?;
     Ok(s.into())
 }
@@ -117,7 +122,8 @@ fn is_keepalive(b: &[u8]) -> bool {
     b.iter().all(|&c| c == b'\r' || c == b'\n')
 }
 
-/// Receives datagrams until shutdown, handing each to the core.
+/// Receives datagrams until shutdown, handing each to the core stamped
+/// with the time the kernel received it ([`udp_stamp`]).
 pub(super) async fn receive_loop(
     socket: Arc<UdpSocket>,
     local: SocketAddr,
@@ -125,28 +131,42 @@ pub(super) async fn receive_loop(
     mut shutdown: Shutdown,
 ) {
     let max = shared.limits.max_message;
-    // Room for several messages per allocation; one spare byte detects oversize.
+    // Room for several messages per allocation; one spare byte detects
+    // oversize. Zeroed once per chunk (the receive needs initialised
+    // bytes); each message is split off it, no copy.
     let chunk = (max + 1) * 4;
-    let mut buf = BytesMut::with_capacity(chunk);
+    let mut buf = BytesMut::new();
+    let mut control = udp_stamp::control_buffer();
+    let fd = socket.as_raw_fd();
     while !shutdown.is_shutdown() {
-        if buf.capacity() - buf.len() < max + 1 {
-            buf.reserve(chunk);
+        if buf.len() < max + 1 {
+            buf = BytesMut::zeroed(chunk);
         }
         let received = tokio::select! {
-            r = socket.recv_buf_from(&mut buf) => r,
+            r = socket.async_io(Interest::READABLE, || {
+                udp_stamp::recv(fd, &mut buf[..=max], &mut control)
+            }) => r,
             _ = shutdown.recv() => break,
         };
-        let (n, peer) = match received {
+        let Received {
+            len: n,
+            peer,
+            kernel,
+        } = match received {
             Ok(r) => r,
             Err(e) => {
                 // ICMP port unreachable from an earlier send shows up here on
                 // some platforms; it is not fatal for a listening socket.
                 tracing::debug!(%local, "UDP receive error: {e}");
-                buf.clear();
                 continue;
             }
         };
-        let bytes = buf.split().freeze();
+        // tokio's clock, as main.rs's `now()`: the core compares them.
+        let now = tokio::time::Instant::now().into_std();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let bytes = buf.split_to(n.min(max + 1)).freeze();
         if n > max {
             TransportStats::inc(&shared.stats.dropped_too_large);
             tracing::debug!(%peer, n, "oversize datagram dropped");
@@ -162,8 +182,7 @@ pub(super) async fn receive_loop(
             local,
             transport: Transport::Udp,
             conn: None,
-            // tokio's clock, as main.rs's `now()`: the core compares them.
-            received: tokio::time::Instant::now().into_std(),
+            received: udp_stamp::arrival(now, wall, kernel),
         });
         // Never block the socket on a slow core: drop and count instead.
         if shared.events.try_send(ev).is_err() {

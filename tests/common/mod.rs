@@ -191,6 +191,35 @@ impl Server {
         assert!(status.success(), "kill -{sig} failed");
     }
 
+    /// Stops the process (SIGSTOP) and waits until every thread of it is
+    /// stopped (`kill` returns before they are), so what is sent next
+    /// queues in its sockets. [`Server::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("STOP");
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.child.id()));
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|d| {
+                d.filter_map(Result::ok).all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                        // State is the field after the parenthesised name.
+                        st.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T'))
+                    })
+                })
+            })
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(Instant::now() < end, "sipfront did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Continues a process [`Server::pause`] stopped.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
     /// Waits for the process to exit, returning its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let end = Instant::now() + timeout;

@@ -38,8 +38,9 @@ pub struct Inbound {
     pub transport: Transport,
     /// The stream connection, for TCP and WebSocket.
     pub conn: Option<ConnId>,
-    /// When the shell read it off the socket (a stream message: when it
-    /// was framed whole), on the clock the core's `now` comes from. The
+    /// When it arrived (a datagram: the kernel's receive stamp; a stream
+    /// message: when it was framed whole), on the clock the core's `now`
+    /// comes from. The
     /// core measures how long it queued against that `now` (overload
     /// control: a new INVITE that waited too long is refused at once).
     pub received: Instant,

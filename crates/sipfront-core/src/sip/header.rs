@@ -48,18 +48,8 @@ macro_rules! header_names {
             }
         }
 
-        /// Case-insensitive lookup of a name (long or compact) to a known id.
-        pub(crate) fn lookup(name: &[u8]) -> Option<u8> {
-            let mut lower = [0u8; 24];
-            let dst = lower.get_mut(..name.len())?;
-            for (d, s) in dst.iter_mut().zip(name) {
-                *d = s.to_ascii_lowercase();
-            }
-            match &*dst {
-                $( $( $alias )|* => Some($id), )*
-                _ => None,
-            }
-        }
+        /// Every spelling (long and compact, lower case) with its id.
+        const ALIASES: &[(&[u8], u8)] = &[ $( $( ($alias, $id), )* )* ];
     };
 }
 
@@ -128,6 +118,133 @@ header_names! {
     ContentLanguage = 61, "Content-Language", [b"content-language"];
     ServiceRoute = 62, "Service-Route", [b"service-route"];
     Diversion = 63, "Diversion", [b"diversion"];
+}
+
+/// Slot of a name in [`LOOKUP`]: its length and its first and last bytes
+/// (bit 5 set, which folds the case of letters).
+#[inline(always)]
+const fn slot(len: usize, first: u8, last: u8) -> usize {
+    (len.wrapping_mul(37) ^ (first as usize | 0x20).wrapping_mul(11) ^ (last as usize | 0x20))
+        & (LOOKUP_SLOTS - 1)
+}
+
+const LOOKUP_SLOTS: usize = 256;
+const EMPTY: u8 = u8::MAX;
+/// Longest spelling we compare (the longest known one has 20 bytes).
+const MAX_NAME: usize = 24;
+
+/// One known spelling as little-endian words, for a comparison of eight
+/// bytes at a time: `(name & mask) | fold == word` matches letters in
+/// either case and every other byte exactly, and ignores what follows the
+/// name.
+struct Spelling {
+    words: [u64; 3],
+    fold: [u64; 3],
+    mask: [u64; 3],
+    len: usize,
+    id: u8,
+}
+
+const fn spelling(name: &[u8], id: u8) -> Spelling {
+    let mut words = [0u64; 3];
+    let mut fold = [0u64; 3];
+    let mut mask = [0u64; 3];
+    let mut i = 0;
+    while i < name.len() {
+        let shift = 8 * (i % 8);
+        words[i / 8] |= (name[i] as u64) << shift;
+        mask[i / 8] |= 0xff << shift;
+        if name[i].is_ascii_lowercase() {
+            fold[i / 8] |= 0x20 << shift;
+        }
+        i += 1;
+    }
+    Spelling {
+        words,
+        fold,
+        mask,
+        len: name.len(),
+        id,
+    }
+}
+
+static SPELLINGS: [Spelling; ALIASES.len()] = {
+    let mut t = [const { spelling(b"", 0) }; ALIASES.len()];
+    let mut k = 0;
+    while k < ALIASES.len() {
+        assert!(!ALIASES[k].0.is_empty() && ALIASES[k].0.len() <= MAX_NAME);
+        t[k] = spelling(ALIASES[k].0, ALIASES[k].1);
+        k += 1;
+    }
+    t
+};
+
+/// Open-addressing table (linear probing) from [`slot`] to an index into
+/// [`SPELLINGS`], built at compile time; a third full, so probes are short
+/// and always end at an empty slot.
+static LOOKUP: [u8; LOOKUP_SLOTS] = {
+    let mut t = [EMPTY; LOOKUP_SLOTS];
+    let mut k = 0;
+    while k < ALIASES.len() {
+        let name = ALIASES[k].0;
+        let mut h = slot(name.len(), name[0], name[name.len() - 1]);
+        while t[h] != EMPTY {
+            h = (h + 1) & (LOOKUP_SLOTS - 1);
+        }
+        t[h] = k as u8;
+        k += 1;
+    }
+    t
+};
+
+/// Case-insensitive lookup of a name (long or compact) to a known id.
+pub(crate) fn lookup(name: &[u8]) -> Option<u8> {
+    lookup_in(name, 0, name.len())
+}
+
+/// [`lookup`] of the name at `b[start..end]`: one hash of the length and
+/// end bytes, then per probe one comparison of three words read straight
+/// from `b` (in a message the colon and value follow the name, so the bytes
+/// are there; near the end of `b` the name is copied into a padded buffer).
+#[inline]
+pub(crate) fn lookup_in(b: &[u8], start: usize, end: usize) -> Option<u8> {
+    let len = end.checked_sub(start)?;
+    if len == 0 || len > MAX_NAME {
+        return None;
+    }
+    let Some(src) = b
+        .get(start..start + MAX_NAME)
+        .and_then(|s| <&[u8; MAX_NAME]>::try_from(s).ok())
+    else {
+        let mut pad = [0u8; MAX_NAME];
+        pad.get_mut(..len)?.copy_from_slice(b.get(start..end)?);
+        return lookup_words(&pad, len);
+    };
+    lookup_words(src, len)
+}
+
+#[inline(always)]
+fn lookup_words(src: &[u8; MAX_NAME], len: usize) -> Option<u8> {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7] =
+        *src;
+    let w = [
+        u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+    ];
+    let last = *src.get(len - 1)?;
+    let mut h = slot(len, a0, last);
+    loop {
+        let sp = SPELLINGS.get(usize::from(*LOOKUP.get(h)?))?;
+        if sp.len == len
+            && (w[0] & sp.mask[0]) | sp.fold[0] == sp.words[0]
+            && (w[1] & sp.mask[1]) | sp.fold[1] == sp.words[1]
+            && (w[2] & sp.mask[2]) | sp.fold[2] == sp.words[2]
+        {
+            return Some(sp.id);
+        }
+        h = (h + 1) & (LOOKUP_SLOTS - 1);
+    }
 }
 
 /// Id used inside `Message` for names that are not known.
@@ -209,5 +326,46 @@ mod tests {
         // very long names do not panic
         let long = vec![b'a'; 300];
         assert!(!HeaderName::from_bytes(&long).is_known());
+        assert_eq!(lookup(b""), None);
+    }
+
+    /// The hashed lookup agrees with a plain case-insensitive search of every
+    /// spelling, for every spelling in upper, lower and mixed case and for
+    /// near misses (one byte changed, cut, or extended; `_` for `-`).
+    #[test]
+    fn lookup_matches_linear_search() {
+        let linear = |n: &[u8]| {
+            ALIASES
+                .iter()
+                .find(|(a, _)| a.eq_ignore_ascii_case(n))
+                .map(|&(_, id)| id)
+        };
+        for &(alias, id) in ALIASES {
+            assert_eq!(lookup(alias), Some(id));
+            assert_eq!(lookup(&alias.to_ascii_uppercase()), Some(id));
+            let mixed: Vec<u8> = alias
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        *c
+                    }
+                })
+                .collect();
+            assert_eq!(lookup(&mixed), Some(id));
+            for i in 0..alias.len() {
+                for c in [b'_', b'-', b'x', b'@', 0x7f, 0xc3, b'A' ^ 0x20] {
+                    let mut v = alias.to_vec();
+                    v[i] = c;
+                    assert_eq!(lookup(&v), linear(&v), "{v:?}");
+                }
+                assert_eq!(lookup(&alias[..i]), linear(&alias[..i]));
+            }
+            let mut longer = alias.to_vec();
+            longer.push(b's');
+            assert_eq!(lookup(&longer), linear(&longer));
+        }
     }
 }

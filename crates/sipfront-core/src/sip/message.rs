@@ -11,7 +11,7 @@
 
 use super::auth::{DigestChallenge, DigestCredentials};
 use super::cseq::{self, CSeq};
-use super::header::{lookup, HeaderName, OTHER_ID};
+use super::header::{lookup_in, HeaderName, OTHER_ID};
 use super::lex::{self, CommaSplit};
 use super::method::Method;
 use super::name_addr::{Contact, NameAddr};
@@ -167,6 +167,15 @@ fn nul_or(b: &[u8], end: usize, err: ParseError) -> ParseError {
     }
 }
 
+/// The error for a header line at `pos` without a name or colon.
+#[cold]
+fn bad_line(b: &[u8], pos: usize) -> ParseError {
+    match line_at(b, pos) {
+        None => nul_or(b, b.len(), ParseError::UnterminatedHeaders),
+        Some((le, _)) => nul_or(b, le, ParseError::BadHeader),
+    }
+}
+
 fn eq_ci(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -180,7 +189,40 @@ enum Mode {
     Reply,
 }
 
+/// The common Request-Line, `Method SP sip/sips/tel-URI SP SIP/2.0`, in one
+/// pass. `None` leaves anything else to the general parser, which also names
+/// the error; what this accepts, the general parser accepts the same way.
+#[inline]
+fn fast_request_line(buf: &Bytes, s: usize, e: usize) -> Option<Start> {
+    let line = buf.get(s..e)?;
+    let me = lex::skip_class(line, 0, lex::TOKEN);
+    if me == 0 || line.get(me) != Some(&b' ') {
+        return None;
+    }
+    let us = me + 1;
+    let text = std::str::from_utf8(line.get(us..)?).ok()?;
+    let (uri, n) = Uri::scan(text, false)?;
+    let ue = us + n;
+    let version = line
+        .get(ue..)
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(u64::from_le_bytes)?;
+    // " SIP/2.0", the letters case-insensitive
+    if uri.scheme == Scheme::Other
+        || version | 0x0000_0000_2020_2000 != u64::from_le_bytes(*b" sip/2.0")
+    {
+        return None;
+    }
+    Some(Start::Request {
+        method: Method::from_shared(buf, s, s + me),
+        uri: Span::new(s + us, s + ue),
+    })
+}
+
 fn parse_start(buf: &Bytes, s: usize, e: usize, mode: Mode) -> Result<Start, ParseError> {
+    if let Some(start) = fast_request_line(buf, s, e) {
+        return Ok(start);
+    }
     let line = buf.get(s..e).ok_or(ParseError::BadStartLine)?;
     if memchr::memchr(0, line).is_some() {
         return Err(ParseError::InvalidByte);
@@ -284,9 +326,7 @@ impl Message {
     /// # Errors
     /// See [`ParseError`].
     pub fn parse_with_limit(buf: Bytes, max: usize) -> Result<Message, ParseError> {
-        let mut msg = Self::index(buf, max, Mode::Strict)?;
-        msg.cache = msg.validate()?;
-        Ok(msg)
+        Self::index(buf, max, Mode::Strict)
     }
 
     /// Salvages a request that [`Message::parse`] rejected, so that it can be
@@ -312,7 +352,8 @@ impl Message {
         Some(msg)
     }
 
-    /// Indexes the start line and header fields; `validate` is separate.
+    /// Indexes the start line and header fields, then (`Mode::Strict`)
+    /// validates them.
     fn index(mut buf: Bytes, max: usize, mode: Mode) -> Result<Message, ParseError> {
         let max = max.min(u32::MAX as usize - 1);
         if buf.len() > max {
@@ -354,10 +395,10 @@ impl Message {
                 body_start = pos + 2;
                 break;
             }
-            let Some((le, next)) = line_at(b, pos) else {
-                return Err(nul_or(b, b.len(), ParseError::UnterminatedHeaders));
-            };
             if is_sp_ht(first) {
+                let Some((le, next)) = line_at(b, pos) else {
+                    return Err(nul_or(b, b.len(), ParseError::UnterminatedHeaders));
+                };
                 // RFC 3261 §7.3.1 folding: continuation of the previous value.
                 let Some(h) = headers.last_mut() else {
                     return Err(nul_or(b, le, ParseError::BadHeader));
@@ -374,25 +415,38 @@ impl Message {
                 pos = next;
                 continue;
             }
-            // field-name = token, then *(SP / HTAB) ":" (RFC 3261 §7.3.1 HCOLON)
-            let mut i = pos;
-            while b.get(i).copied().is_some_and(lex::is_token) {
-                i += 1;
-            }
-            let ne = i;
-            while i < le && b.get(i).copied().is_some_and(is_sp_ht) {
-                i += 1;
-            }
-            if ne == pos || i >= le || b.get(i) != Some(&b':') {
-                return Err(nul_or(b, le, ParseError::BadHeader));
-            }
+            // field-name = token, then *(SP / HTAB) ":" (RFC 3261 §7.3.1
+            // HCOLON), then the value up to the line end: one pass, the line
+            // end found by the value's own scan.
             let ns = pos;
-            let name = b.get(ns..ne).unwrap_or_default();
-            let (vs, ve) = trim_bounds(b, i + 1, le);
+            let ne = lex::skip_class(b, pos, lex::TOKEN);
+            let mut i = ne;
+            while b.get(i).copied().is_some_and(is_sp_ht) {
+                i += 1;
+            }
+            if ne == ns || b.get(i) != Some(&b':') {
+                return Err(bad_line(b, pos));
+            }
+            i += 1;
+            while b.get(i).copied().is_some_and(is_sp_ht) {
+                i += 1;
+            }
+            let vs = i;
+            let Some(lf) = b.get(vs..).and_then(|r| memchr::memchr(b'\n', r)) else {
+                return Err(nul_or(b, b.len(), ParseError::UnterminatedHeaders));
+            };
+            let next = vs + lf + 1;
+            let mut ve = vs + lf;
+            if ve > vs && b.get(ve - 1) == Some(&b'\r') {
+                ve -= 1;
+            }
+            while ve > vs && b.get(ve - 1).copied().is_some_and(is_sp_ht) {
+                ve -= 1;
+            }
             if headers.len() >= MAX_HEADERS {
                 return Err(ParseError::TooManyHeaders);
             }
-            let id = lookup(name).unwrap_or(OTHER_ID);
+            let id = lookup_in(b, ns, ne).unwrap_or(OTHER_ID);
             #[allow(clippy::cast_possible_truncation)] // < MAX_HEADERS
             let idx = headers.len() as u16;
             let slot = match id {
@@ -441,7 +495,7 @@ impl Message {
         };
         buf.truncate(body_end);
 
-        let msg = Message {
+        let mut msg = Message {
             buf,
             start,
             headers,
@@ -450,6 +504,10 @@ impl Message {
             content_length,
             cache: Cache::default(),
         };
+        // validated where it was built: a `Message` is large, moves cost
+        if mode == Mode::Strict {
+            msg.cache = msg.validate()?;
+        }
         Ok(msg)
     }
 
@@ -998,6 +1056,83 @@ f: <sip:a@h>;tag=x\nt: sip:b@h\ni: abc\nX-Custom: one\n  two\nCSeq: 1\n OPTIONS\
             Message::parse_with_limit(Bytes::from(INVITE), 100),
             Err(ParseError::TooLarge { .. })
         ));
+    }
+
+    /// The one-pass Request-Line and the general one agree: the fast form
+    /// parses as before, every other form still gets the general parser's
+    /// answer (and its error).
+    #[test]
+    fn request_line_forms() {
+        let with = |line: &str| INVITE.replacen("INVITE sip:bob@biloxi.com SIP/2.0", line, 1);
+        let ok = |line: &str| parse(&with(line)).unwrap();
+        let err = |line: &str| parse(&with(line)).unwrap_err();
+        let m = ok("INVITE sip:bob@biloxi.com sip/2.0");
+        assert_eq!(m.request_uri_str(), Some("sip:bob@biloxi.com"));
+        let m = ok("INVITE  sip:bob@[2001:db8::1]:5070;transport=tcp  SIP/2.0");
+        let u = m.request_uri().unwrap();
+        assert_eq!(u.host, Host::V6("2001:db8::1".parse().unwrap()));
+        assert_eq!(u.port, Some(5070));
+        let m = ok("INVITE tel:+1-212-555-0101;phone-context=example.com SIP/2.0");
+        assert_eq!(
+            m.request_uri().unwrap().tel_number(),
+            Some("+1-212-555-0101")
+        );
+        let m = ok("INVITE SIPS:bob@10.0.0.1?subject=x SIP/2.0");
+        assert_eq!(m.request_uri().unwrap().headers, Some("subject=x"));
+        assert_eq!(
+            err("INVITE urn:service:sos SIP/2.0"),
+            ParseError::UnsupportedUriScheme
+        );
+        assert_eq!(
+            err("INVITE sip:bob@biloxi.com SIP/2.1"),
+            ParseError::BadVersion
+        );
+        assert_eq!(
+            err("INVITE sip:bob@biloxi.com SIP/2.0 x"),
+            ParseError::BadStartLine
+        );
+        assert_eq!(err("INVITE sip:bob@ SIP/2.0"), ParseError::BadRequestUri);
+        assert_eq!(
+            err("INVITE sip:bo\u{1}b@h SIP/2.0"),
+            ParseError::BadStartLine
+        );
+        assert_eq!(err("INVITE sip:bo\0b@h SIP/2.0"), ParseError::InvalidByte);
+        assert_eq!(err("INV(TE sip:bob@h SIP/2.0"), ParseError::BadStartLine);
+        assert_eq!(err("INVITE\tsip:bob@h SIP/2.0"), ParseError::BadStartLine);
+    }
+
+    /// Header lines: compact names, names in any case, SWS before the colon,
+    /// empty values, folding onto an empty value, bare LF; malformed lines
+    /// give a clean error.
+    #[test]
+    fn header_lines() {
+        let s = "BYE sip:b@h SIP/2.0\r\nV: SIP/2.0/UDP h;branch=z9hG4bK1\r\nF:<sip:a@h>;tag=1\r\n\
+                 T :\t<sip:b@h>;tag=2 \t\r\ni: c@h\r\nCSEQ: 2 BYE\r\nSubject:\r\n \tfolded\r\n\
+                 X-Empty:\r\nX-Bare: v\nl: 0\r\n\r\n";
+        let m = parse(s).unwrap();
+        assert_eq!(m.to_tag(), Some("2"));
+        assert_eq!(m.header(&HeaderName::To), Some(&b"<sip:b@h>;tag=2"[..]));
+        assert_eq!(m.header(&HeaderName::Subject), Some(&b"folded"[..]));
+        assert_eq!(
+            m.header(&HeaderName::from_bytes(b"x-empty")),
+            Some(&b""[..])
+        );
+        assert_eq!(
+            m.header(&HeaderName::from_bytes(b"X-BARE")),
+            Some(&b"v"[..])
+        );
+        for (bad, e) in [
+            ("X-No-Colon\r\n", ParseError::BadHeader),
+            (": no name\r\n", ParseError::BadHeader),
+            ("X Y: z\r\n", ParseError::BadHeader),
+            ("X-Nul\0: z\r\n", ParseError::InvalidByte),
+            ("X-Nul: z\0\r\n", ParseError::InvalidByte),
+        ] {
+            let t = s.replacen("i: c@h\r\n", &format!("i: c@h\r\n{bad}"), 1);
+            assert_eq!(parse(&t).unwrap_err(), e, "{bad:?}");
+        }
+        let cut = &s[..s.find("l: 0").unwrap() + 3];
+        assert_eq!(parse(cut).unwrap_err(), ParseError::UnterminatedHeaders);
     }
 
     #[test]

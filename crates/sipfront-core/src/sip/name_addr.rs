@@ -35,56 +35,66 @@ impl<'a> NameAddr<'a> {
     /// same pass over the parameters).
     pub(crate) fn parse_with_tag(value: &'a [u8]) -> Option<(NameAddr<'a>, Option<&'a str>)> {
         let s = std::str::from_utf8(lex::trim(value)).ok()?;
-        let (display, after_display) = if s.starts_with('"') {
-            let (d, rest) = lex::take_quoted(s)?;
-            let rest = lex::skip_lws(rest);
-            if !rest.starts_with('<') {
+        let b = s.as_bytes();
+        let quoted = b.first() == Some(&b'"');
+        // `lt`: where the `<` of the name-addr form is, if this is one
+        let (display, lt) = if quoted {
+            let end = lex::quoted_end(b, 0)?;
+            let lt = lex::skip_class(b, end, lex::LWS);
+            if b.get(lt) != Some(&b'<') {
                 return None;
             }
-            (Some(d), rest)
-        } else if let Some(lt) = memchr::memchr(b'<', s.as_bytes()) {
-            let (d, rest) = s.split_at_checked(lt)?;
-            let d = lex::trim_str(d);
+            (Some(s.get(1..end - 1)?), lt)
+        } else if let Some(lt) = memchr::memchr(b'<', b) {
+            let d = lex::trim_str(s.get(..lt)?);
             if d.bytes().any(|b| b == b'"' || b == b'>') {
                 return None;
             }
-            ((!d.is_empty()).then_some(d), rest)
+            ((!d.is_empty()).then_some(d), lt)
         } else {
-            (None, s)
+            return Self::parse_addr_spec(s);
         };
-        if let Some(inner) = after_display.strip_prefix('<') {
-            let (uri, rest) = lex::split_byte(inner, b'>')?;
-            let uri = Uri::parse(lex::trim_str(uri))?;
-            let rest = lex::skip_lws(rest);
-            let params = if rest.is_empty() {
-                ""
-            } else {
-                rest.strip_prefix(';')?
-            };
-            let (params, tag) = Params::parse_get(params, "tag")?;
-            let n = NameAddr {
-                display,
-                uri,
-                params,
-                quoted: s.starts_with('"'),
-            };
-            Some((n, tag.flatten()))
-        } else {
-            let (uri, params) = after_display.split_once(';').unwrap_or((after_display, ""));
-            let uri = lex::trim_str(uri);
-            if uri.bytes().any(|b| matches!(b, b'>' | b'"' | b'?' | b',')) {
-                return None;
-            }
-            let uri = Uri::parse(uri)?;
-            let (params, tag) = Params::parse_get(params, "tag")?;
-            let n = NameAddr {
-                display: None,
-                uri,
-                params,
-                quoted: false,
-            };
-            Some((n, tag.flatten()))
+        // `<` LWS uri LWS `>`: the URI scan stops at the first byte that
+        // cannot be part of it, which must lead (after LWS) to `>`.
+        let us = lex::skip_class(b, lt + 1, lex::LWS);
+        let (uri, n) = Uri::scan(s.get(us..)?, true)?;
+        let gt = lex::skip_class(b, us + n, lex::LWS);
+        if b.get(gt) != Some(&b'>') {
+            return None;
         }
+        let ps = lex::skip_class(b, gt + 1, lex::LWS);
+        let params = match b.get(ps) {
+            None => "",
+            Some(b';') => s.get(ps + 1..)?,
+            Some(_) => return None,
+        };
+        let (params, tag) = Params::parse_get(params, "tag")?;
+        let n = NameAddr {
+            display,
+            uri,
+            params,
+            quoted,
+        };
+        Some((n, tag.flatten()))
+    }
+
+    /// The addr-spec form: everything after the first `;` is a header
+    /// parameter, so the URI can carry neither parameters nor headers.
+    fn parse_addr_spec(s: &'a str) -> Option<(NameAddr<'a>, Option<&'a str>)> {
+        let (uri, params) = s.split_once(';').unwrap_or((s, ""));
+        let uri = lex::trim_str(uri);
+        if uri.bytes().any(|b| matches!(b, b'>' | b'"' | b'?' | b',')) {
+            return None;
+        }
+        let uri = Uri::parse(uri)?;
+        let (params, tag) = Params::parse_get(params, "tag")?;
+        let n = NameAddr {
+            display: None,
+            uri,
+            params,
+            quoted: false,
+        };
+        Some((n, tag.flatten()))
     }
 
     /// The `tag` parameter (dialog identification, RFC 3261 §19.3).

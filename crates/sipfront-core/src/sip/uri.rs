@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (RFC 3261 §19.1), `tel:` (RFC 3966), IPv6 references
 //! (RFC 5118), and a pass-through form for other absolute URIs.
 
-use super::lex::{self, split_byte, Params};
+use super::lex::{self, Params};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -74,63 +74,94 @@ impl fmt::Display for Host<'_> {
     }
 }
 
-/// Splits `host[:port]` (host may be `[v6]`; SWS around `:` allowed, as in Via
-/// sent-by) and parses both.
-pub(crate) fn parse_hostport(s: &str) -> Option<(Host<'_>, Option<u16>)> {
-    let b = s.as_bytes();
-    let (host, rest) = if b.first() == Some(&b'[') {
-        let close = b.iter().position(|&c| c == b']')?;
-        let (h, r) = s.split_at_checked(close + 1)?;
-        (Host::parse(h)?, r)
+/// Scans `host[:port]` (host may be `[v6]`) in `s[i..end]`, stopping at the
+/// first `;` or at `end`, and parses both. With `lws` (Via sent-by), SWS is
+/// allowed around `:` and before the `;`.
+///
+/// # Returns
+/// The host, the port and the index of the `;` (or `end`); `None` when
+/// anything else follows the host or port.
+pub(crate) fn scan_hostport(
+    s: &str,
+    mut i: usize,
+    end: usize,
+    lws: bool,
+) -> Option<(Host<'_>, Option<u16>, usize)> {
+    let b = s.as_bytes().get(..end)?;
+    let host = if b.get(i) == Some(&b'[') {
+        let hs = i;
+        i = lex::skip_class(b, i + 1, lex::HEX_COLON_DOT);
+        if b.get(i) != Some(&b']') {
+            return None;
+        }
+        i += 1;
+        Host::parse(s.get(hs..i)?)?
     } else {
         // one pass: host characters, noting whether it could be an IPv4 literal
-        let (i, numeric) = lex::run_of(b, lex::HOST);
-        let (h, r) = s.split_at_checked(i)?;
-        if h.is_empty() {
+        let (n, numeric) = lex::run_of(b.get(i..)?, lex::HOST);
+        if n == 0 {
             return None;
         }
-        let host = match numeric.then(|| parse_v4(h.as_bytes())).flatten() {
+        let h = s.get(i..i + n)?;
+        i += n;
+        match numeric.then(|| parse_v4(h.as_bytes())).flatten() {
             Some(a) => Host::V4(a),
             None => Host::Name(h),
-        };
-        (host, r)
+        }
     };
-    let rest = lex::trim_str(rest);
-    if rest.is_empty() {
-        return Some((host, None));
-    }
-    let port = lex::trim_str(rest.strip_prefix(':')?);
-    if port.is_empty() || port.len() > 5 {
-        return None;
-    }
-    let mut n: u32 = 0;
-    for c in port.bytes() {
-        if !c.is_ascii_digit() {
+    let skip = |i: usize| {
+        if lws {
+            lex::skip_class(b, i, lex::LWS)
+        } else {
+            i
+        }
+    };
+    i = skip(i);
+    let mut port = None;
+    if b.get(i) == Some(&b':') {
+        let ds = skip(i + 1);
+        i = lex::skip_class(b, ds, lex::DIGIT);
+        if i == ds || i - ds > 5 {
             return None;
         }
-        n = n * 10 + u32::from(c - b'0');
+        let n = b
+            .get(ds..i)?
+            .iter()
+            .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+        port = Some(u16::try_from(n).ok()?);
+        i = skip(i);
     }
-    Some((host, Some(u16::try_from(n).ok()?)))
+    matches!(b.get(i), None | Some(b';')).then_some((host, port, i))
 }
 
-/// Dotted-quad IPv4 (no leading-zero or range tricks beyond 0..=255).
+/// Dotted-quad IPv4 (no leading-zero or range tricks beyond 0..=255): four
+/// runs of one to three digits, in one pass.
 fn parse_v4(b: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = b.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 {
-            return None;
+    let mut k = 0;
+    let mut v: u16 = 0;
+    let mut digits = 0;
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 {
+                return None;
+            }
+            *octets.get_mut(k)? = u8::try_from(v).ok()?;
+            k += 1;
+            v = 0;
+            digits = 0;
+        } else {
+            digits += 1;
+            if digits > 3 {
+                return None;
+            }
+            v = v * 10 + u16::from(c.wrapping_sub(b'0'));
         }
-        let mut v: u16 = 0;
-        for &d in p {
-            v = v * 10 + u16::from(d.wrapping_sub(b'0'));
-        }
-        *o = u8::try_from(v).ok()?;
     }
-    if parts.next().is_some() {
+    if digits == 0 || k != 3 {
         return None;
     }
+    *octets.get_mut(3)? = u8::try_from(v).ok()?;
     Some(Ipv4Addr::from(octets))
 }
 
@@ -164,98 +195,145 @@ impl<'a> Uri<'a> {
     /// `None` if the text is not a well-formed sip/sips/tel URI or an absolute
     /// URI of another scheme.
     pub fn parse(raw: &'a str) -> Option<Uri<'a>> {
-        let (scheme_s, rest) = split_byte(raw, b':')?;
-        let scheme = match scheme_s.len() {
-            3 if scheme_s.eq_ignore_ascii_case("sip") => Scheme::Sip,
-            4 if scheme_s.eq_ignore_ascii_case("sips") => Scheme::Sips,
-            3 if scheme_s.eq_ignore_ascii_case("tel") => Scheme::Tel,
-            _ => Scheme::Other,
+        let (uri, end) = Self::scan(raw, false)?;
+        (end == raw.len()).then_some(uri)
+    }
+
+    /// Parses the URI at the start of `s` in one pass: validates the
+    /// characters and records where user, password, host, port, parameters
+    /// and headers are while it scans.
+    ///
+    /// # Returns
+    /// The URI and the index of the first byte that cannot belong to it (a
+    /// space, `<`, `>`, `"`, a control byte, or `s.len()`); an `Other`-scheme
+    /// URI stops only at space and control bytes, and at `>` when `in_angle`.
+    pub(crate) fn scan(s: &'a str, in_angle: bool) -> Option<(Uri<'a>, usize)> {
+        let b = s.as_bytes();
+        let head = b
+            .get(..4)
+            .and_then(|p| <[u8; 4]>::try_from(p).ok())
+            .map_or(0, u32::from_le_bytes);
+        // case-insensitive letters, exact `:` (bit 5 is set in every letter)
+        let (scheme, rest) = if head | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
+            (Scheme::Sip, 4)
+        } else if head | 0x2020_2020 == u32::from_le_bytes(*b"sips") && b.get(4) == Some(&b':') {
+            (Scheme::Sips, 5)
+        } else if head | 0x0020_2020 == u32::from_le_bytes(*b"tel:") {
+            (Scheme::Tel, 4)
+        } else {
+            return Self::scan_other(s, in_angle);
         };
-        let rb = rest.as_bytes();
-        if scheme == Scheme::Other {
-            if rb.iter().any(|&b| b <= b' ' || b == 0x7f) {
-                return None;
-            }
-            let ok = scheme_s
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic())
-                && scheme_s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-            if !ok || rest.is_empty() {
-                return None;
-            }
-            return Some(Uri {
-                scheme,
-                user: None,
-                password: None,
-                host: Host::Name(""),
-                port: None,
-                params: Params::default(),
-                headers: None,
-                raw,
-            });
-        }
-        if !lex::all_in(rb, lex::URI) {
-            return None;
-        }
         if scheme == Scheme::Tel {
-            let (number, params) = split_byte(rest, b';').unwrap_or((rest, ""));
-            let ok = !number.is_empty()
-                && number.bytes().all(|b| {
-                    b.is_ascii_hexdigit()
-                        || matches!(
-                            b,
-                            b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w'
-                        )
-                });
-            if !ok {
+            let end = lex::skip_class(b, rest, lex::URI);
+            let num_end = lex::skip_class(b, rest, lex::TEL);
+            if num_end == rest || !matches!(b.get(num_end), Some(b';')) && num_end != end {
                 return None;
             }
-            return Some(Uri {
+            let params = match b.get(num_end) {
+                Some(b';') if num_end < end => Params::parse_uri(s.get(num_end + 1..end)?)?,
+                _ => Params::default(),
+            };
+            let uri = Uri {
                 scheme,
-                user: Some(number),
+                user: Some(s.get(rest..num_end)?),
                 password: None,
                 host: Host::Name(""),
                 port: None,
-                params: Params::parse_uri(params)?,
+                params,
                 headers: None,
-                raw,
-            });
+                raw: s.get(..end)?,
+            };
+            return Some((uri, end));
         }
-        let question = memchr::memchr(b'?', rb);
-        let at = memchr::memrchr(b'@', rb.get(..question.unwrap_or(rb.len()))?);
-        let (main, headers) = match question {
-            Some(q) => (rest.get(..q)?, Some(rest.get(q + 1..)?)),
-            None => (rest, None),
+        // One pass to the end of the URI: the last `@` before `?` ends the
+        // userinfo (a user part may hold `;`), the first `:` splits it.
+        let mut i = rest;
+        let mut at = None;
+        let mut colon = None;
+        while let Some(&c) = b.get(i) {
+            let k = lex::CLASS[usize::from(c)];
+            if k & (lex::URI | lex::URI_DELIM) != lex::URI {
+                if k & lex::URI == 0 || c == b'?' {
+                    break;
+                }
+                if c == b'@' {
+                    at = Some(i);
+                } else if c == b':' && colon.is_none() {
+                    colon = Some(i);
+                }
+            }
+            i += 1;
+        }
+        let main_end = i;
+        let headers = if b.get(i) == Some(&b'?') {
+            i = lex::skip_class(b, i + 1, lex::URI);
+            Some(s.get(main_end + 1..i)?)
+        } else {
+            None
         };
-        let (user, password, hostpart) = match at {
+        let (user, password, hp) = match at {
             Some(a) => {
-                let userinfo = main.get(..a)?;
-                let (user, pw) = match split_byte(userinfo, b':') {
-                    Some((u, p)) => (u, Some(p)),
-                    None => (userinfo, None),
+                let (user_end, password) = match colon {
+                    Some(c) if c < a => (c, Some(s.get(c + 1..a)?)),
+                    _ => (a, None),
                 };
-                if user.is_empty() {
+                if user_end == rest {
                     return None;
                 }
-                (Some(user), pw, main.get(a + 1..)?)
+                (Some(s.get(rest..user_end)?), password, a + 1)
             }
-            None => (None, None, main),
+            None => (None, None, rest),
         };
-        let (hostport, params) = split_byte(hostpart, b';').unwrap_or((hostpart, ""));
-        let (host, port) = parse_hostport(hostport)?;
-        Some(Uri {
+        let (host, port, semi) = scan_hostport(s, hp, main_end, false)?;
+        let params = if semi < main_end {
+            Params::parse_uri(s.get(semi + 1..main_end)?)?
+        } else {
+            Params::default()
+        };
+        let uri = Uri {
             scheme,
             user,
             password,
             host,
             port,
-            params: Params::parse_uri(params)?,
+            params,
             headers,
-            raw,
-        })
+            raw: s.get(..i)?,
+        };
+        Some((uri, i))
+    }
+
+    /// Any other absolute URI (`urn:`, `mailto:` ...): a scheme, `:`, and
+    /// at least one byte up to space or a control byte.
+    #[cold]
+    fn scan_other(s: &'a str, in_angle: bool) -> Option<(Uri<'a>, usize)> {
+        let b = s.as_bytes();
+        if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+            return None;
+        }
+        let colon = lex::skip_class(b, 1, lex::SCHEME);
+        if b.get(colon) != Some(&b':') {
+            return None;
+        }
+        let end = b
+            .iter()
+            .skip(colon + 1)
+            .position(|&c| c <= b' ' || c == 0x7f || (in_angle && c == b'>'))
+            .map_or(b.len(), |n| colon + 1 + n);
+        if end == colon + 1 {
+            return None;
+        }
+        let uri = Uri {
+            scheme: Scheme::Other,
+            user: None,
+            password: None,
+            host: Host::Name(""),
+            port: None,
+            params: Params::default(),
+            headers: None,
+            raw: s.get(..end)?,
+        };
+        Some((uri, end))
     }
 
     /// The URI text exactly as received.
@@ -318,6 +396,26 @@ mod tests {
         assert!(Uri::parse("sip:[2001:db8::10").is_none());
         assert!(Uri::parse("sip:host:99999").is_none());
         assert!(Uri::parse("sip:host:").is_none());
+        for (text, v4) in [
+            ("1.2.3.4", true),
+            ("255.255.255.255", true),
+            ("256.1.1.1", false),
+            ("1.2.3", false),
+            ("1.2.3.4.5", false),
+            ("1..3.4", false),
+            (".1.2.3", false),
+            ("1.2.3.", false),
+            ("0001.2.3.4", false),
+        ] {
+            let full = format!("sip:{text}");
+            let u = Uri::parse(&full).unwrap();
+            assert_eq!(matches!(u.host, Host::V4(_)), v4, "{text}");
+            assert_eq!(
+                u.host.to_string(),
+                text.parse::<Ipv4Addr>()
+                    .map_or(text.to_string(), |a| a.to_string())
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::lex::{self, Params};
 use super::transport::Transport;
-use super::uri::{parse_hostport, Host};
+use super::uri::{scan_hostport, Host};
 use super::ParseError;
 
 /// RFC 3261 §8.1.1.7 branch magic cookie.
@@ -87,27 +87,34 @@ impl<'a> Via<'a> {
         Self::parse_str(s).ok_or(ParseError::BadVia)
     }
 
+    /// One pass: sent-protocol tokens, sent-by, then the parameters with the
+    /// branch picked out on the way.
     fn parse_str(s: &'a str) -> Option<(Via<'a>, Option<&'a str>)> {
-        let (protocol, rest) = lex::take_token(s);
-        let rest = lex::skip_lws(rest).strip_prefix('/')?;
-        let (version, rest) = lex::take_token(lex::skip_lws(rest));
-        let rest = lex::skip_lws(rest).strip_prefix('/')?;
-        let (transport, rest) = lex::take_token(lex::skip_lws(rest));
-        if protocol.is_empty() || version.is_empty() || transport.is_empty() {
+        let b = s.as_bytes();
+        let token = |i: usize| -> (usize, usize) { (i, lex::skip_class(b, i, lex::TOKEN)) };
+        let slash = |i: usize| -> Option<usize> {
+            let i = lex::skip_class(b, i, lex::LWS);
+            (b.get(i) == Some(&b'/')).then(|| lex::skip_class(b, i + 1, lex::LWS))
+        };
+        let (ps, pe) = token(0);
+        let (vs, ve) = token(slash(pe)?);
+        let (ts, te) = token(slash(ve)?);
+        if ps == pe || vs == ve || ts == te {
             return None;
         }
         // at least one LWS between sent-protocol and sent-by
-        if !rest.bytes().next().is_some_and(lex::is_lws) {
+        if !b.get(te).copied().is_some_and(lex::is_lws) {
             return None;
         }
-        let rest = lex::skip_lws(rest);
-        let (sent_by, params) = lex::split_byte(rest, b';').unwrap_or((rest, ""));
-        let (host, port) = parse_hostport(lex::trim_str(sent_by))?;
+        let hs = lex::skip_class(b, te, lex::LWS);
+        let (host, port, semi) = scan_hostport(s, hs, b.len(), true)?;
+        let params = s.get(semi..)?;
+        let params = params.strip_prefix(';').unwrap_or(params);
         let (params, branch) = Params::parse_get(params, "branch")?;
         let via = Via {
-            protocol,
-            version,
-            transport,
+            protocol: s.get(ps..pe)?,
+            version: s.get(vs..ve)?,
+            transport: s.get(ts..te)?,
             host,
             port,
             params,
