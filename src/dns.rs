@@ -23,7 +23,7 @@ use crate::sip::Transport;
 use crate::transport::Shutdown;
 
 /// One answer for the core: upstream `index`'s targets from now on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Answer {
     /// The upstream's index in config order.
     pub index: usize,
@@ -286,7 +286,7 @@ fn min_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// One answer for a host name of DID SIP URI destinations.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DidAnswer {
     /// The name (with the URI's port and transport).
     pub name: Resolve,

@@ -1,10 +1,11 @@
 //! The `sipfront` binary: CLI (SPEC §1) and the wiring of the tokio shell.
 //!
 //! This is the only place (with the transport tasks) that reads the clock or
-//! spawns tasks: sockets feed the core task, the core task owns the sans-IO
-//! endpoint and drains its actions back to the sockets, and one `Sleep` is
-//! reset to the core's next deadline (ARCHITECTURE.md, "Sans-IO core, thin
-//! async shell"; STYLE.md point 7).
+//! spawns tasks: sockets feed the core tasks, each core task owns one
+//! sans-IO endpoint (a shard, `[server] workers` of them) and drains its
+//! actions back to the sockets, and one `Sleep` per shard is reset to its
+//! next deadline (ARCHITECTURE.md, "Sans-IO core, thin async shell" and
+//! "One core per CPU"; STYLE.md point 7).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -113,18 +114,18 @@ mod shell {
 
     use sipfront::config::Config;
     use sipfront::transport::{
-        Shutdown, ShutdownController, TransportEvent, TransportLimits, Transports,
+        EventSink, Shutdown, ShutdownController, TransportEvent, TransportLimits, Transports,
     };
-    use tokio::sync::mpsc;
+    use tokio::sync::{mpsc, Notify};
 
     use sipfront::b2bua::WallClock;
     use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::control::{self, Live};
-    use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
+    use sipfront::endpoint::{Endpoint, EndpointConfig, Env, SharedState};
     use sipfront::events::dispatch::{self as webhooks, WebhookSink};
     use sipfront::store::{self, BindingSink, BindingWriter, SqliteStore, Store};
 
-    /// Inbound queue between the sockets and the core task.
+    /// Inbound queue between the sockets and each core shard.
     const EVENT_QUEUE: usize = 16 * 1024;
     /// Events the core handles per wake before draining and re-arming its timer.
     const EVENTS_PER_WAKE: usize = 256;
@@ -153,6 +154,8 @@ mod shell {
 
     /// The core's other outside inputs, read once here: the wall clock
     /// against `now()`, and seeds from the OS (the core never reads either).
+    /// Shards share the wall clock and the nonce key (a nonce minted on one
+    /// is checked on another) and each draws its own seed ([`seed`]).
     fn env() -> Env {
         use rand::Rng;
         let unix_ms = std::time::SystemTime::now()
@@ -164,6 +167,29 @@ mod shell {
             seed: os.gen(),
             nonce_secret: os.gen(),
         }
+    }
+
+    /// A fresh seed from the OS, for a core shard's identifiers.
+    fn seed() -> [u8; 32] {
+        use rand::Rng;
+        rand::rngs::OsRng.gen()
+    }
+
+    /// Copies each value of `rx` to every shard's queue (DNS answers: every
+    /// shard routes calls).
+    fn fan_out<T: Clone + Send + 'static>(mut rx: mpsc::Receiver<T>, shards: Vec<mpsc::Sender<T>>) {
+        tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                for tx in &shards {
+                    let _ = tx.send(v.clone()).await;
+                }
+            }
+        });
+    }
+
+    /// `n` bounded queues of `cap`: the senders and the receivers.
+    fn queues<T>(n: usize, cap: usize) -> (Vec<mpsc::Sender<T>>, Vec<mpsc::Receiver<T>>) {
+        (0..n).map(|_| mpsc::channel(cap)).unzip()
     }
 
     /// Binds the sockets, runs the core task, handles signals until asked to stop.
@@ -196,11 +222,15 @@ mod shell {
         let (webhooks, webhook_sink) = webhooks::Dispatcher::start(webhooks::Settings::default())
             .map_err(|e| format!("cannot start: {e}"))?;
         let controller = ShutdownController::new();
-        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        // `[server] workers` core shards (validated 1..=64), each with its
+        // own inbound queue: the sockets dispatch by Call-ID.
+        let workers = usize::try_from(cfg.server.workers).unwrap_or(1).max(1);
+        let (events_tx, events_rx) = queues::<TransportEvent>(workers, EVENT_QUEUE);
+        let sink = EventSink::new(events_tx).ok_or("cannot start: no core shard")?;
         let transports = Transports::start(
             &cfg,
             TransportLimits::from_settings(&cfg.transport),
-            events_tx,
+            sink,
             &controller,
         )
         .await
@@ -216,11 +246,11 @@ mod shell {
         let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env())
             .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
-        // through `Live`, which sends the validated snapshot here.
-        let (reload_tx, reload_rx) = mpsc::channel(4);
-        let (drain_tx, drain_rx) = mpsc::channel(1);
+        // through `Live`, which sends the validated snapshot to each shard.
+        let (reload_tx, reload_rx) = queues(workers, 4);
+        let (drain_tx, drain_rx) = queues(workers, 1);
         let drain_s = cfg.server.drain_s;
-        let (core_handle, queries_rx) = control::Core::channel();
+        let (core_handle, queries_rx) = control::Core::channels(workers);
         let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
@@ -229,6 +259,7 @@ mod shell {
             tcp = ?transports.tcp_addrs(),
             ws = ?transports.ws_addrs(),
             http = ?[http_addr],
+            workers,
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
@@ -278,13 +309,24 @@ mod shell {
             }
         }
         // SPEC §8.4: rtpengine's ng client on its own task; relayed calls
-        // ask it through the core's outputs and get answers as inputs.
+        // ask it through the core's outputs and get answers as inputs (each
+        // shard on its own queue: request ids are per shard).
         let (media_client, media_task) = sipfront::media::MediaClient::start(&live.current().media)
             .await
             .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
-        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-        let mut endpoint = Endpoint::new(ep_cfg);
-        let report = endpoint.restore_bindings(stored, now());
+        let (media_txs, media_rxs) = queues(workers, MEDIA_QUEUE);
+        // Shard 0 first: it installs the shared registrar the others use.
+        let shared = Arc::new(SharedState::new(&ep_cfg.guard));
+        let mut endpoints: Vec<Endpoint> = (0..workers)
+            .map(|i| {
+                let seed = if i == 0 { ep_cfg.seed } else { seed() };
+                Endpoint::with_shared(ep_cfg.for_shard(i, workers, seed), Arc::clone(&shared))
+            })
+            .collect();
+        let report = endpoints
+            .first_mut()
+            .map(|e| e.restore_bindings(stored, now()))
+            .unwrap_or_default();
         tracing::info!(
             restored = report.restored,
             expired = report.expired,
@@ -292,28 +334,63 @@ mod shell {
             ms = loading.elapsed().as_millis() as u64,
             "registrations loaded from the store"
         );
-        let mut core = tokio::spawn(core_loop(
-            endpoint,
-            Inputs {
-                events: events_rx,
-                reloads: reload_rx,
-                queries: queries_rx,
-                drain: drain_rx,
-                dns: dns_rx,
-                did_dns: did_dns_rx,
-                did_names: did_names_tx,
-                media: media_rx,
-                shutdown: controller.subscribe(),
-            },
-            transports,
-            Sinks {
-                cdrs: cdr_sink.clone(),
-                webhooks: webhook_sink.clone(),
-                bindings: binding_sink.clone(),
-                media: media_client,
-                media_answers: media_tx,
-            },
-        ));
+        // DNS answers go to every shard; the DID names to resolve come
+        // from shard 0 (every shard has the same DIDs).
+        let (dns_txs, dns_rxs) = queues(workers, 64);
+        fan_out(dns_rx, dns_txs);
+        let (did_dns_txs, did_dns_rxs) = queues(workers, 64);
+        fan_out(did_dns_rx, did_dns_txs);
+        let mut did_names = Some(did_names_tx);
+        // Non-owner shards wake shard 0 when they change the registrar.
+        let nudge = Arc::new(Notify::new());
+        let mut shards = Vec::with_capacity(workers);
+        let inputs = endpoints
+            .into_iter()
+            .zip(events_rx)
+            .zip(reload_rx)
+            .zip(queries_rx)
+            .zip(drain_rx)
+            .zip(dns_rxs)
+            .zip(did_dns_rxs)
+            .zip(media_rxs.into_iter().zip(media_txs));
+        for (
+            ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
+            (media, media_answers),
+        ) in inputs
+        {
+            shards.push(tokio::spawn(core_loop(
+                endpoint,
+                Inputs {
+                    events,
+                    reloads,
+                    queries,
+                    drain,
+                    dns,
+                    did_dns,
+                    did_names: did_names.take(),
+                    media,
+                    nudge: Arc::clone(&nudge),
+                    shutdown: controller.subscribe(),
+                },
+                transports.clone(),
+                Sinks {
+                    cdrs: cdr_sink.clone(),
+                    webhooks: webhook_sink.clone(),
+                    bindings: binding_sink.clone(),
+                    media: media_client.clone(),
+                    media_answers,
+                },
+            )));
+        }
+        drop(transports);
+        // The shards hold the clients now: the media task ends with the last.
+        drop(media_client);
+        // Done when every shard is.
+        let mut core = tokio::spawn(async move {
+            for shard in shards {
+                let _ = shard.await;
+            }
+        });
 
         let mut draining = false;
         let mut core_done = false;
@@ -333,7 +410,10 @@ mod shell {
                          for up to {drain_s} s (server.drain_s); send it again to stop now"
                     );
                     draining = true;
-                    let _ = drain_tx.send(now() + Duration::from_secs(drain_s)).await;
+                    let until = now() + Duration::from_secs(drain_s);
+                    for tx in &drain_tx {
+                        let _ = tx.send(until).await;
+                    }
                 }
                 Signal::Stop(name) => {
                     tracing::info!("{name}: shutting down");
@@ -521,15 +601,20 @@ mod shell {
         /// DNS answers for named upstreams (RFC 3263).
         dns: mpsc::Receiver<sipfront::dns::Answer>,
         did_dns: mpsc::Receiver<sipfront::dns::DidAnswer>,
-        did_names: tokio::sync::watch::Sender<Vec<sipfront::routing::Resolve>>,
+        /// Shard 0's: the DID host names to resolve.
+        did_names: Option<tokio::sync::watch::Sender<Vec<sipfront::routing::Resolve>>>,
+        /// Shard 0 waits on it; the others notify it after changing the
+        /// shared registrar (its timers and store writes).
+        nudge: Arc<Notify>,
         /// The media relay's answers to this core's requests.
         media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
         shutdown: Shutdown,
     }
 
-    /// The core task: the only owner of the endpoint. Each wake handles a
-    /// bounded batch of events (or the timer), drains what the endpoint wants
-    /// sent, and re-arms one `Sleep` at `poll_timeout()` (quinn's `drive_timer`).
+    /// A core task: the only owner of its endpoint (one shard). Each wake
+    /// handles a bounded batch of events (or the timer), drains what the
+    /// endpoint wants sent, and re-arms one `Sleep` at `poll_timeout()`
+    /// (quinn's `drive_timer`).
     async fn core_loop(
         mut endpoint: Endpoint,
         inputs: Inputs,
@@ -551,9 +636,11 @@ mod shell {
             mut dns,
             mut did_dns,
             did_names,
+            nudge,
             media: mut media_results,
             mut shutdown,
         } = inputs;
+        let owner = endpoint.is_owner();
         let mut drain_until: Option<Instant> = None;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -579,23 +666,28 @@ mod shell {
                 }
                 Some(cfg) = reloads.recv() => {
                     endpoint.reload(&cfg);
-                    let names = sipfront::routing::did_hosts::collect(&cfg.did);
-                    did_names.send_if_modified(|n| {
-                        let changed = *n != names;
-                        *n = names;
-                        changed
-                    });
+                    if let Some(did_names) = &did_names {
+                        let names = sipfront::routing::did_hosts::collect(&cfg.did);
+                        did_names.send_if_modified(|n| {
+                            let changed = *n != names;
+                            *n = names;
+                            changed
+                        });
+                    }
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
                 Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
-                        cdr_metrics(&mut m, &cdrs);
-                        binding_metrics(&mut m, &bindings);
-                        webhooks.write_metrics(&mut m);
-                        transports.stats().write_metrics(&mut m);
-                        media.stats().write_metrics(&mut m);
+                        // The shell's counters once per node (shards' are summed).
+                        if owner {
+                            cdr_metrics(&mut m, &cdrs);
+                            binding_metrics(&mut m, &bindings);
+                            webhooks.write_metrics(&mut m);
+                            transports.stats().write_metrics(&mut m);
+                            media.stats().write_metrics(&mut m);
+                        }
                         let _ = tx.send(m);
                     }
                     q => control::answer(&mut endpoint, q, now()),
@@ -630,6 +722,12 @@ mod shell {
                 }
                 // After the inputs (`biased`): see `timers_due`.
                 _ = &mut sleep, if armed => endpoint.handle_timeout(now()),
+                // Another shard changed the registrar: re-read its deadline
+                // and writes below.
+                _ = nudge.notified(), if owner => {}
+            }
+            if endpoint.take_owner_nudge() {
+                nudge.notify_one();
             }
             if let Some(until) = drain_until {
                 // Drained, or out of time: BYE what is left, then stop.

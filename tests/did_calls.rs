@@ -17,6 +17,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
@@ -1192,6 +1193,75 @@ fn hundred_softphones_register_and_did_calls_ring_them_at_their_source_address()
         );
         assert_eq!(c.trunk_id, None, "{rows:#?}\n{show}");
     }
+}
+
+/// `[server] workers = 4` (issue 17): REGISTERs and DID INVITEs go to core
+/// shards by their Call-IDs, so a phone's registration and the call to it
+/// mostly land on different shards. 40 softphones register (one SIPp UAC,
+/// one Call-ID each), then 8 DID calls ring 8 of them at their source
+/// address: a per-shard registrar would miss each call with odds 3 in 4.
+/// The B-leg INVITEs' Call-IDs carry the shard mark (`sfNN-`): the calls
+/// ran on more than one shard.
+#[test]
+fn with_four_workers_did_calls_ring_phones_registered_through_any_shard() {
+    let picks = [3u32, 9, 14, 22, 27, 31, 36, 40];
+    let did = |i: u32| format!("1256540{i:04}");
+    let mut body = phone_trunks(1..=40, |_| true);
+    for &i in &picks {
+        body.push_str(&did_toml(&did(i), 0, &[(5, &phone(i).0, 1)]));
+    }
+    let mut rig = Rig::start_with("workers4", "workers = 4\n", &body);
+    assert!(
+        rig.server.log_text().contains("workers=4"),
+        "{}",
+        rig.show()
+    );
+    let port = free_port();
+    let phones: Vec<u32> = (1..=40).collect();
+    drop(rig.register(&phones, port, 3600, "reg40"));
+    let mut shards = BTreeSet::new();
+    for &i in &picks {
+        let tag = format!("w{i}");
+        let sf = check_scenario(
+            &rig.dir,
+            &format!("uas_{tag}.xml"),
+            &[("", &contact_ruri_re(i))],
+        );
+        let mut uas = rig.uas(&tag, &sf, "127.0.0.1", port, &[]);
+        let out = rig.carrier(
+            &scenario("did_uac.xml"),
+            &did(i),
+            &tag,
+            20,
+            &["-m", "1", "-d", "200"],
+        );
+        let uas_ok = uas.done_ok(Duration::from_secs(10));
+        let show = diag(&out, &[&uas], &rig);
+        assert!(out.all_ok(1), "{tag}: the DID call failed\n{show}");
+        assert!(
+            uas_ok,
+            "{tag}: phone {i} at 127.0.0.1:{port} did not get the INVITE for its Contact\n{show}"
+        );
+        for m in uas
+            .msgs()
+            .iter()
+            .filter(|m| !m.sent && m.method() == Some("INVITE"))
+        {
+            let id = m.call_id();
+            assert!(
+                id.starts_with("sf") && id.get(4..5) == Some("-"),
+                "{id}\n{show}"
+            );
+            shards.insert(id[2..4].to_owned());
+        }
+    }
+    assert!(shards.len() > 1, "every call ran on one shard: {shards:?}");
+    let rows = rig.stop_and_read_cdrs();
+    assert_eq!(rows.len(), picks.len(), "{rows:#?}");
+    assert!(
+        rows.iter().all(|c| c.disposition == "answered"),
+        "{rows:#?}"
+    );
 }
 
 /// Registrations survive a restart (SPEC §8.2): a softphone registers from

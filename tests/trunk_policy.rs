@@ -58,12 +58,17 @@ fn sipp_auth_hint(text: &str) -> &'static str {
 impl Rig {
     /// `trunk_extra`: more `key = value` lines for the `[[trunk]]`.
     fn start(tag: &str, trunk_extra: &str) -> Rig {
+        Rig::start_with(tag, "", trunk_extra)
+    }
+
+    /// [`Rig::start`] with more `[server]` lines.
+    fn start_with(tag: &str, server_extra: &str, trunk_extra: &str) -> Rig {
         let dir = TempDir::new(tag);
         let rates = dir.write("rates.csv", RATES);
         let db = dir.path().join("cdr.db");
         let up_port = free_port();
         let cfg = format!(
-            "{loopback}\n[server]\ndrain_s = 2\n\n[store]\npath = \"{db}\"\n\n\
+            "{loopback}\n[server]\ndrain_s = 2\n{server_extra}\n[store]\npath = \"{db}\"\n\n\
              [rates]\nfile = \"{rates}\"\n\n\
              [[upstream]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{up_port};transport=udp\"\n\
              priority = 1\nping_interval_s = 0\n\n\
@@ -484,6 +489,65 @@ fn digest_replayed_credentials_get_407() {
 
 // ---- policy ----------------------------------------------------------------------
 
+/// A channel-limit run's INVITE outcomes: the 503s received, their Call-IDs,
+/// and the Call-IDs answered 200.
+fn channel_outcomes(out: &SippOut) -> (Vec<&Msg>, BTreeSet<&str>, BTreeSet<String>) {
+    let refused: Vec<&Msg> = out
+        .msgs
+        .iter()
+        .filter(|m| !m.sent && m.status() == Some(503) && m.cseq_method() == "INVITE")
+        .collect();
+    let refused_ids = refused.iter().map(|m| m.call_id()).collect();
+    let answered = call_ids(&out.msgs, |m| {
+        !m.sent && m.status() == Some(200) && m.cseq_method() == "INVITE"
+    });
+    (refused, refused_ids, answered)
+}
+
+/// Issue 17 "Must show": with `[server] workers = 4` the calls of one trunk
+/// land on four core shards (by Call-ID), yet `max_channels = 7` holds
+/// exactly: of 20 concurrent calls held 4 s, 7 are answered and 13 get
+/// `503 Channel Limit Reached (max_channels 7)`. The upstream's INVITEs
+/// carry the mark of the shard that placed them (`sfNN-`): the 7 ran on
+/// more than one shard.
+#[test]
+fn channel_limit_holds_exactly_across_four_workers() {
+    let rig = Rig::start_with(
+        "workers",
+        "workers = 4\n",
+        "channels_restrict = true\nmax_channels = 7\n",
+    );
+    let _uas = rig.uas(&scenario("policy_uas.xml"), &[]);
+    let out = rig.uac(
+        &scenario("policy_uac_channels.xml"),
+        "12125551234",
+        "twenty",
+        60,
+        &["-m", "20", "-l", "20", "-r", "100", "-d", "4000"],
+    );
+    let diag = || format!("{}\n{}", out.show(), rig.show());
+    assert!(rig.server.log_text().contains("workers=4"), "{}", diag());
+    assert!(out.all_ok(20), "{}", diag());
+    let (refused, refused_ids, answered) = channel_outcomes(&out);
+    assert_eq!(answered.len(), 7, "answered: {answered:?}\n{}", diag());
+    assert_eq!(refused_ids.len(), 13, "503s: {refused_ids:?}\n{}", diag());
+    assert!(
+        refused
+            .iter()
+            .all(|m| m.first_line() == "SIP/2.0 503 Channel Limit Reached (max_channels 7)"),
+        "{}",
+        diag()
+    );
+    let up = rig.uas_invites();
+    assert_eq!(up.len(), 7, "INVITEs at the upstream: {up:?}\n{}", diag());
+    let shards: BTreeSet<&str> = up.iter().filter_map(|id| id.get(2..4)).collect();
+    assert!(
+        up.iter().all(|id| id.starts_with("sf")) && shards.len() > 1,
+        "the 7 calls did not run on several shards: {up:?}\n{}",
+        diag()
+    );
+}
+
 #[test]
 fn channels_limit_503_then_free_again() {
     let mut rig = Rig::start("channels", "channels_restrict = true\nmax_channels = 2\n");
@@ -498,15 +562,7 @@ fn channels_limit_503_then_free_again() {
     );
     let diag = || format!("{}\n{}", out.show(), rig.show());
     assert!(out.all_ok(5), "{}", diag());
-    let refused: Vec<&Msg> = out
-        .msgs
-        .iter()
-        .filter(|m| !m.sent && m.status() == Some(503) && m.cseq_method() == "INVITE")
-        .collect();
-    let refused_ids: BTreeSet<&str> = refused.iter().map(|m| m.call_id()).collect();
-    let answered = call_ids(&out.msgs, |m| {
-        !m.sent && m.status() == Some(200) && m.cseq_method() == "INVITE"
-    });
+    let (refused, refused_ids, answered) = channel_outcomes(&out);
     assert_eq!(refused_ids.len(), 3, "503s: {refused_ids:?}\n{}", diag());
     assert_eq!(answered.len(), 2, "answered: {answered:?}\n{}", diag());
     for m in &refused {

@@ -1,8 +1,13 @@
-//! What the API asks the core task, which alone owns the session table,
+//! What the API asks the core tasks, which alone own the session tables,
 //! the location store and the bans (ARCHITECTURE.md "one owner per fact"):
 //! each question travels with a oneshot for its answer through a bounded
 //! queue the core drains between packets, so the API never locks the hot
 //! path and a slow API client never slows it.
+//!
+//! With several core shards (`[server] workers`), questions about calls go
+//! to every shard and the answers are merged ([`Core::ask_all`]: the call
+//! list concatenated, hang-ups counted, metrics summed); questions about
+//! node-wide state (registrations, bans, upstreams) go to shard 0.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -92,32 +97,64 @@ pub fn answer(ep: &mut Endpoint, q: CoreQuery, now: Instant) {
     }
 }
 
-/// The API's handle on the core.
+/// The API's handle on the core shards.
 #[derive(Clone, Debug)]
 pub struct Core {
-    tx: mpsc::Sender<CoreQuery>,
+    /// One queue per shard; shard 0 first.
+    shards: std::sync::Arc<[mpsc::Sender<CoreQuery>]>,
 }
 
 impl Core {
-    /// A handle and the receiving end the core task drains.
+    /// A handle on one core and the receiving end its task drains.
     pub fn channel() -> (Core, mpsc::Receiver<CoreQuery>) {
-        let (tx, rx) = mpsc::channel(QUERY_QUEUE);
-        (Core { tx }, rx)
+        let (core, mut rx) = Core::channels(1);
+        (core, rx.remove(0))
     }
 
-    /// Asks the core; `503` when it is busy past the queue or stopping.
+    /// A handle on `shards` cores (at least one) and the receiving end
+    /// each shard's task drains, shard 0 first.
+    pub fn channels(shards: usize) -> (Core, Vec<mpsc::Receiver<CoreQuery>>) {
+        let (tx, rx): (Vec<_>, Vec<_>) = (0..shards.max(1))
+            .map(|_| mpsc::channel(QUERY_QUEUE))
+            .unzip();
+        (Core { shards: tx.into() }, rx)
+    }
+
+    /// Asks shard 0 (node-wide state); `503` when it is busy past the
+    /// queue or stopping.
     pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> CoreQuery,
     ) -> Result<T, ApiError> {
+        let shard = self.shards.first().ok_or_else(busy)?;
         let (tx, rx) = oneshot::channel();
-        let busy = || {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the SIP core is busy or stopping",
-            )
-        };
-        self.tx.try_send(make(tx)).map_err(|_| busy())?;
+        shard.try_send(make(tx)).map_err(|_| busy())?;
         rx.await.map_err(|_| busy())
     }
+
+    /// Asks every shard the same question (their calls, their counters):
+    /// the answers in shard order; `503` when any is busy or stopping.
+    pub(crate) async fn ask_all<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> CoreQuery,
+    ) -> Result<Vec<T>, ApiError> {
+        let mut waiting = Vec::with_capacity(self.shards.len());
+        for shard in self.shards.iter() {
+            let (tx, rx) = oneshot::channel();
+            shard.try_send(make(tx)).map_err(|_| busy())?;
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(rx.await.map_err(|_| busy())?);
+        }
+        Ok(out)
+    }
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the SIP core is busy or stopping",
+    )
 }

@@ -90,7 +90,8 @@ enum CommitError {
 pub struct Live {
     current: Arc<ArcSwap<Config>>,
     store: Arc<dyn Store>,
-    reloads: mpsc::Sender<Arc<Config>>,
+    /// One queue per core shard.
+    reloads: Arc<[mpsc::Sender<Arc<Config>>]>,
     write: Arc<Mutex<()>>,
     core: Core,
     cdr: Arc<CdrReader>,
@@ -104,11 +105,12 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    /// `cfg` is what the core runs now (trunks and DIDs already from the store).
+    /// `cfg` is what the core runs now (trunks and DIDs already from the
+    /// store); `reloads` takes every change to each core shard.
     pub fn new(
         cfg: Arc<Config>,
         store: Arc<dyn Store>,
-        reloads: mpsc::Sender<Arc<Config>>,
+        reloads: Vec<mpsc::Sender<Arc<Config>>>,
         core: Core,
     ) -> Live {
         let cdr = Arc::new(CdrReader::new(cfg.store.path.clone()));
@@ -120,7 +122,7 @@ impl Live {
             sync,
             current: Arc::new(ArcSwap::new(cfg)),
             store,
-            reloads,
+            reloads: reloads.into(),
             write: Arc::new(Mutex::new(())),
             core,
         }
@@ -306,15 +308,19 @@ impl Live {
     }
 }
 
-/// Swaps `next` in and sends it to the core (which applies it to new
-/// calls; calls in progress keep their terms).
+/// Swaps `next` in and sends it to every core shard (which applies it to
+/// new calls; calls in progress keep their terms). Each shard has it
+/// queued before the caller's next question to the core: shards take
+/// config changes before questions.
 async fn publish(
     current: &ArcSwap<Config>,
-    reloads: &mpsc::Sender<Arc<Config>>,
+    reloads: &[mpsc::Sender<Arc<Config>>],
     next: Arc<Config>,
 ) {
     current.store(next.clone());
-    if reloads.send(next).await.is_err() {
-        tracing::warn!("config change not applied: the core task has stopped");
+    for shard in reloads {
+        if shard.send(next.clone()).await.is_err() {
+            tracing::warn!("config change not applied: a core task has stopped");
+        }
     }
 }

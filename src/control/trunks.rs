@@ -533,7 +533,12 @@ pub(crate) async fn delete(
     }
     // The new config went to the core before this question, and the core
     // takes config changes first: no new call of this trunk slips in after.
-    match live.core().ask(|tx| CoreQuery::HangUpTrunk(id, tx)).await {
+    match live
+        .core()
+        .ask_all(|tx| CoreQuery::HangUpTrunk(id, tx))
+        .await
+        .map(|n| n.into_iter().sum::<usize>())
+    {
         Ok(ended) => tracing::info!(
             id,
             ended,

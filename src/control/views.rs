@@ -24,8 +24,14 @@ use axum::Json;
 pub(crate) async fn calls(
     State(live): State<Arc<Live>>,
 ) -> Result<Json<Items<CallView>>, ApiError> {
-    let calls = live.core().ask(CoreQuery::Calls).await?;
-    let items = calls.into_iter().map(CallView::from).collect();
+    let items = live
+        .core()
+        .ask_all(CoreQuery::Calls)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(CallView::from)
+        .collect();
     Ok(Json(Items { items }))
 }
 
@@ -42,8 +48,12 @@ pub(crate) async fn hang_up(
     State(live): State<Arc<Live>>,
     Path(call_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let found = live.core().ask(|tx| CoreQuery::HangUp(call_id, tx)).await?;
-    if found {
+    // The shard that owns it ends it; the others answer false.
+    let found = live
+        .core()
+        .ask_all(|tx| CoreQuery::HangUp(call_id.clone(), tx))
+        .await?;
+    if found.contains(&true) {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("no such call in progress"))
@@ -107,7 +117,7 @@ pub(crate) async fn unban(
         (status = 503, description = "The SIP core is busy or stopping", body = Error),
     ))]
 pub(crate) async fn metrics(State(live): State<Arc<Live>>) -> Result<impl IntoResponse, ApiError> {
-    let mut text = live.core().ask(CoreQuery::Metrics).await?;
+    let mut text = crate::endpoint::merge_metrics(&live.core().ask_all(CoreQuery::Metrics).await?);
     if let Some(sync) = live.sync() {
         sync.metrics(&mut text);
     }

@@ -1,8 +1,8 @@
 //! The socket side of the tokio shell: UDP, TCP and WebSocket (RFC 7118)
 //! listeners, stream framing, connection reuse (RFC 3261 §18).
 //!
-//! Everything received becomes a [`TransportEvent`] on one bounded channel to
-//! the core task; everything the core wants sent goes through
+//! Everything received becomes a [`TransportEvent`] on the bounded channel
+//! of the core shard that owns it ([`EventSink`]); everything the core wants sent goes through
 //! [`Transports::send`], which never blocks and never panics: a failure comes
 //! back as [`TransportEvent::SendFailed`]. No SIP logic lives here beyond
 //! finding message boundaries on streams (`sip::framing`, check-then-parse)
@@ -11,6 +11,7 @@
 //! Drops are counted in [`TransportStats`], never silent.
 
 mod conn;
+mod dispatch;
 mod shutdown;
 mod stats;
 mod tcp;
@@ -25,11 +26,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::config::{Config, ListenTransport, TransportSettings};
 use crate::sip::Transport;
 
+pub use dispatch::{EventSink, SinkError};
 pub use shutdown::{Shutdown, ShutdownController, ShutdownHandle};
 pub use sipfront_core::transport::{ConnId, Inbound, Outbound, TransportEvent};
 pub use stats::TransportStats;
@@ -107,7 +107,7 @@ fn bind_error(transport: &str, addr: SocketAddr, e: io::Error) -> io::Error {
 /// State shared by the socket tasks and the [`Transports`] handle.
 #[derive(Debug)]
 struct Shared {
-    events: mpsc::Sender<TransportEvent>,
+    events: EventSink,
     stats: Arc<TransportStats>,
     limits: TransportLimits,
     conns: ConnTable,
@@ -157,18 +157,18 @@ pub struct Transports {
 
 impl Transports {
     /// Binds every `[[listen]]` socket of `cfg` and starts its tasks. Inbound
-    /// messages and events go to `events`.
+    /// messages and events go to `events` (a channel, or one per core shard).
     ///
     /// # Errors
     /// A socket cannot be bound (address in use, permission): startup fails.
     pub async fn start(
         cfg: &Config,
         limits: TransportLimits,
-        events: mpsc::Sender<TransportEvent>,
+        events: impl Into<EventSink>,
         shutdown: &ShutdownController,
     ) -> io::Result<Transports> {
         let shared = Arc::new(Shared {
-            events,
+            events: events.into(),
             stats: Arc::new(TransportStats::default()),
             tcp_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_tcp_connections)),
             limits,

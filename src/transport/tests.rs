@@ -13,6 +13,7 @@ use tokio::time::timeout;
 use super::*;
 use crate::config::ConfigSource;
 use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
 
 const T: Duration = Duration::from_secs(5);
 

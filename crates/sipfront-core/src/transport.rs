@@ -63,7 +63,7 @@ pub struct Outbound {
 }
 
 /// What the transport tells the core.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TransportEvent {
     /// A message arrived.
     Inbound(Inbound),

@@ -287,6 +287,9 @@ pub struct B2bua {
     auth_outcomes: VecDeque<(std::net::IpAddr, Result<(), crate::auth::AuthError>)>,
     /// DNS answers for host names in DID SIP URI destinations.
     did_hosts: crate::routing::DidHosts,
+    /// Whether this B2BUA pings the upstreams and registers at them (one
+    /// core shard per node does; the others only know the accounts).
+    node_duties: bool,
     /// Media relay requests of relayed calls (SPEC §8.4).
     media: media::MediaQueue,
 }
@@ -317,8 +320,19 @@ impl B2bua {
             call_events: VecDeque::new(),
             draining: false,
             auth_outcomes: VecDeque::new(),
+            node_duties: true,
             media: media::MediaQueue::default(),
         }
+    }
+
+    /// Whether this B2BUA sends the node's upstream OPTIONS pings and
+    /// registrations (true by default; false on every core shard but 0,
+    /// so a node pings and registers once). Without them it still knows
+    /// the registration accounts (inbound calls to them are recognised),
+    /// and it reads the pings' verdicts (and every shard's B-leg INVITE
+    /// outcomes) through the health board its [`Upstreams`] clone shares.
+    pub fn set_node_duties(&mut self, on: bool) {
+        self.node_duties = on;
     }
 
     /// Counts channels in `counters`, shared with the node's other shards
@@ -520,10 +534,11 @@ impl B2bua {
     /// The earliest instant `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.heap.peek().map(|Reverse((at, _))| *at);
+        let node = |t: Option<Instant>| t.filter(|_| self.node_duties);
         [
             calls,
-            self.health.poll_timeout(),
-            self.registrations.poll_timeout(),
+            node(self.health.poll_timeout()),
+            node(self.registrations.poll_timeout()),
             self.media_poll_timeout(),
         ]
         .into_iter()
@@ -539,12 +554,15 @@ impl B2bua {
     /// Whether a stop still waits for unregistrations (at most
     /// 5 s after [`B2bua::unregister_all`]).
     pub fn unregistering(&self, now: Instant) -> bool {
-        self.registrations.unregistering(now)
+        self.node_duties && self.registrations.unregistering(now)
     }
 
     /// Unregisters every registration trunk (`Expires: 0`) and stops
     /// refreshing: the start of a stop (SIGTERM).
     pub fn unregister_all(&mut self, now: Instant) {
+        if !self.node_duties {
+            return;
+        }
         let mut ctx = registration::Ctx {
             ups: &self.upstreams,
             local: &self.cfg.local,
@@ -807,6 +825,8 @@ impl B2bua {
         locations: &dyn Locations,
         now: Instant,
     ) -> Result<Vec<crate::routing::Hop>, Rejection> {
+        // What the node's other shards learned of upstream health.
+        self.upstreams.sync_health();
         let seed = self.next_seed();
         plan::Planner {
             upstreams: &self.upstreams,
@@ -1055,24 +1075,27 @@ impl B2bua {
     /// Fires call timers and upstream pings due at `now`. The first call
     /// starts the OPTIONS pings.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.health.arm(&self.upstreams, now);
-        self.health.handle_timeout(
-            &self.upstreams,
-            &self.cfg.local,
-            now,
-            &mut self.rng,
-            &mut self.actions,
-        );
+        self.upstreams.sync_health();
         self.registrations
             .arm(&self.upstreams, &self.cfg.local, now, &mut self.rng);
-        let mut ctx = registration::Ctx {
-            ups: &self.upstreams,
-            local: &self.cfg.local,
-            now,
-            rng: &mut self.rng,
-            out: &mut self.actions,
-        };
-        self.registrations.handle_timeout(&mut ctx);
+        if self.node_duties {
+            self.health.arm(&self.upstreams, now);
+            self.health.handle_timeout(
+                &self.upstreams,
+                &self.cfg.local,
+                now,
+                &mut self.rng,
+                &mut self.actions,
+            );
+            let mut ctx = registration::Ctx {
+                ups: &self.upstreams,
+                local: &self.cfg.local,
+                now,
+                rng: &mut self.rng,
+                out: &mut self.actions,
+            };
+            self.registrations.handle_timeout(&mut ctx);
+        }
         self.media_timeouts(now);
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {

@@ -1770,6 +1770,7 @@ mod overload;
 mod registration;
 mod seeded;
 mod session;
+mod shards;
 mod transfer;
 mod upauth;
 

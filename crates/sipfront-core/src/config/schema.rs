@@ -128,6 +128,10 @@ pub struct ServerConfig {
     /// unanswered (the caller has retransmitted it by then); 0 off.
     #[serde(default = "default_overload_drop_ms")]
     pub overload_drop_ms: u64,
+    /// Core shards (threads of SIP work), 1..=64; default: the machine's
+    /// CPUs (at most 64). 1 runs every call on one core task.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
 }
 
 impl Default for ServerConfig {
@@ -142,6 +146,7 @@ impl Default for ServerConfig {
             min_se_s: default_min_se_s(),
             overload_queue_ms: default_overload_queue_ms(),
             overload_drop_ms: default_overload_drop_ms(),
+            workers: default_workers(),
         }
     }
 }
@@ -715,6 +720,16 @@ fn default_session_expires_s() -> u64 {
 
 fn default_min_se_s() -> u64 {
     90
+}
+
+/// Most core shards `[server] workers` accepts.
+pub(crate) const MAX_WORKERS: u32 = 64;
+
+/// One core shard per CPU the process may use (at most [`MAX_WORKERS`]).
+fn default_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(MAX_WORKERS))
+        .clamp(1, MAX_WORKERS)
 }
 
 /// Well under T1 (500 ms, RFC 3261 §17.1.1.2): the `503` reaches the

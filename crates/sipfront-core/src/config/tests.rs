@@ -362,6 +362,32 @@ fn transport_sizes_default_and_bounds_name_the_line() {
 }
 
 #[test]
+fn workers_default_to_the_cpus_and_are_bounded() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+    assert_eq!(parse("").unwrap().server.workers as usize, cpus);
+    assert_eq!(parse("[server]\nworkers = 1\n").unwrap().server.workers, 1);
+    assert_eq!(
+        parse("[server]\nworkers = 64\n").unwrap().server.workers,
+        64
+    );
+    for bad in ["0", "65"] {
+        let e = err(&format!("[server]\nrealm = \"r\"\nworkers = {bad}\n"));
+        assert_eq!(
+            e,
+            [
+                "t.toml:3: server.workers: must be between 1 and 64 core shards \
+              (default: the number of CPUs)"
+            ]
+        );
+    }
+    let e = err("[server]\nworkers = -1\n");
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:2: server.workers"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn overload_keys_default_and_bounds_name_the_line() {
     let c = parse("").unwrap();
     assert_eq!(

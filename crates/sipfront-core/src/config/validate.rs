@@ -158,6 +158,15 @@ pub(crate) fn validate(
             "must be between 1 and 3600 seconds",
         );
     }
+    if !(1..=super::schema::MAX_WORKERS).contains(&cfg.server.workers) {
+        e.push(
+            "server.workers",
+            format!(
+                "must be between 1 and {} core shards (default: the number of CPUs)",
+                super::schema::MAX_WORKERS
+            ),
+        );
+    }
     for (i, n) in cfg.server.emergency_numbers.iter().enumerate() {
         if !is_digits(n) {
             e.push(

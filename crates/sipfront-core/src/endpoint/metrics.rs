@@ -1,6 +1,8 @@
 //! `/metrics` (Prometheus text exposition format 0.0.4) for what the core
 //! owns: calls, transactions, messages, answers, registrations, bans and
 //! scanner drops. The shell appends what it owns (CDR queue, transports).
+//! With several core shards, each writes its own counters (shard 0 adds
+//! the node-wide ones) and [`merge`] sums them into one exposition.
 
 use std::fmt::Write;
 use std::time::Instant;
@@ -24,6 +26,98 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The expositions of several shards as one: families in order of first
+/// appearance, each family's HELP/TYPE once and its samples (same name and
+/// labels) summed. Counters and gauges of calls, transactions and messages
+/// add up across shards; node-wide families come from shard 0 only.
+pub fn merge<S: AsRef<str>>(parts: &[S]) -> String {
+    /// One family: its comment lines, then its samples by key.
+    #[derive(Default)]
+    struct Family {
+        comments: Vec<String>,
+        samples: Vec<(String, Value)>,
+    }
+    #[derive(Clone, Copy)]
+    enum Value {
+        Int(i128),
+        Float(f64),
+    }
+    impl Value {
+        fn parse(s: &str) -> Option<Value> {
+            s.parse()
+                .map(Value::Int)
+                .ok()
+                .or_else(|| s.parse().ok().map(Value::Float))
+        }
+        fn add(self, o: Value) -> Value {
+            match (self, o) {
+                (Value::Int(a), Value::Int(b)) => Value::Int(a.saturating_add(b)),
+                (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
+                    Value::Float(a as f64 + b)
+                }
+                (Value::Float(a), Value::Float(b)) => Value::Float(a + b),
+            }
+        }
+    }
+    let mut families: Vec<(String, Family)> = Vec::new();
+    for part in parts {
+        let mut current = usize::MAX;
+        for line in part.as_ref().lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let name = rest.split_whitespace().nth(1).unwrap_or("");
+                current = match families.iter().position(|(n, _)| n == name) {
+                    Some(i) => i,
+                    None => {
+                        families.push((name.to_owned(), Family::default()));
+                        families.len() - 1
+                    }
+                };
+                if let Some((_, f)) = families.get_mut(current) {
+                    if !f.comments.iter().any(|c| c == line) {
+                        f.comments.push(line.to_owned());
+                    }
+                }
+                continue;
+            }
+            let Some((key, value)) = line
+                .rsplit_once(' ')
+                .and_then(|(k, v)| Some((k, Value::parse(v)?)))
+            else {
+                continue;
+            };
+            if current >= families.len() {
+                // Samples before any HELP/TYPE: one nameless family.
+                current = families
+                    .iter()
+                    .position(|(n, _)| n.is_empty())
+                    .unwrap_or_else(|| {
+                        families.push((String::new(), Family::default()));
+                        families.len() - 1
+                    });
+            }
+            if let Some((_, f)) = families.get_mut(current) {
+                match f.samples.iter_mut().find(|(k, _)| k == key) {
+                    Some((_, v)) => *v = v.add(value),
+                    None => f.samples.push((key.to_owned(), value)),
+                }
+            }
+        }
+    }
+    let mut out = String::with_capacity(parts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0));
+    for (_, f) in families {
+        for c in f.comments {
+            let _ = writeln!(out, "{c}");
+        }
+        for (k, v) in f.samples {
+            let _ = match v {
+                Value::Int(n) => writeln!(out, "{k} {n}"),
+                Value::Float(x) => writeln!(out, "{k} {x}"),
+            };
+        }
+    }
+    out
 }
 
 impl Endpoint {
@@ -58,19 +152,6 @@ impl Endpoint {
                 m,
                 "sipfront_invites_refused_total{{reason=\"{}\"}} {n}",
                 cause.as_str()
-            );
-        }
-        family(
-            m,
-            "sipfront_trunk_channels_in_use",
-            "gauge",
-            "Placed calls in progress per trunk (its max_channels counts these).",
-        );
-        for (trunk, n) in self.b2bua.trunk_channels() {
-            let _ = writeln!(
-                m,
-                "sipfront_trunk_channels_in_use{{trunk=\"{}\"}} {n}",
-                label(&trunk)
             );
         }
         family(
@@ -127,56 +208,6 @@ impl Endpoint {
         );
         metric(
             m,
-            "sipfront_registrations",
-            "gauge",
-            "Registered contacts.",
-            self.registrar.store().len(),
-        );
-        let ka = self.registrar.keepalive_stats();
-        metric(
-            m,
-            "sipfront_keepalive_options_sent_total",
-            "counter",
-            "Keep-alive OPTIONS sent to registered UDP contacts.",
-            ka.options_sent,
-        );
-        metric(
-            m,
-            "sipfront_keepalive_options_answered_total",
-            "counter",
-            "Responses to keep-alive OPTIONS.",
-            ka.options_answered,
-        );
-        metric(
-            m,
-            "sipfront_keepalive_crlf_sent_total",
-            "counter",
-            "Double-CRLF keep-alive pings written to registered TCP connections.",
-            ka.crlf_sent,
-        );
-        metric(
-            m,
-            "sipfront_keepalive_dropped_total",
-            "counter",
-            "Bindings dropped for unanswered keep-alive pings.",
-            ka.dropped,
-        );
-        metric(
-            m,
-            "sipfront_bans",
-            "gauge",
-            "Sources banned now.",
-            self.shared.bans().list(now).len(),
-        );
-        metric(
-            m,
-            "sipfront_banned_drops_total",
-            "counter",
-            "Packets dropped from banned sources.",
-            self.shared.bans().dropped(),
-        );
-        metric(
-            m,
             "sipfront_scanner_drops_total",
             "counter",
             "Requests from SIP scanners dropped.",
@@ -211,6 +242,88 @@ impl Endpoint {
         for (i, n) in s.answered.iter().enumerate() {
             let _ = writeln!(m, "sipfront_responses_total{{class=\"{}xx\"}} {n}", i + 2);
         }
+        if self.owner {
+            self.node_metrics(m, now);
+        }
+        out
+    }
+
+    /// What is node-wide (shared state, registrar, upstream health and
+    /// registrations): shard 0 writes it, so merged shards count it once.
+    fn node_metrics(&self, m: &mut String, now: Instant) {
+        family(
+            m,
+            "sipfront_trunk_channels_in_use",
+            "gauge",
+            "Placed calls in progress per trunk (its max_channels counts these).",
+        );
+        for (trunk, n) in self.b2bua.trunk_channels() {
+            let _ = writeln!(
+                m,
+                "sipfront_trunk_channels_in_use{{trunk=\"{}\"}} {n}",
+                label(&trunk)
+            );
+        }
+        {
+            let reg = self.shared.registrar();
+            metric(
+                m,
+                "sipfront_registrations",
+                "gauge",
+                "Registered contacts.",
+                reg.store().len(),
+            );
+            let ka = reg.keepalive_stats();
+            metric(
+                m,
+                "sipfront_keepalive_options_sent_total",
+                "counter",
+                "Keep-alive OPTIONS sent to registered UDP contacts.",
+                ka.options_sent,
+            );
+            metric(
+                m,
+                "sipfront_keepalive_options_answered_total",
+                "counter",
+                "Responses to keep-alive OPTIONS.",
+                ka.options_answered,
+            );
+            metric(
+                m,
+                "sipfront_keepalive_crlf_sent_total",
+                "counter",
+                "Double-CRLF keep-alive pings written to registered TCP connections.",
+                ka.crlf_sent,
+            );
+            metric(
+                m,
+                "sipfront_keepalive_dropped_total",
+                "counter",
+                "Bindings dropped for unanswered keep-alive pings.",
+                ka.dropped,
+            );
+            metric(
+                m,
+                "sipfront_bans",
+                "gauge",
+                "Sources banned now.",
+                self.shared.bans().list(now).len(),
+            );
+            metric(
+                m,
+                "sipfront_banned_drops_total",
+                "counter",
+                "Packets dropped from banned sources.",
+                self.shared.bans().dropped(),
+            );
+        }
+        metric(
+            m,
+            "sipfront_rate_limited_total",
+            "counter",
+            "Requests refused 503 for their source's rate.",
+            self.shared.rates().limited(),
+        );
         let _ = writeln!(
             m,
             "# HELP sipfront_upstream_up Upstream health: 1 when any of its targets is up.\n\
@@ -256,7 +369,6 @@ impl Endpoint {
             );
         }
         self.upstream_registration_metrics(m, now);
-        out
     }
 
     /// Registration trunks: registered or not, and until when.
@@ -295,5 +407,27 @@ impl Endpoint {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    #[test]
+    fn merged_shards_sum_samples_and_keep_each_family_together() {
+        let a = "# HELP x_total X.\n# TYPE x_total counter\nx_total 2\n\
+                 # HELP y Y.\n# TYPE y gauge\ny{t=\"a\"} 1\n\
+                 # HELP node Node.\n# TYPE node gauge\nnode 5\n";
+        let b = "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\n\
+                 # HELP y Y.\n# TYPE y gauge\ny{t=\"a\"} 1\ny{t=\"b\"} 4\n";
+        assert_eq!(
+            merge(&[a, b]),
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total 5\n\
+             # HELP y Y.\n# TYPE y gauge\ny{t=\"a\"} 2\ny{t=\"b\"} 4\n\
+             # HELP node Node.\n# TYPE node gauge\nnode 5\n"
+        );
+        assert_eq!(merge(&[a]), a, "one shard: unchanged");
+        assert_eq!(merge(&["f 0.5\n", "f 1\n"]), "f 1.5\n");
     }
 }

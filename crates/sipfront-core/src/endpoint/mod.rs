@@ -40,6 +40,7 @@ mod guard;
 mod metrics;
 mod overload;
 mod register;
+pub mod shard;
 mod shared;
 mod stats;
 
@@ -63,7 +64,7 @@ use crate::transport::{Inbound, Outbound, TransportEvent};
 pub use answer::{ALLOW, SUPPORTED};
 pub use env::Env;
 pub use guard::{GuardConfig, RateLimiter};
-pub use metrics::{family, metric};
+pub use metrics::{family, merge as merge_metrics, metric};
 pub use overload::OverloadConfig;
 pub use shared::SharedState;
 pub use stats::{EndedCalls, Stats};
@@ -87,8 +88,16 @@ pub struct EndpointConfig {
     pub guard: GuardConfig,
     /// When queued messages are shed (`[server] overload_*`).
     pub overload: OverloadConfig,
-    /// Seed of the identifiers the core mints ([`Env::seed`]).
+    /// Seed of the identifiers the core mints ([`Env::seed`]); each shard
+    /// needs its own.
     pub seed: [u8; 32],
+    /// This core shard's index (below `shards`); shard 0 also runs what
+    /// is node-wide (registrar timers and store writes, upstream pings and
+    /// registrations).
+    pub shard: usize,
+    /// Core shards of the node (`[server] workers`); above 1, Call-IDs the
+    /// core mints carry the shard's mark ([`shard`]).
+    pub shards: usize,
 }
 
 /// Unit tests' defaults: [`Env::fixed`] at the time of the call.
@@ -116,6 +125,18 @@ impl EndpointConfig {
             guard: GuardConfig::from(&crate::config::SecuritySettings::default()),
             overload: OverloadConfig::from(&crate::config::ServerConfig::default()),
             seed: env.seed,
+            shard: 0,
+            shards: 1,
+        }
+    }
+
+    /// The config of core shard `index` of `shards`, minting from `seed`.
+    pub fn for_shard(&self, index: usize, shards: usize, seed: [u8; 32]) -> EndpointConfig {
+        EndpointConfig {
+            shard: index,
+            shards,
+            seed,
+            ..self.clone()
         }
     }
 
@@ -172,11 +193,16 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     txns: Transactions,
     b2bua: B2bua,
-    registrar: Registrar,
     outbox: VecDeque<Outbound>,
     stats: Stats,
-    /// What crosses calls: channel counters, bans, rate limiter.
+    /// What crosses calls: channel counters, bans, rate limiter, the
+    /// registrar.
     shared: Arc<SharedState>,
+    /// Shard 0: runs the registrar's timers and writes.
+    owner: bool,
+    /// A REGISTER or a closed connection changed the registrar on this
+    /// (non-owner) shard: shard 0 should look at its timers and writes.
+    nudge_owner: bool,
     next_sweep: Instant,
     /// Mints the To tags of the endpoint's own answers.
     rng: Random,
@@ -189,14 +215,23 @@ impl Endpoint {
         Endpoint::with_shared(cfg, shared)
     }
 
-    /// A new endpoint (one core shard) counting channels, bans and rates
-    /// in `shared`, which the node's other shards share.
+    /// A new endpoint (core shard `cfg.shard`) counting channels, bans
+    /// and rates and keeping registrations in `shared`, which the node's
+    /// other shards share. Shard 0 installs the registrar there (build it
+    /// first); the others use it.
     pub fn with_shared(cfg: EndpointConfig, shared: Arc<SharedState>) -> Self {
         let mut b2cfg = cfg.b2bua.clone();
         b2cfg.timers = cfg.timers;
         let mut rng = Random::from_seed(cfg.seed);
-        let mut registrar = Registrar::new(cfg.registrar, rng.fork());
-        registrar.set_local(cfg.b2bua.local.sent_by(crate::sip::Transport::Udp));
+        if cfg.shards > 1 {
+            rng = rng.with_shard(u8::try_from(cfg.shard).unwrap_or(u8::MAX));
+        }
+        let owner = cfg.shard == 0;
+        if owner {
+            let mut registrar = Registrar::new(cfg.registrar, rng.fork());
+            registrar.set_local(cfg.b2bua.local.sent_by(crate::sip::Transport::Udp));
+            *shared.registrar() = registrar;
+        }
         let mut b2bua = B2bua::new(
             b2cfg,
             cfg.upstreams.clone(),
@@ -204,11 +239,13 @@ impl Endpoint {
             rng.fork(),
         );
         b2bua.share_channels(Arc::clone(shared.channels()));
+        b2bua.set_node_duties(owner);
         Endpoint {
             txns: Transactions::new(cfg.timers),
             b2bua,
-            registrar,
             shared,
+            owner,
+            nudge_owner: false,
             next_sweep: cfg.b2bua.wall.at,
             cfg,
             outbox: VecDeque::new(),
@@ -228,9 +265,27 @@ impl Endpoint {
     }
 
     /// The registrar and its location store (inbound calls to trunks,
-    /// `/v1/registrations`).
-    pub fn registrar(&self) -> &Registrar {
-        &self.registrar
+    /// `/v1/registrations`), shared by the node's shards: locked while
+    /// the guard lives.
+    pub fn registrar(&self) -> std::sync::MutexGuard<'_, Registrar> {
+        self.shared.registrar()
+    }
+
+    /// Whether this shard runs the node-wide work (shard 0).
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// True once after this (non-owner) shard changed the shared
+    /// registrar: the shell then wakes shard 0, whose timers and store
+    /// writes may have changed.
+    pub fn take_owner_nudge(&mut self) -> bool {
+        std::mem::take(&mut self.nudge_owner)
+    }
+
+    /// A registrar change made on this shard (shard 0 must look).
+    fn registrar_changed(&mut self) {
+        self.nudge_owner |= !self.owner;
     }
 
     /// Feeds one event from the transport.
@@ -245,7 +300,11 @@ impl Endpoint {
             } => {
                 // RFC 3261 §17.1.4: a transport error ends the client
                 // transactions sent there (the B-leg INVITE fails over).
-                self.stats.send_failures += 1;
+                // Every shard hears it (it may hold such transactions);
+                // shard 0 counts it and owns the registrar's part.
+                if self.owner {
+                    self.stats.send_failures += 1;
+                }
                 tracing::debug!(%dest, ?error, "send failed");
                 for key in self.b2bua.clients_to(dest, transport) {
                     self.txns.transport_error(&key, now);
@@ -254,14 +313,20 @@ impl Endpoint {
                 // The named connection is gone (a keep-alive found it so):
                 // its bindings go, as on close.
                 if let (
+                    true,
                     Some(conn),
                     std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::NotConnected,
-                ) = (conn, error)
+                ) = (self.owner, conn, error)
                 {
-                    self.registrar.connection_closed(conn);
+                    self.shared.registrar().connection_closed(conn);
                 }
             }
-            TransportEvent::Closed { conn, .. } => self.registrar.connection_closed(conn),
+            // Every shard hears it; the shared registrar once.
+            TransportEvent::Closed { conn, .. } => {
+                if self.owner {
+                    self.shared.registrar().connection_closed(conn);
+                }
+            }
         }
     }
 
@@ -289,7 +354,9 @@ impl Endpoint {
         self.drain_transactions(now);
         self.b2bua.handle_timeout(now);
         self.drain_transactions(now);
-        self.registrar.handle_timeout(now);
+        if self.owner {
+            self.shared.registrar().handle_timeout(now);
+        }
     }
 
     /// Puts the bindings read from the store back (once, at start, before
@@ -300,20 +367,26 @@ impl Endpoint {
         now: Instant,
     ) -> RestoreReport {
         let now_unix_ms = self.cfg.b2bua.wall.unix_ms(now);
-        self.registrar.restore(stored, now, now_unix_ms)
+        self.shared.registrar().restore(stored, now, now_unix_ms)
     }
 
     /// The next login whose bindings the store must be told about (drain
-    /// after each input, with `poll_cdr`).
+    /// after each input, with `poll_cdr`). Only shard 0 hands them out.
     pub fn poll_binding_write(&mut self, now: Instant) -> Option<BindingWrite> {
+        if !self.owner {
+            return None;
+        }
         let now_unix_ms = self.cfg.b2bua.wall.unix_ms(now);
-        self.registrar.poll_write(now, now_unix_ms)
+        self.shared.registrar().poll_write(now, now_unix_ms)
     }
 
     /// Logins whose bindings changed and are not yet handed out by
-    /// [`poll_binding_write`](Self::poll_binding_write).
+    /// [`poll_binding_write`](Self::poll_binding_write) (0 on shards but 0).
     pub fn pending_binding_writes(&self) -> usize {
-        self.registrar.pending_writes()
+        if !self.owner {
+            return 0;
+        }
+        self.shared.registrar().pending_writes()
     }
 
     /// The earliest instant at which `handle_timeout` must be called.
@@ -321,7 +394,9 @@ impl Endpoint {
         [
             self.txns.poll_timeout(),
             self.b2bua.poll_timeout(),
-            self.registrar.poll_timeout(),
+            self.owner
+                .then(|| self.shared.registrar().poll_timeout())
+                .flatten(),
         ]
         .into_iter()
         .flatten()
@@ -369,8 +444,11 @@ impl Endpoint {
         self.b2bua.set_admission(Arc::new(admission));
         self.b2bua
             .retain_did_hosts(&crate::routing::did_hosts::collect(&cfg.did));
-        self.registrar
-            .set_config(RegistrarConfig::from(&cfg.registrar));
+        if self.owner {
+            self.shared
+                .registrar()
+                .set_config(RegistrarConfig::from(&cfg.registrar));
+        }
         self.cfg.guard = GuardConfig::from(&cfg.security);
         self.cfg.overload = OverloadConfig::from(&cfg.server);
         self.shared.bans().set_policy(self.cfg.guard.bans.clone());
@@ -465,11 +543,11 @@ impl Endpoint {
         // One choke point: nothing we send may be larger than what we accept
         // (an answer echoing a huge request's headers would be), so such a
         // message is dropped and counted instead of sent.
-        while let Some(out) = self
-            .outbox
-            .pop_front()
-            .or_else(|| self.registrar.poll_transmit())
-        {
+        while let Some(out) = self.outbox.pop_front().or_else(|| {
+            self.owner
+                .then(|| self.shared.registrar().poll_transmit())
+                .flatten()
+        }) {
             if out.bytes.len() <= crate::sip::MAX_MESSAGE_SIZE {
                 return Some(out);
             }
@@ -551,9 +629,8 @@ impl Endpoint {
                 return;
             }
             if in_dialog && msg.method() == Some(&Method::Refer) {
-                let locations = self.registrar.store();
                 self.b2bua
-                    .handle_refer(&msg, key, inbound.peer, locations, now);
+                    .handle_refer(&msg, key, inbound.peer, &*self.shared, now);
                 return;
             }
             if in_dialog {
@@ -566,7 +643,7 @@ impl Endpoint {
                     key,
                     inbound.peer,
                     inbound.transport,
-                    self.registrar.store(),
+                    &*self.shared,
                     now,
                 );
                 while let Some((ip, outcome)) = self.b2bua.poll_auth_outcome() {
@@ -588,7 +665,7 @@ impl Endpoint {
             // A B2BUA never forwards stray responses (RFC 3261 §17.1.3).
             // Keep-alive OPTIONS go without a transaction: the registrar
             // knows their branches.
-            ClientInput::Stray if self.registrar.on_response(&msg) => {}
+            ClientInput::Stray if self.shared.registrar().on_response(&msg) => {}
             ClientInput::Stray | ClientInput::Invalid(_) => self.stats.unmatched_responses += 1,
         }
     }

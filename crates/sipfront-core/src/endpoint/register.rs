@@ -42,7 +42,7 @@ impl Endpoint {
                 // Cannot happen within one snapshot; refuse as unknown.
                 None => (StatusCode::FORBIDDEN, Vec::new(), None),
                 Some(trunk) => {
-                    let out = self.registrar.register(
+                    let out = self.shared.registrar().register(
                         msg,
                         trunk.login(),
                         peer,
@@ -50,6 +50,7 @@ impl Endpoint {
                         inbound.conn,
                         now,
                     );
+                    self.registrar_changed();
                     if !out.status.is_success() {
                         let why = out
                             .reason

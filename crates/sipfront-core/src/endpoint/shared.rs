@@ -7,6 +7,13 @@
 //! holds exactly whichever shard a call lands on, and no lock is held
 //! across anything but one map entry.
 //!
+//! The registrar and its location store live here too, behind a mutex held
+//! for one REGISTER or one lookup (microseconds): a phone registered
+//! through any shard is found by a call on any other. Shard 0 owns what
+//! the registrar does by itself (expiry, keep-alive OPTIONS, store
+//! writes); the others only register, look up and drop a closed
+//! connection's bindings.
+//!
 //! The digest nonce replay table (RFC 7616 §3.4) and challenge serial are
 //! shared the same way inside the admission snapshot's
 //! [`Authenticator`](crate::auth::Authenticator), which every shard holds
@@ -15,11 +22,15 @@
 //! For a fleet (issue 16) the channel counters are the seam: a Redis-backed
 //! [`ChannelCounters`] goes in through [`SharedState::with_channels`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use super::guard::{GuardConfig, RateLimiter};
 use crate::auth::Bans;
 use crate::b2bua::{ChannelCounters, LocalChannels};
+use crate::registrar::{Registrar, RegistrarConfig};
+use crate::routing::{Locations, Reach};
+use crate::sip::random::Random;
 
 /// The cross-call state of one node.
 #[derive(Debug)]
@@ -27,6 +38,7 @@ pub struct SharedState {
     channels: Arc<dyn ChannelCounters>,
     bans: Bans,
     rates: RateLimiter,
+    registrar: Mutex<Registrar>,
 }
 
 impl SharedState {
@@ -42,7 +54,22 @@ impl SharedState {
             channels,
             bans: Bans::new(guard.bans.clone()),
             rates: RateLimiter::default(),
+            // Shard 0 installs the configured one (`Endpoint::with_shared`).
+            registrar: Mutex::new(Registrar::new(
+                RegistrarConfig::default(),
+                Random::from_seed([0; 32]),
+            )),
         }
+    }
+
+    /// The registrar and its location store, locked (hold it for one
+    /// operation: every shard's REGISTERs and DID calls wait on it). A
+    /// panic while it was held leaves it usable: each operation leaves the
+    /// store consistent.
+    pub fn registrar(&self) -> MutexGuard<'_, Registrar> {
+        self.registrar
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Channels in use per trunk and DID.
@@ -58,5 +85,12 @@ impl SharedState {
     /// Token buckets per source for new out-of-dialog requests.
     pub fn rates(&self) -> &RateLimiter {
         &self.rates
+    }
+}
+
+/// Routing reads the shared location store, locked for each lookup only.
+impl Locations for SharedState {
+    fn reach(&self, login: &str, now: Instant) -> Vec<Reach> {
+        self.registrar().store().reach(login, now)
     }
 }

@@ -289,9 +289,11 @@ fn register_is_challenged_401_then_bound_to_the_packet_source() {
         "<sip:100@10.0.0.7:5062>;expires=120"
     );
     assert!(r.to_tag().is_some());
-    let b = ep.registrar().store().lookup("100", t0);
+    let reg = ep.registrar();
+    let b = reg.store().lookup("100", t0);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].source, PEER.parse::<SocketAddr>().unwrap());
+    drop(reg);
     // The endpoint's timer covers the expiry.
     assert!(ep
         .poll_timeout()
@@ -329,7 +331,8 @@ fn register_retransmissions_get_the_same_401_and_200_bytes() {
         ok.as_bytes(),
         "the same 200, byte for byte"
     );
-    let b = ep.registrar().store().lookup("100", t0);
+    let reg = ep.registrar();
+    let b = reg.store().lookup("100", t0);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].cseq, 2);
 }
@@ -381,6 +384,10 @@ fn register_from_old_baresip_is_offered_md5_only() {
 /// An endpoint with trunk login `100` (password `pw`), DID 12565378257
 /// routed to it, and a trusted carrier at `CARRIER`.
 fn did_ep() -> Endpoint {
+    Endpoint::new(did_cfg())
+}
+
+fn did_cfg() -> EndpointConfig {
     use crate::b2bua::Admission;
     use crate::config::{Config, ConfigSource, UpstreamConfig};
     use crate::routing::Upstreams;
@@ -389,7 +396,7 @@ fn did_ep() -> Endpoint {
                 [[did]]\nnumber = \"12565378257\"\n\
                 destinations = [{ transport = 5, destination = \"100\" }]\n";
     let cfg = Config::parse(text, ConfigSource::Embedded).unwrap();
-    Endpoint::new(EndpointConfig {
+    EndpointConfig {
         admission: std::sync::Arc::new(Admission::new(&cfg, [9; 32])),
         upstreams: Upstreams::from_config(&[UpstreamConfig {
             name: "carrier".to_owned(),
@@ -402,7 +409,7 @@ fn did_ep() -> Endpoint {
         }])
         .unwrap(),
         ..EndpointConfig::default()
-    })
+    }
 }
 
 const CARRIER: &str = "127.0.0.5:5060";
@@ -509,6 +516,43 @@ fn a_trunk_dialling_another_trunks_login_rings_its_registered_contact() {
     let (dest, inv) = invites(&out).pop().expect("on-net INVITE to the phone");
     assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap());
     assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
+}
+
+#[test]
+fn a_phone_registered_through_one_shard_is_rung_by_a_call_on_another() {
+    // Two shards of one node: the challenge comes from shard 0, the
+    // answer to it lands on shard 1 (one nonce key), the DID call on 0.
+    let cfg = did_cfg();
+    let mut s0 = Endpoint::new(cfg.for_shard(0, 2, [1; 32]));
+    let mut s1 = Endpoint::with_shared(cfg.for_shard(1, 2, [2; 32]), s0.shared().clone());
+    let t0 = Instant::now();
+    let r = exchange(&mut s0, &register_req(1, ""), t0).remove(0);
+    let creds = www_credentials(&r, "pw");
+    let r = exchange(&mut s1, &register_req(2, &creds), t0).remove(0);
+    assert_eq!(r.status(), Some(StatusCode::OK));
+    assert!(s1.take_owner_nudge(), "shard 0 is told to look");
+    assert!(!s1.take_owner_nudge(), "once");
+    // Shard 0 owns the store writes and the expiry timer.
+    assert!(s1.poll_binding_write(t0).is_none());
+    assert_eq!(
+        s0.poll_binding_write(t0).map(|w| w.login),
+        Some("100".to_owned())
+    );
+    assert!(s0
+        .poll_timeout()
+        .is_some_and(|t| t <= t0 + Duration::from_secs(3600)));
+    let out = feed(&mut s0, DID_INVITE, CARRIER, t0);
+    let (dest, inv) = invites(&out).pop().expect("the DID call rings the phone");
+    assert_eq!(dest, PEER.parse::<SocketAddr>().unwrap());
+    assert_eq!(inv.request_uri_str(), Some("sip:100@10.0.0.7:5062"));
+    // The same credentials again, on either shard: a replayed nonce count.
+    for s in [&mut s0, &mut s1] {
+        let r = exchange(s, &register_req(3, &creds), t0).remove(0);
+        assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED), "replay refused");
+    }
+    // Expiry runs on shard 0 and is seen from shard 1.
+    s0.handle_timeout(t0 + Duration::from_secs(3601));
+    assert!(s1.registrar().store().is_empty());
 }
 
 // ---- [security]: bans and scanners ------------------------------------------
@@ -674,7 +718,8 @@ fn websocket_register_binds_to_its_connection_and_ends_with_it() {
     assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
     let r = send(req(2, &www_credentials(&r, "pw")));
     assert_eq!(r.status(), Some(StatusCode::OK));
-    let b = ep.registrar().store().lookup("100", t0);
+    let reg = ep.registrar();
+    let b = reg.store().lookup("100", t0);
     assert_eq!(b.len(), 1);
     assert_eq!(
         (b[0].transport, b[0].conn, b[0].contact.as_str()),
@@ -684,6 +729,7 @@ fn websocket_register_binds_to_its_connection_and_ends_with_it() {
             "sip:k3j4@df7jal23ls0d.invalid;transport=ws"
         )
     );
+    drop(reg);
     ep.handle_event(
         TransportEvent::Closed {
             conn,

@@ -12,9 +12,16 @@
 //! "Usage rules"). Health is kept per target (OPTIONS pings, RFC 3261 §11):
 //! every live target comes before every target marked down, so one dead SRV
 //! target never fails calls that its siblings could take.
+//!
+//! Clones of one [`Upstreams`] (the node's core shards) share one health
+//! board: a target marked on one shard (by shard 0's pings, or by any
+//! shard's B-leg INVITE) reaches the others at their next
+//! [`Upstreams::sync_health`] (one atomic load when nothing changed).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::{FailoverCodes, Hop};
@@ -228,9 +235,38 @@ impl Upstream {
 }
 
 /// All upstreams, in config order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Upstreams {
     list: Vec<Upstream>,
+    /// Target health as last marked by any clone (shared by clones).
+    board: Arc<HealthBoard>,
+    /// The board's version this copy last applied.
+    seen: u64,
+}
+
+/// Equal lists (health included); the shared board is not compared.
+impl PartialEq for Upstreams {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Eq for Upstreams {}
+
+/// The last health mark of each target, by (upstream, address, transport).
+#[derive(Debug, Default)]
+struct HealthBoard {
+    version: AtomicU64,
+    marks: Mutex<HashMap<(usize, SocketAddr, Transport), bool>>,
+}
+
+impl HealthBoard {
+    fn publish(&self, target: (usize, SocketAddr, Transport), up: bool) {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if marks.insert(target, up) != Some(up) {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
 }
 
 /// splitmix64: a tiny deterministic stream from one random seed.
@@ -297,12 +333,34 @@ impl Upstreams {
             .iter()
             .map(Upstream::from_config)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Upstreams { list })
+        Ok(Upstreams::from_list(list))
     }
 
     /// From already-built entries (tests).
     pub fn from_list(list: Vec<Upstream>) -> Upstreams {
-        Upstreams { list }
+        Upstreams {
+            list,
+            ..Upstreams::default()
+        }
+    }
+
+    /// Applies the health marks other clones (core shards) made since the
+    /// last call; cheap when there are none.
+    pub fn sync_health(&mut self) {
+        let version = self.board.version.load(Ordering::Acquire);
+        if version == self.seen {
+            return;
+        }
+        let marks = self
+            .board
+            .marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for ((i, addr, transport), up) in marks {
+            self.set_local(i, addr, transport, up);
+        }
+        self.seen = version;
     }
 
     /// Number of upstreams.
@@ -366,8 +424,9 @@ impl Upstreams {
         true
     }
 
-    /// Marks one target of upstream `i` up or down; returns whether its
-    /// health changed.
+    /// Marks one target of upstream `i` up or down, here and for every
+    /// clone (at its next [`sync_health`](Self::sync_health)); returns
+    /// whether its health changed here.
     pub fn set_target_up(
         &mut self,
         i: usize,
@@ -375,6 +434,12 @@ impl Upstreams {
         transport: Transport,
         up: bool,
     ) -> bool {
+        let changed = self.set_local(i, addr, transport, up);
+        self.board.publish((i, addr, transport), up);
+        changed
+    }
+
+    fn set_local(&mut self, i: usize, addr: SocketAddr, transport: Transport, up: bool) -> bool {
         let Some(t) = self.list.get_mut(i).and_then(|u| {
             u.targets
                 .iter_mut()
@@ -566,6 +631,27 @@ mod tests {
         // 60:20 → about 750 of 1000 first.
         assert!((650..850).contains(&first[1]), "{first:?}");
         assert_eq!(first[1] + first[2], 1000);
+    }
+
+    #[test]
+    fn clones_share_health_marks_at_their_next_sync() {
+        let a: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let mut shard0 = Upstreams::from_list(vec![Upstream::from_config(&cfg(
+            "c",
+            "sip:192.0.2.1:5060",
+            1,
+            1,
+        ))
+        .unwrap()]);
+        let mut shard1 = shard0.clone();
+        assert!(shard0.set_target_up(0, a, Transport::Udp, false));
+        assert!(shard1.get(0).unwrap().up(), "not before its sync");
+        shard1.sync_health();
+        assert!(!shard1.get(0).unwrap().up());
+        // Back up on shard 1 (its own INVITE was answered): shard 0 follows.
+        shard1.set_target_up(0, a, Transport::Udp, true);
+        shard0.sync_health();
+        assert!(shard0.get(0).unwrap().up());
     }
 
     #[test]

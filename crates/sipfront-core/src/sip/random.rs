@@ -16,7 +16,26 @@ use rand::{Rng, RngCore, SeedableRng};
 /// A seeded generator owned by one part of the core (never shared: each
 /// owner gets its own with [`Random::fork`]).
 #[derive(Clone)]
-pub struct Random(StdRng);
+pub struct Random {
+    rng: StdRng,
+    /// The core shard whose mark starts every Call-ID minted here.
+    shard: Option<u8>,
+}
+
+/// How a Call-ID sipfront mints names its core shard: `sf`, two decimal
+/// digits, `-` (`sf03-…@host`), so the shell sends every answer to it back
+/// to that shard without a lookup (ARCHITECTURE.md "One core per CPU").
+const SHARD_MARK: &[u8] = b"sf";
+
+/// The shard a Call-ID's mark names (`sf07-…` is 7), if it starts with one.
+/// Any Call-ID may start so (a caller's too): the answer is only a
+/// deterministic choice, which is all the dispatch needs.
+pub fn shard_mark(call_id: &[u8]) -> Option<u8> {
+    match call_id.strip_prefix(SHARD_MARK)? {
+        [t @ b'0'..=b'9', u @ b'0'..=b'9', b'-', ..] => Some((t - b'0') * 10 + (u - b'0')),
+        _ => None,
+    }
+}
 
 // The state is a secret of the node: never in a log.
 impl std::fmt::Debug for Random {
@@ -29,24 +48,37 @@ impl Random {
     /// The generator of `seed` (the shell draws it from the OS; tests pass
     /// a constant).
     pub fn from_seed(seed: [u8; 32]) -> Random {
-        Random(StdRng::from_seed(seed))
+        Random {
+            rng: StdRng::from_seed(seed),
+            shard: None,
+        }
+    }
+
+    /// This generator, marking the Call-IDs it (and every fork) mints as
+    /// core shard `shard`'s (see [`shard_mark`]; at most 99).
+    pub fn with_shard(mut self, shard: u8) -> Random {
+        self.shard = Some(shard.min(99));
+        self
     }
 
     /// An independent generator seeded from this one, for another owner.
     pub fn fork(&mut self) -> Random {
         let mut seed = [0u8; 32];
-        self.0.fill_bytes(&mut seed);
-        Random::from_seed(seed)
+        self.rng.fill_bytes(&mut seed);
+        Random {
+            rng: StdRng::from_seed(seed),
+            shard: self.shard,
+        }
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
+        self.rng.next_u64()
     }
 
     fn token(&mut self, n: usize, out: &mut String) {
         out.extend(
-            (&mut self.0)
+            (&mut self.rng)
                 .sample_iter(Alphanumeric)
                 .take(n)
                 .map(char::from),
@@ -70,9 +102,16 @@ impl Random {
     }
 
     /// A fresh Call-ID `random@host` (RFC 3261 §8.1.1.4); just `random`
-    /// for an empty host.
+    /// for an empty host. A shard's generator starts it with the shard's
+    /// mark (`sf03-random@host`, see [`shard_mark`]).
     pub fn call_id(&mut self, host: &str) -> String {
-        let mut s = String::with_capacity(21 + host.len());
+        let mut s = String::with_capacity(26 + host.len());
+        if let Some(n) = self.shard {
+            s.push_str("sf");
+            s.push(char::from(b'0' + n / 10));
+            s.push(char::from(b'0' + n % 10));
+            s.push('-');
+        }
         self.token(20, &mut s);
         if !host.is_empty() {
             s.push('@');
@@ -111,6 +150,31 @@ mod tests {
             Random::from_seed([7; 32]).tag(),
             Random::from_seed([8; 32]).tag()
         );
+    }
+
+    #[test]
+    fn a_shards_call_ids_carry_its_mark_and_forks_keep_it() {
+        let mut r = Random::from_seed([2; 32]).with_shard(7);
+        let id = r.call_id("h");
+        assert!(id.starts_with("sf07-") && id.ends_with("@h"), "{id}");
+        assert_eq!(shard_mark(id.as_bytes()), Some(7));
+        assert_eq!(shard_mark(r.fork().call_id("").as_bytes()), Some(7));
+        assert_eq!(
+            shard_mark(
+                Random::from_seed([2; 32])
+                    .with_shard(63)
+                    .call_id("x")
+                    .as_bytes()
+            ),
+            Some(63)
+        );
+        assert_eq!(
+            shard_mark(Random::from_seed([2; 32]).call_id("h").as_bytes()),
+            None
+        );
+        for other in [&b"sf7-x"[..], b"sfa1-x", b"sf01", b"SF01-x", b"xsf01-", b""] {
+            assert_eq!(shard_mark(other), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -426,3 +426,39 @@ fn the_referrer_hanging_up_before_the_fresh_offer_ends_call_1_only() {
     assert!(notify_bodies(&out, A).is_empty());
     assert_eq!(h.ep.b2bua().calls_of_trunk(1), 1, "call 2 goes on");
 }
+
+/// With several core shards each PBX call runs on the shard its Call-ID
+/// hashes to; a REFER whose `Replaces` names a call on another shard finds
+/// no such dialog there: NOTIFY `481`, both calls go on untouched (README
+/// "Threading model": attended transfer needs both calls on one shard).
+#[test]
+fn a_replaces_naming_a_call_on_another_shard_is_notified_481_and_both_calls_go_on() {
+    use crate::endpoint::shard::of_call_id;
+    let of = |n: u32| of_call_id(format!("a-call-{n}@10.9.9.9").as_bytes(), 2);
+    let n2 = (2..).find(|&n| of(n) != of(1)).unwrap();
+    let mark = |i: usize| {
+        move |c: &mut EndpointConfig| {
+            c.shard = i;
+            c.shards = 2;
+            c.seed = [u8::try_from(i).unwrap() + 1; 32];
+        }
+    };
+    let s0 = H::with(mark(0));
+    let s1 = s0.shard(mark(1));
+    let mut shards = [s0, s1];
+    let (i1, i2) = (of(1), of(n2));
+    let (_inv1, tag1) = answered_n(&mut shards[i1], A, 1, "12125551234");
+    let (_inv2, tag2) = answered_n(&mut shards[i2], A, n2, "12125550199");
+    let out = shards[i1].feed(A, refer_replaces(1, &tag1, &names(n2, &tag2)));
+    assert_eq!(status_to(&out, A), vec![202]);
+    let n = notify_bodies(&out, A);
+    assert!(n.len() == 2 && n[1].starts_with("SIP/2.0 481"), "{n:?}");
+    assert!(
+        request_to(&out, B1, Method::Invite).is_none(),
+        "no re-INVITE"
+    );
+    assert!(request_to(&out, A, Method::Bye).is_none());
+    for s in &shards {
+        assert_eq!(s.ep.b2bua().active_calls(), 1, "both calls go on");
+    }
+}
