@@ -209,13 +209,8 @@ mod shell {
             .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let ep_cfg = EndpointConfig::from_config(
-            &cfg,
-            transports.udp_addrs().first().copied(),
-            transports.tcp_addrs().first().copied(),
-            env(),
-        )
-        .map_err(|e| format!("cannot start: {e}"))?;
+        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.listening(), env())
+            .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot here.
         let (reload_tx, reload_rx) = mpsc::channel(4);
@@ -228,6 +223,7 @@ mod shell {
         tracing::info!(
             udp = ?transports.udp_addrs(),
             tcp = ?transports.tcp_addrs(),
+            tls = ?transports.tls_addrs(),
             http = ?[http_addr],
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
@@ -286,6 +282,8 @@ mod shell {
             ms = loading.elapsed().as_millis() as u64,
             "registrations loaded from the store"
         );
+        // SIGHUP re-reads TLS certificates through this handle.
+        let sockets = transports.clone();
         let mut core = tokio::spawn(core_loop(
             endpoint,
             Inputs {
@@ -330,36 +328,20 @@ mod shell {
                     tracing::info!("{name}: shutting down");
                     break;
                 }
-                Signal::Reload => match Config::resolve(path.as_deref()) {
-                    Ok(new) => {
-                        let source = new.source.to_string();
-                        match live.reload_file(new).await {
-                            Ok(()) => tracing::info!(
-                                source = %source,
-                                "SIGHUP: config re-read ({}); new calls use its rates and \
-                                 settings with the store's trunks and DIDs, calls in progress \
-                                 keep theirs; listen, upstream, http and store changes need a \
-                                 restart",
-                                live.current().summary()
-                            ),
-                            Err(errors) => {
-                                for e in &errors.0 {
-                                    tracing::error!("SIGHUP: {e}");
-                                }
-                                tracing::error!(
-                                    "SIGHUP: config rejected with the store's trunks and DIDs; \
-                                     the running config stays"
-                                );
+                Signal::Reload => {
+                    // Certificates first: a renewal needs no config change,
+                    // and a config error must not keep an expiring one.
+                    match sockets.reload_tls() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("SIGHUP: {n} TLS certificate(s) re-read"),
+                        Err(errors) => {
+                            for e in errors {
+                                tracing::error!("SIGHUP: {e}");
                             }
                         }
                     }
-                    Err(errors) => {
-                        for e in &errors.0 {
-                            tracing::error!("SIGHUP: {e}");
-                        }
-                        tracing::error!("SIGHUP: config rejected; the running config stays");
-                    }
-                },
+                    reload_config(&live, path.as_deref()).await;
+                }
             }
         }
 
@@ -395,6 +377,40 @@ mod shell {
             "stopped"
         );
         Ok(())
+    }
+
+    /// SIGHUP: re-reads the config file; a bad file leaves the running one.
+    async fn reload_config(live: &Live, path: Option<&std::path::Path>) {
+        match Config::resolve(path) {
+            Ok(new) => {
+                let source = new.source.to_string();
+                match live.reload_file(new).await {
+                    Ok(()) => tracing::info!(
+                        source = %source,
+                        "SIGHUP: config re-read ({}); new calls use its rates and \
+                         settings with the store's trunks and DIDs, calls in progress \
+                         keep theirs; listen, upstream, http and store changes need a \
+                         restart",
+                        live.current().summary()
+                    ),
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("SIGHUP: {e}");
+                        }
+                        tracing::error!(
+                            "SIGHUP: config rejected with the store's trunks and DIDs; \
+                         the running config stays"
+                        );
+                    }
+                }
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("SIGHUP: {e}");
+                }
+                tracing::error!("SIGHUP: config rejected; the running config stays");
+            }
+        }
     }
 
     /// Opens the trunk/DID store (seeding it from the file's `[[trunk]]` and
@@ -572,12 +588,13 @@ mod shell {
                         cdr_metrics(&mut m, &cdrs);
                         binding_metrics(&mut m, &bindings);
                         webhooks.write_metrics(&mut m);
-                        transports.stats().write_metrics(&mut m);
+                        transports.write_metrics(&mut m);
                         let _ = tx.send(m);
                     }
                     q => control::answer(&mut endpoint, q, now()),
                 },
                 Some(a) = dns.recv() => {
+                    transports.learn_upstream(a.index, a.targets.iter().map(|t| t.addr));
                     endpoint.set_upstream_targets(a.index, a.targets, a.error, now());
                 }
                 Some(until) = drain.recv() => {

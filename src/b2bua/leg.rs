@@ -41,13 +41,16 @@ pub struct Local {
     pub udp_port: u16,
     /// Port of the TCP listen socket.
     pub tcp_port: u16,
+    /// Port of the TLS listen socket.
+    pub tls_port: u16,
 }
 
 impl Local {
     fn port(&self, transport: Transport) -> u16 {
         match transport {
+            Transport::Udp => self.udp_port,
             Transport::Tcp => self.tcp_port,
-            _ => self.udp_port,
+            Transport::Tls => self.tls_port,
         }
     }
 
@@ -62,7 +65,7 @@ impl Local {
             "<sip:sipfront@{}:{};transport={}>",
             self.public_address,
             self.port(transport),
-            transport.as_str().to_ascii_lowercase()
+            transport.uri_param()
         )
     }
 }

@@ -12,6 +12,7 @@ mod dns;
 mod error;
 mod rates;
 mod schema;
+pub mod tls;
 mod transport;
 mod validate;
 

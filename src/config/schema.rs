@@ -133,7 +133,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// Transport of a `[[listen]]` entry (`udp` | `tcp`).
+/// Transport of a `[[listen]]` entry (`udp` | `tcp` | `tls`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenTransport {
@@ -141,6 +141,15 @@ pub enum ListenTransport {
     Udp,
     /// Streams with Content-Length framing.
     Tcp,
+    /// TCP streams inside TLS 1.2/1.3 (RFC 3261 §26.2, RFC 5630).
+    Tls,
+}
+
+impl ListenTransport {
+    /// Whether the listener terminates TLS, so it needs `cert` and `key`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenTransport::Tls)
+    }
 }
 
 impl fmt::Display for ListenTransport {
@@ -148,6 +157,7 @@ impl fmt::Display for ListenTransport {
         f.write_str(match self {
             ListenTransport::Udp => "udp",
             ListenTransport::Tcp => "tcp",
+            ListenTransport::Tls => "tls",
         })
     }
 }
@@ -156,10 +166,37 @@ impl fmt::Display for ListenTransport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls`.
     pub transport: ListenTransport,
     /// `IP:port` to bind.
     pub address: SocketAddr,
+    /// TLS: PEM certificate chain, leaf first; re-read on SIGHUP.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// TLS: PEM private key of the leaf; re-read on SIGHUP.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// TLS: ask clients for a certificate and refuse those that do not
+    /// verify against `ca` (mutual TLS with carriers).
+    #[serde(default)]
+    pub verify_client: bool,
+    /// TLS with `verify_client`: PEM trust roots for client certificates.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+impl ListenConfig {
+    /// A listener with no TLS settings.
+    pub fn plain(transport: ListenTransport, address: SocketAddr) -> ListenConfig {
+        ListenConfig {
+            transport,
+            address,
+            cert: None,
+            key: None,
+            verify_client: false,
+            ca: None,
+        }
+    }
 }
 
 /// `[http]`.
@@ -261,6 +298,10 @@ pub struct UpstreamConfig {
     /// Requests from its IP (any port) are inbound DID calls.
     #[serde(default)]
     pub trusted: bool,
+    /// `sips:`/`transport=tls`: PEM trust roots for this upstream's
+    /// certificate instead of the system's (a private carrier CA).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// Final responses that move a call to the next hop (timeouts and
     /// transport errors always do). Default `[408, "5xx"]`.
     #[serde(default = "super::dns::default_failover_codes")]
@@ -298,6 +339,7 @@ impl Default for UpstreamConfig {
             weight: 1,
             ping_interval_s: default_ping_interval(),
             trusted: false,
+            ca: None,
             username: String::new(),
             password: String::new(),
             auth_username: String::new(),
@@ -668,14 +710,8 @@ impl<'de> Deserialize<'de> for IpNet {
 fn default_listen() -> Vec<ListenConfig> {
     let address = SocketAddr::from(([127, 0, 0, 1], 5060));
     vec![
-        ListenConfig {
-            transport: ListenTransport::Udp,
-            address,
-        },
-        ListenConfig {
-            transport: ListenTransport::Tcp,
-            address,
-        },
+        ListenConfig::plain(ListenTransport::Udp, address),
+        ListenConfig::plain(ListenTransport::Tcp, address),
     ]
 }
 

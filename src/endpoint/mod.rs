@@ -55,7 +55,7 @@ use crate::config::Config;
 use crate::registrar::{BindingWrite, Registrar, RegistrarConfig, RestoreReport, StoredBinding};
 use crate::routing::{UpstreamError, Upstreams};
 use crate::sip::random::Random;
-use crate::sip::{Message, Method, ParseError};
+use crate::sip::{Message, Method, ParseError, Transport};
 use crate::transaction::{ClientInput, ServerInput, TimerConfig, Transactions, Transmit};
 use crate::transport::{Inbound, Outbound, TransportEvent};
 
@@ -102,6 +102,7 @@ impl EndpointConfig {
             public_address: "127.0.0.1".to_owned(),
             udp_port: 5060,
             tcp_port: 5060,
+            tls_port: 5061,
         };
         EndpointConfig {
             timers: TimerConfig::default(),
@@ -115,24 +116,30 @@ impl EndpointConfig {
         }
     }
 
-    /// From the config file, the bound listen sockets (their ports go in
-    /// Via and Contact; with port 0 in the file only the bound one is known)
-    /// and the shell's `env`.
+    /// From the config file, the bound listen sockets (the first of each
+    /// transport gives the port written in Via and Contact; with port 0 in
+    /// the file only the bound one is known) and the shell's `env`.
     ///
     /// # Errors
     /// [`UpstreamError`] for an `[[upstream]]` the B2BUA cannot use.
     pub fn from_config(
         cfg: &Config,
-        udp: Option<SocketAddr>,
-        tcp: Option<SocketAddr>,
+        listening: &[(Transport, SocketAddr)],
         env: Env,
     ) -> Result<EndpointConfig, UpstreamError> {
         let mut out = EndpointConfig::new(env);
-        let udp_port = udp.map_or(5060, |a| a.port());
+        let port = |t: Transport| {
+            listening
+                .iter()
+                .find(|(lt, _)| *lt == t)
+                .map(|(_, a)| a.port())
+        };
+        let udp_port = port(Transport::Udp).unwrap_or(5060);
         let local = Local {
             public_address: cfg.server.public_address.clone(),
             udp_port,
-            tcp_port: tcp.map_or(udp_port, |a| a.port()),
+            tcp_port: port(Transport::Tcp).unwrap_or(udp_port),
+            tls_port: port(Transport::Tls).unwrap_or(Transport::Tls.default_port()),
         };
         out.b2bua = B2buaConfig::new(local, env.wall);
         out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);

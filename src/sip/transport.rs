@@ -12,34 +12,59 @@ pub enum Transport {
     Udp,
     /// TCP byte stream, framed by Content-Length (reliable).
     Tcp,
+    /// TLS over TCP, framed like TCP (RFC 3261 §26.2; Via `SIP/2.0/TLS`,
+    /// `sips:` and `transport=tls` URIs, RFC 5630).
+    Tls,
 }
 
 impl Transport {
     /// Whether the transport is reliable (RFC 3261 §17: no retransmission timers A/E/G).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
-    /// The Via transport token: `"UDP"` or `"TCP"`.
+    /// Whether the transport is a byte stream carried on a connection (TCP,
+    /// TLS): messages are framed by Content-Length and responses go back on
+    /// the request's connection (RFC 3261 §18.2.2).
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
+
+    /// The Via transport token: `"UDP"`, `"TCP"` or `"TLS"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The `transport=` URI parameter value (RFC 3261 §19.1.1): the Via
+    /// token in lower case.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2): 5061 for TLS.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            _ => 5060,
         }
     }
 
     /// Maps a Via transport token (case-insensitive) to a transport we speak.
     ///
     /// # Returns
-    /// `None` for transports we do not implement (TLS, SCTP, WS ...).
+    /// `None` for transports we do not implement (SCTP, WS ...).
     pub fn from_token(token: &str) -> Option<Transport> {
-        if token.eq_ignore_ascii_case("UDP") {
-            Some(Transport::Udp)
-        } else if token.eq_ignore_ascii_case("TCP") {
-            Some(Transport::Tcp)
-        } else {
-            None
-        }
+        [Transport::Udp, Transport::Tcp, Transport::Tls]
+            .into_iter()
+            .find(|t| token.eq_ignore_ascii_case(t.as_str()))
     }
 }
 
@@ -55,11 +80,14 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        for t in [Transport::Udp, Transport::Tcp] {
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
             assert_eq!(Transport::from_token(t.as_str()), Some(t));
+            assert_eq!(Transport::from_token(t.uri_param()), Some(t));
         }
         assert_eq!(Transport::from_token("udp"), Some(Transport::Udp));
-        assert_eq!(Transport::from_token("TLS"), None);
+        assert_eq!(Transport::from_token("SCTP"), None);
+        assert!(Transport::Tls.is_reliable());
+        assert_eq!(Transport::Tls.default_port(), 5061);
         assert!(Transport::Tcp.is_reliable());
         assert!(!Transport::Udp.is_reliable());
     }

@@ -1,5 +1,5 @@
-//! The socket side of the tokio shell: UDP and TCP listeners, stream framing,
-//! connection reuse (RFC 3261 §18).
+//! The socket side of the tokio shell: UDP, TCP and TLS listeners, stream
+//! framing, connection reuse (RFC 3261 §18, §26.2).
 //!
 //! Everything received becomes a [`TransportEvent`] on one bounded channel to
 //! the core task; everything the core wants sent goes through
@@ -13,7 +13,9 @@
 mod conn;
 mod shutdown;
 mod stats;
+mod stream;
 mod tcp;
+pub mod tls;
 mod udp;
 mod udp_send;
 mod write_queue;
@@ -107,6 +109,8 @@ pub struct TransportLimits {
     pub tcp_message_deadline: Duration,
     /// Outbound TCP connect timeout.
     pub tcp_connect_timeout: Duration,
+    /// A TLS handshake (inbound or outbound) must finish within this.
+    pub tls_handshake_timeout: Duration,
     /// Bytes queued per TCP connection for writing before further messages
     /// are refused (a peer that stopped reading).
     pub tcp_write_queue_bytes: usize,
@@ -129,6 +133,7 @@ impl TransportLimits {
             udp_send_buffer: size(t.udp_send_buffer),
             udp_send_queue_bytes: size(t.udp_send_queue),
             tcp_write_queue_bytes: size(t.tcp_write_queue),
+            tls_handshake_timeout: Duration::from_millis(t.tls_handshake_timeout_ms),
             ..TransportLimits::default()
         }
     }
@@ -143,6 +148,7 @@ impl Default for TransportLimits {
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_message_deadline: Duration::from_secs(10),
             tcp_connect_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(5),
             tcp_write_queue_bytes: 4 << 20,
             udp_receivers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -167,6 +173,8 @@ struct Shared {
     conns: ConnTable,
     /// Limits concurrent TCP connections, inbound and outbound.
     tcp_permits: Arc<tokio::sync::Semaphore>,
+    /// Outbound TLS identities, TLS counters and listeners' certificates.
+    client_tls: tls::ClientTls,
 }
 
 impl Shared {
@@ -204,6 +212,7 @@ pub struct Transports {
     udp: Arc<Vec<(SocketAddr, Arc<udp_send::UdpSender>)>>,
     udp_local: Vec<SocketAddr>,
     tcp_local: Vec<SocketAddr>,
+    tls_local: Vec<SocketAddr>,
     shutdown: ShutdownHandle,
 }
 
@@ -212,7 +221,8 @@ impl Transports {
     /// messages and events go to `events`.
     ///
     /// # Errors
-    /// A socket cannot be bound (address in use, permission): startup fails.
+    /// A socket cannot be bound (address in use, permission), or a TLS
+    /// certificate, key or CA file is unusable: startup fails.
     pub async fn start(
         cfg: &Config,
         limits: TransportLimits,
@@ -225,10 +235,13 @@ impl Transports {
             tcp_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_tcp_connections)),
             limits,
             conns: ConnTable::default(),
+            client_tls: tls::ClientTls::new(&cfg.upstream)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         });
         let mut udp = Vec::new();
         let mut udp_local = Vec::new();
         let mut tcp_local = Vec::new();
+        let mut tls_local = Vec::new();
         for l in &cfg.listen {
             match l.transport {
                 ListenTransport::Udp => {
@@ -272,6 +285,29 @@ impl Transports {
                         shutdown.handle(),
                     ));
                 }
+                ListenTransport::Tls => {
+                    let server = tls::ServerTls::load(l).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("tls {}: {e}", l.address),
+                        )
+                    })?;
+                    let listener =
+                        tcp::bind(l.address).map_err(|e| bind_error("tls", l.address, e))?;
+                    let local = listener.local_addr()?;
+                    tracing::info!(%local, cert = %server.cert_path().display(), "listening on TLS");
+                    tls_local.push(local);
+                    let acceptor = server.acceptor();
+                    shared.client_tls.add_server(server, local);
+                    tokio::spawn(stream::accept_loop(
+                        listener,
+                        local,
+                        Transport::Tls,
+                        shared.clone(),
+                        shutdown.handle(),
+                        move |s, conn| tls::serve(acceptor.clone(), s, conn),
+                    ));
+                }
             }
         }
         Ok(Transports {
@@ -279,8 +315,45 @@ impl Transports {
             udp: Arc::new(udp),
             udp_local,
             tcp_local,
+            tls_local,
             shutdown: shutdown.handle(),
         })
+    }
+
+    /// Every bound listen address with its transport, in config order per
+    /// transport (the first of each is written in Via and Contact).
+    pub fn listening(&self) -> Vec<(Transport, SocketAddr)> {
+        let udp = self.udp_local.iter().map(|a| (Transport::Udp, *a));
+        let tcp = self.tcp_local.iter().map(|a| (Transport::Tcp, *a));
+        let tls = self.tls_local.iter().map(|a| (Transport::Tls, *a));
+        udp.chain(tcp).chain(tls).collect()
+    }
+
+    /// Bound TLS addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_local
+    }
+
+    /// Re-reads every TLS listener's certificate and key (SIGHUP). A file
+    /// that fails keeps that listener's running certificate; open
+    /// connections are never dropped.
+    ///
+    /// # Errors
+    /// One message per listener whose files could not be used.
+    pub fn reload_tls(&self) -> Result<usize, Vec<String>> {
+        self.shared.client_tls.reload_servers()
+    }
+
+    /// Upstream `index` (config order) resolved to `addrs`: TLS toward
+    /// them verifies that upstream's name.
+    pub fn learn_upstream(&self, index: usize, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.shared.client_tls.learn(index, addrs);
+    }
+
+    /// Appends the socket layer's counters and TLS gauges to `/metrics`.
+    pub fn write_metrics(&self, m: &mut String) {
+        self.shared.stats.write_metrics(m);
+        self.shared.client_tls.write_metrics(m);
     }
 
     /// Bound UDP addresses (with the real port when the config said 0).
@@ -313,6 +386,7 @@ impl Transports {
         match out.transport {
             Transport::Udp => self.send_udp(out),
             Transport::Tcp => tcp::send(&self.shared, out, &self.shutdown),
+            Transport::Tls => tls::send(&self.shared, out, &self.shutdown),
         }
     }
 

@@ -7,6 +7,8 @@
 pub mod calls;
 pub mod dnsmasq;
 mod parsing;
+pub mod phone;
+pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use parsing::*;
 
@@ -57,6 +59,8 @@ pub struct Server {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The first TLS listener, if the config has one.
+    pub tls: Option<SocketAddr>,
     /// The HTTP API (`http=[…]` in the ready line).
     pub http: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -127,10 +131,12 @@ impl Server {
         let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
         let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
         let http = addr_after(&line, "http=[").expect("http address in ready line");
+        let tls = addr_after(&line, "tls=[");
         Server {
             child,
             udp,
             tcp,
+            tls,
             http,
             log,
             config: cfg,
