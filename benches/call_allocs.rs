@@ -133,6 +133,7 @@ impl Harness {
             local: addr(LOCAL),
             transport: Transport::Udp,
             conn: None,
+            received: now,
         };
         counted(|| ep.handle(inbound, now));
         self.take()

@@ -270,10 +270,13 @@ fn bench(c: &mut Criterion) {
                     local: peer,
                     transport: Transport::Tcp,
                     conn: None,
+                    // Set below, when the routine knows `now`.
+                    received: Instant::now(),
                 }
             },
-            |inbound| {
+            |mut inbound| {
                 now += Duration::from_micros(50);
+                inbound.received = now;
                 ep.handle(inbound, now);
                 let out = ep.poll_transmit();
                 if !out

@@ -58,6 +58,7 @@ fn feed(inputs: Vec<(Vec<u8>, bool)>) {
                 local: "127.0.0.1:5060".parse().unwrap(),
                 transport: if tcp { Transport::Tcp } else { Transport::Udp },
                 conn: None,
+                received: now,
             },
             now,
         );

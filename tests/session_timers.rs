@@ -2,7 +2,7 @@
 //! through the real binary on loopback, with SIPp on both sides (issue 13
 //! items 1 and 2). Intervals are seconds here (`min_se_s` may go down to
 //! 2 for tests); the long cases run on the fake clock in
-//! `src/b2bua/tests/session.rs`.
+//! `crates/sipfront-core/src/b2bua/tests/session.rs`.
 
 mod common;
 

@@ -28,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
                 local: "127.0.0.1:5060".parse().unwrap(),
                 transport,
                 conn: None,
+                // Read at the start: the second copy has queued 500 ms.
+                received: start,
             },
             start + Duration::from_millis(i as u64 * 500),
         );

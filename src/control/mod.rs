@@ -52,6 +52,7 @@ pub use self::core::{answer, BanView, Core, CoreQuery};
 pub use live::Live;
 pub use sync::run as sync_trunks;
 pub use upstreams::{TargetView, UpstreamView};
+pub use views::{CallView, RegistrationView, UpstreamRegistration};
 
 /// Largest request body accepted (1 MiB).
 pub const BODY_LIMIT: usize = 1 << 20;

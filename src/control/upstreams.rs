@@ -15,8 +15,9 @@ use serde::Serialize;
 use super::core::CoreQuery;
 use super::error::ApiError;
 use super::schema::{Error, Items};
+use super::views::UpstreamRegistration;
 use super::Live;
-use crate::b2bua::UpstreamRegistration;
+use crate::b2bua;
 use crate::endpoint::Endpoint;
 use crate::routing::Upstream;
 
@@ -61,7 +62,7 @@ pub struct TargetView {
 }
 
 /// One upstream's view at `now`, with its registration state.
-fn view(u: &Upstream, registration: UpstreamRegistration, now: Instant) -> UpstreamView {
+fn view(u: &Upstream, registration: b2bua::UpstreamRegistration, now: Instant) -> UpstreamView {
     let mut targets: Vec<TargetView> = u
         .targets
         .iter()
@@ -84,7 +85,7 @@ fn view(u: &Upstream, registration: UpstreamRegistration, now: Instant) -> Upstr
         dns: u.resolve.is_some(),
         dns_error: u.dns_error.clone(),
         targets,
-        registration,
+        registration: UpstreamRegistration::from(registration),
     }
 }
 
@@ -143,7 +144,7 @@ mod tests {
         ups.set_targets(1, vec![t], Some("SERVFAIL".into()));
         let v: Vec<UpstreamView> = ups
             .iter()
-            .map(|u| view(u, UpstreamRegistration::disabled(), now))
+            .map(|u| view(u, b2bua::UpstreamRegistration::disabled(), now))
             .collect();
         assert_eq!(v[0].targets[0].dns_expires_in, None);
         assert!(!v[0].dns && v[0].up);

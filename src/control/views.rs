@@ -9,8 +9,7 @@ use super::core::{BanView, CoreQuery};
 use super::error::ApiError;
 use super::schema::{Error, Items};
 use super::Live;
-use crate::b2bua::CallView;
-use crate::registrar::RegistrationView;
+use crate::{b2bua, registrar};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -25,7 +24,8 @@ use axum::Json;
 pub(crate) async fn calls(
     State(live): State<Arc<Live>>,
 ) -> Result<Json<Items<CallView>>, ApiError> {
-    let items = live.core().ask(CoreQuery::Calls).await?;
+    let calls = live.core().ask(CoreQuery::Calls).await?;
+    let items = calls.into_iter().map(CallView::from).collect();
     Ok(Json(Items { items }))
 }
 
@@ -59,7 +59,8 @@ pub(crate) async fn hang_up(
 pub(crate) async fn registrations(
     State(live): State<Arc<Live>>,
 ) -> Result<Json<Items<RegistrationView>>, ApiError> {
-    let items = live.core().ask(CoreQuery::Registrations).await?;
+    let bindings = live.core().ask(CoreQuery::Registrations).await?;
+    let items = bindings.into_iter().map(RegistrationView::from).collect();
     Ok(Json(Items { items }))
 }
 
@@ -117,4 +118,131 @@ pub(crate) async fn metrics(State(live): State<Arc<Live>>) -> Result<impl IntoRe
         )],
         text,
     ))
+}
+
+// The API's own shapes of the core's views. The core crate carries no HTTP
+// or OpenAPI dependency, so the schema derive lives here; each `From`
+// destructures the core type completely, so a field added there fails to
+// compile here until the API decides how to show it.
+
+/// One call in progress, as `GET /v1/calls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Call)]
+pub struct CallView {
+    /// The A-leg Call-ID (what `DELETE /v1/calls/{call_id}` takes).
+    pub call_id: String,
+    /// `placed` or `received`.
+    pub direction: &'static str,
+    /// The trunk login (the CDR's `sip_trunk`).
+    pub trunk: String,
+    /// Caller number as sent on.
+    pub from: String,
+    /// Dialled number after rewrite, or the DID.
+    pub to: String,
+    /// `trying`, `ringing`, `answered` or `ending`.
+    pub state: &'static str,
+    /// Unix seconds of the INVITE.
+    pub started: u64,
+    /// Unix seconds of the answer, if answered.
+    pub answered: Option<u64>,
+}
+
+impl From<b2bua::CallView> for CallView {
+    fn from(v: b2bua::CallView) -> CallView {
+        let b2bua::CallView {
+            call_id,
+            direction,
+            trunk,
+            from,
+            to,
+            state,
+            started,
+            answered,
+        } = v;
+        CallView {
+            call_id,
+            direction,
+            trunk,
+            from,
+            to,
+            state,
+            started,
+            answered,
+        }
+    }
+}
+
+/// One binding as `GET /v1/registrations` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Registration)]
+pub struct RegistrationView {
+    /// The trunk login (the AOR user part).
+    pub login: String,
+    /// The Contact URI as registered.
+    pub contact: String,
+    /// Where the REGISTER came from (`ip:port`).
+    pub source: String,
+    /// `UDP` or `TCP`.
+    pub transport: String,
+    /// Seconds until it lapses.
+    pub expires: u64,
+    /// `+sip.instance`, if any.
+    pub instance: Option<String>,
+    /// `reg-id`, if any.
+    pub reg_id: Option<u32>,
+    /// User-Agent of the registering UA.
+    pub user_agent: String,
+}
+
+impl From<registrar::RegistrationView> for RegistrationView {
+    fn from(v: registrar::RegistrationView) -> RegistrationView {
+        let registrar::RegistrationView {
+            login,
+            contact,
+            source,
+            transport,
+            expires,
+            instance,
+            reg_id,
+            user_agent,
+        } = v;
+        RegistrationView {
+            login,
+            contact,
+            source,
+            transport,
+            expires,
+            instance,
+            reg_id,
+            user_agent,
+        }
+    }
+}
+
+/// Registration state of one upstream, as `GET /v1/upstreams` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = UpstreamRegistration)]
+pub struct UpstreamRegistration {
+    /// `registered`, `failed` (not registered: refused, no answer, or not
+    /// yet answered) or `disabled` (`register = false`).
+    pub state: &'static str,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Unix seconds when the registration runs out, while registered.
+    pub expires: Option<u64>,
+}
+
+impl From<b2bua::UpstreamRegistration> for UpstreamRegistration {
+    fn from(v: b2bua::UpstreamRegistration) -> UpstreamRegistration {
+        let b2bua::UpstreamRegistration {
+            state,
+            last_error,
+            expires,
+        } = v;
+        UpstreamRegistration {
+            state,
+            last_error,
+            expires,
+        }
+    }
 }

@@ -10,23 +10,13 @@
 //! far below message rates, so a sharded map buys nothing yet.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::write_queue::WriteTx;
+use super::ConnId;
 use crate::sip::Transport;
-
-/// Identifies one stream connection for its whole life (never reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}", self.0)
-    }
-}
 
 /// What a connection is looked up by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -25,72 +25,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ListenTransport, TransportSettings};
 use crate::sip::Transport;
 
-pub use conn::ConnId;
 pub use shutdown::{Shutdown, ShutdownController, ShutdownHandle};
+pub use sipfront_core::transport::{ConnId, Inbound, Outbound, TransportEvent};
 pub use stats::TransportStats;
 
 use conn::ConnTable;
-
-/// A message (datagram or framed stream message) received from the network.
-#[derive(Debug, Clone)]
-pub struct Inbound {
-    /// Exactly one SIP message (not yet parsed).
-    pub bytes: Bytes,
-    /// Where it came from.
-    pub peer: SocketAddr,
-    /// Our socket it arrived on.
-    pub local: SocketAddr,
-    /// UDP or TCP.
-    pub transport: Transport,
-    /// The stream connection, for TCP.
-    pub conn: Option<ConnId>,
-}
-
-/// A message the core wants sent.
-#[derive(Debug, Clone)]
-pub struct Outbound {
-    /// The serialized message.
-    pub bytes: Bytes,
-    /// Destination address.
-    pub dest: SocketAddr,
-    /// UDP or TCP.
-    pub transport: Transport,
-    /// For TCP: the connection to use (responses go back on the request's
-    /// connection). `None`: any connection to `dest`, or a new one.
-    pub conn: Option<ConnId>,
-}
-
-/// What the transport tells the core.
-#[derive(Debug)]
-pub enum TransportEvent {
-    /// A message arrived.
-    Inbound(Inbound),
-    /// An [`Outbound`] could not be sent (the transaction layer turns this
-    /// into a transport error, RFC 3261 §17.1.4).
-    SendFailed {
-        /// Intended destination.
-        dest: SocketAddr,
-        /// Transport used.
-        transport: Transport,
-        /// Connection, if one was chosen.
-        conn: Option<ConnId>,
-        /// What went wrong.
-        error: io::ErrorKind,
-    },
-    /// A stream connection ended (peer closed, idle timeout, framing error).
-    Closed {
-        /// The connection.
-        conn: ConnId,
-        /// Its remote address.
-        peer: SocketAddr,
-    },
-}
 
 /// Limits of the socket layer; the sizes come from `[transport]`.
 #[derive(Debug, Clone)]

@@ -28,7 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::conn::{ConnEntry, ConnId, PeerKey};
+use super::conn::{ConnEntry, PeerKey};
+use super::ConnId;
 use super::write_queue::{write_queue, Pushed, WriteRx};
 use super::{Inbound, Outbound, Shared, ShutdownHandle, TransportEvent, TransportStats};
 use crate::sip::framing::{self, Frame, FrameError};
@@ -354,6 +355,7 @@ where
                         local,
                         transport,
                         conn: Some(id),
+                        received: Instant::now().into_std(),
                     });
                     // Backpressure: a slow core slows this peer's reads (TCP
                     // flow control does the rest), but shutdown still wins.

@@ -162,6 +162,8 @@ pub(super) async fn receive_loop(
             local,
             transport: Transport::Udp,
             conn: None,
+            // tokio's clock, as main.rs's `now()`: the core compares them.
+            received: tokio::time::Instant::now().into_std(),
         });
         // Never block the socket on a slow core: drop and count instead.
         if shared.events.try_send(ev).is_err() {

@@ -93,7 +93,7 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
 /// (naming the JSON field) both call it, so the rules live in one place.
 /// Rules across trunks (unique id and login, DIDs naming a trunk) stay in
 /// [`validate`].
-pub(crate) fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
+pub fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
     let mut e = Vec::new();
     let login = t.login();
     if login.contains(|c: char| c.is_whitespace() || "@:;<>\"".contains(c)) {
@@ -236,6 +236,21 @@ pub(crate) fn validate(
         e.push(
             "server.session_expires_s",
             format!("must be 0 (off) or between min_se_s ({min_se}) and 86400 seconds"),
+        );
+    }
+    let (queue, drop) = (cfg.server.overload_queue_ms, cfg.server.overload_drop_ms);
+    if queue > 60_000 {
+        e.push(
+            "server.overload_queue_ms",
+            "must be 0 (off) or at most 60000 milliseconds",
+        );
+    }
+    if drop != 0 && (drop > 60_000 || drop <= queue) {
+        e.push(
+            "server.overload_drop_ms",
+            format!(
+                "must be 0 (off) or more than overload_queue_ms ({queue}) and at most 60000 milliseconds"
+            ),
         );
     }
     if cfg.server.realm.trim().is_empty() {

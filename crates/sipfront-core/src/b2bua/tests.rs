@@ -107,6 +107,7 @@ impl H {
                 local: addr("127.0.0.1:5060"),
                 transport: Transport::Udp,
                 conn: None,
+                received: self.now,
             },
             self.now,
         );
@@ -1765,6 +1766,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 
 mod attended;
 mod identity;
+mod overload;
 mod registration;
 mod seeded;
 mod session;

@@ -25,19 +25,20 @@ fn request(method: &str, extra: &str) -> String {
     )
 }
 
-fn inbound(text: &str, transport: Transport) -> Inbound {
+fn inbound(text: &str, transport: Transport, received: Instant) -> Inbound {
     Inbound {
         bytes: Bytes::copy_from_slice(text.as_bytes()),
         peer: PEER.parse().unwrap(),
         local: LOCAL.parse().unwrap(),
         transport,
         conn: None,
+        received,
     }
 }
 
 /// Feeds one message and returns every response sent, parsed.
 fn exchange(ep: &mut Endpoint, text: &str, now: Instant) -> Vec<Message> {
-    ep.handle(inbound(text, Transport::Udp), now);
+    ep.handle(inbound(text, Transport::Udp, now), now);
     let mut out = Vec::new();
     while let Some(t) = ep.poll_transmit() {
         assert_eq!(
@@ -425,6 +426,7 @@ fn feed(ep: &mut Endpoint, text: &str, from: &str, now: Instant) -> Vec<(SocketA
             local: LOCAL.parse().unwrap(),
             transport: Transport::Udp,
             conn: None,
+            received: now,
         },
         now,
     );

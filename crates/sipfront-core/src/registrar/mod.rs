@@ -224,7 +224,7 @@ impl Registrar {
     /// with the old process) are left out, and their logins written again
     /// so the store forgets them. `now_unix_ms` is the wall time at `now`.
     /// `stored` holds each login's rows together, oldest first (as
-    /// [`Store::bindings`](crate::store::Store::bindings) returns them).
+    /// the shell's `Store::bindings` returns them).
     pub fn restore(
         &mut self,
         stored: Vec<(String, StoredBinding)>,

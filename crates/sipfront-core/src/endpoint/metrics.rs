@@ -189,6 +189,20 @@ impl Endpoint {
             "Requests refused 503 for their source's rate.",
             self.shared.rates().limited(),
         );
+        metric(
+            m,
+            "sipfront_overload_refused_total",
+            "counter",
+            "New INVITEs answered 503 unprocessed: they queued longer than overload_queue_ms.",
+            s.overload_refused,
+        );
+        metric(
+            m,
+            "sipfront_overload_dropped_total",
+            "counter",
+            "New out-of-dialog requests dropped: they queued longer than overload_drop_ms.",
+            s.overload_dropped,
+        );
         let _ = writeln!(
             m,
             "# HELP sipfront_responses_total Final responses sipfront originated, by class.\n\

@@ -117,6 +117,14 @@ pub struct ServerConfig {
     /// Smallest `Session-Expires` accepted (`422` with `Min-SE` below).
     #[serde(default = "default_min_se_s")]
     pub min_se_s: u64,
+    /// Milliseconds a new INVITE may wait between the socket and the core
+    /// before it is answered `503` with `Retry-After` unprocessed; 0 off.
+    #[serde(default = "default_overload_queue_ms")]
+    pub overload_queue_ms: u64,
+    /// Milliseconds after which a new out-of-dialog UDP request is dropped
+    /// unanswered (the caller has retransmitted it by then); 0 off.
+    #[serde(default = "default_overload_drop_ms")]
+    pub overload_drop_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +137,8 @@ impl Default for ServerConfig {
             emergency_numbers: default_emergency_numbers(),
             session_expires_s: default_session_expires_s(),
             min_se_s: default_min_se_s(),
+            overload_queue_ms: default_overload_queue_ms(),
+            overload_drop_ms: default_overload_drop_ms(),
         }
     }
 }
@@ -727,6 +737,19 @@ fn default_session_expires_s() -> u64 {
 
 fn default_min_se_s() -> u64 {
     90
+}
+
+/// Well under T1 (500 ms, RFC 3261 §17.1.1.2): the `503` reaches the
+/// caller before its first INVITE retransmission, so refusing does not
+/// itself add retransmissions to the queue.
+fn default_overload_queue_ms() -> u64 {
+    200
+}
+
+/// Past the caller's first two Timer A retransmissions (0.5 s and 1.5 s
+/// after sending): a newer copy of the request is already queued behind it.
+fn default_overload_drop_ms() -> u64 {
+    2000
 }
 
 fn default_ring_timeout_s() -> u64 {

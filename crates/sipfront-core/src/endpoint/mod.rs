@@ -38,6 +38,7 @@ mod answer;
 mod env;
 mod guard;
 mod metrics;
+mod overload;
 mod register;
 mod shared;
 mod stats;
@@ -63,6 +64,7 @@ pub use answer::{ALLOW, SUPPORTED};
 pub use env::Env;
 pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, metric};
+pub use overload::OverloadConfig;
 pub use shared::SharedState;
 pub use stats::{EndedCalls, Stats};
 
@@ -83,6 +85,8 @@ pub struct EndpointConfig {
     pub registrar: RegistrarConfig,
     /// Bans and scanner rules (`[security]`).
     pub guard: GuardConfig,
+    /// When queued messages are shed (`[server] overload_*`).
+    pub overload: OverloadConfig,
     /// Seed of the identifiers the core mints ([`Env::seed`]).
     pub seed: [u8; 32],
 }
@@ -112,6 +116,7 @@ impl EndpointConfig {
             admission: Arc::new(Admission::empty("sipfront.local", env.nonce_secret)),
             registrar: RegistrarConfig::default(),
             guard: GuardConfig::from(&crate::config::SecuritySettings::default()),
+            overload: OverloadConfig::from(&crate::config::ServerConfig::default()),
             seed: env.seed,
         }
     }
@@ -152,6 +157,7 @@ impl EndpointConfig {
         out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
         out.guard = GuardConfig::from(&cfg.security);
+        out.overload = OverloadConfig::from(&cfg.server);
         Ok(out)
     }
 }
@@ -368,6 +374,7 @@ impl Endpoint {
         self.registrar
             .set_config(RegistrarConfig::from(&cfg.registrar));
         self.cfg.guard = GuardConfig::from(&cfg.security);
+        self.cfg.overload = OverloadConfig::from(&cfg.server);
         self.shared.bans().set_policy(self.cfg.guard.bans.clone());
     }
 
@@ -459,6 +466,10 @@ impl Endpoint {
     }
 
     fn handle_request(&mut self, msg: Message, inbound: &Inbound, now: Instant) {
+        let waited = now.saturating_duration_since(inbound.received);
+        if self.stale_request(&msg, inbound.transport, waited) {
+            return;
+        }
         let key = match self
             .txns
             .handle_request(&msg, inbound.peer, inbound.transport, now)
@@ -498,11 +509,14 @@ impl Endpoint {
                 Some("rate limit")
             } else if is_invite && self.overloaded() {
                 Some("overload")
+            } else if is_invite && self.shed_invite(waited) {
+                Some("queued too long")
             } else {
                 None
             };
             if let Some(why) = why {
-                tracing::debug!(peer = %inbound.peer, "request refused 503: {why}");
+                tracing::debug!(peer = %inbound.peer, waited_ms = waited.as_millis(),
+                    "request refused 503: {why}");
                 let response = answer::unavailable(&msg, inbound, &self.cfg, &mut self.rng);
                 self.stats.count_answer(response.status);
                 self.txns

@@ -38,8 +38,7 @@ const BACKOFF_MAX_S: u64 = 1800;
 const MAX_EXPIRES: u32 = 86_400;
 
 /// Registration state of one upstream, as `GET /v1/upstreams` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[schema(as = UpstreamRegistration)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamRegistration {
     /// `registered`, `failed` (not registered: refused, no answer, or not
     /// yet answered) or `disabled` (`register = false`).

@@ -29,6 +29,12 @@ pub struct Stats {
     pub answered: [u64; 5],
     /// Requests from SIP scanners dropped unanswered (`[security]`).
     pub scanners_dropped: u64,
+    /// New INVITEs answered `503` unprocessed: they queued longer than
+    /// `[server] overload_queue_ms`.
+    pub overload_refused: u64,
+    /// New out-of-dialog requests dropped unanswered: they queued longer
+    /// than `[server] overload_drop_ms`.
+    pub overload_dropped: u64,
     /// Calls that ended, from their CDRs. Bounded by trunks × 2 × 4.
     pub ended: EndedCalls,
 }

@@ -28,17 +28,17 @@ pub use schema::{
 };
 pub use transport::{TransportSettings, MAX_TRANSPORT_BYTES, MIN_TRANSPORT_BYTES};
 
-pub(crate) use validate::check_trunk;
+pub use validate::check_trunk;
 
 /// The default config path (SPEC §1), relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/sipfront.toml";
 
 /// The shipped `config/sipfront.toml`, built in so `sipfront run` works with no files.
-pub const EMBEDDED_CONFIG: &str = include_str!("../../config/sipfront.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../../../../config/sipfront.toml");
 
 /// The shipped `config/sipfront.toml`'s rate table, used by the embedded
 /// config when its `[rates] file` is not on disk.
-pub const EMBEDDED_RATES: &str = include_str!("../../config/rates.csv");
+pub const EMBEDDED_RATES: &str = include_str!("../../../../config/rates.csv");
 
 impl Config {
     /// Reads and validates a config file.

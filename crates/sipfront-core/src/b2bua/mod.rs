@@ -190,8 +190,7 @@ pub enum Action {
 }
 
 /// One call in progress, as `GET /v1/calls` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[schema(as = Call)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CallView {
     /// The A-leg Call-ID (what `DELETE /v1/calls/{call_id}` takes).
     pub call_id: String,

@@ -64,8 +64,7 @@ impl Binding {
 }
 
 /// One binding as `GET /v1/registrations` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = Registration)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RegistrationView {
     /// The trunk login (the AOR user part).
     pub login: String,

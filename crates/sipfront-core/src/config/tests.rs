@@ -320,3 +320,29 @@ fn transport_sizes_default_and_bounds_name_the_line() {
         ["t.toml:3: transport.tcp_write_queue: must be between 65536 and 1073741824 bytes"]
     );
 }
+
+#[test]
+fn overload_keys_default_and_bounds_name_the_line() {
+    let c = parse("").unwrap();
+    assert_eq!(
+        (c.server.overload_queue_ms, c.server.overload_drop_ms),
+        (200, 2000)
+    );
+    assert!(
+        parse("[server]\noverload_queue_ms = 0\noverload_drop_ms = 0\n").is_ok(),
+        "0 turns each off"
+    );
+    let e = err("[server]\noverload_queue_ms = 500\noverload_drop_ms = 400\n");
+    assert_eq!(
+        e,
+        [
+            "t.toml:3: server.overload_drop_ms: must be 0 (off) or more than \
+          overload_queue_ms (500) and at most 60000 milliseconds"
+        ]
+    );
+    let e = err("[server]\noverload_queue_ms = 60001\noverload_drop_ms = 0\n");
+    assert_eq!(
+        e,
+        ["t.toml:2: server.overload_queue_ms: must be 0 (off) or at most 60000 milliseconds"]
+    );
+}
