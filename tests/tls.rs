@@ -122,6 +122,17 @@ fn tls_listener_answers_and_reloads_its_certificate_on_sighup_keeping_connection
     assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
 }
 
+/// UDP and TCP on loopback, then (from line 13) a TLS listener on `cert`
+/// (line 16) and `key` (line 17).
+fn tls_listen_config(cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "{LOOPBACK_CONFIG}\n[[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:0\"\n\
+         cert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
 #[test]
 fn bad_certificate_files_are_check_errors_naming_file_line_and_key() {
     let dir = TempDir::new("tls-check");
@@ -146,15 +157,7 @@ fn bad_certificate_files_are_check_errors_naming_file_line_and_key() {
         ),
     ];
     for (cert, key, line, path, words) in cases {
-        let cfg = dir.write(
-            "bad.toml",
-            &format!(
-                "{LOOPBACK_CONFIG}\n[[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:0\"\n\
-                 cert = \"{}\"\nkey = \"{}\"\n",
-                cert.display(),
-                key.display()
-            ),
-        );
+        let cfg = dir.write("bad.toml", &tls_listen_config(&cert, &key));
         let out = Command::new(BIN)
             .args(["check", "--config"])
             .arg(&cfg)
@@ -169,15 +172,7 @@ fn bad_certificate_files_are_check_errors_naming_file_line_and_key() {
     }
     // A key of another certificate: refused when the listener starts.
     let (_, other_key) = pki.issue("other", &["localhost"], 2030);
-    let cfg = dir.write(
-        "mismatch.toml",
-        &format!(
-            "{LOOPBACK_CONFIG}\n[[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:0\"\n\
-             cert = \"{}\"\nkey = \"{}\"\n",
-            pki.cert.display(),
-            other_key.display()
-        ),
-    );
+    let cfg = dir.write("mismatch.toml", &tls_listen_config(&pki.cert, &other_key));
     let out = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)

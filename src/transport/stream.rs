@@ -29,8 +29,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::conn::{ConnEntry, PeerKey};
-use super::ConnId;
 use super::write_queue::{write_queue, Pushed, WriteRx};
+use super::ConnId;
 use super::{Inbound, Outbound, Shared, ShutdownHandle, TransportEvent, TransportStats};
 use crate::sip::framing::{self, Frame, FrameError};
 use crate::sip::Transport;

@@ -181,17 +181,17 @@ pub struct ListenConfig {
     /// `IP:port` to bind.
     pub address: SocketAddr,
     /// TLS: PEM certificate chain, leaf first; re-read on SIGHUP.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub cert: Option<PathBuf>,
     /// TLS: PEM private key of the leaf; re-read on SIGHUP.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub key: Option<PathBuf>,
     /// TLS: ask clients for a certificate and refuse those that do not
     /// verify against `ca` (mutual TLS with carriers).
     #[serde(default)]
     pub verify_client: bool,
     /// TLS with `verify_client`: PEM trust roots for client certificates.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub ca: Option<PathBuf>,
 }
 
@@ -310,7 +310,7 @@ pub struct UpstreamConfig {
     pub trusted: bool,
     /// `sips:`/`transport=tls`: PEM trust roots for this upstream's
     /// certificate instead of the system's (a private carrier CA).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub ca: Option<PathBuf>,
     /// Final responses that move a call to the next hop (timeouts and
     /// transport errors always do). Default `[408, "5xx"]`.
@@ -715,6 +715,12 @@ impl<'de> Deserialize<'de> for IpNet {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// A file path where `""` means none (as the shipped examples write it).
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(PathBuf::from))
 }
 
 fn default_listen() -> Vec<ListenConfig> {
