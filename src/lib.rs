@@ -12,6 +12,7 @@ pub mod cdr;
 pub mod control;
 pub mod dns;
 pub mod events;
+pub mod media;
 pub mod store;
 pub mod transport;
 

@@ -209,7 +209,7 @@ mod shell {
             .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.listening(), env())
+        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env())
             .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot here.
@@ -224,6 +224,7 @@ mod shell {
             udp = ?transports.udp_addrs(),
             tcp = ?transports.tcp_addrs(),
             tls = ?transports.tls_addrs(),
+            ws = ?transports.ws_addrs(),
             http = ?[http_addr],
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")

@@ -22,7 +22,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::calls::{call_ids, check_scenario, read_cdrs, read_msgs, Cdr, Msg, SippOut};
-use common::phone::TcpPhone;
+use common::phone::{Pipe, TcpPhone, WsPhone};
 use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 
 /// The carrier's address: a trusted upstream by IP.
@@ -1763,7 +1763,7 @@ fn tcp_registered_phone_is_called_over_its_connection_and_not_after_it_closes() 
     // The connection closes: the binding is gone, the URI answers, and
     // nothing tries to reach the phone's old address (a listener now bound
     // there would see a new connection).
-    let old_addr = ph.stream.local_addr().expect("local");
+    let old_addr = ph.pipe.stream.local_addr().expect("local");
     drop(ph);
     assert!(
         rig.server
@@ -1807,4 +1807,98 @@ fn tcp_registered_phone_is_called_over_its_connection_and_not_after_it_closes() 
             .all(|c| c.kind == "received" && c.disposition == "answered" && c.sip_code == 200),
         "{rows:#?}\n{show}"
     );
+}
+
+// ---- a WebSocket client (RFC 7118) -------------------------------------------------
+
+/// `[[listen]]` on a WebSocket port chosen by the OS.
+const WS_LISTEN: &str = "\n[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:0\"\n";
+
+/// RFC 7118 / SPEC §8.3: a WebSocket client (tokio-tungstenite, the test's
+/// own) registers over `ws` with digest from an `.invalid` Via and Contact
+/// host, is called on its WebSocket by a DID call from the SIPp carrier,
+/// answers, and its own BYE ends the call (the carrier gets it). The API
+/// shows the binding's and the call's transport, `/metrics` the upgrade.
+#[test]
+fn ws_client_registers_is_called_on_its_websocket_and_hangs_up() {
+    let body = phone_trunks(1..=1, |_| true)
+        + &did_toml(DID, 0, &[(5, "phone001", 1)])
+        + WS_LISTEN
+        + common::TEST_API_KEY_CONFIG;
+    let mut rig = Rig::start("ws-phone", &body);
+    let ws = rig.server.ws.expect("a ws listener in the ready line");
+    let (login, pw, _, nnn) = phone(1);
+    let mut ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
+    let contact = format!("sip:{nnn}@{};transport=ws", ph.pipe.sent_by());
+    let code = ph.register(&login, &pw, &contact, ws);
+    assert_eq!(code, 200, "WS REGISTER\n{}\n{}", ph.log, rig.show());
+    let regs = common::wait_registrations(&rig.server, Duration::from_secs(5), |items| {
+        items.iter().any(|r| r["transport"] == "WS")
+    });
+    assert!(
+        regs.is_some(),
+        "/v1/registrations does not show the WS binding\n{}",
+        rig.show()
+    );
+
+    let server = rig.server.http;
+    let phone_thread = thread::spawn(move || {
+        let r = (|| {
+            let invite = ph.wait_invite(Duration::from_secs(15))?;
+            ph.answer(&invite)?;
+            // The call is up: the API shows both legs' transports.
+            let calls = common::api_get_at(server, common::TEST_API_KEY, "/v1/calls");
+            let code = ph.hang_up(&invite);
+            if code != 200 {
+                return Err(format!("BYE answered {code}"));
+            }
+            Ok((invite, calls))
+        })();
+        (r, ph)
+    });
+    let out = rig.carrier(
+        &scenario("did_uac_wait_bye.xml"),
+        DID,
+        "ws",
+        30,
+        &["-m", "1"],
+    );
+    let (r, ph) = phone_thread.join().expect("phone thread");
+    let show = format!(
+        "{}\n--- WS phone ---\n{}\n{}",
+        out.show(),
+        ph.log,
+        rig.show()
+    );
+    assert!(out.all_ok(1), "{show}");
+    let (invite, (status, calls)) = r.unwrap_or_else(|e| panic!("{e}\n{show}"));
+    let first = invite.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with(&format!("INVITE {contact}")),
+        "Request-URI must be the registered Contact: {first}\n{show}"
+    );
+    let via = common::phone::header_value(&invite, "Via").unwrap_or("");
+    assert!(
+        via.starts_with("SIP/2.0/WS "),
+        "our Via on a WS leg: {via}\n{show}"
+    );
+    let our_contact = common::phone::header_value(&invite, "Contact").unwrap_or("");
+    assert!(
+        our_contact.contains(";transport=ws"),
+        "our Contact on a WS leg: {our_contact}\n{show}"
+    );
+    let call = &calls["items"][0];
+    assert_eq!(status, 200, "{calls}\n{show}");
+    assert_eq!(
+        (call["a_transport"].as_str(), call["b_transport"].as_str()),
+        (Some("udp"), Some("ws")),
+        "{calls}\n{show}"
+    );
+    let (_, metrics) = common::api_text(&rig.server, common::TEST_API_KEY, "/metrics");
+    assert!(
+        metrics.contains("\nsipfront_ws_upgrades_accepted_total 1\n"),
+        "{metrics}"
+    );
+    let rows = rig.stop_and_read_cdrs();
+    assert_received_answered(&rows, Some("phone001"), &show);
 }

@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::phone::Phone;
+use common::phone::TlsPhone;
 use common::tls::{connect, Pki};
 use common::{Server, TempDir, BIN, LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG};
 
@@ -40,12 +40,8 @@ fn tls_server(dir: &TempDir, pki: &Pki, extra: &str) -> Server {
 }
 
 /// One OPTIONS over a TLS phone connection: its final response.
-fn options_over<S: common::phone::Wire>(
-    ph: &mut Phone<S>,
-    server: std::net::SocketAddr,
-    n: u32,
-) -> String {
-    let local = ph.local();
+fn options_over(ph: &mut TlsPhone, server: std::net::SocketAddr, n: u32) -> String {
+    let local = ph.pipe.stream.sock.local_addr().expect("local");
     ph.send(&common::options("TLS", local, server, &format!("tls{n}")));
     ph.recv(Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no answer to OPTIONS over TLS\n{}", ph.log))
@@ -57,7 +53,7 @@ fn tls_listener_answers_and_reloads_its_certificate_on_sighup_keeping_connection
     let pki = Pki::new(&dir, "srv", &["localhost", "127.0.0.1"], 2030);
     let server = tls_server(&dir, &pki, "");
     let tls = server.tls.expect("tls=[…] in the ready line");
-    let mut ph = Phone::over(connect(tls, pki.client_config(), "localhost"), "TLS");
+    let mut ph = TlsPhone::tls(connect(tls, pki.client_config(), "localhost"));
     let resp = options_over(&mut ph, tls, 1);
     assert!(
         resp.starts_with("SIP/2.0 200"),
@@ -117,7 +113,7 @@ fn tls_listener_answers_and_reloads_its_certificate_on_sighup_keeping_connection
         "{}",
         server.log_text()
     );
-    let mut again = Phone::over(connect(tls, pki.client_config(), "localhost"), "TLS");
+    let mut again = TlsPhone::tls(connect(tls, pki.client_config(), "localhost"));
     let resp = options_over(&mut again, tls, 3);
     assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
 }
@@ -237,7 +233,7 @@ fn plain_tcp_and_stalled_handshakes_are_closed_within_the_deadline() {
     );
 
     // Still serving.
-    let mut ph = Phone::over(connect(tls, pki.client_config(), "localhost"), "TLS");
+    let mut ph = TlsPhone::tls(connect(tls, pki.client_config(), "localhost"));
     let resp = options_over(&mut ph, tls, 9);
     assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
     let m = metrics(&server);

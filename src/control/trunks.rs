@@ -78,6 +78,9 @@ pub(crate) struct Trunk {
     passthrough: bool,
     /// The provider's other name for `passthrough` (always equal).
     multiple_numbers: bool,
+    /// `passthrough` (SDP unchanged) or `relay` (media anchored by
+    /// rtpengine, for phones behind NAT).
+    media: &'static str,
 }
 
 impl From<&TrunkConfig> for Trunk {
@@ -103,6 +106,7 @@ impl From<&TrunkConfig> for Trunk {
             rewrite_prefix: t.rewrite_prefix.clone(),
             passthrough: t.passthrough,
             multiple_numbers: t.passthrough,
+            media: t.media.as_str(),
         }
     }
 }
@@ -155,6 +159,8 @@ pub(crate) struct TrunkInput {
     passthrough: Option<bool>,
     /// Same as `passthrough`.
     multiple_numbers: Option<bool>,
+    /// `passthrough` or `relay` (needs `[media] rtpengine` in the config).
+    media: Option<String>,
 }
 
 fn a_string(v: &Value) -> Result<String, &'static str> {
@@ -274,6 +280,17 @@ pub(crate) fn apply_fields(
             "passthrough" | "multiple_numbers" => {
                 a_bool(v).map(|b| t.passthrough = b).map_err(Into::into)
             }
+            "media" => match v.as_str() {
+                Some("passthrough") => {
+                    t.media = crate::config::MediaMode::Passthrough;
+                    Ok(())
+                }
+                Some("relay") => {
+                    t.media = crate::config::MediaMode::Relay;
+                    Ok(())
+                }
+                _ => Err("must be \"passthrough\" or \"relay\"".to_owned()),
+            },
             "call_limit" => a_u64(v).map(|n| t.call_limit = n).map_err(Into::into),
             "max_channels" => a_u32(v).map(|n| t.max_channels = n).map_err(Into::into),
             "max_call_cost" => a_cost(v).map(|f| t.max_call_cost = f).map_err(Into::into),

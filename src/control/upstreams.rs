@@ -68,7 +68,7 @@ fn view(u: &Upstream, registration: b2bua::UpstreamRegistration, now: Instant) -
         .iter()
         .map(|t| TargetView {
             address: t.addr.to_string(),
-            transport: t.transport.as_str().to_ascii_lowercase(),
+            transport: t.transport.as_lowercase().to_owned(),
             priority: t.priority,
             weight: t.weight,
             up: t.up,

@@ -145,6 +145,10 @@ pub struct CallView {
     pub started: u64,
     /// Unix seconds of the answer, if answered.
     pub answered: Option<u64>,
+    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    pub a_transport: &'static str,
+    /// Transport of the callee's leg (of the attempt in progress).
+    pub b_transport: &'static str,
 }
 
 impl From<b2bua::CallView> for CallView {
@@ -158,6 +162,8 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            a_transport,
+            b_transport,
         } = v;
         CallView {
             call_id,
@@ -168,6 +174,8 @@ impl From<b2bua::CallView> for CallView {
             state,
             started,
             answered,
+            a_transport,
+            b_transport,
         }
     }
 }
@@ -182,7 +190,7 @@ pub struct RegistrationView {
     pub contact: String,
     /// Where the REGISTER came from (`ip:port`).
     pub source: String,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP`, `WS` or `WSS` (RFC 7118).
     pub transport: String,
     /// Seconds until it lapses.
     pub expires: u64,

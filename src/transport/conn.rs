@@ -123,8 +123,7 @@ impl ConnTable {
         self.lock().by_id.get(&id).cloned()
     }
 
-    /// The connection to this remote address.
-    #[cfg(test)]
+    /// The connection to this peer.
     pub(crate) fn by_peer(&self, peer: &PeerKey) -> Option<ConnEntry> {
         let t = self.lock();
         t.by_peer.get(peer).and_then(|id| t.by_id.get(id)).cloned()

@@ -1,5 +1,5 @@
-//! The socket side of the tokio shell: UDP, TCP and TLS listeners, stream
-//! framing, connection reuse (RFC 3261 §18, §26.2).
+//! The socket side of the tokio shell: UDP, TCP, TLS and WebSocket (RFC
+//! 7118) listeners, stream framing, connection reuse (RFC 3261 §18, §26.2).
 //!
 //! Everything received becomes a [`TransportEvent`] on one bounded channel to
 //! the core task; everything the core wants sent goes through
@@ -19,6 +19,7 @@ pub mod tls;
 mod udp;
 mod udp_send;
 mod write_queue;
+pub mod ws;
 
 use std::io;
 use std::net::SocketAddr;
@@ -156,7 +157,8 @@ pub struct Transports {
     udp: Arc<Vec<(SocketAddr, Arc<udp_send::UdpSender>)>>,
     udp_local: Vec<SocketAddr>,
     tcp_local: Vec<SocketAddr>,
-    tls_local: Vec<SocketAddr>,
+    /// Bound stream listeners other than plain TCP (WebSocket ...).
+    other_local: Vec<(Transport, SocketAddr)>,
     shutdown: ShutdownHandle,
 }
 
@@ -185,7 +187,7 @@ impl Transports {
         let mut udp = Vec::new();
         let mut udp_local = Vec::new();
         let mut tcp_local = Vec::new();
-        let mut tls_local = Vec::new();
+        let mut other_local = Vec::new();
         for l in &cfg.listen {
             match l.transport {
                 ListenTransport::Udp => {
@@ -229,6 +231,21 @@ impl Transports {
                         shutdown.handle(),
                     ));
                 }
+                ListenTransport::Ws => {
+                    let listener =
+                        tcp::bind(l.address).map_err(|e| bind_error("ws", l.address, e))?;
+                    let local = listener.local_addr()?;
+                    tracing::info!(%local, "listening on WebSocket (ws)");
+                    other_local.push((Transport::Ws, local));
+                    tokio::spawn(stream::accept_loop(
+                        listener,
+                        local,
+                        Transport::Ws,
+                        shared.clone(),
+                        shutdown.handle(),
+                        ws::run_plain,
+                    ));
+                }
                 ListenTransport::Tls => {
                     let server = tls::ServerTls::load(l).map_err(|e| {
                         io::Error::new(
@@ -240,7 +257,7 @@ impl Transports {
                         tcp::bind(l.address).map_err(|e| bind_error("tls", l.address, e))?;
                     let local = listener.local_addr()?;
                     tracing::info!(%local, cert = %server.cert_path().display(), "listening on TLS");
-                    tls_local.push(local);
+                    other_local.push((Transport::Tls, local));
                     let acceptor = server.acceptor();
                     shared.client_tls.add_server(server, local);
                     tokio::spawn(stream::accept_loop(
@@ -259,23 +276,14 @@ impl Transports {
             udp: Arc::new(udp),
             udp_local,
             tcp_local,
-            tls_local,
+            other_local,
             shutdown: shutdown.handle(),
         })
     }
 
-    /// Every bound listen address with its transport, in config order per
-    /// transport (the first of each is written in Via and Contact).
-    pub fn listening(&self) -> Vec<(Transport, SocketAddr)> {
-        let udp = self.udp_local.iter().map(|a| (Transport::Udp, *a));
-        let tcp = self.tcp_local.iter().map(|a| (Transport::Tcp, *a));
-        let tls = self.tls_local.iter().map(|a| (Transport::Tls, *a));
-        udp.chain(tcp).chain(tls).collect()
-    }
-
     /// Bound TLS addresses.
-    pub fn tls_addrs(&self) -> &[SocketAddr] {
-        &self.tls_local
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Transport::Tls)
     }
 
     /// Re-reads every TLS listener's certificate and key (SIGHUP). A file
@@ -310,12 +318,41 @@ impl Transports {
         &self.tcp_local
     }
 
+    /// Bound WebSocket addresses.
+    pub fn ws_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Transport::Ws)
+    }
+
+    /// The bound addresses of `transport`, in `[[listen]]` order.
+    pub fn addrs_of(&self, transport: Transport) -> Vec<SocketAddr> {
+        match transport {
+            Transport::Udp => self.udp_local.clone(),
+            Transport::Tcp => self.tcp_local.clone(),
+            t => self
+                .other_local
+                .iter()
+                .filter(|(x, _)| *x == t)
+                .map(|(_, a)| *a)
+                .collect(),
+        }
+    }
+
+    /// Every bound listen address with its transport (for the ports sipfront
+    /// writes in its own Via and Contact).
+    pub fn bound(&self) -> Vec<(Transport, SocketAddr)> {
+        let udp = self.udp_local.iter().map(|a| (Transport::Udp, *a));
+        let tcp = self.tcp_local.iter().map(|a| (Transport::Tcp, *a));
+        udp.chain(tcp)
+            .chain(self.other_local.iter().copied())
+            .collect()
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Arc<TransportStats> {
         &self.shared.stats
     }
 
-    /// Number of open (or opening) TCP connections.
+    /// Number of open (or opening) stream connections (TCP and WebSocket).
     pub fn tcp_connections(&self) -> usize {
         self.shared.conns.len()
     }
@@ -324,13 +361,15 @@ impl Transports {
     /// UDP socket of the destination's address family (or waits in a bounded
     /// queue while that socket's send buffer is full); TCP is queued on the
     /// given connection, else on any connection to `dest`, else on a new
-    /// outbound connection (RFC 3261 §18.1.1/§18.2.2). Failures are reported
-    /// as [`TransportEvent::SendFailed`].
+    /// outbound connection (RFC 3261 §18.1.1/§18.2.2); WebSocket only on the
+    /// client's own connection (RFC 7118 §5). Failures are reported as
+    /// [`TransportEvent::SendFailed`].
     pub fn send(&self, out: Outbound) {
         match out.transport {
             Transport::Udp => self.send_udp(out),
             Transport::Tcp => tcp::send(&self.shared, out, &self.shutdown),
             Transport::Tls => tls::send(&self.shared, out, &self.shutdown),
+            Transport::Ws | Transport::Wss => ws::send(&self.shared, out),
         }
     }
 

@@ -38,6 +38,18 @@ pub struct TransportStats {
     pub tcp_connected: AtomicU64,
     /// Streams closed for a framing error or an oversize message.
     pub tcp_framing_errors: AtomicU64,
+    /// WebSocket upgrades accepted (RFC 7118 §4, subprotocol `sip`).
+    pub ws_upgrades_accepted: AtomicU64,
+    /// WebSocket upgrades refused: no `sip` subprotocol, not an upgrade
+    /// request, or not completed within the deadline.
+    pub ws_upgrades_refused: AtomicU64,
+    /// SIP messages received over WebSocket.
+    pub ws_received: AtomicU64,
+    /// SIP messages queued for sending over WebSocket.
+    pub ws_sent: AtomicU64,
+    /// WebSocket connections closed for an oversize or slow message or a
+    /// protocol error.
+    pub ws_protocol_errors: AtomicU64,
     /// RFC 5626 double-CRLF pings answered.
     pub keepalive_pongs: AtomicU64,
     /// Inbound messages dropped because the core's queue was full.
@@ -58,7 +70,7 @@ impl TransportStats {
     /// Appends the counters to a `/metrics` page.
     pub fn write_metrics(&self, m: &mut String) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             (
                 "sipfront_udp_received_total",
                 "SIP datagrams received.",
@@ -125,6 +137,31 @@ impl TransportStats {
                 &self.tcp_framing_errors,
             ),
             (
+                "sipfront_ws_upgrades_accepted_total",
+                "WebSocket upgrades accepted (RFC 7118, subprotocol sip).",
+                &self.ws_upgrades_accepted,
+            ),
+            (
+                "sipfront_ws_upgrades_refused_total",
+                "WebSocket upgrades refused: no sip subprotocol, not an upgrade, or too slow.",
+                &self.ws_upgrades_refused,
+            ),
+            (
+                "sipfront_ws_received_total",
+                "SIP messages received over WebSocket.",
+                &self.ws_received,
+            ),
+            (
+                "sipfront_ws_sent_total",
+                "SIP messages queued for sending over WebSocket.",
+                &self.ws_sent,
+            ),
+            (
+                "sipfront_ws_protocol_errors_total",
+                "WebSocket connections closed for an oversize or slow message or a protocol error.",
+                &self.ws_protocol_errors,
+            ),
+            (
                 "sipfront_keepalive_pongs_total",
                 "RFC 5626 CRLF keep-alive pings answered.",
                 &self.keepalive_pongs,
@@ -163,6 +200,6 @@ mod tests {
         let mut m = String::new();
         s.write_metrics(&mut m);
         assert!(m.contains("\nsipfront_udp_send_queued_total 2\n"), "{m}");
-        assert_eq!(m.matches("# TYPE ").count(), 17);
+        assert_eq!(m.matches("# TYPE ").count(), 22);
     }
 }

@@ -36,7 +36,7 @@ use crate::sip::framing::{self, Frame, FrameError};
 use crate::sip::Transport;
 
 /// How long one write may take before the connection is considered dead.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages handled per connection per wake before yielding to other tasks.
 const FRAMES_PER_WAKE: usize = 64;
 

@@ -8,6 +8,7 @@ pub mod calls;
 pub mod dnsmasq;
 mod parsing;
 pub mod phone;
+pub mod rtpengine;
 pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use parsing::*;
@@ -63,6 +64,8 @@ pub struct Server {
     pub tls: Option<SocketAddr>,
     /// The HTTP API (`http=[…]` in the ready line).
     pub http: SocketAddr,
+    /// The first `ws` listener, if the config has one (`ws=[…]`).
+    pub ws: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The config file it runs on (rewrite it, then send SIGHUP).
     pub config: PathBuf,
@@ -148,12 +151,14 @@ impl Server {
         let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
         let http = addr_after(&line, "http=[").expect("http address in ready line");
         let tls = addr_after(&line, "tls=[");
+        let ws = addr_after(&line, "ws=[");
         Server {
             child,
             udp,
             tcp,
             tls,
             http,
+            ws,
             log,
             config: cfg,
             _dir: dir,
@@ -279,7 +284,26 @@ pub fn free_port() -> u16 {
 /// `GET http://{server.http}{path}` with API key `key`: the status and the
 /// JSON body (`Null` when empty or not JSON).
 pub fn api_get(server: &Server, key: &str, path: &str) -> (u16, serde_json::Value) {
-    let url = format!("http://{}{path}", server.http);
+    api_get_at(server.http, key, path)
+}
+
+/// [`api_get`] by the API's address (from a thread that does not hold the
+/// [`Server`]).
+pub fn api_get_at(http: SocketAddr, key: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, text) = api_text_at(http, key, path);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `GET` with API key `key`: the status and the body as text (`/metrics`).
+pub fn api_text(server: &Server, key: &str, path: &str) -> (u16, String) {
+    api_text_at(server.http, key, path)
+}
+
+fn api_text_at(http: SocketAddr, key: &str, path: &str) -> (u16, String) {
+    let url = format!("http://{http}{path}");
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -287,8 +311,7 @@ pub fn api_get(server: &Server, key: &str, path: &str) -> (u16, serde_json::Valu
     match client.get(&url).bearer_auth(key).send() {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let body = resp.json().unwrap_or(serde_json::Value::Null);
-            (status, body)
+            (status, resp.text().unwrap_or_default())
         }
         Err(e) => panic!("{url}: {e}"),
     }

@@ -34,9 +34,9 @@ pub struct Inbound {
     pub peer: SocketAddr,
     /// Our socket it arrived on.
     pub local: SocketAddr,
-    /// UDP or TCP.
+    /// UDP, TCP, WS or WSS.
     pub transport: Transport,
-    /// The stream connection, for TCP.
+    /// The stream connection, for TCP and WebSocket.
     pub conn: Option<ConnId>,
     /// When the shell read it off the socket (a stream message: when it
     /// was framed whole), on the clock the core's `now` comes from. The
@@ -52,10 +52,12 @@ pub struct Outbound {
     pub bytes: Bytes,
     /// Destination address.
     pub dest: SocketAddr,
-    /// UDP or TCP.
+    /// UDP, TCP, WS or WSS.
     pub transport: Transport,
     /// For TCP: the connection to use (responses go back on the request's
-    /// connection). `None`: any connection to `dest`, or a new one.
+    /// connection). `None`: any connection to `dest`, or a new one. For
+    /// WebSocket: the connection, or `None` for the client's connection
+    /// from `dest` (never a new one, RFC 7118 §5).
     pub conn: Option<ConnId>,
 }
 

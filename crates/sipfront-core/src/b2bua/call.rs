@@ -1704,6 +1704,8 @@ impl Call {
             },
             started: wall.unix_ms(self.started_at) / 1000,
             answered: self.answered_at.map(|at| wall.unix_ms(at) / 1000),
+            a_transport: self.a.transport.as_lowercase(),
+            b_transport: self.b.transport.as_lowercase(),
         }
     }
 

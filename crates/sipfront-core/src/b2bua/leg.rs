@@ -37,21 +37,16 @@ impl Side {
 pub struct Local {
     /// `server.public_address`.
     pub public_address: String,
-    /// Port of the UDP listen socket.
-    pub udp_port: u16,
-    /// Port of the TCP listen socket.
-    pub tcp_port: u16,
-    /// Port of the TLS listen socket.
-    pub tls_port: u16,
+    /// The port of each transport's (first) listen socket.
+    pub ports: Vec<(Transport, u16)>,
 }
 
 impl Local {
-    fn port(&self, transport: Transport) -> u16 {
-        match transport {
-            Transport::Udp => self.udp_port,
-            Transport::Tcp => self.tcp_port,
-            Transport::Tls => self.tls_port,
-        }
+    /// The port of `transport`'s listen socket; without one (a WebSocket
+    /// leg always has one: it came in on it), UDP's, else 5060.
+    pub fn port(&self, transport: Transport) -> u16 {
+        let of = |t| self.ports.iter().find(|(x, _)| *x == t).map(|(_, p)| *p);
+        of(transport).or_else(|| of(Transport::Udp)).unwrap_or(5060)
     }
 
     /// `host:port` for the Via sent-by on `transport`.
@@ -59,13 +54,14 @@ impl Local {
         format!("{}:{}", self.public_address, self.port(transport))
     }
 
-    /// Our Contact on `transport`: `<sip:sipfront@public:port;transport=x>`.
+    /// Our Contact on `transport`: `<sip:sipfront@public:port;transport=x>`
+    /// (`transport=ws`/`wss` on a WebSocket leg, RFC 7118 §5.2).
     pub fn contact(&self, transport: Transport) -> String {
         format!(
             "<sip:sipfront@{}:{};transport={}>",
             self.public_address,
             self.port(transport),
-            transport.uri_param()
+            transport.as_lowercase()
         )
     }
 }

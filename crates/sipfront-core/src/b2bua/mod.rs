@@ -44,6 +44,7 @@ pub mod event;
 mod health;
 mod identity;
 mod leg;
+pub mod media;
 mod plan;
 pub mod record;
 mod redirect;
@@ -208,6 +209,10 @@ pub struct CallView {
     pub started: u64,
     /// Unix seconds of the answer, if answered.
     pub answered: Option<u64>,
+    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    pub a_transport: &'static str,
+    /// Transport of the callee's leg (of the attempt in progress).
+    pub b_transport: &'static str,
 }
 
 /// A failure answer to a new INVITE and why, for the log.

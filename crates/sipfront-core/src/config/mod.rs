@@ -10,6 +10,7 @@
 
 mod dns;
 mod error;
+mod media;
 mod rates;
 mod schema;
 pub mod tls;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use dns::{default_failover_codes, DnsConfig, FailoverCode};
 pub use error::{ConfigError, ConfigErrors, SpanIndex};
+pub use media::{MediaConfig, MediaMode};
 pub use rates::{Rate, RateTable};
 pub use schema::{
     ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,

@@ -62,6 +62,9 @@ pub struct Config {
     /// `[transport]`: socket buffers and send queues.
     #[serde(default)]
     pub transport: super::TransportSettings,
+    /// `[media]`: rtpengine ng sockets for relayed calls (SPEC §8.4).
+    #[serde(default)]
+    pub media: super::MediaConfig,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -153,6 +156,8 @@ pub enum ListenTransport {
     Tcp,
     /// TCP streams inside TLS 1.2/1.3 (RFC 3261 §26.2, RFC 5630).
     Tls,
+    /// SIP over WebSocket (RFC 7118): clients upgrade with subprotocol `sip`.
+    Ws,
 }
 
 impl ListenTransport {
@@ -168,6 +173,7 @@ impl fmt::Display for ListenTransport {
             ListenTransport::Udp => "udp",
             ListenTransport::Tcp => "tcp",
             ListenTransport::Tls => "tls",
+            ListenTransport::Ws => "ws",
         })
     }
 }
@@ -176,7 +182,7 @@ impl fmt::Display for ListenTransport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp`, `tcp` or `tls`.
+    /// `udp`, `tcp`, `tls` or `ws`.
     pub transport: ListenTransport,
     /// `IP:port` to bind.
     pub address: SocketAddr,
@@ -338,6 +344,9 @@ pub struct UpstreamConfig {
     /// How numbers are written in calls sent to it.
     #[serde(default)]
     pub number_format: NumberFormat,
+    /// `relay`: calls through this upstream are anchored by rtpengine.
+    #[serde(default)]
+    pub media: super::MediaMode,
 }
 
 impl Default for UpstreamConfig {
@@ -358,6 +367,7 @@ impl Default for UpstreamConfig {
             failover_codes: super::dns::default_failover_codes(),
             trusted_cidrs: Vec::new(),
             number_format: NumberFormat::Digits,
+            media: super::MediaMode::Passthrough,
         }
     }
 }
@@ -445,6 +455,10 @@ pub struct TrunkConfig {
     /// Keep the caller's own number (alias `multiple_numbers`).
     #[serde(default, alias = "multiple_numbers")]
     pub passthrough: bool,
+    /// `relay`: this trunk's calls are anchored by rtpengine (its phones
+    /// may sit behind NAT).
+    #[serde(default)]
+    pub media: super::MediaMode,
 }
 
 impl TrunkConfig {

@@ -88,6 +88,29 @@ fn type_error_names_line_and_key() {
 }
 
 #[test]
+fn media_relay_needs_an_rtpengine_and_names_the_key() {
+    let e = err(&format!("{GOOD_TRUNK}media = \"relay\"\n"));
+    assert_eq!(
+        e,
+        ["t.toml:5: trunk[0].media: is \"relay\" but [media] rtpengine lists no rtpengine"]
+    );
+    let e = err(&format!("{GOOD_TRUNK}media = \"anchored\"\n"));
+    assert!(
+        e[0].starts_with("t.toml:5: trunk[0].media: unknown variant `anchored`"),
+        "{e:?}"
+    );
+    let c = parse(&format!(
+        "[media]\nrtpengine = [\"127.0.0.1:2223\"]\n{GOOD_TRUNK}media = \"relay\"\n"
+    ))
+    .unwrap();
+    assert!(c.trunk[0].media.relays());
+    assert_eq!(c.media.timeout_ms, 500);
+    assert_eq!(c.media.budget(), std::time::Duration::from_millis(1000));
+    let e = err("[media]\nrtpengine = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\ntries = 0\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+}
+
+#[test]
 fn unknown_key_is_an_error() {
     let e = err(&format!("{GOOD_TRUNK}max_chanels = 10\n"));
     assert_eq!(e.len(), 1);
@@ -112,6 +135,23 @@ fn bad_transport_and_address() {
     );
     let e = err("[[listen]]\ntransport = \"udp\"\naddress = \"localhost\"\n");
     assert!(e[0].starts_with("t.toml:3: listen[0].address:"), "{e:?}");
+}
+
+#[test]
+fn ws_listener_needs_a_port_of_its_own() {
+    let c = parse("[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:8088\"\n").unwrap();
+    assert_eq!(c.listen[0].transport, ListenTransport::Ws);
+    let e = err(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\
+         [[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:5060\"\n\
+         [[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:5060\"\n",
+    );
+    assert!(
+        e[0].starts_with(
+            "t.toml:9: listen[2].address: ws 127.0.0.1:5060 is also a tcp listen address"
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]

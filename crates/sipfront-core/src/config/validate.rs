@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::error::{ConfigError, SpanIndex};
-use super::schema::{Config, ListenConfig, TrunkConfig};
+use super::schema::{Config, ListenConfig, ListenTransport, TrunkConfig};
 use super::tls;
 
 /// Collects errors with their key path; lines are filled in at the end.
@@ -269,14 +269,30 @@ pub(crate) fn validate(
         e.push("listen", "at least one [[listen]] socket is needed");
     }
     let mut seen = HashSet::new();
+    // TCP, WebSocket (and TLS) listeners each need a TCP port of their own.
+    let mut streams = HashMap::new();
     for (i, l) in cfg.listen.iter().enumerate() {
         if !seen.insert((l.transport, l.address)) {
             e.push(
                 format!("listen[{i}].address"),
                 format!("{} {} is listed twice", l.transport, l.address),
             );
+            continue;
         }
         check_listen_tls(&mut e, i, l);
+        if l.transport == ListenTransport::Udp || l.address.port() == 0 {
+            continue;
+        }
+        if let Some(other) = streams.insert(l.address, l.transport) {
+            e.push(
+                format!("listen[{i}].address"),
+                format!(
+                    "{} {} is also a {other} listen address: each TCP-based listener needs \
+                     a port of its own",
+                    l.transport, l.address
+                ),
+            );
+        }
     }
 
     // [http]
@@ -544,6 +560,37 @@ pub(crate) fn validate(
             "registrar.keepalive_s",
             "must be at most 3600 (0 turns keep-alive off)",
         );
+    }
+
+    // [media]
+    let m = &cfg.media;
+    if !(10..=10_000).contains(&m.timeout_ms) {
+        e.push("media.timeout_ms", "must be between 10 and 10000 ms");
+    }
+    if !(1..=10).contains(&m.tries) {
+        e.push("media.tries", "must be between 1 and 10");
+    }
+    let mut seen = HashSet::new();
+    for (i, a) in m.rtpengine.iter().enumerate() {
+        if !seen.insert(a) {
+            e.push(
+                format!("media.rtpengine[{i}]"),
+                format!("{a} is listed twice"),
+            );
+        }
+    }
+    if m.rtpengine.is_empty() {
+        let why = "is \"relay\" but [media] rtpengine lists no rtpengine";
+        for (i, u) in cfg.upstream.iter().enumerate() {
+            if u.media.relays() {
+                e.push(format!("upstream[{i}].media"), why);
+            }
+        }
+        for (i, t) in cfg.trunk.iter().enumerate() {
+            if t.media.relays() {
+                e.push(format!("trunk[{i}].media"), why);
+            }
+        }
     }
 
     if e.list.is_empty() {

@@ -237,7 +237,7 @@ impl Endpoint {
                     m,
                     "sipfront_upstream_target_up{{upstream=\"{name}\",target=\"{}\",transport=\"{}\"}} {}",
                     t.addr,
-                    t.transport.as_str().to_ascii_lowercase(),
+                    t.transport.as_lowercase(),
                     u8::from(t.up)
                 );
             }

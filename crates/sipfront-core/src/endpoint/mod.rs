@@ -104,9 +104,7 @@ impl EndpointConfig {
     pub fn new(env: Env) -> Self {
         let local = Local {
             public_address: "127.0.0.1".to_owned(),
-            udp_port: 5060,
-            tcp_port: 5060,
-            tls_port: 5061,
+            ports: vec![(Transport::Udp, 5060), (Transport::Tcp, 5060)],
         };
         EndpointConfig {
             timers: TimerConfig::default(),
@@ -121,30 +119,27 @@ impl EndpointConfig {
         }
     }
 
-    /// From the config file, the bound listen sockets (the first of each
-    /// transport gives the port written in Via and Contact; with port 0 in
-    /// the file only the bound one is known) and the shell's `env`.
+    /// From the config file, the bound listen sockets with their transports
+    /// (the first port of each goes in Via and Contact; with port 0 in the
+    /// file only the bound one is known) and the shell's `env`.
     ///
     /// # Errors
     /// [`UpstreamError`] for an `[[upstream]]` the B2BUA cannot use.
     pub fn from_config(
         cfg: &Config,
-        listening: &[(Transport, SocketAddr)],
+        bound: &[(Transport, SocketAddr)],
         env: Env,
     ) -> Result<EndpointConfig, UpstreamError> {
         let mut out = EndpointConfig::new(env);
-        let port = |t: Transport| {
-            listening
-                .iter()
-                .find(|(lt, _)| *lt == t)
-                .map(|(_, a)| a.port())
-        };
-        let udp_port = port(Transport::Udp).unwrap_or(5060);
+        let mut ports: Vec<(Transport, u16)> = Vec::new();
+        for (t, a) in bound {
+            if !ports.iter().any(|(x, _)| x == t) {
+                ports.push((*t, a.port()));
+            }
+        }
         let local = Local {
             public_address: cfg.server.public_address.clone(),
-            udp_port,
-            tcp_port: port(Transport::Tcp).unwrap_or(udp_port),
-            tls_port: port(Transport::Tls).unwrap_or(Transport::Tls.default_port()),
+            ports,
         };
         out.b2bua = B2buaConfig::new(local, env.wall);
         out.b2bua.ring_timeout = std::time::Duration::from_secs(cfg.server.ring_timeout_s);

@@ -221,6 +221,10 @@ impl Keepalive {
                 // A TCP/TLS binding without its connection cannot be
                 // reached; it is dropped when the connection closes.
                 (Transport::Tcp | Transport::Tls, None) => {}
+                // WebSocket connections are kept alive by the transport's
+                // own Ping/Pong (RFC 6455 §5.5.2); a dead one idles out and
+                // its close drops the binding.
+                (Transport::Ws | Transport::Wss, _) => {}
             }
         }
         if dead {

@@ -72,7 +72,7 @@ pub struct RegistrationView {
     pub contact: String,
     /// Where the REGISTER came from (`ip:port`).
     pub source: String,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP`, `WS` or `WSS` (RFC 7118).
     pub transport: String,
     /// Seconds until it lapses.
     pub expires: u64,

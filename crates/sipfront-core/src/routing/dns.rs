@@ -97,7 +97,7 @@ pub fn srv_from_naptr(records: &[Naptr], explicit: Option<Transport>) -> Vec<Srv
 pub fn srv_fallback(host: &str, explicit: Option<Transport>) -> Vec<SrvQuery> {
     let name = |t: Transport| match t {
         Transport::Tls => format!("_sips._tcp.{host}"),
-        t => format!("_sip._{}.{host}", t.uri_param()),
+        t => format!("_sip._{}.{host}", t.as_lowercase()),
     };
     match explicit {
         Some(t) => vec![SrvQuery {

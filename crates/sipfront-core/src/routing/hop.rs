@@ -79,6 +79,6 @@ pub fn hostport(addr: SocketAddr) -> String {
 pub fn uri_param(transport: Transport) -> String {
     match transport {
         Transport::Udp => String::new(),
-        t => format!(";transport={}", t.uri_param()),
+        t => format!(";transport={}", t.as_lowercase()),
     }
 }

@@ -33,7 +33,8 @@ pub enum UpstreamError {
     /// The `uri` is not a `sip:` or `sips:` URI.
     #[error("upstream `{0}`: uri is not a sip: or sips: URI")]
     BadUri(String),
-    /// `;transport=` names something other than udp or tcp.
+    /// `;transport=` names something other than udp or tcp (sipfront
+    /// does not dial WebSocket peers: RFC 7118 clients connect to it).
     #[error("upstream `{0}`: unsupported transport")]
     BadTransport(String),
 }
@@ -506,6 +507,10 @@ mod tests {
         assert_eq!(u.resolve.unwrap().port, Some(5070));
         assert!(matches!(
             Upstream::from_config(&cfg("d", "sip:10.0.0.1;transport=sctp", 1, 1)),
+            Err(UpstreamError::BadTransport(_))
+        ));
+        assert!(matches!(
+            Upstream::from_config(&cfg("d", "sip:10.0.0.1;transport=ws", 1, 1)),
             Err(UpstreamError::BadTransport(_))
         ));
         assert!(Upstream::from_config(&cfg("e", "http://x", 1, 1)).is_err());

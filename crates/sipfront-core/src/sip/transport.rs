@@ -15,37 +15,46 @@ pub enum Transport {
     /// TLS over TCP, framed like TCP (RFC 3261 §26.2; Via `SIP/2.0/TLS`,
     /// `sips:` and `transport=tls` URIs, RFC 5630).
     Tls,
+    /// SIP over WebSocket (RFC 7118): one message per WebSocket message
+    /// over a connection the client opened (reliable).
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118, WebSocket over TLS).
+    Wss,
 }
 
 impl Transport {
     /// Whether the transport is reliable (RFC 3261 §17: no retransmission timers A/E/G).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
+        !matches!(self, Transport::Udp)
     }
 
-    /// Whether the transport is a byte stream carried on a connection (TCP,
-    /// TLS): messages are framed by Content-Length and responses go back on
-    /// the request's connection (RFC 3261 §18.2.2).
-    pub fn is_stream(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
+    /// Whether messages to a peer on this transport can only travel over a
+    /// connection the peer opened (RFC 7118 §5: a WebSocket client's Via and
+    /// Contact hosts are not routable, so sipfront never dials it).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 
-    /// The Via transport token: `"UDP"`, `"TCP"` or `"TLS"`.
+    /// The Via transport token: `"UDP"`, `"TCP"`, `"WS"` or `"WSS"` (RFC 7118 §5.2).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
-    /// The `transport=` URI parameter value (RFC 3261 §19.1.1): the Via
-    /// token in lower case.
-    pub fn uri_param(self) -> &'static str {
+    /// The `transport=` URI parameter value (RFC 3261 §19.1.1, RFC 7118
+    /// §5.2): `"udp"`, `"tcp"`, `"tls"`, `"ws"` or `"wss"`.
+    pub fn as_lowercase(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 
@@ -60,11 +69,17 @@ impl Transport {
     /// Maps a Via transport token (case-insensitive) to a transport we speak.
     ///
     /// # Returns
-    /// `None` for transports we do not implement (SCTP, WS ...).
+    /// `None` for transports we do not implement (SCTP ...).
     pub fn from_token(token: &str) -> Option<Transport> {
-        [Transport::Udp, Transport::Tcp, Transport::Tls]
-            .into_iter()
-            .find(|t| token.eq_ignore_ascii_case(t.as_str()))
+        [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .find(|t| token.eq_ignore_ascii_case(t.as_str()))
     }
 }
 
@@ -80,15 +95,33 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+        for t in [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ] {
             assert_eq!(Transport::from_token(t.as_str()), Some(t));
-            assert_eq!(Transport::from_token(t.uri_param()), Some(t));
         }
         assert_eq!(Transport::from_token("udp"), Some(Transport::Udp));
-        assert_eq!(Transport::from_token("SCTP"), None);
-        assert!(Transport::Tls.is_reliable());
+        assert_eq!(Transport::from_token("wss"), Some(Transport::Wss));
+        assert_eq!(Transport::from_token("tls"), Some(Transport::Tls));
+        assert!(Transport::Tls.is_reliable() && !Transport::Tls.is_websocket());
         assert_eq!(Transport::Tls.default_port(), 5061);
+        assert_eq!(Transport::from_token("SCTP"), None);
         assert!(Transport::Tcp.is_reliable());
+        assert!(Transport::Ws.is_reliable() && Transport::Wss.is_reliable());
         assert!(!Transport::Udp.is_reliable());
+        assert!(Transport::Ws.is_websocket() && !Transport::Tcp.is_websocket());
+        for t in [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ] {
+            assert_eq!(t.as_lowercase(), t.as_str().to_ascii_lowercase());
+        }
     }
 }

@@ -283,7 +283,9 @@ impl<'a> Uri<'a> {
     /// `Ok(None)` when it names none.
     ///
     /// # Errors
-    /// `transport=` names one sipfront does not speak (`sctp`, ...).
+    /// `transport=` names one sipfront does not speak (`sctp`, ...) or
+    /// cannot dial: a WebSocket peer is reached only over the connection it
+    /// opened (RFC 7118 §5).
     pub fn transport(&self) -> Result<Option<super::Transport>, UnknownTransport> {
         if self.scheme == Scheme::Sips {
             return Ok(Some(super::Transport::Tls));
@@ -291,6 +293,7 @@ impl<'a> Uri<'a> {
         match self.transport_param() {
             None => Ok(None),
             Some(t) => super::Transport::from_token(t)
+                .filter(|t| !t.is_websocket())
                 .map(Some)
                 .ok_or(UnknownTransport),
         }
