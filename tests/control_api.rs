@@ -16,8 +16,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::calls::{builtin_uas, carrier_uas, read_msgs, refused_scenario, uac};
-use common::{free_port, scenario, Server, SippBg, TempDir};
+use common::calls::{builtin_uas, carrier_uas, code_scenario, read_msgs, refused_scenario, uac};
+use common::{free_port, scenario, sipp_counter, Server, SippBg, TempDir};
 use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -120,6 +120,17 @@ impl Api {
     fn delete(&self, path: &str) -> (u16, Value) {
         self.call(Method::DELETE, path, Key::Bearer(KEY), None)
     }
+}
+
+/// SIGTERM, and a clean exit within 20 s (before a restart on the same store).
+fn stop(server: &mut Server) {
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        server.log_text()
+    );
 }
 
 fn is_error_body(v: &Value) -> bool {
@@ -408,13 +419,7 @@ fn restart_keeps_api_changes_and_the_store_wins_over_the_file() {
     );
     assert_eq!(st, 201, "{t}");
     assert_eq!(api.delete("/v1/trunks/1").0, 204);
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.log_text()
-    );
+    stop(&mut server);
 
     let server = Server::start(&cfg);
     let api = Api::new(&server);
@@ -597,17 +602,244 @@ fn mydids_list_update_destinations_and_persist() {
     assert_eq!(after["pagination"]["total"], 2, "{after}");
 
     // And a restart keeps the update.
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.log_text()
-    );
+    stop(&mut server);
     let server = Server::start(&cfg);
     let api = Api::new(&server);
     let (_, list) = api.get("/v1/mydids");
     assert_eq!(list["items"][1]["destinations"], want, "{list}");
+}
+
+/// `/v1/mydids` CRUD: create (`201`, `409` on a duplicate), read, full
+/// replace, delete (`404` after); bad bodies get a `4xx` naming the field
+/// and change nothing; the provider's own `update-destinations` body is
+/// accepted; creations and deletions survive a restart.
+#[test]
+fn did_crud_round_trip_bad_bodies_and_the_provider_shaped_update() {
+    let dir = TempDir::new("api-did-crud");
+    let cfg = config(
+        &dir.path().join("s.db"),
+        "[[trunk]]\nid = 1\nname = \"pbx\"\npassword = \"p\"\n",
+    );
+    let mut server = Server::start(&cfg);
+    let api = Api::new(&server);
+    let (st, e) = api.call(
+        Method::POST,
+        "/v1/mydids",
+        Key::None,
+        Some(&json!({"number": "1"})),
+    );
+    assert_eq!(st, 401, "{e}");
+
+    // Create: `+` dropped, channels as a string, priority defaulted.
+    let (st, d) = api.post(
+        "/v1/mydids",
+        &json!({"number": "+12565550100", "channels": "2",
+                "destinations": [{"transport": 5, "destination": "pbx"}]}),
+    );
+    assert_eq!(st, 201, "{d}");
+    let want = json!({
+        "id": "12565550100", "number": "12565550100", "channels": 2, "call_status_url": "",
+        "destinations": [{"transport": 5, "destination": "pbx", "priority": 1}],
+    });
+    assert_eq!(d, want);
+    let (st, e) = api.post("/v1/mydids", &json!({"number": 12565550100u64}));
+    assert_eq!(st, 409, "{e}");
+    assert!(is_error_body(&e), "{e}");
+    assert_eq!(api.get("/v1/mydids/12565550100"), (200, want.clone()));
+    assert_eq!(api.get("/v1/mydids/+12565550100"), (200, want.clone()));
+
+    // Full replace: the GET answer, changed, sent back.
+    let mut body = want.clone();
+    body["channels"] = json!(3);
+    body["call_status_url"] = json!("http://127.0.0.1:9/status");
+    body["destinations"] = json!([
+        {"transport": 4, "destination": "12125550000", "priority": 2},
+        {"transport": 5, "destination": "pbx", "priority": 1},
+    ]);
+    let (st, up) = api.put("/v1/mydids/12565550100", &body);
+    assert_eq!(st, 200, "{up}");
+    assert_eq!(up["channels"], 3, "{up}");
+    assert_eq!(up["call_status_url"], "http://127.0.0.1:9/status", "{up}");
+    assert_eq!(
+        up["destinations"][0]["destination"], "pbx",
+        "by priority: {up}"
+    );
+    assert_eq!(api.get("/v1/mydids/12565550100"), (200, up.clone()));
+    // Omitted fields take their defaults (a full replace).
+    let (st, bare) = api.put("/v1/mydids/12565550100", &json!({}));
+    assert_eq!(st, 200, "{bare}");
+    assert_eq!(
+        (&bare["channels"], &bare["destinations"]),
+        (&json!(0), &json!([]))
+    );
+    assert_eq!(api.put("/v1/mydids/12565550100", &up).0, 200);
+
+    // Bad bodies: 4xx naming what is wrong, and nothing changes.
+    let too_big = format!("{{\"number\": \"1\", \"x\": \"{}\"}}", "x".repeat(2 << 20));
+    for (method, path, raw, code, field) in [
+        (Method::POST, "/v1/mydids", r#"{"channels": 1}"#.to_owned(), 422, "number"),
+        (Method::POST, "/v1/mydids", r#"{"number": "12ab"}"#.to_owned(), 422, "number"),
+        (Method::POST, "/v1/mydids", r#"{"number": "1", "colour": "red"}"#.to_owned(), 422, "colour"),
+        (Method::POST, "/v1/mydids", r#"{"number": "1", "channels": -1}"#.to_owned(), 422, "channels"),
+        (Method::POST, "/v1/mydids", r#"{"number": "1", "call_status_url": "ftp://x"}"#.to_owned(), 422, "call_status_url"),
+        (Method::POST, "/v1/mydids",
+         r#"{"number": "1", "destinations": [{"transport": 1, "destination": "tel:+1212"}]}"#.to_owned(),
+         422, "destinations[0].destination"),
+        (Method::POST, "/v1/mydids",
+         r#"{"number": "1", "destinations": [{"transport": 5, "destination": "nobody"}]}"#.to_owned(),
+         422, "destinations[0].destination"),
+        (Method::POST, "/v1/mydids",
+         r#"{"number": "1", "destinations": [{"transport": 7, "destination": "x"}]}"#.to_owned(),
+         422, "destinations[0].transport"),
+        (Method::POST, "/v1/mydids", r#"{"number": "1", "destinations": {}}"#.to_owned(), 422, "destinations"),
+        (Method::POST, "/v1/mydids", "[1]".to_owned(), 422, "body"),
+        (Method::POST, "/v1/mydids", r#"{"number": "1","#.to_owned(), 400, ""),
+        (Method::POST, "/v1/mydids", too_big, 413, "limit_bytes"),
+        (Method::PUT, "/v1/mydids/12565550100", r#"{"number": "12565550101"}"#.to_owned(), 422, "number"),
+        (Method::PUT, "/v1/mydids/12565550100",
+         r#"{"destinations": [{"transport": 5, "destination": "pbx"}, {"transport": 4, "destination": "1", "priority": 1}]}"#.to_owned(),
+         422, "destinations[1].priority"),
+        (Method::PUT, "/v1/mydids/12565550100", "not json".to_owned(), 400, ""),
+    ] {
+        let resp = api
+            .client
+            .request(method.clone(), format!("{}{path}", api.base))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(raw.clone())
+            .send()
+            .expect("send");
+        let st = resp.status().as_u16();
+        let e: Value = resp.json().unwrap_or(Value::Null);
+        let shown = raw.get(..200).unwrap_or(&raw);
+        assert_eq!(st, code, "{method} {path} {shown}: {e}");
+        assert!(is_error_body(&e), "{method} {path} {shown}: {e}");
+        if !field.is_empty() {
+            assert!(e["details"][field].is_string() || e["details"][field].is_number(),
+                "{method} {path} {shown}: `{field}` not named: {e}");
+        }
+    }
+    let (_, list) = api.get("/v1/mydids");
+    assert_eq!(list["pagination"]["total"], 1, "{list}");
+    assert_eq!(api.get("/v1/mydids/12565550100"), (200, up.clone()));
+
+    // The provider's update body: its destination fields `id`, `callhunt`,
+    // `active` are ignored; a SIP URI without `sip:` gets it.
+    let (st, out) = api.post(
+        "/v1/mydids/update-destinations",
+        &json!({"ids": ["12565550100"], "destinations": [
+            {"id": 1234455, "destination": "1000@127.0.0.1:5090", "priority": 1,
+             "callhunt": false, "active": true, "transport": 1},
+            {"id": 1234456, "destination": "12125550000", "priority": 2,
+             "callhunt": true, "active": true, "transport": "4"},
+        ]}),
+    );
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(
+        out["items"][0]["destinations"],
+        json!([
+            {"transport": 1, "destination": "sip:1000@127.0.0.1:5090", "priority": 1},
+            {"transport": 4, "destination": "12125550000", "priority": 2},
+        ]),
+        "{out}"
+    );
+    // Other unknown fields are still named.
+    let (st, e) = api.post(
+        "/v1/mydids/update-destinations",
+        &json!({"ids": ["12565550100"], "destinations": [
+            {"transport": 1, "destinaton": "sip:1000@127.0.0.1"}]}),
+    );
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["details"]["destinations[0].destinaton"].is_string(),
+        "{e}"
+    );
+
+    // A second DID; delete the first; both facts survive a restart.
+    let (st, d2) = api.post("/v1/mydids", &json!({"number": "12565550200"}));
+    assert_eq!(st, 201, "{d2}");
+    assert_eq!(api.delete("/v1/mydids/12565550100"), (204, Value::Null));
+    for (st, body) in [
+        api.get("/v1/mydids/12565550100"),
+        api.delete("/v1/mydids/12565550100"),
+        api.put("/v1/mydids/12565550100", &json!({})),
+    ] {
+        assert_eq!(st, 404, "{body}");
+        assert!(is_error_body(&body), "{body}");
+    }
+    stop(&mut server);
+    let server = Server::start(&cfg);
+    let api = Api::new(&server);
+    let (_, list) = api.get("/v1/mydids");
+    assert_eq!(list["items"], json!([d2]), "{list}");
+}
+
+/// A DID created over the API takes the carrier's call at once (no
+/// restart, no SIGHUP) and rings its destination; deleting it lets the call
+/// in progress finish, and the next call to it gets `404`.
+#[test]
+fn did_created_over_the_api_takes_a_call_and_a_deleted_one_stops() {
+    const CARRIER: &str = "127.0.0.2";
+    const NUMBER: &str = "12565550300";
+    let dir = TempDir::new("api-did-call");
+    let dest_port = free_port();
+    let extra = format!(
+        "[rates]\nfile = \"{}\"\n\n[[upstream]]\nname = \"carrier\"\n\
+         uri = \"sip:{CARRIER}:{}\"\nping_interval_s = 0\ntrusted = true\n",
+        common::shipped_rates(),
+        free_port()
+    );
+    let server = Server::start(&config(&dir.path().join("s.db"), &extra));
+    let api = Api::new(&server);
+    let mut dest = builtin_uas(dest_port, 1);
+    // The provider's way of writing a SIP URI: no scheme.
+    let (st, d) = api.post(
+        "/v1/mydids",
+        &json!({"number": NUMBER, "destinations": [
+            {"transport": 1, "destination": format!("1000@127.0.0.1:{dest_port}")}]}),
+    );
+    assert_eq!(st, 201, "{d}");
+
+    let msgs = dir.path().join("carrier.msg");
+    let did_uac = scenario("did_uac.xml").display().to_string();
+    let mut call = call_from(&server, CARRIER, &["-sf", &did_uac], NUMBER, 2000, &msgs);
+    wait_answered(&api, 1);
+    assert_eq!(
+        api.delete(&format!("/v1/mydids/{NUMBER}")),
+        (204, Value::Null)
+    );
+    let (code, text) = call.wait(Duration::from_secs(30));
+    let (dest_code, dest_text) = dest.wait(Duration::from_secs(10));
+    let show = format!(
+        "{text}\n--- carrier messages ---\n{}\n--- destination ---\n{dest_text}\n--- sipfront ---\n{}",
+        std::fs::read_to_string(&msgs).unwrap_or_default(),
+        server.log_text()
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the call in progress did not finish well:\n{show}"
+    );
+    assert_eq!(sipp_counter(&text, "Successful call"), Some(1), "{show}");
+    assert_eq!(
+        dest_code,
+        Some(0),
+        "the destination did not take one call:\n{show}"
+    );
+
+    // Deleted: the next call is refused as an unknown DID.
+    let refused = code_scenario(&dir, "did_uac_refused.xml", 404);
+    let refused = refused.display().to_string();
+    let msgs404 = dir.path().join("refused.msg");
+    let mut call = call_from(&server, CARRIER, &["-sf", &refused], NUMBER, 0, &msgs404);
+    let (code, text) = call.wait(Duration::from_secs(30));
+    assert_eq!(
+        (code, sipp_counter(&text, "Successful call")),
+        (Some(0), Some(1)),
+        "want 404 after the delete:\n{text}\n{}\n{}",
+        std::fs::read_to_string(&msgs404).unwrap_or_default(),
+        server.log_text()
+    );
 }
 
 /// The live views against the real binary: a call in progress shows in
@@ -933,6 +1165,7 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
 /// anything): the handler's own `404`, never the router's.
 fn fill_params(path: &str) -> String {
     path.replace("{id}", "999999")
+        .replace("{number}", "999999")
         .replace("{call_id}", "no-such-call")
         .replace("{ip}", "192.0.2.1")
 }
@@ -968,6 +1201,7 @@ fn openapi_document_matches_the_routes_served_and_the_trunk_shape() {
             "/v1/cdr",
             "/v1/mydids",
             "/v1/mydids/update-destinations",
+            "/v1/mydids/{number}",
             "/v1/registrations",
             "/v1/trunks",
             "/v1/trunks/{id}",
@@ -1115,15 +1349,35 @@ fn post_ip_trunk(api: &Api, body: Value) -> Value {
 /// SIPp's built-in UAC: one call to 12125551234 held `hold_ms` before its
 /// own BYE, every message traced to `msgs`.
 fn caller(server: &Server, hold_ms: u32, msgs: &Path) -> SippBg {
+    call_from(
+        server,
+        "127.0.0.1",
+        &["-sn", "uac"],
+        "12125551234",
+        hold_ms,
+        msgs,
+    )
+}
+
+/// One SIPp call (`scenario`: `-sn uac` or `-sf FILE`) from `ip` to
+/// `number` through sipfront's UDP port, held `hold_ms` once answered,
+/// every message traced to `msgs`.
+fn call_from(
+    server: &Server,
+    ip: &str,
+    scenario: &[&str],
+    number: &str,
+    hold_ms: u32,
+    msgs: &Path,
+) -> SippBg {
     let (hold, msgs) = (hold_ms.to_string(), msgs.display().to_string());
     let target = server.udp.to_string();
-    SippBg::start(&[
-        "-sn",
-        "uac",
+    let mut args = scenario.to_vec();
+    args.extend([
         "-s",
-        "12125551234",
+        number,
         "-i",
-        "127.0.0.1",
+        ip,
         "-m",
         "1",
         "-d",
@@ -1135,7 +1389,8 @@ fn caller(server: &Server, hold_ms: u32, msgs: &Path) -> SippBg {
         "-message_file",
         &msgs,
         &target,
-    ])
+    ]);
+    SippBg::start(&args)
 }
 
 /// Waits (up to 5 s) until `n` calls show as answered in `/v1/calls`.
@@ -1159,11 +1414,7 @@ fn wait_answered(api: &Api, n: usize) {
 /// One IP-authenticated call refused with `code`; the first line of the
 /// refusal as received.
 fn refused_call(server: &Server, dir: &TempDir, code: u16, tag: &str) -> Option<String> {
-    let tpl = std::fs::read_to_string(scenario("did_uac_refused.xml")).expect("template");
-    let sf = dir.write(
-        &format!("{tag}.xml"),
-        &tpl.replace("__CODE__", &code.to_string()),
-    );
+    let sf = code_scenario(dir, "did_uac_refused.xml", code);
     // No digest in this scenario: the credentials go unused.
     let out = uac(server, dir, &sf, ("unused", "unused"), tag);
     assert!(

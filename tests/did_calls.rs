@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use common::calls::{call_ids, check_scenario, read_cdrs, read_msgs, Cdr, Msg, SippOut};
+use common::calls::{
+    call_ids, check_scenario, code_scenario, read_cdrs, read_msgs, Cdr, Msg, SippOut,
+};
 use common::phone::{Pipe, TcpPhone, WsPhone};
 use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 
@@ -290,14 +292,6 @@ fn diag(out: &SippOut, uass: &[&Uas], rig: &Rig) -> String {
     s.push('\n');
     s.push_str(&rig.show());
     s
-}
-
-/// A copy of a `did_uac_*.xml` template with `__CODE__` = `code`.
-fn code_scenario(dir: &TempDir, tpl: &str, code: u16) -> PathBuf {
-    let text = std::fs::read_to_string(scenario(tpl)).expect("template");
-    let p = dir.path().join(format!("{code}-{tpl}"));
-    std::fs::write(&p, text.replace("__CODE__", &code.to_string())).expect("write");
-    p
 }
 
 /// Final responses to the carrier's INVITE, in order (retransmissions too).

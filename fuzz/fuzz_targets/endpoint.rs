@@ -1,6 +1,6 @@
 //! Fuzz target: whole-message handling. Bytes go through `Endpoint::handle`
-//! as a UDP datagram and as a TCP frame, possibly twice (a retransmission),
-//! then every timer runs out. Any panic, any unparseable message we emit,
+//! as a UDP datagram, a TCP frame or a WebSocket message, possibly twice (a
+//! retransmission), then every timer runs out. Any panic, any unparseable message we emit,
 //! or a transaction left behind is a bug (ARCHITECTURE.md principle 5).
 #![no_main]
 
@@ -18,7 +18,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let start = Instant::now();
     let mut ep = Endpoint::new(EndpointConfig::new(Env::fixed(start)));
-    let transport = if mode & 1 == 0 { Transport::Udp } else { Transport::Tcp };
+    // Bits 0 and 2: UDP, TCP, or a WebSocket message (RFC 7118: no
+    // Content-Length framing, `.invalid` Via hosts).
+    let transport = match mode & 0b101 {
+        0 => Transport::Udp,
+        1 => Transport::Tcp,
+        4 => Transport::Ws,
+        _ => Transport::Wss,
+    };
     let copies = 1 + usize::from(mode & 2 != 0);
     for i in 0..copies {
         ep.handle(

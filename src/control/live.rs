@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::http::StatusCode;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
 use super::cdr::CdrReader;
@@ -39,6 +38,11 @@ pub(crate) enum Change {
         /// Positions in the new config's DID list.
         indexes: Vec<usize>,
     },
+    /// Remove a DID.
+    DeleteDid {
+        /// Its number.
+        number: String,
+    },
 }
 
 impl Change {
@@ -47,7 +51,7 @@ impl Change {
     fn own_prefixes(&self) -> Vec<String> {
         match self {
             Change::PutTrunk { index } => vec![format!("trunk[{index}].")],
-            Change::DeleteTrunk { .. } => Vec::new(),
+            Change::DeleteTrunk { .. } | Change::DeleteDid { .. } => Vec::new(),
             Change::PutDids { indexes } => indexes.iter().map(|i| format!("did[{i}].")).collect(),
         }
     }
@@ -58,7 +62,7 @@ impl Change {
 pub(crate) enum Stored {
     /// The trunk as stored (id and login resolved).
     Trunk(Box<TrunkConfig>),
-    /// A trunk was deleted.
+    /// A trunk or a DID was deleted.
     Deleted,
     /// The DIDs as stored.
     Dids(Vec<DidConfig>),
@@ -69,6 +73,7 @@ enum Write {
     Trunk(Box<TrunkConfig>),
     DeleteTrunk(u64),
     Dids(Vec<DidConfig>),
+    DeleteDid(String),
     /// The whole trunk set, in one transaction (trunk sync).
     ReplaceTrunks(Vec<TrunkConfig>),
 }
@@ -206,7 +211,7 @@ impl Live {
                     .map(Box::new)
                     .ok_or_else(|| ApiError::internal("changed trunk index out of range"))?,
             ),
-            Change::DeleteTrunk { .. } => Stored::Deleted,
+            Change::DeleteTrunk { .. } | Change::DeleteDid { .. } => Stored::Deleted,
             Change::PutDids { indexes } => Stored::Dids(
                 indexes
                     .iter()
@@ -219,10 +224,15 @@ impl Live {
             (Stored::Trunk(t), _) => Write::Trunk(t.clone()),
             (Stored::Dids(d), _) => Write::Dids(d.clone()),
             (Stored::Deleted, Change::DeleteTrunk { id }) => Write::DeleteTrunk(*id),
+            (Stored::Deleted, Change::DeleteDid { number }) => Write::DeleteDid(number.clone()),
             (Stored::Deleted, _) => return Err(ApiError::internal("delete without an id")),
         };
+        let gone = match &change {
+            Change::DeleteDid { number } => format!("no DID `{number}`"),
+            _ => "trunk not found".to_owned(),
+        };
         self.commit(guard, write, next).await.map_err(|e| match e {
-            CommitError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "trunk not found"),
+            CommitError::NotFound => ApiError::not_found(gone),
             CommitError::Failed(e) => ApiError::internal(e),
         })?;
         Ok(stored)
@@ -278,6 +288,7 @@ impl Live {
                 Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
                 Write::DeleteTrunk(id) => store.delete_trunk(id),
                 Write::Dids(d) => store.put_dids(&d).map(|()| true),
+                Write::DeleteDid(n) => store.delete_did(&n),
                 Write::ReplaceTrunks(t) => store.replace_trunks(&t).map(|()| true),
             })
             .await

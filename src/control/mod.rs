@@ -8,7 +8,7 @@
 //! Routes: `GET /healthz` (no key; with the trunk sync's status when
 //! `[sync]` is set, see [`sync_trunks`]) and `GET /openapi.json` (no key);
 //! `/v1/trunks`, `/v1/trunks/{id}`,
-//! `GET /v1/mydids`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
+//! `/v1/mydids`, `/v1/mydids/{number}`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
 //! (JSON or CSV, from the CDR store on a blocking task), and the live
 //! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
 //! `/metrics`, see [`CoreQuery`]) (key required, see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
@@ -68,7 +68,8 @@ fn routes() -> (OpenApiRouter<Arc<Live>>, OpenApiRouter<Arc<Live>>) {
     let keyed = OpenApiRouter::new()
         .routes(routes!(trunks::list, trunks::create))
         .routes(routes!(trunks::get, trunks::update, trunks::delete))
-        .routes(routes!(dids::list))
+        .routes(routes!(dids::list, dids::create))
+        .routes(routes!(dids::get, dids::update, dids::delete))
         .routes(routes!(dids::update_destinations))
         .routes(routes!(cdr::list))
         .routes(routes!(views::calls))

@@ -163,7 +163,7 @@ pub(crate) struct TrunkInput {
     media: Option<String>,
 }
 
-fn a_string(v: &Value) -> Result<String, &'static str> {
+pub(crate) fn a_string(v: &Value) -> Result<String, &'static str> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -194,7 +194,7 @@ fn a_u64(v: &Value) -> Result<u64, &'static str> {
     }
 }
 
-fn a_u32(v: &Value) -> Result<u32, &'static str> {
+pub(crate) fn a_u32(v: &Value) -> Result<u32, &'static str> {
     a_u64(v).and_then(|n| u32::try_from(n).map_err(|_| "is too large"))
 }
 

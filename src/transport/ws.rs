@@ -126,6 +126,14 @@ pub fn upgrade_answer(
     }
 }
 
+/// [`upgrade_answer`] as tungstenite's handshake callback.
+#[allow(clippy::result_large_err)] // as for `upgrade_answer`
+fn answerer(
+    refused: &mut Option<Refusal>,
+) -> impl FnOnce(&Request, Response) -> Result<Response, ErrorResponse> + Unpin + '_ {
+    |req: &Request, resp: Response| upgrade_answer(req, resp, refused)
+}
+
 /// The WebSocket limits for a stream layer whose largest SIP message is
 /// `max_message`: no message or frame above it, small eager buffers.
 pub fn config(max_message: usize) -> WebSocketConfig {
@@ -166,10 +174,9 @@ where
     let limits = &shared.limits;
     let stream = SlowMessage::new(stream, limits.tcp_message_deadline);
     let mut refused = None;
-    #[allow(clippy::result_large_err)] // as for `upgrade_answer`
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
-        |req: &Request, resp: Response| upgrade_answer(req, resp, &mut refused),
+        answerer(&mut refused),
         Some(config(limits.max_message)),
     );
     let upgraded = tokio::select! {
@@ -222,23 +229,17 @@ where
                 ws.get_mut().message_done();
                 last_heard = Instant::now();
                 pinged = false;
-                let bytes = match msg {
-                    Message::Text(t) => Bytes::from(t),
-                    Message::Binary(b) => b,
-                    // tungstenite answers Pings itself; a Pong is liveness.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                    // tungstenite answers the Close; the stream then ends.
-                    Message::Close(_) => continue,
-                };
-                if bytes.iter().all(|&b| b == b'\r' || b == b'\n') {
-                    if bytes.len() >= 4 {
+                let bytes = match classify(msg) {
+                    Incoming::Sip(bytes) => bytes,
+                    Incoming::KeepAlive => {
                         TransportStats::inc(&shared.stats.keepalive_pongs);
                         if let Err(end) = write(&mut ws, Message::text("\r\n")).await {
                             break 'conn end;
                         }
+                        continue;
                     }
-                    continue;
-                }
+                    Incoming::Nothing => continue,
+                };
                 TransportStats::inc(&shared.stats.ws_received);
                 let ev = TransportEvent::Inbound(Inbound {
                     bytes,
@@ -308,6 +309,117 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
     }
     close_entry(&shared, id, peer, transport, &mut rx, end);
+}
+
+/// What one received WebSocket message is to SIP.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// One SIP message for the core (RFC 7118 §5).
+    Sip(Bytes),
+    /// A double-CRLF keep-alive ping (RFC 5626 §4.4.1): answer CRLF.
+    KeepAlive,
+    /// Control frames (tungstenite answers Ping and Close itself; a Pong is
+    /// liveness only) and stray CR/LF.
+    Nothing,
+}
+
+/// Sorts one received WebSocket message.
+pub fn classify(msg: Message) -> Incoming {
+    let bytes = match msg {
+        Message::Text(t) => Bytes::from(t),
+        Message::Binary(b) => b,
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {
+            return Incoming::Nothing
+        }
+    };
+    if !bytes.iter().all(|&b| b == b'\r' || b == b'\n') {
+        Incoming::Sip(bytes)
+    } else if bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        Incoming::KeepAlive
+    } else {
+        Incoming::Nothing
+    }
+}
+
+/// What [`replay`] saw on one connection.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The upgrade was accepted.
+    pub upgraded: bool,
+    /// Why it was refused, when the `sip` rule refused it.
+    pub refused: Option<Refusal>,
+    /// What would go to the core, in order.
+    pub incoming: Vec<Incoming>,
+    /// How the connection ended (tungstenite's error text).
+    pub end: String,
+}
+
+/// Runs the upgrade and WebSocket framing of one connection over `input`
+/// (the bytes a client sent), held in memory, with a live listener's rules
+/// and limits (`max_message`). No socket and no clock: the deadlines are
+/// the live task's; this is the input path that fuzzing and tests drive.
+pub fn replay(input: &[u8], max_message: usize) -> Replay {
+    use std::io::{Read, Write};
+    use tokio_tungstenite::tungstenite::{accept_hdr_with_config, HandshakeError};
+
+    /// The client's bytes in (the upgrade request first, alone, as a
+    /// client that waits for the 101 sends it), our answers discarded.
+    struct Wire<'a> {
+        head: &'a [u8],
+        rest: &'a [u8],
+    }
+    impl Read for Wire<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.head.is_empty() {
+                self.rest.read(buf)
+            } else {
+                self.head.read(buf)
+            }
+        }
+    }
+    impl Write for Wire<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let mut out = Replay::default();
+    let mut refused = None;
+    let head_len = input
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(input.len(), |i| i + 4);
+    let (head, rest) = input.split_at(head_len);
+    let accepted = accept_hdr_with_config(
+        Wire { head, rest },
+        answerer(&mut refused),
+        Some(config(max_message)),
+    );
+    let accepted = accepted.map_err(|e| match e {
+        HandshakeError::Failure(e) => e.to_string(),
+        HandshakeError::Interrupted(_) => "interrupted".to_owned(),
+    });
+    out.refused = refused;
+    let mut ws = match accepted {
+        Ok(ws) => ws,
+        Err(e) => {
+            out.end = e;
+            return out;
+        }
+    };
+    out.upgraded = true;
+    loop {
+        match ws.read() {
+            Ok(m) => out.incoming.push(classify(m)),
+            Err(e) => {
+                out.end = e.to_string();
+                return out;
+            }
+        }
+    }
 }
 
 /// One SIP message as one WebSocket message: text when it is UTF-8 (as
@@ -440,11 +552,14 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
 /// message have been arriving for longer than `limit` (a WebSocket
 /// slowloris: a byte every few seconds keeps a connection from idling out
 /// but never completes a message). The clock starts at the first byte after
-/// [`SlowMessage::message_done`].
+/// [`SlowMessage::message_done`]; before the first call (the upgrade, which
+/// has its own deadline) there is none.
 struct SlowMessage<S> {
     inner: S,
     limit: Duration,
     timer: Pin<Box<Sleep>>,
+    /// Counting starts after the upgrade.
+    active: bool,
     armed: bool,
 }
 
@@ -454,12 +569,15 @@ impl<S> SlowMessage<S> {
             inner,
             limit,
             timer: Box::pin(tokio::time::sleep(limit)),
+            active: false,
             armed: false,
         }
     }
 
-    /// A whole message has been read: the next byte starts a new clock.
+    /// A whole message has been read (or the upgrade): the next byte
+    /// starts a new clock.
     fn message_done(&mut self) {
+        self.active = true;
         self.armed = false;
     }
 }
@@ -476,7 +594,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for SlowMessage<S> {
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before && !this.armed {
+        let got = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        if got && this.active && !this.armed {
             this.armed = true;
             let at = Instant::now() + this.limit;
             this.timer.as_mut().reset(at);

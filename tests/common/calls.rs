@@ -297,12 +297,18 @@ pub fn builtin_uas(port: u16, calls: u32) -> SippBg {
     ])
 }
 
+/// A copy of the scenario template `tpl` (`auth_uac_refused.xml`,
+/// `did_uac_refused.xml`, ...) with `__CODE__` = `code`.
+pub fn code_scenario(dir: &TempDir, tpl: &str, code: u16) -> PathBuf {
+    let text = std::fs::read_to_string(scenario(tpl)).expect("template");
+    let p = dir.path().join(format!("{code}-{tpl}"));
+    std::fs::write(&p, text.replace("__CODE__", &code.to_string())).expect("write");
+    p
+}
+
 /// A copy of `auth_uac_refused.xml` expecting `code`.
 pub fn refused_scenario(dir: &TempDir, code: u16) -> PathBuf {
-    let tpl = std::fs::read_to_string(scenario("auth_uac_refused.xml")).expect("template");
-    let p = dir.path().join(format!("refused_{code}.xml"));
-    std::fs::write(&p, tpl.replace("__CODE__", &code.to_string())).expect("write");
-    p
+    code_scenario(dir, "auth_uac_refused.xml", code)
 }
 
 /// SIPp UAC: one digest call to 12125551234 via sipfront's UDP port as `user`/`pass`.

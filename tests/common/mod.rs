@@ -182,6 +182,11 @@ impl Server {
         false
     }
 
+    /// The server's process id (to read its `/proc` figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal to this server's process.
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")

@@ -70,6 +70,37 @@ pub fn header_value<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     Some(line.split_once(':')?.1.trim())
 }
 
+/// The `Authorization`/`Proxy-Authorization` value answering the MD5
+/// challenge among `challenges` (`WWW-Authenticate`/`Proxy-Authenticate`
+/// lines) for `method` on `uri` (qop=auth, nc 1).
+pub fn digest_answer(
+    challenges: &[&str],
+    login: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let md5 = challenges
+        .iter()
+        .find(|h| !h.contains("SHA-256"))
+        .copied()
+        .unwrap_or_default();
+    let realm = auth_param(md5, "realm").unwrap_or_default();
+    let nonce = auth_param(md5, "nonce").unwrap_or_default();
+    let opaque = auth_param(md5, "opaque");
+    let ha1 = md5_hex(&format!("{login}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let response = md5_hex(&format!("{ha1}:{nonce}:00000001:phonecnonce:auth:{ha2}"));
+    format!(
+        "Digest username=\"{login}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"phonecnonce\", \
+         qop=auth, nc=00000001{}",
+        opaque
+            .map(|o| format!(", opaque=\"{o}\""))
+            .unwrap_or_default()
+    )
+}
+
 /// The URI inside `<...>` of a name-addr, or the value up to `;`.
 fn uri_of(name_addr: &str) -> &str {
     match (name_addr.find('<'), name_addr.find('>')) {
@@ -147,23 +178,8 @@ impl<P: Pipe> Phone<P> {
                 return code;
             }
             let chal = header_lines(&resp, "WWW-Authenticate");
-            let md5 = chal
-                .iter()
-                .find(|h| !h.contains("SHA-256"))
-                .copied()
-                .unwrap_or_default();
-            let realm = auth_param(md5, "realm").unwrap_or_default();
-            let nonce = auth_param(md5, "nonce").unwrap_or_default();
-            let opaque = auth_param(md5, "opaque");
-            let ha1 = md5_hex(&format!("{login}:{realm}:{password}"));
-            let ha2 = md5_hex(&format!("REGISTER:{uri}"));
-            let response = md5_hex(&format!("{ha1}:{nonce}:00000001:phonecnonce:auth:{ha2}"));
-            auth = format!(
-                "Authorization: Digest username=\"{login}\", realm=\"{realm}\", nonce=\"{nonce}\", \
-                 uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"phonecnonce\", \
-                 qop=auth, nc=00000001{}\r\n",
-                opaque.map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default()
-            );
+            let answer = digest_answer(&chal, login, password, "REGISTER", &uri);
+            auth = format!("Authorization: {answer}\r\n");
         }
         0
     }
@@ -251,25 +267,42 @@ impl<P: Pipe> Phone<P> {
     pub fn hang_up(&mut self, invite: &str) -> u16 {
         let target = header_value(invite, "Contact").map(uri_of).unwrap_or("");
         let from = header_value(invite, "To").unwrap_or("");
+        let from = if from.contains("tag=") {
+            from.to_owned()
+        } else {
+            format!("{from};tag=phone")
+        };
         let to = header_value(invite, "From").unwrap_or("");
-        let call_id = header_value(invite, "Call-ID").unwrap_or("");
-        let routes: String = header_lines(invite, "Record-Route")
+        let routes: Vec<&str> = header_lines(invite, "Record-Route");
+        self.bye(target, &from, to, invite, &routes)
+    }
+
+    /// Hangs up a call this phone placed, from the 2xx `ok` that answered
+    /// it: BYE to the callee's Contact (route set reversed, §12.1.2).
+    pub fn hang_up_placed(&mut self, ok: &str) -> u16 {
+        let target = header_value(ok, "Contact").map(uri_of).unwrap_or("");
+        let from = header_value(ok, "From").unwrap_or("");
+        let to = header_value(ok, "To").unwrap_or("");
+        let mut routes: Vec<&str> = header_lines(ok, "Record-Route");
+        routes.reverse();
+        self.bye(target, from, to, ok, &routes)
+    }
+
+    /// BYE in the dialog of `msg` (its Call-ID), then its final status.
+    fn bye(&mut self, target: &str, from: &str, to: &str, msg: &str, rr: &[&str]) -> u16 {
+        let call_id = header_value(msg, "Call-ID").unwrap_or("");
+        let routes: String = rr
             .iter()
             .filter_map(|l| l.split_once(':'))
             .map(|(_, v)| format!("Route: {}\r\n", v.trim()))
             .collect();
         self.cseq += 1;
         let (via, sent_by, cseq) = (self.pipe.via_transport(), self.pipe.sent_by(), self.cseq);
-        let tag = if from.contains("tag=") {
-            ""
-        } else {
-            ";tag=phone"
-        };
         self.send(&format!(
             "BYE {target} SIP/2.0\r\n\
              Via: SIP/2.0/{via} {sent_by};branch=z9hG4bKbye{cseq};rport\r\n\
              Max-Forwards: 70\r\n{routes}\
-             From: {from}{tag}\r\n\
+             From: {from}\r\n\
              To: {to}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} BYE\r\n\
@@ -278,6 +311,74 @@ impl<P: Pipe> Phone<P> {
         self.final_response(Duration::from_secs(5))
             .and_then(|r| r.get(8..11)?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Calls `number` through sipfront at `server` as trunk `login`: INVITE,
+    /// the 407 challenge answered (ACK, then INVITE with
+    /// Proxy-Authorization), the final response ACKed. The final response.
+    ///
+    /// # Errors
+    /// No final response within 10 s.
+    pub fn call(
+        &mut self,
+        number: &str,
+        login: &str,
+        password: &str,
+        server: SocketAddr,
+    ) -> Result<String, String> {
+        let (via, sent_by) = (self.pipe.via_transport(), self.pipe.sent_by());
+        let uri = format!("sip:{number}@{server}");
+        let sdp = "v=0\r\no=phone 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40002 RTP/AVP 0\r\na=sendrecv\r\n";
+        let from = format!("<sip:{login}@{server}>;tag=caller");
+        let call_id = format!("call-{login}-{number}@test");
+        let contact = self.contact.clone();
+        let mut auth = String::new();
+        for cseq in 1..=2u32 {
+            let branch = format!("z9hG4bKinv{cseq}");
+            self.send(&format!(
+                "INVITE {uri} SIP/2.0\r\n\
+                 Via: SIP/2.0/{via} {sent_by};branch={branch};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: {from}\r\n\
+                 To: <{uri}>\r\n\
+                 Call-ID: {call_id}\r\n\
+                 CSeq: {cseq} INVITE\r\n\
+                 Contact: <{contact}>\r\n{auth}\
+                 Content-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ));
+            let resp = self
+                .final_response(Duration::from_secs(10))
+                .ok_or("no final response to the INVITE")?;
+            let code: u16 = resp.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let to = header_value(&resp, "To").unwrap_or("").to_owned();
+            // ACK: same branch for a non-2xx (§17.1.1.3), a new one for 2xx.
+            let (ack_branch, ack_uri) = if (200..300).contains(&code) {
+                let target = header_value(&resp, "Contact").map(uri_of).unwrap_or(&uri);
+                (format!("z9hG4bKack{cseq}"), target.to_owned())
+            } else {
+                (branch, uri.clone())
+            };
+            self.send(&format!(
+                "ACK {ack_uri} SIP/2.0\r\n\
+                 Via: SIP/2.0/{via} {sent_by};branch={ack_branch};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: {from}\r\n\
+                 To: {to}\r\n\
+                 Call-ID: {call_id}\r\n\
+                 CSeq: {cseq} ACK\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ));
+            if code != 407 || cseq == 2 {
+                return Ok(resp);
+            }
+            let chal = header_lines(&resp, "Proxy-Authenticate");
+            let answer = digest_answer(&chal, login, password, "INVITE", &uri);
+            auth = format!("Proxy-Authorization: {answer}\r\n");
+        }
+        Err("unreachable".into())
     }
 }
 

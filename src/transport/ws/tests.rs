@@ -337,3 +337,61 @@ fn text_when_utf8_binary_otherwise() {
     let m = super::message(bytes::Bytes::from_static(b"INVITE \xff\xfe"));
     assert!(matches!(m, Message::Binary(_)));
 }
+
+/// A client frame (masked with a zero key, so the payload reads as is).
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Protocol: sip\r\n\r\n";
+
+#[test]
+fn replay_splits_messages_and_stops_at_the_limit() {
+    use super::{replay, Incoming};
+    let mut input = UPGRADE.as_bytes().to_vec();
+    input.extend(frame(1, MSG.as_bytes()));
+    input.extend(frame(1, b"\r\n\r\n"));
+    input.extend(frame(9, b"ping"));
+    input.extend(frame(2, MSG.as_bytes()));
+    input.extend(frame(1, &vec![b'x'; 3000]));
+    input.extend(frame(1, MSG.as_bytes()));
+    let r = replay(&input, 2000);
+    assert!(r.upgraded && r.refused.is_none(), "{r:?}");
+    let sip = || Incoming::Sip(bytes::Bytes::from_static(MSG.as_bytes()));
+    assert_eq!(
+        r.incoming,
+        [sip(), Incoming::KeepAlive, Incoming::Nothing, sip()],
+        "{r:?}"
+    );
+    assert!(r.end.contains("Space limit exceeded"), "{}", r.end);
+
+    // Without `sip` the upgrade is refused and nothing is read.
+    let plain = UPGRADE.replace("Sec-WebSocket-Protocol: sip\r\n", "");
+    let mut input = plain.into_bytes();
+    input.extend(frame(1, MSG.as_bytes()));
+    let r = replay(&input, 2000);
+    assert!(!r.upgraded && r.incoming.is_empty(), "{r:?}");
+    assert_eq!(r.refused, Some(super::Refusal::NoSipSubprotocol));
+
+    // Truncated and garbage input end cleanly.
+    for cut in 0..UPGRADE.len() {
+        assert!(!replay(&UPGRADE.as_bytes()[..cut], 2000).upgraded);
+    }
+    assert!(!replay(b"\x00\xff garbage", 2000).upgraded);
+}

@@ -631,3 +631,65 @@ fn a_source_that_authenticated_is_not_rate_limited() {
         .collect();
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
 }
+
+/// RFC 7118 §5: a WebSocket client's REGISTER (no Content-Length: the
+/// WebSocket message is the frame; Via and Contact hosts `.invalid`) is
+/// challenged and bound like any other, answered on its transport, keyed to
+/// its connection, and dropped when that connection closes.
+#[test]
+fn websocket_register_binds_to_its_connection_and_ends_with_it() {
+    use crate::transport::{ConnId, TransportEvent};
+    let mut ep = register_ep();
+    let t0 = Instant::now();
+    let conn = ConnId(7);
+    let req = |cseq: u32, extra: &str| {
+        format!(
+            "REGISTER sip:sipfront.local SIP/2.0\r\n\
+             Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK-ws-{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:100@sipfront.local>;tag=w1\r\n\
+             To: <sip:100@sipfront.local>\r\n\
+             Call-ID: ws-reg@invalid\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:k3j4@df7jal23ls0d.invalid;transport=ws>;expires=600\r\n\
+             {extra}\r\n"
+        )
+    };
+    let mut send = |text: String| {
+        ep.handle(
+            Inbound {
+                conn: Some(conn),
+                ..inbound(&text, Transport::Ws, t0)
+            },
+            t0,
+        );
+        let t = ep.poll_transmit().expect("an answer");
+        assert_eq!(t.transport, Transport::Ws);
+        assert_eq!(t.dest, PEER.parse::<SocketAddr>().unwrap());
+        let m = Message::parse(t.bytes).expect("parseable");
+        assert!(header(&m, HeaderName::Via).starts_with("SIP/2.0/WS df7jal23ls0d.invalid"));
+        m
+    };
+    let r = send(req(1, ""));
+    assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    let r = send(req(2, &www_credentials(&r, "pw")));
+    assert_eq!(r.status(), Some(StatusCode::OK));
+    let b = ep.registrar().store().lookup("100", t0);
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        (b[0].transport, b[0].conn, b[0].contact.as_str()),
+        (
+            Transport::Ws,
+            Some(conn),
+            "sip:k3j4@df7jal23ls0d.invalid;transport=ws"
+        )
+    );
+    ep.handle_event(
+        TransportEvent::Closed {
+            conn,
+            peer: PEER.parse().unwrap(),
+        },
+        t0,
+    );
+    assert!(ep.registrar().store().is_empty());
+}
