@@ -225,6 +225,7 @@ mod shell {
             tcp = ?transports.tcp_addrs(),
             tls = ?transports.tls_addrs(),
             ws = ?transports.ws_addrs(),
+            wss = ?transports.wss_addrs(),
             http = ?[http_addr],
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")

@@ -246,28 +246,42 @@ impl Transports {
                         ws::run_plain,
                     ));
                 }
-                ListenTransport::Tls => {
+                ListenTransport::Tls | ListenTransport::Wss => {
+                    let (transport, name) = match l.transport {
+                        ListenTransport::Wss => (Transport::Wss, "wss"),
+                        _ => (Transport::Tls, "tls"),
+                    };
                     let server = tls::ServerTls::load(l).map_err(|e| {
                         io::Error::new(
                             io::ErrorKind::InvalidInput,
-                            format!("tls {}: {e}", l.address),
+                            format!("{name} {}: {e}", l.address),
                         )
                     })?;
                     let listener =
-                        tcp::bind(l.address).map_err(|e| bind_error("tls", l.address, e))?;
+                        tcp::bind(l.address).map_err(|e| bind_error(name, l.address, e))?;
                     let local = listener.local_addr()?;
-                    tracing::info!(%local, cert = %server.cert_path().display(), "listening on TLS");
-                    other_local.push((Transport::Tls, local));
+                    tracing::info!(%local, cert = %server.cert_path().display(), "listening on {name}");
+                    other_local.push((transport, local));
                     let acceptor = server.acceptor();
                     shared.client_tls.add_server(server, local);
-                    tokio::spawn(stream::accept_loop(
+                    let accept = stream::accept_loop(
                         listener,
                         local,
-                        Transport::Tls,
+                        transport,
                         shared.clone(),
                         shutdown.handle(),
-                        move |s, conn| tls::serve(acceptor.clone(), s, conn),
-                    ));
+                        move |s, conn| {
+                            let acceptor = acceptor.clone();
+                            async move {
+                                if transport == Transport::Wss {
+                                    ws::serve_tls(acceptor, s, conn).await
+                                } else {
+                                    tls::serve(acceptor, s, conn).await
+                                }
+                            }
+                        },
+                    );
+                    tokio::spawn(accept);
                 }
             }
         }
@@ -279,6 +293,11 @@ impl Transports {
             other_local,
             shutdown: shutdown.handle(),
         })
+    }
+
+    /// Bound secure WebSocket addresses.
+    pub fn wss_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Transport::Wss)
     }
 
     /// Bound TLS addresses.

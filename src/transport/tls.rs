@@ -392,10 +392,21 @@ impl ClientTls {
 /// Serves accepted TLS connections of one listener: the handshake within
 /// the deadline, then the shared stream loop.
 pub(super) async fn serve(acceptor: TlsAcceptor, tcp: TcpStream, conn: Conn) {
+    serve_with(acceptor, tcp, conn, stream::run).await
+}
+
+/// The handshake within the deadline (a failure counted, logged, and the
+/// connection given back), then `then` on the TLS stream: the SIP stream
+/// loop for `tls`, the WebSocket upgrade for `wss`.
+pub(super) async fn serve_with<F, Fut>(acceptor: TlsAcceptor, tcp: TcpStream, conn: Conn, then: F)
+where
+    F: FnOnce(tokio_rustls::server::TlsStream<TcpStream>, Conn) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let timeout = conn.shared.limits.tls_handshake_timeout;
     let peer = conn.peer.addr;
     let err = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => return stream::run(tls, conn).await,
+        Ok(Ok(tls)) => return then(tls, conn).await,
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("handshake not finished within {timeout:?}"),
     };

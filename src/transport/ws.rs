@@ -152,9 +152,23 @@ pub(super) async fn run_plain(stream: TcpStream, conn: StreamConn) {
     run(stream, conn, Transport::Ws, deadline).await;
 }
 
+/// Runs one accepted `wss` connection: the TLS handshake (TLS's deadline,
+/// certificate and counters, `tls.rs`), then the upgrade within its own
+/// deadline, then SIP messages until it ends.
+pub(super) async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    conn: StreamConn,
+) {
+    super::tls::serve_with(acceptor, tcp, conn, |tls, conn| async move {
+        let deadline = Instant::now() + conn.shared.limits.tcp_message_deadline;
+        run(tls, conn, Transport::Wss, deadline).await
+    })
+    .await
+}
+
 /// Runs one connection over any byte stream (TCP for `ws`, TLS for `wss`):
-/// the upgrade must be done by `deadline` (for `wss` the TLS handshake
-/// shares it), then messages flow until the peer closes, it idles out,
+/// the upgrade must be done by `deadline`, then messages flow until the peer closes, it idles out,
 /// a limit is broken, or shutdown.
 pub(super) async fn run<S>(stream: S, conn: StreamConn, transport: Transport, deadline: Instant)
 where

@@ -66,6 +66,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// The first `ws` listener, if the config has one (`ws=[…]`).
     pub ws: Option<SocketAddr>,
+    /// The first `wss` listener, if the config has one (`wss=[…]`).
+    pub wss: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The config file it runs on (rewrite it, then send SIGHUP).
     pub config: PathBuf,
@@ -152,6 +154,7 @@ impl Server {
         let http = addr_after(&line, "http=[").expect("http address in ready line");
         let tls = addr_after(&line, "tls=[");
         let ws = addr_after(&line, "ws=[");
+        let wss = addr_after(&line, "wss=[");
         Server {
             child,
             udp,
@@ -159,6 +162,7 @@ impl Server {
             tls,
             http,
             ws,
+            wss,
             log,
             config: cfg,
             _dir: dir,

@@ -575,6 +575,46 @@ impl WsPhone {
     }
 }
 
+/// A phone over `wss` (tokio-rustls under tokio-tungstenite).
+pub type WssPhone = Phone<WsPipe<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
+
+impl WssPhone {
+    /// Connects to a `wss` listener, TLS for `name` with `config`, and
+    /// upgrades with subprotocol `sip`.
+    ///
+    /// # Errors
+    /// The connection, the TLS handshake or the upgrade failed (its text).
+    pub fn connect_wss(
+        server: SocketAddr,
+        config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<WssPhone, String> {
+        let rt = ws_runtime();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| e.to_string())?;
+        let ws = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(server)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (ws, _) =
+                tokio_tungstenite::client_async(ws_request("wss", server, Some("sip")), tls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            Ok::<_, String>(ws)
+        })?;
+        Ok(Phone::new(WsPipe {
+            rt,
+            ws,
+            transport: "WSS",
+            host: format!("wss{}.invalid", std::process::id()),
+        }))
+    }
+}
+
 impl<S> WsPipe<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

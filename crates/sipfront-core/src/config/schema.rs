@@ -146,7 +146,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// Transport of a `[[listen]]` entry (`udp` | `tcp` | `tls`).
+/// Transport of a `[[listen]]` entry (`udp` | `tcp` | `tls` | `ws` | `wss`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenTransport {
@@ -158,12 +158,15 @@ pub enum ListenTransport {
     Tls,
     /// SIP over WebSocket (RFC 7118): clients upgrade with subprotocol `sip`.
     Ws,
+    /// SIP over secure WebSocket: `ws` inside TLS (RFC 7118, `cert`/`key`
+    /// as for `tls`).
+    Wss,
 }
 
 impl ListenTransport {
     /// Whether the listener terminates TLS, so it needs `cert` and `key`.
     pub fn is_tls(self) -> bool {
-        matches!(self, ListenTransport::Tls)
+        matches!(self, ListenTransport::Tls | ListenTransport::Wss)
     }
 }
 
@@ -174,6 +177,7 @@ impl fmt::Display for ListenTransport {
             ListenTransport::Tcp => "tcp",
             ListenTransport::Tls => "tls",
             ListenTransport::Ws => "ws",
+            ListenTransport::Wss => "wss",
         })
     }
 }
@@ -182,7 +186,7 @@ impl fmt::Display for ListenTransport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp`, `tcp`, `tls` or `ws`.
+    /// `udp`, `tcp`, `tls`, `ws` or `wss`.
     pub transport: ListenTransport,
     /// `IP:port` to bind.
     pub address: SocketAddr,
