@@ -172,9 +172,9 @@ async fn resolve(r: &TokioResolver, q: &Resolve) -> Result<Vec<Target>, String> 
     if let Some(targets) = first_srv(r, &srv, None).await? {
         return Ok(targets);
     }
-    // No SRV: the host's own addresses on 5060 (RFC 3263 §4.2).
+    // No SRV: the host's own addresses on 5060, 5061 for TLS (RFC 3263 §4.2).
     let transport = q.transport.unwrap_or(Transport::Udp);
-    addresses(r, &q.host, 5060, transport, 0, 0, None).await
+    addresses(r, &q.host, transport.default_port(), transport, 0, 0, None).await
 }
 
 /// NAPTR records of `host` (none on any error: RFC 3263 then goes to SRV).

@@ -257,7 +257,9 @@ mod shell {
         tracing::info!(
             udp = ?transports.udp_addrs(),
             tcp = ?transports.tcp_addrs(),
+            tls = ?transports.tls_addrs(),
             ws = ?transports.ws_addrs(),
+            wss = ?transports.wss_addrs(),
             http = ?[http_addr],
             workers,
             "sipfront {} ready",
@@ -382,6 +384,8 @@ mod shell {
                 },
             )));
         }
+        // SIGHUP re-reads TLS certificates through this handle.
+        let sockets = transports.clone();
         drop(transports);
         // The shards hold the clients now: the media task ends with the last.
         drop(media_client);
@@ -419,36 +423,20 @@ mod shell {
                     tracing::info!("{name}: shutting down");
                     break;
                 }
-                Signal::Reload => match Config::resolve(path.as_deref()) {
-                    Ok(new) => {
-                        let source = new.source.to_string();
-                        match live.reload_file(new).await {
-                            Ok(()) => tracing::info!(
-                                source = %source,
-                                "SIGHUP: config re-read ({}); new calls use its rates and \
-                                 settings with the store's trunks and DIDs, calls in progress \
-                                 keep theirs; listen, upstream, http and store changes need a \
-                                 restart",
-                                live.current().summary()
-                            ),
-                            Err(errors) => {
-                                for e in &errors.0 {
-                                    tracing::error!("SIGHUP: {e}");
-                                }
-                                tracing::error!(
-                                    "SIGHUP: config rejected with the store's trunks and DIDs; \
-                                     the running config stays"
-                                );
+                Signal::Reload => {
+                    // Certificates first: a renewal needs no config change,
+                    // and a config error must not keep an expiring one.
+                    match sockets.reload_tls() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("SIGHUP: {n} TLS certificate(s) re-read"),
+                        Err(errors) => {
+                            for e in errors {
+                                tracing::error!("SIGHUP: {e}");
                             }
                         }
                     }
-                    Err(errors) => {
-                        for e in &errors.0 {
-                            tracing::error!("SIGHUP: {e}");
-                        }
-                        tracing::error!("SIGHUP: config rejected; the running config stays");
-                    }
-                },
+                    reload_config(&live, path.as_deref()).await;
+                }
             }
         }
 
@@ -488,6 +476,40 @@ mod shell {
             "stopped"
         );
         Ok(())
+    }
+
+    /// SIGHUP: re-reads the config file; a bad file leaves the running one.
+    async fn reload_config(live: &Live, path: Option<&std::path::Path>) {
+        match Config::resolve(path) {
+            Ok(new) => {
+                let source = new.source.to_string();
+                match live.reload_file(new).await {
+                    Ok(()) => tracing::info!(
+                        source = %source,
+                        "SIGHUP: config re-read ({}); new calls use its rates and \
+                         settings with the store's trunks and DIDs, calls in progress \
+                         keep theirs; listen, upstream, http and store changes need a \
+                         restart",
+                        live.current().summary()
+                    ),
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("SIGHUP: {e}");
+                        }
+                        tracing::error!(
+                            "SIGHUP: config rejected with the store's trunks and DIDs; \
+                         the running config stays"
+                        );
+                    }
+                }
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("SIGHUP: {e}");
+                }
+                tracing::error!("SIGHUP: config rejected; the running config stays");
+            }
+        }
     }
 
     /// Opens the trunk/DID store (seeding it from the file's `[[trunk]]` and
@@ -685,7 +707,7 @@ mod shell {
                             cdr_metrics(&mut m, &cdrs);
                             binding_metrics(&mut m, &bindings);
                             webhooks.write_metrics(&mut m);
-                            transports.stats().write_metrics(&mut m);
+                            transports.write_metrics(&mut m);
                             media.stats().write_metrics(&mut m);
                         }
                         let _ = tx.send(m);
@@ -693,6 +715,7 @@ mod shell {
                     q => control::answer(&mut endpoint, q, now()),
                 },
                 Some(a) = dns.recv() => {
+                    transports.learn_upstream(a.index, a.targets.iter().map(|t| t.addr));
                     endpoint.set_upstream_targets(a.index, a.targets, a.error, now());
                 }
                 Some(until) = drain.recv() => {

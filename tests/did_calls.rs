@@ -25,7 +25,7 @@ use std::time::Duration;
 use common::calls::{
     call_ids, check_scenario, code_scenario, read_cdrs, read_msgs, Cdr, Msg, SippOut,
 };
-use common::phone::{Pipe, TcpPhone, WsPhone};
+use common::phone::{Pipe, TcpPhone, WsPhone, WssPhone};
 use common::{free_port, scenario, sipp_counter, sipp_run, Server, SippBg, TempDir};
 
 /// The carrier's address: a trusted upstream by IP.
@@ -1885,23 +1885,56 @@ const WS_LISTEN: &str = "\n[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1
 /// shows the binding's and the call's transport, `/metrics` the upgrade.
 #[test]
 fn ws_client_registers_is_called_on_its_websocket_and_hangs_up() {
-    let body = phone_trunks(1..=1, |_| true)
-        + &did_toml(DID, 0, &[(5, "phone001", 1)])
-        + WS_LISTEN
-        + common::TEST_API_KEY_CONFIG;
-    let mut rig = Rig::start("ws-phone", &body);
+    let rig = Rig::start("ws-phone", &ws_phone_config(WS_LISTEN));
     let ws = rig.server.ws.expect("a ws listener in the ready line");
+    let ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
+    ws_phone_is_called_and_hangs_up(rig, ph, ws, "ws");
+}
+
+/// The same over `wss`: WebSocket inside TLS, on a certificate the test
+/// made, the client verifying it.
+#[test]
+fn wss_client_registers_is_called_on_its_websocket_and_hangs_up() {
+    let dir = TempDir::new("wss-pki");
+    let pki = common::tls::Pki::new(&dir, "wss", &["localhost"], 2030);
+    let listen = pki.listen_toml().replace("\"tls\"", "\"wss\"");
+    let rig = Rig::start("wss-phone", &ws_phone_config(&listen));
+    let wss = rig.server.wss.expect("a wss listener in the ready line");
+    let ph = WssPhone::connect_wss(wss, pki.client_config(), "localhost")
+        .unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
+    ws_phone_is_called_and_hangs_up(rig, ph, wss, "wss");
+}
+
+/// Phone 001 with DID [`DID`] to it, a WebSocket `listen` entry and the API.
+fn ws_phone_config(listen: &str) -> String {
+    phone_trunks(1..=1, |_| true)
+        + &did_toml(DID, 0, &[(5, "phone001", 1)])
+        + listen
+        + common::TEST_API_KEY_CONFIG
+}
+
+/// `ph`, connected to `server` over `scheme` (`ws`/`wss`), registers, takes
+/// the carrier's DID call, answers, and hangs up.
+fn ws_phone_is_called_and_hangs_up<P>(
+    mut rig: Rig,
+    mut ph: common::phone::Phone<P>,
+    server: std::net::SocketAddr,
+    scheme: &str,
+) where
+    P: Pipe + Send + 'static,
+{
+    let ws = server;
     let (login, pw, _, nnn) = phone(1);
-    let mut ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
-    let contact = format!("sip:{nnn}@{};transport=ws", ph.pipe.sent_by());
+    let contact = format!("sip:{nnn}@{};transport={scheme}", ph.pipe.sent_by());
     let code = ph.register(&login, &pw, &contact, ws);
-    assert_eq!(code, 200, "WS REGISTER\n{}\n{}", ph.log, rig.show());
+    let token = scheme.to_ascii_uppercase();
+    assert_eq!(code, 200, "{token} REGISTER\n{}\n{}", ph.log, rig.show());
     let regs = common::wait_registrations(&rig.server, Duration::from_secs(5), |items| {
-        items.iter().any(|r| r["transport"] == "WS")
+        items.iter().any(|r| r["transport"] == token.as_str())
     });
     assert!(
         regs.is_some(),
-        "/v1/registrations does not show the WS binding\n{}",
+        "/v1/registrations does not show the {token} binding\n{}",
         rig.show()
     );
 
@@ -1943,19 +1976,19 @@ fn ws_client_registers_is_called_on_its_websocket_and_hangs_up() {
     );
     let via = common::phone::header_value(&invite, "Via").unwrap_or("");
     assert!(
-        via.starts_with("SIP/2.0/WS "),
-        "our Via on a WS leg: {via}\n{show}"
+        via.starts_with(&format!("SIP/2.0/{token} ")),
+        "our Via on a {token} leg: {via}\n{show}"
     );
     let our_contact = common::phone::header_value(&invite, "Contact").unwrap_or("");
     assert!(
-        our_contact.contains(";transport=ws"),
-        "our Contact on a WS leg: {our_contact}\n{show}"
+        our_contact.contains(&format!(";transport={scheme}")),
+        "our Contact on a {token} leg: {our_contact}\n{show}"
     );
     let call = &calls["items"][0];
     assert_eq!(status, 200, "{calls}\n{show}");
     assert_eq!(
         (call["a_transport"].as_str(), call["b_transport"].as_str()),
-        (Some("udp"), Some("ws")),
+        (Some("udp"), Some(scheme)),
         "{calls}\n{show}"
     );
     let (_, metrics) = common::api_text(&rig.server, common::TEST_API_KEY, "/metrics");

@@ -1,7 +1,9 @@
-//! The stream connection table (TCP and WebSocket): remote address → open
-//! connection, so responses and new requests to an address reuse the
-//! connection it is on (RFC 3261 §18.2.2, §18.1.1; RFC 7118 §5), with the
-//! per-source count behind the per-IP cap.
+//! The stream connection table: (transport, remote address, TLS peer name)
+//! → open connection, so responses and new requests to an address reuse the
+//! connection it is on (RFC 3261 §18.2.2, §18.1.1). An outbound TLS
+//! connection is found only under the name it was opened and verified for
+//! (RFC 5923 §5: a TLS connection is reused for the identity it proved, not
+//! for anything at the same address); a TCP connection never serves TLS.
 //!
 //! A plain `HashMap` behind a `std::sync::Mutex`: every operation is a short
 //! lookup or insert with no `.await` inside the lock, and connection churn is
@@ -10,27 +12,46 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::write_queue::WriteTx;
 use super::ConnId;
 use crate::sip::Transport;
 
-/// One entry: who it is, what it speaks and where its writer task takes
-/// bytes from.
+/// What a connection is looked up by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PeerKey {
+    /// TCP or TLS.
+    pub(crate) transport: Transport,
+    /// Remote address.
+    pub(crate) addr: SocketAddr,
+    /// TLS: the server name an outbound connection verified (SNI); `None`
+    /// for accepted connections and TCP.
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl PeerKey {
+    /// A key without a peer name.
+    pub(crate) fn plain(transport: Transport, addr: SocketAddr) -> PeerKey {
+        PeerKey {
+            transport,
+            addr,
+            name: None,
+        }
+    }
+}
+
+/// One entry: who it is and where its writer task takes bytes from.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnEntry {
     pub(crate) id: ConnId,
-    pub(crate) peer: SocketAddr,
-    /// `Tcp`, `Ws` or `Wss`: a message is only queued on a connection of
-    /// its own transport (the writer frames it accordingly).
-    pub(crate) transport: Transport,
+    pub(crate) peer: PeerKey,
     pub(crate) tx: WriteTx,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_peer: HashMap<SocketAddr, ConnId>,
+    by_peer: HashMap<PeerKey, ConnId>,
     by_id: HashMap<ConnId, ConnEntry>,
     /// Connections per remote IP (per-source limit).
     per_ip: HashMap<std::net::IpAddr, usize>,
@@ -38,8 +59,8 @@ struct Inner {
 
 impl Inner {
     fn add(&mut self, entry: ConnEntry) {
-        *self.per_ip.entry(entry.peer.ip()).or_default() += 1;
-        self.by_peer.insert(entry.peer, entry.id);
+        *self.per_ip.entry(entry.peer.addr.ip()).or_default() += 1;
+        self.by_peer.insert(entry.peer.clone(), entry.id);
         self.by_id.insert(entry.id, entry);
     }
 }
@@ -73,7 +94,7 @@ impl ConnTable {
     /// Registers an accepted connection unless its IP already has `max`.
     pub(crate) fn insert_within(&self, entry: ConnEntry, max: usize) -> bool {
         let mut t = self.lock();
-        if t.per_ip.get(&entry.peer.ip()).copied().unwrap_or(0) >= max {
+        if t.per_ip.get(&entry.peer.addr.ip()).copied().unwrap_or(0) >= max {
             return false;
         }
         t.add(entry);
@@ -87,7 +108,7 @@ impl ConnTable {
             if t.by_peer.get(&e.peer) == Some(&id) {
                 t.by_peer.remove(&e.peer);
             }
-            let ip = e.peer.ip();
+            let ip = e.peer.addr.ip();
             if let Some(n) = t.per_ip.get_mut(&ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -102,26 +123,23 @@ impl ConnTable {
         self.lock().by_id.get(&id).cloned()
     }
 
-    /// The connection to this remote address.
-    pub(crate) fn by_peer(&self, peer: SocketAddr) -> Option<ConnEntry> {
+    /// The connection to this peer.
+    pub(crate) fn by_peer(&self, peer: &PeerKey) -> Option<ConnEntry> {
         let t = self.lock();
-        t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)).cloned()
+        t.by_peer.get(peer).and_then(|id| t.by_id.get(id)).cloned()
     }
 
-    /// Looks up a `transport` connection to `peer`, or registers the entry
-    /// made by `make` for it, in one critical section (so two sends to a new
-    /// peer open one connection). Returns the entry and whether it is new.
+    /// Looks up `peer`, or registers the entry made by `make` for it, in one
+    /// critical section (so two sends to a new peer open one connection).
+    /// Returns the entry and whether it is new.
     pub(crate) fn get_or_insert_with(
         &self,
-        peer: SocketAddr,
-        transport: Transport,
+        peer: &PeerKey,
         make: impl FnOnce(ConnId) -> ConnEntry,
     ) -> (ConnEntry, bool) {
         let mut t = self.lock();
-        if let Some(e) = t.by_peer.get(&peer).and_then(|id| t.by_id.get(id)) {
-            if e.transport == transport {
-                return (e.clone(), false);
-            }
+        if let Some(e) = t.by_peer.get(peer).and_then(|id| t.by_id.get(id)) {
+            return (e.clone(), false);
         }
         let e = make(self.next_id());
         t.add(e.clone());
@@ -138,19 +156,40 @@ impl ConnTable {
 mod tests {
     use super::*;
 
-    fn entry(t: &ConnTable, peer: SocketAddr) -> ConnEntry {
+    fn entry(t: &ConnTable, peer: &PeerKey) -> ConnEntry {
         ConnEntry {
             id: t.next_id(),
-            peer,
-            transport: Transport::Tcp,
+            peer: peer.clone(),
             tx: super::super::write_queue::write_queue(1).0,
         }
     }
 
     #[test]
+    fn tls_connections_are_found_only_under_their_name() {
+        let t = ConnTable::default();
+        let addr: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        let a = PeerKey {
+            transport: Transport::Tls,
+            addr,
+            name: Some("a.example".into()),
+        };
+        let b = PeerKey {
+            name: Some("b.example".into()),
+            ..a.clone()
+        };
+        let ea = entry(&t, &a);
+        t.insert(ea.clone());
+        assert_eq!(t.by_peer(&a).unwrap().id, ea.id);
+        assert!(t.by_peer(&b).is_none());
+        assert!(t.by_peer(&PeerKey::plain(Transport::Tls, addr)).is_none());
+        assert!(t.by_peer(&PeerKey::plain(Transport::Tcp, addr)).is_none());
+    }
+
+    #[test]
     fn reuse_and_replace() {
         let t = ConnTable::default();
-        let peer: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let peer = PeerKey::plain(Transport::Tcp, "127.0.0.1:5070".parse().unwrap());
+        let peer = &peer;
         let a = entry(&t, peer);
         t.insert(a.clone());
         assert_eq!(t.by_peer(peer).unwrap().id, a.id);
@@ -163,14 +202,13 @@ mod tests {
         t.remove(b.id);
         assert!(t.by_peer(peer).is_none());
         assert_eq!(t.len(), 0);
-        let (c, new) = t.get_or_insert_with(peer, Transport::Tcp, |id| ConnEntry {
+        let (c, new) = t.get_or_insert_with(peer, |id| ConnEntry {
             id,
-            peer,
-            transport: Transport::Tcp,
+            peer: peer.clone(),
             tx: super::super::write_queue::write_queue(1).0,
         });
         assert!(new);
-        let (d, new) = t.get_or_insert_with(peer, Transport::Tcp, |_| unreachable!());
+        let (d, new) = t.get_or_insert_with(peer, |_| unreachable!());
         assert!(!new);
         assert_eq!(c.id, d.id);
         assert!(t.get(c.id).is_some());

@@ -1,5 +1,5 @@
-//! The socket side of the tokio shell: UDP, TCP and WebSocket (RFC 7118)
-//! listeners, stream framing, connection reuse (RFC 3261 §18).
+//! The socket side of the tokio shell: UDP, TCP, TLS and WebSocket (RFC
+//! 7118) listeners, stream framing, connection reuse (RFC 3261 §18, §26.2).
 //!
 //! Everything received becomes a [`TransportEvent`] on the bounded channel
 //! of the core shard that owns it ([`EventSink`]); everything the core wants sent goes through
@@ -14,7 +14,9 @@ mod conn;
 mod dispatch;
 mod shutdown;
 mod stats;
+mod stream;
 mod tcp;
+pub mod tls;
 mod udp;
 mod udp_send;
 mod udp_stamp;
@@ -53,6 +55,8 @@ pub struct TransportLimits {
     pub tcp_message_deadline: Duration,
     /// Outbound TCP connect timeout.
     pub tcp_connect_timeout: Duration,
+    /// A TLS handshake (inbound or outbound) must finish within this.
+    pub tls_handshake_timeout: Duration,
     /// Bytes queued per TCP connection for writing before further messages
     /// are refused (a peer that stopped reading).
     pub tcp_write_queue_bytes: usize,
@@ -75,6 +79,7 @@ impl TransportLimits {
             udp_send_buffer: size(t.udp_send_buffer),
             udp_send_queue_bytes: size(t.udp_send_queue),
             tcp_write_queue_bytes: size(t.tcp_write_queue),
+            tls_handshake_timeout: Duration::from_millis(t.tls_handshake_timeout_ms),
             ..TransportLimits::default()
         }
     }
@@ -89,6 +94,7 @@ impl Default for TransportLimits {
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_message_deadline: Duration::from_secs(10),
             tcp_connect_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(5),
             tcp_write_queue_bytes: 4 << 20,
             udp_receivers: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -113,6 +119,8 @@ struct Shared {
     conns: ConnTable,
     /// Limits concurrent TCP connections, inbound and outbound.
     tcp_permits: Arc<tokio::sync::Semaphore>,
+    /// Outbound TLS identities, TLS counters and listeners' certificates.
+    client_tls: tls::ClientTls,
 }
 
 impl Shared {
@@ -160,7 +168,8 @@ impl Transports {
     /// messages and events go to `events` (a channel, or one per core shard).
     ///
     /// # Errors
-    /// A socket cannot be bound (address in use, permission): startup fails.
+    /// A socket cannot be bound (address in use, permission), or a TLS
+    /// certificate, key or CA file is unusable: startup fails.
     pub async fn start(
         cfg: &Config,
         limits: TransportLimits,
@@ -173,6 +182,8 @@ impl Transports {
             tcp_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_tcp_connections)),
             limits,
             conns: ConnTable::default(),
+            client_tls: tls::ClientTls::new(&cfg.upstream)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         });
         let mut udp = Vec::new();
         let mut udp_local = Vec::new();
@@ -217,10 +228,8 @@ impl Transports {
                     tokio::spawn(tcp::accept_loop(
                         listener,
                         local,
-                        Transport::Tcp,
                         shared.clone(),
                         shutdown.handle(),
-                        tcp::run,
                     ));
                 }
                 ListenTransport::Ws => {
@@ -229,7 +238,7 @@ impl Transports {
                     let local = listener.local_addr()?;
                     tracing::info!(%local, "listening on WebSocket (ws)");
                     other_local.push((Transport::Ws, local));
-                    tokio::spawn(tcp::accept_loop(
+                    tokio::spawn(stream::accept_loop(
                         listener,
                         local,
                         Transport::Ws,
@@ -237,6 +246,43 @@ impl Transports {
                         shutdown.handle(),
                         ws::run_plain,
                     ));
+                }
+                ListenTransport::Tls | ListenTransport::Wss => {
+                    let (transport, name) = match l.transport {
+                        ListenTransport::Wss => (Transport::Wss, "wss"),
+                        _ => (Transport::Tls, "tls"),
+                    };
+                    let server = tls::ServerTls::load(l).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("{name} {}: {e}", l.address),
+                        )
+                    })?;
+                    let listener =
+                        tcp::bind(l.address).map_err(|e| bind_error(name, l.address, e))?;
+                    let local = listener.local_addr()?;
+                    tracing::info!(%local, cert = %server.cert_path().display(), "listening on {name}");
+                    other_local.push((transport, local));
+                    let acceptor = server.acceptor();
+                    shared.client_tls.add_server(server, local);
+                    let accept = stream::accept_loop(
+                        listener,
+                        local,
+                        transport,
+                        shared.clone(),
+                        shutdown.handle(),
+                        move |s, conn| {
+                            let acceptor = acceptor.clone();
+                            async move {
+                                if transport == Transport::Wss {
+                                    ws::serve_tls(acceptor, s, conn).await
+                                } else {
+                                    tls::serve(acceptor, s, conn).await
+                                }
+                            }
+                        },
+                    );
+                    tokio::spawn(accept);
                 }
             }
         }
@@ -248,6 +294,38 @@ impl Transports {
             other_local,
             shutdown: shutdown.handle(),
         })
+    }
+
+    /// Bound secure WebSocket addresses.
+    pub fn wss_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Transport::Wss)
+    }
+
+    /// Bound TLS addresses.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Transport::Tls)
+    }
+
+    /// Re-reads every TLS listener's certificate and key (SIGHUP). A file
+    /// that fails keeps that listener's running certificate; open
+    /// connections are never dropped.
+    ///
+    /// # Errors
+    /// One message per listener whose files could not be used.
+    pub fn reload_tls(&self) -> Result<usize, Vec<String>> {
+        self.shared.client_tls.reload_servers()
+    }
+
+    /// Upstream `index` (config order) resolved to `addrs`: TLS toward
+    /// them verifies that upstream's name.
+    pub fn learn_upstream(&self, index: usize, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.shared.client_tls.learn(index, addrs);
+    }
+
+    /// Appends the socket layer's counters and TLS gauges to `/metrics`.
+    pub fn write_metrics(&self, m: &mut String) {
+        self.shared.stats.write_metrics(m);
+        self.shared.client_tls.write_metrics(m);
     }
 
     /// Bound UDP addresses (with the real port when the config said 0).
@@ -310,6 +388,7 @@ impl Transports {
         match out.transport {
             Transport::Udp => self.send_udp(out),
             Transport::Tcp => tcp::send(&self.shared, out, &self.shutdown),
+            Transport::Tls => tls::send(&self.shared, out, &self.shutdown),
             Transport::Ws | Transport::Wss => ws::send(&self.shared, out),
         }
     }

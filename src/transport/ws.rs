@@ -44,7 +44,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::tcp::{StreamConn, WRITE_TIMEOUT};
+use super::conn::PeerKey;
+use super::stream::{Conn as StreamConn, WRITE_TIMEOUT};
 use super::write_queue::Pushed;
 use super::{Inbound, Outbound, Shared, TransportEvent, TransportStats};
 use crate::sip::Transport;
@@ -151,16 +152,30 @@ pub(super) async fn run_plain(stream: TcpStream, conn: StreamConn) {
     run(stream, conn, Transport::Ws, deadline).await;
 }
 
+/// Runs one accepted `wss` connection: the TLS handshake (TLS's deadline,
+/// certificate and counters, `tls.rs`), then the upgrade within its own
+/// deadline, then SIP messages until it ends.
+pub(super) async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    conn: StreamConn,
+) {
+    super::tls::serve_with(acceptor, tcp, conn, |tls, conn| async move {
+        let deadline = Instant::now() + conn.shared.limits.tcp_message_deadline;
+        run(tls, conn, Transport::Wss, deadline).await
+    })
+    .await
+}
+
 /// Runs one connection over any byte stream (TCP for `ws`, TLS for `wss`):
-/// the upgrade must be done by `deadline` (for `wss` the TLS handshake
-/// shares it), then messages flow until the peer closes, it idles out,
+/// the upgrade must be done by `deadline`, then messages flow until the peer closes, it idles out,
 /// a limit is broken, or shutdown.
 pub(super) async fn run<S>(stream: S, conn: StreamConn, transport: Transport, deadline: Instant)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let StreamConn {
-        peer,
+        peer: key,
         local,
         id,
         mut rx,
@@ -168,6 +183,7 @@ where
         handle,
         permit: _permit,
     } = conn;
+    let peer = key.addr;
     let mut shutdown = handle.subscribe();
     let limits = &shared.limits;
     let stream = SlowMessage::new(stream, limits.tcp_message_deadline);
@@ -530,9 +546,9 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
     }
     let entry = match conn {
         Some(id) => shared.conns.get(id),
-        None => shared.conns.by_peer(dest),
+        None => shared.conns.by_peer(&PeerKey::plain(transport, dest)),
     };
-    let Some(entry) = entry.filter(|e| e.transport == transport) else {
+    let Some(entry) = entry.filter(|e| e.peer.transport == transport) else {
         tracing::debug!(%dest, ?conn, %transport, "no WebSocket connection to send on");
         return fail(conn, io::ErrorKind::NotConnected);
     };

@@ -9,6 +9,7 @@ pub mod dnsmasq;
 mod parsing;
 pub mod phone;
 pub mod rtpengine;
+pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use parsing::*;
 
@@ -59,10 +60,14 @@ pub struct Server {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The first TLS listener, if the config has one.
+    pub tls: Option<SocketAddr>,
     /// The HTTP API (`http=[…]` in the ready line).
     pub http: SocketAddr,
     /// The first `ws` listener, if the config has one (`ws=[…]`).
     pub ws: Option<SocketAddr>,
+    /// The first `wss` listener, if the config has one (`wss=[…]`).
+    pub wss: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
     /// The config file it runs on (rewrite it, then send SIGHUP).
     pub config: PathBuf,
@@ -147,13 +152,17 @@ impl Server {
         let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
         let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
         let http = addr_after(&line, "http=[").expect("http address in ready line");
+        let tls = addr_after(&line, "tls=[");
         let ws = addr_after(&line, "ws=[");
+        let wss = addr_after(&line, "wss=[");
         Server {
             child,
             udp,
             tcp,
+            tls,
             http,
             ws,
+            wss,
             log,
             config: cfg,
             _dir: dir,

@@ -384,46 +384,84 @@ impl<P: Pipe> Phone<P> {
 
 // ---- TCP -------------------------------------------------------------------------
 
-/// One TCP connection, Content-Length framing.
-pub struct TcpPipe {
-    pub stream: std::net::TcpStream,
+/// A byte stream over one TCP connection: plain, or TLS (rustls) on it.
+pub trait Wire: std::io::Read + std::io::Write {
+    /// The TCP connection underneath.
+    fn tcp(&self) -> &std::net::TcpStream;
+}
+
+impl Wire for std::net::TcpStream {
+    fn tcp(&self) -> &std::net::TcpStream {
+        self
+    }
+}
+
+impl Wire for super::tls::TlsStream {
+    fn tcp(&self) -> &std::net::TcpStream {
+        &self.sock
+    }
+}
+
+/// One stream connection (TCP, or TLS over it), Content-Length framing.
+pub struct TcpPipe<S = std::net::TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
+    /// Via transport token: `TCP` or `TLS`.
+    via: &'static str,
 }
 
 /// A phone over TCP.
 pub type TcpPhone = Phone<TcpPipe>;
 
-impl Phone<TcpPipe> {
-    /// Connects to sipfront's TCP listener from 127.0.0.1 (SO_REUSEADDR, so
-    /// that a test can listen on its address once it is closed: Linux wants
-    /// it on the TIME_WAIT socket too).
-    pub fn connect(server: SocketAddr) -> TcpPhone {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        sock.set_reuse_address(true).expect("SO_REUSEADDR");
-        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .expect("bind");
-        sock.connect(&server.into())
-            .expect("connect to sipfront TCP");
-        let stream: std::net::TcpStream = sock.into();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
+/// A phone over TLS.
+pub type TlsPhone = Phone<TcpPipe<super::tls::TlsStream>>;
+
+/// 127.0.0.1 → `server` over TCP with SO_REUSEADDR (so that a test can
+/// listen on its address once it is closed: Linux wants it on the
+/// TIME_WAIT socket too) and a short read timeout.
+pub fn tcp_connect(server: SocketAddr) -> std::net::TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_reuse_address(true).expect("SO_REUSEADDR");
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    sock.connect(&server.into()).expect("connect to sipfront");
+    let stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    stream
+}
+
+impl TlsPhone {
+    /// A phone on an open TLS connection.
+    pub fn tls(stream: super::tls::TlsStream) -> TlsPhone {
         Phone::new(TcpPipe {
             stream,
             buf: Vec::new(),
+            via: "TLS",
         })
     }
 }
 
-impl Pipe for TcpPipe {
+impl Phone<TcpPipe> {
+    /// Connects to sipfront's TCP listener from 127.0.0.1 ([`tcp_connect`]).
+    pub fn connect(server: SocketAddr) -> TcpPhone {
+        Phone::new(TcpPipe {
+            stream: tcp_connect(server),
+            buf: Vec::new(),
+            via: "TCP",
+        })
+    }
+}
+
+impl<S: Wire> Pipe for TcpPipe<S> {
     fn send_msg(&mut self, msg: &str) {
-        use std::io::Write;
         self.stream.write_all(msg.as_bytes()).expect("write");
+        self.stream.flush().expect("flush");
     }
 
     fn recv_msg(&mut self, timeout: Duration) -> Option<String> {
-        use std::io::Read;
         let end = Instant::now() + timeout;
         loop {
             if let Some(hdr_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -456,11 +494,11 @@ impl Pipe for TcpPipe {
     }
 
     fn via_transport(&self) -> &'static str {
-        "TCP"
+        self.via
     }
 
     fn sent_by(&self) -> String {
-        self.stream.local_addr().expect("local").to_string()
+        self.stream.tcp().local_addr().expect("local").to_string()
     }
 }
 
@@ -533,6 +571,46 @@ impl WsPhone {
             ws,
             transport: "WS",
             host: format!("ws{}.invalid", std::process::id()),
+        }))
+    }
+}
+
+/// A phone over `wss` (tokio-rustls under tokio-tungstenite).
+pub type WssPhone = Phone<WsPipe<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
+
+impl WssPhone {
+    /// Connects to a `wss` listener, TLS for `name` with `config`, and
+    /// upgrades with subprotocol `sip`.
+    ///
+    /// # Errors
+    /// The connection, the TLS handshake or the upgrade failed (its text).
+    pub fn connect_wss(
+        server: SocketAddr,
+        config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<WssPhone, String> {
+        let rt = ws_runtime();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| e.to_string())?;
+        let ws = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(server)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (ws, _) =
+                tokio_tungstenite::client_async(ws_request("wss", server, Some("sip")), tls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            Ok::<_, String>(ws)
+        })?;
+        Ok(Phone::new(WsPipe {
+            rt,
+            ws,
+            transport: "WSS",
+            host: format!("wss{}.invalid", std::process::id()),
         }))
     }
 }

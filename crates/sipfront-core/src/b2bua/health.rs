@@ -86,11 +86,7 @@ impl Health {
                     continue; // the previous ping is still out
                 }
                 self.cseq = self.cseq.wrapping_add(1);
-                let tparam = if t.transport == Transport::Tcp {
-                    ";transport=tcp"
-                } else {
-                    ""
-                };
+                let tparam = crate::routing::uri_param(t.transport);
                 let bytes =
                     RequestBuilder::new(Method::Options, &format!("sip:{}{tparam}", up.hostport))
                         .via(

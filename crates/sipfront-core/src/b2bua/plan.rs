@@ -204,13 +204,9 @@ pub(crate) fn upstream_hops(
 fn uri_hop(uri: &str, fork: u32) -> Option<Hop> {
     let u = Uri::parse(uri.trim())?;
     let ip = u.host.ip()?;
-    let transport = match u.transport_param() {
-        // A WebSocket peer is reached only over its own connection.
-        Some(t) => Transport::from_token(t).filter(|t| !t.is_websocket())?,
-        None => Transport::Udp,
-    };
+    let transport = u.transport().ok()?.unwrap_or(Transport::Udp);
     Some(Hop {
-        addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+        addr: SocketAddr::new(ip, u.port.unwrap_or(transport.default_port())),
         transport,
         uri: uri.trim().to_owned(),
         to: uri.trim().to_owned(),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::leg::Local;
 use super::upstream_auth::{self, Step};
 use super::{Action, WallClock};
-use crate::routing::{Upstream, Upstreams};
+use crate::routing::{uri_param, Upstream, Upstreams};
 use crate::sip::build::RequestBuilder;
 use crate::sip::random::Random;
 use crate::sip::{HeaderName, Message, Method, Transport};
@@ -458,11 +458,7 @@ pub(crate) struct Ctx<'a> {
 
 /// (Request-URI of the registrar, address of record) at upstream `up`.
 fn uris(up: &Upstream, user: &str) -> (String, String) {
-    let tparam = if up.transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
+    let tparam = uri_param(up.transport);
     (
         format!("sip:{}{tparam}", up.hostport),
         format!("<sip:{user}@{}>", up.hostport),
@@ -472,11 +468,7 @@ fn uris(up: &Upstream, user: &str) -> (String, String) {
 /// Our Contact at the upstream: the account's user at our address, so
 /// the carrier's calls to it name the account in the Request-URI.
 fn contact(local: &Local, transport: Transport, user: &str) -> String {
-    let tparam = if transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
+    let tparam = uri_param(transport);
     format!("<sip:{user}@{}{tparam}>", local.sent_by(transport))
 }
 

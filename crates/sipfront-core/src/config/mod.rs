@@ -13,6 +13,7 @@ mod error;
 mod media;
 mod rates;
 mod schema;
+pub mod tls;
 mod transport;
 mod validate;
 

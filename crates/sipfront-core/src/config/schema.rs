@@ -151,7 +151,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// Transport of a `[[listen]]` entry (`udp` | `tcp`).
+/// Transport of a `[[listen]]` entry (`udp` | `tcp` | `tls` | `ws` | `wss`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenTransport {
@@ -159,8 +159,20 @@ pub enum ListenTransport {
     Udp,
     /// Streams with Content-Length framing.
     Tcp,
+    /// TCP streams inside TLS 1.2/1.3 (RFC 3261 §26.2, RFC 5630).
+    Tls,
     /// SIP over WebSocket (RFC 7118): clients upgrade with subprotocol `sip`.
     Ws,
+    /// SIP over secure WebSocket: `ws` inside TLS (RFC 7118, `cert`/`key`
+    /// as for `tls`).
+    Wss,
+}
+
+impl ListenTransport {
+    /// Whether the listener terminates TLS, so it needs `cert` and `key`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenTransport::Tls | ListenTransport::Wss)
+    }
 }
 
 impl fmt::Display for ListenTransport {
@@ -168,7 +180,9 @@ impl fmt::Display for ListenTransport {
         f.write_str(match self {
             ListenTransport::Udp => "udp",
             ListenTransport::Tcp => "tcp",
+            ListenTransport::Tls => "tls",
             ListenTransport::Ws => "ws",
+            ListenTransport::Wss => "wss",
         })
     }
 }
@@ -177,10 +191,37 @@ impl fmt::Display for ListenTransport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp`, `tcp` or `ws`.
+    /// `udp`, `tcp`, `tls`, `ws` or `wss`.
     pub transport: ListenTransport,
     /// `IP:port` to bind.
     pub address: SocketAddr,
+    /// TLS: PEM certificate chain, leaf first; re-read on SIGHUP.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub cert: Option<PathBuf>,
+    /// TLS: PEM private key of the leaf; re-read on SIGHUP.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub key: Option<PathBuf>,
+    /// TLS: ask clients for a certificate and refuse those that do not
+    /// verify against `ca` (mutual TLS with carriers).
+    #[serde(default)]
+    pub verify_client: bool,
+    /// TLS with `verify_client`: PEM trust roots for client certificates.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub ca: Option<PathBuf>,
+}
+
+impl ListenConfig {
+    /// A listener with no TLS settings.
+    pub fn plain(transport: ListenTransport, address: SocketAddr) -> ListenConfig {
+        ListenConfig {
+            transport,
+            address,
+            cert: None,
+            key: None,
+            verify_client: false,
+            ca: None,
+        }
+    }
 }
 
 /// `[http]`.
@@ -282,6 +323,10 @@ pub struct UpstreamConfig {
     /// Requests from its IP (any port) are inbound DID calls.
     #[serde(default)]
     pub trusted: bool,
+    /// `sips:`/`transport=tls`: PEM trust roots for this upstream's
+    /// certificate instead of the system's (a private carrier CA).
+    #[serde(default, deserialize_with = "optional_path")]
+    pub ca: Option<PathBuf>,
     /// Final responses that move a call to the next hop (timeouts and
     /// transport errors always do). Default `[408, "5xx"]`.
     #[serde(default = "super::dns::default_failover_codes")]
@@ -322,6 +367,7 @@ impl Default for UpstreamConfig {
             weight: 1,
             ping_interval_s: default_ping_interval(),
             trusted: false,
+            ca: None,
             username: String::new(),
             password: String::new(),
             auth_username: String::new(),
@@ -694,17 +740,17 @@ impl<'de> Deserialize<'de> for IpNet {
     }
 }
 
+/// A file path where `""` means none (as the shipped examples write it).
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
 fn default_listen() -> Vec<ListenConfig> {
     let address = SocketAddr::from(([127, 0, 0, 1], 5060));
     vec![
-        ListenConfig {
-            transport: ListenTransport::Udp,
-            address,
-        },
-        ListenConfig {
-            transport: ListenTransport::Tcp,
-            address,
-        },
+        ListenConfig::plain(ListenTransport::Udp, address),
+        ListenConfig::plain(ListenTransport::Tcp, address),
     ]
 }
 

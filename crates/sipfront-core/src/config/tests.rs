@@ -412,3 +412,34 @@ fn overload_keys_default_and_bounds_name_the_line() {
         ["t.toml:2: server.overload_queue_ms: must be 0 (off) or at most 60000 milliseconds"]
     );
 }
+
+#[test]
+fn tls_keys_belong_to_tls_listeners_and_need_their_files() {
+    let keys = |text: &str| -> Vec<String> {
+        parse(text)
+            .err()
+            .map(|e| e.0.into_iter().map(|e| e.key).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        keys("[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:0\"\ncert = \"c.pem\"\n"),
+        ["listen[0].cert"]
+    );
+    assert_eq!(
+        keys("[[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:0\"\n"),
+        ["listen[0].transport"]
+    );
+    assert_eq!(
+        keys(
+            "[[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:0\"\ncert = \"/nonexistent/c.pem\"\n\
+             key = \"/nonexistent/k.pem\"\nverify_client = true\n"
+        ),
+        ["listen[0].cert", "listen[0].verify_client"]
+    );
+    // `ca = ""` is no CA (the shipped examples write the default that way).
+    assert!(keys("[[upstream]]\nname = \"a\"\nuri = \"sips:a.example\"\nca = \"\"\n").is_empty());
+    assert_eq!(
+        keys("[[upstream]]\nname = \"a\"\nuri = \"sip:a.example;transport=sctp\"\n"),
+        ["upstream[0].uri"]
+    );
+}

@@ -29,6 +29,14 @@ pub struct TransportSettings {
     /// fail (the peer stopped reading).
     #[serde(default = "default_buffer")]
     pub tcp_write_queue: u64,
+    /// Milliseconds a TLS handshake (inbound or outbound) may take before
+    /// the connection is closed (a client that connects and stalls).
+    #[serde(default = "default_tls_handshake_timeout_ms")]
+    pub tls_handshake_timeout_ms: u64,
+}
+
+fn default_tls_handshake_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_buffer() -> u64 {
@@ -42,6 +50,7 @@ impl Default for TransportSettings {
             udp_send_buffer: default_buffer(),
             udp_send_queue: default_buffer(),
             tcp_write_queue: default_buffer(),
+            tls_handshake_timeout_ms: default_tls_handshake_timeout_ms(),
         }
     }
 }

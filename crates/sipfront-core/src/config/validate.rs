@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::error::{ConfigError, SpanIndex};
-use super::schema::{Config, ListenTransport, TrunkConfig};
+use super::schema::{Config, ListenConfig, ListenTransport, TrunkConfig};
+use super::tls;
 
 /// Collects errors with their key path; lines are filled in at the end.
 struct Errors<'a> {
@@ -43,7 +44,7 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
 }
 
 /// Minimal `sip:`/`sips:` URI shape check: scheme, a host, an optional
-/// numeric port, `transport=` (if any) udp or tcp. Full parsing is the SIP
+/// numeric port, `transport=` (if any) udp, tcp or tls. Full parsing is the SIP
 /// parser's job when the URI is used.
 pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
     let rest = uri
@@ -76,8 +77,11 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
     }
     for p in params.split(';').filter(|p| !p.is_empty()) {
         if let Some(t) = p.strip_prefix("transport=") {
-            if !t.eq_ignore_ascii_case("udp") && !t.eq_ignore_ascii_case("tcp") {
-                return Err(format!("`{uri}`: transport must be udp or tcp"));
+            if !["udp", "tcp", "tls"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+            {
+                return Err(format!("`{uri}`: transport must be udp, tcp or tls"));
             }
         }
     }
@@ -134,6 +138,62 @@ pub fn check_trunk(t: &TrunkConfig) -> Vec<(&'static str, String)> {
         ));
     }
     e
+}
+
+/// `[[listen]]` TLS keys: `cert` and `key` on a TLS listener, readable and
+/// valid (the files are read here, so `sipfront check` and SIGHUP catch a
+/// bad renewal); `ca` when `verify_client`; none of them elsewhere.
+fn check_listen_tls(e: &mut Errors<'_>, i: usize, l: &ListenConfig) {
+    let p = format!("listen[{i}]");
+    if !l.transport.is_tls() {
+        for (k, set) in [
+            ("cert", l.cert.is_some()),
+            ("key", l.key.is_some()),
+            ("ca", l.ca.is_some()),
+            ("verify_client", l.verify_client),
+        ] {
+            if set {
+                e.push(
+                    format!("{p}.{k}"),
+                    format!(
+                        "only a TLS listener takes `{k}` (this one is {})",
+                        l.transport
+                    ),
+                );
+            }
+        }
+        return;
+    }
+    match (&l.cert, &l.key) {
+        (Some(cert), Some(key)) => {
+            if let Err(err) = tls::read_identity(cert, key) {
+                e.push(format!("{p}.{}", err.kind.key()), err.to_string());
+            }
+        }
+        (cert, _) => {
+            let k = if cert.is_none() { "cert" } else { "key" };
+            e.push(
+                format!("{p}.transport"),
+                format!("a {} listener needs `{k}` (a PEM file)", l.transport),
+            );
+        }
+    }
+    match (&l.ca, l.verify_client) {
+        (Some(ca), true) => {
+            if let Err(err) = tls::read_ca(ca) {
+                e.push(format!("{p}.ca"), err.to_string());
+            }
+        }
+        (None, true) => e.push(
+            format!("{p}.verify_client"),
+            "verify_client = true needs `ca`: the roots client certificates must chain to",
+        ),
+        (Some(_), false) => e.push(
+            format!("{p}.ca"),
+            "`ca` is only used with verify_client = true",
+        ),
+        (None, false) => {}
+    }
 }
 
 /// Checks `cfg` and resolves omitted trunk ids/logins.
@@ -228,6 +288,7 @@ pub(crate) fn validate(
             );
             continue;
         }
+        check_listen_tls(&mut e, i, l);
         if l.transport == ListenTransport::Udp || l.address.port() == 0 {
             continue;
         }
@@ -298,12 +359,11 @@ pub(crate) fn validate(
         }
         if let Err(m) = check_sip_uri(&u.uri) {
             e.push(format!("{p}.uri"), m);
-        } else if u.uri.trim().starts_with("sips:") {
-            // RFC 3263 would pick TLS for sips:; sipfront has no TLS yet.
-            e.push(
-                format!("{p}.uri"),
-                format!("`{}`: sips: needs TLS, which is not supported yet", u.uri),
-            );
+        }
+        if let Some(ca) = &u.ca {
+            if let Err(err) = tls::read_ca(ca) {
+                e.push(format!("{p}.ca"), err.to_string());
+            }
         }
         for (j, c) in u.failover_codes.iter().enumerate() {
             if let Err(m) = c.range() {
@@ -471,6 +531,12 @@ pub(crate) fn validate(
                 ),
             );
         }
+    }
+    if !(100..=60_000).contains(&cfg.transport.tls_handshake_timeout_ms) {
+        e.push(
+            "transport.tls_handshake_timeout_ms",
+            "must be between 100 and 60000 milliseconds",
+        );
     }
 
     // [registrar]

@@ -209,18 +209,18 @@ impl Keepalive {
                     );
                     b.ping.branch = Some(branch);
                 }
-                (Transport::Tcp, Some(conn)) => {
+                (transport @ (Transport::Tcp | Transport::Tls), Some(conn)) => {
                     self.out.push_back(Outbound {
                         bytes: Bytes::from_static(CRLF_PING),
                         dest: b.source,
-                        transport: Transport::Tcp,
+                        transport,
                         conn: Some(conn),
                     });
                     self.stats.crlf_sent += 1;
                 }
-                // A TCP binding without its connection cannot be reached;
-                // it is dropped when the connection closes.
-                (Transport::Tcp, None) => {}
+                // A TCP/TLS binding without its connection cannot be
+                // reached; it is dropped when the connection closes.
+                (Transport::Tcp | Transport::Tls, None) => {}
                 // WebSocket connections are kept alive by the transport's
                 // own Ping/Pong (RFC 6455 §5.5.2); a dead one idles out and
                 // its close drops the binding.

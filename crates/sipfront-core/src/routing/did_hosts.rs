@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::{Resolve, Target};
 use crate::config::DidConfig;
-use crate::sip::{Host, Transport, Uri};
+use crate::sip::{Host, Uri};
 
 /// DID transport 1: a SIP URI.
 const DEST_URI: u8 = 1;
@@ -17,10 +17,7 @@ const DEST_URI: u8 = 1;
 /// literal or an unusable URI.
 pub fn resolution(uri: &str) -> Option<Resolve> {
     let u = Uri::parse(uri.trim())?;
-    let transport = match u.transport_param() {
-        Some(t) => Some(Transport::from_token(t).filter(|t| !t.is_websocket())?),
-        None => None,
-    };
+    let transport = u.transport().ok()?;
     match u.host {
         Host::Name(name) if !name.is_empty() => Some(Resolve {
             host: name.to_ascii_lowercase(),
@@ -78,6 +75,7 @@ impl DidHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::Transport;
 
     #[test]
     fn names_only_with_port_and_transport() {

@@ -61,16 +61,23 @@ fn naptr_transport(services: &str) -> Option<Transport> {
     match services.to_ascii_uppercase().as_str() {
         "SIP+D2U" => Some(Transport::Udp),
         "SIP+D2T" => Some(Transport::Tcp),
-        _ => None, // SIPS+D2T, SIP+D2S (SCTP), WS...: not supported
+        "SIPS+D2T" => Some(Transport::Tls),
+        _ => None, // SIP+D2S (SCTP), WS...: not supported
     }
 }
 
 /// RFC 3263 §4.1: the SRV queries a NAPTR answer points at, best first.
+/// `SIPS+D2T` (TLS) only when TLS is asked for (a `sips:` URI or
+/// `transport=tls`): a plain `sip:` upstream keeps to UDP and TCP.
 pub fn srv_from_naptr(records: &[Naptr], explicit: Option<Transport>) -> Vec<SrvQuery> {
+    let wanted = |t: Transport| match explicit {
+        Some(e) => e == t,
+        None => t != Transport::Tls,
+    };
     let mut usable: Vec<&Naptr> = records
         .iter()
         .filter(|r| r.flags.eq_ignore_ascii_case("s"))
-        .filter(|r| naptr_transport(&r.services).is_some_and(|t| explicit.map_or(true, |e| e == t)))
+        .filter(|r| naptr_transport(&r.services).is_some_and(wanted))
         .collect();
     usable.sort_by_key(|r| (r.order, r.preference));
     usable
@@ -85,16 +92,26 @@ pub fn srv_from_naptr(records: &[Naptr], explicit: Option<Transport>) -> Vec<Srv
 }
 
 /// RFC 3263 §4.1 without NAPTR: `_sip._udp` then `_sip._tcp` (or just the
-/// explicit transport's).
+/// explicit transport's; TLS is `_sips._tcp`, asked for only explicitly:
+/// a `sips:` URI or `transport=tls`).
 pub fn srv_fallback(host: &str, explicit: Option<Transport>) -> Vec<SrvQuery> {
-    [Transport::Udp, Transport::Tcp]
-        .into_iter()
-        .filter(|t| explicit.map_or(true, |e| e == *t))
-        .map(|t| SrvQuery {
+    let name = |t: Transport| match t {
+        Transport::Tls => format!("_sips._tcp.{host}"),
+        t => format!("_sip._{}.{host}", t.as_lowercase()),
+    };
+    match explicit {
+        Some(t) => vec![SrvQuery {
             transport: t,
-            name: format!("_sip._{}.{host}", t.as_str().to_ascii_lowercase()),
-        })
-        .collect()
+            name: name(t),
+        }],
+        None => [Transport::Udp, Transport::Tcp]
+            .into_iter()
+            .map(|t| SrvQuery {
+                transport: t,
+                name: name(t),
+            })
+            .collect(),
+    }
 }
 
 /// What the lookups of one [`Resolve`] start with.
@@ -259,6 +276,11 @@ mod tests {
             .collect();
         assert_eq!(names, ["_sip._udp.c.example", "_sip._tcp.c.example"]);
         assert_eq!(srv_fallback("c.example", Some(Transport::Tcp)).len(), 1);
+        let tls: Vec<String> = srv_fallback("c.example", Some(Transport::Tls))
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(tls, ["_sips._tcp.c.example"]);
     }
 
     #[test]
@@ -291,6 +313,13 @@ mod tests {
             ]
         );
         assert_eq!(srv_from_naptr(&records, Some(Transport::Udp)).len(), 1);
+        assert_eq!(
+            srv_from_naptr(&records, Some(Transport::Tls)),
+            [SrvQuery {
+                transport: Transport::Tls,
+                name: "_sips._tcp.c.example".into()
+            }]
+        );
         let mut a = records[0].clone();
         a.flags = "A".into();
         assert!(

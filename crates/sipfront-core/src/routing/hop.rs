@@ -78,10 +78,11 @@ pub fn hostport(addr: SocketAddr) -> String {
     }
 }
 
-/// `;transport=tcp` for a URI when not UDP.
-fn uri_param(transport: Transport) -> &'static str {
+/// `;transport=tcp` (or `tls`) for a URI when not UDP, the default
+/// (RFC 3261 §19.1.1).
+pub fn uri_param(transport: Transport) -> String {
     match transport {
-        Transport::Tcp => ";transport=tcp",
-        _ => "",
+        Transport::Udp => String::new(),
+        t => format!(";transport={}", t.as_lowercase()),
     }
 }

@@ -12,6 +12,6 @@ mod upstream;
 
 pub use did_hosts::DidHosts;
 pub use failover::FailoverCodes;
-pub use hop::{hostport, Hop};
+pub use hop::{hostport, uri_param, Hop};
 pub use locations::{Locations, NoLocations, Reach};
 pub use upstream::{Resolve, Target, Upstream, UpstreamError, Upstreams, MAX_TARGETS};

@@ -37,8 +37,8 @@ pub const MAX_TARGETS: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpstreamError {
-    /// The `uri` is not a `sip:` URI (`sips:` needs TLS, not supported yet).
-    #[error("upstream `{0}`: uri is not a sip: URI (sips:/TLS is not supported yet)")]
+    /// The `uri` is not a `sip:` or `sips:` URI.
+    #[error("upstream `{0}`: uri is not a sip: or sips: URI")]
     BadUri(String),
     /// `;transport=` names something other than udp or tcp (sipfront
     /// does not dial WebSocket peers: RFC 7118 clients connect to it).
@@ -140,16 +140,15 @@ impl Upstream {
     /// [`UpstreamError`] when the URI is not `sip:HOST[:port][;transport=udp|tcp]`.
     pub fn from_config(c: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
         let uri = Uri::parse(c.uri.trim()).ok_or_else(|| UpstreamError::BadUri(c.name.clone()))?;
-        if uri.scheme != crate::sip::Scheme::Sip {
+        if !matches!(
+            uri.scheme,
+            crate::sip::Scheme::Sip | crate::sip::Scheme::Sips
+        ) {
             return Err(UpstreamError::BadUri(c.name.clone()));
         }
-        let explicit = match uri.transport_param() {
-            None => None,
-            Some(t) => match Transport::from_token(t) {
-                Some(t) if !t.is_websocket() => Some(t),
-                _ => return Err(UpstreamError::BadTransport(c.name.clone())),
-            },
-        };
+        let explicit = uri
+            .transport()
+            .map_err(|_| UpstreamError::BadTransport(c.name.clone()))?;
         let transport = explicit.unwrap_or(Transport::Udp);
         let (hostport, targets, resolve) = match uri.host {
             Host::Name(name) if !name.is_empty() => {
@@ -170,7 +169,7 @@ impl Upstream {
                     .host
                     .ip()
                     .ok_or_else(|| UpstreamError::BadUri(c.name.clone()))?;
-                let addr = SocketAddr::new(ip, uri.port.unwrap_or(5060));
+                let addr = SocketAddr::new(ip, uri.port.unwrap_or(transport.default_port()));
                 let target = Target::fixed(addr, transport);
                 (super::hop::hostport(addr), vec![target], None)
             }
@@ -584,7 +583,11 @@ mod tests {
             Err(UpstreamError::BadTransport(_))
         ));
         assert!(Upstream::from_config(&cfg("e", "http://x", 1, 1)).is_err());
-        assert!(Upstream::from_config(&cfg("f", "sips:carrier.example", 1, 1)).is_err());
+        let u = Upstream::from_config(&cfg("f", "sips:carrier.example", 1, 1)).unwrap();
+        assert_eq!(u.transport, Transport::Tls);
+        let u = Upstream::from_config(&cfg("g", "sip:10.0.0.7;transport=tls", 1, 1)).unwrap();
+        assert_eq!(u.targets[0].addr.port(), 5061);
+        assert_eq!(u.targets[0].transport, Transport::Tls);
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub enum Transport {
     Udp,
     /// TCP byte stream, framed by Content-Length (reliable).
     Tcp,
+    /// TLS over TCP, framed like TCP (RFC 3261 §26.2; Via `SIP/2.0/TLS`,
+    /// `sips:` and `transport=tls` URIs, RFC 5630).
+    Tls,
     /// SIP over WebSocket (RFC 7118): one message per WebSocket message
     /// over a connection the client opened (reliable).
     Ws,
@@ -37,19 +40,29 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
             Transport::Ws => "WS",
             Transport::Wss => "WSS",
         }
     }
 
     /// The `transport=` URI parameter value (RFC 3261 §19.1.1, RFC 7118
-    /// §5.2): `"udp"`, `"tcp"`, `"ws"` or `"wss"`.
+    /// §5.2): `"udp"`, `"tcp"`, `"tls"`, `"ws"` or `"wss"`.
     pub fn as_lowercase(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
             Transport::Ws => "ws",
             Transport::Wss => "wss",
+        }
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2): 5061 for TLS.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            _ => 5060,
         }
     }
 
@@ -61,6 +74,7 @@ impl Transport {
         [
             Transport::Udp,
             Transport::Tcp,
+            Transport::Tls,
             Transport::Ws,
             Transport::Wss,
         ]
@@ -84,6 +98,7 @@ mod tests {
         for t in [
             Transport::Udp,
             Transport::Tcp,
+            Transport::Tls,
             Transport::Ws,
             Transport::Wss,
         ] {
@@ -91,6 +106,9 @@ mod tests {
         }
         assert_eq!(Transport::from_token("udp"), Some(Transport::Udp));
         assert_eq!(Transport::from_token("wss"), Some(Transport::Wss));
+        assert_eq!(Transport::from_token("tls"), Some(Transport::Tls));
+        assert!(Transport::Tls.is_reliable() && !Transport::Tls.is_websocket());
+        assert_eq!(Transport::Tls.default_port(), 5061);
         assert_eq!(Transport::from_token("SCTP"), None);
         assert!(Transport::Tcp.is_reliable());
         assert!(Transport::Ws.is_reliable() && Transport::Wss.is_reliable());
@@ -99,6 +117,7 @@ mod tests {
         for t in [
             Transport::Udp,
             Transport::Tcp,
+            Transport::Tls,
             Transport::Ws,
             Transport::Wss,
         ] {

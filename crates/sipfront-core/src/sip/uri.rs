@@ -356,11 +356,36 @@ impl<'a> Uri<'a> {
         self.params.get("transport").flatten()
     }
 
+    /// The transport this URI asks for (RFC 3263 §4.1): `sips:` means TLS
+    /// (RFC 5630 §3.1.3: whatever `transport=` says), else `;transport=`;
+    /// `Ok(None)` when it names none.
+    ///
+    /// # Errors
+    /// `transport=` names one sipfront does not speak (`sctp`, ...) or
+    /// cannot dial: a WebSocket peer is reached only over the connection it
+    /// opened (RFC 7118 §5).
+    pub fn transport(&self) -> Result<Option<super::Transport>, UnknownTransport> {
+        if self.scheme == Scheme::Sips {
+            return Ok(Some(super::Transport::Tls));
+        }
+        match self.transport_param() {
+            None => Ok(None),
+            Some(t) => super::Transport::from_token(t)
+                .filter(|t| !t.is_websocket())
+                .map(Some)
+                .ok_or(UnknownTransport),
+        }
+    }
+
     /// Whether the `lr` (loose routing) flag is present.
     pub fn is_loose_route(&self) -> bool {
         self.params.contains("lr")
     }
 }
+
+/// A `transport=` URI parameter naming a transport sipfront does not speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownTransport;
 
 impl fmt::Display for Uri<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
