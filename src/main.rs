@@ -119,11 +119,12 @@ mod shell {
     use tokio::sync::{mpsc, Notify};
 
     use sipfront::b2bua::WallClock;
+    use sipfront::cdr::PgCdr;
     use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::control::{self, Live};
     use sipfront::endpoint::{Endpoint, EndpointConfig, Env, SharedState};
     use sipfront::events::dispatch::{self as webhooks, WebhookSink};
-    use sipfront::store::{self, BindingSink, BindingWriter, SqliteStore, Store};
+    use sipfront::store::{self, BindingSink, BindingWriter, PgStore, SqliteStore, Store};
 
     /// Inbound queue between the sockets and each core shard.
     const EVENT_QUEUE: usize = 16 * 1024;
@@ -194,13 +195,7 @@ mod shell {
 
     /// Binds the sockets, runs the core task, handles signals until asked to stop.
     pub(crate) async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
-        if let Some(url) = &cfg.store.url {
-            return Err(format!(
-                "cannot start: [store] url = \"{url}\": only the embedded SQLite store \
-                 ([store] path) is supported so far"
-            ));
-        }
-        let (cfg, store) = open_store(cfg).await?;
+        let (cfg, store, fleet) = open_store(cfg).await?;
         let reader = store.clone();
         let loading = now();
         // `persist = false`: the store's rows are neither loaded nor written.
@@ -217,8 +212,19 @@ mod shell {
         .map_err(|e| format!("cannot start: {e}"))?;
         let (binding_writer, binding_sink) = BindingWriter::start(store.clone(), BINDING_QUEUE)
             .map_err(|e| format!("cannot start: registration writer: {e}"))?;
-        let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
-            .map_err(|e| format!("cannot start: CDR store: {e}"))?;
+        let (cdr_writer, cdr_sink) = match &fleet {
+            // The spill file sits where the embedded store would.
+            Some(f) => PgCdr::new(f.pool().clone()).start_writer(
+                cfg.store
+                    .path
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .join(sipfront::cdr::SPILL_FILE),
+                CDR_QUEUE,
+            ),
+            None => CdrWriter::start(&cfg.store.path, CDR_QUEUE),
+        }
+        .map_err(|e| format!("cannot start: CDR store: {e}"))?;
         let (webhooks, webhook_sink) = webhooks::Dispatcher::start(webhooks::Settings::default())
             .map_err(|e| format!("cannot start: {e}"))?;
         let controller = ShutdownController::new();
@@ -251,7 +257,15 @@ mod shell {
         let (drain_tx, drain_rx) = queues(workers, 1);
         let drain_s = cfg.server.drain_s;
         let (core_handle, queries_rx) = control::Core::channels(workers);
-        let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
+        let mut live = Live::new(Arc::new(cfg), store, reload_tx, core_handle);
+        if let Some(f) = &fleet {
+            let holder = format!("{}/{}", store::pg::node_name(), f.instance());
+            live = live.on_fleet(PgCdr::new(f.pool().clone()), holder);
+        }
+        let live = Arc::new(live);
+        if let Some(f) = &fleet {
+            follow_fleet_changes(f, &live, &controller);
+        }
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
         tracing::info!(
@@ -469,6 +483,8 @@ mod shell {
             cdrs_written = cdr_sink.written(),
             cdrs_dropped = cdr_sink.dropped(),
             cdrs_failed = cdr_sink.failed(),
+            cdrs_spilled = cdr_sink.spilled(),
+            cdrs_pending = cdr_sink.pending(),
             webhooks_delivered = webhook_sink.delivered(),
             webhooks_failed = webhook_sink.failed(),
             webhooks_dropped = webhook_sink.dropped(),
@@ -514,30 +530,76 @@ mod shell {
         }
     }
 
+    /// A fleet store's changes made by other nodes, applied here: the
+    /// change feed (`LISTEN`) wakes one task that re-reads the store through
+    /// [`Live::refresh_from_store`].
+    fn follow_fleet_changes(fleet: &PgStore, live: &Arc<Live>, controller: &ShutdownController) {
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(store::pg::listen_changes(
+            fleet.pool().clone(),
+            fleet.instance().to_owned(),
+            tx,
+            controller.subscribe(),
+        ));
+        let live = live.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                match live.refresh_from_store().await {
+                    Ok(true) => tracing::info!(
+                        "trunks and DIDs changed on another node: applied here ({})",
+                        live.current().summary()
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        "trunks and DIDs changed in the store but are not applied here; \
+                         the running config stays: {e}"
+                    ),
+                }
+            }
+        });
+    }
+
     /// Opens the trunk/DID store (seeding it from the file's `[[trunk]]` and
     /// `[[did]]` the first time) and returns the config with the store's
-    /// trunks and DIDs, validated whole. Blocking work runs off the runtime.
-    async fn open_store(mut cfg: Config) -> Result<(Config, Arc<dyn Store>), String> {
+    /// trunks and DIDs, validated whole, and the fleet store when it is
+    /// one (`[store] url`). Blocking work runs off the runtime.
+    async fn open_store(
+        mut cfg: Config,
+    ) -> Result<(Config, Arc<dyn Store>, Option<Arc<PgStore>>), String> {
         let path = cfg.store.path.clone();
+        let url = cfg.store.url.clone();
+        let rt = tokio::runtime::Handle::current();
         let (file_trunks, file_dids) = (cfg.trunk.clone(), cfg.did.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            let s = SqliteStore::open(&path)?;
-            let (seeded, trunks, dids) = store::seed_if_new(&s, &file_trunks, &file_dids)?;
-            Ok::<_, store::StoreError>((s, seeded, trunks, dids))
+            let (s, fleet): (Arc<dyn Store>, _) = match url {
+                Some(url) => {
+                    let instance = format!("{:016x}", rand::random::<u64>());
+                    let pool = store::PgPool::new(&url, rt)?;
+                    let pg = Arc::new(PgStore::open(pool, store::pg::node_name(), instance)?);
+                    (pg.clone() as Arc<dyn Store>, Some(pg))
+                }
+                None => (Arc::new(SqliteStore::open(&path)?) as Arc<dyn Store>, None),
+            };
+            let (seeded, trunks, dids) = store::seed_if_new(&*s, &file_trunks, &file_dids)?;
+            Ok::<_, store::StoreError>((s, fleet, seeded, trunks, dids))
         })
         .await
         .map_err(|e| format!("cannot start: store: {e}"))?;
-        let (s, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        let (s, fleet, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        let shown = match &fleet {
+            Some(f) => f.pool().shown().to_owned(),
+            None => cfg.store.path.display().to_string(),
+        };
         if seeded {
             tracing::info!(
-                store = %s.path().display(),
+                store = %shown,
                 trunks = trunks.len(),
                 dids = dids.len(),
                 "store seeded from the config file's [[trunk]] and [[did]] entries"
             );
         } else if cfg.trunk != trunks || cfg.did != dids {
             tracing::warn!(
-                store = %s.path().display(),
+                store = %shown,
                 "trunks and DIDs come from the store; the config file's [[trunk]] and [[did]] \
                  entries only seed an empty store"
             );
@@ -548,7 +610,7 @@ mod shell {
         if let Err(errors) = cfg.validate_value(&label) {
             return Err(format!("cannot start: {errors}"));
         }
-        Ok((cfg, Arc::new(s)))
+        Ok((cfg, s, fleet))
     }
 
     /// The CDR queue's counters, appended to the core's metrics.
@@ -574,6 +636,27 @@ mod shell {
             "counter",
             "CDRs whose write failed.",
             cdrs.failed(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_spilled_total",
+            "counter",
+            "CDRs put in the spill file while the fleet store was away.",
+            cdrs.spilled(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_replayed_total",
+            "counter",
+            "CDRs replayed from the spill file into the fleet store.",
+            cdrs.replayed(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_pending",
+            "gauge",
+            "CDRs waiting for the fleet store (in memory or in the spill file).",
+            cdrs.pending(),
         );
     }
 
