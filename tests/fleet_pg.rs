@@ -258,7 +258,7 @@ fn binding(contact: &str, port: u16) -> sipfront::registrar::StoredBinding {
 }
 
 #[test]
-fn store_seeds_once_keeps_registrations_per_node_and_leases_to_one_holder() {
+fn store_seeds_once_shares_keys_keeps_registrations_per_node_and_leases_to_one_holder() {
     use sipfront::registrar::BindingWrite;
     use sipfront::store::{seed_if_new, Store};
 
@@ -324,6 +324,19 @@ fn store_seeds_once_keeps_registrations_per_node_and_leases_to_one_holder() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(a.bindings().unwrap_or_else(|e| panic!("{e}")).is_empty());
     assert_eq!(b.bindings().unwrap_or_else(|e| panic!("{e}")).len(), 1);
+
+    // API keys (their SHA-256) are the fleet's: made on one node, known to all.
+    let key = sipfront::store::StoredApiKey {
+        name: "ops".to_owned(),
+        sha256: "ab".repeat(32),
+        generated: false,
+        created_ms: 1_800_000_000_000,
+    };
+    assert!(a.add_api_key(&key).unwrap_or_else(|e| panic!("{e}")));
+    assert!(!b.add_api_key(&key).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(b.api_keys().unwrap_or_else(|e| panic!("{e}")), vec![key]);
+    assert!(b.delete_api_key("ops").unwrap_or_else(|e| panic!("{e}")));
+    assert!(a.api_keys().unwrap_or_else(|e| panic!("{e}")).is_empty());
 
     // The sync lease: one holder at a time, renewable, taken over once it
     // expires (PostgreSQL's clock decides).

@@ -17,7 +17,7 @@ use super::core::Core;
 use super::error::{ApiError, Details};
 use super::sync::{SyncError, SyncState};
 use crate::cdr::PgCdr;
-use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
+use crate::config::{ApiKeyConfig, Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
 /// What a change does to the store (the config change itself is the new
@@ -99,6 +99,9 @@ pub struct Live {
     sync: Option<Arc<SyncState>>,
     /// Who this process is when it takes a lease in a fleet store.
     holder: String,
+    /// The API keys kept in the store (read at start and on SIGHUP), as
+    /// the verifier takes them; the config's own are in `current`.
+    stored_keys: ArcSwap<Vec<ApiKeyConfig>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -129,6 +132,7 @@ impl Live {
             write: Arc::new(Mutex::new(())),
             core,
             holder: "local".to_owned(),
+            stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -204,6 +208,21 @@ impl Live {
     /// at start-up.
     pub(crate) fn sync(&self) -> Option<&Arc<SyncState>> {
         self.sync.as_ref()
+    }
+
+    /// The store (blocking; use it on a blocking task).
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The API keys kept in the store. Never waits.
+    pub(crate) fn stored_keys(&self) -> Arc<Vec<ApiKeyConfig>> {
+        self.stored_keys.load_full()
+    }
+
+    /// Replaces the API keys kept in the store (start, SIGHUP).
+    pub(crate) fn set_stored_keys(&self, keys: Vec<ApiKeyConfig>) {
+        self.stored_keys.store(Arc::new(keys));
     }
 
     /// The snapshot in force. Never waits.

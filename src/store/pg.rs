@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoredApiKey};
 use crate::config::{DidConfig, TrunkConfig};
 use crate::registrar::{BindingWrite, StoredBinding};
 use crate::sip::Transport;
@@ -104,6 +104,12 @@ CREATE TABLE IF NOT EXISTS cdr (
 );
 CREATE INDEX IF NOT EXISTS cdr_date ON cdr (date, id);
 CREATE INDEX IF NOT EXISTS cdr_type_date ON cdr (type, date, id);
+CREATE TABLE IF NOT EXISTS api_key (
+    name       TEXT PRIMARY KEY,
+    sha256     TEXT NOT NULL,
+    generated  BOOLEAN NOT NULL,
+    created_ms BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS lease (
     name       TEXT PRIMARY KEY,
     holder     TEXT NOT NULL,
@@ -586,6 +592,48 @@ impl Store for PgStore {
         })
     }
 
+    fn api_keys(&self) -> Result<Vec<StoredApiKey>, StoreError> {
+        let rows = self.db.query(
+            "SELECT name, sha256, generated, created_ms FROM api_key ORDER BY name",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredApiKey {
+                name: r.get(0),
+                sha256: r.get(1),
+                generated: r.get(2),
+                created_ms: r.get(3),
+            })
+            .collect())
+    }
+
+    fn add_api_key(&self, key: &StoredApiKey) -> Result<bool, StoreError> {
+        let db = &self.db;
+        db.run(|c| async move {
+            let added = c
+                .execute(
+                    "INSERT INTO api_key (name, sha256, generated, created_ms) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                    &[&key.name, &key.sha256, &key.generated, &key.created_ms],
+                )
+                .await
+                .map_err(|e| db.err(e))?;
+            Ok(added == 1)
+        })
+    }
+
+    fn delete_api_key(&self, name: &str) -> Result<bool, StoreError> {
+        let db = &self.db;
+        db.run(|c| async move {
+            let gone = c
+                .execute("DELETE FROM api_key WHERE name = $1", &[&name])
+                .await
+                .map_err(|e| db.err(e))?;
+            Ok(gone == 1)
+        })
+    }
+
     fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let db = &self.db;
         let (name, holder) = (name.to_owned(), holder.to_owned());
@@ -608,6 +656,27 @@ impl Store for PgStore {
             Ok(row.is_some())
         })
     }
+}
+
+/// Opens the fleet store at `url` outside a running sipfront (the `key`
+/// command): a one-thread runtime of its own for the queries, returned so
+/// it outlives the store.
+///
+/// # Errors
+/// As [`PgPool::new`] and [`PgStore::open`], or the runtime cannot start.
+pub fn open_standalone(url: &str) -> Result<(tokio::runtime::Runtime, PgStore), StoreError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Postgres {
+            url: shown_url(url),
+            message: format!("starting a runtime: {e}"),
+        })?;
+    let pool = PgPool::new(url, rt.handle().clone())?;
+    let instance = format!("{:016x}", rand::random::<u64>());
+    let store = PgStore::open(pool, node_name(), instance)?;
+    Ok((rt, store))
 }
 
 /// This node's name in the fleet store (its registration rows): the host
