@@ -227,24 +227,28 @@ impl Admitted {
         spare: u32,
     ) -> Result<ChannelGuard, Refusal> {
         let limit = self.channel_limit().map(|max| max.saturating_add(spare));
-        ChannelGuard::acquire(counters, self.channel(), limit).map_err(|active| {
-            let active = active.saturating_sub(spare);
-            match (&self.trunk, &self.did) {
-                (Some(t), _) => Refusal::Policy {
-                    trunk: Arc::clone(t),
-                    denied: Denied::ChannelLimit {
-                        active,
-                        max: t.max_channels,
-                    },
+        ChannelGuard::acquire(counters, self.channel(), limit)
+            .map_err(|active| self.channel_refusal(active.saturating_sub(spare)))
+    }
+
+    /// The refusal of this call when `active` channels of its key are in
+    /// use at the limit: `503` for a trunk, `486` for a DID.
+    pub fn channel_refusal(&self, active: u32) -> Refusal {
+        match (&self.trunk, &self.did) {
+            (Some(t), _) => Refusal::Policy {
+                trunk: Arc::clone(t),
+                denied: Denied::ChannelLimit {
+                    active,
+                    max: t.max_channels,
                 },
-                (None, Some(d)) => Refusal::DidBusy {
-                    number: d.number.clone(),
-                    max: d.channels,
-                },
-                // No limit without a trunk or DID: acquiring cannot fail.
-                (None, None) => Refusal::NoNumber,
-            }
-        })
+            },
+            (None, Some(d)) => Refusal::DidBusy {
+                number: d.number.clone(),
+                max: d.channels,
+            },
+            // No limit without a trunk or DID: acquiring cannot fail.
+            (None, None) => Refusal::NoNumber,
+        }
     }
 
     /// The trunk id for logs and CDRs.

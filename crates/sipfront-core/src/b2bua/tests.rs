@@ -1765,6 +1765,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 
 mod attended;
 mod identity;
+mod fleet;
 mod media;
 mod overload;
 mod registration;

@@ -172,6 +172,10 @@ impl EndpointConfig {
         // The client fails a request after its whole budget; the core
         // waits a little longer so the client's answer (and reason) wins.
         out.b2bua.media_timeout = cfg.media.budget() + std::time::Duration::from_millis(500);
+        // The shell answers `Unknown` after its own timeout; the core's
+        // deadline is the backstop for a shell that never answers.
+        out.b2bua.fleet_timeout =
+            std::time::Duration::from_millis(cfg.cluster.timeout_ms.saturating_mul(2));
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
@@ -486,6 +490,26 @@ impl Endpoint {
     /// [`handle_media`](Self::handle_media) on this same endpoint.
     pub fn poll_media(&mut self) -> Option<crate::b2bua::media::MediaRequest> {
         self.b2bua.poll_media()
+    }
+
+    /// The next channel ask for the fleet's counter (README "Fleets"):
+    /// only when the shared channel counters
+    /// [`confirm`](crate::b2bua::ChannelCounters::confirms). Drain after
+    /// each input, with `poll_transmit`.
+    pub fn poll_channel_ask(&mut self) -> Option<crate::b2bua::fleet::ChannelAsk> {
+        self.b2bua.poll_channel_ask()
+    }
+
+    /// The fleet counter's verdict on an ask from
+    /// [`poll_channel_ask`](Self::poll_channel_ask): the call goes on or
+    /// is refused. Drain `poll_transmit` after it.
+    pub fn handle_channel_answer(
+        &mut self,
+        answer: crate::b2bua::fleet::ChannelAnswer,
+        now: Instant,
+    ) {
+        self.b2bua.handle_channel_answer(answer, now);
+        self.drain_transactions(now);
     }
 
     /// The media relay's answer to a request from
