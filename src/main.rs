@@ -324,9 +324,19 @@ mod shell {
         let cluster = match &live.current().cluster {
             c if c.enabled() => {
                 let node = sipfront::cluster::node_name(&live.current());
+                // Where the other nodes relay calls for phones registered
+                // here: the first UDP listener (its host from
+                // public_address when bound to a wildcard).
+                let sip = transports.udp_addrs().first().map(|a| {
+                    match live.current().server.public_address.parse() {
+                        Ok(ip) if a.ip().is_unspecified() => std::net::SocketAddr::new(ip, a.port()),
+                        _ => *a,
+                    }
+                });
                 let cluster = sipfront::cluster::Cluster::start(
                     c,
                     node,
+                    sip,
                     Arc::clone(&fleet_state),
                     controller.subscribe(),
                 )

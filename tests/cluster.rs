@@ -2,7 +2,9 @@
 //! redis-server (started by the test on a Unix socket, stopped by pid)
 //! share a trunk's channel limit exactly; a node killed with SIGKILL gives
 //! its channels back within its `node_ttl_s`; Redis stopped under light
-//! load leaves calls going on, and the counts reconcile when it returns.
+//! load leaves calls going on, and the counts reconcile when it returns; a
+//! DID call reaching node 2 rings a phone registered on node 1, through
+//! node 1.
 //!
 //! The PBX is SIPp's built-in UAC (the trunk authenticates it by its
 //! source 127.0.0.1), the carrier SIPp's built-in UAS; a call is held for
@@ -288,4 +290,100 @@ fn redis_stopped_under_load_calls_go_on_and_counts_reconcile() {
     let (_, view) = api_get(&n1, KEY, "/v1/cluster");
     assert_eq!(view["redis_up"], true, "{view}");
     assert!(n1.log_text().contains("Redis unreachable"), "{}", both());
+}
+
+/// The carrier's address (a `trusted` upstream: identified by its IP).
+const CARRIER_IP: &str = "127.0.0.2";
+const DID: &str = "12565378257";
+
+/// A node with the carrier on 127.0.0.2, softphone trunk `phone001`
+/// (digest) and a DID ringing it.
+fn phone_node_config(dir: &TempDir, node: &str, redis: &Redis, carrier: u16) -> String {
+    let db = dir.path().join(format!("{node}.db"));
+    format!(
+        "{loopback}\n[[http.api_key]]\nname = \"t\"\nkey = \"{KEY}\"\n\n\
+         [store]\npath = \"{db}\"\n\n[registrar]\nkeepalive_s = 0\n\n\
+         [[upstream]]\nname = \"carrier\"\nuri = \"sip:{CARRIER_IP}:{carrier};transport=udp\"\n\
+         priority = 1\nping_interval_s = 0\ntrusted = true\n\n\
+         [[trunk]]\nid = 1\nname = \"phone001\"\npassword = \"pw001\"\n\n\
+         [[did]]\nnumber = \"{DID}\"\ndestinations = [ {{ transport = 5, destination = \"phone001\", priority = 1 }} ]\n\n\
+         [cluster]\nredis = \"{url}\"\nnode = \"{node}\"\nheartbeat_s = 1\nnode_ttl_s = 3\n",
+        loopback = common::LOOPBACK_CONFIG,
+        db = db.display(),
+        url = redis.url(),
+    )
+}
+
+#[test]
+fn a_phone_registered_on_node_1_gets_a_did_call_that_reached_node_2() {
+    let redis = Redis::start();
+    let dir = TempDir::new("fleet-relay");
+    let carrier = free_port();
+    let n1 = Server::start(&phone_node_config(&dir, "node-1", &redis, carrier));
+    let n2 = Server::start(&phone_node_config(&dir, "node-2", &redis, carrier));
+    let both = || show(&[&n1, &n2]);
+    // The phone registers with node 1 from 127.0.0.1:X (SIPp UAC, digest),
+    // then a SIPp UAS takes that port: a call reaches it only through the
+    // address node 1 learned from the REGISTER.
+    let phone_port = free_port();
+    let inf = dir.write(
+        "reg.csv",
+        "SEQUENTIAL\nphone001;10.0.0.1;[authentication username=phone001 password=pw001];001\n",
+    );
+    let reg_msgs = dir.path().join("reg.msg");
+    let (sf, inf_s, port_s, reg_s, target) = (
+        common::scenario("did_reg.xml").display().to_string(),
+        inf.display().to_string(),
+        phone_port.to_string(),
+        reg_msgs.display().to_string(),
+        n1.udp.to_string(),
+    );
+    let (code, text) = common::sipp_run(&[
+        "-sf", &sf, "-inf", &inf_s, "-key", "expires", "3600", "-i", "127.0.0.1", "-p", &port_s,
+        "-m", "1", "-nd", "-nostdin", "-timeout", "20s", "-timeout_error", "-recv_timeout",
+        "5000", "-trace_msg", "-message_file", &reg_s, &target,
+    ]);
+    assert_eq!(code, Some(0), "registration failed: {text}\n{}", both());
+    let phone_log = dir.path().join("phone.msg");
+    let (uas_sf, phone_s) = (
+        common::scenario("policy_uas.xml").display().to_string(),
+        phone_log.display().to_string(),
+    );
+    let _phone = SippBg::start(&[
+        "-sf", &uas_sf, "-i", "127.0.0.1", "-p", &port_s, "-nostdin", "-timeout", "60s",
+        "-recv_timeout", "100000", "-trace_msg", "-message_file", &phone_s,
+    ]);
+    // Node 1 holds the registration; node 2 none.
+    let (_, regs2) = api_get(&n2, KEY, "/v1/registrations");
+    assert_eq!(regs2["items"].as_array().map(Vec::len), Some(0), "{regs2}");
+
+    // The carrier calls the DID through node 2 until node 2 has read node
+    // 1's registration (within two heartbeats); then the phone answers.
+    let mut tries = 0;
+    let answered = wait_for(Duration::from_secs(15), || {
+        tries += 1;
+        let msgs = dir.path().join(format!("carrier{tries}.msg"));
+        let (cport, msgs_s, target) = (carrier.to_string(), msgs.display().to_string(), n2.udp.to_string());
+        let (_, _) = common::sipp_run(&[
+            "-sn", "uac", "-s", DID, "-i", CARRIER_IP, "-p", &cport, "-d", "200", "-m", "1",
+            "-nostdin", "-timeout", "15s", "-recv_timeout", "10000", "-trace_msg",
+            "-message_file", &msgs_s, &target,
+        ]);
+        finals(&read_msgs(&msgs)).first().is_some_and(|f| f.starts_with("SIP/2.0 200"))
+    });
+    assert!(answered, "no DID call answered after {tries} tries\n{}", both());
+    let phone_msgs = read_msgs(&phone_log);
+    let invite = phone_msgs
+        .iter()
+        .find(|m| !m.sent && m.method() == Some("INVITE"))
+        .expect("the phone got the INVITE");
+    // Delivered by node 1 at the phone's registered Contact (RFC 3261
+    // §10, the binding node 1 holds), not by node 2.
+    assert!(invite.first_line().starts_with("INVITE sip:001@10.0.0.1"), "{}", invite.first_line());
+    let (_, view) = api_get(&n1, KEY, "/v1/cluster");
+    let regs: Vec<u64> = view["nodes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n["registrations"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(regs, [1, 0], "{view}");
 }

@@ -19,8 +19,19 @@
 //!   (default 30 s). A node whose key expired is dead: the script skips
 //!   and removes its counts, so its channels are given back within
 //!   `node_ttl_s` of its last heartbeat;
-//! - `nodes`: a hash, node name → its last heartbeat (JSON: time, calls,
-//!   registrations, channels), kept after death for `/v1/cluster`.
+//! - `nodes`: a hash, node name → its last heartbeat (JSON: time, SIP
+//!   address, calls, registrations, channels), kept after death for
+//!   `/v1/cluster`;
+//! - `locs`: a hash, `<node>|<login>` → when that node's last binding of
+//!   the trunk login expires (Unix seconds), rewritten by each heartbeat.
+//!
+//! Each heartbeat also reads the other live nodes' SIP addresses and
+//! registered logins into the core's [`FleetView`]: a DID call for a
+//! trunk registered only on another node goes there (an ordinary B-leg
+//! INVITE to that node's SIP address, the login as Request-URI user), and
+//! that node, recognising the source as a live node's address, delivers
+//! it to its own contacts of the login. A registration is thus reachable
+//! from the other nodes within two heartbeats.
 //!
 //! When Redis does not answer within `timeout_ms`, the node logs it once,
 //! counts it in `/metrics`, lets new calls go on with its local view
@@ -42,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::b2bua::fleet::{ChannelAnswer, ChannelAsk, ChannelVerdict};
 use crate::b2bua::ChannelKey;
 use crate::config::{ClusterConfig, Config};
-use crate::endpoint::SharedState;
+use crate::endpoint::{FleetView, SharedState};
 use crate::transport::Shutdown;
 
 pub use counters::FleetCounters;
@@ -141,6 +152,9 @@ pub struct NodeView {
     pub last_heartbeat_unix: u64,
     /// When its process started, Unix seconds.
     pub started_unix: u64,
+    /// Where other nodes relay calls to phones registered there (SIP over
+    /// UDP, `ip:port`; empty: none).
+    pub sip: String,
     /// Calls holding a channel there.
     pub calls: u64,
     /// Registered contacts (bindings) it holds.
@@ -182,6 +196,7 @@ impl Cluster {
     pub fn start(
         cfg: &ClusterConfig,
         node: String,
+        sip: Option<std::net::SocketAddr>,
         shared: Arc<std::sync::OnceLock<Arc<SharedState>>>,
         shutdown: Shutdown,
     ) -> Result<Cluster, String> {
@@ -205,6 +220,8 @@ impl Cluster {
             started: unix_now(),
             script: redis::Script::new(CHECK_AND_COUNT),
             logged: None,
+            sip,
+            written_logins: std::collections::HashSet::new(),
         };
         tokio::spawn(task.run(asks_rx, views_rx, shutdown));
         Ok(Cluster {
@@ -340,6 +357,10 @@ struct Task {
     /// Whether Redis answered the last request, as logged (None: not
     /// asked yet).
     logged: Option<bool>,
+    /// This node's SIP address for calls relayed from other nodes.
+    sip: Option<std::net::SocketAddr>,
+    /// Logins this node last wrote to `locs` (to remove the gone ones).
+    written_logins: std::collections::HashSet<String>,
 }
 
 /// Why a Redis request gave nothing.
@@ -563,6 +584,7 @@ impl Task {
             last_heartbeat: crate::b2bua::record::format_date(now.saturating_mul(1000)),
             last_heartbeat_unix: now,
             started_unix: self.started,
+            sip: self.sip.map(|a| a.to_string()).unwrap_or_default(),
             calls: self.counters.calls(),
             registrations,
             channels: counts
@@ -587,12 +609,108 @@ impl Task {
             .hset(format!("{PREFIX}nodes"), &*self.node, json)
             .ignore();
         self.count_writes(&mut pipe, &keys);
+        let logins = self.local_logins(now);
+        let locs = format!("{PREFIX}locs");
+        for (login, expires) in &logins {
+            pipe.hset(&locs, format!("{}|{login}", self.node), expires)
+                .ignore();
+        }
+        for gone in self.written_logins.iter().filter(|l| !logins.contains_key(*l)) {
+            pipe.hdel(&locs, format!("{}|{gone}", self.node)).ignore();
+        }
         let done: Option<()> = self
             .request("heartbeat", |mut c| async move {
                 pipe.query_async(&mut c).await
             })
             .await;
+        if done.is_some() {
+            self.written_logins = logins.into_keys().collect();
+        }
         self.after_write(keys, done.is_some());
+        if done.is_some() {
+            self.read_fleet(now).await;
+        }
+    }
+
+    /// This node's registered logins, each with its last binding's expiry
+    /// (Unix seconds).
+    fn local_logins(&self, now_unix: u64) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        let Some(shared) = self.shared.get() else {
+            return out;
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let registrar = shared.registrar();
+        for (login, b) in registrar.store().iter(now) {
+            let at = now_unix.saturating_add(b.expires_in(now));
+            let e = out.entry(login.to_owned()).or_insert(0);
+            *e = (*e).max(at);
+        }
+        out
+    }
+
+    /// The other live nodes' SIP addresses and registered logins, into
+    /// the core's view.
+    async fn read_fleet(&mut self, now: u64) {
+        let read: Option<(HashMap<String, String>, HashMap<String, u64>)> = self
+            .request("fleet read", |mut c| async move {
+                redis::pipe()
+                    .hgetall(format!("{PREFIX}nodes"))
+                    .hgetall(format!("{PREFIX}locs"))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        let Some((nodes, locs)) = read else { return };
+        let names: Vec<String> = nodes.keys().filter(|n| **n != *self.node).cloned().collect();
+        let alive: Option<Vec<bool>> = if names.is_empty() {
+            Some(Vec::new())
+        } else {
+            let mut pipe = redis::pipe();
+            for n in &names {
+                pipe.exists(format!("{PREFIX}alive:{n}"));
+            }
+            self.request("fleet read", |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
+            .await
+        };
+        let Some(alive) = alive else { return };
+        let peers: HashMap<&str, std::net::SocketAddr> = names
+            .iter()
+            .zip(alive)
+            .filter(|(_, live)| *live)
+            .filter_map(|(n, _)| {
+                let v: NodeView = serde_json::from_str(nodes.get(n)?).ok()?;
+                Some((n.as_str(), v.sip.parse().ok()?))
+            })
+            .collect();
+        let mut view = FleetView {
+            peers: peers.values().copied().collect(),
+            registered: HashMap::new(),
+        };
+        let mut stale = Vec::new();
+        for (field, expires) in locs {
+            let Some((node, login)) = field.split_once('|') else {
+                continue;
+            };
+            if expires <= now {
+                stale.push(field.clone());
+            } else if let Some(addr) = peers.get(node) {
+                view.registered.entry(login.to_owned()).or_default().push(*addr);
+            }
+        }
+        if let Some(shared) = self.shared.get() {
+            shared.set_fleet(view);
+        }
+        if !stale.is_empty() {
+            let locs = format!("{PREFIX}locs");
+            let _: Option<()> = self
+                .request("fleet read", |mut c| async move {
+                    redis::AsyncCommands::hdel(&mut c, locs, stale).await
+                })
+                .await;
+        }
     }
 
     /// Removes counts this node's name left in Redis from an earlier run
@@ -611,12 +729,24 @@ impl Task {
             })
             .await;
         let Some(keys) = keys else { return false };
-        if keys.is_empty() {
+        let locs = format!("{PREFIX}locs");
+        let fields: Option<Vec<String>> = self
+            .request("start-up clean", |mut c| {
+                let locs = locs.clone();
+                async move { redis::AsyncCommands::hkeys(&mut c, locs).await }
+            })
+            .await;
+        let Some(fields) = fields else { return false };
+        let mine = format!("{node}|");
+        if keys.is_empty() && !fields.iter().any(|f| f.starts_with(&mine)) {
             return true;
         }
         let mut pipe = redis::pipe();
         for k in &keys {
             pipe.hdel(k, &node).ignore();
+        }
+        for f in fields.iter().filter(|f| f.starts_with(&mine)) {
+            pipe.hdel(&locs, f).ignore();
         }
         let done: Option<()> = self
             .request("start-up clean", |mut c| async move {

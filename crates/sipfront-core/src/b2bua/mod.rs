@@ -666,6 +666,10 @@ impl B2bua {
 
     /// A new INVITE (no To tag) on server transaction `key`: admission
     /// (SPEC §3), then `100 Trying`, routing and the B-leg INVITE.
+    /// `from_fleet`: `source` is another node of the fleet relaying a call
+    /// to a trunk registered here (README "Fleets"): it is delivered to
+    /// this node's own contacts of the trunk its Request-URI names.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_invite(
         &mut self,
         msg: &Message,
@@ -673,6 +677,7 @@ impl B2bua {
         source: SocketAddr,
         transport: Transport,
         locations: &dyn Locations,
+        from_fleet: bool,
         now: Instant,
     ) {
         if self.draining {
@@ -706,7 +711,9 @@ impl B2bua {
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
         let channels = &self.channels;
-        let admitted = if self.to_registered_contact(msg, source) {
+        let admitted = if from_fleet {
+            self.admission.admit_relayed(msg)
+        } else if self.to_registered_contact(msg, source) {
             // SPEC §8.1: a DID call of the upstream we registered at.
             self.admission.admit_to_contact(msg, |k| channels.active(k))
         } else {
@@ -730,6 +737,8 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
+        let local_only = crate::routing::LocalOnly(locations);
+        let locations: &dyn Locations = if from_fleet { &local_only } else { locations };
         let plan = match self.plan(&admitted, locations, now) {
             Ok(p) => p,
             Err(r) => {
@@ -748,9 +757,11 @@ impl B2bua {
                 admitted.decision.number
             );
         }
+        // A relayed call's events are the relaying node's to send.
         let status_url = self
             .admission
-            .status_url(admitted.direction, admitted.did.as_deref());
+            .status_url(admitted.direction, admitted.did.as_deref())
+            .filter(|_| !from_fleet);
         // On a node of a fleet the channel just taken is the node's view;
         // a limited one is confirmed by the fleet's counter.
         let confirm = admitted
@@ -1215,7 +1226,12 @@ impl B2bua {
             self.call_events.push_back(ev);
         }
         if !call.recorded {
-            if let Some(cdr) = call.cdr(&self.cfg.wall) {
+            // A call relayed here by another node of the fleet is
+            // recorded (and reported) by that node, once.
+            let cdr = call.cdr(&self.cfg.wall);
+            if cdr.is_some() && call.terms.relayed() {
+                call.recorded = true;
+            } else if let Some(cdr) = cdr {
                 call.recorded = true;
                 let url = call.status_url.clone();
                 push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);

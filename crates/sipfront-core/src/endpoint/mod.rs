@@ -66,7 +66,7 @@ pub use env::Env;
 pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, merge as merge_metrics, metric};
 pub use overload::OverloadConfig;
-pub use shared::SharedState;
+pub use shared::{FleetView, SharedState};
 pub use stats::{EndedCalls, Stats};
 
 /// Settings of the endpoint that do not change per message.
@@ -662,12 +662,14 @@ impl Endpoint {
                 return;
             }
             if msg.method() == Some(&Method::Invite) {
+                let from_fleet = self.shared.is_fleet_peer(inbound.peer);
                 self.b2bua.handle_invite(
                     &msg,
                     key,
                     inbound.peer,
                     inbound.transport,
                     &*self.shared,
+                    from_fleet,
                     now,
                 );
                 while let Some((ip, outcome)) = self.b2bua.poll_auth_outcome() {
