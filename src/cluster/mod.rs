@@ -487,15 +487,19 @@ impl Task {
     /// The fleet's verdict on one ask.
     async fn check(&mut self, ask: ChannelAsk) -> ChannelAnswer {
         let verdict = if self.counters.redis_up() {
-            let mut inv = self.script.prepare_invoke();
-            inv.key(channel_key(&ask.key))
-                .arg(&*self.node)
-                .arg(ask.limit)
-                .arg(self.counters.gone_on(&ask.key))
-                .arg(format!("{PREFIX}alive:"));
+            let script = self.script.clone();
+            let (key, node, limit) = (channel_key(&ask.key), self.node.to_string(), ask.limit);
+            let mine = self.counters.gone_on(&ask.key);
             let got: Option<(u8, u32)> = self
                 .request("channel count", |mut c| async move {
-                    inv.invoke_async(&mut c).await
+                    script
+                        .key(key)
+                        .arg(node)
+                        .arg(limit)
+                        .arg(mine)
+                        .arg(format!("{PREFIX}alive:"))
+                        .invoke_async(&mut c)
+                        .await
                 })
                 .await;
             match got {
