@@ -39,8 +39,8 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 echo "== cargo test --doc"
 cargo test --doc 2>&1 | tee -a "$log"
-echo "== cargo test --all-targets"
-cargo test --all-targets 2>&1 | tee -a "$log"
+echo "== cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast 2>&1 | tee -a "$log"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

@@ -482,6 +482,8 @@ mod shell {
             }
         }
 
+        // The socket tasks end when the last handle on them goes.
+        drop(sockets);
         if tokio::time::timeout(SHUTDOWN_GRACE, controller.shutdown())
             .await
             .is_err()

@@ -13,7 +13,7 @@
 //! * [`Message::as_bytes`] re-emits a received message byte-exact.
 //!
 //! ```
-//! use sipfront::sip::{build, Bytes, Message, Method, StatusCode};
+//! use sipfront_core::sip::{build, Bytes, Message, Method, StatusCode};
 //!
 //! let req = Message::parse(Bytes::from_static(
 //!     b"OPTIONS sip:gw.example.com SIP/2.0\r\n\
@@ -37,7 +37,7 @@
 //! let resp = Message::parse(resp)?;
 //! assert_eq!(resp.status(), Some(StatusCode::OK));
 //! assert!(resp.to()?.tag().is_some());
-//! # Ok::<(), sipfront::sip::ParseError>(())
+//! # Ok::<(), sipfront_core::sip::ParseError>(())
 //! ```
 //!
 //! Errors carry the answer: [`ParseError::status`] is 400, 413, 416 or 505.
