@@ -329,7 +329,9 @@ mod shell {
                 // public_address when bound to a wildcard).
                 let sip = transports.udp_addrs().first().map(|a| {
                     match live.current().server.public_address.parse() {
-                        Ok(ip) if a.ip().is_unspecified() => std::net::SocketAddr::new(ip, a.port()),
+                        Ok(ip) if a.ip().is_unspecified() => {
+                            std::net::SocketAddr::new(ip, a.port())
+                        }
                         _ => *a,
                     }
                 });
@@ -341,7 +343,10 @@ mod shell {
                     controller.subscribe(),
                 )
                 .map_err(|e| format!("cannot start: {e}"))?;
-                tracing::info!(node = cluster.node(), "cluster: channel limits shared through Redis");
+                tracing::info!(
+                    node = cluster.node(),
+                    "cluster: channel limits shared through Redis"
+                );
                 live.set_cluster(cluster.clone());
                 Some(cluster)
             }

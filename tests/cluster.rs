@@ -24,7 +24,14 @@ const TRUNK_KEY: &str = "sipfront:ch:trunk:1";
 
 /// A node's config: the shared carrier at `carrier`, trunk 1 for
 /// 127.0.0.1 limited to `max` channels, `[cluster]` on `redis`.
-fn node_config(dir: &TempDir, node: &str, redis: &Redis, carrier: u16, max: u32, cluster: &str) -> String {
+fn node_config(
+    dir: &TempDir,
+    node: &str,
+    redis: &Redis,
+    carrier: u16,
+    max: u32,
+    cluster: &str,
+) -> String {
     let db = dir.path().join(format!("{node}.db"));
     format!(
         "{loopback}\n[[http.api_key]]\nname = \"t\"\nkey = \"{KEY}\"\n\n\
@@ -43,7 +50,14 @@ fn node_config(dir: &TempDir, node: &str, redis: &Redis, carrier: u16, max: u32,
 
 /// A call from the PBX through `node`, held `hold_ms` once answered,
 /// in the background; its messages go to `dir/{tag}.msg`.
-fn call(dir: &TempDir, node: &Server, hold_ms: u32, calls: u32, rate: u32, tag: &str) -> (SippBg, PathBuf) {
+fn call(
+    dir: &TempDir,
+    node: &Server,
+    hold_ms: u32,
+    calls: u32,
+    rate: u32,
+    tag: &str,
+) -> (SippBg, PathBuf) {
     let msgs = dir.path().join(format!("{tag}.msg"));
     let (port, hold, m, r) = (
         free_port().to_string(),
@@ -53,9 +67,31 @@ fn call(dir: &TempDir, node: &Server, hold_ms: u32, calls: u32, rate: u32, tag: 
     );
     let (msg_s, target) = (msgs.display().to_string(), node.udp.to_string());
     let bg = SippBg::start(&[
-        "-sn", "uac", "-s", "12125551234", "-i", "127.0.0.1", "-p", &port, "-d", &hold, "-m", &m,
-        "-r", &r, "-l", "100", "-nostdin", "-timeout", "60s", "-recv_timeout", "20000",
-        "-trace_msg", "-message_file", &msg_s, &target,
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-d",
+        &hold,
+        "-m",
+        &m,
+        "-r",
+        &r,
+        "-l",
+        "100",
+        "-nostdin",
+        "-timeout",
+        "60s",
+        "-recv_timeout",
+        "20000",
+        "-trace_msg",
+        "-message_file",
+        &msg_s,
+        &target,
     ]);
     (bg, msgs)
 }
@@ -119,7 +155,10 @@ fn max_channels_2_holds_across_two_nodes_in_two_round_trips_per_call() {
     let n2 = Server::start(&node_config(&dir, "node-2", &redis, carrier, 2, slow));
     let both = || show(&[&n1, &n2]);
     assert!(
-        wait_for(Duration::from_secs(10), || metric(&n1, "sipfront_cluster_redis_up") == 1
+        wait_for(Duration::from_secs(10), || metric(
+            &n1,
+            "sipfront_cluster_redis_up"
+        ) == 1
             && metric(&n2, "sipfront_cluster_redis_up") == 1),
         "{}",
         both()
@@ -146,10 +185,23 @@ fn max_channels_2_holds_across_two_nodes_in_two_round_trips_per_call() {
 
     // One call held on each node: the trunk's 2 channels are in use.
     let (_h1, h1_msgs) = call(&dir, &n1, 15_000, 1, 1, "held1");
-    assert!(wait_for(Duration::from_secs(10), || answered_calls(&n1) == 1), "{}", both());
+    assert!(
+        wait_for(Duration::from_secs(10), || answered_calls(&n1) == 1),
+        "{}",
+        both()
+    );
     let (_h2, h2_msgs) = call(&dir, &n2, 15_000, 1, 1, "held2");
-    assert!(wait_for(Duration::from_secs(10), || answered_calls(&n2) == 1), "{}", both());
-    assert_eq!(redis.hash_sum(TRUNK_KEY), 2, "{:?}", redis.cli(&["HGETALL", TRUNK_KEY]));
+    assert!(
+        wait_for(Duration::from_secs(10), || answered_calls(&n2) == 1),
+        "{}",
+        both()
+    );
+    assert_eq!(
+        redis.hash_sum(TRUNK_KEY),
+        2,
+        "{:?}",
+        redis.cli(&["HGETALL", TRUNK_KEY])
+    );
 
     // A third call on either node: 503 naming the limit.
     for (node, tag) in [(&n1, "third1"), (&n2, "third2")] {
@@ -163,11 +215,23 @@ fn max_channels_2_holds_across_two_nodes_in_two_round_trips_per_call() {
             both()
         );
     }
-    assert_eq!(metric(&n1, "sipfront_cluster_channel_asks_refused_total"), 1);
-    assert_eq!(metric(&n2, "sipfront_cluster_channel_asks_refused_total"), 1);
+    assert_eq!(
+        metric(&n1, "sipfront_cluster_channel_asks_refused_total"),
+        1
+    );
+    assert_eq!(
+        metric(&n2, "sipfront_cluster_channel_asks_refused_total"),
+        1
+    );
     // The held calls were answered, not refused.
     for m in [&h1_msgs, &h2_msgs] {
-        assert!(read_msgs(m).iter().any(|m| !m.sent && m.status() == Some(200)), "{}", both());
+        assert!(
+            read_msgs(m)
+                .iter()
+                .any(|m| !m.sent && m.status() == Some(200)),
+            "{}",
+            both()
+        );
     }
 
     // /v1/cluster on node 2 lists both nodes, alive.
@@ -180,7 +244,9 @@ fn max_channels_2_holds_across_two_nodes_in_two_round_trips_per_call() {
         .map(|a| a.iter().filter_map(|n| n["node"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, ["node-1", "node-2"], "{view}");
-    assert!(view["nodes"].as_array().is_some_and(|a| a.iter().all(|n| n["alive"] == true)));
+    assert!(view["nodes"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|n| n["alive"] == true)));
 }
 
 #[test]
@@ -193,12 +259,19 @@ fn a_killed_nodes_channel_comes_back_within_its_ttl() {
     let mut n1 = Server::start(&node_config(&dir, "node-1", &redis, carrier, 1, short));
     let n2 = Server::start(&node_config(&dir, "node-2", &redis, carrier, 1, short));
     assert!(
-        wait_for(Duration::from_secs(10), || metric(&n2, "sipfront_cluster_redis_up") == 1),
+        wait_for(Duration::from_secs(10), || metric(
+            &n2,
+            "sipfront_cluster_redis_up"
+        ) == 1),
         "{}",
         n2.log_text()
     );
     let (_held, _) = call(&dir, &n1, 60_000, 1, 1, "held");
-    assert!(wait_for(Duration::from_secs(10), || answered_calls(&n1) == 1), "{}", n1.log_text());
+    assert!(
+        wait_for(Duration::from_secs(10), || answered_calls(&n1) == 1),
+        "{}",
+        n1.log_text()
+    );
 
     n1.signal("KILL");
     let killed = Instant::now();
@@ -218,15 +291,24 @@ fn a_killed_nodes_channel_comes_back_within_its_ttl() {
         tries += 1;
         let (mut bg, msgs) = call(&dir, &n2, 0, 1, 1, &format!("retry{tries}"));
         let _ = bg.wait(Duration::from_secs(20));
-        finals(&read_msgs(&msgs)).first().is_some_and(|f| f.starts_with("SIP/2.0 200"))
+        finals(&read_msgs(&msgs))
+            .first()
+            .is_some_and(|f| f.starts_with("SIP/2.0 200"))
     });
     let took = killed.elapsed();
     assert!(placed, "no call after {took:?}\n{}", n2.log_text());
     assert!(took < Duration::from_secs(15), "{took:?}");
     eprintln!("the killed node's channel came back after {took:?} (node_ttl_s = 3)");
     let (_, view) = api_get(&n2, KEY, "/v1/cluster");
-    let n1_view = view["nodes"].as_array().and_then(|a| a.iter().find(|n| n["node"] == "node-1")).cloned();
-    assert_eq!(n1_view.map(|v| v["alive"].clone()), Some(serde_json::json!(false)), "{view}");
+    let n1_view = view["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node"] == "node-1"))
+        .cloned();
+    assert_eq!(
+        n1_view.map(|v| v["alive"].clone()),
+        Some(serde_json::json!(false)),
+        "{view}"
+    );
 }
 
 #[test]
@@ -240,7 +322,10 @@ fn redis_stopped_under_load_calls_go_on_and_counts_reconcile() {
     let n2 = Server::start(&node_config(&dir, "node-2", &redis, carrier, 50, cfg));
     let both = || show(&[&n1, &n2]);
     assert!(
-        wait_for(Duration::from_secs(10), || metric(&n1, "sipfront_cluster_redis_up") == 1
+        wait_for(Duration::from_secs(10), || metric(
+            &n1,
+            "sipfront_cluster_redis_up"
+        ) == 1
             && metric(&n2, "sipfront_cluster_redis_up") == 1),
         "{}",
         both()
@@ -251,27 +336,41 @@ fn redis_stopped_under_load_calls_go_on_and_counts_reconcile() {
     std::thread::sleep(Duration::from_secs(2));
     redis.stop();
     assert!(
-        wait_for(Duration::from_secs(5), || metric(&n1, "sipfront_cluster_redis_up") == 0),
+        wait_for(Duration::from_secs(5), || metric(
+            &n1,
+            "sipfront_cluster_redis_up"
+        ) == 0),
         "{}",
         both()
     );
     // A call held across the outage, placed while Redis is down.
     let (_held, held_msgs) = call(&dir, &n1, 20_000, 1, 1, "held");
-    assert!(wait_for(Duration::from_secs(10), || answered_calls(&n1) >= 1), "{}", both());
+    assert!(
+        wait_for(Duration::from_secs(10), || answered_calls(&n1) >= 1),
+        "{}",
+        both()
+    );
     std::thread::sleep(Duration::from_secs(2));
     redis.restart();
     for (bg, msgs, tag) in [(&mut l1, &m1, "load1"), (&mut l2, &m2, "load2")] {
         let (code, text) = bg.wait(Duration::from_secs(40));
         let finals = finals(&read_msgs(msgs));
         assert!(
-            code == Some(0) && finals.len() == 80 && finals.iter().all(|f| f.starts_with("SIP/2.0 200")),
+            code == Some(0)
+                && finals.len() == 80
+                && finals.iter().all(|f| f.starts_with("SIP/2.0 200")),
             "{tag}: exit {code:?}, {} finals, not all 200: {:?}\n{text}\n{}",
             finals.len(),
-            finals.iter().filter(|f| !f.starts_with("SIP/2.0 200")).collect::<Vec<_>>(),
+            finals
+                .iter()
+                .filter(|f| !f.starts_with("SIP/2.0 200"))
+                .collect::<Vec<_>>(),
             both()
         );
     }
-    assert!(read_msgs(&held_msgs).iter().any(|m| !m.sent && m.status() == Some(200)));
+    assert!(read_msgs(&held_msgs)
+        .iter()
+        .any(|m| !m.sent && m.status() == Some(200)));
     // Redis came back empty: the heartbeats rewrite each node's counts,
     // so the held call (let through without Redis) is counted again.
     assert!(
@@ -280,13 +379,20 @@ fn redis_stopped_under_load_calls_go_on_and_counts_reconcile() {
         redis.cli(&["HGETALL", TRUNK_KEY]),
         both()
     );
-    assert_eq!(redis.cli(&["HGET", TRUNK_KEY, "node-1"]).as_deref(), Some("1"));
+    assert_eq!(
+        redis.cli(&["HGET", TRUNK_KEY, "node-1"]).as_deref(),
+        Some("1")
+    );
     for n in [&n1, &n2] {
         assert_eq!(metric(n, "sipfront_cluster_redis_up"), 1, "{}", both());
         assert!(metric(n, "sipfront_cluster_redis_errors_total") > 0);
         assert!(!n.log_text().contains("panicked"), "{}", both());
     }
-    assert!(metric(&n1, "sipfront_cluster_unconfirmed_calls_total") > 0, "{}", both());
+    assert!(
+        metric(&n1, "sipfront_cluster_unconfirmed_calls_total") > 0,
+        "{}",
+        both()
+    );
     let (_, view) = api_get(&n1, KEY, "/v1/cluster");
     assert_eq!(view["redis_up"], true, "{view}");
     assert!(n1.log_text().contains("Redis unreachable"), "{}", both());
@@ -339,9 +445,30 @@ fn a_phone_registered_on_node_1_gets_a_did_call_that_reached_node_2() {
         n1.udp.to_string(),
     );
     let (code, text) = common::sipp_run(&[
-        "-sf", &sf, "-inf", &inf_s, "-key", "expires", "3600", "-i", "127.0.0.1", "-p", &port_s,
-        "-m", "1", "-nd", "-nostdin", "-timeout", "20s", "-timeout_error", "-recv_timeout",
-        "5000", "-trace_msg", "-message_file", &reg_s, &target,
+        "-sf",
+        &sf,
+        "-inf",
+        &inf_s,
+        "-key",
+        "expires",
+        "3600",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port_s,
+        "-m",
+        "1",
+        "-nd",
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-recv_timeout",
+        "5000",
+        "-trace_msg",
+        "-message_file",
+        &reg_s,
+        &target,
     ]);
     assert_eq!(code, Some(0), "registration failed: {text}\n{}", both());
     let phone_log = dir.path().join("phone.msg");
@@ -350,8 +477,20 @@ fn a_phone_registered_on_node_1_gets_a_did_call_that_reached_node_2() {
         phone_log.display().to_string(),
     );
     let _phone = SippBg::start(&[
-        "-sf", &uas_sf, "-i", "127.0.0.1", "-p", &port_s, "-nostdin", "-timeout", "60s",
-        "-recv_timeout", "100000", "-trace_msg", "-message_file", &phone_s,
+        "-sf",
+        &uas_sf,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port_s,
+        "-nostdin",
+        "-timeout",
+        "60s",
+        "-recv_timeout",
+        "100000",
+        "-trace_msg",
+        "-message_file",
+        &phone_s,
     ]);
     // Node 1 holds the registration; node 2 none.
     let (_, regs2) = api_get(&n2, KEY, "/v1/registrations");
@@ -363,15 +502,43 @@ fn a_phone_registered_on_node_1_gets_a_did_call_that_reached_node_2() {
     let answered = wait_for(Duration::from_secs(15), || {
         tries += 1;
         let msgs = dir.path().join(format!("carrier{tries}.msg"));
-        let (cport, msgs_s, target) = (carrier.to_string(), msgs.display().to_string(), n2.udp.to_string());
+        let (cport, msgs_s, target) = (
+            carrier.to_string(),
+            msgs.display().to_string(),
+            n2.udp.to_string(),
+        );
         let (_, _) = common::sipp_run(&[
-            "-sn", "uac", "-s", DID, "-i", CARRIER_IP, "-p", &cport, "-d", "200", "-m", "1",
-            "-nostdin", "-timeout", "15s", "-recv_timeout", "10000", "-trace_msg",
-            "-message_file", &msgs_s, &target,
+            "-sn",
+            "uac",
+            "-s",
+            DID,
+            "-i",
+            CARRIER_IP,
+            "-p",
+            &cport,
+            "-d",
+            "200",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "15s",
+            "-recv_timeout",
+            "10000",
+            "-trace_msg",
+            "-message_file",
+            &msgs_s,
+            &target,
         ]);
-        finals(&read_msgs(&msgs)).first().is_some_and(|f| f.starts_with("SIP/2.0 200"))
+        finals(&read_msgs(&msgs))
+            .first()
+            .is_some_and(|f| f.starts_with("SIP/2.0 200"))
     });
-    assert!(answered, "no DID call answered after {tries} tries\n{}", both());
+    assert!(
+        answered,
+        "no DID call answered after {tries} tries\n{}",
+        both()
+    );
     let phone_msgs = read_msgs(&phone_log);
     let invite = phone_msgs
         .iter()
@@ -379,11 +546,19 @@ fn a_phone_registered_on_node_1_gets_a_did_call_that_reached_node_2() {
         .expect("the phone got the INVITE");
     // Delivered by node 1 at the phone's registered Contact (RFC 3261
     // §10, the binding node 1 holds), not by node 2.
-    assert!(invite.first_line().starts_with("INVITE sip:001@10.0.0.1"), "{}", invite.first_line());
+    assert!(
+        invite.first_line().starts_with("INVITE sip:001@10.0.0.1"),
+        "{}",
+        invite.first_line()
+    );
     let (_, view) = api_get(&n1, KEY, "/v1/cluster");
     let regs: Vec<u64> = view["nodes"]
         .as_array()
-        .map(|a| a.iter().filter_map(|n| n["registrations"].as_u64()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["registrations"].as_u64())
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(regs, [1, 0], "{view}");
 }

@@ -113,7 +113,11 @@ impl FleetCounters {
     fn add(&self, key: &ChannelKey, up: bool) {
         {
             let mut n = self.gone_on.entry(key.clone()).or_insert(0);
-            *n = if up { n.saturating_add(1) } else { n.saturating_sub(1) };
+            *n = if up {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            };
         }
         self.dirty
             .lock()

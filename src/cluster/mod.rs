@@ -423,8 +423,8 @@ impl Task {
         }
         let t = self.timeout();
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(t)
-            .set_response_timeout(t)
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t))
             .set_number_of_retries(1);
         let made = tokio::time::timeout(
             t * 2,
@@ -442,7 +442,11 @@ impl Task {
 
     /// Runs one request with the deadline; counts it and tracks Redis's
     /// state (logged once per change).
-    async fn request<T, F>(&mut self, what: &str, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    async fn request<T, F>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(ConnectionManager) -> F,
+    ) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -603,7 +607,7 @@ impl Task {
         let dirty = self.counters.take_dirty();
         let keys: Vec<ChannelKey> = keys
             .into_iter()
-            .chain(dirty.into_iter())
+            .chain(dirty)
             .collect::<std::collections::HashSet<_>>()
             .into_iter()
             .collect();
@@ -619,7 +623,11 @@ impl Task {
             pipe.hset(&locs, format!("{}|{login}", self.node), expires)
                 .ignore();
         }
-        for gone in self.written_logins.iter().filter(|l| !logins.contains_key(*l)) {
+        for gone in self
+            .written_logins
+            .iter()
+            .filter(|l| !logins.contains_key(*l))
+        {
             pipe.hdel(&locs, format!("{}|{gone}", self.node)).ignore();
         }
         let done: Option<()> = self
@@ -666,7 +674,11 @@ impl Task {
             })
             .await;
         let Some((nodes, locs)) = read else { return };
-        let names: Vec<String> = nodes.keys().filter(|n| **n != *self.node).cloned().collect();
+        let names: Vec<String> = nodes
+            .keys()
+            .filter(|n| **n != *self.node)
+            .cloned()
+            .collect();
         let alive: Option<Vec<bool>> = if names.is_empty() {
             Some(Vec::new())
         } else {
@@ -701,7 +713,10 @@ impl Task {
             if expires <= now {
                 stale.push(field.clone());
             } else if let Some(addr) = peers.get(node) {
-                view.registered.entry(login.to_owned()).or_default().push(*addr);
+                view.registered
+                    .entry(login.to_owned())
+                    .or_default()
+                    .push(*addr);
             }
         }
         if let Some(shared) = self.shared.get() {
@@ -725,9 +740,10 @@ impl Task {
         let keys: Option<Vec<String>> = self
             .request("start-up clean", |mut c| async move {
                 let mut keys = Vec::new();
-                let mut iter: redis::AsyncIter<String> = c.scan_match(&pattern).await?;
+                let mut iter: redis::AsyncIter<String> =
+                    redis::AsyncCommands::scan_match(&mut c, &pattern).await?;
                 while let Some(k) = iter.next_item().await {
-                    keys.push(k);
+                    keys.push(k?);
                 }
                 Ok(keys)
             })

@@ -574,11 +574,6 @@ impl Call {
         b.build()
     }
 
-    /// The A-leg Call-ID, for logs.
-    pub(crate) fn a_call_id(&self) -> &str {
-        &self.a.call_id
-    }
-
     /// Refuses the call before any B-leg INVITE went out (the fleet's
     /// channel counter said no): `status` with `reason` to the caller, and
     /// the call is over.

@@ -155,17 +155,13 @@ impl super::B2bua {
     /// goes on or is refused.
     pub fn handle_channel_answer(&mut self, answer: ChannelAnswer, now: Instant) {
         let granted = answer.verdict == ChannelVerdict::Granted;
-        let waiting = self
-            .fleet
-            .pending
-            .remove(&answer.id)
-            .filter(|w| {
-                // Still holding its channel: not cancelled meanwhile.
-                self.table
-                    .calls
-                    .get(&w.call)
-                    .is_some_and(|c| c.channel.is_some() && c.holds_channel())
-            });
+        let waiting = self.fleet.pending.remove(&answer.id).filter(|w| {
+            // Still holding its channel: not cancelled meanwhile.
+            self.table
+                .calls
+                .get(&w.call)
+                .is_some_and(|c| c.channel.is_some() && c.holds_channel())
+        });
         let Some(w) = waiting else {
             // Answered after the core's deadline (the call went on without
             // it), or the call was cancelled meanwhile: a channel the fleet

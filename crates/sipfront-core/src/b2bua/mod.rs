@@ -767,7 +767,13 @@ impl B2bua {
         let confirm = admitted
             .channel_limit()
             .filter(|_| self.channels.confirms())
-            .map(|limit| (channel.key().clone(), limit, admitted.channel_refusal(limit)));
+            .map(|limit| {
+                (
+                    channel.key().clone(),
+                    limit,
+                    admitted.channel_refusal(limit),
+                )
+            });
         let new = NewCall {
             invite: msg,
             key: key.clone(),

@@ -1764,8 +1764,8 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 }
 
 mod attended;
-mod identity;
 mod fleet;
+mod identity;
 mod media;
 mod overload;
 mod registration;
