@@ -37,6 +37,31 @@ enum Command {
         #[arg(long, short = 'c', value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// HTTP API keys kept in the store (`[store] path`); a running sipfront
+    /// reads them at start and on SIGHUP.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+        /// Config file [default: config/sipfront.toml if present, else the built-in copy].
+        #[arg(long, short = 'c', value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Make a key named NAME and print it once (the store keeps only its SHA-256).
+    Create {
+        /// 1 to 64 letters, digits, `.`, `_` or `-`; shown in logs.
+        name: String,
+    },
+    /// List the stored keys' names (the keys themselves are not kept).
+    List,
+    /// Delete the stored key NAME (revoked at the next SIGHUP or start).
+    Delete {
+        /// The key's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +69,71 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config.as_deref()),
         Command::Run { config } => run(config.as_deref()),
+        Command::Key { action, config } => key(&action, config.as_deref()),
+    }
+}
+
+/// `sipfront key …`: the key or the list on stdout, anything else on stderr.
+fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
+    use sipfront::control::keys;
+    use sipfront::store::{SqliteStore, Store};
+    let cfg = match Config::resolve(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(url) = &cfg.store.url {
+        eprintln!(
+            "[store] url = \"{url}\": only the embedded SQLite store ([store] path) is supported so far"
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match SqliteStore::open(&cfg.store.path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let done = match action {
+        KeyAction::Create { name } => keys::create(&store, &cfg, name).map(|key| {
+            println!("{key}");
+            eprintln!(
+                "API key `{name}` stored in {} (its SHA-256 only: this is the one time it is \
+                 shown); a running sipfront takes it at SIGHUP (systemctl reload sipfront)",
+                store.path().display()
+            );
+        }),
+        KeyAction::List => store
+            .api_keys()
+            .map(|ks| {
+                for k in ks {
+                    let how = if k.generated {
+                        "generated at first start"
+                    } else {
+                        "created"
+                    };
+                    println!("{}\t{how}\tcreated_ms={}", k.name, k.created_ms);
+                }
+            })
+            .map_err(|e| e.to_string()),
+        KeyAction::Delete { name } => keys::delete(&store, name).map(|()| {
+            eprintln!(
+                "API key `{name}` deleted from {}; a running sipfront refuses it after SIGHUP",
+                store.path().display()
+            );
+        }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -252,6 +342,7 @@ mod shell {
         let drain_s = cfg.server.drain_s;
         let (core_handle, queries_rx) = control::Core::channels(workers);
         let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
+        control::keys::load_at_start(&live, http_addr).await?;
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
         tracing::info!(
@@ -483,6 +574,7 @@ mod shell {
                         }
                     }
                     reload_config(&live, path.as_deref()).await;
+                    control::keys::reload(&live).await;
                 }
             }
         }

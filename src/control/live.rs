@@ -16,7 +16,7 @@ use super::cdr::CdrReader;
 use super::core::Core;
 use super::error::{ApiError, Details};
 use super::sync::{SyncError, SyncState};
-use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
+use crate::config::{ApiKeyConfig, Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
 /// What a change does to the store (the config change itself is the new
@@ -98,6 +98,9 @@ pub struct Live {
     sync: Option<Arc<SyncState>>,
     /// The fleet, when `[cluster] redis` is set (`/v1/cluster`).
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// The API keys kept in the store (read at start and on SIGHUP), as
+    /// the verifier takes them; the config's own are in `current`.
+    stored_keys: ArcSwap<Vec<ApiKeyConfig>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -128,6 +131,7 @@ impl Live {
             write: Arc::new(Mutex::new(())),
             core,
             cluster: std::sync::OnceLock::new(),
+            stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -156,6 +160,21 @@ impl Live {
     /// at start-up.
     pub(crate) fn sync(&self) -> Option<&Arc<SyncState>> {
         self.sync.as_ref()
+    }
+
+    /// The store (blocking; use it on a blocking task).
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The API keys kept in the store. Never waits.
+    pub(crate) fn stored_keys(&self) -> Arc<Vec<ApiKeyConfig>> {
+        self.stored_keys.load_full()
+    }
+
+    /// Replaces the API keys kept in the store (start, SIGHUP).
+    pub(crate) fn set_stored_keys(&self, keys: Vec<ApiKeyConfig>) {
+        self.stored_keys.store(Arc::new(keys));
     }
 
     /// The snapshot in force. Never waits.

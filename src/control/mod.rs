@@ -1,4 +1,4 @@
-//! The HTTP control API (SPEC §6), axum on the shell's tokio runtime.
+//! The HTTP control API, axum on the shell's tokio runtime.
 //!
 //! Everything here is off the hot path: handlers read the config snapshot
 //! ([`Live::current`], an `ArcSwap` load), and changes go through
@@ -22,6 +22,7 @@ mod cluster;
 mod core;
 mod dids;
 mod error;
+pub mod keys;
 mod listener;
 mod live;
 mod openapi;

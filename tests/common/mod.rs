@@ -358,6 +358,19 @@ fn api_text_at(http: SocketAddr, key: &str, path: &str) -> (u16, String) {
 
 /// `[[http.api_key]]` with key [`TEST_API_KEY`], for tests that read the API.
 pub const TEST_API_KEY_CONFIG: &str = "\n[[http.api_key]]\nname = \"test\"\nkey = \"test-key\"\n";
+/// Polls `f` every 50 ms until it holds (true) or `timeout` passes (its
+/// last answer).
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
 /// The key of [`TEST_API_KEY_CONFIG`].
 pub const TEST_API_KEY: &str = "test-key";
 
