@@ -153,22 +153,35 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as
+/// one JSON object per line (`[log] format`).
+fn init_logging(format: sipfront::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        sipfront::config::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        sipfront::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// `sipfront run`.
 fn run(path: Option<&Path>) -> ExitCode {
-    init_logging();
     let cfg = match Config::resolve(path) {
-        Ok(cfg) => cfg,
+        Ok(cfg) => {
+            init_logging(cfg.log.format);
+            cfg
+        }
         Err(errors) => {
+            init_logging(sipfront::config::LogFormat::Text);
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
@@ -928,6 +941,7 @@ mod shell {
                 }
             }
             while let Some(cdr) = endpoint.poll_cdr() {
+                sipfront::cdr::log_ended(&cdr);
                 // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
                 if !cdrs.record(cdr) && cdrs.dropped().is_power_of_two() {
                     tracing::warn!(

@@ -204,6 +204,10 @@ impl Live {
                 "SIGHUP: [sync] changed; the trunk sync keeps its start-up settings until a restart"
             );
         }
+        if file.log != cur.log {
+            tracing::warn!("SIGHUP: [log] changed; the log format changes at the next restart");
+            file.log = cur.log;
+        }
         file.trunk.clone_from(&cur.trunk);
         file.did.clone_from(&cur.did);
         file.validate_value(&file.source.to_string())?;

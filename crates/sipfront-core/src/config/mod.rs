@@ -27,8 +27,9 @@ pub use media::{MediaConfig, MediaMode};
 pub use rates::{Rate, RateTable};
 pub use schema::{
     ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,
-    ListenConfig, ListenTransport, NumberFormat, RatesConfig, RegistrarSettings, SecuritySettings,
-    ServerConfig, StoreConfig, SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
+    ListenConfig, ListenTransport, LogConfig, LogFormat, NumberFormat, RatesConfig,
+    RegistrarSettings, SecuritySettings, ServerConfig, StoreConfig, SyncConfig, TrunkConfig,
+    UpstreamConfig, WebhooksConfig,
 };
 pub use transport::{TransportSettings, MAX_TRANSPORT_BYTES, MIN_TRANSPORT_BYTES};
 
