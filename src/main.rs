@@ -88,10 +88,12 @@ fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
     };
     // The fleet store runs its queries on a runtime of its own here.
     let opened = match &cfg.store.url {
-        Some(url) => store::pg::open_standalone(url).map(|(rt, s)| {
-            let shown = s.pool().shown().to_owned();
-            (Box::new(s) as Box<dyn Store>, shown, Some(rt))
-        }),
+        Some(url) => {
+            store::pg::open_standalone(url, sipfront::cluster::node_name(&cfg)).map(|(rt, s)| {
+                let shown = s.pool().shown().to_owned();
+                (Box::new(s) as Box<dyn Store>, shown, Some(rt))
+            })
+        }
         None => SqliteStore::open(&cfg.store.path).map(|s| {
             let shown = s.path().display().to_string();
             (Box::new(s) as Box<dyn Store>, shown, None)
@@ -157,22 +159,35 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as
+/// one JSON object per line (`[log] format`).
+fn init_logging(format: sipfront::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        sipfront::config::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        sipfront::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// `sipfront run`.
 fn run(path: Option<&Path>) -> ExitCode {
-    init_logging();
     let cfg = match Config::resolve(path) {
-        Ok(cfg) => cfg,
+        Ok(cfg) => {
+            init_logging(cfg.log.format);
+            cfg
+        }
         Err(errors) => {
+            init_logging(sipfront::config::LogFormat::Text);
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
@@ -351,9 +366,11 @@ mod shell {
         let (drain_tx, drain_rx) = queues(workers, 1);
         let drain_s = cfg.server.drain_s;
         let (core_handle, queries_rx) = control::Core::channels(workers);
+        let node = sipfront::cluster::node_name(&cfg);
         let mut live = Live::new(Arc::new(cfg), store, reload_tx, core_handle);
         if let Some(f) = &fleet {
-            let holder = format!("{}/{}", store::pg::node_name(), f.instance());
+            // Unique per process: two nodes given one name never share a lease.
+            let holder = format!("{node}/{}", f.instance());
             live = live.on_fleet(PgCdr::new(f.pool().clone()), holder);
         }
         let live = Arc::new(live);
@@ -426,8 +443,48 @@ mod shell {
             .await
             .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
         let (media_txs, media_rxs) = queues(workers, MEDIA_QUEUE);
+        // README "Fleets": channel counts across nodes through Redis; the
+        // core asks through its outputs, each shard gets verdicts on its
+        // own queue (ask ids are per shard).
+        let fleet_state = Arc::new(std::sync::OnceLock::new());
+        let cluster = match &live.current().cluster {
+            c if c.enabled() => {
+                let node = sipfront::cluster::node_name(&live.current());
+                // Where the other nodes relay calls for phones registered
+                // here: the first UDP listener (its host from
+                // public_address when bound to a wildcard).
+                let sip = transports.udp_addrs().first().map(|a| {
+                    match live.current().server.public_address.parse() {
+                        Ok(ip) if a.ip().is_unspecified() => {
+                            std::net::SocketAddr::new(ip, a.port())
+                        }
+                        _ => *a,
+                    }
+                });
+                let cluster = sipfront::cluster::Cluster::start(
+                    c,
+                    node,
+                    sip,
+                    Arc::clone(&fleet_state),
+                    controller.subscribe(),
+                )
+                .map_err(|e| format!("cannot start: {e}"))?;
+                tracing::info!(
+                    node = cluster.node(),
+                    "cluster: channel limits shared through Redis"
+                );
+                live.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            _ => None,
+        };
+        let (fleet_txs, fleet_rxs) = queues(workers, MEDIA_QUEUE);
         // Shard 0 first: it installs the shared registrar the others use.
-        let shared = Arc::new(SharedState::new(&ep_cfg.guard));
+        let shared = Arc::new(match &cluster {
+            Some(c) => SharedState::with_channels(&ep_cfg.guard, c.counters()),
+            None => SharedState::new(&ep_cfg.guard),
+        });
+        let _ = fleet_state.set(Arc::clone(&shared));
         let mut endpoints: Vec<Endpoint> = (0..workers)
             .map(|i| {
                 let seed = if i == 0 { ep_cfg.seed } else { seed() };
@@ -463,10 +520,14 @@ mod shell {
             .zip(drain_rx)
             .zip(dns_rxs)
             .zip(did_dns_rxs)
-            .zip(media_rxs.into_iter().zip(media_txs));
+            .zip(media_rxs.into_iter().zip(media_txs))
+            .zip(fleet_rxs.into_iter().zip(fleet_txs));
         for (
-            ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
-            (media, media_answers),
+            (
+                ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
+                (media, media_answers),
+            ),
+            (fleet, fleet_answers),
         ) in inputs
         {
             shards.push(tokio::spawn(core_loop(
@@ -480,6 +541,7 @@ mod shell {
                     did_dns,
                     did_names: did_names.take(),
                     media,
+                    fleet,
                     nudge: Arc::clone(&nudge),
                     shutdown: controller.subscribe(),
                 },
@@ -490,6 +552,8 @@ mod shell {
                     bindings: binding_sink.clone(),
                     media: media_client.clone(),
                     media_answers,
+                    cluster: cluster.clone(),
+                    fleet_answers,
                 },
             )));
         }
@@ -664,6 +728,8 @@ mod shell {
     ) -> Result<(Config, Arc<dyn Store>, Option<Arc<PgStore>>), String> {
         let path = cfg.store.path.clone();
         let url = cfg.store.url.clone();
+        // Registrations are stored under the node's `[cluster] node` name.
+        let node = sipfront::cluster::node_name(&cfg);
         let rt = tokio::runtime::Handle::current();
         let (file_trunks, file_dids) = (cfg.trunk.clone(), cfg.did.clone());
         let opened = tokio::task::spawn_blocking(move || {
@@ -671,7 +737,7 @@ mod shell {
                 Some(url) => {
                     let instance = format!("{:016x}", rand::random::<u64>());
                     let pool = store::PgPool::new(&url, rt)?;
-                    let pg = Arc::new(PgStore::open(pool, store::pg::node_name(), instance)?);
+                    let pg = Arc::new(PgStore::open(pool, node, instance)?);
                     (pg.clone() as Arc<dyn Store>, Some(pg))
                 }
                 None => (Arc::new(SqliteStore::open(&path)?) as Arc<dyn Store>, None),
@@ -790,6 +856,10 @@ mod shell {
         /// rtpengine's ng client, and where its answers for this core go.
         media: sipfront::media::MediaClient,
         media_answers: sipfront::media::ReplyTo,
+        /// The fleet (README "Fleets"), and where its verdicts for this
+        /// core go.
+        cluster: Option<sipfront::cluster::Cluster>,
+        fleet_answers: sipfront::cluster::ReplyTo,
     }
 
     /// What the core task listens to besides its timer.
@@ -811,6 +881,8 @@ mod shell {
         nudge: Arc<Notify>,
         /// The media relay's answers to this core's requests.
         media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
+        /// The fleet's verdicts on this core's channel asks.
+        fleet: mpsc::Receiver<sipfront::b2bua::fleet::ChannelAnswer>,
         shutdown: Shutdown,
     }
 
@@ -830,6 +902,8 @@ mod shell {
             bindings,
             media,
             media_answers,
+            cluster,
+            fleet_answers,
         } = sinks;
         let Inputs {
             mut events,
@@ -841,6 +915,7 @@ mod shell {
             did_names,
             nudge,
             media: mut media_results,
+            fleet: mut verdicts,
             mut shutdown,
         } = inputs;
         let owner = endpoint.is_owner();
@@ -880,6 +955,7 @@ mod shell {
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
                 Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
+                Some(a) = verdicts.recv() => endpoint.handle_channel_answer(a, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
@@ -890,6 +966,9 @@ mod shell {
                             webhooks.write_metrics(&mut m);
                             transports.write_metrics(&mut m);
                             media.stats().write_metrics(&mut m);
+                            if let Some(c) = &cluster {
+                                c.write_metrics(&mut m);
+                            }
                         }
                         let _ = tx.send(m);
                     }
@@ -948,7 +1027,14 @@ mod shell {
             while let Some(req) = endpoint.poll_media() {
                 media.request(req, &media_answers);
             }
+            while let Some(ask) = endpoint.poll_channel_ask() {
+                // Only fleet counters confirm, so asks imply a cluster.
+                if let Some(c) = &cluster {
+                    c.ask(ask, &fleet_answers);
+                }
+            }
             while let Some(cdr) = endpoint.poll_cdr() {
+                sipfront::cdr::log_ended(&cdr);
                 // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
                 if !cdrs.record(cdr) && cdrs.dropped().is_power_of_two() {
                     tracing::warn!(

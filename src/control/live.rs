@@ -99,6 +99,8 @@ pub struct Live {
     sync: Option<Arc<SyncState>>,
     /// Who this process is when it takes a lease in a fleet store.
     holder: String,
+    /// The fleet, when `[cluster] redis` is set (`/v1/cluster`).
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// The API keys kept in the store (read at start and on SIGHUP), as
     /// the verifier takes them; the config's own are in `current`.
     stored_keys: ArcSwap<Vec<ApiKeyConfig>>,
@@ -132,6 +134,7 @@ impl Live {
             write: Arc::new(Mutex::new(())),
             core,
             holder: "local".to_owned(),
+            cluster: std::sync::OnceLock::new(),
             stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -193,6 +196,16 @@ impl Live {
         Ok(true)
     }
 
+    /// Joins the fleet's handle (once, at start).
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The fleet's handle, when this node is part of one.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get()
+    }
+
     /// The handle for questions to the core (live calls, bans, metrics).
     pub fn core(&self) -> &Core {
         &self.core
@@ -251,6 +264,10 @@ impl Live {
             tracing::warn!(
                 "SIGHUP: [sync] changed; the trunk sync keeps its start-up settings until a restart"
             );
+        }
+        if file.log != cur.log {
+            tracing::warn!("SIGHUP: [log] changed; the log format changes at the next restart");
+            file.log = cur.log;
         }
         file.trunk.clone_from(&cur.trunk);
         file.did.clone_from(&cur.did);

@@ -664,7 +664,10 @@ impl Store for PgStore {
 ///
 /// # Errors
 /// As [`PgPool::new`] and [`PgStore::open`], or the runtime cannot start.
-pub fn open_standalone(url: &str) -> Result<(tokio::runtime::Runtime, PgStore), StoreError> {
+pub fn open_standalone(
+    url: &str,
+    node: String,
+) -> Result<(tokio::runtime::Runtime, PgStore), StoreError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -675,19 +678,8 @@ pub fn open_standalone(url: &str) -> Result<(tokio::runtime::Runtime, PgStore), 
         })?;
     let pool = PgPool::new(url, rt.handle().clone())?;
     let instance = format!("{:016x}", rand::random::<u64>());
-    let store = PgStore::open(pool, node_name(), instance)?;
+    let store = PgStore::open(pool, node, instance)?;
     Ok((rt, store))
-}
-
-/// This node's name in the fleet store (its registration rows): the host
-/// name.
-pub fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "sipfront".to_owned())
 }
 
 /// Listens for trunk and DID changes made by other nodes and sends `()`

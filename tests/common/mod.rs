@@ -9,6 +9,7 @@ pub mod dnsmasq;
 mod parsing;
 pub mod phone;
 pub mod postgres;
+pub mod redis;
 pub mod rtpengine;
 pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
@@ -150,12 +151,17 @@ impl Server {
                 );
             }
         };
-        let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
-        let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
-        let http = addr_after(&line, "http=[").expect("http address in ready line");
-        let tls = addr_after(&line, "tls=[");
-        let ws = addr_after(&line, "ws=[");
-        let wss = addr_after(&line, "wss=[");
+        // `udp=[…]` in text, `"udp":"[…]"` with `[log] format = "json"`.
+        let find = |k: &str| {
+            addr_after(&line, &format!("{k}=["))
+                .or_else(|| addr_after(&line, &format!("\"{k}\":\"[")))
+        };
+        let udp = find("udp").expect("udp address in ready line");
+        let tcp = find("tcp").expect("tcp address in ready line");
+        let http = find("http").expect("http address in ready line");
+        let tls = find("tls");
+        let ws = find("ws");
+        let wss = find("wss");
         Server {
             child,
             udp,
