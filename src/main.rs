@@ -653,8 +653,8 @@ mod shell {
                         source = %source,
                         "SIGHUP: config re-read ({}); new calls use its rates and \
                          settings with the store's trunks and DIDs, calls in progress \
-                         keep theirs; listen, upstream, http and store changes need a \
-                         restart",
+                         keep theirs; listen, upstream, http, store and cluster changes \
+                         need a restart",
                         live.current().summary()
                     ),
                     Err(errors) => {
