@@ -37,6 +37,31 @@ enum Command {
         #[arg(long, short = 'c', value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// HTTP API keys kept in the store (`[store] path`); a running sipfront
+    /// reads them at start and on SIGHUP.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+        /// Config file [default: config/sipfront.toml if present, else the built-in copy].
+        #[arg(long, short = 'c', value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Make a key named NAME and print it once (the store keeps only its SHA-256).
+    Create {
+        /// 1 to 64 letters, digits, `.`, `_` or `-`; shown in logs.
+        name: String,
+    },
+    /// List the stored keys' names (the keys themselves are not kept).
+    List,
+    /// Delete the stored key NAME (revoked at the next SIGHUP or start).
+    Delete {
+        /// The key's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +69,71 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config.as_deref()),
         Command::Run { config } => run(config.as_deref()),
+        Command::Key { action, config } => key(&action, config.as_deref()),
+    }
+}
+
+/// `sipfront key …`: the key or the list on stdout, anything else on stderr.
+fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
+    use sipfront::control::keys;
+    use sipfront::store::{SqliteStore, Store};
+    let cfg = match Config::resolve(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(url) = &cfg.store.url {
+        eprintln!(
+            "[store] url = \"{url}\": only the embedded SQLite store ([store] path) is supported so far"
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match SqliteStore::open(&cfg.store.path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let done = match action {
+        KeyAction::Create { name } => keys::create(&store, &cfg, name).map(|key| {
+            println!("{key}");
+            eprintln!(
+                "API key `{name}` stored in {} (its SHA-256 only: this is the one time it is \
+                 shown); a running sipfront takes it at SIGHUP (systemctl reload sipfront)",
+                store.path().display()
+            );
+        }),
+        KeyAction::List => store
+            .api_keys()
+            .map(|ks| {
+                for k in ks {
+                    let how = if k.generated {
+                        "generated at first start"
+                    } else {
+                        "created"
+                    };
+                    println!("{}\t{how}\tcreated_ms={}", k.name, k.created_ms);
+                }
+            })
+            .map_err(|e| e.to_string()),
+        KeyAction::Delete { name } => keys::delete(&store, name).map(|()| {
+            eprintln!(
+                "API key `{name}` deleted from {}; a running sipfront refuses it after SIGHUP",
+                store.path().display()
+            );
+        }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -63,22 +153,35 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as
+/// one JSON object per line (`[log] format`).
+fn init_logging(format: sipfront::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        sipfront::config::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        sipfront::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// `sipfront run`.
 fn run(path: Option<&Path>) -> ExitCode {
-    init_logging();
     let cfg = match Config::resolve(path) {
-        Ok(cfg) => cfg,
+        Ok(cfg) => {
+            init_logging(cfg.log.format);
+            cfg
+        }
         Err(errors) => {
+            init_logging(sipfront::config::LogFormat::Text);
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
@@ -243,7 +346,18 @@ mod shell {
             .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env())
+        let mut env = env();
+        if cfg.cluster.enabled() {
+            // A challenge from one node may be answered to another.
+            match sipfront::cluster::fleet_nonce_key(&cfg.cluster, env.nonce_secret).await {
+                Ok(key) => env.nonce_secret = key,
+                Err(e) => tracing::warn!(
+                    "cluster: no fleet nonce key from Redis ({e}): digest nonces minted \
+                     here verify only here until a restart"
+                ),
+            }
+        }
+        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env)
             .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot to each shard.
@@ -252,6 +366,7 @@ mod shell {
         let drain_s = cfg.server.drain_s;
         let (core_handle, queries_rx) = control::Core::channels(workers);
         let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
+        control::keys::load_at_start(&live, http_addr).await?;
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
         tracing::info!(
@@ -317,8 +432,48 @@ mod shell {
             .await
             .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
         let (media_txs, media_rxs) = queues(workers, MEDIA_QUEUE);
+        // README "Fleets": channel counts across nodes through Redis; the
+        // core asks through its outputs, each shard gets verdicts on its
+        // own queue (ask ids are per shard).
+        let fleet_state = Arc::new(std::sync::OnceLock::new());
+        let cluster = match &live.current().cluster {
+            c if c.enabled() => {
+                let node = sipfront::cluster::node_name(&live.current());
+                // Where the other nodes relay calls for phones registered
+                // here: the first UDP listener (its host from
+                // public_address when bound to a wildcard).
+                let sip = transports.udp_addrs().first().map(|a| {
+                    match live.current().server.public_address.parse() {
+                        Ok(ip) if a.ip().is_unspecified() => {
+                            std::net::SocketAddr::new(ip, a.port())
+                        }
+                        _ => *a,
+                    }
+                });
+                let cluster = sipfront::cluster::Cluster::start(
+                    c,
+                    node,
+                    sip,
+                    Arc::clone(&fleet_state),
+                    controller.subscribe(),
+                )
+                .map_err(|e| format!("cannot start: {e}"))?;
+                tracing::info!(
+                    node = cluster.node(),
+                    "cluster: channel limits shared through Redis"
+                );
+                live.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            _ => None,
+        };
+        let (fleet_txs, fleet_rxs) = queues(workers, MEDIA_QUEUE);
         // Shard 0 first: it installs the shared registrar the others use.
-        let shared = Arc::new(SharedState::new(&ep_cfg.guard));
+        let shared = Arc::new(match &cluster {
+            Some(c) => SharedState::with_channels(&ep_cfg.guard, c.counters()),
+            None => SharedState::new(&ep_cfg.guard),
+        });
+        let _ = fleet_state.set(Arc::clone(&shared));
         let mut endpoints: Vec<Endpoint> = (0..workers)
             .map(|i| {
                 let seed = if i == 0 { ep_cfg.seed } else { seed() };
@@ -354,10 +509,14 @@ mod shell {
             .zip(drain_rx)
             .zip(dns_rxs)
             .zip(did_dns_rxs)
-            .zip(media_rxs.into_iter().zip(media_txs));
+            .zip(media_rxs.into_iter().zip(media_txs))
+            .zip(fleet_rxs.into_iter().zip(fleet_txs));
         for (
-            ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
-            (media, media_answers),
+            (
+                ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
+                (media, media_answers),
+            ),
+            (fleet, fleet_answers),
         ) in inputs
         {
             shards.push(tokio::spawn(core_loop(
@@ -371,6 +530,7 @@ mod shell {
                     did_dns,
                     did_names: did_names.take(),
                     media,
+                    fleet,
                     nudge: Arc::clone(&nudge),
                     shutdown: controller.subscribe(),
                 },
@@ -381,6 +541,8 @@ mod shell {
                     bindings: binding_sink.clone(),
                     media: media_client.clone(),
                     media_answers,
+                    cluster: cluster.clone(),
+                    fleet_answers,
                 },
             )));
         }
@@ -436,6 +598,7 @@ mod shell {
                         }
                     }
                     reload_config(&live, path.as_deref()).await;
+                    control::keys::reload(&live).await;
                 }
             }
         }
@@ -490,8 +653,8 @@ mod shell {
                         source = %source,
                         "SIGHUP: config re-read ({}); new calls use its rates and \
                          settings with the store's trunks and DIDs, calls in progress \
-                         keep theirs; listen, upstream, http and store changes need a \
-                         restart",
+                         keep theirs; listen, upstream, http, store and cluster changes \
+                         need a restart",
                         live.current().summary()
                     ),
                     Err(errors) => {
@@ -611,6 +774,10 @@ mod shell {
         /// rtpengine's ng client, and where its answers for this core go.
         media: sipfront::media::MediaClient,
         media_answers: sipfront::media::ReplyTo,
+        /// The fleet (README "Fleets"), and where its verdicts for this
+        /// core go.
+        cluster: Option<sipfront::cluster::Cluster>,
+        fleet_answers: sipfront::cluster::ReplyTo,
     }
 
     /// What the core task listens to besides its timer.
@@ -632,6 +799,8 @@ mod shell {
         nudge: Arc<Notify>,
         /// The media relay's answers to this core's requests.
         media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
+        /// The fleet's verdicts on this core's channel asks.
+        fleet: mpsc::Receiver<sipfront::b2bua::fleet::ChannelAnswer>,
         shutdown: Shutdown,
     }
 
@@ -651,6 +820,8 @@ mod shell {
             bindings,
             media,
             media_answers,
+            cluster,
+            fleet_answers,
         } = sinks;
         let Inputs {
             mut events,
@@ -662,6 +833,7 @@ mod shell {
             did_names,
             nudge,
             media: mut media_results,
+            fleet: mut verdicts,
             mut shutdown,
         } = inputs;
         let owner = endpoint.is_owner();
@@ -701,6 +873,7 @@ mod shell {
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
                 Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
+                Some(a) = verdicts.recv() => endpoint.handle_channel_answer(a, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
@@ -711,6 +884,9 @@ mod shell {
                             webhooks.write_metrics(&mut m);
                             transports.write_metrics(&mut m);
                             media.stats().write_metrics(&mut m);
+                            if let Some(c) = &cluster {
+                                c.write_metrics(&mut m);
+                            }
                         }
                         let _ = tx.send(m);
                     }
@@ -769,7 +945,14 @@ mod shell {
             while let Some(req) = endpoint.poll_media() {
                 media.request(req, &media_answers);
             }
+            while let Some(ask) = endpoint.poll_channel_ask() {
+                // Only fleet counters confirm, so asks imply a cluster.
+                if let Some(c) = &cluster {
+                    c.ask(ask, &fleet_answers);
+                }
+            }
             while let Some(cdr) = endpoint.poll_cdr() {
+                sipfront::cdr::log_ended(&cdr);
                 // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
                 if !cdrs.record(cdr) && cdrs.dropped().is_power_of_two() {
                     tracing::warn!(

@@ -17,3 +17,22 @@ mod tests;
 pub use crate::b2bua::record::{billed_seconds, format_date, Cdr, Direction, Disposition};
 pub use store::{CdrCursor, CdrError, CdrFilter, CdrStats, CdrStore, SCHEMA_VERSION};
 pub use writer::{CdrSink, CdrWriter};
+
+/// The one log line of every call attempt, at its end: what happened,
+/// with the fields an operator filters on (`call_id`, `trunk`) as fields,
+/// so `[log] format = "json"` gives them as keys of their own.
+pub fn log_ended(cdr: &Cdr) {
+    tracing::info!(
+        call_id = %cdr.call_id,
+        trunk = %cdr.sip_trunk,
+        trunk_id = cdr.trunk_id,
+        direction = cdr.direction.as_str(),
+        to = %cdr.to,
+        status = cdr.sip_code,
+        disposition = cdr.disposition.as_str(),
+        duration_s = cdr.duration_s,
+        "call ended: {} ({})",
+        cdr.disposition.as_str(),
+        cdr.sip_code
+    );
+}

@@ -16,7 +16,7 @@ use super::cdr::CdrReader;
 use super::core::Core;
 use super::error::{ApiError, Details};
 use super::sync::{SyncError, SyncState};
-use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
+use crate::config::{ApiKeyConfig, Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
 /// What a change does to the store (the config change itself is the new
@@ -96,6 +96,11 @@ pub struct Live {
     core: Core,
     cdr: Arc<CdrReader>,
     sync: Option<Arc<SyncState>>,
+    /// The fleet, when `[cluster] redis` is set (`/v1/cluster`).
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// The API keys kept in the store (read at start and on SIGHUP), as
+    /// the verifier takes them; the config's own are in `current`.
+    stored_keys: ArcSwap<Vec<ApiKeyConfig>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -125,7 +130,19 @@ impl Live {
             reloads: reloads.into(),
             write: Arc::new(Mutex::new(())),
             core,
+            cluster: std::sync::OnceLock::new(),
+            stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Joins the fleet's handle (once, at start).
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The fleet's handle, when this node is part of one.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get()
     }
 
     /// The handle for questions to the core (live calls, bans, metrics).
@@ -143,6 +160,21 @@ impl Live {
     /// at start-up.
     pub(crate) fn sync(&self) -> Option<&Arc<SyncState>> {
         self.sync.as_ref()
+    }
+
+    /// The store (blocking; use it on a blocking task).
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The API keys kept in the store. Never waits.
+    pub(crate) fn stored_keys(&self) -> Arc<Vec<ApiKeyConfig>> {
+        self.stored_keys.load_full()
+    }
+
+    /// Replaces the API keys kept in the store (start, SIGHUP).
+    pub(crate) fn set_stored_keys(&self, keys: Vec<ApiKeyConfig>) {
+        self.stored_keys.store(Arc::new(keys));
     }
 
     /// The snapshot in force. Never waits.
@@ -171,6 +203,10 @@ impl Live {
             tracing::warn!(
                 "SIGHUP: [sync] changed; the trunk sync keeps its start-up settings until a restart"
             );
+        }
+        if file.log != cur.log {
+            tracing::warn!("SIGHUP: [log] changed; the log format changes at the next restart");
+            file.log = cur.log;
         }
         file.trunk.clone_from(&cur.trunk);
         file.did.clone_from(&cur.did);

@@ -132,6 +132,35 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn write_bindings(&self, writes: &[BindingWrite]) -> Result<(), StoreError>;
+    /// The HTTP API keys kept in the store, by name.
+    ///
+    /// # Errors
+    /// The store cannot be read or holds a bad row.
+    fn api_keys(&self) -> Result<Vec<StoredApiKey>, StoreError>;
+    /// Adds `key`; `false` (nothing written) if one of that name exists.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn add_api_key(&self, key: &StoredApiKey) -> Result<bool, StoreError>;
+    /// Deletes the key `name`; whether it existed.
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn delete_api_key(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// An HTTP API key kept in the store (made at first start, or by
+/// `sipfront key create`): its name and SHA-256, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredApiKey {
+    /// Its name, unique in the store (shown in logs).
+    pub name: String,
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: String,
+    /// Made by sipfront at a first start without any key, not by an operator.
+    pub generated: bool,
+    /// When it was made, Unix milliseconds.
+    pub created_ms: i64,
 }
 
 /// Seeds `store` from a file's `[[trunk]]`/`[[did]]` entries the first

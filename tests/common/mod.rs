@@ -8,6 +8,7 @@ pub mod calls;
 pub mod dnsmasq;
 mod parsing;
 pub mod phone;
+pub mod redis;
 pub mod rtpengine;
 pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
@@ -149,12 +150,17 @@ impl Server {
                 );
             }
         };
-        let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
-        let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
-        let http = addr_after(&line, "http=[").expect("http address in ready line");
-        let tls = addr_after(&line, "tls=[");
-        let ws = addr_after(&line, "ws=[");
-        let wss = addr_after(&line, "wss=[");
+        // `udp=[…]` in text, `"udp":"[…]"` with `[log] format = "json"`.
+        let find = |k: &str| {
+            addr_after(&line, &format!("{k}=["))
+                .or_else(|| addr_after(&line, &format!("\"{k}\":\"[")))
+        };
+        let udp = find("udp").expect("udp address in ready line");
+        let tcp = find("tcp").expect("tcp address in ready line");
+        let http = find("http").expect("http address in ready line");
+        let tls = find("tls");
+        let ws = find("ws");
+        let wss = find("wss");
         Server {
             child,
             udp,
@@ -357,6 +363,19 @@ fn api_text_at(http: SocketAddr, key: &str, path: &str) -> (u16, String) {
 
 /// `[[http.api_key]]` with key [`TEST_API_KEY`], for tests that read the API.
 pub const TEST_API_KEY_CONFIG: &str = "\n[[http.api_key]]\nname = \"test\"\nkey = \"test-key\"\n";
+/// Polls `f` every 50 ms until it holds (true) or `timeout` passes (its
+/// last answer).
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
 /// The key of [`TEST_API_KEY_CONFIG`].
 pub const TEST_API_KEY: &str = "test-key";
 

@@ -8,6 +8,7 @@
 //! [`Config`] value; SIGHUP builds a new one and a bad file never replaces the
 //! running one.
 
+mod cluster;
 mod dns;
 mod error;
 mod media;
@@ -19,14 +20,16 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use cluster::{check_node_name, check_redis_url, ClusterConfig};
 pub use dns::{default_failover_codes, DnsConfig, FailoverCode};
 pub use error::{ConfigError, ConfigErrors, SpanIndex};
 pub use media::{MediaConfig, MediaMode};
 pub use rates::{Rate, RateTable};
 pub use schema::{
     ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,
-    ListenConfig, ListenTransport, NumberFormat, RatesConfig, RegistrarSettings, SecuritySettings,
-    ServerConfig, StoreConfig, SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
+    ListenConfig, ListenTransport, LogConfig, LogFormat, NumberFormat, RatesConfig,
+    RegistrarSettings, SecuritySettings, ServerConfig, StoreConfig, SyncConfig, TrunkConfig,
+    UpstreamConfig, WebhooksConfig,
 };
 pub use transport::{TransportSettings, MAX_TRANSPORT_BYTES, MIN_TRANSPORT_BYTES};
 

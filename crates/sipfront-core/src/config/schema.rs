@@ -23,6 +23,9 @@ pub struct Config {
     /// `[server]`: identity and process behaviour.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[log]`: how log lines are written.
+    #[serde(default)]
+    pub log: LogConfig,
     /// `[[listen]]`: SIP sockets. Default: UDP and TCP on `127.0.0.1:5060`.
     #[serde(default = "default_listen")]
     pub listen: Vec<ListenConfig>,
@@ -65,6 +68,9 @@ pub struct Config {
     /// `[media]`: rtpengine ng sockets for relayed calls (SPEC §8.4).
     #[serde(default)]
     pub media: super::MediaConfig,
+    /// `[cluster]`: the fleet's shared state in Redis (README "Fleets").
+    #[serde(default)]
+    pub cluster: super::ClusterConfig,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -272,6 +278,28 @@ pub struct ApiKeyConfig {
     /// A disabled key answers 401.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// `[log]`: how log lines are written to stderr (what is logged is
+/// `RUST_LOG`'s filter, default `info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`,
+    /// `message` and the event's fields (`call_id`, `trunk`, …) beside them.
+    Json,
 }
 
 /// `[store]`.
