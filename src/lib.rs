@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cdr;
+pub mod cluster;
 pub mod control;
 pub mod dns;
 pub mod events;

@@ -466,8 +466,48 @@ mod shell {
             .await
             .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
         let (media_txs, media_rxs) = queues(workers, MEDIA_QUEUE);
+        // README "Fleets": channel counts across nodes through Redis; the
+        // core asks through its outputs, each shard gets verdicts on its
+        // own queue (ask ids are per shard).
+        let fleet_state = Arc::new(std::sync::OnceLock::new());
+        let cluster = match &live.current().cluster {
+            c if c.enabled() => {
+                let node = sipfront::cluster::node_name(&live.current());
+                // Where the other nodes relay calls for phones registered
+                // here: the first UDP listener (its host from
+                // public_address when bound to a wildcard).
+                let sip = transports.udp_addrs().first().map(|a| {
+                    match live.current().server.public_address.parse() {
+                        Ok(ip) if a.ip().is_unspecified() => {
+                            std::net::SocketAddr::new(ip, a.port())
+                        }
+                        _ => *a,
+                    }
+                });
+                let cluster = sipfront::cluster::Cluster::start(
+                    c,
+                    node,
+                    sip,
+                    Arc::clone(&fleet_state),
+                    controller.subscribe(),
+                )
+                .map_err(|e| format!("cannot start: {e}"))?;
+                tracing::info!(
+                    node = cluster.node(),
+                    "cluster: channel limits shared through Redis"
+                );
+                live.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            _ => None,
+        };
+        let (fleet_txs, fleet_rxs) = queues(workers, MEDIA_QUEUE);
         // Shard 0 first: it installs the shared registrar the others use.
-        let shared = Arc::new(SharedState::new(&ep_cfg.guard));
+        let shared = Arc::new(match &cluster {
+            Some(c) => SharedState::with_channels(&ep_cfg.guard, c.counters()),
+            None => SharedState::new(&ep_cfg.guard),
+        });
+        let _ = fleet_state.set(Arc::clone(&shared));
         let mut endpoints: Vec<Endpoint> = (0..workers)
             .map(|i| {
                 let seed = if i == 0 { ep_cfg.seed } else { seed() };
@@ -503,10 +543,14 @@ mod shell {
             .zip(drain_rx)
             .zip(dns_rxs)
             .zip(did_dns_rxs)
-            .zip(media_rxs.into_iter().zip(media_txs));
+            .zip(media_rxs.into_iter().zip(media_txs))
+            .zip(fleet_rxs.into_iter().zip(fleet_txs));
         for (
-            ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
-            (media, media_answers),
+            (
+                ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
+                (media, media_answers),
+            ),
+            (fleet, fleet_answers),
         ) in inputs
         {
             shards.push(tokio::spawn(core_loop(
@@ -520,6 +564,7 @@ mod shell {
                     did_dns,
                     did_names: did_names.take(),
                     media,
+                    fleet,
                     nudge: Arc::clone(&nudge),
                     shutdown: controller.subscribe(),
                 },
@@ -530,6 +575,8 @@ mod shell {
                     bindings: binding_sink.clone(),
                     media: media_client.clone(),
                     media_answers,
+                    cluster: cluster.clone(),
+                    fleet_answers,
                 },
             )));
         }
@@ -764,6 +811,10 @@ mod shell {
         /// rtpengine's ng client, and where its answers for this core go.
         media: sipfront::media::MediaClient,
         media_answers: sipfront::media::ReplyTo,
+        /// The fleet (README "Fleets"), and where its verdicts for this
+        /// core go.
+        cluster: Option<sipfront::cluster::Cluster>,
+        fleet_answers: sipfront::cluster::ReplyTo,
     }
 
     /// What the core task listens to besides its timer.
@@ -785,6 +836,8 @@ mod shell {
         nudge: Arc<Notify>,
         /// The media relay's answers to this core's requests.
         media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
+        /// The fleet's verdicts on this core's channel asks.
+        fleet: mpsc::Receiver<sipfront::b2bua::fleet::ChannelAnswer>,
         shutdown: Shutdown,
     }
 
@@ -804,6 +857,8 @@ mod shell {
             bindings,
             media,
             media_answers,
+            cluster,
+            fleet_answers,
         } = sinks;
         let Inputs {
             mut events,
@@ -815,6 +870,7 @@ mod shell {
             did_names,
             nudge,
             media: mut media_results,
+            fleet: mut verdicts,
             mut shutdown,
         } = inputs;
         let owner = endpoint.is_owner();
@@ -854,6 +910,7 @@ mod shell {
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
                 Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
+                Some(a) = verdicts.recv() => endpoint.handle_channel_answer(a, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
@@ -864,6 +921,9 @@ mod shell {
                             webhooks.write_metrics(&mut m);
                             transports.write_metrics(&mut m);
                             media.stats().write_metrics(&mut m);
+                            if let Some(c) = &cluster {
+                                c.write_metrics(&mut m);
+                            }
                         }
                         let _ = tx.send(m);
                     }
@@ -921,6 +981,12 @@ mod shell {
             }
             while let Some(req) = endpoint.poll_media() {
                 media.request(req, &media_answers);
+            }
+            while let Some(ask) = endpoint.poll_channel_ask() {
+                // Only fleet counters confirm, so asks imply a cluster.
+                if let Some(c) = &cluster {
+                    c.ask(ask, &fleet_answers);
+                }
             }
             while let Some(cdr) = endpoint.poll_cdr() {
                 sipfront::cdr::log_ended(&cdr);

@@ -96,6 +96,8 @@ pub struct Live {
     core: Core,
     cdr: Arc<CdrReader>,
     sync: Option<Arc<SyncState>>,
+    /// The fleet, when `[cluster] redis` is set (`/v1/cluster`).
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// The API keys kept in the store (read at start and on SIGHUP), as
     /// the verifier takes them; the config's own are in `current`.
     stored_keys: ArcSwap<Vec<ApiKeyConfig>>,
@@ -128,8 +130,19 @@ impl Live {
             reloads: reloads.into(),
             write: Arc::new(Mutex::new(())),
             core,
+            cluster: std::sync::OnceLock::new(),
             stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Joins the fleet's handle (once, at start).
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The fleet's handle, when this node is part of one.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get()
     }
 
     /// The handle for questions to the core (live calls, bans, metrics).

@@ -8,6 +8,7 @@ pub mod calls;
 pub mod dnsmasq;
 mod parsing;
 pub mod phone;
+pub mod redis;
 pub mod rtpengine;
 pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part

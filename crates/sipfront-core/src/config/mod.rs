@@ -8,6 +8,7 @@
 //! [`Config`] value; SIGHUP builds a new one and a bad file never replaces the
 //! running one.
 
+mod cluster;
 mod dns;
 mod env;
 mod error;
@@ -20,6 +21,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use cluster::{check_node_name, check_redis_url, ClusterConfig};
 pub use dns::{default_failover_codes, DnsConfig, FailoverCode};
 pub use env::{EnvOverrides, VARS as ENV_VARS};
 pub use error::{ConfigError, ConfigErrors, SpanIndex};

@@ -68,6 +68,9 @@ pub struct Config {
     /// `[media]`: rtpengine ng sockets for relayed calls (SPEC §8.4).
     #[serde(default)]
     pub media: super::MediaConfig,
+    /// `[cluster]`: the fleet's shared state in Redis (README "Fleets").
+    #[serde(default)]
+    pub cluster: super::ClusterConfig,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,

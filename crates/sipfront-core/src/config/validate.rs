@@ -602,6 +602,32 @@ pub(crate) fn validate(
         }
     }
 
+    // [cluster]
+    let c = &cfg.cluster;
+    if let Some(url) = &c.redis {
+        if let Err(why) = super::check_redis_url(url) {
+            e.push("cluster.redis", why);
+        }
+    }
+    if let Some(node) = &c.node {
+        if let Err(why) = super::check_node_name(node) {
+            e.push("cluster.node", why);
+        }
+    }
+    if !(1..=300).contains(&c.heartbeat_s) {
+        e.push("cluster.heartbeat_s", "must be between 1 and 300");
+    }
+    // Two missed heartbeats before a live node counts as dead.
+    if c.node_ttl_s < c.heartbeat_s.saturating_mul(2) || c.node_ttl_s > 3600 {
+        e.push(
+            "cluster.node_ttl_s",
+            "must be at least twice heartbeat_s and at most 3600",
+        );
+    }
+    if !(10..=5000).contains(&c.timeout_ms) {
+        e.push("cluster.timeout_ms", "must be between 10 and 5000 ms");
+    }
+
     if e.list.is_empty() {
         Ok(())
     } else {
