@@ -387,7 +387,18 @@ mod shell {
             .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env())
+        let mut env = env();
+        if cfg.cluster.enabled() {
+            // A challenge from one node may be answered to another.
+            match sipfront::cluster::fleet_nonce_key(&cfg.cluster, env.nonce_secret).await {
+                Ok(key) => env.nonce_secret = key,
+                Err(e) => tracing::warn!(
+                    "cluster: no fleet nonce key from Redis ({e}): digest nonces minted \
+                     here verify only here until a restart"
+                ),
+            }
+        }
+        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env)
             .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot to each shard.
@@ -690,8 +701,8 @@ mod shell {
                         source = %source,
                         "SIGHUP: config re-read ({}); new calls use its rates and \
                          settings with the store's trunks and DIDs, calls in progress \
-                         keep theirs; listen, upstream, http and store changes need a \
-                         restart",
+                         keep theirs; listen, upstream, http, store and cluster changes \
+                         need a restart",
                         live.current().summary()
                     ),
                     Err(errors) => {

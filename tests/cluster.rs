@@ -330,11 +330,13 @@ fn redis_stopped_under_load_calls_go_on_and_counts_reconcile() {
         "{}",
         both()
     );
-    // 10 calls/s on each node for 8 s, each held 300 ms.
-    let (mut l1, m1) = call(&dir, &n1, 300, 80, 10, "load1");
-    let (mut l2, m2) = call(&dir, &n2, 300, 80, 10, "load2");
+    // 50 calls/s (25 on each node) for 10 s, each held 300 ms; Redis is
+    // stopped for 5 s in the middle.
+    let (mut l1, m1) = call(&dir, &n1, 300, 250, 25, "load1");
+    let (mut l2, m2) = call(&dir, &n2, 300, 250, 25, "load2");
     std::thread::sleep(Duration::from_secs(2));
     redis.stop();
+    let stopped = Instant::now();
     assert!(
         wait_for(Duration::from_secs(5), || metric(
             &n1,
@@ -350,14 +352,14 @@ fn redis_stopped_under_load_calls_go_on_and_counts_reconcile() {
         "{}",
         both()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed()));
     redis.restart();
     for (bg, msgs, tag) in [(&mut l1, &m1, "load1"), (&mut l2, &m2, "load2")] {
         let (code, text) = bg.wait(Duration::from_secs(40));
         let finals = finals(&read_msgs(msgs));
         assert!(
             code == Some(0)
-                && finals.len() == 80
+                && finals.len() == 250
                 && finals.iter().all(|f| f.starts_with("SIP/2.0 200")),
             "{tag}: exit {code:?}, {} finals, not all 200: {:?}\n{text}\n{}",
             finals.len(),
@@ -561,4 +563,44 @@ fn a_phone_registered_on_node_1_gets_a_did_call_that_reached_node_2() {
         })
         .unwrap_or_default();
     assert_eq!(regs, [1, 0], "{view}");
+}
+
+/// The digest challenge of one node answered to the other (a load
+/// balancer need not be sticky): the nodes share the nonce key through
+/// Redis.
+#[test]
+fn a_register_challenged_by_node_1_is_accepted_by_node_2() {
+    use common::phone::{digest_answer, header_lines};
+    let redis = Redis::start();
+    let dir = TempDir::new("fleet-nonce");
+    let carrier = free_port();
+    let n1 = Server::start(&phone_node_config(&dir, "node-1", &redis, carrier));
+    let n2 = Server::start(&phone_node_config(&dir, "node-2", &redis, carrier));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let me = sock.local_addr().expect("addr");
+    let register = |to: std::net::SocketAddr, cseq: u32, auth: &str| {
+        let msg = format!(
+            "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKfleet{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:phone001@{to}>;tag=fleetreg\r\n\
+             To: <sip:phone001@{to}>\r\nCall-ID: fleetreg@test\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:001@{me}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        );
+        sock.send_to(msg.as_bytes(), to).expect("send");
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let challenge = register(n1.udp, 1, "");
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let chal = header_lines(&challenge, "WWW-Authenticate");
+    let uri = format!("sip:{}", n2.udp);
+    let answer = digest_answer(&chal, "phone001", "pw001", "REGISTER", &uri);
+    let ok = register(n2.udp, 2, &format!("Authorization: {answer}\r\n"));
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}\n{}", show(&[&n1, &n2]));
+    assert!(
+        redis.cli(&["STRLEN", "sipfront:nonce_key"]).as_deref() == Some("64"),
+        "the fleet's key is in Redis"
+    );
 }

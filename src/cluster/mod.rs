@@ -98,6 +98,51 @@ pub fn node_name(cfg: &Config) -> String {
     })
 }
 
+/// The fleet's key for digest nonces (RFC 7616 §3.3; sipfront's nonces
+/// are an HMAC under it, so any node holding it verifies them): the first
+/// node to start stores `proposed` in Redis (`SET NX`), every node takes
+/// what Redis holds. So a `401`/`407` from one node can be answered to
+/// another (a load balancer need not be sticky). The nonce-count replay
+/// check stays on the node that checks.
+///
+/// # Errors
+/// Redis did not answer within five times `timeout_ms`, or holds no key
+/// of the right shape.
+pub async fn fleet_nonce_key(cfg: &ClusterConfig, proposed: [u8; 32]) -> Result<[u8; 32], String> {
+    let url = cfg.redis.as_deref().unwrap_or_default();
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let hex: String = proposed.iter().map(|b| format!("{b:02x}")).collect();
+    let key = format!("{PREFIX}nonce_key");
+    let wait = Duration::from_millis(cfg.timeout_ms.saturating_mul(5));
+    let read = tokio::time::timeout(wait, async {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let (held,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&hex)
+            .arg("NX")
+            .ignore()
+            .get(&key)
+            .query_async(&mut c)
+            .await?;
+        Ok::<_, redis::RedisError>(held)
+    })
+    .await
+    .map_err(|_| "no answer in time".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let mut out = [0u8; 32];
+    if read.len() != 64 {
+        return Err(format!("{key} is not 64 hex digits"));
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = read
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| format!("{key} is not 64 hex digits"))?;
+    }
+    Ok(out)
+}
+
 /// Where a shard's verdicts go.
 pub type ReplyTo = mpsc::Sender<ChannelAnswer>;
 

@@ -118,6 +118,11 @@ impl SharedState {
         self.fleet.load().peers.contains(&source)
     }
 
+    /// Whether `ip` is the address of another node of the fleet.
+    pub fn is_fleet_peer_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.fleet.load().peers.iter().any(|p| p.ip() == ip)
+    }
+
     /// Token buckets per source for new out-of-dialog requests.
     pub fn rates(&self) -> &RateLimiter {
         &self.rates
