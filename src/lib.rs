@@ -14,6 +14,7 @@ pub mod control;
 pub mod dns;
 pub mod events;
 pub mod media;
+pub mod notify;
 pub mod store;
 pub mod transport;
 

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
     use sipfront::control::keys;
     use sipfront::store::{self, SqliteStore, Store};
-    let cfg = match Config::resolve(path) {
+    let cfg = match resolve_config(path) {
         Ok(cfg) => cfg,
         Err(errors) => {
             for e in &errors.0 {
@@ -143,9 +143,24 @@ fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
     }
 }
 
+/// The `SIPFRONT_*` variables of the process environment (non-UTF-8 ones
+/// are not ours and are skipped).
+fn env_overrides() -> sipfront::config::EnvOverrides {
+    sipfront::config::EnvOverrides::from_vars(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )
+}
+
+/// The config `run`, `check`, `key` and SIGHUP use: the file (or the
+/// built-in copy) with the keys the environment sets.
+fn resolve_config(path: Option<&Path>) -> Result<Config, sipfront::config::ConfigErrors> {
+    Config::resolve_with_env(path, &env_overrides())
+}
+
 /// `sipfront check`: prints `OK: <file>: <summary>` or every error, one per line.
 fn check(path: Option<&Path>) -> ExitCode {
-    match Config::resolve(path) {
+    match resolve_config(path) {
         Ok(cfg) => {
             println!("OK: {}: {}", cfg.source, cfg.summary());
             ExitCode::SUCCESS
@@ -181,7 +196,7 @@ fn init_logging(format: sipfront::config::LogFormat) {
 
 /// `sipfront run`.
 fn run(path: Option<&Path>) -> ExitCode {
-    let cfg = match Config::resolve(path) {
+    let cfg = match resolve_config(path) {
         Ok(cfg) => {
             init_logging(cfg.log.format);
             cfg
@@ -195,6 +210,32 @@ fn run(path: Option<&Path>) -> ExitCode {
         }
     };
     tracing::info!(source = %cfg.source, "config loaded: {}", cfg.summary());
+    let public = cfg.server.public_address.as_str();
+    let loopback_public = public == "localhost"
+        || public
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback_public && cfg.listen.iter().any(|l| !l.address.ip().is_loopback()) {
+        tracing::warn!(
+            "server.public_address is {public} but sipfront listens beyond loopback: peers \
+             elsewhere get {public} in Via and Contact and cannot answer; set \
+             server.public_address (or SIPFRONT_PUBLIC_ADDRESS) to the address they reach"
+        );
+    }
+    let env = env_overrides();
+    for (var, key, _) in &env.set {
+        tracing::info!("{var} sets {key} (environment wins over the file)");
+    }
+    for var in &env.unknown {
+        tracing::warn!(
+            "{var} is not read (a typo?); the environment sets only {}",
+            sipfront::config::ENV_VARS
+                .iter()
+                .map(|(v, _)| *v)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sipfront")
@@ -402,6 +443,10 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        sipfront::notify::notify(&format!(
+            "READY=1\nSTATUS=SIP {} listener(s), HTTP API on {http_addr}",
+            transports.bound().len()
+        ));
         // RFC 3263: upstream host names are resolved on their own task; the
         // core gets each answer as an input and never waits for DNS.
         let (dns_tx, dns_rx) = mpsc::channel(64);
@@ -591,6 +636,9 @@ mod shell {
                     break;
                 }
             };
+            if matches!(signal, Signal::Stop(_)) {
+                sipfront::notify::notify("STOPPING=1");
+            }
             match signal {
                 Signal::Stop(name) if !draining && drain_s > 0 => {
                     tracing::info!(
@@ -669,7 +717,7 @@ mod shell {
 
     /// SIGHUP: re-reads the config file; a bad file leaves the running one.
     async fn reload_config(live: &Live, path: Option<&std::path::Path>) {
-        match Config::resolve(path) {
+        match super::resolve_config(path) {
             Ok(new) => {
                 let source = new.source.to_string();
                 match live.reload_file(new).await {

@@ -115,6 +115,11 @@ fn addr_after(line: &str, key: &str) -> Option<SocketAddr> {
 impl Server {
     /// Starts sipfront on `config` and waits (up to 20 s) for it to be ready.
     pub fn start(config: &str) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set too.
+    pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let dir = TempDir::new("srv");
         let config = relaxed_overload(config);
         let cfg = dir.write("sipfront.toml", &config);
@@ -122,6 +127,7 @@ impl Server {
             .args(["run", "--config"])
             .arg(&cfg)
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,sipfront=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
