@@ -220,7 +220,10 @@ fn two_nodes_share_trunks_and_cdrs_and_keep_cdrs_while_postgres_is_down() {
     assert!(wait_metric(&node1, "sipfront_cdrs_replayed_total", |n| n == 2));
     assert!(!spill.exists(), "the spill file is removed once replayed");
 
-    // None lost, none doubled: the store holds exactly the calls placed.
+    // None lost, none doubled: the store holds exactly the calls placed,
+    // and so do the per-day totals the listing's stats come from.
+    let (_, page) = api_get(&node2, TEST_API_KEY, "/v1/cdr");
+    assert_eq!(page["stats"]["count"], json!(placed.len()), "{page}");
     let stored = pg.query("SELECT count(*) FROM cdr").unwrap_or_default();
     assert_eq!(stored, placed.len().to_string(), "{}", pg.log());
     let distinct = pg
