@@ -8,6 +8,7 @@ pub mod calls;
 pub mod dnsmasq;
 mod parsing;
 pub mod phone;
+pub mod postgres;
 pub mod redis;
 pub mod rtpengine;
 pub mod tls;
