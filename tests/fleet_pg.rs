@@ -8,6 +8,8 @@
 //! - PostgreSQL stopped: calls go on, their CDRs wait and are written when
 //!   it returns; a node stopped meanwhile keeps them in its spill file and
 //!   replays it when it starts again; none lost (counted);
+//! - `[sync]` on two nodes: the lease holder pulls, the other takes the
+//!   pulled trunks from the store's change feed;
 //! - the store itself (trunks, DIDs, registrations, seeding) and the sync
 //!   lease, against the same real server.
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::calls::{carrier_uas, uac, SippOut};
 use common::postgres::Postgres;
+use common::remote::{list, RemoteServer};
 use common::{
     api_get, api_text, carrier_upstream, free_port, scenario, shipped_rates, Server, TempDir,
     LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG,
@@ -217,7 +220,10 @@ fn two_nodes_share_trunks_and_cdrs_and_keep_cdrs_while_postgres_is_down() {
     assert!(wait_metric(&node1, "sipfront_cdrs_replayed_total", |n| n == 2));
     assert!(!spill.exists(), "the spill file is removed once replayed");
 
-    // None lost, none doubled: the store holds exactly the calls placed.
+    // None lost, none doubled: the store holds exactly the calls placed,
+    // and so do the per-day totals the listing's stats come from.
+    let (_, page) = api_get(&node2, TEST_API_KEY, "/v1/cdr");
+    assert_eq!(page["stats"]["count"], json!(placed.len()), "{page}");
     let stored = pg.query("SELECT count(*) FROM cdr").unwrap_or_default();
     assert_eq!(stored, placed.len().to_string(), "{}", pg.log());
     let distinct = pg
@@ -370,4 +376,57 @@ fn store_seeds_once_shares_keys_keeps_registrations_per_node_and_leases_to_one_h
     assert!(!a
         .lease("trunk_sync", "a", ttl)
         .unwrap_or_else(|e| panic!("{e}")));
+}
+
+/// The trunk names node `server` has in force.
+fn trunk_names(server: &Server) -> Vec<String> {
+    common::trunk_names(server, TEST_API_KEY)
+}
+
+#[test]
+fn trunk_sync_pulls_on_the_lease_holder_only_and_reaches_the_other_node() {
+    let pg = Postgres::start();
+    let remote = RemoteServer::start(list(
+        &[json!({"id": 7, "name": "synced", "password": "pw"})],
+        "v1",
+    ));
+    let sync = format!(
+        "\n[sync]\nurl = \"{}\"\nappid = \"sync\"\ninterval_s = 1\n",
+        remote.url()
+    );
+    let up_port = free_port();
+    let (dir1, dir2) = (TempDir::new("sync-n1"), TempDir::new("sync-n2"));
+    let node1 = Server::start(&(node_config(&pg, up_port, dir1.path()) + &sync));
+    assert!(
+        node1.wait_log("holds the sync lease and pulls", Duration::from_secs(10)),
+        "{}",
+        node1.log_text()
+    );
+    let node2 = Server::start(&(node_config(&pg, up_port, dir2.path()) + &sync));
+    assert!(
+        node2.wait_log("another node holds the sync lease", Duration::from_secs(10)),
+        "{}",
+        node2.log_text()
+    );
+
+    // The remote changes: node 1 pulls it, node 2 follows through the store.
+    remote.set(list(
+        &[json!({"id": 8, "name": "synced2", "password": "pw"})],
+        "v2",
+    ));
+    let changed = Instant::now();
+    while trunk_names(&node2) != ["synced2"] {
+        assert!(
+            changed.elapsed() < Duration::from_secs(5),
+            "node 2 still has {:?}\nnode 1:\n{}",
+            trunk_names(&node2),
+            node1.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(trunk_names(&node1), ["synced2"]);
+    let log2 = node2.log_text();
+    assert!(!log2.contains("holds the sync lease and pulls"), "{log2}");
+    assert!(!log2.contains("trunk sync: applied"), "{log2}");
+    assert!(node1.log_text().contains("trunk sync: applied"));
 }
