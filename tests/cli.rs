@@ -238,7 +238,15 @@ fn user_facing_text_never_cites_the_internal_spec() {
         }
     }
     let dir = TempDir::new("help");
-    for args in [&["--help"][..], &["run", "--help"], &["check", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["key", "--help"],
+        &["key", "create", "--help"],
+        &["key", "list", "--help"],
+        &["key", "delete", "--help"],
+    ] {
         let out = sipfront(args, dir.path());
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         texts.push((format!("sipfront {}", args.join(" ")), text(&out.stdout)));

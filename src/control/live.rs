@@ -16,7 +16,8 @@ use super::cdr::CdrReader;
 use super::core::Core;
 use super::error::{ApiError, Details};
 use super::sync::{SyncError, SyncState};
-use crate::config::{Config, ConfigErrors, DidConfig, TrunkConfig};
+use crate::cdr::PgCdr;
+use crate::config::{ApiKeyConfig, Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
 /// What a change does to the store (the config change itself is the new
@@ -25,6 +26,12 @@ use crate::store::Store;
 pub(crate) enum Change {
     /// Write `next.trunk[index]` (after validation resolved its id/name).
     PutTrunk {
+        /// Position in the new config's trunk list.
+        index: usize,
+    },
+    /// Write `next.trunk[index]`, a new trunk: refused if another node of a
+    /// fleet stored a trunk with the same id meanwhile.
+    CreateTrunk {
         /// Position in the new config's trunk list.
         index: usize,
     },
@@ -50,7 +57,9 @@ impl Change {
     /// reported by field name alone (`trunk[3].name` → `name`).
     fn own_prefixes(&self) -> Vec<String> {
         match self {
-            Change::PutTrunk { index } => vec![format!("trunk[{index}].")],
+            Change::PutTrunk { index } | Change::CreateTrunk { index } => {
+                vec![format!("trunk[{index}].")]
+            }
             Change::DeleteTrunk { .. } | Change::DeleteDid { .. } => Vec::new(),
             Change::PutDids { indexes } => indexes.iter().map(|i| format!("did[{i}].")).collect(),
         }
@@ -71,6 +80,8 @@ pub(crate) enum Stored {
 /// One store write, moved to a blocking task.
 enum Write {
     Trunk(Box<TrunkConfig>),
+    /// A new trunk: `false` from the store if its id was taken meanwhile.
+    NewTrunk(Box<TrunkConfig>),
     DeleteTrunk(u64),
     Dids(Vec<DidConfig>),
     DeleteDid(String),
@@ -96,6 +107,13 @@ pub struct Live {
     core: Core,
     cdr: Arc<CdrReader>,
     sync: Option<Arc<SyncState>>,
+    /// Who this process is when it takes a lease in a fleet store.
+    holder: String,
+    /// The fleet, when `[cluster] redis` is set (`/v1/cluster`).
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// The API keys kept in the store (read at start and on SIGHUP), as
+    /// the verifier takes them; the config's own are in `current`.
+    stored_keys: ArcSwap<Vec<ApiKeyConfig>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -125,7 +143,77 @@ impl Live {
             reloads: reloads.into(),
             write: Arc::new(Mutex::new(())),
             core,
+            holder: "local".to_owned(),
+            cluster: std::sync::OnceLock::new(),
+            stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// On a fleet store: the API lists every node's CDRs from `cdrs`, and
+    /// this process takes leases as `holder` (unique in the fleet).
+    pub fn on_fleet(mut self, cdrs: PgCdr, holder: String) -> Live {
+        self.cdr = Arc::new(CdrReader::Fleet(cdrs));
+        self.holder = holder;
+        self
+    }
+
+    /// Takes or renews the lease `name` for `ttl`: whether this node may
+    /// run the job it guards. A store that cannot be reached answers no
+    /// (logged), so two nodes never both run it.
+    pub(crate) async fn hold_lease(&self, name: &'static str, ttl: std::time::Duration) -> bool {
+        let (store, holder) = (self.store.clone(), self.holder.clone());
+        match tokio::task::spawn_blocking(move || store.lease(name, &holder, ttl)).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!("lease `{name}`: {e}; not taken");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("lease `{name}`: {e}; not taken");
+                false
+            }
+        }
+    }
+
+    /// Another node changed trunks or DIDs in the shared store: re-reads
+    /// both and, if they differ from those in force, validates the next
+    /// config whole and publishes it, under the same lock and to the same
+    /// shards as [`Live::change`] (the store already holds the change, so
+    /// nothing is written). Whether anything changed.
+    ///
+    /// # Errors
+    /// The store cannot be read, or its trunks and DIDs do not validate
+    /// with the rest of this node's config; the running config stays.
+    pub async fn refresh_from_store(&self) -> Result<bool, String> {
+        let _guard = self.write.lock().await;
+        let store = self.store.clone();
+        let (trunks, dids) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((store.trunks()?, store.dids()?))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let cur = self.current();
+        if cur.trunk == trunks && cur.did == dids {
+            return Ok(false);
+        }
+        let mut next = (*cur).clone();
+        next.trunk = trunks;
+        next.did = dids;
+        next.validate_value("store")
+            .map_err(|errors| errors.to_string())?;
+        publish(&self.current, &self.reloads, Arc::new(next)).await;
+        Ok(true)
+    }
+
+    /// Joins the fleet's handle (once, at start).
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The fleet's handle, when this node is part of one.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get()
     }
 
     /// The handle for questions to the core (live calls, bans, metrics).
@@ -143,6 +231,21 @@ impl Live {
     /// at start-up.
     pub(crate) fn sync(&self) -> Option<&Arc<SyncState>> {
         self.sync.as_ref()
+    }
+
+    /// The store (blocking; use it on a blocking task).
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The API keys kept in the store. Never waits.
+    pub(crate) fn stored_keys(&self) -> Arc<Vec<ApiKeyConfig>> {
+        self.stored_keys.load_full()
+    }
+
+    /// Replaces the API keys kept in the store (start, SIGHUP).
+    pub(crate) fn set_stored_keys(&self, keys: Vec<ApiKeyConfig>) {
+        self.stored_keys.store(Arc::new(keys));
     }
 
     /// The snapshot in force. Never waits.
@@ -171,6 +274,10 @@ impl Live {
             tracing::warn!(
                 "SIGHUP: [sync] changed; the trunk sync keeps its start-up settings until a restart"
             );
+        }
+        if file.log != cur.log {
+            tracing::warn!("SIGHUP: [log] changed; the log format changes at the next restart");
+            file.log = cur.log;
         }
         file.trunk.clone_from(&cur.trunk);
         file.did.clone_from(&cur.did);
@@ -206,7 +313,7 @@ impl Live {
             return Err(ApiError::invalid(details));
         }
         let stored = match &change {
-            Change::PutTrunk { index } => Stored::Trunk(
+            Change::PutTrunk { index } | Change::CreateTrunk { index } => Stored::Trunk(
                 next.trunk
                     .get(*index)
                     .cloned()
@@ -223,6 +330,7 @@ impl Live {
             ),
         };
         let write = match (&stored, &change) {
+            (Stored::Trunk(t), Change::CreateTrunk { .. }) => Write::NewTrunk(t.clone()),
             (Stored::Trunk(t), _) => Write::Trunk(t.clone()),
             (Stored::Dids(d), _) => Write::Dids(d.clone()),
             (Stored::Deleted, Change::DeleteTrunk { id }) => Write::DeleteTrunk(*id),
@@ -234,6 +342,11 @@ impl Live {
             _ => "trunk not found".to_owned(),
         };
         self.commit(guard, write, next).await.map_err(|e| match e {
+            CommitError::NotFound if matches!(change, Change::CreateTrunk { .. }) => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "another node created a trunk with this id a moment ago; send the \
+                     request again (it gets the next id)",
+            ),
             CommitError::NotFound => ApiError::not_found(gone),
             CommitError::Failed(e) => ApiError::internal(e),
         })?;
@@ -288,6 +401,7 @@ impl Live {
             let _guard = guard;
             let existed = tokio::task::spawn_blocking(move || match write {
                 Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
+                Write::NewTrunk(t) => store.create_trunk(&t),
                 Write::DeleteTrunk(id) => store.delete_trunk(id),
                 Write::Dids(d) => store.put_dids(&d).map(|()| true),
                 Write::DeleteDid(n) => store.delete_did(&n),

@@ -230,6 +230,8 @@ pub(crate) struct Call {
     pub(crate) status_url: Option<Arc<str>>,
     /// The first provisional relayed to the caller (the `ringing` event).
     rang: Option<StatusCode>,
+    /// When it was relayed (the post-dial delay ends there).
+    rang_at: Option<Instant>,
     /// Status events emitted so far (the final one goes with the CDR).
     notified: Notified,
     /// Numbers called and upstream redirects followed.
@@ -404,6 +406,7 @@ impl Call {
             recorded: false,
             status_url: n.status_url,
             rang: None,
+            rang_at: None,
             notified: Notified::Nothing,
             redirects,
             xfer,
@@ -572,6 +575,27 @@ impl Call {
             }
         }
         b.build()
+    }
+
+    /// Refuses the call before any B-leg INVITE went out (the fleet's
+    /// channel counter said no): `status` with `reason` to the caller, and
+    /// the call is over.
+    pub(crate) fn refuse(&mut self, status: StatusCode, reason: Option<&str>, fx: &mut Fx<'_>) {
+        if self.a_final.is_none() && !self.xfer.is_transferee() {
+            self.a_final = Some(status);
+            let mut b = ResponseBuilder::new(&self.a_invite, status)
+                .received(self.a.dest)
+                .to_tag(&self.a.local_tag)
+                .server(&fx.cfg.server_header);
+            if let Some(reason) = reason {
+                b = b.reason(reason);
+            }
+            let key = self.a_invite_key.clone();
+            fx.respond(&key, status, b.build());
+        }
+        self.last_final = Some((status, reason.unwrap_or_default().to_owned()));
+        self.phase = Phase::Cancelled;
+        self.end(fx);
     }
 
     /// Final response on the A-leg INVITE.
@@ -974,6 +998,7 @@ impl Call {
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Early;
                     self.rang.get_or_insert(status);
+                    self.rang_at.get_or_insert(fx.now);
                     self.relay_provisional(k, status, resp, fx);
                 } else if status.is_success() {
                     if self.hold_2xx(k, resp) {
@@ -1651,6 +1676,13 @@ impl Call {
             sip_trunk: self.terms.sip_trunk().to_owned(),
             trunk_id: self.terms.trunk_id(),
         })
+    }
+
+    /// RFC 6076 §4.1 post-dial delay: INVITE to the first ringing
+    /// provisional, else to the answer; `None` if neither happened.
+    pub(crate) fn post_dial_delay(&self) -> Option<std::time::Duration> {
+        let to = self.rang_at.or(self.answered_at)?;
+        Some(to.saturating_duration_since(self.started_at))
     }
 
     /// The caller number as sent on: the caller ID the policy chose, else
