@@ -9,7 +9,8 @@
 //!   it returns; a node stopped meanwhile keeps them in its spill file and
 //!   replays it when it starts again; none lost (counted);
 //! - `[sync]` on two nodes: the lease holder pulls, the other takes the
-//!   pulled trunks from the store's change feed;
+//!   pulled trunks from the store's change feed; a key made by
+//!   `sipfront key create` works on both within 2 s;
 //! - the store itself (trunks, DIDs, registrations, seeding) and the sync
 //!   lease, against the same real server.
 
@@ -291,6 +292,14 @@ fn store_seeds_once_shares_keys_keeps_registrations_per_node_and_leases_to_one_h
     a.put_trunk(&trunk(2, "two"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.trunks().unwrap_or_else(|e| panic!("{e}")).len(), 2);
+    // A create whose id another node took a moment ago writes nothing.
+    assert!(!b
+        .create_trunk(&trunk(2, "late"))
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(b
+        .create_trunk(&trunk(3, "three"))
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(a.delete_trunk(3).unwrap_or_else(|e| panic!("{e}")));
     assert!(b.delete_trunk(1).unwrap_or_else(|e| panic!("{e}")));
     assert!(!a.delete_trunk(1).unwrap_or_else(|e| panic!("{e}")));
     let clash = [trunk(5, "same"), trunk(6, "same")];
@@ -384,7 +393,7 @@ fn trunk_names(server: &Server) -> Vec<String> {
 }
 
 #[test]
-fn trunk_sync_pulls_on_the_lease_holder_only_and_reaches_the_other_node() {
+fn trunk_sync_pulls_on_the_lease_holder_only_and_a_cli_key_reaches_every_node() {
     let pg = Postgres::start();
     let remote = RemoteServer::start(list(
         &[json!({"id": 7, "name": "synced", "password": "pw"})],
@@ -429,4 +438,24 @@ fn trunk_sync_pulls_on_the_lease_holder_only_and_reaches_the_other_node() {
     assert!(!log2.contains("holds the sync lease and pulls"), "{log2}");
     assert!(!log2.contains("trunk sync: applied"), "{log2}");
     assert!(node1.log_text().contains("trunk sync: applied"));
+
+    // `sipfront key create` against the fleet store: the key works on
+    // every node within 2 s, without a SIGHUP.
+    let made = std::process::Command::new(common::BIN)
+        .args(["key", "create", "fleet-ops", "--config"])
+        .arg(&node1.config)
+        .output()
+        .expect("run sipfront key create");
+    assert!(made.status.success(), "{made:?}");
+    let key = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    let created = Instant::now();
+    while api_get(&node2, &key, "/v1/trunks").0 != 200 {
+        assert!(
+            created.elapsed() < Duration::from_secs(2),
+            "node 2 refuses the new key\n{}",
+            node2.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(api_get(&node1, &key, "/v1/trunks").0, 200);
 }

@@ -6,7 +6,7 @@
 //! record as JSON in `data`, see `sqlite.rs`), so both stores read and
 //! write trunks and DIDs the same way. What a fleet adds:
 //!
-//! - every trunk or DID write sends `NOTIFY sipfront_config` in its own
+//! - every trunk, DID or API key write sends `NOTIFY sipfront_config` in its own
 //!   transaction (delivered on commit); each node `LISTEN`s
 //!   ([`listen_changes`]) and re-reads the store through the one write
 //!   path of the control API (`Live::refresh_from_store`), so a change
@@ -428,6 +428,23 @@ impl Store for PgStore {
         self.changing(|tx| Box::pin(async move { put_trunks(tx, &rows).await }))
     }
 
+    fn create_trunk(&self, t: &TrunkConfig) -> Result<bool, StoreError> {
+        let (id, data) = self.trunk_row(t)?;
+        let name = t.login().to_owned();
+        self.changing(|tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "INSERT INTO trunk (id, name, data) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&id, &name, &data],
+                    )
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+    }
+
     fn delete_trunk(&self, id: u64) -> Result<bool, StoreError> {
         let id = self.trunk_id(id)?;
         self.changing(|tx| {
@@ -629,28 +646,30 @@ impl Store for PgStore {
     }
 
     fn add_api_key(&self, key: &StoredApiKey) -> Result<bool, StoreError> {
-        let db = &self.db;
-        db.run(|c| async move {
-            let added = c
-                .execute(
-                    "INSERT INTO api_key (name, sha256, generated, created_ms) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-                    &[&key.name, &key.sha256, &key.generated, &key.created_ms],
-                )
-                .await
-                .map_err(|e| db.err(e))?;
-            Ok(added == 1)
+        let key = key.clone();
+        self.changing(|tx| {
+            Box::pin(async move {
+                let added = tx
+                    .execute(
+                        "INSERT INTO api_key (name, sha256, generated, created_ms) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                        &[&key.name, &key.sha256, &key.generated, &key.created_ms],
+                    )
+                    .await?;
+                Ok(added == 1)
+            })
         })
     }
 
     fn delete_api_key(&self, name: &str) -> Result<bool, StoreError> {
-        let db = &self.db;
-        db.run(|c| async move {
-            let gone = c
-                .execute("DELETE FROM api_key WHERE name = $1", &[&name])
-                .await
-                .map_err(|e| db.err(e))?;
-            Ok(gone == 1)
+        let name = name.to_owned();
+        self.changing(|tx| {
+            Box::pin(async move {
+                let gone = tx
+                    .execute("DELETE FROM api_key WHERE name = $1", &[&name])
+                    .await?;
+                Ok(gone == 1)
+            })
         })
     }
 
