@@ -9,10 +9,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cdr;
+pub mod cluster;
 pub mod control;
 pub mod dns;
 pub mod events;
 pub mod media;
+pub mod notify;
 pub mod store;
 pub mod transport;
 

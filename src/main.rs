@@ -37,6 +37,31 @@ enum Command {
         #[arg(long, short = 'c', value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// HTTP API keys kept in the store (`[store] path`); a running sipfront
+    /// reads them at start and on SIGHUP.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+        /// Config file [default: config/sipfront.toml if present, else the built-in copy].
+        #[arg(long, short = 'c', value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Make a key named NAME and print it once (the store keeps only its SHA-256).
+    Create {
+        /// 1 to 64 letters, digits, `.`, `_` or `-`; shown in logs.
+        name: String,
+    },
+    /// List the stored keys' names (the keys themselves are not kept).
+    List,
+    /// Delete the stored key NAME (revoked at the next SIGHUP or start).
+    Delete {
+        /// The key's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,12 +69,98 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config.as_deref()),
         Command::Run { config } => run(config.as_deref()),
+        Command::Key { action, config } => key(&action, config.as_deref()),
     }
+}
+
+/// `sipfront key …`: the key or the list on stdout, anything else on stderr.
+fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
+    use sipfront::control::keys;
+    use sipfront::store::{self, SqliteStore, Store};
+    let cfg = match resolve_config(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    // The fleet store runs its queries on a runtime of its own here.
+    let opened = match &cfg.store.url {
+        Some(url) => {
+            store::pg::open_standalone(url, sipfront::cluster::node_name(&cfg)).map(|(rt, s)| {
+                let shown = s.pool().shown().to_owned();
+                (Box::new(s) as Box<dyn Store>, shown, Some(rt))
+            })
+        }
+        None => SqliteStore::open(&cfg.store.path).map(|s| {
+            let shown = s.path().display().to_string();
+            (Box::new(s) as Box<dyn Store>, shown, None)
+        }),
+    };
+    let (store, shown, _runtime) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = &*store;
+    let done = match action {
+        KeyAction::Create { name } => keys::create(store, &cfg, name).map(|key| {
+            println!("{key}");
+            eprintln!(
+                "API key `{name}` stored in {shown} (its SHA-256 only: this is the one time it is \
+                 shown); a running sipfront takes it at SIGHUP (systemctl reload sipfront)"
+            );
+        }),
+        KeyAction::List => store
+            .api_keys()
+            .map(|ks| {
+                for k in ks {
+                    let how = if k.generated {
+                        "generated at first start"
+                    } else {
+                        "created"
+                    };
+                    println!("{}\t{how}\tcreated_ms={}", k.name, k.created_ms);
+                }
+            })
+            .map_err(|e| e.to_string()),
+        KeyAction::Delete { name } => keys::delete(store, name).map(|()| {
+            eprintln!(
+                "API key `{name}` deleted from {shown}; a running sipfront refuses it after SIGHUP"
+            );
+        }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `SIPFRONT_*` variables of the process environment (non-UTF-8 ones
+/// are not ours and are skipped).
+fn env_overrides() -> sipfront::config::EnvOverrides {
+    sipfront::config::EnvOverrides::from_vars(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )
+}
+
+/// The config `run`, `check`, `key` and SIGHUP use: the file (or the
+/// built-in copy) with the keys the environment sets.
+fn resolve_config(path: Option<&Path>) -> Result<Config, sipfront::config::ConfigErrors> {
+    Config::resolve_with_env(path, &env_overrides())
 }
 
 /// `sipfront check`: prints `OK: <file>: <summary>` or every error, one per line.
 fn check(path: Option<&Path>) -> ExitCode {
-    match Config::resolve(path) {
+    match resolve_config(path) {
         Ok(cfg) => {
             println!("OK: {}: {}", cfg.source, cfg.summary());
             ExitCode::SUCCESS
@@ -63,22 +174,35 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or as
+/// one JSON object per line (`[log] format`).
+fn init_logging(format: sipfront::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        sipfront::config::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        sipfront::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// `sipfront run`.
 fn run(path: Option<&Path>) -> ExitCode {
-    init_logging();
-    let cfg = match Config::resolve(path) {
-        Ok(cfg) => cfg,
+    let cfg = match resolve_config(path) {
+        Ok(cfg) => {
+            init_logging(cfg.log.format);
+            cfg
+        }
         Err(errors) => {
+            init_logging(sipfront::config::LogFormat::Text);
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
@@ -86,6 +210,32 @@ fn run(path: Option<&Path>) -> ExitCode {
         }
     };
     tracing::info!(source = %cfg.source, "config loaded: {}", cfg.summary());
+    let public = cfg.server.public_address.as_str();
+    let loopback_public = public == "localhost"
+        || public
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback_public && cfg.listen.iter().any(|l| !l.address.ip().is_loopback()) {
+        tracing::warn!(
+            "server.public_address is {public} but sipfront listens beyond loopback: peers \
+             elsewhere get {public} in Via and Contact and cannot answer; set \
+             server.public_address (or SIPFRONT_PUBLIC_ADDRESS) to the address they reach"
+        );
+    }
+    let env = env_overrides();
+    for (var, key, _) in &env.set {
+        tracing::info!("{var} sets {key} (environment wins over the file)");
+    }
+    for var in &env.unknown {
+        tracing::warn!(
+            "{var} is not read (a typo?); the environment sets only {}",
+            sipfront::config::ENV_VARS
+                .iter()
+                .map(|(v, _)| *v)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sipfront")
@@ -119,11 +269,12 @@ mod shell {
     use tokio::sync::{mpsc, Notify};
 
     use sipfront::b2bua::WallClock;
+    use sipfront::cdr::PgCdr;
     use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::control::{self, Live};
     use sipfront::endpoint::{Endpoint, EndpointConfig, Env, SharedState};
     use sipfront::events::dispatch::{self as webhooks, WebhookSink};
-    use sipfront::store::{self, BindingSink, BindingWriter, SqliteStore, Store};
+    use sipfront::store::{self, BindingSink, BindingWriter, PgStore, SqliteStore, Store};
 
     /// Inbound queue between the sockets and each core shard.
     const EVENT_QUEUE: usize = 16 * 1024;
@@ -194,13 +345,7 @@ mod shell {
 
     /// Binds the sockets, runs the core task, handles signals until asked to stop.
     pub(crate) async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
-        if let Some(url) = &cfg.store.url {
-            return Err(format!(
-                "cannot start: [store] url = \"{url}\": only the embedded SQLite store \
-                 ([store] path) is supported so far"
-            ));
-        }
-        let (cfg, store) = open_store(cfg).await?;
+        let (cfg, store, fleet) = open_store(cfg).await?;
         let reader = store.clone();
         let loading = now();
         // `persist = false`: the store's rows are neither loaded nor written.
@@ -217,8 +362,19 @@ mod shell {
         .map_err(|e| format!("cannot start: {e}"))?;
         let (binding_writer, binding_sink) = BindingWriter::start(store.clone(), BINDING_QUEUE)
             .map_err(|e| format!("cannot start: registration writer: {e}"))?;
-        let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
-            .map_err(|e| format!("cannot start: CDR store: {e}"))?;
+        let (cdr_writer, cdr_sink) = match &fleet {
+            // The spill file sits where the embedded store would.
+            Some(f) => PgCdr::new(f.pool().clone()).start_writer(
+                cfg.store
+                    .path
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .join(sipfront::cdr::SPILL_FILE),
+                CDR_QUEUE,
+            ),
+            None => CdrWriter::start(&cfg.store.path, CDR_QUEUE),
+        }
+        .map_err(|e| format!("cannot start: CDR store: {e}"))?;
         let (webhooks, webhook_sink) = webhooks::Dispatcher::start(webhooks::Settings::default())
             .map_err(|e| format!("cannot start: {e}"))?;
         let controller = ShutdownController::new();
@@ -243,7 +399,18 @@ mod shell {
             .map_err(|e| format!("cannot start: HTTP API: {e}"))?;
         let mut signals =
             Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env())
+        let mut env = env();
+        if cfg.cluster.enabled() {
+            // A challenge from one node may be answered to another.
+            match sipfront::cluster::fleet_nonce_key(&cfg.cluster, env.nonce_secret).await {
+                Ok(key) => env.nonce_secret = key,
+                Err(e) => tracing::warn!(
+                    "cluster: no fleet nonce key from Redis ({e}): digest nonces minted \
+                     here verify only here until a restart"
+                ),
+            }
+        }
+        let ep_cfg = EndpointConfig::from_config(&cfg, &transports.bound(), env)
             .map_err(|e| format!("cannot start: {e}"))?;
         // One path for every config change: the API and SIGHUP both go
         // through `Live`, which sends the validated snapshot to each shard.
@@ -251,7 +418,18 @@ mod shell {
         let (drain_tx, drain_rx) = queues(workers, 1);
         let drain_s = cfg.server.drain_s;
         let (core_handle, queries_rx) = control::Core::channels(workers);
-        let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
+        let node = sipfront::cluster::node_name(&cfg);
+        let mut live = Live::new(Arc::new(cfg), store, reload_tx, core_handle);
+        if let Some(f) = &fleet {
+            // Unique per process: two nodes given one name never share a lease.
+            let holder = format!("{node}/{}", f.instance());
+            live = live.on_fleet(PgCdr::new(f.pool().clone()), holder);
+        }
+        let live = Arc::new(live);
+        control::keys::load_at_start(&live, http_addr).await?;
+        if let Some(f) = &fleet {
+            follow_fleet_changes(f, &live, &controller);
+        }
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
         tracing::info!(
@@ -265,6 +443,10 @@ mod shell {
             "sipfront {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        sipfront::notify::notify(&format!(
+            "READY=1\nSTATUS=SIP {} listener(s), HTTP API on {http_addr}",
+            transports.bound().len()
+        ));
         // RFC 3263: upstream host names are resolved on their own task; the
         // core gets each answer as an input and never waits for DNS.
         let (dns_tx, dns_rx) = mpsc::channel(64);
@@ -317,8 +499,48 @@ mod shell {
             .await
             .map_err(|e| format!("cannot start: rtpengine client socket: {e}"))?;
         let (media_txs, media_rxs) = queues(workers, MEDIA_QUEUE);
+        // README "Fleets": channel counts across nodes through Redis; the
+        // core asks through its outputs, each shard gets verdicts on its
+        // own queue (ask ids are per shard).
+        let fleet_state = Arc::new(std::sync::OnceLock::new());
+        let cluster = match &live.current().cluster {
+            c if c.enabled() => {
+                let node = sipfront::cluster::node_name(&live.current());
+                // Where the other nodes relay calls for phones registered
+                // here: the first UDP listener (its host from
+                // public_address when bound to a wildcard).
+                let sip = transports.udp_addrs().first().map(|a| {
+                    match live.current().server.public_address.parse() {
+                        Ok(ip) if a.ip().is_unspecified() => {
+                            std::net::SocketAddr::new(ip, a.port())
+                        }
+                        _ => *a,
+                    }
+                });
+                let cluster = sipfront::cluster::Cluster::start(
+                    c,
+                    node,
+                    sip,
+                    Arc::clone(&fleet_state),
+                    controller.subscribe(),
+                )
+                .map_err(|e| format!("cannot start: {e}"))?;
+                tracing::info!(
+                    node = cluster.node(),
+                    "cluster: channel limits shared through Redis"
+                );
+                live.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            _ => None,
+        };
+        let (fleet_txs, fleet_rxs) = queues(workers, MEDIA_QUEUE);
         // Shard 0 first: it installs the shared registrar the others use.
-        let shared = Arc::new(SharedState::new(&ep_cfg.guard));
+        let shared = Arc::new(match &cluster {
+            Some(c) => SharedState::with_channels(&ep_cfg.guard, c.counters()),
+            None => SharedState::new(&ep_cfg.guard),
+        });
+        let _ = fleet_state.set(Arc::clone(&shared));
         let mut endpoints: Vec<Endpoint> = (0..workers)
             .map(|i| {
                 let seed = if i == 0 { ep_cfg.seed } else { seed() };
@@ -354,10 +576,14 @@ mod shell {
             .zip(drain_rx)
             .zip(dns_rxs)
             .zip(did_dns_rxs)
-            .zip(media_rxs.into_iter().zip(media_txs));
+            .zip(media_rxs.into_iter().zip(media_txs))
+            .zip(fleet_rxs.into_iter().zip(fleet_txs));
         for (
-            ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
-            (media, media_answers),
+            (
+                ((((((endpoint, events), reloads), queries), drain), dns), did_dns),
+                (media, media_answers),
+            ),
+            (fleet, fleet_answers),
         ) in inputs
         {
             shards.push(tokio::spawn(core_loop(
@@ -371,6 +597,7 @@ mod shell {
                     did_dns,
                     did_names: did_names.take(),
                     media,
+                    fleet,
                     nudge: Arc::clone(&nudge),
                     shutdown: controller.subscribe(),
                 },
@@ -381,6 +608,8 @@ mod shell {
                     bindings: binding_sink.clone(),
                     media: media_client.clone(),
                     media_answers,
+                    cluster: cluster.clone(),
+                    fleet_answers,
                 },
             )));
         }
@@ -407,6 +636,9 @@ mod shell {
                     break;
                 }
             };
+            if matches!(signal, Signal::Stop(_)) {
+                sipfront::notify::notify("STOPPING=1");
+            }
             match signal {
                 Signal::Stop(name) if !draining && drain_s > 0 => {
                     tracing::info!(
@@ -436,6 +668,7 @@ mod shell {
                         }
                     }
                     reload_config(&live, path.as_deref()).await;
+                    control::keys::reload(&live).await;
                 }
             }
         }
@@ -469,6 +702,8 @@ mod shell {
             cdrs_written = cdr_sink.written(),
             cdrs_dropped = cdr_sink.dropped(),
             cdrs_failed = cdr_sink.failed(),
+            cdrs_spilled = cdr_sink.spilled(),
+            cdrs_pending = cdr_sink.pending(),
             webhooks_delivered = webhook_sink.delivered(),
             webhooks_failed = webhook_sink.failed(),
             webhooks_dropped = webhook_sink.dropped(),
@@ -482,7 +717,7 @@ mod shell {
 
     /// SIGHUP: re-reads the config file; a bad file leaves the running one.
     async fn reload_config(live: &Live, path: Option<&std::path::Path>) {
-        match Config::resolve(path) {
+        match super::resolve_config(path) {
             Ok(new) => {
                 let source = new.source.to_string();
                 match live.reload_file(new).await {
@@ -490,8 +725,8 @@ mod shell {
                         source = %source,
                         "SIGHUP: config re-read ({}); new calls use its rates and \
                          settings with the store's trunks and DIDs, calls in progress \
-                         keep theirs; listen, upstream, http and store changes need a \
-                         restart",
+                         keep theirs; listen, upstream, http, store and cluster changes \
+                         need a restart",
                         live.current().summary()
                     ),
                     Err(errors) => {
@@ -514,30 +749,78 @@ mod shell {
         }
     }
 
+    /// A fleet store's changes made by other nodes, applied here: the
+    /// change feed (`LISTEN`) wakes one task that re-reads the store through
+    /// [`Live::refresh_from_store`].
+    fn follow_fleet_changes(fleet: &PgStore, live: &Arc<Live>, controller: &ShutdownController) {
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(store::pg::listen_changes(
+            fleet.pool().clone(),
+            fleet.instance().to_owned(),
+            tx,
+            controller.subscribe(),
+        ));
+        let live = live.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                match live.refresh_from_store().await {
+                    Ok(true) => tracing::info!(
+                        "trunks and DIDs changed on another node: applied here ({})",
+                        live.current().summary()
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        "trunks and DIDs changed in the store but are not applied here; \
+                         the running config stays: {e}"
+                    ),
+                }
+            }
+        });
+    }
+
     /// Opens the trunk/DID store (seeding it from the file's `[[trunk]]` and
     /// `[[did]]` the first time) and returns the config with the store's
-    /// trunks and DIDs, validated whole. Blocking work runs off the runtime.
-    async fn open_store(mut cfg: Config) -> Result<(Config, Arc<dyn Store>), String> {
+    /// trunks and DIDs, validated whole, and the fleet store when it is
+    /// one (`[store] url`). Blocking work runs off the runtime.
+    async fn open_store(
+        mut cfg: Config,
+    ) -> Result<(Config, Arc<dyn Store>, Option<Arc<PgStore>>), String> {
         let path = cfg.store.path.clone();
+        let url = cfg.store.url.clone();
+        // Registrations are stored under the node's `[cluster] node` name.
+        let node = sipfront::cluster::node_name(&cfg);
+        let rt = tokio::runtime::Handle::current();
         let (file_trunks, file_dids) = (cfg.trunk.clone(), cfg.did.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            let s = SqliteStore::open(&path)?;
-            let (seeded, trunks, dids) = store::seed_if_new(&s, &file_trunks, &file_dids)?;
-            Ok::<_, store::StoreError>((s, seeded, trunks, dids))
+            let (s, fleet): (Arc<dyn Store>, _) = match url {
+                Some(url) => {
+                    let instance = format!("{:016x}", rand::random::<u64>());
+                    let pool = store::PgPool::new(&url, rt)?;
+                    let pg = Arc::new(PgStore::open(pool, node, instance)?);
+                    (pg.clone() as Arc<dyn Store>, Some(pg))
+                }
+                None => (Arc::new(SqliteStore::open(&path)?) as Arc<dyn Store>, None),
+            };
+            let (seeded, trunks, dids) = store::seed_if_new(&*s, &file_trunks, &file_dids)?;
+            Ok::<_, store::StoreError>((s, fleet, seeded, trunks, dids))
         })
         .await
         .map_err(|e| format!("cannot start: store: {e}"))?;
-        let (s, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        let (s, fleet, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        let shown = match &fleet {
+            Some(f) => f.pool().shown().to_owned(),
+            None => cfg.store.path.display().to_string(),
+        };
         if seeded {
             tracing::info!(
-                store = %s.path().display(),
+                store = %shown,
                 trunks = trunks.len(),
                 dids = dids.len(),
                 "store seeded from the config file's [[trunk]] and [[did]] entries"
             );
         } else if cfg.trunk != trunks || cfg.did != dids {
             tracing::warn!(
-                store = %s.path().display(),
+                store = %shown,
                 "trunks and DIDs come from the store; the config file's [[trunk]] and [[did]] \
                  entries only seed an empty store"
             );
@@ -548,7 +831,7 @@ mod shell {
         if let Err(errors) = cfg.validate_value(&label) {
             return Err(format!("cannot start: {errors}"));
         }
-        Ok((cfg, Arc::new(s)))
+        Ok((cfg, s, fleet))
     }
 
     /// The CDR queue's counters, appended to the core's metrics.
@@ -574,6 +857,27 @@ mod shell {
             "counter",
             "CDRs whose write failed.",
             cdrs.failed(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_spilled_total",
+            "counter",
+            "CDRs put in the spill file while the fleet store was away.",
+            cdrs.spilled(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_replayed_total",
+            "counter",
+            "CDRs replayed from the spill file into the fleet store.",
+            cdrs.replayed(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_pending",
+            "gauge",
+            "CDRs waiting for the fleet store (in memory or in the spill file).",
+            cdrs.pending(),
         );
     }
 
@@ -611,6 +915,10 @@ mod shell {
         /// rtpengine's ng client, and where its answers for this core go.
         media: sipfront::media::MediaClient,
         media_answers: sipfront::media::ReplyTo,
+        /// The fleet (README "Fleets"), and where its verdicts for this
+        /// core go.
+        cluster: Option<sipfront::cluster::Cluster>,
+        fleet_answers: sipfront::cluster::ReplyTo,
     }
 
     /// What the core task listens to besides its timer.
@@ -632,6 +940,8 @@ mod shell {
         nudge: Arc<Notify>,
         /// The media relay's answers to this core's requests.
         media: mpsc::Receiver<sipfront::b2bua::media::MediaResult>,
+        /// The fleet's verdicts on this core's channel asks.
+        fleet: mpsc::Receiver<sipfront::b2bua::fleet::ChannelAnswer>,
         shutdown: Shutdown,
     }
 
@@ -651,6 +961,8 @@ mod shell {
             bindings,
             media,
             media_answers,
+            cluster,
+            fleet_answers,
         } = sinks;
         let Inputs {
             mut events,
@@ -662,6 +974,7 @@ mod shell {
             did_names,
             nudge,
             media: mut media_results,
+            fleet: mut verdicts,
             mut shutdown,
         } = inputs;
         let owner = endpoint.is_owner();
@@ -701,6 +1014,7 @@ mod shell {
                 }
                 Some(a) = did_dns.recv() => endpoint.set_did_host_targets(a.name, a.targets, a.error),
                 Some(r) = media_results.recv() => endpoint.handle_media(r, now()),
+                Some(a) = verdicts.recv() => endpoint.handle_channel_answer(a, now()),
                 Some(q) = queries.recv() => match q {
                     control::CoreQuery::Metrics(tx) => {
                         let mut m = endpoint.metrics(now());
@@ -711,6 +1025,9 @@ mod shell {
                             webhooks.write_metrics(&mut m);
                             transports.write_metrics(&mut m);
                             media.stats().write_metrics(&mut m);
+                            if let Some(c) = &cluster {
+                                c.write_metrics(&mut m);
+                            }
                         }
                         let _ = tx.send(m);
                     }
@@ -769,7 +1086,14 @@ mod shell {
             while let Some(req) = endpoint.poll_media() {
                 media.request(req, &media_answers);
             }
+            while let Some(ask) = endpoint.poll_channel_ask() {
+                // Only fleet counters confirm, so asks imply a cluster.
+                if let Some(c) = &cluster {
+                    c.ask(ask, &fleet_answers);
+                }
+            }
             while let Some(cdr) = endpoint.poll_cdr() {
+                sipfront::cdr::log_ended(&cdr);
                 // Logged at 1, 2, 4, 8… drops: visible, never a log flood.
                 if !cdrs.record(cdr) && cdrs.dropped().is_power_of_two() {
                     tracing::warn!(

@@ -217,3 +217,49 @@ fn sigint_stops_cleanly() {
         server.log_text()
     );
 }
+
+/// What users read stands on its own: the README, the shipped config, the
+/// container and service files and every `--help` cite RFCs and the README,
+/// never the internal product contract ("SPEC") they do not have. (The
+/// OpenAPI document has the same check in `control_api.rs`.)
+#[test]
+fn user_facing_text_never_cites_the_internal_spec() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for name in ["README.md", "config/sipfront.toml", "Dockerfile"] {
+        let text = std::fs::read_to_string(root.join(name)).expect(name);
+        texts.push((name.to_owned(), text));
+    }
+    if let Ok(dir) = std::fs::read_dir(root.join("contrib")) {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).expect("contrib file");
+            texts.push((path.display().to_string(), text));
+        }
+    }
+    let dir = TempDir::new("help");
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["key", "--help"],
+        &["key", "create", "--help"],
+        &["key", "list", "--help"],
+        &["key", "delete", "--help"],
+    ] {
+        let out = sipfront(args, dir.path());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        texts.push((format!("sipfront {}", args.join(" ")), text(&out.stdout)));
+    }
+    for (name, text) in &texts {
+        for (n, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains("SPEC"),
+                "{name}:{}: cites the internal spec: {line}",
+                n + 1
+            );
+        }
+    }
+    // The README really was read (a wrong path would pass the loop above).
+    assert!(texts[0].1.contains("RFC 3261"), "README.md looks empty");
+}

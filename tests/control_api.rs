@@ -1199,6 +1199,7 @@ fn openapi_document_matches_the_routes_served_and_the_trunk_shape() {
             "/v1/calls",
             "/v1/calls/{call_id}",
             "/v1/cdr",
+            "/v1/cluster",
             "/v1/mydids",
             "/v1/mydids/update-destinations",
             "/v1/mydids/{number}",

@@ -1885,10 +1885,10 @@ const WS_LISTEN: &str = "\n[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1
 /// shows the binding's and the call's transport, `/metrics` the upgrade.
 #[test]
 fn ws_client_registers_is_called_on_its_websocket_and_hangs_up() {
-    let rig = Rig::start("ws-phone", &ws_phone_config(WS_LISTEN));
+    let rig = Rig::start("ws-phone", &stream_phone_config(WS_LISTEN));
     let ws = rig.server.ws.expect("a ws listener in the ready line");
     let ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
-    ws_phone_is_called_and_hangs_up(rig, ph, ws, "ws");
+    stream_phone_is_called_and_hangs_up(rig, ph, ws, "ws");
 }
 
 /// The same over `wss`: WebSocket inside TLS, on a certificate the test
@@ -1898,24 +1898,41 @@ fn wss_client_registers_is_called_on_its_websocket_and_hangs_up() {
     let dir = TempDir::new("wss-pki");
     let pki = common::tls::Pki::new(&dir, "wss", &["localhost"], 2030);
     let listen = pki.listen_toml().replace("\"tls\"", "\"wss\"");
-    let rig = Rig::start("wss-phone", &ws_phone_config(&listen));
+    let rig = Rig::start("wss-phone", &stream_phone_config(&listen));
     let wss = rig.server.wss.expect("a wss listener in the ready line");
     let ph = WssPhone::connect_wss(wss, pki.client_config(), "localhost")
         .unwrap_or_else(|e| panic!("{e}\n{}", rig.show()));
-    ws_phone_is_called_and_hangs_up(rig, ph, wss, "wss");
+    stream_phone_is_called_and_hangs_up(rig, ph, wss, "wss");
 }
 
-/// Phone 001 with DID [`DID`] to it, a WebSocket `listen` entry and the API.
-fn ws_phone_config(listen: &str) -> String {
+/// SPEC §8.3 / RFC 3261 §26.2: a TLS softphone (rustls, the test's own)
+/// registers with digest over its TLS connection, is called on that
+/// connection by a DID call from the SIPp carrier (as over TCP: never a
+/// new connection to its Contact), answers, and its BYE ends the call. `/v1/registrations`
+/// shows `TLS`, `/v1/calls` `udp` → `tls`, our Via `SIP/2.0/TLS`.
+#[test]
+fn tls_client_registers_is_called_on_its_connection_and_hangs_up() {
+    let dir = TempDir::new("tls-pki");
+    let pki = common::tls::Pki::new(&dir, "tls", &["localhost"], 2030);
+    let rig = Rig::start("tls-phone", &stream_phone_config(&pki.listen_toml()));
+    let tls = rig.server.tls.expect("a tls listener in the ready line");
+    let ph =
+        common::phone::TlsPhone::tls(common::tls::connect(tls, pki.client_config(), "localhost"));
+    stream_phone_is_called_and_hangs_up(rig, ph, tls, "tls");
+}
+
+/// Phone 001 with DID [`DID`] to it, a stream `listen` entry (ws, wss,
+/// tls) and the API.
+fn stream_phone_config(listen: &str) -> String {
     phone_trunks(1..=1, |_| true)
         + &did_toml(DID, 0, &[(5, "phone001", 1)])
         + listen
         + common::TEST_API_KEY_CONFIG
 }
 
-/// `ph`, connected to `server` over `scheme` (`ws`/`wss`), registers, takes
+/// `ph`, connected to `server` over `scheme` (`ws`/`wss`/`tls`), registers, takes
 /// the carrier's DID call, answers, and hangs up.
-fn ws_phone_is_called_and_hangs_up<P>(
+fn stream_phone_is_called_and_hangs_up<P>(
     mut rig: Rig,
     mut ph: common::phone::Phone<P>,
     server: std::net::SocketAddr,
@@ -1961,12 +1978,7 @@ fn ws_phone_is_called_and_hangs_up<P>(
         &["-m", "1"],
     );
     let (r, ph) = phone_thread.join().expect("phone thread");
-    let show = format!(
-        "{}\n--- WS phone ---\n{}\n{}",
-        out.show(),
-        ph.log,
-        rig.show()
-    );
+    let show = format!("{}\n--- phone ---\n{}\n{}", out.show(), ph.log, rig.show());
     assert!(out.all_ok(1), "{show}");
     let (invite, (status, calls)) = r.unwrap_or_else(|e| panic!("{e}\n{show}"));
     let first = invite.lines().next().unwrap_or("");
@@ -1992,10 +2004,12 @@ fn ws_phone_is_called_and_hangs_up<P>(
         "{calls}\n{show}"
     );
     let (_, metrics) = common::api_text(&rig.server, common::TEST_API_KEY, "/metrics");
-    assert!(
-        metrics.contains("\nsipfront_ws_upgrades_accepted_total 1\n"),
-        "{metrics}"
-    );
+    let counted = if scheme.starts_with("ws") {
+        "\nsipfront_ws_upgrades_accepted_total 1\n"
+    } else {
+        "\nsipfront_tls_handshake_failures_total{direction=\"inbound\"} 0\n"
+    };
+    assert!(metrics.contains(counted), "{metrics}");
     let rows = rig.stop_and_read_cdrs();
     assert_received_answered(&rows, Some("phone001"), &show);
 }

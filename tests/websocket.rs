@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use common::phone::{ws_request, ws_runtime, WsPhone};
-use common::{api_text, Server, LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG};
+use common::{api_text, wait_until, Server, LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG};
 
 const TRUNK: &str = "[[trunk]]\nid = 1\nname = \"alice\"\npassword = \"pw-alice\"\n";
 const WS_LISTEN: &str = "\n[[listen]]\ntransport = \"ws\"\naddress = \"127.0.0.1:0\"\n";
@@ -34,18 +34,6 @@ fn metric(server: &Server, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
-/// Waits until `f` holds, up to `timeout`.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 /// Upgrades without `sip`, with an oversize message, and stalls an upgrade:
@@ -250,37 +238,12 @@ fn ws_client_places_a_call_to_a_udp_carrier_and_hangs_up() {
     let server = Server::start(&cfg);
     let ws = server.ws.expect("ws address in the ready line");
     let _carrier = common::calls::carrier_uas(carrier_port);
-    let mut ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}"));
-    ph.contact = format!(
-        "sip:alice@{};transport=ws",
-        common::phone::Pipe::sent_by(&ph.pipe)
-    );
-    let show = |ph: &WsPhone| format!("{}\n--- sipfront log ---\n{}", ph.log, server.log_text());
-    let ok = ph
-        .call("12125550000", "alice", "pw-alice", ws)
-        .unwrap_or_else(|e| panic!("{e}\n{}", show(&ph)));
-    assert!(ok.starts_with("SIP/2.0 200"), "{}", show(&ph));
-    let via = common::phone::header_value(&ok, "Via").unwrap_or("");
-    assert!(via.starts_with("SIP/2.0/WS "), "{via}\n{}", show(&ph));
-    let (status, calls) = common::api_get(&server, TEST_API_KEY, "/v1/calls");
-    let call = &calls["items"][0];
-    assert_eq!(
-        (
-            status,
-            call["a_transport"].as_str(),
-            call["b_transport"].as_str()
-        ),
-        (200, Some("ws"), Some("udp")),
-        "{calls}\n{}",
-        show(&ph)
-    );
-    assert_eq!(ph.hang_up_placed(&ok), 200, "{}", show(&ph));
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            let (_, calls) = common::api_get(&server, TEST_API_KEY, "/v1/calls");
-            calls["items"].as_array().is_some_and(Vec::is_empty)
-        }),
-        "{}",
-        show(&ph)
+    let ph = WsPhone::connect_ws(ws).unwrap_or_else(|e| panic!("{e}"));
+    common::calls::phone_places_a_call_to_a_udp_carrier(
+        &server,
+        ph,
+        ws,
+        "ws",
+        ("alice", "pw-alice"),
     );
 }

@@ -12,6 +12,8 @@
 #        listener that accepts and never answers (every event times out);
 #        WEBHOOK=ok: at a local receiver answering 200 to every POST;
 #        WEBHOOK_URL=URL: the global call-status webhook is URL.
+#        MEDIA=relay: the trunk's calls are anchored in an rtpengine the script
+#        starts in userspace mode (Debian rtpengine-daemon); prints its CPU too.
 set -euo pipefail
 
 RATE=${1:-500}
@@ -57,6 +59,16 @@ name = "load"
 password = "x"
 host_request = "127.0.0.1"
 TOML
+if [ "${MEDIA:-}" = relay ]; then
+  RTPE=$(command -v rtpengine || echo /usr/sbin/rtpengine)
+  [ -x "$RTPE" ] || { echo "rtpengine not installed (apt-get install -y rtpengine-daemon)" >&2; exit 1; }
+  NG_PORT=$(free_port)
+  "$RTPE" --table=-1 --interface=127.0.0.1 --listen-ng=127.0.0.1:$NG_PORT --foreground \
+    --log-stderr --log-level=4 --delete-delay=0 --config-file=none \
+    --pidfile="$WORK/rtpengine.pid" --port-min=30000 --port-max=39999 2>"$WORK/rtpengine.log" &
+  RTPE_PID=$!; PIDS+=("$RTPE_PID")
+  printf 'media = "relay"\n[media]\nrtpengine = ["127.0.0.1:%s"]\n' "$NG_PORT" >> "$WORK/sipfront.toml"
+fi
 if [ "${WEBHOOK:-}" = blackhole ]; then
   HOLE_PORT=$(free_port)
   python3 -c 'import socket,sys,time
@@ -101,25 +113,29 @@ UAS_PID=$!; PIDS+=("$UAS_PID")
 sleep 0.5
 
 TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SF_PID/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$SF_PID}/stat"; }
 if [ -n "${FLOOD_PPS:-}" ]; then
   python3 "$ROOT/benches/load/flood.py" "127.0.0.1:$SF_PORT" "$FLOOD_PPS" "$SECS" >"$WORK/flood.out" 2>&1 &
   PIDS+=("$!")
 fi
 T0=$(cpu_ticks); START=$(date +%s.%N)
+[ -n "${RTPE_PID:-}" ] && R0=$(cpu_ticks "$RTPE_PID")
 set +e
 (cd "$WORK" && sipp -sn uac -s 12125551234 -i 127.0.0.1 $TFLAG -r "$RATE" -m "$CALLS" -l $((RATE * 4)) \
-   -nostdin -buff_size 4194304 -timeout $((SECS + 30))s -timeout_error \
+   -nostdin -buff_size 4194304 -timeout $((SECS + 30))s -timeout_error -trace_stat -stf "$WORK/stat.csv" \
    "127.0.0.1:$SF_PORT" >"$WORK/uac.out" 2>&1)
 RC=$?
 set -e
 END=$(date +%s.%N); T1=$(cpu_ticks)
+[ -n "${RTPE_PID:-}" ] && R1=$(cpu_ticks "$RTPE_PID")
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SF_PID/status")
 HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$SF_PID/status")
 
 counter() { grep -E "^\s*$1" "$WORK/uac.out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}'; }
 OK=$(counter "Successful call"); FAILED=$(counter "Failed call")
 OK=${OK:-0}; FAILED=${FAILED:-unknown}
+# INVITE sent to 200 received, as SIPp's uac scenario times it (rtd).
+RTD=$(python3 -c 'import csv,sys; r=list(csv.reader(open(sys.argv[1]),delimiter=";")); print(r[-1][r[0].index("ResponseTime1(C)")])' "$WORK/stat.csv" 2>/dev/null || true)
 python3 - "$OK" "$FAILED" "$START" "$END" "$T0" "$T1" "$TCK" "$RSS_KB" "$HWM_KB" "$RATE" "$SECS" "$TRANSPORT" "$RC" <<'PY'
 import sys
 ok, failed, start, end, t0, t1, tck, rss, hwm, rate, secs, tr, rc = sys.argv[1:]
@@ -131,6 +147,8 @@ print(f"failed calls     : {failed}")
 print(f"sipfront CPU     : {cpu_ms:.0f} ms total, {cpu_ms / max(ok, 1):.3f} ms per call")
 print(f"sipfront RSS     : {int(rss) / 1024:.1f} MiB now, {int(hwm) / 1024:.1f} MiB peak")
 PY
+[ -n "${RTD:-}" ] && echo "INVITE to 200    : $RTD (SIPp response time, cumulative average)"
+[ -n "${RTPE_PID:-}" ] && echo "rtpengine CPU    : $(( (R1 - R0) * 1000 / TCK )) ms total"
 # The webhook dispatcher's warnings (failures are logged at 1, 2, 4, … of them).
 [ -n "${WEBHOOK_URL:-}" ] && { grep -h webhook "$WORK/sipfront.log" | tail -1 || true; }
 [ -n "${FLOOD_PPS:-}" ] && { wait "${PIDS[-1]}" 2>/dev/null || true; cat "$WORK/flood.out"; }

@@ -1,6 +1,7 @@
-//! API keys (SPEC §6): `?appid=KEY` or `Authorization: Bearer KEY`, checked
-//! against `[[http.api_key]]` of the config in force (so SIGHUP changes keys
-//! without a restart).
+//! API keys: `?appid=KEY` or `Authorization: Bearer KEY`, checked against
+//! `[[http.api_key]]` of the config in force and the keys kept in the store
+//! (see [`super::keys`]; SIGHUP re-reads both, so keys change without a
+//! restart).
 //!
 //! The presented key is hashed once with SHA-256 and compared, in constant
 //! time, with every configured key's SHA-256 (a plain `key` is hashed, a
@@ -36,7 +37,9 @@ pub(crate) async fn require_key(
         return ApiError::unauthorized().into_response();
     };
     let cfg = live.current();
-    match check(&cfg.http.api_key, presented.as_bytes(), peer.ip()) {
+    let stored = live.stored_keys();
+    let keys = cfg.http.api_key.iter().chain(stored.iter());
+    match check(keys, presented.as_bytes(), peer.ip()) {
         Ok(name) => {
             // The path only: the query may hold the key (`?appid=`).
             tracing::debug!(%peer, key = name, method = %req.method(), path = %req.uri().path(), "API");
@@ -51,7 +54,7 @@ pub(crate) async fn require_key(
 
 /// The key's name, or why it was refused.
 fn check<'a>(
-    keys: &'a [ApiKeyConfig],
+    keys: impl IntoIterator<Item = &'a ApiKeyConfig>,
     presented: &[u8],
     ip: IpAddr,
 ) -> Result<&'a str, &'static str> {

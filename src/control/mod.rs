@@ -1,4 +1,4 @@
-//! The HTTP control API (SPEC §6), axum on the shell's tokio runtime.
+//! The HTTP control API, axum on the shell's tokio runtime.
 //!
 //! Everything here is off the hot path: handlers read the config snapshot
 //! ([`Live::current`], an `ArcSwap` load), and changes go through
@@ -11,15 +11,18 @@
 //! `/v1/mydids`, `/v1/mydids/{number}`, `POST /v1/mydids/update-destinations`, `GET /v1/cdr`
 //! (JSON or CSV, from the CDR store on a blocking task), and the live
 //! views from the core (`/v1/calls`, `/v1/registrations`, `/v1/bans`,
-//! `/metrics`, see [`CoreQuery`]) (key required, see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
+//! `/metrics`, see [`CoreQuery`]), `GET /v1/cluster` (the fleet, from the
+//! cluster task) (key required, see [`auth`]). Bodies over [`BODY_LIMIT`] get `413`,
 //! unknown routes `404`, wrong methods `405`, all as
 //! `{"error": "...", "details": {...}}`.
 
 mod auth;
 mod cdr;
+mod cluster;
 mod core;
 mod dids;
 mod error;
+pub mod keys;
 mod listener;
 mod live;
 mod openapi;
@@ -78,7 +81,8 @@ fn routes() -> (OpenApiRouter<Arc<Live>>, OpenApiRouter<Arc<Live>>) {
         .routes(routes!(views::bans))
         .routes(routes!(views::unban))
         .routes(routes!(views::metrics))
-        .routes(routes!(upstreams::list));
+        .routes(routes!(upstreams::list))
+        .routes(routes!(cluster::view));
     let open = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(openapi::serve));

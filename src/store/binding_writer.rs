@@ -330,6 +330,15 @@ mod tests {
             logins.extend(writes.iter().map(|w| w.login.clone()));
             Ok(())
         }
+        fn api_keys(&self) -> Result<Vec<crate::store::StoredApiKey>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn add_api_key(&self, _: &crate::store::StoredApiKey) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        fn delete_api_key(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
     }
 
     /// The shell asks `has_room` before handing a login out: with the

@@ -17,14 +17,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use std::net::SocketAddr;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoredApiKey};
 use crate::config::{DidConfig, TrunkConfig};
 use crate::registrar::{BindingWrite, StoredBinding};
 use crate::sip::Transport;
 
 /// Schema version of a current file (`store_meta.schema_version`); bumped,
 /// with a step in `migrate`, whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,6 +56,17 @@ CREATE TABLE IF NOT EXISTS binding (
     user_agent  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS binding_login ON binding (login);
+";
+
+/// Version 3: HTTP API keys made at first start or by `sipfront key
+/// create`, as SHA-256 only (the key is shown once, never stored).
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS api_key (
+    name       TEXT PRIMARY KEY,
+    sha256     TEXT NOT NULL,
+    generated  INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 ";
 
 /// Trunks and DIDs in a SQLite file. One connection behind a mutex: writes
@@ -138,6 +149,9 @@ impl SqliteStore {
         }
         if found < 2 {
             tx.execute_batch(SCHEMA_V2).map_err(|e| self.err(e))?;
+        }
+        if found < 3 {
+            tx.execute_batch(SCHEMA_V3).map_err(|e| self.err(e))?;
         }
         tx.execute(
             "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?1) \
@@ -400,6 +414,44 @@ impl Store for SqliteStore {
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(true)
+    }
+
+    fn api_keys(&self) -> Result<Vec<StoredApiKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name, sha256, generated, created_ms FROM api_key ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredApiKey {
+                    name: r.get(0)?,
+                    sha256: r.get(1)?,
+                    generated: r.get(2)?,
+                    created_ms: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.map(|r| r.map_err(|e| self.err(e))).collect()
+    }
+
+    fn add_api_key(&self, key: &StoredApiKey) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let added = conn
+            .execute(
+                "INSERT INTO api_key (name, sha256, generated, created_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(name) DO NOTHING",
+                params![key.name, key.sha256, key.generated, key.created_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(added == 1)
+    }
+
+    fn delete_api_key(&self, name: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let gone = conn
+            .execute("DELETE FROM api_key WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(gone == 1)
     }
 }
 

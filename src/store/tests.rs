@@ -166,18 +166,19 @@ fn bindings_are_replaced_per_login_and_survive_a_reopen() {
 }
 
 #[test]
-fn a_version_1_file_gains_the_binding_table_and_keeps_its_trunks() {
+fn a_version_1_file_gains_the_binding_and_api_key_tables_and_keeps_its_trunks() {
     let path = temp_db("v1");
     {
         let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
         s.put_trunk(&trunk(1, "one"))
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    // Make it look like a file from before registrations were stored.
+    // Make it look like a file from before registrations and API keys were stored.
     {
         let c = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
         c.execute_batch(
-            "DROP TABLE binding; UPDATE store_meta SET value = 1 WHERE key = 'schema_version';",
+            "DROP TABLE binding; DROP TABLE api_key; \
+             UPDATE store_meta SET value = 1 WHERE key = 'schema_version';",
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -187,6 +188,7 @@ fn a_version_1_file_gains_the_binding_table_and_keeps_its_trunks() {
     s.write_bindings(&[write("a", vec![stored("sip:a@h", 1, 1)])])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.bindings().unwrap_or_else(|e| panic!("{e}")).len(), 1);
+    assert!(s.api_keys().unwrap_or_else(|e| panic!("{e}")).is_empty());
     let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
 }
 
@@ -213,5 +215,39 @@ fn the_binding_writer_applies_the_last_write_of_each_login() {
             ("b".to_owned(), stored("sip:b@h", 2, 2))
         ]
     );
+    let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
+}
+
+#[test]
+fn api_keys_are_added_once_by_name_listed_and_deleted() {
+    let path = temp_db("keys");
+    let key = |name: &str, generated| StoredApiKey {
+        name: name.to_owned(),
+        sha256: "ab".repeat(32),
+        generated,
+        created_ms: 1_700_000_000_000,
+    };
+    {
+        let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.api_keys().unwrap_or_else(|e| panic!("{e}")).is_empty());
+        assert!(s
+            .add_api_key(&key("ops", false))
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(s
+            .add_api_key(&key("generated", true))
+            .unwrap_or_else(|e| panic!("{e}")));
+        // A second key of the same name is refused and changes nothing.
+        let mut other = key("ops", true);
+        other.sha256 = "cd".repeat(32);
+        assert!(!s.add_api_key(&other).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let s = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.api_keys().unwrap_or_else(|e| panic!("{e}")),
+        vec![key("generated", true), key("ops", false)]
+    );
+    assert!(s.delete_api_key("ops").unwrap_or_else(|e| panic!("{e}")));
+    assert!(!s.delete_api_key("ops").unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(s.api_keys().unwrap_or_else(|e| panic!("{e}")).len(), 1);
     let _ = std::fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap_or(&path));
 }

@@ -353,3 +353,52 @@ pub fn uac(server: &Server, dir: &TempDir, sf: &Path, creds: (&str, &str), tag: 
         msg_file,
     }
 }
+
+// ---- a phone on a stream transport places a call -----------------------------
+
+/// `ph`, connected to sipfront's listener `sip` (transport `scheme`:
+/// `tcp`, `tls`, `ws`, `wss`), places a call as trunk `login`/`password`
+/// to the SIPp carrier UAS already answering behind sipfront over UDP
+/// ([`carrier_uas`]): its INVITE is challenged 407 and answered over its
+/// connection, the 200 comes back with our Via in its transport,
+/// `/v1/calls` shows `scheme` → `udp`, and the phone's BYE ends the call.
+pub fn phone_places_a_call_to_a_udp_carrier<P: super::phone::Pipe>(
+    server: &Server,
+    mut ph: super::phone::Phone<P>,
+    sip: std::net::SocketAddr,
+    scheme: &str,
+    (login, password): (&str, &str),
+) {
+    use super::phone::header_value;
+    use super::{api_get, wait_until, TEST_API_KEY};
+    ph.contact = format!("sip:{login}@{};transport={scheme}", ph.pipe.sent_by());
+    let show = |log: &str| format!("{log}\n--- sipfront log ---\n{}", server.log_text());
+    let ok = ph
+        .call("12125550000", login, password, sip)
+        .unwrap_or_else(|e| panic!("{e}\n{}", show(&ph.log)));
+    assert!(ok.starts_with("SIP/2.0 200"), "{}", show(&ph.log));
+    let via = header_value(&ok, "Via").unwrap_or("");
+    let token = format!("SIP/2.0/{} ", ph.pipe.via_transport());
+    assert!(via.starts_with(&token), "{via}\n{}", show(&ph.log));
+    let (status, calls) = api_get(server, TEST_API_KEY, "/v1/calls");
+    let call = &calls["items"][0];
+    assert_eq!(
+        (
+            status,
+            call["a_transport"].as_str(),
+            call["b_transport"].as_str()
+        ),
+        (200, Some(scheme), Some("udp")),
+        "{calls}\n{}",
+        show(&ph.log)
+    );
+    assert_eq!(ph.hang_up_placed(&ok), 200, "{}", show(&ph.log));
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || {
+            let (_, calls) = api_get(server, TEST_API_KEY, "/v1/calls");
+            calls["items"].as_array().is_some_and(Vec::is_empty)
+        }),
+        "the call is still listed after the BYE\n{}",
+        show(&ph.log)
+    );
+}

@@ -8,6 +8,9 @@ pub mod calls;
 pub mod dnsmasq;
 mod parsing;
 pub mod phone;
+pub mod postgres;
+pub mod redis;
+pub mod remote;
 pub mod rtpengine;
 pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
@@ -113,6 +116,11 @@ fn addr_after(line: &str, key: &str) -> Option<SocketAddr> {
 impl Server {
     /// Starts sipfront on `config` and waits (up to 20 s) for it to be ready.
     pub fn start(config: &str) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set too.
+    pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let dir = TempDir::new("srv");
         let config = relaxed_overload(config);
         let cfg = dir.write("sipfront.toml", &config);
@@ -120,6 +128,7 @@ impl Server {
             .args(["run", "--config"])
             .arg(&cfg)
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,sipfront=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -149,12 +158,17 @@ impl Server {
                 );
             }
         };
-        let udp = addr_after(&line, "udp=[").expect("udp address in ready line");
-        let tcp = addr_after(&line, "tcp=[").expect("tcp address in ready line");
-        let http = addr_after(&line, "http=[").expect("http address in ready line");
-        let tls = addr_after(&line, "tls=[");
-        let ws = addr_after(&line, "ws=[");
-        let wss = addr_after(&line, "wss=[");
+        // `udp=[…]` in text, `"udp":"[…]"` with `[log] format = "json"`.
+        let find = |k: &str| {
+            addr_after(&line, &format!("{k}=["))
+                .or_else(|| addr_after(&line, &format!("\"{k}\":\"[")))
+        };
+        let udp = find("udp").expect("udp address in ready line");
+        let tcp = find("tcp").expect("tcp address in ready line");
+        let http = find("http").expect("http address in ready line");
+        let tls = find("tls");
+        let ws = find("ws");
+        let wss = find("wss");
         Server {
             child,
             udp,
@@ -355,8 +369,35 @@ fn api_text_at(http: SocketAddr, key: &str, path: &str) -> (u16, String) {
     }
 }
 
+/// Trunk names `GET /v1/trunks` lists (asserting a `200`), by id.
+pub fn trunk_names(server: &Server, key: &str) -> Vec<String> {
+    let (st, body) = api_get(server, key, "/v1/trunks");
+    assert_eq!(st, 200, "{body}");
+    body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `[[http.api_key]]` with key [`TEST_API_KEY`], for tests that read the API.
 pub const TEST_API_KEY_CONFIG: &str = "\n[[http.api_key]]\nname = \"test\"\nkey = \"test-key\"\n";
+/// Polls `f` every 50 ms until it holds (true) or `timeout` passes (its
+/// last answer).
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
 /// The key of [`TEST_API_KEY_CONFIG`].
 pub const TEST_API_KEY: &str = "test-key";
 

@@ -433,9 +433,16 @@ pub fn tcp_connect(server: SocketAddr) -> std::net::TcpStream {
     stream
 }
 
-impl TlsPhone {
-    /// A phone on an open TLS connection.
-    pub fn tls(stream: super::tls::TlsStream) -> TlsPhone {
+impl Wire for super::tls::TlsServerStream {
+    fn tcp(&self) -> &std::net::TcpStream {
+        &self.sock
+    }
+}
+
+impl<S: Wire> Phone<TcpPipe<S>> {
+    /// A phone on an open TLS connection (client side, or the server side
+    /// of a TLS peer the test plays).
+    pub fn tls(stream: S) -> Phone<TcpPipe<S>> {
         Phone::new(TcpPipe {
             stream,
             buf: Vec::new(),

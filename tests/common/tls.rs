@@ -1,22 +1,29 @@
 //! TLS for the integration tests: a CA and certificates made by the test
 //! (`rcgen`), sipfront's `[[listen]] transport = "tls"` on them, and a
 //! rustls client (the library sipfront uses, driven blocking over a std
-//! `TcpStream`).
+//! `TcpStream`); and a TLS peer sipfront dials ([`TlsPeer`]).
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{
+    self, ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
+    StreamOwned,
+};
 
 use super::TempDir;
 
 /// A TLS client stream.
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+/// The server side of a TLS connection (the test playing a TLS peer).
+pub type TlsServerStream = StreamOwned<ServerConnection, TcpStream>;
 
 /// A test CA and one certificate it signed, as PEM files in a temp dir.
 pub struct Pki {
@@ -123,4 +130,74 @@ pub fn client(tcp: TcpStream, config: Arc<ClientConfig>, name: &str) -> TlsStrea
 /// A TLS connection from 127.0.0.1 to `server`, verified for `name`.
 pub fn connect(server: SocketAddr, config: Arc<ClientConfig>, name: &str) -> TlsStream {
     client(super::phone::tcp_connect(server), config, name)
+}
+
+/// A TLS server presenting `cert` (PEM chain) with `key`.
+pub fn server_config(cert: &Path, key: &Path) -> Arc<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert file")
+        .collect::<Result<_, _>>()
+        .expect("cert PEM");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key PEM");
+    Arc::new(
+        ServerConfig::builder_with_provider(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate"),
+    )
+}
+
+/// A TLS peer the test plays (an upstream sipfront dials): a listener on
+/// 127.0.0.1 (OS-chosen port) presenting one certificate. Each accepted
+/// connection's handshake runs on a thread of its own; its outcome (the
+/// stream, or the error, e.g. the alert a client sent on refusing the
+/// certificate) comes out of [`TlsPeer::next`] in order of completion.
+pub struct TlsPeer {
+    pub addr: SocketAddr,
+    rx: mpsc::Receiver<Result<TlsServerStream, String>>,
+}
+
+impl TlsPeer {
+    /// Listens with `cert`/`key`.
+    pub fn start(cert: &Path, key: &Path) -> TlsPeer {
+        let config = server_config(cert, key);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind TLS peer");
+        let addr = listener.local_addr().expect("local address");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { continue };
+                let (tx, config) = (tx.clone(), config.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send(accept(tcp, config));
+                });
+            }
+        });
+        TlsPeer { addr, rx }
+    }
+
+    /// The next handshake's outcome, within `timeout` (`None`: no
+    /// connection came).
+    pub fn next(&self, timeout: Duration) -> Option<Result<TlsServerStream, String>> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+/// The server side of a handshake on `tcp` (5 s at most).
+fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<TlsServerStream, String> {
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let conn = ServerConnection::new(config).map_err(|e| e.to_string())?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
+    }
+    s.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    Ok(s)
 }

@@ -227,24 +227,36 @@ impl Admitted {
         spare: u32,
     ) -> Result<ChannelGuard, Refusal> {
         let limit = self.channel_limit().map(|max| max.saturating_add(spare));
-        ChannelGuard::acquire(counters, self.channel(), limit).map_err(|active| {
-            let active = active.saturating_sub(spare);
-            match (&self.trunk, &self.did) {
-                (Some(t), _) => Refusal::Policy {
-                    trunk: Arc::clone(t),
-                    denied: Denied::ChannelLimit {
-                        active,
-                        max: t.max_channels,
-                    },
+        ChannelGuard::acquire(counters, self.channel(), limit)
+            .map_err(|active| self.channel_refusal(active.saturating_sub(spare)))
+    }
+
+    /// The refusal of this call when `active` channels of its key are in
+    /// use at the limit: `503` for a trunk, `486` for a DID.
+    pub fn channel_refusal(&self, active: u32) -> Refusal {
+        match (&self.trunk, &self.did) {
+            (Some(t), _) => Refusal::Policy {
+                trunk: Arc::clone(t),
+                denied: Denied::ChannelLimit {
+                    active,
+                    max: t.max_channels,
                 },
-                (None, Some(d)) => Refusal::DidBusy {
-                    number: d.number.clone(),
-                    max: d.channels,
-                },
-                // No limit without a trunk or DID: acquiring cannot fail.
-                (None, None) => Refusal::NoNumber,
-            }
-        })
+            },
+            (None, Some(d)) => Refusal::DidBusy {
+                number: d.number.clone(),
+                max: d.channels,
+            },
+            // No limit without a trunk or DID: acquiring cannot fail.
+            (None, None) => Refusal::NoNumber,
+        }
+    }
+
+    /// A call another node of the fleet relayed here
+    /// ([`Admission::admit_relayed`]): that node records it.
+    pub fn relayed(&self) -> bool {
+        self.trunk.is_none()
+            && self.did.is_none()
+            && matches!(self.decision.route, Route::OnNet(OnNetTarget::Trunk(_)))
     }
 
     /// The trunk id for logs and CDRs.
@@ -525,6 +537,44 @@ impl Admission {
         let to = invite.to().ok();
         let dialled = to.as_ref().and_then(|t| t.uri.user).unwrap_or_default();
         self.admit_inbound(invite, dialled, active)
+    }
+
+    /// A call another node of the fleet relays here (README "Fleets"):
+    /// the Request-URI user is the login of a trunk registered on this
+    /// node; the To user is what that node's routing chose to show the
+    /// trunk (the DID, or the login). The relaying node applied the DID's
+    /// policy and counts its channel; this node only delivers.
+    ///
+    /// # Errors
+    /// `404` (as an unknown DID) when no trunk has that login.
+    pub fn admit_relayed(&self, invite: &Message) -> Result<Admitted, Refusal> {
+        let login = invite
+            .request_uri()
+            .and_then(|u| u.user)
+            .ok_or(Refusal::NoNumber)?;
+        let id = *self
+            .logins
+            .get(login)
+            .ok_or_else(|| Refusal::UnknownDid(login.to_owned()))?;
+        let to = invite.to().ok();
+        let shown = to.as_ref().and_then(|t| t.uri.user).unwrap_or(login);
+        let from = invite.from().ok();
+        let caller = from.as_ref().and_then(|f| f.uri.user);
+        Ok(Admitted {
+            emergency: false,
+            direction: Direction::Received,
+            trunk: None,
+            did: None,
+            decision: Decision {
+                number: shown.to_owned(),
+                caller_id: caller
+                    .and_then(policy::normalize)
+                    .unwrap_or_default()
+                    .to_owned(),
+                max_duration: None,
+                route: Route::OnNet(OnNetTarget::Trunk(TrunkId(id))),
+            },
+        })
     }
 
     /// SPEC §4: an INVITE from a trusted upstream is for one of our DIDs

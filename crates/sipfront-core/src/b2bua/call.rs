@@ -574,6 +574,27 @@ impl Call {
         b.build()
     }
 
+    /// Refuses the call before any B-leg INVITE went out (the fleet's
+    /// channel counter said no): `status` with `reason` to the caller, and
+    /// the call is over.
+    pub(crate) fn refuse(&mut self, status: StatusCode, reason: Option<&str>, fx: &mut Fx<'_>) {
+        if self.a_final.is_none() && !self.xfer.is_transferee() {
+            self.a_final = Some(status);
+            let mut b = ResponseBuilder::new(&self.a_invite, status)
+                .received(self.a.dest)
+                .to_tag(&self.a.local_tag)
+                .server(&fx.cfg.server_header);
+            if let Some(reason) = reason {
+                b = b.reason(reason);
+            }
+            let key = self.a_invite_key.clone();
+            fx.respond(&key, status, b.build());
+        }
+        self.last_final = Some((status, reason.unwrap_or_default().to_owned()));
+        self.phase = Phase::Cancelled;
+        self.end(fx);
+    }
+
     /// Final response on the A-leg INVITE.
     fn answer_a(&mut self, status: StatusCode, relayed: Option<&Message>, fx: &mut Fx<'_>) {
         if self.a_final.is_some() {

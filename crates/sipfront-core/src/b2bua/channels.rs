@@ -35,6 +35,26 @@ pub trait ChannelCounters: fmt::Debug + Send + Sync {
     fn active(&self, key: &ChannelKey) -> u32;
     /// Every key with channels in use (`/metrics`).
     fn snapshot(&self) -> Vec<(ChannelKey, u32)>;
+    /// Whether a limited channel taken here is only this node's view and
+    /// the fleet's counter must confirm it before the call goes on (see
+    /// [`ChannelAsk`](super::fleet::ChannelAsk)). False for one node.
+    fn confirms(&self) -> bool {
+        false
+    }
+    /// The call holding a channel of `key` goes on (its B-leg starts):
+    /// a fleet counts it from now on. `granted`: the fleet's counter
+    /// counted it already (its verdict was
+    /// [`Granted`](super::fleet::ChannelVerdict::Granted)).
+    fn went_on(&self, _key: &ChannelKey, _granted: bool) {}
+    /// Gives back a channel whose call went on (see
+    /// [`went_on`](Self::went_on)).
+    fn release_gone_on(&self, key: &ChannelKey) {
+        self.release(key);
+    }
+    /// The fleet's counter counted a channel of `key` that no call uses:
+    /// the call was cancelled meanwhile, or went on without the verdict,
+    /// which came late.
+    fn grant_unused(&self, _key: &ChannelKey) {}
 }
 
 /// One node's counters: a sharded map of atomics. Acquiring is a
@@ -126,6 +146,8 @@ impl ChannelCounters for LocalChannels {
 pub struct ChannelGuard {
     counters: Arc<dyn ChannelCounters>,
     key: ChannelKey,
+    /// The call went on ([`ChannelCounters::went_on`]).
+    gone_on: bool,
 }
 
 impl ChannelGuard {
@@ -143,7 +165,17 @@ impl ChannelGuard {
         Ok(ChannelGuard {
             counters: Arc::clone(counters),
             key,
+            gone_on: false,
         })
+    }
+
+    /// The call goes on with this channel (see
+    /// [`ChannelCounters::went_on`]); once.
+    pub fn go_on(&mut self, granted: bool) {
+        if !self.gone_on {
+            self.gone_on = true;
+            self.counters.went_on(&self.key, granted);
+        }
     }
 
     /// The trunk or DID this channel belongs to.
@@ -154,7 +186,11 @@ impl ChannelGuard {
 
 impl Drop for ChannelGuard {
     fn drop(&mut self) {
-        self.counters.release(&self.key);
+        if self.gone_on {
+            self.counters.release_gone_on(&self.key);
+        } else {
+            self.counters.release(&self.key);
+        }
     }
 }
 

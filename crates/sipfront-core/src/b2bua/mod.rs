@@ -41,6 +41,7 @@ mod admission;
 mod call;
 mod channels;
 pub mod event;
+pub mod fleet;
 mod health;
 mod identity;
 mod leg;
@@ -112,6 +113,10 @@ pub struct B2buaConfig {
     /// How long a relayed call waits for the media client's answer before
     /// it fails with `503` (the client's own budget plus slack).
     pub media_timeout: Duration,
+    /// How long a limited call on a node of a fleet waits for the fleet
+    /// counter's verdict before it goes on with the node's own view
+    /// (`[cluster] timeout_ms` plus slack).
+    pub fleet_timeout: Duration,
 }
 
 /// Wall-clock time as a function of the monotonic `now` the core is given:
@@ -154,6 +159,7 @@ impl B2buaConfig {
             wall,
             session: session_timer::SessionConfig::default(),
             media_timeout: Duration::from_secs(2),
+            fleet_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -292,6 +298,8 @@ pub struct B2bua {
     node_duties: bool,
     /// Media relay requests of relayed calls (SPEC §8.4).
     media: media::MediaQueue,
+    /// Channel asks to the fleet's counter (README "Fleets").
+    fleet: fleet::FleetQueue,
 }
 
 impl B2bua {
@@ -322,6 +330,7 @@ impl B2bua {
             auth_outcomes: VecDeque::new(),
             node_duties: true,
             media: media::MediaQueue::default(),
+            fleet: fleet::FleetQueue::default(),
         }
     }
 
@@ -540,6 +549,7 @@ impl B2bua {
             node(self.health.poll_timeout()),
             node(self.registrations.poll_timeout()),
             self.media_poll_timeout(),
+            self.fleet_poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -656,6 +666,10 @@ impl B2bua {
 
     /// A new INVITE (no To tag) on server transaction `key`: admission
     /// (SPEC §3), then `100 Trying`, routing and the B-leg INVITE.
+    /// `from_fleet`: `source` is another node of the fleet relaying a call
+    /// to a trunk registered here (README "Fleets"): it is delivered to
+    /// this node's own contacts of the trunk its Request-URI names.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_invite(
         &mut self,
         msg: &Message,
@@ -663,6 +677,7 @@ impl B2bua {
         source: SocketAddr,
         transport: Transport,
         locations: &dyn Locations,
+        from_fleet: bool,
         now: Instant,
     ) {
         if self.draining {
@@ -696,7 +711,9 @@ impl B2bua {
         let trusted = self.upstreams.is_trusted(source.ip());
         let now_unix = self.cfg.wall.unix_secs(now);
         let channels = &self.channels;
-        let admitted = if self.to_registered_contact(msg, source) {
+        let admitted = if from_fleet {
+            self.admission.admit_relayed(msg)
+        } else if self.to_registered_contact(msg, source) {
             // SPEC §8.1: a DID call of the upstream we registered at.
             self.admission.admit_to_contact(msg, |k| channels.active(k))
         } else {
@@ -720,6 +737,8 @@ impl B2bua {
                 return self.refuse(msg, &key, source, r);
             }
         };
+        let local_only = crate::routing::LocalOnly(locations);
+        let locations: &dyn Locations = if from_fleet { &local_only } else { locations };
         let plan = match self.plan(&admitted, locations, now) {
             Ok(p) => p,
             Err(r) => {
@@ -738,9 +757,23 @@ impl B2bua {
                 admitted.decision.number
             );
         }
+        // A relayed call's events are the relaying node's to send.
         let status_url = self
             .admission
-            .status_url(admitted.direction, admitted.did.as_deref());
+            .status_url(admitted.direction, admitted.did.as_deref())
+            .filter(|_| !from_fleet);
+        // On a node of a fleet the channel just taken is the node's view;
+        // a limited one is confirmed by the fleet's counter.
+        let confirm = admitted
+            .channel_limit()
+            .filter(|_| self.channels.confirms())
+            .map(|limit| {
+                (
+                    channel.key().clone(),
+                    limit,
+                    admitted.channel_refusal(limit),
+                )
+            });
         let new = NewCall {
             invite: msg,
             key: key.clone(),
@@ -790,8 +823,26 @@ impl B2bua {
             call.anchor_media(nat);
         }
         let id = self.table.insert(call);
-        if relay {
-            // The B-leg INVITE waits for the relay's offer.
+        if let Some((key, limit, refusal)) = confirm {
+            // A fleet's counter has the last word before the B-leg goes.
+            return self.ask_channel(id, key, limit, refusal, now);
+        }
+        self.start_b_leg(id, false, now);
+    }
+
+    /// Sends call `id`'s first B-leg INVITE, or for a relayed call asks
+    /// the relay for its offer first (the INVITE waits for it). The call
+    /// goes on with its channel (`granted`: the fleet's counter counted it).
+    fn start_b_leg(&mut self, id: CallId, granted: bool, now: Instant) {
+        if let Some(channel) = self
+            .table
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.channel.as_mut())
+        {
+            channel.go_on(granted);
+        }
+        if self.relays(id) {
             return self.media_input(id, call::Held::Invite, now);
         }
         self.with_call(id, now, |call, fx| {
@@ -1097,6 +1148,7 @@ impl B2bua {
             self.registrations.handle_timeout(&mut ctx);
         }
         self.media_timeouts(now);
+        self.fleet_timeouts(now);
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if at > now {
                 break;
@@ -1180,7 +1232,12 @@ impl B2bua {
             self.call_events.push_back(ev);
         }
         if !call.recorded {
-            if let Some(cdr) = call.cdr(&self.cfg.wall) {
+            // A call relayed here by another node of the fleet is
+            // recorded (and reported) by that node, once.
+            let cdr = call.cdr(&self.cfg.wall);
+            if cdr.is_some() && call.terms.relayed() {
+                call.recorded = true;
+            } else if let Some(cdr) = cdr {
                 call.recorded = true;
                 let url = call.status_url.clone();
                 push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);

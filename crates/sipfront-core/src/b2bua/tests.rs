@@ -1764,6 +1764,7 @@ fn trusted_upstream_is_recognised_by_resolved_addresses_and_cidrs() {
 }
 
 mod attended;
+mod fleet;
 mod identity;
 mod media;
 mod overload;

@@ -156,7 +156,13 @@ impl B2bua {
             .admit_trunk(trunk.clone(), &invite, source.ip(), active)
             .and_then(|a| Ok((a.take_channel(&self.channels, spare)?, a)));
         let (channel, admitted) = match admitted {
-            Ok(a) => a,
+            Ok((mut channel, a)) => {
+                // A transfer's new call is not asked of a fleet's counter:
+                // it replaces the referrer's channel (counted on this node,
+                // written to the fleet with the node's next count).
+                channel.go_on(false);
+                (channel, a)
+            }
             Err(refusal) => {
                 tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {refusal}");
                 let status = refusal.status();

@@ -8,7 +8,9 @@
 //! [`Config`] value; SIGHUP builds a new one and a bad file never replaces the
 //! running one.
 
+mod cluster;
 mod dns;
+mod env;
 mod error;
 mod media;
 mod rates;
@@ -19,14 +21,17 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use cluster::{check_node_name, check_redis_url, ClusterConfig};
 pub use dns::{default_failover_codes, DnsConfig, FailoverCode};
+pub use env::{EnvOverrides, VARS as ENV_VARS};
 pub use error::{ConfigError, ConfigErrors, SpanIndex};
 pub use media::{MediaConfig, MediaMode};
 pub use rates::{Rate, RateTable};
 pub use schema::{
     ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,
-    ListenConfig, ListenTransport, NumberFormat, RatesConfig, RegistrarSettings, SecuritySettings,
-    ServerConfig, StoreConfig, SyncConfig, TrunkConfig, UpstreamConfig, WebhooksConfig,
+    ListenConfig, ListenTransport, LogConfig, LogFormat, NumberFormat, RatesConfig,
+    RegistrarSettings, SecuritySettings, ServerConfig, StoreConfig, SyncConfig, TrunkConfig,
+    UpstreamConfig, WebhooksConfig,
 };
 pub use transport::{TransportSettings, MAX_TRANSPORT_BYTES, MIN_TRANSPORT_BYTES};
 
@@ -49,6 +54,14 @@ impl Config {
     /// The file cannot be read, does not parse, or fails validation; every
     /// error names the file, line and key.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with_env(path, &EnvOverrides::default())
+    }
+
+    /// [`Config::load`] with keys set by the environment (`env`).
+    ///
+    /// # Errors
+    /// As [`Config::load`], and a bad value from the environment.
+    pub fn load_with_env(path: &Path, env: &EnvOverrides) -> Result<Config, ConfigErrors> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors::one(ConfigError {
@@ -58,7 +71,7 @@ impl Config {
                 message: format!("cannot read: {e}"),
             })
         })?;
-        Config::parse(&text, ConfigSource::File(path.to_owned()))
+        Config::parse_with_env(&text, ConfigSource::File(path.to_owned()), env)
     }
 
     /// The configuration built into the binary.
@@ -75,10 +88,24 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn resolve(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        Config::resolve_with_env(path, &EnvOverrides::default())
+    }
+
+    /// [`Config::resolve`] with keys set by the environment (`env`, see
+    /// [`EnvOverrides`]): what `sipfront run` and `check` use.
+    ///
+    /// # Errors
+    /// As [`Config::load`], and a bad value from the environment.
+    pub fn resolve_with_env(
+        path: Option<&Path>,
+        env: &EnvOverrides,
+    ) -> Result<Config, ConfigErrors> {
         match path {
-            Some(p) => Config::load(p),
-            None if Path::new(DEFAULT_PATH).is_file() => Config::load(Path::new(DEFAULT_PATH)),
-            None => Config::default_embedded(),
+            Some(p) => Config::load_with_env(p, env),
+            None if Path::new(DEFAULT_PATH).is_file() => {
+                Config::load_with_env(Path::new(DEFAULT_PATH), env)
+            }
+            None => Config::parse_with_env(EMBEDDED_CONFIG, ConfigSource::Embedded, env),
         }
     }
 
@@ -88,6 +115,21 @@ impl Config {
     /// # Errors
     /// All syntax, type, validation and rate-file errors found.
     pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigErrors> {
+        Config::parse_with_env(text, source, &EnvOverrides::default())
+    }
+
+    /// [`Config::parse`] with keys set by the environment: they replace the
+    /// text's before the rules are checked, and an error about one of them
+    /// names its variable instead of a line.
+    ///
+    /// # Errors
+    /// As [`Config::parse`], and a value from the environment that is not
+    /// of its key's type.
+    pub fn parse_with_env(
+        text: &str,
+        source: ConfigSource,
+        env: &EnvOverrides,
+    ) -> Result<Config, ConfigErrors> {
         let file = source.to_string();
         let index = SpanIndex::new(text);
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
@@ -106,9 +148,19 @@ impl Config {
             })
         })?;
         cfg.source = source;
+        let env_errors = env.apply(&mut cfg);
+        if !env_errors.is_empty() {
+            return Err(ConfigErrors(env_errors));
+        }
         let mut errors = validate::validate(&mut cfg, &file, &index)
             .err()
             .unwrap_or_default();
+        for e in &mut errors {
+            if let Some(var) = env.var_of(&e.key) {
+                e.file = format!("environment {var}");
+                e.line = None;
+            }
+        }
         if let Some(rates) = &cfg.rates {
             match load_rates(&rates.file, &cfg.source) {
                 Ok(t) => cfg.rate_table = t,

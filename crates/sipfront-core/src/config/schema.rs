@@ -23,6 +23,9 @@ pub struct Config {
     /// `[server]`: identity and process behaviour.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[log]`: how log lines are written.
+    #[serde(default)]
+    pub log: LogConfig,
     /// `[[listen]]`: SIP sockets. Default: UDP and TCP on `127.0.0.1:5060`.
     #[serde(default = "default_listen")]
     pub listen: Vec<ListenConfig>,
@@ -65,6 +68,9 @@ pub struct Config {
     /// `[media]`: rtpengine ng sockets for relayed calls (SPEC §8.4).
     #[serde(default)]
     pub media: super::MediaConfig,
+    /// `[cluster]`: the fleet's shared state in Redis (README "Fleets").
+    #[serde(default)]
+    pub cluster: super::ClusterConfig,
     /// The parsed `[rates]` file (empty without `[rates]`).
     #[serde(skip)]
     pub rate_table: RateTable,
@@ -274,14 +280,38 @@ pub struct ApiKeyConfig {
     pub enabled: bool,
 }
 
+/// `[log]`: how log lines are written to stderr (what is logged is
+/// `RUST_LOG`'s filter, default `info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`,
+    /// `message` and the event's fields (`call_id`, `trunk`, …) beside them.
+    Json,
+}
+
 /// `[store]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file (relative to the working directory).
+    /// SQLite file (relative to the working directory). With `url`, only
+    /// its directory is used: the CDR spill file goes there.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// `postgres://…` for multi-node; when set, `path` is unused.
+    /// `postgres://…`: the store shared by the nodes of a fleet (trunks,
+    /// DIDs, registrations, CDRs) instead of the SQLite file.
     #[serde(default)]
     pub url: Option<String>,
 }

@@ -443,3 +443,27 @@ fn tls_keys_belong_to_tls_listeners_and_need_their_files() {
         ["upstream[0].uri"]
     );
 }
+
+#[test]
+fn cluster_keys_are_checked_with_their_line() {
+    let c = parse("[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode = \"n1\"\n").unwrap();
+    assert!(c.cluster.enabled());
+    assert_eq!(
+        (
+            c.cluster.heartbeat_s,
+            c.cluster.node_ttl_s,
+            c.cluster.timeout_ms
+        ),
+        (10, 30, 200),
+        "a dead node's channels come back within 30 s by default"
+    );
+    assert!(!parse("").unwrap().cluster.enabled());
+    let e = err("[cluster]\nredis = \"127.0.0.1:6379\"\nnode = \"a b\"\nheartbeat_s = 20\n");
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].starts_with("t.toml:2: cluster.redis: "), "{e:?}");
+    assert!(e[1].starts_with("t.toml:3: cluster.node: "), "{e:?}");
+    assert!(
+        e[2].starts_with("t.toml:1: cluster.node_ttl_s: must be at least twice heartbeat_s"),
+        "{e:?}"
+    );
+}

@@ -141,13 +141,15 @@ impl Endpoint {
     }
 
     /// Whether a new out-of-dialog request from `ip` is within its rate.
-    /// Only strangers are limited: upstreams, `allow` sources, IP trunks and
-    /// sources that authenticated in the last hour are customers, whose
-    /// load (an SBC registering thousands of phones) is not an attack.
+    /// Only strangers are limited: upstreams, `allow` sources, IP trunks,
+    /// the other nodes of the fleet and sources that authenticated in the
+    /// last hour are customers or peers, whose load (an SBC registering
+    /// thousands of phones, a node relaying calls) is not an attack.
     pub(super) fn within_rate(&mut self, ip: IpAddr, now: Instant) -> bool {
         let rate = self.cfg.guard.rate_limit;
         if rate == 0
             || self.b2bua.upstreams().is_upstream(ip)
+            || self.shared.is_fleet_peer_ip(ip)
             || self.cfg.guard.bans.allow.iter().any(|n| n.contains(ip))
             || self.b2bua.admission().is_ip_trunk(ip)
             || self.shared.bans().is_known(ip, now)

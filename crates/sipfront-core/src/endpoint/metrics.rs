@@ -170,6 +170,22 @@ impl Endpoint {
                 );
             }
         }
+        let (unconfirmed, fleet_refused) = self.b2bua.fleet_counts();
+        metric(
+            m,
+            "sipfront_cluster_unconfirmed_calls_total",
+            "counter",
+            "Limited calls that went on with this node's view of the channels: the fleet's \
+             counter (Redis) gave no verdict in time.",
+            unconfirmed,
+        );
+        metric(
+            m,
+            "sipfront_cluster_refused_calls_total",
+            "counter",
+            "Calls refused by the fleet-wide channel count (another node holds the channels).",
+            fleet_refused,
+        );
         metric(
             m,
             "sipfront_transactions",

@@ -67,7 +67,7 @@ pub use env::Env;
 pub use guard::{GuardConfig, RateLimiter};
 pub use metrics::{family, merge as merge_metrics, metric};
 pub use overload::OverloadConfig;
-pub use shared::SharedState;
+pub use shared::{FleetView, SharedState};
 pub use stats::{EndedCalls, Stats};
 
 /// Settings of the endpoint that do not change per message.
@@ -173,6 +173,10 @@ impl EndpointConfig {
         // The client fails a request after its whole budget; the core
         // waits a little longer so the client's answer (and reason) wins.
         out.b2bua.media_timeout = cfg.media.budget() + std::time::Duration::from_millis(500);
+        // The shell answers `Unknown` after its own timeout; the core's
+        // deadline is the backstop for a shell that never answers.
+        out.b2bua.fleet_timeout =
+            std::time::Duration::from_millis(cfg.cluster.timeout_ms.saturating_mul(2));
         out.upstreams = Upstreams::from_config(&cfg.upstream)?;
         out.admission = Arc::new(Admission::new(cfg, env.nonce_secret));
         out.registrar = RegistrarConfig::from(&cfg.registrar);
@@ -495,6 +499,26 @@ impl Endpoint {
         self.b2bua.poll_media()
     }
 
+    /// The next channel ask for the fleet's counter (README "Fleets"):
+    /// only when the shared channel counters
+    /// [`confirm`](crate::b2bua::ChannelCounters::confirms). Drain after
+    /// each input, with `poll_transmit`.
+    pub fn poll_channel_ask(&mut self) -> Option<crate::b2bua::fleet::ChannelAsk> {
+        self.b2bua.poll_channel_ask()
+    }
+
+    /// The fleet counter's verdict on an ask from
+    /// [`poll_channel_ask`](Self::poll_channel_ask): the call goes on or
+    /// is refused. Drain `poll_transmit` after it.
+    pub fn handle_channel_answer(
+        &mut self,
+        answer: crate::b2bua::fleet::ChannelAnswer,
+        now: Instant,
+    ) {
+        self.b2bua.handle_channel_answer(answer, now);
+        self.drain_transactions(now);
+    }
+
     /// The media relay's answer to a request from
     /// [`poll_media`](Self::poll_media): the call it held goes on (or
     /// fails with `503`). Drain `poll_transmit` and `poll_media` after it.
@@ -645,12 +669,14 @@ impl Endpoint {
                 return;
             }
             if msg.method() == Some(&Method::Invite) {
+                let from_fleet = self.shared.is_fleet_peer(inbound.peer);
                 self.b2bua.handle_invite(
                     &msg,
                     key,
                     inbound.peer,
                     inbound.transport,
                     &*self.shared,
+                    from_fleet,
                     now,
                 );
                 while let Some((ip, outcome)) = self.b2bua.poll_auth_outcome() {

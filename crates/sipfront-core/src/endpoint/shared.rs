@@ -20,10 +20,18 @@
 //! and every reload carries over.
 //!
 //! For a fleet (issue 16) the channel counters are the seam: a Redis-backed
-//! [`ChannelCounters`] goes in through [`SharedState::with_channels`].
+//! [`ChannelCounters`] goes in through [`SharedState::with_channels`]. The
+//! shell also feeds a [`FleetView`] (the other nodes' SIP addresses and the
+//! trunk logins registered with each): a DID call for a phone registered on
+//! another node is relayed there, and an INVITE from another node is a
+//! relayed call to deliver to this node's own contacts.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use super::guard::{GuardConfig, RateLimiter};
 use crate::auth::Bans;
@@ -31,6 +39,19 @@ use crate::b2bua::{ChannelCounters, LocalChannels};
 use crate::registrar::{Registrar, RegistrarConfig};
 use crate::routing::{Locations, Reach};
 use crate::sip::random::Random;
+use crate::sip::Transport;
+
+/// What this node knows of the other nodes of its fleet (README
+/// "Fleets"), as the shell last read it from the fleet store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// The live nodes' SIP addresses (UDP): an INVITE from one of them is
+    /// a call that node relays to a phone registered here.
+    pub peers: Vec<SocketAddr>,
+    /// Trunk logins registered on other live nodes: the SIP address of
+    /// each node holding a binding of that login.
+    pub registered: HashMap<String, Vec<SocketAddr>>,
+}
 
 /// The cross-call state of one node.
 #[derive(Debug)]
@@ -39,6 +60,8 @@ pub struct SharedState {
     bans: Bans,
     rates: RateLimiter,
     registrar: Mutex<Registrar>,
+    /// The other nodes of the fleet (empty for one node).
+    fleet: ArcSwap<FleetView>,
 }
 
 impl SharedState {
@@ -59,6 +82,7 @@ impl SharedState {
                 RegistrarConfig::default(),
                 Random::from_seed([0; 32]),
             )),
+            fleet: ArcSwap::from_pointee(FleetView::default()),
         }
     }
 
@@ -82,15 +106,56 @@ impl SharedState {
         &self.bans
     }
 
+    /// Replaces the view of the other nodes (the shell, after reading the
+    /// fleet store).
+    pub fn set_fleet(&self, view: FleetView) {
+        self.fleet.store(Arc::new(view));
+    }
+
+    /// Whether `source` is another node of the fleet (its INVITEs are
+    /// calls it relays to phones registered here).
+    pub fn is_fleet_peer(&self, source: SocketAddr) -> bool {
+        self.fleet.load().peers.contains(&source)
+    }
+
+    /// Whether `ip` is the address of another node of the fleet.
+    pub fn is_fleet_peer_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.fleet.load().peers.iter().any(|p| p.ip() == ip)
+    }
+
     /// Token buckets per source for new out-of-dialog requests.
     pub fn rates(&self) -> &RateLimiter {
         &self.rates
     }
 }
 
-/// Routing reads the shared location store, locked for each lookup only.
+/// Routing reads the shared location store, locked for each lookup only;
+/// a login registered only on other nodes is reached through them.
 impl Locations for SharedState {
     fn reach(&self, login: &str, now: Instant) -> Vec<Reach> {
+        let local = self.reach_local(login, now);
+        if !local.is_empty() {
+            return local;
+        }
+        let fleet = self.fleet.load();
+        fleet
+            .registered
+            .get(login)
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .map(|addr| Reach {
+                        // The node finds the trunk by the login.
+                        uri: format!("sip:{login}@{addr}"),
+                        addr: *addr,
+                        transport: Transport::Udp,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn reach_local(&self, login: &str, now: Instant) -> Vec<Reach> {
         self.registrar().store().reach(login, now)
     }
 }

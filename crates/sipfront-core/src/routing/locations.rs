@@ -20,8 +20,26 @@ pub struct Reach {
 
 /// Registered contacts of trunks, by login.
 pub trait Locations {
-    /// The live contacts of `login` at `now`, most recent first.
+    /// The live contacts of `login` at `now`, most recent first; on a node
+    /// of a fleet, when this node holds none, the other nodes that hold
+    /// one (a call relayed there, README "Fleets").
     fn reach(&self, login: &str, now: Instant) -> Vec<Reach>;
+
+    /// Only the contacts this node holds the connection or NAT binding
+    /// of: where a call another node relayed here is delivered.
+    fn reach_local(&self, login: &str, now: Instant) -> Vec<Reach> {
+        self.reach(login, now)
+    }
+}
+
+/// `locations` restricted to this node's own contacts (a call relayed by
+/// another node of the fleet is never relayed on).
+pub struct LocalOnly<'a>(pub &'a dyn Locations);
+
+impl Locations for LocalOnly<'_> {
+    fn reach(&self, login: &str, now: Instant) -> Vec<Reach> {
+        self.0.reach_local(login, now)
+    }
 }
 
 /// No registrations at all.

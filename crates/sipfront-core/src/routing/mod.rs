@@ -13,5 +13,5 @@ mod upstream;
 pub use did_hosts::DidHosts;
 pub use failover::FailoverCodes;
 pub use hop::{hostport, uri_param, Hop};
-pub use locations::{Locations, NoLocations, Reach};
+pub use locations::{LocalOnly, Locations, NoLocations, Reach};
 pub use upstream::{Resolve, Target, Upstream, UpstreamError, Upstreams, MAX_TARGETS};
