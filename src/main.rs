@@ -668,7 +668,7 @@ mod shell {
                         }
                     }
                     reload_config(&live, path.as_deref()).await;
-                    control::keys::reload(&live).await;
+                    control::keys::reload(&live, "SIGHUP").await;
                 }
             }
         }
@@ -763,6 +763,8 @@ mod shell {
         let live = live.clone();
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
+                // `sipfront key create|delete` on any machine of the fleet.
+                control::keys::reload(&live, "fleet store").await;
                 match live.refresh_from_store().await {
                     Ok(true) => tracing::info!(
                         "trunks and DIDs changed on another node: applied here ({})",

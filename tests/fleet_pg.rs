@@ -9,7 +9,8 @@
 //!   it returns; a node stopped meanwhile keeps them in its spill file and
 //!   replays it when it starts again; none lost (counted);
 //! - `[sync]` on two nodes: the lease holder pulls, the other takes the
-//!   pulled trunks from the store's change feed;
+//!   pulled trunks from the store's change feed; a key made by
+//!   `sipfront key create` works on both within 2 s;
 //! - the store itself (trunks, DIDs, registrations, seeding) and the sync
 //!   lease, against the same real server.
 
@@ -220,7 +221,10 @@ fn two_nodes_share_trunks_and_cdrs_and_keep_cdrs_while_postgres_is_down() {
     assert!(wait_metric(&node1, "sipfront_cdrs_replayed_total", |n| n == 2));
     assert!(!spill.exists(), "the spill file is removed once replayed");
 
-    // None lost, none doubled: the store holds exactly the calls placed.
+    // None lost, none doubled: the store holds exactly the calls placed,
+    // and so do the per-day totals the listing's stats come from.
+    let (_, page) = api_get(&node2, TEST_API_KEY, "/v1/cdr");
+    assert_eq!(page["stats"]["count"], json!(placed.len()), "{page}");
     let stored = pg.query("SELECT count(*) FROM cdr").unwrap_or_default();
     assert_eq!(stored, placed.len().to_string(), "{}", pg.log());
     let distinct = pg
@@ -381,7 +385,7 @@ fn trunk_names(server: &Server) -> Vec<String> {
 }
 
 #[test]
-fn trunk_sync_pulls_on_the_lease_holder_only_and_reaches_the_other_node() {
+fn trunk_sync_pulls_on_the_lease_holder_only_and_a_cli_key_reaches_every_node() {
     let pg = Postgres::start();
     let remote = RemoteServer::start(list(
         &[json!({"id": 7, "name": "synced", "password": "pw"})],
@@ -426,4 +430,24 @@ fn trunk_sync_pulls_on_the_lease_holder_only_and_reaches_the_other_node() {
     assert!(!log2.contains("holds the sync lease and pulls"), "{log2}");
     assert!(!log2.contains("trunk sync: applied"), "{log2}");
     assert!(node1.log_text().contains("trunk sync: applied"));
+
+    // `sipfront key create` against the fleet store: the key works on
+    // every node within 2 s, without a SIGHUP.
+    let made = std::process::Command::new(common::BIN)
+        .args(["key", "create", "fleet-ops", "--config"])
+        .arg(&node1.config)
+        .output()
+        .expect("run sipfront key create");
+    assert!(made.status.success(), "{made:?}");
+    let key = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    let created = Instant::now();
+    while api_get(&node2, &key, "/v1/trunks").0 != 200 {
+        assert!(
+            created.elapsed() < Duration::from_secs(2),
+            "node 2 refuses the new key\n{}",
+            node2.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(api_get(&node1, &key, "/v1/trunks").0, 200);
 }

@@ -4,7 +4,8 @@
 //! The hot path's side is the same [`CdrSink`] queue as on the embedded
 //! store; only the writer thread differs. It inserts batches of up to
 //! [`MAX_BATCH`] records as one statement (`INSERT … SELECT FROM UNNEST`
-//! of one array per column: one round trip per batch). When the database
+//! of one array per column, and the per-day totals of what it inserted:
+//! one round trip per batch). When the database
 //! cannot take them, nothing is lost:
 //!
 //! 1. records wait in the writer's memory, up to [`MEMORY_MAX`];
@@ -54,12 +55,23 @@ const MEMORY_HARD_MAX: usize = 4 * MEMORY_MAX;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-const INSERT: &str = "INSERT INTO cdr (uid, call_id, date, ts_ms, type, from_number, to_number, \
-     duration, disposition, sip_code, charge, per_minute, destination, sip_trunk, trunk_id) \
+/// One statement: the rows (ids already stored skipped), then the per-day
+/// totals of the rows really inserted, taken in (day, type) order so two
+/// nodes' batches lock those rows in the same order.
+const INSERT: &str = "WITH ins AS (INSERT INTO cdr (uid, call_id, date, ts_ms, type, \
+     from_number, to_number, duration, disposition, sip_code, charge, per_minute, destination, \
+     sip_trunk, trunk_id) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
      $6::text[], $7::text[], $8::int8[], $9::text[], $10::int8[], $11::float8[], \
      $12::float8[], $13::text[], $14::text[], $15::int8[]) \
-     ON CONFLICT (uid) DO NOTHING";
+     ON CONFLICT (uid) DO NOTHING RETURNING date, type, duration, charge), \
+     days AS (INSERT INTO cdr_day (day, type, count, duration, charge) \
+     SELECT substr(date, 1, 10), type, COUNT(*), SUM(duration), SUM(charge) FROM ins \
+     GROUP BY 1, 2 ORDER BY 1, 2 \
+     ON CONFLICT (day, type) DO UPDATE SET count = cdr_day.count + excluded.count, \
+     duration = cdr_day.duration + excluded.duration, \
+     charge = cdr_day.charge + excluded.charge) \
+     SELECT COUNT(*) FROM ins";
 
 /// A record with its unique id: what the spill file holds, one per line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,11 +165,10 @@ impl PgCdr {
             &trunk_id,
         ];
         let db = &self.db;
-        db.run(|c| async move {
-            let stmt = c.prepare_cached(INSERT).await.map_err(|e| db.err(e))?;
-            c.execute(&stmt, &params).await.map_err(|e| db.err(e))
-        })
-        .map_err(pg_err)
+        let rows = db.query(INSERT, &params).map_err(pg_err)?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
     }
 
     /// Starts the writer thread: a queue of `capacity` records, spilling
@@ -219,8 +230,7 @@ impl CdrSource for PgCdr {
     }
 
     fn stats(&self, filter: &CdrFilter) -> Result<CdrStats, CdrError> {
-        // No per-day table here: two nodes' inserts would queue on its rows.
-        let (sql, args) = stats_sql(filter, false, Dialect::Postgres);
+        let (sql, args) = stats_sql(filter, Dialect::Postgres);
         let rows = self.rows(&sql, &args)?;
         Ok(rows.first().map_or_else(CdrStats::default, |r| {
             CdrStats::from_sums(r.get(0), r.get(1), r.get(2))

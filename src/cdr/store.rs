@@ -366,7 +366,7 @@ impl CdrStore {
     /// Bounds that are whole days (or none) read the per-day totals; a
     /// bound with a time of day scans the rows it selects.
     pub fn stats(&self, filter: &CdrFilter) -> Result<CdrStats, CdrError> {
-        let (sql, args) = stats_sql(filter, true, Dialect::Sqlite);
+        let (sql, args) = stats_sql(filter, Dialect::Sqlite);
         let (count, duration, charge): (i64, i64, f64) = self
             .conn
             .prepare_cached(&sql)
@@ -517,11 +517,11 @@ pub(crate) fn select_sql(filter: &CdrFilter, dialect: Dialect) -> (String, Vec<A
     (placeholders(&sql, dialect), args)
 }
 
-/// The totals query for `filter`: over the per-day table when `days` is
-/// given and the bounds are whole days (or none), else over the rows.
-pub(crate) fn stats_sql(filter: &CdrFilter, days: bool, dialect: Dialect) -> (String, Vec<Arg>) {
+/// The totals query for `filter`: over the per-day table when the bounds
+/// are whole days (or none), else over the rows.
+pub(crate) fn stats_sql(filter: &CdrFilter, dialect: Dialect) -> (String, Vec<Arg>) {
     let whole_day = |d: &Option<String>| d.as_ref().map_or(true, |d| d.len() == 10);
-    let (sql, args) = if days && whole_day(&filter.from_date) && whole_day(&filter.to_date) {
+    let (sql, args) = if whole_day(&filter.from_date) && whole_day(&filter.to_date) {
         let (clause, args) = day_clause(filter);
         (
             format!(

@@ -6,7 +6,7 @@
 //! record as JSON in `data`, see `sqlite.rs`), so both stores read and
 //! write trunks and DIDs the same way. What a fleet adds:
 //!
-//! - every trunk or DID write sends `NOTIFY sipfront_config` in its own
+//! - every trunk, DID or API key write sends `NOTIFY sipfront_config` in its own
 //!   transaction (delivered on commit); each node `LISTEN`s
 //!   ([`listen_changes`]) and re-reads the store through the one write
 //!   path of the control API (`Live::refresh_from_store`), so a change
@@ -44,7 +44,7 @@ use crate::transport::Shutdown;
 
 /// Schema version of a current database (`store_meta.schema_version`);
 /// bumped, with a step in `migrate`, whenever the schema changes.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 /// The channel trunk and DID writes notify on.
 pub const CHANGE_CHANNEL: &str = "sipfront_config";
@@ -116,6 +116,23 @@ CREATE TABLE IF NOT EXISTS lease (
     expires_at TIMESTAMPTZ NOT NULL
 );
 "#;
+
+/// Version 2: per-day CDR totals, so `/v1/cdr` stats over whole days read
+/// one row per day and type instead of summing every call. Kept by the CDR
+/// insert itself (one statement), from the rows it really inserted.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS cdr_day (
+    day      TEXT COLLATE \"C\" NOT NULL,
+    type     TEXT NOT NULL,
+    count    BIGINT NOT NULL,
+    duration BIGINT NOT NULL,
+    charge   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (day, type)
+);
+INSERT INTO cdr_day (day, type, count, duration, charge)
+    SELECT substr(date, 1, 10), type, COUNT(*), SUM(duration), SUM(charge) FROM cdr GROUP BY 1, 2
+    ON CONFLICT (day, type) DO NOTHING;
+";
 
 /// A pool on one database and the runtime its queries run on. Shared by
 /// the trunk/DID store and the CDR writer and reader.
@@ -299,6 +316,9 @@ impl PgStore {
             }
             if found < 1 {
                 tx.batch_execute(SCHEMA_V1).await.map_err(|e| db.err(e))?;
+            }
+            if found < 2 {
+                tx.batch_execute(SCHEMA_V2).await.map_err(|e| db.err(e))?;
             }
             tx.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('schema_version', $1) \
@@ -609,28 +629,30 @@ impl Store for PgStore {
     }
 
     fn add_api_key(&self, key: &StoredApiKey) -> Result<bool, StoreError> {
-        let db = &self.db;
-        db.run(|c| async move {
-            let added = c
-                .execute(
-                    "INSERT INTO api_key (name, sha256, generated, created_ms) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-                    &[&key.name, &key.sha256, &key.generated, &key.created_ms],
-                )
-                .await
-                .map_err(|e| db.err(e))?;
-            Ok(added == 1)
+        let key = key.clone();
+        self.changing(|tx| {
+            Box::pin(async move {
+                let added = tx
+                    .execute(
+                        "INSERT INTO api_key (name, sha256, generated, created_ms) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                        &[&key.name, &key.sha256, &key.generated, &key.created_ms],
+                    )
+                    .await?;
+                Ok(added == 1)
+            })
         })
     }
 
     fn delete_api_key(&self, name: &str) -> Result<bool, StoreError> {
-        let db = &self.db;
-        db.run(|c| async move {
-            let gone = c
-                .execute("DELETE FROM api_key WHERE name = $1", &[&name])
-                .await
-                .map_err(|e| db.err(e))?;
-            Ok(gone == 1)
+        let name = name.to_owned();
+        self.changing(|tx| {
+            Box::pin(async move {
+                let gone = tx
+                    .execute("DELETE FROM api_key WHERE name = $1", &[&name])
+                    .await?;
+                Ok(gone == 1)
+            })
         })
     }
 
