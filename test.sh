@@ -16,10 +16,11 @@ command -v svmap >/dev/null 2>&1 || missing+=(sipvicious)
 command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 command -v rtpengine >/dev/null 2>&1 || [ -x /usr/sbin/rtpengine ] || missing+=(rtpengine-daemon)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives; sipvicious the scanner the hardening test runs; kamailio the carrier of tests/carrier.rs; dnsmasq the DNS server the RFC 3263 tests start; rtpengine-daemon the media relay tests/media.rs starts in userspace mode; redis-server the fleet store tests/cluster.rs starts; systemd for systemd-analyze, which tests/service.rs runs on contrib/sipfront.service)"
+    echo "== installing ${missing[*]} (SIPp is Debian's sip-tester; baresip is the softphone the registrar test drives; sipvicious the scanner the hardening test runs; kamailio the carrier of tests/carrier.rs; dnsmasq the DNS server the RFC 3263 tests start; rtpengine-daemon the media relay tests/media.rs starts in userspace mode; postgresql the fleet store tests/fleet_pg.rs starts as a throwaway cluster; redis-server the fleet store tests/cluster.rs starts; systemd for systemd-analyze, which tests/service.rs runs on contrib/sipfront.service)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi

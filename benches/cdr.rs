@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sipfront::cdr::{Cdr, CdrFilter, CdrStore, Direction, Disposition};
+use sipfront::cdr::{Cdr, CdrFilter, CdrSource, CdrStore, Direction, Disposition};
 
 /// Rows under `cargo bench`; `cargo test --all-targets` runs this file
 /// once as a smoke test with [`TEST_ROWS`].

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 /// `sipfront key …`: the key or the list on stdout, anything else on stderr.
 fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
     use sipfront::control::keys;
-    use sipfront::store::{SqliteStore, Store};
+    use sipfront::store::{self, SqliteStore, Store};
     let cfg = match resolve_config(path) {
         Ok(cfg) => cfg,
         Err(errors) => {
@@ -86,26 +86,33 @@ fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(url) = &cfg.store.url {
-        eprintln!(
-            "[store] url = \"{url}\": only the embedded SQLite store ([store] path) is supported so far"
-        );
-        return ExitCode::FAILURE;
-    }
-    let store = match SqliteStore::open(&cfg.store.path) {
-        Ok(s) => s,
+    // The fleet store runs its queries on a runtime of its own here.
+    let opened = match &cfg.store.url {
+        Some(url) => {
+            store::pg::open_standalone(url, sipfront::cluster::node_name(&cfg)).map(|(rt, s)| {
+                let shown = s.pool().shown().to_owned();
+                (Box::new(s) as Box<dyn Store>, shown, Some(rt))
+            })
+        }
+        None => SqliteStore::open(&cfg.store.path).map(|s| {
+            let shown = s.path().display().to_string();
+            (Box::new(s) as Box<dyn Store>, shown, None)
+        }),
+    };
+    let (store, shown, _runtime) = match opened {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    let store = &*store;
     let done = match action {
-        KeyAction::Create { name } => keys::create(&store, &cfg, name).map(|key| {
+        KeyAction::Create { name } => keys::create(store, &cfg, name).map(|key| {
             println!("{key}");
             eprintln!(
-                "API key `{name}` stored in {} (its SHA-256 only: this is the one time it is \
-                 shown); a running sipfront takes it at SIGHUP (systemctl reload sipfront)",
-                store.path().display()
+                "API key `{name}` stored in {shown} (its SHA-256 only: this is the one time it is \
+                 shown); a running sipfront takes it at SIGHUP (systemctl reload sipfront)"
             );
         }),
         KeyAction::List => store
@@ -121,10 +128,9 @@ fn key(action: &KeyAction, path: Option<&Path>) -> ExitCode {
                 }
             })
             .map_err(|e| e.to_string()),
-        KeyAction::Delete { name } => keys::delete(&store, name).map(|()| {
+        KeyAction::Delete { name } => keys::delete(store, name).map(|()| {
             eprintln!(
-                "API key `{name}` deleted from {}; a running sipfront refuses it after SIGHUP",
-                store.path().display()
+                "API key `{name}` deleted from {shown}; a running sipfront refuses it after SIGHUP"
             );
         }),
     };
@@ -263,11 +269,12 @@ mod shell {
     use tokio::sync::{mpsc, Notify};
 
     use sipfront::b2bua::WallClock;
+    use sipfront::cdr::PgCdr;
     use sipfront::cdr::{CdrSink, CdrWriter};
     use sipfront::control::{self, Live};
     use sipfront::endpoint::{Endpoint, EndpointConfig, Env, SharedState};
     use sipfront::events::dispatch::{self as webhooks, WebhookSink};
-    use sipfront::store::{self, BindingSink, BindingWriter, SqliteStore, Store};
+    use sipfront::store::{self, BindingSink, BindingWriter, PgStore, SqliteStore, Store};
 
     /// Inbound queue between the sockets and each core shard.
     const EVENT_QUEUE: usize = 16 * 1024;
@@ -338,13 +345,7 @@ mod shell {
 
     /// Binds the sockets, runs the core task, handles signals until asked to stop.
     pub(crate) async fn serve(cfg: Config, path: Option<PathBuf>) -> Result<(), String> {
-        if let Some(url) = &cfg.store.url {
-            return Err(format!(
-                "cannot start: [store] url = \"{url}\": only the embedded SQLite store \
-                 ([store] path) is supported so far"
-            ));
-        }
-        let (cfg, store) = open_store(cfg).await?;
+        let (cfg, store, fleet) = open_store(cfg).await?;
         let reader = store.clone();
         let loading = now();
         // `persist = false`: the store's rows are neither loaded nor written.
@@ -361,8 +362,19 @@ mod shell {
         .map_err(|e| format!("cannot start: {e}"))?;
         let (binding_writer, binding_sink) = BindingWriter::start(store.clone(), BINDING_QUEUE)
             .map_err(|e| format!("cannot start: registration writer: {e}"))?;
-        let (cdr_writer, cdr_sink) = CdrWriter::start(&cfg.store.path, CDR_QUEUE)
-            .map_err(|e| format!("cannot start: CDR store: {e}"))?;
+        let (cdr_writer, cdr_sink) = match &fleet {
+            // The spill file sits where the embedded store would.
+            Some(f) => PgCdr::new(f.pool().clone()).start_writer(
+                cfg.store
+                    .path
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .join(sipfront::cdr::SPILL_FILE),
+                CDR_QUEUE,
+            ),
+            None => CdrWriter::start(&cfg.store.path, CDR_QUEUE),
+        }
+        .map_err(|e| format!("cannot start: CDR store: {e}"))?;
         let (webhooks, webhook_sink) = webhooks::Dispatcher::start(webhooks::Settings::default())
             .map_err(|e| format!("cannot start: {e}"))?;
         let controller = ShutdownController::new();
@@ -406,8 +418,18 @@ mod shell {
         let (drain_tx, drain_rx) = queues(workers, 1);
         let drain_s = cfg.server.drain_s;
         let (core_handle, queries_rx) = control::Core::channels(workers);
-        let live = Arc::new(Live::new(Arc::new(cfg), store, reload_tx, core_handle));
+        let node = sipfront::cluster::node_name(&cfg);
+        let mut live = Live::new(Arc::new(cfg), store, reload_tx, core_handle);
+        if let Some(f) = &fleet {
+            // Unique per process: two nodes given one name never share a lease.
+            let holder = format!("{node}/{}", f.instance());
+            live = live.on_fleet(PgCdr::new(f.pool().clone()), holder);
+        }
+        let live = Arc::new(live);
         control::keys::load_at_start(&live, http_addr).await?;
+        if let Some(f) = &fleet {
+            follow_fleet_changes(f, &live, &controller);
+        }
         tokio::spawn(control::serve(http, live.clone(), controller.subscribe()));
         tokio::spawn(control::sync_trunks(live.clone(), controller.subscribe()));
         tracing::info!(
@@ -646,7 +668,7 @@ mod shell {
                         }
                     }
                     reload_config(&live, path.as_deref()).await;
-                    control::keys::reload(&live).await;
+                    control::keys::reload(&live, "SIGHUP").await;
                 }
             }
         }
@@ -680,6 +702,8 @@ mod shell {
             cdrs_written = cdr_sink.written(),
             cdrs_dropped = cdr_sink.dropped(),
             cdrs_failed = cdr_sink.failed(),
+            cdrs_spilled = cdr_sink.spilled(),
+            cdrs_pending = cdr_sink.pending(),
             webhooks_delivered = webhook_sink.delivered(),
             webhooks_failed = webhook_sink.failed(),
             webhooks_dropped = webhook_sink.dropped(),
@@ -725,30 +749,80 @@ mod shell {
         }
     }
 
+    /// A fleet store's changes made by other nodes, applied here: the
+    /// change feed (`LISTEN`) wakes one task that re-reads the store through
+    /// [`Live::refresh_from_store`].
+    fn follow_fleet_changes(fleet: &PgStore, live: &Arc<Live>, controller: &ShutdownController) {
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(store::pg::listen_changes(
+            fleet.pool().clone(),
+            fleet.instance().to_owned(),
+            tx,
+            controller.subscribe(),
+        ));
+        let live = live.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // `sipfront key create|delete` on any machine of the fleet.
+                control::keys::reload(&live, "fleet store").await;
+                match live.refresh_from_store().await {
+                    Ok(true) => tracing::info!(
+                        "trunks and DIDs changed on another node: applied here ({})",
+                        live.current().summary()
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        "trunks and DIDs changed in the store but are not applied here; \
+                         the running config stays: {e}"
+                    ),
+                }
+            }
+        });
+    }
+
     /// Opens the trunk/DID store (seeding it from the file's `[[trunk]]` and
     /// `[[did]]` the first time) and returns the config with the store's
-    /// trunks and DIDs, validated whole. Blocking work runs off the runtime.
-    async fn open_store(mut cfg: Config) -> Result<(Config, Arc<dyn Store>), String> {
+    /// trunks and DIDs, validated whole, and the fleet store when it is
+    /// one (`[store] url`). Blocking work runs off the runtime.
+    async fn open_store(
+        mut cfg: Config,
+    ) -> Result<(Config, Arc<dyn Store>, Option<Arc<PgStore>>), String> {
         let path = cfg.store.path.clone();
+        let url = cfg.store.url.clone();
+        // Registrations are stored under the node's `[cluster] node` name.
+        let node = sipfront::cluster::node_name(&cfg);
+        let rt = tokio::runtime::Handle::current();
         let (file_trunks, file_dids) = (cfg.trunk.clone(), cfg.did.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            let s = SqliteStore::open(&path)?;
-            let (seeded, trunks, dids) = store::seed_if_new(&s, &file_trunks, &file_dids)?;
-            Ok::<_, store::StoreError>((s, seeded, trunks, dids))
+            let (s, fleet): (Arc<dyn Store>, _) = match url {
+                Some(url) => {
+                    let instance = format!("{:016x}", rand::random::<u64>());
+                    let pool = store::PgPool::new(&url, rt)?;
+                    let pg = Arc::new(PgStore::open(pool, node, instance)?);
+                    (pg.clone() as Arc<dyn Store>, Some(pg))
+                }
+                None => (Arc::new(SqliteStore::open(&path)?) as Arc<dyn Store>, None),
+            };
+            let (seeded, trunks, dids) = store::seed_if_new(&*s, &file_trunks, &file_dids)?;
+            Ok::<_, store::StoreError>((s, fleet, seeded, trunks, dids))
         })
         .await
         .map_err(|e| format!("cannot start: store: {e}"))?;
-        let (s, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        let (s, fleet, seeded, trunks, dids) = opened.map_err(|e| format!("cannot start: {e}"))?;
+        let shown = match &fleet {
+            Some(f) => f.pool().shown().to_owned(),
+            None => cfg.store.path.display().to_string(),
+        };
         if seeded {
             tracing::info!(
-                store = %s.path().display(),
+                store = %shown,
                 trunks = trunks.len(),
                 dids = dids.len(),
                 "store seeded from the config file's [[trunk]] and [[did]] entries"
             );
         } else if cfg.trunk != trunks || cfg.did != dids {
             tracing::warn!(
-                store = %s.path().display(),
+                store = %shown,
                 "trunks and DIDs come from the store; the config file's [[trunk]] and [[did]] \
                  entries only seed an empty store"
             );
@@ -759,7 +833,7 @@ mod shell {
         if let Err(errors) = cfg.validate_value(&label) {
             return Err(format!("cannot start: {errors}"));
         }
-        Ok((cfg, Arc::new(s)))
+        Ok((cfg, s, fleet))
     }
 
     /// The CDR queue's counters, appended to the core's metrics.
@@ -785,6 +859,27 @@ mod shell {
             "counter",
             "CDRs whose write failed.",
             cdrs.failed(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_spilled_total",
+            "counter",
+            "CDRs put in the spill file while the fleet store was away.",
+            cdrs.spilled(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_replayed_total",
+            "counter",
+            "CDRs replayed from the spill file into the fleet store.",
+            cdrs.replayed(),
+        );
+        metric(
+            m,
+            "sipfront_cdrs_pending",
+            "gauge",
+            "CDRs waiting for the fleet store (in memory or in the spill file).",
+            cdrs.pending(),
         );
     }
 

@@ -1,7 +1,8 @@
 //! `[log] format = "json"` against the real binary: every line sipfront
 //! writes is one JSON object, and each call SIPp places through it ends in
 //! a `call ended` line whose `call_id` and `trunk` are fields of their own,
-//! the same Call-IDs the CDRs hold. A bad format is a config error naming
+//! the same Call-IDs the CDRs hold, and the per-trunk quality counters of
+//! `/metrics` count them. A bad format is a config error naming
 //! file, line and key.
 
 mod common;
@@ -108,6 +109,31 @@ fn json_lines_parse_and_each_call_carries_its_call_id_and_trunk() {
         .filter_map(|c| c["call_id"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(logged, stored, "the logged Call-IDs are the CDRs'");
+
+    // The same calls in the per-trunk quality counters: three answered
+    // (ASR 1), each with a post-dial delay (SIPp's uas rings, then answers).
+    let (st, metrics) = common::api_text(&server, TEST_API_KEY, "/metrics");
+    assert_eq!(st, 200, "{metrics}");
+    for line in [
+        format!("sipfront_trunk_final_responses_total{{trunk=\"pbx\",code=\"200\"}} {CALLS}"),
+        format!("sipfront_trunk_post_dial_delay_seconds_count{{trunk=\"pbx\"}} {CALLS}"),
+        format!(
+            "sipfront_trunk_post_dial_delay_seconds_bucket{{trunk=\"pbx\",le=\"+Inf\"}} {CALLS}"
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("# TYPE sipfront_trunk_post_dial_delay_seconds histogram"))
+            .count(),
+        1,
+        "{metrics}"
+    );
 }
 
 #[test]

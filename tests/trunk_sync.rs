@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::calls::{carrier_uas, refused_scenario, uac};
+use common::remote::{list, RemoteServer, Reply};
 use common::{free_port, scenario, Server, TempDir};
 use reqwest::blocking::Client;
 use reqwest::Method;
@@ -23,124 +21,6 @@ use serde_json::{json, Value};
 
 const KEY: &str = "adm1n-key";
 const APPID: &str = "sync-appid";
-
-// ---- the remote control plane -------------------------------------------------
-
-/// What the remote answers.
-#[derive(Clone)]
-enum Reply {
-    /// `200` with the list and its `ETag`; `304` when `If-None-Match` matches.
-    List { body: String, etag: String },
-    /// This status and body, whatever the request.
-    Raw { status: u16, body: String },
-}
-
-/// What the remote saw and serves; the test changes `reply` as it goes.
-struct Remote {
-    reply: Reply,
-    requests: u32,
-    not_modified: u32,
-    authorization: Vec<Option<String>>,
-}
-
-/// A one-thread HTTP/1.1 server on 127.0.0.1, one request per connection.
-struct RemoteServer {
-    addr: SocketAddr,
-    state: Arc<Mutex<Remote>>,
-}
-
-impl RemoteServer {
-    fn start(reply: Reply) -> RemoteServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind remote");
-        let addr = listener.local_addr().expect("remote addr");
-        let state = Arc::new(Mutex::new(Remote {
-            reply,
-            requests: 0,
-            not_modified: 0,
-            authorization: Vec::new(),
-        }));
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                serve_one(conn, &shared);
-            }
-        });
-        RemoteServer { addr, state }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/v1/trunks", self.addr)
-    }
-
-    fn set(&self, reply: Reply) {
-        self.state.lock().expect("remote state").reply = reply;
-    }
-
-    /// (requests, 304s answered).
-    fn counts(&self) -> (u32, u32) {
-        let s = self.state.lock().expect("remote state");
-        (s.requests, s.not_modified)
-    }
-}
-
-/// The request head (bounded), then the answer, then close.
-fn serve_one(mut conn: TcpStream, state: &Mutex<Remote>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let header = |name: &str| {
-        head.lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_owned())
-    };
-    let (status, etag, body) = {
-        let mut s = state.lock().expect("remote state");
-        s.requests += 1;
-        s.authorization.push(header("authorization"));
-        match s.reply.clone() {
-            Reply::List { etag, .. } if header("if-none-match").as_deref() == Some(&etag) => {
-                s.not_modified += 1;
-                (304, Some(etag), String::new())
-            }
-            Reply::List { body, etag } => (200, Some(etag), body),
-            Reply::Raw { status, body } => (status, None, body),
-        }
-    };
-    let reason = match status {
-        200 => "OK",
-        304 => "Not Modified",
-        _ => "Internal Server Error",
-    };
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\nConnection: close\r\n");
-    if let Some(tag) = etag {
-        out.push_str(&format!("ETag: {tag}\r\n"));
-    }
-    if status != 304 {
-        out.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    out.push_str("\r\n");
-    let _ = conn.write_all(out.as_bytes());
-    let _ = conn.write_all(body.as_bytes());
-}
-
-fn list(trunks: &[Value], etag: &str) -> Reply {
-    Reply::List {
-        body: json!({ "items": trunks }).to_string(),
-        etag: format!("\"{etag}\""),
-    }
-}
 
 // ---- sipfront and its API -------------------------------------------------------
 
@@ -208,16 +88,7 @@ fn wait_result(server: &Server, needle: &str) -> Value {
 
 /// Trunk names `GET /v1/trunks` lists.
 fn trunk_names(server: &Server) -> Vec<String> {
-    let (st, body) = api(server, Method::GET, "/v1/trunks", None);
-    assert_eq!(st, 200, "{body}");
-    body["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::trunk_names(server, KEY)
 }
 
 /// Polls until the API lists exactly `names`; how long that took.

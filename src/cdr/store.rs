@@ -65,7 +65,8 @@ const INSERT: &str = "INSERT INTO cdr (call_id, date, ts_ms, type, from_number, 
      duration, disposition, sip_code, charge, per_minute, destination, sip_trunk, trunk_id) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
-const SELECT: &str = "SELECT id, call_id, ts_ms, type, from_number, to_number, duration, \
+pub(crate) const SELECT: &str =
+    "SELECT id, call_id, ts_ms, type, from_number, to_number, duration, \
      disposition, sip_code, per_minute, destination, sip_trunk, trunk_id FROM cdr";
 
 /// Everything that can go wrong with the store; each names the file.
@@ -113,6 +114,25 @@ pub enum CdrError {
     #[error("CDR store {}: starting the writer thread: {source}", path.display())]
     Spawn {
         /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fleet store (PostgreSQL) refused or could not be reached;
+    /// `url` has no password.
+    #[error("CDR store {url}: {message}")]
+    Postgres {
+        /// The database URL, password hidden.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The spill file (CDRs waiting for the fleet store) could not be
+    /// written or read.
+    #[error("CDR spill file {}: {source}", path.display())]
+    Spill {
+        /// The spill file.
         path: PathBuf,
         /// The underlying error.
         #[source]
@@ -168,6 +188,61 @@ pub struct CdrStats {
     pub duration: u64,
     /// Sum of the stored (per-row rounded) `charge`.
     pub charge: f64,
+}
+
+impl CdrStats {
+    /// From the three sums a totals query returns.
+    pub(crate) fn from_sums(count: i64, duration: i64, charge: f64) -> CdrStats {
+        CdrStats {
+            count: u64::try_from(count).unwrap_or(0),
+            duration: u64::try_from(duration).unwrap_or(0),
+            charge,
+        }
+    }
+}
+
+/// What the API reads CDRs through: the embedded file ([`CdrStore`]) or
+/// the fleet store (`PgCdr`). Blocking; used on blocking tasks.
+pub trait CdrSource {
+    /// Like [`CdrStore::query_keyed`].
+    ///
+    /// # Errors
+    /// The store cannot be read or holds a bad row.
+    fn query_keyed(&self, filter: &CdrFilter) -> Result<Vec<(CdrCursor, Cdr)>, CdrError>;
+    /// Like [`CdrStore::stats`].
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn stats(&self, filter: &CdrFilter) -> Result<CdrStats, CdrError>;
+    /// Like [`CdrStore::count_matching`].
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn count_matching(&self, filter: &CdrFilter) -> Result<u64, CdrError>;
+    /// The rows `filter` selects, oldest first (newest first if it says
+    /// so), without their cursors.
+    ///
+    /// # Errors
+    /// As [`CdrSource::query_keyed`].
+    fn query(&self, filter: &CdrFilter) -> Result<Vec<Cdr>, CdrError> {
+        Ok(self
+            .query_keyed(filter)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+}
+
+impl CdrSource for CdrStore {
+    fn query_keyed(&self, filter: &CdrFilter) -> Result<Vec<(CdrCursor, Cdr)>, CdrError> {
+        CdrStore::query_keyed(self, filter)
+    }
+    fn stats(&self, filter: &CdrFilter) -> Result<CdrStats, CdrError> {
+        CdrStore::stats(self, filter)
+    }
+    fn count_matching(&self, filter: &CdrFilter) -> Result<u64, CdrError> {
+        CdrStore::count_matching(self, filter)
+    }
 }
 
 /// An open CDR database.
@@ -269,35 +344,18 @@ impl CdrStore {
         self.query(&CdrFilter::default())
     }
 
-    /// The rows `filter` selects, oldest first (newest first if it says so).
-    pub fn query(&self, filter: &CdrFilter) -> Result<Vec<Cdr>, CdrError> {
-        Ok(self
-            .query_keyed(filter)?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect())
-    }
-
     /// Like [`CdrStore::query`], each row with its cursor (to continue a
     /// newest-first walk after it with [`CdrFilter::before`]).
     pub fn query_keyed(&self, filter: &CdrFilter) -> Result<Vec<(CdrCursor, Cdr)>, CdrError> {
-        let (sql, args) = select_sql(filter);
+        let (sql, args) = select_sql(filter, Dialect::Sqlite);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), RawRow::read)
+            .query_map(rusqlite::params_from_iter(values(args)), RawRow::read)
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
             let row = row.map_err(|e| self.err(e))?;
-            let id = row.id;
-            let cdr = row.into_cdr(&self.path)?;
-            out.push((
-                CdrCursor {
-                    date: cdr.date(),
-                    id,
-                },
-                cdr,
-            ));
+            out.push(row.into_keyed(&self.path)?);
         }
         Ok(out)
     }
@@ -308,55 +366,31 @@ impl CdrStore {
     /// Bounds that are whole days (or none) read the per-day totals; a
     /// bound with a time of day scans the rows it selects.
     pub fn stats(&self, filter: &CdrFilter) -> Result<CdrStats, CdrError> {
-        let whole_day = |d: &Option<String>| d.as_ref().map_or(true, |d| d.len() == 10);
-        let (sql, args) = if whole_day(&filter.from_date) && whole_day(&filter.to_date) {
-            let (clause, args) = day_clause(filter);
-            (
-                format!(
-                    "SELECT COALESCE(SUM(count), 0), COALESCE(SUM(duration), 0), \
-                     COALESCE(SUM(charge), 0.0) FROM cdr_day{clause}"
-                ),
-                args,
-            )
-        } else {
-            let (clause, args) = where_clause(&CdrFilter {
-                before: None,
-                ..filter.clone()
-            });
-            (
-                format!(
-                    "SELECT COUNT(*), COALESCE(SUM(duration), 0), COALESCE(SUM(charge), 0.0) \
-                     FROM cdr{clause}"
-                ),
-                args,
-            )
-        };
+        let (sql, args) = stats_sql(filter, Dialect::Sqlite);
         let (count, duration, charge): (i64, i64, f64) = self
             .conn
             .prepare_cached(&sql)
             .and_then(|mut st| {
-                st.query_row(rusqlite::params_from_iter(args), |r| {
+                st.query_row(rusqlite::params_from_iter(values(args)), |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
             })
             .map_err(|e| self.err(e))?;
-        Ok(CdrStats {
-            count: u64::try_from(count).unwrap_or(0),
-            duration: u64::try_from(duration).unwrap_or(0),
-            charge,
-        })
+        Ok(CdrStats::from_sums(count, duration, charge))
     }
 
     /// SQLite's plan for the row query `filter` makes (`EXPLAIN QUERY
     /// PLAN` detail lines), to check that it uses the indexes.
     pub fn query_plan(&self, filter: &CdrFilter) -> Result<Vec<String>, CdrError> {
-        let (sql, args) = select_sql(filter);
+        let (sql, args) = select_sql(filter, Dialect::Sqlite);
         let mut stmt = self
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .query_map(rusqlite::params_from_iter(values(args)), |r| {
+                r.get::<_, String>(3)
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -369,14 +403,10 @@ impl CdrStore {
     /// Number of rows `filter` selects, ignoring its limit and offset (the
     /// total a paginated listing reports).
     pub fn count_matching(&self, filter: &CdrFilter) -> Result<u64, CdrError> {
-        let (clause, args) = where_clause(filter);
+        let (sql, args) = count_sql(filter, Dialect::Sqlite);
         let n: i64 = self
             .conn
-            .query_row(
-                &format!("SELECT COUNT(*) FROM cdr{clause}"),
-                rusqlite::params_from_iter(args),
-                |r| r.get(0),
-            )
+            .query_row(&sql, rusqlite::params_from_iter(values(args)), |r| r.get(0))
             .map_err(|e| self.err(e))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -395,13 +425,13 @@ fn sqlite(path: &Path, source: rusqlite::Error) -> CdrError {
 
 /// SQLite integers are i64; values past that are not real timestamps,
 /// durations or ids, so saturate rather than fail a whole batch over one.
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// SQLite stores NaN as NULL, which the NOT NULL columns would refuse and so
 /// fail the whole batch: a bad rate is stored as 0 instead.
-fn finite(v: f64) -> f64 {
+pub(crate) fn finite(v: f64) -> f64 {
     if v.is_finite() {
         v
     } else {
@@ -409,8 +439,56 @@ fn finite(v: f64) -> f64 {
     }
 }
 
+/// Which SQL the shared query builders write: the placeholders and the
+/// "no limit" spelling differ, nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// The embedded file: `?` placeholders, `LIMIT -1`.
+    Sqlite,
+    /// The fleet store: `$1, $2, …` placeholders, `LIMIT ALL`.
+    Postgres,
+}
+
+/// One bound argument of a built query.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    /// A text parameter.
+    Text(String),
+    /// An integer parameter.
+    Int(i64),
+}
+
+impl From<Arg> for Value {
+    fn from(a: Arg) -> Value {
+        match a {
+            Arg::Text(t) => Value::Text(t),
+            Arg::Int(i) => Value::Integer(i),
+        }
+    }
+}
+
+/// `sql` (written with `?`) with the dialect's placeholders.
+fn placeholders(sql: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => sql.to_owned(),
+        Dialect::Postgres => {
+            let mut out = String::with_capacity(sql.len() + 8);
+            let mut n = 0;
+            for ch in sql.chars() {
+                if ch == '?' {
+                    n += 1;
+                    out.push_str(&format!("${n}"));
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        }
+    }
+}
+
 /// The row query for `filter` and its arguments.
-fn select_sql(filter: &CdrFilter) -> (String, Vec<Value>) {
+pub(crate) fn select_sql(filter: &CdrFilter, dialect: Dialect) -> (String, Vec<Arg>) {
     let (clause, mut args) = where_clause(filter);
     let order = if filter.newest_first {
         // `id` is the rowid every index ends with, so the index order is
@@ -420,25 +498,74 @@ fn select_sql(filter: &CdrFilter) -> (String, Vec<Value>) {
         "ts_ms, id"
     };
     let mut sql = format!("{SELECT}{clause} ORDER BY {order}");
-    if filter.limit.is_some() || filter.offset > 0 {
-        sql.push_str(" LIMIT ? OFFSET ?");
-        // LIMIT -1 is SQLite's "no limit".
-        args.push(Value::Integer(filter.limit.map_or(-1, to_i64)));
-        args.push(Value::Integer(to_i64(filter.offset)));
+    match filter.limit {
+        Some(n) => {
+            sql.push_str(" LIMIT ?");
+            args.push(Arg::Int(to_i64(n)));
+        }
+        // SQLite takes OFFSET only after a LIMIT.
+        None if filter.offset > 0 => sql.push_str(match dialect {
+            Dialect::Sqlite => " LIMIT -1",
+            Dialect::Postgres => " LIMIT ALL",
+        }),
+        None => {}
     }
-    (sql, args)
+    if filter.offset > 0 {
+        sql.push_str(" OFFSET ?");
+        args.push(Arg::Int(to_i64(filter.offset)));
+    }
+    (placeholders(&sql, dialect), args)
 }
 
-fn where_clause(f: &CdrFilter) -> (String, Vec<Value>) {
+/// The totals query for `filter`: over the per-day table when the bounds
+/// are whole days (or none), else over the rows.
+pub(crate) fn stats_sql(filter: &CdrFilter, dialect: Dialect) -> (String, Vec<Arg>) {
+    let whole_day = |d: &Option<String>| d.as_ref().map_or(true, |d| d.len() == 10);
+    let (sql, args) = if whole_day(&filter.from_date) && whole_day(&filter.to_date) {
+        let (clause, args) = day_clause(filter);
+        (
+            format!(
+                "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(duration), 0) AS BIGINT), \
+                 COALESCE(SUM(charge), 0.0) FROM cdr_day{clause}"
+            ),
+            args,
+        )
+    } else {
+        let (clause, args) = where_clause(&CdrFilter {
+            before: None,
+            ..filter.clone()
+        });
+        (
+            format!(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(duration), 0) AS BIGINT), \
+                 COALESCE(SUM(charge), 0.0) FROM cdr{clause}"
+            ),
+            args,
+        )
+    };
+    (placeholders(&sql, dialect), args)
+}
+
+/// The count query for `filter` (limit and offset ignored).
+pub(crate) fn count_sql(filter: &CdrFilter, dialect: Dialect) -> (String, Vec<Arg>) {
+    let (clause, args) = where_clause(filter);
+    (
+        placeholders(&format!("SELECT COUNT(*) FROM cdr{clause}"), dialect),
+        args,
+    )
+}
+
+fn where_clause(f: &CdrFilter) -> (String, Vec<Arg>) {
     let mut conds = Vec::new();
     let mut args = Vec::new();
     if let Some(d) = f.direction {
         conds.push("type = ?");
-        args.push(Value::Text(d.as_str().to_owned()));
+        args.push(Arg::Text(d.as_str().to_owned()));
     }
     if let Some(from) = &f.from_date {
         conds.push("date >= ?");
-        args.push(Value::Text(from.clone()));
+        args.push(Arg::Text(from.clone()));
     }
     if let Some(to) = &f.to_date {
         conds.push("date <= ?");
@@ -448,15 +575,15 @@ fn where_clause(f: &CdrFilter) -> (String, Vec<Value>) {
         } else {
             to.clone()
         };
-        args.push(Value::Text(to));
+        args.push(Arg::Text(to));
     }
     if let Some(c) = &f.before {
         // `date <= ?` is the index range; the rest drops the cursor's own
         // second down to the rows inserted before it.
         conds.push("date <= ? AND (date < ? OR id < ?)");
-        args.push(Value::Text(c.date.clone()));
-        args.push(Value::Text(c.date.clone()));
-        args.push(Value::Integer(c.id));
+        args.push(Arg::Text(c.date.clone()));
+        args.push(Arg::Text(c.date.clone()));
+        args.push(Arg::Int(c.id));
     }
     if conds.is_empty() {
         (String::new(), args)
@@ -466,16 +593,16 @@ fn where_clause(f: &CdrFilter) -> (String, Vec<Value>) {
 }
 
 /// The `WHERE` of `filter` over `cdr_day` (whole-day bounds only).
-fn day_clause(f: &CdrFilter) -> (String, Vec<Value>) {
+fn day_clause(f: &CdrFilter) -> (String, Vec<Arg>) {
     let bounds = [
         f.direction.map(|d| ("type = ?", d.as_str().to_owned())),
         f.from_date.clone().map(|d| ("day >= ?", d)),
         f.to_date.clone().map(|d| ("day <= ?", d)),
     ];
-    let (conds, args): (Vec<&str>, Vec<Value>) = bounds
+    let (conds, args): (Vec<&str>, Vec<Arg>) = bounds
         .into_iter()
         .flatten()
-        .map(|(c, v)| (c, Value::Text(v)))
+        .map(|(c, v)| (c, Arg::Text(v)))
         .unzip();
     if conds.is_empty() {
         (String::new(), args)
@@ -484,22 +611,27 @@ fn day_clause(f: &CdrFilter) -> (String, Vec<Value>) {
     }
 }
 
-/// A row as SQLite holds it, converted to a [`Cdr`] outside the rusqlite
-/// callback so bad values become [`CdrError::Corrupt`] naming the column.
-struct RawRow {
-    id: i64,
-    call_id: String,
-    ts_ms: i64,
-    direction: String,
-    from: String,
-    to: String,
-    duration: i64,
-    disposition: String,
-    sip_code: i64,
-    per_minute: f64,
-    destination: String,
-    sip_trunk: String,
-    trunk_id: Option<i64>,
+fn values(args: Vec<Arg>) -> Vec<Value> {
+    args.into_iter().map(Value::from).collect()
+}
+
+/// A row as the database holds it, converted to a [`Cdr`] outside the
+/// driver's callback so bad values become [`CdrError::Corrupt`] naming the
+/// column. Both stores select the columns of `SELECT`, in its order.
+pub(crate) struct RawRow {
+    pub(crate) id: i64,
+    pub(crate) call_id: String,
+    pub(crate) ts_ms: i64,
+    pub(crate) direction: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) duration: i64,
+    pub(crate) disposition: String,
+    pub(crate) sip_code: i64,
+    pub(crate) per_minute: f64,
+    pub(crate) destination: String,
+    pub(crate) sip_trunk: String,
+    pub(crate) trunk_id: Option<i64>,
 }
 
 impl RawRow {
@@ -519,6 +651,19 @@ impl RawRow {
             sip_trunk: r.get(11)?,
             trunk_id: r.get(12)?,
         })
+    }
+
+    /// The record with its place in newest-first order.
+    pub(crate) fn into_keyed(self, path: &Path) -> Result<(CdrCursor, Cdr), CdrError> {
+        let id = self.id;
+        let cdr = self.into_cdr(path)?;
+        Ok((
+            CdrCursor {
+                date: cdr.date(),
+                id,
+            },
+            cdr,
+        ))
     }
 
     fn into_cdr(self, path: &Path) -> Result<Cdr, CdrError> {

@@ -24,11 +24,18 @@ pub(super) enum Msg {
 
 #[derive(Default)]
 pub(super) struct Shared {
-    dropped: AtomicU64,
-    written: AtomicU64,
-    failed: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) written: AtomicU64,
+    pub(super) failed: AtomicU64,
+    /// Records put in the spill file (fleet store unreachable).
+    pub(super) spilled: AtomicU64,
+    /// Records read back from the spill file and committed.
+    pub(super) replayed: AtomicU64,
+    /// Records taken from the queue and not yet committed (held in memory
+    /// or in the spill file): the backlog while the database is away.
+    pub(super) pending: AtomicU64,
     /// Set by shutdown/drop; the writer drains what is queued and exits.
-    stopping: AtomicBool,
+    pub(super) stopping: AtomicBool,
 }
 
 /// Handle the hot path holds. Cheap to clone, Send + Sync; never blocks.
@@ -81,6 +88,22 @@ impl CdrSink {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
+    /// Records written to the spill file because the fleet store could not
+    /// take them (0 on the embedded store).
+    pub fn spilled(&self) -> u64 {
+        self.shared.spilled.load(Ordering::Relaxed)
+    }
+
+    /// Records replayed from the spill file into the fleet store.
+    pub fn replayed(&self) -> u64 {
+        self.shared.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting for the fleet store (in memory or spilled).
+    pub fn pending(&self) -> u64 {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+
     /// A sink that discards everything (for tests, or no store configured).
     pub fn disabled() -> CdrSink {
         CdrSink {
@@ -122,13 +145,23 @@ impl CdrWriter {
 
     /// Starts the thread on an already open store.
     pub fn start_with(store: CdrStore, capacity: usize) -> Result<(CdrWriter, CdrSink), CdrError> {
+        let path = store.path().to_path_buf();
+        Self::spawn(path, capacity, move |rx, shared| run(store, rx, shared))
+    }
+
+    /// A queue of `capacity` and the thread `body` draining it; `path`
+    /// names the store in errors.
+    pub(super) fn spawn(
+        path: PathBuf,
+        capacity: usize,
+        body: impl FnOnce(&Receiver<Msg>, &Shared) -> Result<(), CdrError> + Send + 'static,
+    ) -> Result<(CdrWriter, CdrSink), CdrError> {
         // Capacity 0 would be a rendezvous channel: every try_send would fail.
         let (sink, rx) = CdrSink::channel(capacity.max(1));
-        let path = store.path().to_path_buf();
         let shared = Arc::clone(&sink.shared);
         let handle = std::thread::Builder::new()
             .name("cdr-writer".into())
-            .spawn(move || run(store, &rx, &shared))
+            .spawn(move || body(&rx, &shared))
             .map_err(|source| CdrError::Spawn {
                 path: path.clone(),
                 source,

@@ -3,7 +3,8 @@
 //!
 //! Reads go through the API's own connection to the CDR store ([`CdrReader`],
 //! opened on first use and kept), always on a blocking task. The store is in
-//! WAL mode, so these reads never block the CDR writer thread.
+//! WAL mode, so these reads never block the CDR writer thread. On a fleet
+//! store (PostgreSQL) they use its pool and list every node's calls.
 
 use std::io;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, Details};
 use super::schema::{page_params, Error, Pagination};
 use super::Live;
-use crate::cdr::{Cdr, CdrError, CdrFilter, CdrStore, Direction};
+use crate::cdr::{Cdr, CdrError, CdrFilter, CdrSource, CdrStore, Direction, PgCdr};
 
 /// A CSV export stops after this many rows (1,000,000, about 150 MB), so
 /// one request cannot stream an unbounded file; the response then carries
@@ -39,38 +40,48 @@ const CSV_CHUNK: u64 = 5_000;
 const CSV_HEADER: &str = "call_id,date,type,from,to,duration,disposition,sip_code,charge,\
                           per_minute,destination,sip_trunk\r\n";
 
-/// The API's read connection to the CDR store: opened lazily on the first
-/// request, then reused. Blocking; only used from blocking tasks.
+/// The API's read side of the CDR store: the embedded file's own
+/// connection (opened lazily on the first request, then reused), or the
+/// fleet store's pool. Blocking; only used from blocking tasks.
 #[derive(Debug)]
-pub(crate) struct CdrReader {
-    path: PathBuf,
-    store: Mutex<Option<CdrStore>>,
+pub(crate) enum CdrReader {
+    /// `[store] path`.
+    File {
+        path: PathBuf,
+        store: Mutex<Option<CdrStore>>,
+    },
+    /// `[store] url`: every node's CDRs.
+    Fleet(PgCdr),
 }
 
 impl CdrReader {
     pub(crate) fn new(path: PathBuf) -> CdrReader {
-        CdrReader {
+        CdrReader::File {
             path,
             store: Mutex::new(None),
         }
     }
 
-    /// Runs `f` on the connection, opening it first if needed (a failed
+    /// Runs `f` on the store, opening the file first if needed (a failed
     /// open is tried again on the next request).
     pub(crate) fn with<T>(
         &self,
-        f: impl FnOnce(&CdrStore) -> Result<T, CdrError>,
+        f: impl FnOnce(&dyn CdrSource) -> Result<T, CdrError>,
     ) -> Result<T, CdrError> {
-        // A panic while reading cannot leave the connection inconsistent.
-        let mut guard = self
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let store = match guard.as_mut() {
-            Some(s) => s,
-            None => guard.insert(CdrStore::open(&self.path)?),
-        };
-        f(store)
+        match self {
+            CdrReader::Fleet(db) => f(db),
+            CdrReader::File { path, store } => {
+                // A panic while reading cannot leave the connection inconsistent.
+                let mut guard = store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let store = match guard.as_mut() {
+                    Some(s) => s,
+                    None => guard.insert(CdrStore::open(path)?),
+                };
+                f(store)
+            }
+        }
     }
 }
 

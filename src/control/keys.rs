@@ -135,17 +135,31 @@ pub async fn load_at_start(live: &Live, http: SocketAddr) -> Result<(), String> 
     Ok(())
 }
 
-/// SIGHUP: re-reads the stored keys (one made by `sipfront key create`
-/// while running works from then on). On failure the keys in force stay.
-pub async fn reload(live: &Live) {
+/// SIGHUP, or (`why`) a fleet store's change feed: re-reads the stored
+/// keys (one made by `sipfront key create` while running works from then
+/// on). On failure the keys in force stay.
+pub async fn reload(live: &Live, why: &str) {
     let store = live.store();
     match tokio::task::spawn_blocking(move || store.api_keys()).await {
         Ok(Ok(stored)) => {
-            tracing::info!("SIGHUP: {} API key(s) from the store", stored.len());
-            live.set_stored_keys(as_config(&stored));
+            let keys = as_config(&stored);
+            let same = |a: &[ApiKeyConfig], b: &[ApiKeyConfig]| {
+                a.iter()
+                    .map(|k| (&k.name, &k.key_sha256))
+                    .eq(b.iter().map(|k| (&k.name, &k.key_sha256)))
+            };
+            if same(&live.stored_keys(), &keys) {
+                tracing::debug!(
+                    "{why}: the {} stored API key(s) are unchanged",
+                    stored.len()
+                );
+            } else {
+                tracing::info!("{why}: {} API key(s) from the store", stored.len());
+                live.set_stored_keys(keys);
+            }
         }
-        Ok(Err(e)) => tracing::error!("SIGHUP: API keys not re-read, the old ones stay: {e}"),
-        Err(e) => tracing::error!("SIGHUP: API keys not re-read, the old ones stay: {e}"),
+        Ok(Err(e)) => tracing::error!("{why}: API keys not re-read, the old ones stay: {e}"),
+        Err(e) => tracing::error!("{why}: API keys not re-read, the old ones stay: {e}"),
     }
 }
 

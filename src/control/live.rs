@@ -16,6 +16,7 @@ use super::cdr::CdrReader;
 use super::core::Core;
 use super::error::{ApiError, Details};
 use super::sync::{SyncError, SyncState};
+use crate::cdr::PgCdr;
 use crate::config::{ApiKeyConfig, Config, ConfigErrors, DidConfig, TrunkConfig};
 use crate::store::Store;
 
@@ -96,6 +97,8 @@ pub struct Live {
     core: Core,
     cdr: Arc<CdrReader>,
     sync: Option<Arc<SyncState>>,
+    /// Who this process is when it takes a lease in a fleet store.
+    holder: String,
     /// The fleet, when `[cluster] redis` is set (`/v1/cluster`).
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// The API keys kept in the store (read at start and on SIGHUP), as
@@ -130,9 +133,67 @@ impl Live {
             reloads: reloads.into(),
             write: Arc::new(Mutex::new(())),
             core,
+            holder: "local".to_owned(),
             cluster: std::sync::OnceLock::new(),
             stored_keys: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// On a fleet store: the API lists every node's CDRs from `cdrs`, and
+    /// this process takes leases as `holder` (unique in the fleet).
+    pub fn on_fleet(mut self, cdrs: PgCdr, holder: String) -> Live {
+        self.cdr = Arc::new(CdrReader::Fleet(cdrs));
+        self.holder = holder;
+        self
+    }
+
+    /// Takes or renews the lease `name` for `ttl`: whether this node may
+    /// run the job it guards. A store that cannot be reached answers no
+    /// (logged), so two nodes never both run it.
+    pub(crate) async fn hold_lease(&self, name: &'static str, ttl: std::time::Duration) -> bool {
+        let (store, holder) = (self.store.clone(), self.holder.clone());
+        match tokio::task::spawn_blocking(move || store.lease(name, &holder, ttl)).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!("lease `{name}`: {e}; not taken");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("lease `{name}`: {e}; not taken");
+                false
+            }
+        }
+    }
+
+    /// Another node changed trunks or DIDs in the shared store: re-reads
+    /// both and, if they differ from those in force, validates the next
+    /// config whole and publishes it, under the same lock and to the same
+    /// shards as [`Live::change`] (the store already holds the change, so
+    /// nothing is written). Whether anything changed.
+    ///
+    /// # Errors
+    /// The store cannot be read, or its trunks and DIDs do not validate
+    /// with the rest of this node's config; the running config stays.
+    pub async fn refresh_from_store(&self) -> Result<bool, String> {
+        let _guard = self.write.lock().await;
+        let store = self.store.clone();
+        let (trunks, dids) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((store.trunks()?, store.dids()?))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let cur = self.current();
+        if cur.trunk == trunks && cur.did == dids {
+            return Ok(false);
+        }
+        let mut next = (*cur).clone();
+        next.trunk = trunks;
+        next.did = dids;
+        next.validate_value("store")
+            .map_err(|errors| errors.to_string())?;
+        publish(&self.current, &self.reloads, Arc::new(next)).await;
+        Ok(true)
     }
 
     /// Joins the fleet's handle (once, at start).

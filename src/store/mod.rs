@@ -3,9 +3,12 @@
 //! trait.
 //!
 //! The running policy is always the in-memory config snapshot; the store is
-//! where API changes go so they survive a restart. Every method blocks
-//! (SQLite file I/O, later a PostgreSQL round trip), so callers on the
-//! runtime use `tokio::task::spawn_blocking`; the core task never calls it.
+//! where API changes go so they survive a restart. Two implementations:
+//! [`SqliteStore`], the embedded default for one node (`[store] path`), and
+//! [`PgStore`], shared by the nodes of a fleet (`[store] url`). Every
+//! method blocks (SQLite file I/O, a PostgreSQL round trip), so callers on
+//! the runtime use `tokio::task::spawn_blocking`; the core task never
+//! calls it.
 //!
 //! Who wins: the TOML `[[trunk]]`/`[[did]]` entries seed an empty store once
 //! ([`seed_if_new`]); from then on the store is the source of truth for
@@ -13,15 +16,18 @@
 //! everything else: rates, registrar, API keys…).
 
 mod binding_writer;
+pub mod pg;
 mod sqlite;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::{DidConfig, TrunkConfig};
 use crate::registrar::{BindingWrite, StoredBinding};
 
 pub use binding_writer::{BindingSink, BindingWriter};
 
+pub use pg::{PgPool, PgStore};
 pub(crate) use sqlite::{open_connection, OpenFailure};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
@@ -54,6 +60,15 @@ pub enum StoreError {
         path: PathBuf,
         /// The version found.
         found: i64,
+    },
+    /// PostgreSQL (or the pool in front of it) refused or could not be
+    /// reached; `url` has no password.
+    #[error("store {url}: {message}")]
+    Postgres {
+        /// The database URL, password hidden.
+        url: String,
+        /// What went wrong.
+        message: String,
     },
     /// A row holds a value no writer of ours would have stored.
     #[error("store {}: {table} row {key}: {message}", path.display())]
@@ -147,6 +162,17 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn delete_api_key(&self, name: &str) -> Result<bool, StoreError>;
+    /// Takes or renews the lease `name` for `holder` for `ttl`; whether
+    /// `holder` has it now. A fleet runs a job such as the trunk sync on
+    /// the one node holding its lease; the embedded store serves one node,
+    /// which always has it.
+    ///
+    /// # Errors
+    /// The store cannot be reached: nobody can be sure to hold the lease.
+    fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let _ = (name, holder, ttl);
+        Ok(true)
+    }
 }
 
 /// An HTTP API key kept in the store (made at first start, or by

@@ -8,7 +8,9 @@ pub mod calls;
 pub mod dnsmasq;
 mod parsing;
 pub mod phone;
+pub mod postgres;
 pub mod redis;
+pub mod remote;
 pub mod rtpengine;
 pub mod tls;
 #[allow(unused_imports)] // each test binary uses a different part
@@ -365,6 +367,20 @@ fn api_text_at(http: SocketAddr, key: &str, path: &str) -> (u16, String) {
         }
         Err(e) => panic!("{url}: {e}"),
     }
+}
+
+/// Trunk names `GET /v1/trunks` lists (asserting a `200`), by id.
+pub fn trunk_names(server: &Server, key: &str) -> Vec<String> {
+    let (st, body) = api_get(server, key, "/v1/trunks");
+    assert_eq!(st, 200, "{body}");
+    body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `[[http.api_key]]` with key [`TEST_API_KEY`], for tests that read the API.

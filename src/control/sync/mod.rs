@@ -15,6 +15,11 @@
 //! nothing, logs one line saying why, and is counted; [`status`] is what
 //! `/healthz` and `/metrics` show.
 //!
+//! In a fleet (`[store] url`) one node pulls at a time: the one holding the
+//! `trunk_sync` lease in the shared store, renewed at every pull and given
+//! up after three missed ones (at least 15 s); the others get its trunks
+//! through the store's change feed.
+//!
 //! While `[sync]` is configured the remote is the source of truth for
 //! trunks: `POST`, `PUT` and `DELETE /v1/trunks` answer `409` (a local edit
 //! would be undone by the next pull); `GET` still works and DIDs stay
@@ -107,13 +112,33 @@ pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
         "trunk sync: pulling trunks every {} s; they are read-only over the API while [sync] is set",
         cfg.interval_s
     );
-    let mut tick = tokio::time::interval(Duration::from_secs(cfg.interval_s.max(1)));
+    let interval = Duration::from_secs(cfg.interval_s.max(1));
+    let ttl = lease_ttl(interval);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut held = None;
     loop {
         // The first tick is at once: one pull at start-up.
         tokio::select! {
             () = shutdown.recv() => break,
             _ = tick.tick() => {}
+        }
+        // In a fleet, one node pulls (the lease holder); the others get
+        // its trunks through the shared store's change feed.
+        let now_held = live.hold_lease(LEASE, ttl).await;
+        if held != Some(now_held) {
+            if now_held {
+                tracing::info!("trunk sync: this node holds the sync lease and pulls");
+            } else {
+                tracing::info!(
+                    "trunk sync: another node holds the sync lease (or the store is away); \
+                     this node takes the trunks it stores"
+                );
+            }
+            held = Some(now_held);
+        }
+        if !now_held {
+            continue;
         }
         tokio::select! {
             () = shutdown.recv() => break,
@@ -121,6 +146,15 @@ pub async fn run(live: Arc<Live>, mut shutdown: Shutdown) {
         }
     }
     tracing::debug!("trunk sync stopped");
+}
+
+/// The name of the trunk sync's lease in the store.
+const LEASE: &str = "trunk_sync";
+
+/// How long a node holds the sync lease without renewing it: three pulls,
+/// at least 15 s. A node that stops is replaced within that time.
+fn lease_ttl(interval: Duration) -> Duration {
+    (interval * 3).max(Duration::from_secs(15))
 }
 
 /// The pulls' HTTP client: `timeout` to connect and for a whole pull.

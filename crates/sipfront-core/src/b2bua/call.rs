@@ -230,6 +230,8 @@ pub(crate) struct Call {
     pub(crate) status_url: Option<Arc<str>>,
     /// The first provisional relayed to the caller (the `ringing` event).
     rang: Option<StatusCode>,
+    /// When it was relayed (the post-dial delay ends there).
+    rang_at: Option<Instant>,
     /// Status events emitted so far (the final one goes with the CDR).
     notified: Notified,
     /// Numbers called and upstream redirects followed.
@@ -404,6 +406,7 @@ impl Call {
             recorded: false,
             status_url: n.status_url,
             rang: None,
+            rang_at: None,
             notified: Notified::Nothing,
             redirects,
             xfer,
@@ -995,6 +998,7 @@ impl Call {
                     self.b.learn_from_response(resp);
                     self.phase = Phase::Early;
                     self.rang.get_or_insert(status);
+                    self.rang_at.get_or_insert(fx.now);
                     self.relay_provisional(k, status, resp, fx);
                 } else if status.is_success() {
                     if self.hold_2xx(k, resp) {
@@ -1672,6 +1676,13 @@ impl Call {
             sip_trunk: self.terms.sip_trunk().to_owned(),
             trunk_id: self.terms.trunk_id(),
         })
+    }
+
+    /// RFC 6076 §4.1 post-dial delay: INVITE to the first ringing
+    /// provisional, else to the answer; `None` if neither happened.
+    pub(crate) fn post_dial_delay(&self) -> Option<std::time::Duration> {
+        let to = self.rang_at.or(self.answered_at)?;
+        Some(to.saturating_duration_since(self.started_at))
     }
 
     /// The caller number as sent on: the caller ID the policy chose, else

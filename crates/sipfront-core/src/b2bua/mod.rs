@@ -47,6 +47,7 @@ mod identity;
 mod leg;
 pub mod media;
 mod plan;
+pub mod quality;
 pub mod record;
 mod redirect;
 mod registration;
@@ -265,6 +266,8 @@ pub struct B2buaStats {
     pub refused: [u64; RefusalCause::ALL.len()],
     /// In-dialog requests answered 481.
     pub no_dialog: u64,
+    /// Final responses and post-dial delay of recorded calls, per trunk.
+    pub quality: quality::TrunkQuality,
 }
 
 /// The B2BUA: routing data, the session table and the action queue.
@@ -1239,6 +1242,12 @@ impl B2bua {
                 call.recorded = true;
             } else if let Some(cdr) = cdr {
                 call.recorded = true;
+                quality::count(
+                    &mut self.stats.quality,
+                    &cdr.sip_trunk,
+                    cdr.sip_code,
+                    call.post_dial_delay(),
+                );
                 let url = call.status_url.clone();
                 push_final_event(&mut self.call_events, &cdr, url, &self.cfg.wall, now);
                 self.records.push_back(cdr);

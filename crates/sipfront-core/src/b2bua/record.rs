@@ -2,7 +2,8 @@
 //! (billing seconds, charge, disposition, the SPEC §6 `date` text).
 
 /// Which way the call went, from the trunk's point of view (SPEC §6 `type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The trunk placed the call (outbound through an upstream or on-net).
     Placed,
@@ -30,7 +31,8 @@ impl Direction {
 }
 
 /// How the attempt ended (SPEC §6 `disposition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Disposition {
     /// Answered (a 2xx reached the A-leg).
     Answered,
@@ -80,7 +82,9 @@ impl Disposition {
 }
 
 /// One record per call attempt, built by the B2BUA when the call ends.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable so a record the database could not take yet can wait in a
+/// local file (the fleet store's spill file) and be read back unchanged.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cdr {
     /// The A-leg Call-ID.
     pub call_id: String,

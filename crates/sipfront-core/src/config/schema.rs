@@ -306,10 +306,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file (relative to the working directory).
+    /// SQLite file (relative to the working directory). With `url`, only
+    /// its directory is used: the CDR spill file goes there.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// `postgres://…` for multi-node; when set, `path` is unused.
+    /// `postgres://…`: the store shared by the nodes of a fleet (trunks,
+    /// DIDs, registrations, CDRs) instead of the SQLite file.
     #[serde(default)]
     pub url: Option<String>,
 }

@@ -33,6 +33,34 @@ fn is_digits(s: &str) -> bool {
 }
 
 /// A webhook URL (SPEC §7): empty (none) or an absolute http(s) URL.
+/// A PostgreSQL connection URL sipfront can use: `postgres://` or
+/// `postgresql://` with a host. The connection is not encrypted, so an
+/// `sslmode` that demands TLS is refused here rather than at the first
+/// query. The message never repeats the URL (it may hold a password).
+fn check_store_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!("not a URL ({e}); expected postgres://user:password@host:port/database")
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "scheme `{}` is not postgres:// or postgresql://",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().map_or(true, str::is_empty) {
+        return Err("needs a host: postgres://user:password@host:port/database".to_owned());
+    }
+    for (k, v) in parsed.query_pairs() {
+        if k == "sslmode" && !matches!(&*v, "disable" | "prefer" | "allow") {
+            return Err(format!(
+                "sslmode={v}: connections to PostgreSQL are not encrypted by this build; \
+                 use sslmode=disable or prefer (or reach the database over a private network)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_webhook_url(url: &str) -> Result<(), String> {
     if url.is_empty() {
         return Ok(());
@@ -338,10 +366,11 @@ pub(crate) fn validate(
 
     // [store]
     if let Some(url) = &cfg.store.url {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            e.push("store.url", format!("`{url}` must be a postgres:// URL"));
+        if let Err(m) = check_store_url(url) {
+            e.push("store.url", m);
         }
-    } else if cfg.store.path.as_os_str().is_empty() {
+    }
+    if cfg.store.path.as_os_str().is_empty() {
         e.push("store.path", "must not be empty");
     }
 
@@ -638,6 +667,25 @@ pub(crate) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_urls() {
+        for ok in [
+            "postgres://sipfront:pw@127.0.0.1:5432/sipfront",
+            "postgresql://db.example.net/sipfront?sslmode=disable",
+        ] {
+            assert!(check_store_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "mysql://127.0.0.1/x",
+            "postgres:///sipfront",
+            "not a url",
+            "postgres://127.0.0.1/x?sslmode=require",
+        ] {
+            let m = check_store_url(bad).unwrap_err();
+            assert!(!m.contains("pw@"), "{m}");
+        }
+    }
 
     #[test]
     fn webhook_urls() {

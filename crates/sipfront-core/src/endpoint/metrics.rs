@@ -28,6 +28,56 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Per-trunk call quality: final responses by (bucketed) code, and the
+/// post-dial delay as a histogram. Bounded: trunks × 19 codes, trunks × 8
+/// buckets.
+fn quality(m: &mut String, q: &crate::b2bua::quality::TrunkQuality) {
+    use crate::b2bua::quality::PDD_BUCKETS_S;
+    family(
+        m,
+        "sipfront_trunk_final_responses_total",
+        "counter",
+        "Recorded calls by trunk and the final response the caller got (common codes \
+         exactly, others by class): ASR = code 200 / all; NER = 200, 486, 487, 480, 603 / all.",
+    );
+    for (trunk, t) in q {
+        let trunk = label(trunk);
+        for (code, n) in &t.finals {
+            let _ = writeln!(
+                m,
+                "sipfront_trunk_final_responses_total{{trunk=\"{trunk}\",code=\"{code}\"}} {n}"
+            );
+        }
+    }
+    family(
+        m,
+        "sipfront_trunk_post_dial_delay_seconds",
+        "histogram",
+        "Post-dial delay (RFC 6076 4.1): INVITE to the first ringing provisional, or to \
+         the answer, of calls that rang or were answered, by trunk.",
+    );
+    for (trunk, t) in q {
+        let trunk = label(trunk);
+        let mut cumulative = 0u64;
+        for (le, n) in PDD_BUCKETS_S.iter().zip(t.pdd_buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                m,
+                "sipfront_trunk_post_dial_delay_seconds_bucket{{trunk=\"{trunk}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            m,
+            "sipfront_trunk_post_dial_delay_seconds_bucket{{trunk=\"{trunk}\",le=\"+Inf\"}} {}\n\
+             sipfront_trunk_post_dial_delay_seconds_sum{{trunk=\"{trunk}\"}} {:.3}\n\
+             sipfront_trunk_post_dial_delay_seconds_count{{trunk=\"{trunk}\"}} {}",
+            t.pdd_count,
+            t.pdd_sum_ms as f64 / 1000.0,
+            t.pdd_count
+        );
+    }
+}
+
 /// The expositions of several shards as one: families in order of first
 /// appearance, each family's HELP/TYPE once and its samples (same name and
 /// labels) summed. Counters and gauges of calls, transactions and messages
@@ -170,6 +220,7 @@ impl Endpoint {
                 );
             }
         }
+        quality(m, &b.quality);
         let (unconfirmed, fleet_refused) = self.b2bua.fleet_counts();
         metric(
             m,
