@@ -292,6 +292,14 @@ fn store_seeds_once_shares_keys_keeps_registrations_per_node_and_leases_to_one_h
     a.put_trunk(&trunk(2, "two"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.trunks().unwrap_or_else(|e| panic!("{e}")).len(), 2);
+    // A create whose id another node took a moment ago writes nothing.
+    assert!(!b
+        .create_trunk(&trunk(2, "late"))
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(b
+        .create_trunk(&trunk(3, "three"))
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(a.delete_trunk(3).unwrap_or_else(|e| panic!("{e}")));
     assert!(b.delete_trunk(1).unwrap_or_else(|e| panic!("{e}")));
     assert!(!a.delete_trunk(1).unwrap_or_else(|e| panic!("{e}")));
     let clash = [trunk(5, "same"), trunk(6, "same")];

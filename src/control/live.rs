@@ -29,6 +29,12 @@ pub(crate) enum Change {
         /// Position in the new config's trunk list.
         index: usize,
     },
+    /// Write `next.trunk[index]`, a new trunk: refused if another node of a
+    /// fleet stored a trunk with the same id meanwhile.
+    CreateTrunk {
+        /// Position in the new config's trunk list.
+        index: usize,
+    },
     /// Remove a trunk.
     DeleteTrunk {
         /// Its id.
@@ -51,7 +57,9 @@ impl Change {
     /// reported by field name alone (`trunk[3].name` → `name`).
     fn own_prefixes(&self) -> Vec<String> {
         match self {
-            Change::PutTrunk { index } => vec![format!("trunk[{index}].")],
+            Change::PutTrunk { index } | Change::CreateTrunk { index } => {
+                vec![format!("trunk[{index}].")]
+            }
             Change::DeleteTrunk { .. } | Change::DeleteDid { .. } => Vec::new(),
             Change::PutDids { indexes } => indexes.iter().map(|i| format!("did[{i}].")).collect(),
         }
@@ -72,6 +80,8 @@ pub(crate) enum Stored {
 /// One store write, moved to a blocking task.
 enum Write {
     Trunk(Box<TrunkConfig>),
+    /// A new trunk: `false` from the store if its id was taken meanwhile.
+    NewTrunk(Box<TrunkConfig>),
     DeleteTrunk(u64),
     Dids(Vec<DidConfig>),
     DeleteDid(String),
@@ -303,7 +313,7 @@ impl Live {
             return Err(ApiError::invalid(details));
         }
         let stored = match &change {
-            Change::PutTrunk { index } => Stored::Trunk(
+            Change::PutTrunk { index } | Change::CreateTrunk { index } => Stored::Trunk(
                 next.trunk
                     .get(*index)
                     .cloned()
@@ -320,6 +330,7 @@ impl Live {
             ),
         };
         let write = match (&stored, &change) {
+            (Stored::Trunk(t), Change::CreateTrunk { .. }) => Write::NewTrunk(t.clone()),
             (Stored::Trunk(t), _) => Write::Trunk(t.clone()),
             (Stored::Dids(d), _) => Write::Dids(d.clone()),
             (Stored::Deleted, Change::DeleteTrunk { id }) => Write::DeleteTrunk(*id),
@@ -331,6 +342,11 @@ impl Live {
             _ => "trunk not found".to_owned(),
         };
         self.commit(guard, write, next).await.map_err(|e| match e {
+            CommitError::NotFound if matches!(change, Change::CreateTrunk { .. }) => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "another node created a trunk with this id a moment ago; send the \
+                     request again (it gets the next id)",
+            ),
             CommitError::NotFound => ApiError::not_found(gone),
             CommitError::Failed(e) => ApiError::internal(e),
         })?;
@@ -385,6 +401,7 @@ impl Live {
             let _guard = guard;
             let existed = tokio::task::spawn_blocking(move || match write {
                 Write::Trunk(t) => store.put_trunk(&t).map(|()| true),
+                Write::NewTrunk(t) => store.create_trunk(&t),
                 Write::DeleteTrunk(id) => store.delete_trunk(id),
                 Write::Dids(d) => store.put_dids(&d).map(|()| true),
                 Write::DeleteDid(n) => store.delete_did(&n),

@@ -416,7 +416,7 @@ pub(crate) async fn create(
             let mut next = (*cur).clone();
             next.trunk.push(t);
             let index = next.trunk.len() - 1;
-            Ok((next, Change::PutTrunk { index }))
+            Ok((next, Change::CreateTrunk { index }))
         })
         .await?;
     let Stored::Trunk(t) = stored else {

@@ -97,6 +97,16 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The write failed; nothing changed.
     fn put_trunk(&self, t: &TrunkConfig) -> Result<(), StoreError>;
+    /// Writes a new trunk; `false` (nothing written) if a trunk with its id
+    /// exists in the store, as when another node of a fleet created one
+    /// a moment ago. The embedded store serves one node, whose config
+    /// already knows every trunk: it writes as [`Store::put_trunk`].
+    ///
+    /// # Errors
+    /// The write failed; nothing changed.
+    fn create_trunk(&self, t: &TrunkConfig) -> Result<bool, StoreError> {
+        self.put_trunk(t).map(|()| true)
+    }
     /// Deletes a trunk; whether it existed.
     ///
     /// # Errors

@@ -428,6 +428,23 @@ impl Store for PgStore {
         self.changing(|tx| Box::pin(async move { put_trunks(tx, &rows).await }))
     }
 
+    fn create_trunk(&self, t: &TrunkConfig) -> Result<bool, StoreError> {
+        let (id, data) = self.trunk_row(t)?;
+        let name = t.login().to_owned();
+        self.changing(|tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "INSERT INTO trunk (id, name, data) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&id, &name, &data],
+                    )
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+    }
+
     fn delete_trunk(&self, id: u64) -> Result<bool, StoreError> {
         let id = self.trunk_id(id)?;
         self.changing(|tx| {

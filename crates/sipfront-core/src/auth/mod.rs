@@ -53,6 +53,16 @@ pub const DEFAULT_NONCE_TTL: u64 = 300;
 /// Default bound on the replay table.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
+/// What a nonce is minted from ([`Authenticator::nonce_seed`]): its time
+/// and the challenge serial that makes it unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceSeed {
+    /// Unix seconds at minting.
+    pub minted: u64,
+    /// Unique per challenge within the process.
+    pub serial: u64,
+}
+
 /// A trunk's numeric id (`TrunkConfig::id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrunkId(pub u64);
@@ -191,6 +201,7 @@ impl std::fmt::Debug for Ha1s {
 pub struct Authenticator {
     realm: String,
     secret: [u8; 32],
+    nonce_key: nonce::NonceKey,
     users: HashMap<String, Ha1s>,
     dummy: Ha1s,
     nonce_ttl: u64,
@@ -258,6 +269,7 @@ impl Authenticator {
         };
         Authenticator {
             realm: realm.to_owned(),
+            nonce_key: nonce::NonceKey::new(&secret),
             secret,
             users,
             dummy,
@@ -342,8 +354,28 @@ impl Authenticator {
         sha256: bool,
     ) -> Vec<String> {
         let _ = kind; // same value for both headers; the kind picks the header name
-        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let nonce = nonce::mint(&self.secret, source, now_unix, serial);
+        self.challenge_values(source, self.nonce_seed(now_unix), stale, sha256)
+    }
+
+    /// A new nonce's time and serial (each call a new serial): minting
+    /// from the same seed for the same source gives the same nonce.
+    pub fn nonce_seed(&self, now_unix: u64) -> NonceSeed {
+        NonceSeed {
+            minted: now_unix,
+            serial: self.serial.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The challenge values for the nonce of `seed` (see
+    /// [`Authenticator::challenge_algorithms`]).
+    fn challenge_values(
+        &self,
+        source: IpAddr,
+        seed: NonceSeed,
+        stale: bool,
+        sha256: bool,
+    ) -> Vec<String> {
+        let nonce = nonce::mint(&self.nonce_key, source, seed.minted, seed.serial);
         let stale = if stale { ", stale=true" } else { "" };
         let algs: &[Algorithm] = if sha256 {
             &[Algorithm::Md5, Algorithm::Sha256]
@@ -378,13 +410,30 @@ impl Authenticator {
         source: IpAddr,
         now_unix: u64,
     ) -> Vec<(&'static str, String)> {
+        if err.challenge_kind().is_none() {
+            return Vec::new();
+        }
+        self.rejection_headers_seeded(err, req, source, self.nonce_seed(now_unix))
+    }
+
+    /// [`Authenticator::rejection_headers_for`] with the nonce of `seed`:
+    /// the same seed, request and source give the same headers, so a
+    /// challenge sent without a transaction can be sent again byte for
+    /// byte (RFC 3261 §17.2.2).
+    pub fn rejection_headers_seeded(
+        &self,
+        err: &AuthError,
+        req: &Message,
+        source: IpAddr,
+        seed: NonceSeed,
+    ) -> Vec<(&'static str, String)> {
         let Some(kind) = err.challenge_kind() else {
             return Vec::new();
         };
         let sha256 = !req
             .header(&HeaderName::UserAgent)
             .is_some_and(md5_only_user_agent);
-        self.challenge_algorithms(kind, source, now_unix, err.is_stale(), sha256)
+        self.challenge_values(source, seed, err.is_stale(), sha256)
             .into_iter()
             .map(|v| (kind.challenge_header(), v))
             .collect()
@@ -473,7 +522,7 @@ impl Authenticator {
         if realm != self.realm {
             return Err(AuthError::WrongRealm(kind));
         }
-        let checked = nonce::check(&self.secret, nonce, source, now_unix, self.nonce_ttl);
+        let checked = nonce::check(&self.nonce_key, nonce, source, now_unix, self.nonce_ttl);
         if checked == NonceCheck::Invalid {
             return Err(AuthError::InvalidNonce(kind));
         }
@@ -496,15 +545,15 @@ impl Authenticator {
             return Err(AuthError::Forbidden);
         }
 
-        let NonceCheck::Fresh(minted) = checked else {
+        let NonceCheck::Fresh(id) = checked else {
             return Err(AuthError::Stale(kind));
         };
-        let expires = minted.saturating_add(self.nonce_ttl);
+        let expires = id.minted.saturating_add(self.nonce_ttl);
         let mut table = match self.replay.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        match table.accept(nonce, minted, expires, nc, now_unix) {
+        match table.accept(id, expires, nc, now_unix) {
             Ok(()) => Ok(user.trunk),
             Err(ReplayRefusal::Replayed) => Err(AuthError::Replay(kind)),
             Err(ReplayRefusal::Evicted) => Err(AuthError::Stale(kind)),

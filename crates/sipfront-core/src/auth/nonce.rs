@@ -12,7 +12,10 @@
 //!
 //! Replay protection is the only state: [`ReplayTable`] remembers, per nonce
 //! in use, the highest `nc` accepted, so a captured request cannot be sent
-//! again. It is bounded; when full, the entry first used longest ago is
+//! again. A nonce is remembered by its [`NonceId`] (time, serial and the
+//! first 16 MAC characters, 32 bytes inline), not its text: no allocation
+//! per authenticated request, and less memory per entry (a REGISTER load
+//! keeps one entry per registration for the nonce lifetime). It is bounded; when full, the entry first used longest ago is
 //! evicted and every nonce minted at or before that entry's time is treated
 //! as stale from then on, so eviction never opens a replay window.
 
@@ -46,10 +49,22 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
+/// The nonce MAC key with HMAC's inner and outer padded keys already
+/// hashed (the precomputation RFC 2104 §4 describes): each nonce minted or
+/// checked then hashes two SHA-256 blocks fewer.
+#[derive(Clone)]
+pub(crate) struct NonceKey(Option<Hmac<Sha256>>);
+
+impl NonceKey {
+    pub(crate) fn new(secret: &[u8; 32]) -> NonceKey {
+        // HMAC accepts any key length; new_from_slice cannot fail for HMAC.
+        NonceKey(Hmac::<Sha256>::new_from_slice(secret).ok())
+    }
+}
+
 /// The MAC part of nonce number `serial` minted at `ts` for `source`.
-fn mac(secret: &[u8; 32], ts: u64, serial: u64, source: IpAddr) -> String {
-    // HMAC accepts any key length; new_from_slice cannot fail for HMAC.
-    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(secret) else {
+fn mac(key: &NonceKey, ts: u64, serial: u64, source: IpAddr) -> String {
+    let Some(mut m) = key.0.clone() else {
         return String::new();
     };
     m.update(&ts.to_be_bytes());
@@ -62,10 +77,10 @@ fn mac(secret: &[u8; 32], ts: u64, serial: u64, source: IpAddr) -> String {
 }
 
 /// Mints nonce number `serial` for `source` at `now_unix`.
-pub(crate) fn mint(secret: &[u8; 32], source: IpAddr, now_unix: u64, serial: u64) -> String {
+pub(crate) fn mint(key: &NonceKey, source: IpAddr, now_unix: u64, serial: u64) -> String {
     format!(
         "{now_unix:x}.{serial:x}.{}",
-        mac(secret, now_unix, serial, source)
+        mac(key, now_unix, serial, source)
     )
 }
 
@@ -78,11 +93,22 @@ fn hex_u64(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
+/// Which nonce: enough to tell every nonce we mint apart. The serial is
+/// unique per process; the MAC prefix (96 bits) keeps nonces of another
+/// process with the same secret apart too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct NonceId {
+    /// Mint time (Unix seconds).
+    pub(crate) minted: u64,
+    serial: u64,
+    mac: [u8; 16],
+}
+
 /// What a nonce check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NonceCheck {
-    /// Ours, for this source, and not expired; carries the mint time.
-    Fresh(u64),
+    /// Ours, for this source, and not expired.
+    Fresh(NonceId),
     /// Ours and for this source, but older than the TTL.
     Expired,
     /// Not minted by us for this source (forged, altered, other source IP,
@@ -92,7 +118,7 @@ pub(crate) enum NonceCheck {
 
 /// Checks `nonce` for `source` at `now_unix` with lifetime `ttl` seconds.
 pub(crate) fn check(
-    secret: &[u8; 32],
+    key: &NonceKey,
     nonce: &str,
     source: IpAddr,
     now_unix: u64,
@@ -109,7 +135,7 @@ pub(crate) fn check(
     ) else {
         return NonceCheck::Invalid;
     };
-    let expected = mac(secret, ts, serial, source);
+    let expected = mac(key, ts, serial, source);
     if !bool::from(expected.as_bytes().ct_eq(tag.as_bytes())) {
         return NonceCheck::Invalid;
     }
@@ -120,7 +146,16 @@ pub(crate) fn check(
     if now_unix > ts.saturating_add(ttl) {
         return NonceCheck::Expired;
     }
-    NonceCheck::Fresh(ts)
+    let mut id = NonceId {
+        minted: ts,
+        serial,
+        mac: [0; 16],
+    };
+    // The tag equals our 43-character MAC text here.
+    for (d, s) in id.mac.iter_mut().zip(tag.bytes()) {
+        *d = s;
+    }
+    NonceCheck::Fresh(id)
 }
 
 /// Why [`ReplayTable::accept`] refused an `nc`.
@@ -141,8 +176,8 @@ struct Entry {
 /// Bounded nonce → highest accepted `nc` table (see the module doc).
 #[derive(Debug)]
 pub struct ReplayTable {
-    map: HashMap<String, Entry>,
-    order: VecDeque<(String, u64)>,
+    map: HashMap<NonceId, Entry>,
+    order: VecDeque<NonceId>,
     cap: usize,
     /// Nonces minted at or before this time and absent from `map` are refused.
     evicted_upto: Option<u64>,
@@ -169,58 +204,58 @@ impl ReplayTable {
         self.map.is_empty()
     }
 
-    /// Records `nc` for `nonce` (minted at `minted`, valid until `expires`)
-    /// if it is above every `nc` accepted before for that nonce.
+    /// Records `nc` for nonce `id`, valid until `expires`, if it is above
+    /// every `nc` accepted before for that nonce.
     pub(crate) fn accept(
         &mut self,
-        nonce: &str,
-        minted: u64,
+        id: NonceId,
         expires: u64,
         nc: u32,
         now_unix: u64,
     ) -> Result<(), ReplayRefusal> {
         self.prune(now_unix);
-        if let Some(e) = self.map.get_mut(nonce) {
+        if let Some(e) = self.map.get_mut(&id) {
             if nc <= e.highest_nc {
                 return Err(ReplayRefusal::Replayed);
             }
             e.highest_nc = nc;
             return Ok(());
         }
+        let minted = id.minted;
         if self.evicted_upto.is_some_and(|t| minted <= t) {
             return Err(ReplayRefusal::Evicted);
         }
         while self.map.len() >= self.cap {
-            let Some((old, old_minted)) = self.order.pop_front() else {
+            let Some(old) = self.order.pop_front() else {
                 break;
             };
             if self.map.remove(&old).is_some() {
                 self.evicted_upto =
-                    Some(self.evicted_upto.map_or(old_minted, |t| t.max(old_minted)));
+                    Some(self.evicted_upto.map_or(old.minted, |t| t.max(old.minted)));
             }
         }
         if self.evicted_upto.is_some_and(|t| minted <= t) {
             return Err(ReplayRefusal::Evicted);
         }
         self.map.insert(
-            nonce.to_owned(),
+            id,
             Entry {
                 highest_nc: nc,
                 expires,
             },
         );
-        self.order.push_back((nonce.to_owned(), minted));
+        self.order.push_back(id);
         Ok(())
     }
 
     /// Drops expired entries from the front (entries are near expiry order:
     /// first use follows minting within one TTL).
     fn prune(&mut self, now_unix: u64) {
-        while let Some((front, _)) = self.order.front() {
+        while let Some(front) = self.order.front() {
             match self.map.get(front) {
                 Some(e) if e.expires >= now_unix => break,
                 _ => {
-                    if let Some((k, _)) = self.order.pop_front() {
+                    if let Some(k) = self.order.pop_front() {
                         self.map.remove(&k);
                     }
                 }

@@ -35,6 +35,7 @@
 //! timer at `poll_timeout`. Time only moves forward and is always passed in.
 
 mod answer;
+mod challenges;
 mod env;
 mod guard;
 mod metrics;
@@ -210,6 +211,9 @@ pub struct Endpoint {
     next_sweep: Instant,
     /// Mints the To tags of the endpoint's own answers.
     rng: Random,
+    /// REGISTER challenges sent without a transaction, for answering
+    /// retransmissions with the same bytes.
+    challenges: challenges::Challenges,
 }
 
 impl Endpoint {
@@ -244,7 +248,9 @@ impl Endpoint {
         );
         b2bua.share_channels(Arc::clone(shared.channels()));
         b2bua.set_node_duties(owner);
+        let challenges = challenges::Challenges::new(cfg.timers.t1x64(), rng.next_u64());
         Endpoint {
+            challenges,
             txns: Transactions::new(cfg.timers),
             b2bua,
             shared,
@@ -354,6 +360,7 @@ impl Endpoint {
 
     /// Advances timers to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.challenges.expire(now);
         self.txns.handle_timeout(now);
         self.drain_transactions(now);
         self.b2bua.handle_timeout(now);

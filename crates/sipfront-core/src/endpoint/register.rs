@@ -1,10 +1,12 @@
 //! REGISTER at the endpoint: digest (`401` challenge, `403` for wrong
 //! credentials, RFC 3261 §22.2), then the [`Registrar`](crate::registrar::Registrar)
 //! for the trunk the credentials name, answered through the request's
-//! server transaction.
+//! server transaction; a challenge over UDP is answered without one and
+//! remembered instead (see `challenges`).
 
 use std::time::Instant;
 
+use super::challenges::Challenge;
 use super::Endpoint;
 use crate::auth::TrunkId;
 use crate::sip::build::ResponseBuilder;
@@ -25,15 +27,26 @@ impl Endpoint {
         let now_unix = self.cfg.b2bua.wall.unix_secs(now);
         let admission = self.b2bua.admission().clone();
         let auth = admission.auth();
+        // Over UDP a challenge holds no transaction (see `challenges`).
+        let mut stateless = None;
         let (status, headers, reason) = match auth.verify_request(msg, peer.ip(), now_unix) {
             Err(e) => {
                 self.auth_outcome(peer.ip(), Err(e), now);
-                let headers = auth.rejection_headers_for(&e, msg, peer.ip(), now_unix);
-                if e.challenge_kind().is_some() {
-                    tracing::debug!(%peer, "REGISTER challenged: {e}");
-                } else {
+                let headers = if e.challenge_kind().is_none() {
                     tracing::info!(%peer, "REGISTER refused: {e}");
-                }
+                    Vec::new()
+                } else if inbound.transport.is_reliable() {
+                    tracing::debug!(%peer, "REGISTER challenged: {e}");
+                    auth.rejection_headers_for(&e, msg, peer.ip(), now_unix)
+                } else {
+                    tracing::debug!(%peer, "REGISTER challenged: {e}");
+                    let rng = &mut self.rng;
+                    let c = self.challenges.get_or_insert(&key, now, || {
+                        Challenge::new(auth.nonce_seed(now_unix), rng.next_u64())
+                    });
+                    stateless = Some(c.tag());
+                    auth.rejection_headers_seeded(&e, msg, peer.ip(), c.seed)
+                };
                 (e.status(), headers, None)
             }
             Ok(TrunkId(id)) => match admission.trunk(id).inspect(|_| {
@@ -67,9 +80,11 @@ impl Endpoint {
                 }
             },
         };
+        let is_stateless = stateless.is_some();
+        let tag = stateless.unwrap_or_else(|| self.rng.tag());
         let mut b = ResponseBuilder::new(msg, status)
             .received(peer)
-            .to_tag(&self.rng.tag())
+            .to_tag(&tag)
             .server(&self.cfg.server_header);
         if let Some(r) = &reason {
             b = b.reason(r);
@@ -78,10 +93,12 @@ impl Endpoint {
             b = b.header(name, value);
         }
         self.stats.count_answer(status);
-        // The 401 too is kept for Timer J (not sent statelessly, as RFC
-        // 3261 §26.3.2.4 would allow): a UA, or SIPp, that retransmits its
-        // first REGISTER under load must get the same challenge again, not
-        // a new nonce and To tag it takes for an unexpected response.
-        self.txns.respond(&key, b.build(), status, now);
+        if is_stateless {
+            // A retransmission is a new request here, and gets the same
+            // bytes: same nonce, same To tag.
+            self.txns.respond_stateless(&key, b.build(), status, now);
+        } else {
+            self.txns.respond(&key, b.build(), status, now);
+        }
     }
 }

@@ -302,10 +302,11 @@ fn register_is_challenged_401_then_bound_to_the_packet_source() {
     assert!(ep.registrar().store().is_empty());
 }
 
-/// Both answers of a registration are slim Completed records (RFC 3261
-/// §17.2.2): a retransmitted REGISTER, first or second, gets the very same
-/// bytes again (a UA, or SIPp, takes a different 401 for an unexpected
-/// response), and the second is not registered twice.
+/// A retransmitted REGISTER, first or second, gets the very same bytes
+/// again (RFC 3261 §17.2.2; a UA, or SIPp, takes a different 401 for an
+/// unexpected response), and the second is not registered twice. The 401
+/// holds no transaction (RFC 3261 §26.3.2.4), only its nonce seed and To
+/// tag; the 200 is a slim Completed record.
 #[test]
 fn register_retransmissions_get_the_same_401_and_200_bytes() {
     let mut ep = register_ep();
@@ -313,18 +314,22 @@ fn register_retransmissions_get_the_same_401_and_200_bytes() {
     let first = register_req(1, "Expires: 120\r\n");
     let r = exchange(&mut ep, &first, t0).remove(0);
     assert_eq!(r.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(ep.txns.len(), 0, "the 401 holds no transaction");
+    assert_eq!(ep.challenges.len(), 1);
+    // A second later: the wall clock moved, the nonce must not.
     let again = exchange(&mut ep, &first, t0 + Duration::from_secs(1)).remove(0);
     assert_eq!(
         again.as_bytes(),
         r.as_bytes(),
         "the same 401, byte for byte"
     );
+    assert_eq!(ep.challenges.len(), 1);
 
     let creds = www_credentials(&r, "pw");
     let second = register_req(2, &format!("Expires: 120\r\n{creds}"));
     let ok = exchange(&mut ep, &second, t0).remove(0);
     assert_eq!(ok.status(), Some(StatusCode::OK));
-    assert_eq!(ep.txns.len(), 2);
+    assert_eq!(ep.txns.len(), 1);
     let resent = exchange(&mut ep, &second, t0 + Duration::from_secs(2)).remove(0);
     assert_eq!(
         resent.as_bytes(),
@@ -335,6 +340,17 @@ fn register_retransmissions_get_the_same_401_and_200_bytes() {
     let b = reg.store().lookup("100", t0);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].cseq, 2);
+    drop(reg);
+
+    // Past 64·T1 the challenge is forgotten: the same request now is a
+    // new one and gets a new nonce and To tag.
+    let late = t0 + Duration::from_secs(33);
+    ep.handle_timeout(late);
+    assert_eq!(ep.challenges.len(), 0);
+    let fresh = exchange(&mut ep, &first, late).remove(0);
+    assert_eq!(fresh.status(), Some(StatusCode::UNAUTHORIZED));
+    assert_ne!(fresh.to_tag(), r.to_tag());
+    assert_ne!(www_credentials(&fresh, "pw"), creds);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::header::HeaderName;
 use super::message::Message;
 use super::method::Method;
 use super::status::StatusCode;
-use super::text::{put_u64, Arena, Clean, Piece};
+use super::text::{ipv4, put_u64, Arena, Clean, Piece};
 use super::transport::Transport;
 use super::uri::Host;
 use super::via::Via;
@@ -181,7 +181,10 @@ fn put_via_received(out: &mut BytesMut, via: &Via<'_>, source: SocketAddr) {
         Host::Name(_) => false,
     };
     if rport || !sent_by_is_source {
-        let _ = write!(text, ";received={}", source.ip());
+        let _ = match source.ip() {
+            std::net::IpAddr::V4(a) => write!(text, ";received={}", ipv4(a, &mut [0; 15])),
+            ip => write!(text, ";received={ip}"),
+        };
     }
 }
 

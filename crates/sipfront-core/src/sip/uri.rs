@@ -68,7 +68,7 @@ impl fmt::Display for Host<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Name(n) => f.write_str(n),
-            Host::V4(a) => write!(f, "{a}"),
+            Host::V4(a) => f.pad(super::text::ipv4(*a, &mut [0; 15])),
             Host::V6(a) => write!(f, "[{a}]"),
         }
     }

@@ -418,6 +418,37 @@ impl Transactions {
         status: StatusCode,
         now: Instant,
     ) -> Result<(), RespondError> {
+        self.respond_with(key, response, status, now, false)
+    }
+
+    /// Sends a final response to a non-INVITE request once and forgets the
+    /// transaction: a retransmitted request is a new one, handed to the TU
+    /// again. For digest challenges (401/407) RFC 3261 §26.3.2.4 advises
+    /// this ("behaving statelessly towards unauthenticated requests"), as
+    /// Kamailio's `sl` does: nothing is held for Timer J. A TU using it
+    /// must answer the retransmission with the same bytes (RFC 3261
+    /// §17.2.2), as the endpoint's challenge memory does. On an INVITE (or
+    /// a provisional) it is [`respond`](Self::respond).
+    pub fn respond_stateless(
+        &mut self,
+        key: &TransactionKey,
+        response: Bytes,
+        status: StatusCode,
+        now: Instant,
+    ) {
+        if let Err(e) = self.respond_with(key, response, status, now, true) {
+            tracing::debug!(?key, status = status.0, error = %e, "response refused by transaction");
+        }
+    }
+
+    fn respond_with(
+        &mut self,
+        key: &TransactionKey,
+        response: Bytes,
+        status: StatusCode,
+        now: Instant,
+        stateless: bool,
+    ) -> Result<(), RespondError> {
         let code = status.0;
         if !(100..=699).contains(&code) {
             return Err(RespondError::BadStatus(code));
@@ -441,7 +472,11 @@ impl Transactions {
             }
             Machine::ServerNonInvite(m) if m.accepts(code) => {
                 tx.last_response = Some(response);
-                m.respond(code, now, &mut out)
+                let sent = m.respond(code, now, &mut out);
+                if stateless && code >= 200 {
+                    m.forget(&mut out);
+                }
+                sent
             }
             Machine::ServerInvite(_) | Machine::ServerNonInvite(_) => {
                 Err(RespondError::InvalidState)

@@ -138,6 +138,11 @@ impl ServerNonInvite {
         self.terminate(out);
     }
 
+    /// The TU answered statelessly: terminate without Timer J.
+    pub(crate) fn forget(&mut self, out: &mut Actions) {
+        self.terminate(out);
+    }
+
     fn terminate(&mut self, out: &mut Actions) {
         if self.state != ServerNonInviteState::Terminated {
             self.timers.stop_all();

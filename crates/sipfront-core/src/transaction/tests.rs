@@ -613,6 +613,30 @@ fn completed_record_transport_error_terminates_it() {
     assert_eq!(h.take_events(), [TransactionEvent::Terminated { key }]);
 }
 
+/// RFC 3261 §26.3.2.4: a challenge is sent once; the retransmission opens
+/// a new transaction (and is challenged again by the TU).
+#[test]
+fn stateless_challenge_holds_nothing() {
+    let mut h = Harness::new();
+    let req = request(Method::Register, "z9hG4bKch", 1, Transport::Udp);
+    let key = new_key(h.req_in(&req, Transport::Udp));
+    let challenge = response(&req, 401);
+    h.txs
+        .respond_stateless(&key, challenge.as_bytes().clone(), StatusCode(401), h.now);
+    h.drain();
+    assert_eq!(h.take_sent().len(), 1);
+    assert_eq!(
+        h.take_events(),
+        [TransactionEvent::Terminated { key: key.clone() }]
+    );
+    assert!(h.txs.is_empty());
+    assert_eq!(h.txs.poll_timeout(), None);
+    assert_eq!(
+        h.req_in(&req, Transport::Udp),
+        ServerInput::NewRequest { key }
+    );
+}
+
 #[test]
 fn server_non_invite_tcp_zero_j() {
     let mut h = Harness::new();

@@ -15,12 +15,14 @@
 //! Allocation counts do not depend on machine load, unlike wall time.
 //!
 //! ```text
-//! cargo bench --bench call_allocs               # allocations and bytes per call
-//! cargo bench --bench call_allocs --no-run      # then, for instructions per call:
-//! valgrind --tool=callgrind --toggle-collect='*measured*' \
-//!     target/release/deps/call_allocs-<hash> 200
+//! cargo bench -p sipfront-core --bench call_allocs           # allocations, bytes
+//! cargo bench -p sipfront-core --bench call_allocs --no-run  # then instructions:
+//! valgrind --tool=callgrind --toggle-collect='*counted*' \
+//!     target/release/deps/call_allocs-<hash> 2000
 //! ```
-//! (callgrind's total `Ir` divided by the call count.)
+//! (callgrind's total `Ir` divided by the call count the bench prints,
+//! warm-up included: only the core's calls are collected, as only they
+//! are counted.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -29,13 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipfront::b2bua::Admission;
-use sipfront::config::{Config, ConfigSource, UpstreamConfig};
-use sipfront::endpoint::{Endpoint, EndpointConfig, Env};
-use sipfront::routing::Upstreams;
-use sipfront::sip::build::{RequestBuilder, ResponseBuilder};
-use sipfront::sip::{Bytes, Message, Method, StatusCode, Transport};
-use sipfront::transport::Inbound;
+use sipfront_core::b2bua::Admission;
+use sipfront_core::config::{Config, ConfigSource, UpstreamConfig};
+use sipfront_core::endpoint::{Endpoint, EndpointConfig, Env};
+use sipfront_core::routing::Upstreams;
+use sipfront_core::sip::build::{RequestBuilder, ResponseBuilder};
+use sipfront_core::sip::{Bytes, Message, Method, StatusCode, Transport};
+use sipfront_core::transport::Inbound;
 
 struct Counting;
 
@@ -72,7 +74,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Runs `f` with the counter on.
+/// Runs `f` with the counter on (callgrind's `--toggle-collect` target).
+#[inline(never)]
 fn counted<T>(f: impl FnOnce() -> T) -> T {
     ON.with(|c| c.set(true));
     let out = f();
@@ -99,9 +102,12 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         // The shipped rate table (calls need a rate), one IP-trusted trunk.
-        let text = "[rates]\nfile = \"config/rates.csv\"\n\
-                    [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n";
-        let cfg = Config::parse(text, ConfigSource::Embedded).expect("config");
+        let rates = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rates.csv");
+        let text = format!(
+            "[rates]\nfile = \"{rates}\"\n\
+             [[trunk]]\nid = 1\nname = \"pbx\"\nhost_request = \"127.0.0.1\"\n"
+        );
+        let cfg = Config::parse(&text, ConfigSource::Embedded).expect("config");
         let upstream = UpstreamConfig {
             name: "carrier".to_owned(),
             uri: format!("sip:{B}"),
@@ -251,8 +257,7 @@ fn run_calls(h: &mut Harness, first: u64, n: u64) {
     }
 }
 
-/// The measured window (callgrind's `--toggle-collect` target).
-#[inline(never)]
+/// The counted window.
 fn measured(h: &mut Harness, n: u64) {
     run_calls(h, 1_000_000, n);
     h.advance(Duration::from_secs(64));
@@ -266,7 +271,8 @@ fn main() {
         .unwrap_or(10_000);
     let mut h = Harness::new();
     // Warm-up: tables and queues reach their steady size first.
-    run_calls(&mut h, 0, 5_000.min(n));
+    let warm = 5_000.min(n);
+    run_calls(&mut h, 0, warm);
     ALLOCS.store(0, Ordering::Relaxed);
     BYTES.store(0, Ordering::Relaxed);
     measured(&mut h, n);
@@ -278,9 +284,11 @@ fn main() {
     let per = |x: u64| x as f64 / n as f64;
     println!(
         "call_allocs: {n} calls (INVITE/100/180/200/ACK/BYE/200): \
-         {:.1} allocations/call, {:.0} bytes allocated/call",
+         {:.1} allocations/call, {:.0} bytes allocated/call \
+         (callgrind: divide Ir by {} calls, warm-up included)",
         per(a),
-        per(b)
+        per(b),
+        warm + n
     );
     assert!(h.ep.b2bua().is_empty(), "every call left the table");
 }
