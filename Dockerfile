@@ -17,6 +17,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates/sipfront-core/Cargo.toml crates/sipfront-core/Cargo.toml
 COPY benches benches
+COPY crates/sipfront-core/benches crates/sipfront-core/benches
 RUN mkdir -p src crates/sipfront-core/src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs crates/sipfront-core/src/lib.rs \

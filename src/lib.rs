@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod capture;
 pub mod cdr;
 pub mod cluster;
 pub mod control;

@@ -391,6 +391,15 @@ mod shell {
         )
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
+        let capture = match cfg.capture.hep {
+            Some(hep) => {
+                let c = sipfront::capture::Capture::start(hep, cfg.capture.capture_id)
+                    .await
+                    .map_err(|e| format!("cannot start: [capture] hep = \"{hep}\": {e}"))?;
+                Some(sipfront::capture::Tap::new(Arc::new(c), transports.bound()))
+            }
+            None => None,
+        };
         let http = control::bind(cfg.http.address)
             .await
             .map_err(|e| format!("cannot start: HTTP API on {}: {e}", cfg.http.address))?;
@@ -610,6 +619,7 @@ mod shell {
                     media_answers,
                     cluster: cluster.clone(),
                     fleet_answers,
+                    capture: capture.clone(),
                 },
             )));
         }
@@ -921,6 +931,8 @@ mod shell {
         /// core go.
         cluster: Option<sipfront::cluster::Cluster>,
         fleet_answers: sipfront::cluster::ReplyTo,
+        /// `[capture] hep`: a copy of every message in and out.
+        capture: Option<sipfront::capture::Tap>,
     }
 
     /// What the core task listens to besides its timer.
@@ -965,6 +977,7 @@ mod shell {
             media_answers,
             cluster,
             fleet_answers,
+            capture,
         } = sinks;
         let Inputs {
             mut events,
@@ -986,6 +999,9 @@ mod shell {
         // Starts the endpoint's own timers (upstream OPTIONS pings).
         endpoint.handle_timeout(now());
         while let Some(out) = endpoint.poll_transmit() {
+            if let Some(tap) = &capture {
+                tap.outbound(&out);
+            }
             transports.send(out);
         }
         let mut armed = endpoint.poll_timeout().is_some_and(|deadline| {
@@ -1027,6 +1043,9 @@ mod shell {
                             webhooks.write_metrics(&mut m);
                             transports.write_metrics(&mut m);
                             media.stats().write_metrics(&mut m);
+                            if let Some(tap) = &capture {
+                                tap.write_metrics(&mut m);
+                            }
                             if let Some(c) = &cluster {
                                 c.write_metrics(&mut m);
                             }
@@ -1049,11 +1068,19 @@ mod shell {
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     let now = now();
+                    if let Some(tap) = &capture {
+                        tap.inbound(&ev);
+                    }
                     endpoint.handle_event(ev, now);
                     let mut drained = false;
                     for _ in 1..EVENTS_PER_WAKE {
                         match events.try_recv() {
-                            Ok(ev) => endpoint.handle_event(ev, now),
+                            Ok(ev) => {
+                                if let Some(tap) = &capture {
+                                    tap.inbound(&ev);
+                                }
+                                endpoint.handle_event(ev, now);
+                            }
                             Err(_) => {
                                 drained = true;
                                 break;
@@ -1083,6 +1110,9 @@ mod shell {
                 }
             }
             while let Some(out) = endpoint.poll_transmit() {
+                if let Some(tap) = &capture {
+                    tap.outbound(&out);
+                }
                 transports.send(out);
             }
             while let Some(req) = endpoint.poll_media() {

@@ -14,6 +14,10 @@
 #        WEBHOOK_URL=URL: the global call-status webhook is URL.
 #        MEDIA=relay: the trunk's calls are anchored in an rtpengine the script
 #        starts in userspace mode (Debian rtpengine-daemon); prints its CPU too.
+#        CLUSTER=redis: sipfront is a fleet node ([cluster]) on a redis-server
+#        the script starts (Debian redis-server, unix socket); the trunk gets a
+#        channel limit, so every call asks Redis; prints Redis round trips per
+#        call and redis-server's CPU.
 set -euo pipefail
 
 RATE=${1:-500}
@@ -59,6 +63,15 @@ name = "load"
 password = "x"
 host_request = "127.0.0.1"
 TOML
+if [ "${CLUSTER:-}" = redis ]; then
+  command -v redis-server >/dev/null || { echo "redis-server not installed (apt-get install -y redis-server)" >&2; exit 1; }
+  # Still in [[trunk]]: a limit the load never reaches, checked fleet-wide.
+  printf 'channels_restrict = true\nmax_channels = 1000000\n' >> "$WORK/sipfront.toml"
+  redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --save "" \
+    --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!; PIDS+=("$REDIS_PID")
+  for _ in $(seq 50); do [ -S "$WORK/redis.sock" ] && break; sleep 0.1; done
+fi
 if [ "${MEDIA:-}" = relay ]; then
   RTPE=$(command -v rtpengine || echo /usr/sbin/rtpengine)
   [ -x "$RTPE" ] || { echo "rtpengine not installed (apt-get install -y rtpengine-daemon)" >&2; exit 1; }
@@ -100,6 +113,13 @@ fi
 if [ -n "${WEBHOOK_URL:-}" ]; then
   printf '[webhooks]\ncall_status_url = "%s"\n' "$WEBHOOK_URL" >> "$WORK/sipfront.toml"
 fi
+if [ -n "${REDIS_PID:-}" ]; then
+  HTTP_PORT=$(free_port)
+  sed -i "s/^address = \"127.0.0.1:0\"/address = \"127.0.0.1:$HTTP_PORT\"/" "$WORK/sipfront.toml"
+  printf '[[http.api_key]]\nname = "load"\nkey = "load"\n[cluster]\nredis = "redis+unix://%s/redis.sock"\nnode = "load-1"\n' \
+    "$WORK" >> "$WORK/sipfront.toml"
+fi
+metric() { { curl -s -H 'Authorization: Bearer load' "http://127.0.0.1:${HTTP_PORT:-0}/metrics" || true; } | awk -v n="$1" '$1 == n {print $2}'; }
 
 (cd "$WORK" && RUST_LOG=warn exec "$BIN" run --config "$WORK/sipfront.toml" 2>"$WORK/sipfront.log") &
 SF_PID=$!; PIDS+=("$SF_PID")
@@ -120,6 +140,7 @@ if [ -n "${FLOOD_PPS:-}" ]; then
 fi
 T0=$(cpu_ticks); START=$(date +%s.%N)
 [ -n "${RTPE_PID:-}" ] && R0=$(cpu_ticks "$RTPE_PID")
+[ -n "${REDIS_PID:-}" ] && { D0=$(cpu_ticks "$REDIS_PID"); RT0=$(metric sipfront_cluster_redis_round_trips_total); }
 set +e
 (cd "$WORK" && sipp -sn uac -s 12125551234 -i 127.0.0.1 $TFLAG -r "$RATE" -m "$CALLS" -l $((RATE * 4)) \
    -nostdin -buff_size 4194304 -timeout $((SECS + 30))s -timeout_error -trace_stat -stf "$WORK/stat.csv" \
@@ -128,6 +149,8 @@ RC=$?
 set -e
 END=$(date +%s.%N); T1=$(cpu_ticks)
 [ -n "${RTPE_PID:-}" ] && R1=$(cpu_ticks "$RTPE_PID")
+# The calls' ends are written just after their BYE: let the last go out.
+[ -n "${REDIS_PID:-}" ] && { sleep 1; D1=$(cpu_ticks "$REDIS_PID"); RT1=$(metric sipfront_cluster_redis_round_trips_total); }
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SF_PID/status")
 HWM_KB=$(awk '/VmHWM/ {print $2}' "/proc/$SF_PID/status")
 
@@ -149,6 +172,11 @@ print(f"sipfront RSS     : {int(rss) / 1024:.1f} MiB now, {int(hwm) / 1024:.1f} 
 PY
 [ -n "${RTD:-}" ] && echo "INVITE to 200    : $RTD (SIPp response time, cumulative average)"
 [ -n "${RTPE_PID:-}" ] && echo "rtpengine CPU    : $(( (R1 - R0) * 1000 / TCK )) ms total"
+if [ -n "${REDIS_PID:-}" ]; then
+  echo "redis-server CPU : $(( (D1 - D0) * 1000 / TCK )) ms total"
+  python3 -c 'import sys; rt=int(sys.argv[2])-int(sys.argv[1]); ok=max(int(sys.argv[3]),1); print(f"Redis round trips: {rt} ({rt/ok:.2f} per call; unknown verdicts {sys.argv[4]})")' \
+    "${RT0:-0}" "${RT1:-0}" "$OK" "$(metric sipfront_cluster_channel_asks_unknown_total)"
+fi
 # The webhook dispatcher's warnings (failures are logged at 1, 2, 4, … of them).
 [ -n "${WEBHOOK_URL:-}" ] && { grep -h webhook "$WORK/sipfront.log" | tail -1 || true; }
 [ -n "${FLOOD_PPS:-}" ] && { wait "${PIDS[-1]}" 2>/dev/null || true; cat "$WORK/flood.out"; }

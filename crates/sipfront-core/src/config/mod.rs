@@ -28,8 +28,8 @@ pub use error::{ConfigError, ConfigErrors, SpanIndex};
 pub use media::{MediaConfig, MediaMode};
 pub use rates::{Rate, RateTable};
 pub use schema::{
-    ApiKeyConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig, IpNet,
-    ListenConfig, ListenTransport, LogConfig, LogFormat, NumberFormat, RatesConfig,
+    ApiKeyConfig, CaptureConfig, Config, ConfigSource, DestinationConfig, DidConfig, HttpConfig,
+    IpNet, ListenConfig, ListenTransport, LogConfig, LogFormat, NumberFormat, RatesConfig,
     RegistrarSettings, SecuritySettings, ServerConfig, StoreConfig, SyncConfig, TrunkConfig,
     UpstreamConfig, WebhooksConfig,
 };

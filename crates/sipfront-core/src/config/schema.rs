@@ -26,6 +26,9 @@ pub struct Config {
     /// `[log]`: how log lines are written.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[capture]`: copies of the SIP messages for a collector.
+    #[serde(default)]
+    pub capture: CaptureConfig,
     /// `[[listen]]`: SIP sockets. Default: UDP and TCP on `127.0.0.1:5060`.
     #[serde(default = "default_listen")]
     pub listen: Vec<ListenConfig>,
@@ -278,6 +281,32 @@ pub struct ApiKeyConfig {
     /// A disabled key answers 401.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// `[capture]`: a HEPv3 copy of every SIP message sent and received, to
+/// a Homer (or any HEP) collector. A change needs a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// `IP:port` of the collector (UDP); absent: no capture.
+    #[serde(default)]
+    pub hep: Option<SocketAddr>,
+    /// The capture agent id in every packet (Homer's "capture id").
+    #[serde(default = "default_capture_id")]
+    pub capture_id: u32,
+}
+
+fn default_capture_id() -> u32 {
+    2001
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            hep: None,
+            capture_id: default_capture_id(),
+        }
+    }
 }
 
 /// `[log]`: how log lines are written to stderr (what is logged is
