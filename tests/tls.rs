@@ -426,17 +426,18 @@ fn metric(server: &Server, name: &str) -> u64 {
 }
 
 /// Memory per idle TLS connection: `N` clients (1,000; `SIPFRONT_IDLE_TLS`
-/// sets another count, up to 9,999 under the 10,000-connection cap) finish
+/// sets another count, up to 9,000 under the 10,000-connection cap) finish
 /// the handshake from 127.0.0.10-109 (under the per-IP cap of 100) and
 /// stay silent; sipfront's resident memory grows by the figure printed.
-/// The goal is 16 KiB a connection; the test fails over 48 KiB.
+/// The goal is 16 KiB a connection (18 KiB today); the test fails over
+/// 32 KiB.
 #[test]
 fn idle_tls_connection_memory() {
     let n: usize = std::env::var("SIPFRONT_IDLE_TLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000)
-        .clamp(1, 9_999);
+        .clamp(1, 9_000);
     let dir = TempDir::new("tls-idle");
     let pki = Pki::new(&dir, "srv", &["localhost"], 2030);
     let server = tls_server(&dir, &pki, "");
@@ -482,6 +483,6 @@ fn idle_tls_connection_memory() {
         "{}",
         server.log_text()
     );
-    assert!(per < 48 * 1024, "{per} bytes per idle TLS connection");
+    assert!(per < 32 * 1024, "{per} bytes per idle TLS connection");
     drop((warm, clients));
 }

@@ -114,7 +114,8 @@ fn addr_after(line: &str, key: &str) -> Option<SocketAddr> {
 }
 
 impl Server {
-    /// Starts sipfront on `config` and waits (up to 20 s) for it to be ready.
+    /// Starts sipfront on `config` and waits (up to 20 s) for it to be
+    /// ready: the binary cargo built, or `$SIPFRONT_BIN`.
     pub fn start(config: &str) -> Server {
         Server::start_with_env(config, &[])
     }
@@ -124,7 +125,10 @@ impl Server {
         let dir = TempDir::new("srv");
         let config = relaxed_overload(config);
         let cfg = dir.write("sipfront.toml", &config);
-        let mut child = Command::new(BIN)
+        // SIPFRONT_BIN: another build of the same source (a measurement
+        // against target/release/sipfront).
+        let bin = std::env::var("SIPFRONT_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let mut child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&cfg)
             .current_dir(dir.path())
