@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 /// Writes `value`, replacing CR/LF by SP (header injection guard).
 fn put_clean(out: &mut BytesMut, value: &[u8]) {
-    if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
+    if memchr::memchr2(b'\r', b'\n', value).is_none() {
         out.put_slice(value);
         return;
     }
@@ -30,6 +30,12 @@ fn put_clean(out: &mut BytesMut, value: &[u8]) {
 
 /// Writes a received header value with folding collapsed to one SP.
 fn put_unfolded(out: &mut BytesMut, value: &[u8]) {
+    // Nearly every value is on one line: copy it whole, not byte by byte
+    // (the loop below leaves such a value unchanged).
+    if memchr::memchr2(b'\r', b'\n', value).is_none() {
+        out.put_slice(value);
+        return;
+    }
     let mut in_break = false;
     for &b in value {
         if b == b'\r' || b == b'\n' || (in_break && (b == b' ' || b == b'\t')) {
