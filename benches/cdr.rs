@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sipfront::cdr::{Cdr, CdrFilter, CdrSource, CdrStore, Direction, Disposition};
+use sipfront::sip::Transport;
 
 /// Rows under `cargo bench`; `cargo test --all-targets` runs this file
 /// once as a smoke test with [`TEST_ROWS`].
@@ -59,6 +60,8 @@ fn row(i: u64, n: u64) -> Cdr {
         destination: "United Kingdom - London".into(),
         sip_trunk: "36465".into(),
         trunk_id: Some(7),
+        a_transport: Some(Transport::Tls),
+        b_transport: Some(Transport::Udp),
     }
 }
 

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use sipfront::cdr::{Cdr, Direction, Disposition, Keyed, PgCdr, PG_MAX_BATCH};
+use sipfront::sip::Transport;
 use sipfront::store::{PgPool, PgStore};
 
 fn cdr(i: u64) -> Cdr {
@@ -31,6 +32,8 @@ fn cdr(i: u64) -> Cdr {
         destination: "United Kingdom - London".into(),
         sip_trunk: "36465".into(),
         trunk_id: Some(7),
+        a_transport: Some(Transport::Tls),
+        b_transport: Some(Transport::Udp),
     }
 }
 

@@ -1030,6 +1030,8 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
         "per_minute",
         "destination",
         "sip_trunk",
+        "a_transport",
+        "b_transport",
     ];
     let (mut duration, mut amount) = (0, 0.0);
     for it in &items {
@@ -1038,6 +1040,8 @@ fn cdr_lists_real_calls_with_stats_filters_pages_and_csv() {
         for k in keys {
             assert!(obj.contains_key(k), "{k} missing: {it}");
         }
+        // Every caller here is SIPp over UDP.
+        assert_eq!(it["a_transport"], "udp", "{it}");
         assert_eq!(
             (
                 &it["type"],

@@ -225,6 +225,20 @@ fn two_nodes_share_trunks_and_cdrs_and_keep_cdrs_while_postgres_is_down() {
     // and so do the per-day totals the listing's stats come from.
     let (_, page) = api_get(&node2, TEST_API_KEY, "/v1/cdr");
     assert_eq!(page["stats"]["count"], json!(placed.len()), "{page}");
+    // SIPp to SIPp over UDP, the spilled and replayed records too.
+    let legs: Vec<(&str, &str)> = page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|c| {
+                    let s = |k: &str| c[k].as_str().unwrap_or("<missing>");
+                    (s("a_transport"), s("b_transport"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(legs, vec![("udp", "udp"); placed.len()], "{page}");
     let stored = pg.query("SELECT count(*) FROM cdr").unwrap_or_default();
     assert_eq!(stored, placed.len().to_string(), "{}", pg.log());
     let distinct = pg
@@ -458,4 +472,66 @@ fn trunk_sync_pulls_on_the_lease_holder_only_and_a_cli_key_reaches_every_node() 
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(api_get(&node1, &key, "/v1/trunks").0, 200);
+}
+
+/// A database of schema version 2 (CDRs without leg transports) is brought
+/// to the current version by the next node to open it: old rows read with
+/// empty transports, new ones keep theirs.
+#[test]
+fn a_version_2_database_gets_cdr_leg_transports() {
+    use sipfront::cdr::{Cdr, CdrFilter, CdrSource, Direction, Disposition, Keyed, PgCdr};
+
+    let pg = Postgres::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    use sipfront::sip::Transport;
+    let record = |n: u64, a, b| Keyed {
+        uid: format!("uid-{n}"),
+        cdr: Cdr {
+            call_id: format!("call-{n}"),
+            start_unix_ms: 1_795_425_300_000 + n,
+            direction: Direction::Placed,
+            from: "12121234567".into(),
+            to: "442079460000".into(),
+            duration_s: 3,
+            disposition: Disposition::Answered,
+            sip_code: 200,
+            per_minute: 0.012,
+            destination: "United Kingdom - London".into(),
+            sip_trunk: "one".into(),
+            trunk_id: Some(1),
+            a_transport: a,
+            b_transport: b,
+        },
+    };
+    let cdrs = PgCdr::new(store(&pg, &rt, "node-a").pool().clone());
+    let n = cdrs.insert(&[record(1, Some(Transport::Tls), Some(Transport::Udp))]);
+    assert_eq!(n.unwrap_or_else(|e| panic!("{e}")), 1);
+    // Make it a version-2 database: its rows never had the columns.
+    let old = "ALTER TABLE cdr DROP COLUMN a_transport, DROP COLUMN b_transport; \
+               UPDATE store_meta SET value = 2 WHERE key = 'schema_version'; SELECT 1";
+    // (psql prints each statement's tag, then the SELECT's row.)
+    let done = pg.query(old);
+    assert_eq!(
+        done.as_deref().and_then(|o| o.lines().last()),
+        Some("1"),
+        "{done:?}\n{}",
+        pg.log()
+    );
+
+    let cdrs = PgCdr::new(store(&pg, &rt, "node-b").pool().clone());
+    let n = cdrs.insert(&[record(2, Some(Transport::Wss), None)]);
+    assert_eq!(n.unwrap_or_else(|e| panic!("{e}")), 1);
+    let legs: Vec<_> = cdrs
+        .query_keyed(&CdrFilter::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|(_, c)| (c.call_id, c.a_transport, c.b_transport))
+        .collect();
+    assert_eq!(
+        legs,
+        vec![
+            ("call-1".to_owned(), None, None),
+            ("call-2".to_owned(), Some(Transport::Wss), None)
+        ]
+    );
 }

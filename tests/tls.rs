@@ -263,8 +263,8 @@ fn rates_and_trunk() -> String {
 
 /// A PBX on a TLS connection places a call with digest (RFC 3261 §26.2 on
 /// the A-leg): challenged 407 and answered over its connection, the call
-/// reaches the SIPp carrier over UDP, `/v1/calls` shows `tls` → `udp`, and
-/// the PBX's BYE ends it.
+/// reaches the SIPp carrier over UDP, `/v1/calls` shows `tls` → `udp`, the
+/// PBX's BYE ends it, and its CDR says `tls` and `udp`.
 #[test]
 fn tls_pbx_places_a_call_to_a_udp_carrier_and_hangs_up() {
     let dir = TempDir::new("tls-pbx");

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 
 use super::store::{
-    count_sql, finite, select_sql, stats_sql, to_i64, Arg, CdrCursor, CdrError, CdrFilter,
-    CdrSource, CdrStats, Dialect, RawRow,
+    count_sql, finite, leg_text, select_sql, stats_sql, to_i64, Arg, CdrCursor, CdrError,
+    CdrFilter, CdrSource, CdrStats, Dialect, RawRow,
 };
 use super::writer::{CdrSink, CdrWriter, Msg, Shared};
 use crate::b2bua::record::{format_date, Cdr};
@@ -60,10 +60,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// nodes' batches lock those rows in the same order.
 const INSERT: &str = "WITH ins AS (INSERT INTO cdr (uid, call_id, date, ts_ms, type, \
      from_number, to_number, duration, disposition, sip_code, charge, per_minute, destination, \
-     sip_trunk, trunk_id) \
+     sip_trunk, trunk_id, a_transport, b_transport) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
      $6::text[], $7::text[], $8::int8[], $9::text[], $10::int8[], $11::float8[], \
-     $12::float8[], $13::text[], $14::text[], $15::int8[]) \
+     $12::float8[], $13::text[], $14::text[], $15::int8[], $16::text[], $17::text[]) \
      ON CONFLICT (uid) DO NOTHING RETURNING date, type, duration, charge), \
      days AS (INSERT INTO cdr_day (day, type, count, duration, charge) \
      SELECT substr(date, 1, 10), type, COUNT(*), SUM(duration), SUM(charge) FROM ins \
@@ -130,6 +130,8 @@ impl PgCdr {
         let mut destination = Vec::with_capacity(rows.len());
         let mut sip_trunk = Vec::with_capacity(rows.len());
         let mut trunk_id = Vec::with_capacity(rows.len());
+        let mut a_transport = Vec::with_capacity(rows.len());
+        let mut b_transport = Vec::with_capacity(rows.len());
         for Keyed { uid: u, cdr: c } in rows {
             uid.push(u.as_str());
             call_id.push(c.call_id.as_str());
@@ -146,8 +148,10 @@ impl PgCdr {
             destination.push(c.destination.as_str());
             sip_trunk.push(c.sip_trunk.as_str());
             trunk_id.push(c.trunk_id.map(to_i64));
+            a_transport.push(leg_text(c.a_transport));
+            b_transport.push(leg_text(c.b_transport));
         }
-        let params: [&(dyn ToSql + Sync); 15] = [
+        let params: [&(dyn ToSql + Sync); 17] = [
             &uid,
             &call_id,
             &date,
@@ -163,6 +167,8 @@ impl PgCdr {
             &destination,
             &sip_trunk,
             &trunk_id,
+            &a_transport,
+            &b_transport,
         ];
         let db = &self.db;
         let rows = db.query(INSERT, &params).map_err(pg_err)?;
@@ -223,6 +229,8 @@ impl CdrSource for PgCdr {
                 destination: r.get(10),
                 sip_trunk: r.get(11),
                 trunk_id: r.get(12),
+                a_transport: r.get(13),
+                b_transport: r.get(14),
             };
             out.push(raw.into_keyed(self.where_())?);
         }

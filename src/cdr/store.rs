@@ -7,11 +7,12 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
 use crate::b2bua::record::{format_date, Cdr, Direction, Disposition};
+use crate::sip::Transport;
 use crate::store::{open_connection, OpenFailure};
 
 /// `PRAGMA user_version` of a current file; bumped, with a migration
 /// step, whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS cdr (
@@ -57,17 +58,27 @@ CREATE TRIGGER IF NOT EXISTS cdr_day_count AFTER INSERT ON cdr BEGIN
 END;
 ";
 
+/// Version 3: the transport of each leg (`udp`, `tcp`, `tls`, `ws`,
+/// `wss`); rows written before it read as empty. Not idempotent (SQLite
+/// has no `ADD COLUMN IF NOT EXISTS`): run once, from versions below 3.
+pub(super) const SCHEMA_V3: &str = "
+ALTER TABLE cdr ADD COLUMN a_transport TEXT NOT NULL DEFAULT '';
+ALTER TABLE cdr ADD COLUMN b_transport TEXT NOT NULL DEFAULT '';
+";
+
 /// Fills `cdr_day` from the rows a version-1 file already holds.
 const BACKFILL_V2: &str = "INSERT OR REPLACE INTO cdr_day (day, type, count, duration, charge) \
      SELECT substr(date, 1, 10), type, COUNT(*), SUM(duration), SUM(charge) FROM cdr GROUP BY 1, 2";
 
 const INSERT: &str = "INSERT INTO cdr (call_id, date, ts_ms, type, from_number, to_number, \
-     duration, disposition, sip_code, charge, per_minute, destination, sip_trunk, trunk_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+     duration, disposition, sip_code, charge, per_minute, destination, sip_trunk, trunk_id, \
+     a_transport, b_transport) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 pub(crate) const SELECT: &str =
     "SELECT id, call_id, ts_ms, type, from_number, to_number, duration, \
-     disposition, sip_code, per_minute, destination, sip_trunk, trunk_id FROM cdr";
+     disposition, sip_code, per_minute, destination, sip_trunk, trunk_id, \
+     a_transport, b_transport FROM cdr";
 
 /// Everything that can go wrong with the store; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +308,9 @@ impl CdrStore {
                 if found == 1 {
                     tx.execute_batch(BACKFILL_V2)?;
                 }
+                if found < 3 {
+                    tx.execute_batch(SCHEMA_V3)?;
+                }
                 Ok(())
             })
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
@@ -332,6 +346,8 @@ impl CdrStore {
                     c.destination,
                     c.sip_trunk,
                     c.trunk_id.map(to_i64),
+                    leg_text(c.a_transport),
+                    leg_text(c.b_transport),
                 ])
                 .map_err(|e| sqlite(&self.path, e))?;
             }
@@ -615,6 +631,12 @@ fn values(args: Vec<Arg>) -> Vec<Value> {
     args.into_iter().map(Value::from).collect()
 }
 
+/// A leg transport as both stores hold it: its `transport=` text, empty
+/// when unknown (records from before it was kept, or no B-leg).
+pub(crate) fn leg_text(t: Option<Transport>) -> &'static str {
+    t.map_or("", Transport::as_lowercase)
+}
+
 /// A row as the database holds it, converted to a [`Cdr`] outside the
 /// driver's callback so bad values become [`CdrError::Corrupt`] naming the
 /// column. Both stores select the columns of `SELECT`, in its order.
@@ -632,6 +654,8 @@ pub(crate) struct RawRow {
     pub(crate) destination: String,
     pub(crate) sip_trunk: String,
     pub(crate) trunk_id: Option<i64>,
+    pub(crate) a_transport: String,
+    pub(crate) b_transport: String,
 }
 
 impl RawRow {
@@ -650,6 +674,8 @@ impl RawRow {
             destination: r.get(10)?,
             sip_trunk: r.get(11)?,
             trunk_id: r.get(12)?,
+            a_transport: r.get(13)?,
+            b_transport: r.get(14)?,
         })
     }
 
@@ -678,6 +704,14 @@ impl RawRow {
         let disposition = Disposition::parse(&self.disposition)
             .ok_or_else(|| bad("disposition", self.disposition.clone()))?;
         let unsigned = |column, v: i64| u64::try_from(v).map_err(|_| bad(column, v.to_string()));
+        let leg = |column, text: &str| match text {
+            "" => Ok(None),
+            t => Transport::from_token(t)
+                .map(Some)
+                .ok_or_else(|| bad(column, t.to_owned())),
+        };
+        let a_transport = leg("a_transport", &self.a_transport)?;
+        let b_transport = leg("b_transport", &self.b_transport)?;
         Ok(Cdr {
             start_unix_ms: unsigned("ts_ms", self.ts_ms)?,
             duration_s: unsigned("duration", self.duration)?,
@@ -692,6 +726,8 @@ impl RawRow {
             per_minute: self.per_minute,
             destination: self.destination,
             sip_trunk: self.sip_trunk,
+            a_transport,
+            b_transport,
         })
     }
 }

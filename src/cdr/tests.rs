@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::writer::Msg;
 use super::*;
+use crate::sip::Transport;
 
 /// A fresh path under the temp dir; removes the file and its WAL on drop.
 struct TempDb(PathBuf);
@@ -45,6 +46,8 @@ fn cdr(i: u64) -> Cdr {
         destination: "United Kingdom - London".into(),
         sip_trunk: "36465".into(),
         trunk_id: Some(7),
+        a_transport: Some(Transport::Tls),
+        b_transport: Some(Transport::Udp),
     }
 }
 
@@ -369,6 +372,7 @@ fn insert_failure_is_counted_and_the_writer_keeps_going() {
     assert!(sink.record(cdr(1)));
     wait_until("the failed insert", || sink.failed() == 1);
     other.execute_batch(super::store::SCHEMA_V1).unwrap();
+    other.execute_batch(super::store::SCHEMA_V3).unwrap();
     assert!(sink.record(cdr(2)));
     wait_until("the next insert", || sink.written() == 1);
     writer.shutdown().unwrap();
@@ -500,6 +504,73 @@ fn queries_use_the_date_indexes_without_a_sort() {
 }
 
 /// Rows spread over five days, both directions.
+/// Turns a current file into one as version `to` (1 or 2) wrote it: no
+/// leg transports, and for 1 no day totals either.
+fn downgrade(path: &std::path::Path, to: i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE cdr DROP COLUMN a_transport; ALTER TABLE cdr DROP COLUMN b_transport;",
+    )
+    .unwrap();
+    if to == 1 {
+        conn.execute_batch("DROP TRIGGER cdr_day_count; DROP TABLE cdr_day;")
+            .unwrap();
+    }
+    conn.pragma_update(None, "user_version", to).unwrap();
+}
+
+#[test]
+fn a_version_2_file_gets_leg_transports_empty_on_old_rows() {
+    let db = TempDb::new("v2");
+    let old: Vec<Cdr> = (0..3).map(cdr).collect();
+    CdrStore::open(&db.0).unwrap().insert(&old).unwrap();
+    downgrade(&db.0, 2);
+    let mut store = CdrStore::open(&db.0).unwrap();
+    let new = Cdr {
+        call_id: "after-migration".into(),
+        a_transport: Some(Transport::Wss),
+        b_transport: None,
+        ..cdr(3)
+    };
+    store.insert(std::slice::from_ref(&new)).unwrap();
+    let got = store.all().unwrap();
+    let transports: Vec<_> = got.iter().map(|c| (c.a_transport, c.b_transport)).collect();
+    assert_eq!(
+        transports,
+        [
+            (None, None),
+            (None, None),
+            (None, None),
+            (Some(Transport::Wss), None)
+        ]
+    );
+    // Everything else of the old rows is as it was.
+    let blank = |c: &Cdr| Cdr {
+        a_transport: None,
+        b_transport: None,
+        ..c.clone()
+    };
+    assert_eq!(got[..3], old.iter().map(blank).collect::<Vec<_>>()[..]);
+    assert_eq!(store.stats(&CdrFilter::default()).unwrap().count, 4);
+    drop(store);
+    // Reopening a version-3 file runs no step again.
+    assert_eq!(CdrStore::open(&db.0).unwrap().all().unwrap(), got);
+}
+
+#[test]
+fn a_spill_line_without_leg_transports_still_reads() {
+    let line = serde_json::to_string(&Keyed {
+        uid: "u-1".into(),
+        cdr: cdr(1),
+    })
+    .unwrap()
+    .replace(r#","a_transport":"tls","b_transport":"udp""#, "");
+    assert!(!line.contains("transport"), "{line}");
+    let back: Keyed = serde_json::from_str(&line).unwrap();
+    assert_eq!((back.cdr.a_transport, back.cdr.b_transport), (None, None));
+    assert_eq!(back.cdr.call_id, cdr(1).call_id);
+}
+
 fn days_of_rows() -> Vec<Cdr> {
     (0..50)
         .map(|i| Cdr {
@@ -573,10 +644,7 @@ fn a_version_1_file_gets_its_day_totals_backfilled() {
     let rows = days_of_rows();
     CdrStore::open(&db.0).unwrap().insert(&rows).unwrap();
     // Make it a version-1 file: no day totals yet.
-    let conn = rusqlite::Connection::open(&db.0).unwrap();
-    conn.execute_batch("DROP TRIGGER cdr_day_count; DROP TABLE cdr_day; PRAGMA user_version = 1;")
-        .unwrap();
-    drop(conn);
+    downgrade(&db.0, 1);
     let mut store = CdrStore::open(&db.0).unwrap();
     let more = Cdr {
         call_id: "after-migration".into(),

@@ -27,6 +27,7 @@ use super::error::{ApiError, Details};
 use super::schema::{page_params, Error, Pagination};
 use super::Live;
 use crate::cdr::{Cdr, CdrError, CdrFilter, CdrSource, CdrStore, Direction, PgCdr};
+use crate::sip::Transport;
 
 /// A CSV export stops after this many rows (1,000,000, about 150 MB), so
 /// one request cannot stream an unbounded file; the response then carries
@@ -135,6 +136,13 @@ pub(crate) struct CdrItem {
     destination: String,
     /// The trunk login.
     sip_trunk: String,
+    /// Transport of the caller's leg: `udp`, `tcp`, `tls`, `ws` or `wss`
+    /// (RFC 3261 §19.1.1, RFC 7118 §5.2); `null` on records stored before
+    /// transports were kept.
+    a_transport: Option<&'static str>,
+    /// Transport of the callee's leg (its last attempt); `null` when the
+    /// call was refused before a callee was tried.
+    b_transport: Option<&'static str>,
 }
 
 impl From<&Cdr> for CdrItem {
@@ -152,6 +160,8 @@ impl From<&Cdr> for CdrItem {
             per_minute: c.per_minute,
             destination: c.destination.clone(),
             sip_trunk: c.sip_trunk.clone(),
+            a_transport: c.a_transport.map(Transport::as_lowercase),
+            b_transport: c.b_transport.map(Transport::as_lowercase),
         }
     }
 }

@@ -44,7 +44,7 @@ use crate::transport::Shutdown;
 
 /// Schema version of a current database (`store_meta.schema_version`);
 /// bumped, with a step in `migrate`, whenever the schema changes.
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub const PG_SCHEMA_VERSION: i64 = 3;
 
 /// The channel trunk and DID writes notify on.
 pub const CHANGE_CHANNEL: &str = "sipfront_config";
@@ -132,6 +132,12 @@ CREATE TABLE IF NOT EXISTS cdr_day (
 INSERT INTO cdr_day (day, type, count, duration, charge)
     SELECT substr(date, 1, 10), type, COUNT(*), SUM(duration), SUM(charge) FROM cdr GROUP BY 1, 2
     ON CONFLICT (day, type) DO NOTHING;
+";
+
+/// Version 3: the transport of each CDR's legs; older rows read as empty.
+const SCHEMA_V3: &str = "
+ALTER TABLE cdr ADD COLUMN IF NOT EXISTS a_transport TEXT NOT NULL DEFAULT '';
+ALTER TABLE cdr ADD COLUMN IF NOT EXISTS b_transport TEXT NOT NULL DEFAULT '';
 ";
 
 /// A pool on one database and the runtime its queries run on. Shared by
@@ -319,6 +325,9 @@ impl PgStore {
             }
             if found < 2 {
                 tx.batch_execute(SCHEMA_V2).await.map_err(|e| db.err(e))?;
+            }
+            if found < 3 {
+                tx.batch_execute(SCHEMA_V3).await.map_err(|e| db.err(e))?;
             }
             tx.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('schema_version', $1) \

@@ -361,7 +361,8 @@ pub fn uac(server: &Server, dir: &TempDir, sf: &Path, creds: (&str, &str), tag: 
 /// to the SIPp carrier UAS already answering behind sipfront over UDP
 /// ([`carrier_uas`]): its INVITE is challenged 407 and answered over its
 /// connection, the 200 comes back with our Via in its transport,
-/// `/v1/calls` shows `scheme` → `udp`, and the phone's BYE ends the call.
+/// `/v1/calls` shows `scheme` → `udp`, the phone's BYE ends the call, and
+/// its `/v1/cdr` record keeps `scheme` and `udp` as the legs' transports.
 pub fn phone_places_a_call_to_a_udp_carrier<P: super::phone::Pipe>(
     server: &Server,
     mut ph: super::phone::Phone<P>,
@@ -399,6 +400,25 @@ pub fn phone_places_a_call_to_a_udp_carrier<P: super::phone::Pipe>(
             calls["items"].as_array().is_some_and(Vec::is_empty)
         }),
         "the call is still listed after the BYE\n{}",
+        show(&ph.log)
+    );
+    // Its record keeps both legs' transports.
+    let mut cdrs = serde_json::Value::Null;
+    let written = wait_until(std::time::Duration::from_secs(5), || {
+        cdrs = api_get(server, TEST_API_KEY, "/v1/cdr").1;
+        cdrs["items"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert!(written, "no CDR after the BYE: {cdrs}\n{}", show(&ph.log));
+    let cdr = &cdrs["items"][0];
+    assert_eq!(
+        (
+            cdrs["items"].as_array().map(Vec::len),
+            cdr["disposition"].as_str(),
+            cdr["a_transport"].as_str(),
+            cdr["b_transport"].as_str()
+        ),
+        (Some(1), Some("answered"), Some(scheme), Some("udp")),
+        "{cdrs}\n{}",
         show(&ph.log)
     );
 }

@@ -1675,6 +1675,8 @@ impl Call {
             destination: rate.map_or_else(String::new, |r| r.name.clone()),
             sip_trunk: self.terms.sip_trunk().to_owned(),
             trunk_id: self.terms.trunk_id(),
+            a_transport: Some(self.a.transport),
+            b_transport: Some(self.b.transport),
         })
     }
 

@@ -735,7 +735,7 @@ impl B2bua {
                 }
                 let r = self.rejection(msg, &refusal, source, now);
                 if let Refusal::Policy { trunk, .. } = &refusal {
-                    self.record_refusal(msg, Some(trunk), None, r.status, now);
+                    self.record_refusal(msg, transport, Some(trunk), None, r.status, now);
                 }
                 return self.refuse(msg, &key, source, r);
             }
@@ -746,7 +746,7 @@ impl B2bua {
             Ok(p) => p,
             Err(r) => {
                 let trunk = admitted.trunk.as_deref();
-                self.record_refusal(msg, trunk, Some(&admitted), r.status, now);
+                self.record_refusal(msg, transport, trunk, Some(&admitted), r.status, now);
                 return self.refuse(msg, &key, source, r);
             }
         };
@@ -804,7 +804,7 @@ impl B2bua {
         let mut call = match Call::new(new, &self.cfg, now, &mut self.rng) {
             Ok(c) => c,
             Err(status) => {
-                self.record_refusal(msg, trunk.as_deref(), None, status, now);
+                self.record_refusal(msg, transport, trunk.as_deref(), None, status, now);
                 let r = Rejection::new(
                     status,
                     RefusalCause::Unrelayable,
@@ -896,9 +896,11 @@ impl B2bua {
 
     /// The CDR of an INVITE refused after its trunk was identified: failed,
     /// no duration, no charge (SPEC §6; issue #4 "incl. policy rejections").
+    /// `transport`: the caller's; the record has no B-leg transport.
     fn record_refusal(
         &mut self,
         msg: &Message,
+        transport: Transport,
         trunk: Option<&TrunkConfig>,
         admitted: Option<&Admitted>,
         status: StatusCode,
@@ -938,6 +940,8 @@ impl B2bua {
                 |a| a.sip_trunk().to_owned(),
             ),
             trunk_id: trunk.map(|t| t.id()),
+            a_transport: Some(transport),
+            b_transport: None,
         };
         let did = admitted.and_then(|a| a.did.as_deref());
         let url = self.admission.status_url(cdr.direction, did);

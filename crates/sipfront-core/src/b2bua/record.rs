@@ -1,6 +1,8 @@
 //! The call detail record as a value, and the pure helpers that fill it in
 //! (billing seconds, charge, disposition, the SPEC §6 `date` text).
 
+use crate::sip::Transport;
+
 /// Which way the call went, from the trunk's point of view (SPEC §6 `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +112,14 @@ pub struct Cdr {
     pub sip_trunk: String,
     /// Trunk id, when the call belongs to a configured trunk.
     pub trunk_id: Option<u64>,
+    /// Transport of the caller's leg; `None` on a record written before
+    /// it was kept.
+    #[serde(default)]
+    pub a_transport: Option<Transport>,
+    /// Transport of the callee's leg (its last attempt); `None` when the
+    /// call was refused before one was tried, or on an older record.
+    #[serde(default)]
+    pub b_transport: Option<Transport>,
 }
 
 impl Cdr {

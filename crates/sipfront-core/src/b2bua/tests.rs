@@ -1182,7 +1182,16 @@ fn one_cdr_per_attempt_with_disposition_duration_and_charge() {
         (Disposition::Failed, 503, 0)
     );
     assert_eq!(refused.call_id, "a-call-9@10.9.9.9");
+    // Refused before a callee was tried: no B-leg transport.
+    assert_eq!(
+        (refused.a_transport, refused.b_transport),
+        (Some(Transport::Udp), None)
+    );
     let ok = &got[1];
+    assert_eq!(
+        (ok.a_transport, ok.b_transport),
+        (Some(Transport::Udp), Some(Transport::Udp))
+    );
     assert_eq!(ok.call_id, "a-call@10.9.9.9");
     assert_eq!((ok.disposition, ok.sip_code), (Disposition::Answered, 200));
     assert_eq!(ok.duration_s, 61);

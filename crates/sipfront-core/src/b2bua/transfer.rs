@@ -166,7 +166,7 @@ impl B2bua {
             Err(refusal) => {
                 tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {refusal}");
                 let status = refusal.status();
-                self.record_refusal(&invite, Some(&trunk), None, status, now);
+                self.record_refusal(&invite, transport, Some(&trunk), None, status, now);
                 return Err(status);
             }
         };
@@ -174,7 +174,14 @@ impl B2bua {
             Ok(p) => p,
             Err(r) => {
                 tracing::info!(call_id = %msg_call_id(&invite), "transfer refused: {}", r.why);
-                self.record_refusal(&invite, Some(&trunk), Some(&admitted), r.status, now);
+                self.record_refusal(
+                    &invite,
+                    transport,
+                    Some(&trunk),
+                    Some(&admitted),
+                    r.status,
+                    now,
+                );
                 return Err(r.status);
             }
         };

@@ -5,8 +5,12 @@
 
 use std::fmt;
 
-/// The transport a message came over or goes over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The transport a message came over or goes over. Serialized as its
+/// [`Transport::as_lowercase`] text (a CDR's leg transports).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// UDP datagrams (unreliable: transactions retransmit).
     Udp,
