@@ -24,10 +24,8 @@
 //! warm-up included: only the core's calls are collected, as only they
 //! are counted.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,49 +37,9 @@ use sipfront_core::sip::build::{RequestBuilder, ResponseBuilder};
 use sipfront_core::sip::{Bytes, Message, Method, StatusCode, Transport};
 use sipfront_core::transport::Inbound;
 
-struct Counting;
+mod counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count(size: usize) {
-    if ON.with(Cell::get) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters are
-// only bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Runs `f` with the counter on (callgrind's `--toggle-collect` target).
-#[inline(never)]
-fn counted<T>(f: impl FnOnce() -> T) -> T {
-    ON.with(|c| c.set(true));
-    let out = f();
-    ON.with(|c| c.set(false));
-    out
-}
+use counting::{counted, ALLOCS, BYTES};
 
 const A: &str = "127.0.0.1:5071";
 const B: &str = "127.0.0.3:5080";

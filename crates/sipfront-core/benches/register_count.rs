@@ -22,10 +22,8 @@
 //! (callgrind's total `Ir` divided by the registration count: only the
 //! core's calls are collected.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sipfront_core::auth::{ha1, response, Algorithm};
@@ -34,61 +32,9 @@ use sipfront_core::endpoint::{Endpoint, EndpointConfig, Env};
 use sipfront_core::sip::{Bytes, Message, StatusCode, Transport};
 use sipfront_core::transport::Inbound;
 
-struct Counting;
+mod counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-/// Live heap bytes, everything included (the driver holds nothing that
-/// grows between the two readings).
-static LIVE: AtomicI64 = AtomicI64::new(0);
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count(size: usize) {
-    if ON.with(Cell::get) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    }
-}
-
-#[allow(clippy::cast_possible_wrap)] // allocation sizes are far below 2^63
-fn live(delta: usize, sign: i64) {
-    LIVE.fetch_add(sign * delta as i64, Ordering::Relaxed);
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters are
-// only bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        live(layout.size(), 1);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        live(layout.size(), -1);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        live(layout.size(), -1);
-        live(new_size, 1);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Runs `f` with the counter on (callgrind's `--toggle-collect` target).
-#[inline(never)]
-fn counted<T>(f: impl FnOnce() -> T) -> T {
-    ON.with(|c| c.set(true));
-    let out = f();
-    ON.with(|c| c.set(false));
-    out
-}
+use counting::{counted, ALLOCS, BYTES, LIVE};
 
 const PEER: &str = "127.0.0.1:16071";
 const LOCAL: &str = "127.0.0.1:16060";
