@@ -252,6 +252,16 @@ fn corrupt_row_is_an_error_not_a_panic() {
         matches!(err, CdrError::Corrupt { column: "type", .. }),
         "{err}"
     );
+    conn.execute(
+        "UPDATE cdr SET type = 'placed', b_transport = 'carrier-pigeon'",
+        [],
+    )
+    .unwrap();
+    let err = store.all().unwrap_err();
+    assert!(
+        matches!(err, CdrError::Corrupt { column: "b_transport", ref value, .. } if value == "carrier-pigeon"),
+        "{err}"
+    );
 }
 
 #[test]

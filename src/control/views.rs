@@ -158,7 +158,7 @@ pub struct CallView {
     /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
     /// media (`media = "relay"`); null when media flows end to end.
     pub relay: Option<String>,
-    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    /// Transport of the caller's leg: `udp`, `tcp`, `tls`, `ws` or `wss`.
     pub a_transport: &'static str,
     /// Transport of the callee's leg (of the attempt in progress).
     pub b_transport: &'static str,

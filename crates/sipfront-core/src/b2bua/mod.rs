@@ -223,7 +223,7 @@ pub struct CallView {
     /// The rtpengine (`ip:port` of its ng socket) anchoring the call's
     /// media; `None` when media flows end to end (or before the offer).
     pub relay: Option<String>,
-    /// Transport of the caller's leg: `udp`, `tcp`, `ws` or `wss`.
+    /// Transport of the caller's leg: `udp`, `tcp`, `tls`, `ws` or `wss`.
     pub a_transport: &'static str,
     /// Transport of the callee's leg (of the attempt in progress).
     pub b_transport: &'static str,
