@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{
-    api_text, b2bua_config, calls::builtin_uas, free_port, sipp_counter, sipp_run, Server,
-    TEST_API_KEY, TEST_API_KEY_CONFIG,
+    api_text, b2bua_config, calls::builtin_uas, free_port, Server, TEST_API_KEY,
+    TEST_API_KEY_CONFIG,
 };
 
 /// One decoded HEPv3 packet.
@@ -72,29 +72,7 @@ fn every_message_of_a_call_reaches_the_hep_receiver() {
     cfg.push_str(&format!("\n[capture]\nhep = \"{hep_addr}\"\n"));
     let server = Server::start(&cfg);
     let uac_port = free_port();
-    let (target, uac_port_s) = (server.udp.to_string(), uac_port.to_string());
-    let (code, text) = sipp_run(&[
-        "-sn",
-        "uac",
-        "-s",
-        "12125551234",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &uac_port_s,
-        "-m",
-        "1",
-        "-nostdin",
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        &target,
-    ]);
-    assert!(
-        code == Some(0) && sipp_counter(&text, "Successful call") == Some(1),
-        "exit {code:?}\n{text}\n--- sipfront ---\n{}",
-        server.log_text()
-    );
+    common::sipp_calls_ok(&server, 1, &["-p", &uac_port.to_string()]);
     let (uas_code, uas_text) = carrier.wait(Duration::from_secs(10));
     assert_eq!(uas_code, Some(0), "{uas_text}");
 

@@ -12,8 +12,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{
-    api_get, calls::builtin_uas, carrier_upstream, free_port, shipped_rates, sipp_counter,
-    sipp_run, Server, TempDir, BIN, LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG,
+    api_get, calls::builtin_uas, carrier_upstream, free_port, shipped_rates, Server, TempDir, BIN,
+    LOOPBACK_CONFIG, TEST_API_KEY, TEST_API_KEY_CONFIG,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -224,27 +224,7 @@ fn readme_walk_first_key_creates_a_trunk_and_a_call_goes_through() {
         (&1.into(), &"10001".into()),
         "{trunk}"
     );
-    let target = server.udp.to_string();
-    let (code, text) = sipp_run(&[
-        "-sn",
-        "uac",
-        "-s",
-        "12125551234",
-        "-i",
-        "127.0.0.1",
-        "-m",
-        "1",
-        "-nostdin",
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        &target,
-    ]);
-    assert!(
-        code == Some(0) && sipp_counter(&text, "Successful call") == Some(1),
-        "exit {code:?}\n{text}\n--- sipfront ---\n{}",
-        server.log_text()
-    );
+    common::sipp_calls_ok(&server, 1, &[]);
     let (uas_code, uas_text) = carrier.wait(WAIT);
     assert_eq!(uas_code, Some(0), "{uas_text}");
     let (st, cdr) = api_get(&server, &key, "/v1/cdr");

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    api_get, b2bua_config, calls::builtin_uas, free_port, sipp_counter, sipp_run, Server, TempDir,
-    BIN, TEST_API_KEY, TEST_API_KEY_CONFIG,
+    api_get, b2bua_config, calls::builtin_uas, free_port, Server, TempDir, BIN, TEST_API_KEY,
+    TEST_API_KEY_CONFIG,
 };
 use serde_json::Value;
 
@@ -49,28 +49,7 @@ fn json_lines_parse_and_each_call_carries_its_call_id_and_trunk() {
     cfg.push_str(TEST_API_KEY_CONFIG);
     cfg.push_str("\n[log]\nformat = \"json\"\n");
     let server = Server::start(&cfg);
-    let target = server.udp.to_string();
-    let calls = CALLS.to_string();
-    let (code, text) = sipp_run(&[
-        "-sn",
-        "uac",
-        "-s",
-        "12125551234",
-        "-i",
-        "127.0.0.1",
-        "-m",
-        &calls,
-        "-nostdin",
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        &target,
-    ]);
-    assert!(
-        code == Some(0) && sipp_counter(&text, "Successful call") == Some(CALLS as u64),
-        "exit {code:?}\n{text}\n--- sipfront ---\n{}",
-        server.log_text()
-    );
+    common::sipp_calls_ok(&server, CALLS as u64, &[]);
     let (uas_code, uas_text) = carrier.wait(Duration::from_secs(10));
     assert_eq!(uas_code, Some(0), "{uas_text}");
 

@@ -508,6 +508,35 @@ pub fn sipp_run(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// Places `calls` SIPp `uac` calls to 12125551234 through `server`'s UDP
+/// port (`extra` SIPp arguments go before the target) and asserts every
+/// one succeeded, with sipfront's log when one did not.
+pub fn sipp_calls_ok(server: &Server, calls: u64, extra: &[&str]) {
+    let (m, target) = (calls.to_string(), server.udp.to_string());
+    let mut args = vec![
+        "-sn",
+        "uac",
+        "-s",
+        "12125551234",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        &m,
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&target);
+    let (code, text) = sipp_run(&args);
+    assert!(
+        code == Some(0) && sipp_counter(&text, "Successful call") == Some(calls),
+        "exit {code:?}\n{text}\n--- sipfront ---\n{}",
+        server.log_text()
+    );
+}
+
 /// The shipped rate table (`1` = USA/Canada at 0.01/min, …).
 pub fn shipped_rates() -> String {
     format!("{}/config/rates.csv", env!("CARGO_MANIFEST_DIR"))
